@@ -1,0 +1,55 @@
+//! The admin listener: `/metrics`, `/healthz`, `/readyz`, `/providers`.
+//!
+//! Separate from the proxy listener so operators can keep it on a private address.
+
+use crate::metrics::metrics;
+use crate::runtime::Runtime;
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use http::Response;
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use std::sync::Arc;
+
+pub struct Admin {
+    pub state: Arc<ArcSwap<Runtime>>,
+}
+
+fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .header("cache-control", "no-store")
+        .header("content-length", body.len())
+        .body(body)
+        .unwrap_or_else(|_| Response::new(Vec::new()))
+}
+
+fn json(status: u16, v: &serde_json::Value) -> Response<Vec<u8>> {
+    reply(status, "application/json", serde_json::to_vec_pretty(v).unwrap_or_default())
+}
+
+#[async_trait]
+impl ServeHttp for Admin {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let rt = self.state.load_full();
+        match session.req_header().uri.path() {
+            "/metrics" => {
+                rt.registry.update_gauges();
+                reply(200, "text/plain; version=0.0.4", metrics().render())
+            }
+            "/healthz" => json(200, &serde_json::json!({"status": "ok"})),
+            "/readyz" => {
+                let missing: Vec<&str> =
+                    rt.registry.providers.iter().filter(|p| !p.has_keys()).map(|p| p.id()).collect();
+                if missing.is_empty() {
+                    json(200, &serde_json::json!({"status": "ready"}))
+                } else {
+                    json(503, &serde_json::json!({"status": "not ready", "providers_without_keys": missing}))
+                }
+            }
+            "/providers" => json(200, &rt.registry.status_json()),
+            _ => json(404, &serde_json::json!({"status": 404, "detail": "admin paths: /metrics /healthz /readyz /providers"})),
+        }
+    }
+}

@@ -1,0 +1,458 @@
+//! The `idfabric` command line (INTERFACE.md, "Command line").
+
+use crate::config::{self, Config, KindSpec};
+use crate::identity::Population;
+use crate::keys;
+use crate::pipeline;
+use crate::providers::{dev, now_secs};
+use crate::runtime::Runtime;
+use crate::server;
+use clap::{Parser, Subcommand};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "idfabric", version, about = "Identity-fabric gateway: one identity for workforce and customers")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the gateway (proxy listener, admin listener, broker endpoints).
+    Serve {
+        #[arg(long, default_value = "routes.yaml")]
+        config: PathBuf,
+        /// Take over the listening sockets of a running idfabric (graceful binary upgrade).
+        #[arg(short, long)]
+        upgrade: bool,
+    },
+    /// Validate routes.yaml and the enabled provider files; without --offline also fetch
+    /// each provider's discovery document and keys.
+    Check {
+        #[arg(long, default_value = "routes.yaml")]
+        config: PathBuf,
+        #[arg(long)]
+        offline: bool,
+        /// Also refuse what must not run in production (dev providers, plain-HTTP only).
+        #[arg(long)]
+        production: bool,
+    },
+    /// Inspect and mint tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Key material.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// The embedded default: dev providers, an echo app and the gateway on routes.yaml.
+    Demo {
+        #[arg(long, default_value = "routes.yaml")]
+        config: PathBuf,
+    },
+    /// Run only the built-in echo app (used by tests and benchmarks as an upstream).
+    #[command(hide = true)]
+    Echo {
+        #[arg(long, required = true)]
+        listen: Vec<std::net::SocketAddr>,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Decode and verify a token, print its normalised identity and each route's decision.
+    Inspect {
+        /// The token, or `-` (or nothing) to read it from standard input.
+        token: Option<String>,
+        #[arg(long, default_value = "routes.yaml")]
+        config: PathBuf,
+    },
+    /// Print a token from a dev provider.
+    Mint {
+        #[arg(long)]
+        provider: String,
+        #[arg(long)]
+        user: String,
+        #[arg(long, default_value = "routes.yaml")]
+        config: PathBuf,
+        /// Mint an ID token instead of an access token.
+        #[arg(long)]
+        id_token: bool,
+        /// Lifetime (e.g. 5m, 1h); default: the provider's token_ttl.
+        #[arg(long)]
+        ttl: Option<String>,
+        /// Print this many distinct tokens, one per line.
+        #[arg(long, default_value_t = 1)]
+        count: u64,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum KeysCommand {
+    /// Write dev-tls.crt/.key, broker-signing.pem, session.key and the dev providers' keys.
+    Generate {
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("IDFABRIC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,pingora_core=warn,pingora_proxy=warn,pingora=warn"));
+    let json = std::env::var("IDFABRIC_LOG_FORMAT").is_ok_and(|v| v == "json");
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+}
+
+fn load(path: &Path) -> Result<Config, ExitCode> {
+    config::load(path).map_err(|e| {
+        eprint!("{e}");
+        ExitCode::from(1)
+    })
+}
+
+pub fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Serve { config, upgrade } => serve(&config, upgrade),
+        Command::Check { config, offline, production } => check(&config, offline, production),
+        Command::Token { command: TokenCommand::Inspect { token, config } } => inspect(&config, token),
+        Command::Token { command: TokenCommand::Mint { provider, user, config, id_token, ttl, count } } => {
+            mint(&config, &provider, &user, id_token, ttl.as_deref(), count)
+        }
+        Command::Keys { command: KeysCommand::Generate { dir, force } } => generate(&dir, force),
+        Command::Demo { config } => demo(&config),
+        Command::Echo { listen, threads } => {
+            init_tracing();
+            server::run_echo(listen, threads)
+        }
+    };
+    result.unwrap_or_else(|code| code)
+}
+
+fn serve(path: &Path, upgrade: bool) -> Result<ExitCode, ExitCode> {
+    init_tracing();
+    let config = load(path)?;
+    crate::metrics::metrics().config_reloads_total.with_label_values(&["success"]).inc();
+    server::run(config, server::RunOptions { upgrade, ..Default::default() }).map_err(|e| {
+        eprintln!("idfabric: {e}");
+        ExitCode::from(1)
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(path: &Path, offline: bool, production: bool) -> Result<ExitCode, ExitCode> {
+    let config = load(path)?;
+    let mut failed = false;
+    if production {
+        for p in &config.providers {
+            if matches!(p.kind, KindSpec::Dev(_)) {
+                eprintln!("{}: provider `{}` is a development provider and must not run in production", p.file.display(), p.id);
+                failed = true;
+            }
+        }
+        if config.listen_https.is_none() {
+            eprintln!("{}: production needs an https listener (`listen.https`)", config.path.display());
+            failed = true;
+        }
+    }
+    println!(
+        "{}: configuration valid ({} provider(s), {} route(s))",
+        config.path.display(),
+        config.providers.len(),
+        config.routes.len()
+    );
+    if !offline {
+        let rt = match Runtime::build(config.clone()) {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("{e}");
+                return Err(ExitCode::from(1));
+            }
+        };
+        let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|_| ExitCode::from(1))?;
+        for p in &rt.registry.providers {
+            if let Some(signer) = &p.dev_signer {
+                println!("  {:<20} ok: dev provider, served by idfabric itself (key {})", p.id(), signer.kid);
+                continue;
+            }
+            match tokio.block_on(p.refresh(&rt.registry.http)) {
+                Ok(n) => println!("  {:<20} ok: discovery and JWKS fetched, {n} signing key(s)", p.id()),
+                Err(e) => {
+                    println!("  {:<20} FAILED: {e}", p.id());
+                    failed = true;
+                }
+            }
+        }
+    }
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+fn read_token(arg: Option<String>) -> Result<String, ExitCode> {
+    match arg.as_deref() {
+        Some(t) if t != "-" => Ok(t.trim().to_string()),
+        _ => {
+            let mut s = String::new();
+            std::io::stdin().read_to_string(&mut s).map_err(|_| ExitCode::from(2))?;
+            Ok(s.trim().to_string())
+        }
+    }
+}
+
+fn inspect(path: &Path, token: Option<String>) -> Result<ExitCode, ExitCode> {
+    let token = read_token(token)?;
+    let config = load(path)?;
+    let rt = Runtime::build(config).map_err(|e| {
+        eprintln!("{e}");
+        ExitCode::from(1)
+    })?;
+    let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|_| ExitCode::from(1))?;
+    for p in &rt.registry.providers {
+        if p.dev_signer.is_some() {
+            p.install_dev_keys();
+        } else if let Err(e) = tokio.block_on(p.refresh(&rt.registry.http)) {
+            eprintln!("warning: provider {}: {e}", p.id());
+        }
+    }
+    let verified = match tokio.block_on(rt.registry.inspect(&token)) {
+        Ok(v) => std::sync::Arc::new(v),
+        Err(e) => {
+            let provider = e.provider.map(|i| rt.registry.providers[i].id().to_string());
+            let out = serde_json::json!({
+                "valid": false,
+                "provider": provider,
+                "reason": e.refusal.reason(),
+                "detail": e.refusal.to_string(),
+            });
+            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let routes: Vec<serde_json::Value> = rt
+        .routes
+        .routes
+        .iter()
+        .map(|route| {
+            let name = route.spec.name.as_str();
+            if route.spec.auth == crate::config::AuthMode::None {
+                return serde_json::json!({"route": name, "decision": "allow", "reason": "public route (auth: none)"});
+            }
+            if route.spec.auth == crate::config::AuthMode::Session {
+                return serde_json::json!({"route": name, "decision": "deny", "reason": "session route: bearer tokens are not accepted"});
+            }
+            if route.allowed.as_ref().is_some_and(|a| !a.contains(&verified.provider)) {
+                return serde_json::json!({"route": name, "decision": "deny", "status": 401, "reason": "provider_not_allowed"});
+            }
+            match pipeline::decide(&rt, route, verified.clone()) {
+                Ok(_) => serde_json::json!({"route": name, "decision": "allow", "reason": "ok"}),
+                Err(d) => serde_json::json!({
+                    "route": name,
+                    "decision": d.refusal.decision(),
+                    "status": d.refusal.status(),
+                    "reason": d.refusal.reason(),
+                    "detail": d.refusal.to_string(),
+                }),
+            }
+        })
+        .collect();
+    let out = serde_json::json!({
+        "valid": true,
+        "provider": rt.registry.providers[verified.provider].id(),
+        "expires_in": verified.exp - now_secs(),
+        "identity": verified.identity,
+        "routes": routes,
+    });
+    println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Mints tokens for a dev provider user.
+pub fn mint_tokens(
+    config: &Config,
+    provider: &str,
+    user: &str,
+    id_token: bool,
+    ttl: Option<i64>,
+    count: u64,
+) -> Result<Vec<String>, String> {
+    let spec = config
+        .providers
+        .iter()
+        .find(|p| p.id == provider)
+        .ok_or_else(|| format!("provider `{provider}` is not enabled in {}", config.path.display()))?;
+    let KindSpec::Dev(d) = &spec.kind else {
+        return Err(format!("provider `{provider}` is kind `{}`; only dev providers mint tokens", spec.kind_name()));
+    };
+    let u = d.users.iter().find(|u| u.name == user).ok_or_else(|| {
+        let names: Vec<&str> = d.users.iter().map(|u| u.name.as_str()).collect();
+        format!("provider `{provider}` has no user `{user}` (users: {})", names.join(", "))
+    })?;
+    let signer = keys::Signer::load(&d.signing_key).map_err(|e| e.to_string())?;
+    let kind = if id_token { dev::Kind::Id } else { dev::Kind::Access };
+    let now = now_secs();
+    Ok((0..count)
+        .map(|i| {
+            let opts = dev::MintOptions { kind, now, ttl, nonce: None, serial: (count > 1).then_some(i) };
+            dev::mint(spec, d, &signer, u, &opts)
+        })
+        .collect())
+}
+
+fn mint(path: &Path, provider: &str, user: &str, id_token: bool, ttl: Option<&str>, count: u64) -> Result<ExitCode, ExitCode> {
+    let config = load(path)?;
+    let ttl = match ttl {
+        None => None,
+        Some(t) => Some(humantime::parse_duration(t).map_err(|e| {
+            eprintln!("--ttl: {e}");
+            ExitCode::from(2)
+        })?.as_secs() as i64),
+    };
+    match mint_tokens(&config, provider, user, id_token, ttl, count) {
+        Ok(tokens) => {
+            use std::io::Write;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for t in tokens {
+                let _ = writeln!(out, "{t}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("idfabric: {e}");
+            Err(ExitCode::from(1))
+        }
+    }
+}
+
+fn generate(dir: &Path, force: bool) -> Result<ExitCode, ExitCode> {
+    match keys::generate_dev_set(dir, force, false) {
+        Ok(written) => {
+            for w in written {
+                println!("wrote {}", w.display());
+            }
+            println!("These are DEVELOPMENT keys: never use them in production.");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("idfabric: {e}");
+            Err(ExitCode::from(1))
+        }
+    }
+}
+
+fn demo(path: &Path) -> Result<ExitCode, ExitCode> {
+    init_tracing();
+    let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if let Err(e) = keys::generate_dev_set(&base.join("certs"), false, true) {
+        eprintln!("idfabric: {e}");
+        return Err(ExitCode::from(1));
+    }
+    let config = load(path)?;
+    let mut echo: Vec<std::net::SocketAddr> = config
+        .routes
+        .iter()
+        .flat_map(|r| {
+            let mut v: Vec<_> = r.upstreams.iter().map(|u| u.addr).collect();
+            for t in r.by_population.iter().flatten().flatten() {
+                v.extend(t.upstreams.iter().map(|u| u.addr));
+            }
+            v
+        })
+        .filter(|a| a.ip().is_loopback())
+        .collect();
+    echo.sort();
+    echo.dedup();
+    print_demo(&config);
+    server::run(config, server::RunOptions { echo, upgrade: false }).map_err(|e| {
+        eprintln!("idfabric: {e}");
+        ExitCode::from(1)
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_demo(config: &Config) {
+    let http = config.listen_http.map(|a| a.to_string()).unwrap_or_else(|| "127.0.0.1:8080".into());
+    let mut out = String::new();
+    out.push_str("\n=== idfabric demo ===========================================================\n");
+    out.push_str(&format!("proxy:  http://{http}"));
+    if let Some(t) = &config.listen_https {
+        out.push_str(&format!("   https://{}", t.addr));
+    }
+    if let Some(a) = config.admin {
+        out.push_str(&format!("\nadmin:  http://{a}/metrics  /healthz  /readyz  /providers"));
+    }
+    out.push_str("\nupstreams are built-in echo apps: they answer with the headers they received.\n");
+    for p in &config.providers {
+        if let KindSpec::Dev(d) = &p.kind {
+            out.push_str(&format!(
+                "\ndev provider {} ({} population, {}-shaped tokens), users: {}\n",
+                p.id,
+                p.population,
+                d.shape.as_str(),
+                d.users.iter().map(|u| u.name.as_str()).collect::<Vec<_>>().join(", ")
+            ));
+        }
+    }
+    out.push_str("\nTry (tokens are valid for the provider's token_ttl; mint more with `idfabric token mint`):\n");
+    for p in &config.providers {
+        let KindSpec::Dev(d) = &p.kind else { continue };
+        for u in d.users.iter().take(2) {
+            let Ok(tokens) = mint_tokens(config, &p.id, &u.name, false, None, 1) else { continue };
+            let token = &tokens[0];
+            for r in &config.routes {
+                if r.auth == crate::config::AuthMode::None {
+                    continue;
+                }
+                let host = match &r.host {
+                    crate::config::HostMatch::Exact(h) => h.clone(),
+                    _ => continue,
+                };
+                let expect = expectation(config, r, p.population, u);
+                out.push_str(&format!(
+                    "\n# {} ({}) -> route {}: expect {}\ncurl -s -H 'Host: {}' -H 'Authorization: Bearer {}' http://{}{}\n",
+                    u.name, p.id, r.name, expect, host, token, http, r.path_prefix
+                ));
+            }
+        }
+    }
+    for r in &config.routes {
+        if r.auth == crate::config::AuthMode::None {
+            out.push_str(&format!("\n# public route {} (no token needed): expect 200\ncurl -s http://{}{}demo\n", r.name, http, r.path_prefix));
+        }
+    }
+    out.push_str("\n=============================================================================\n");
+    println!("{out}");
+}
+
+/// What the demo user should get on a route (computed from the same policy code).
+fn expectation(config: &Config, r: &crate::config::RouteSpec, pop: Population, u: &crate::config::DevUserSpec) -> String {
+    let mut id = crate::identity::Identity::new("demo", "dev", pop, u.name.clone());
+    id.groups = u.groups.clone();
+    id.groups_complete = true;
+    id.roles = u.roles.clone();
+    let mut scopes = vec!["openid".to_string(), "profile".into(), "email".into()];
+    scopes.extend(u.scopes.iter().cloned());
+    id.scopes = scopes;
+    id.mfa = u.mfa;
+    id.email_verified = u.email_verified;
+    let _ = config;
+    let mut reqs = vec![&r.require];
+    if let Some(bp) = &r.by_population {
+        match &bp[pop.index()] {
+            Some(t) => reqs.push(&t.require),
+            None if r.upstreams.is_empty() => return "403 population_not_allowed".into(),
+            None => {}
+        }
+    }
+    match crate::policy::decide(&id, &reqs, &[]) {
+        Ok(_) => "200 with X-Identity-* headers from the echo app".into(),
+        Err(e) => format!("{} {}", e.status(), e.reason()),
+    }
+}

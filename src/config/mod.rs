@@ -1,0 +1,336 @@
+//! `routes.yaml` and `providers/*.yaml`: strict parsing, `${ENV}` expansion and
+//! validation into immutable specs.
+//!
+//! `load` is the only entry point; `idfabric check`, `serve` and every test call it, so
+//! what `check` accepts is exactly what the gateway runs. Every problem in every file
+//! is collected (with file, line and key) before failing. Nothing here runs on the
+//! request path: the specs are compiled into the gateway's tables once per load.
+
+mod env;
+mod error;
+mod raw;
+mod validate;
+
+pub use env::{expand, EnvString};
+pub use error::{ConfigError, ConfigErrors};
+pub use validate::{guid_from, load};
+
+use crate::identity::Population;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub base_dir: PathBuf,
+    pub listen_http: Option<SocketAddr>,
+    pub listen_https: Option<TlsListen>,
+    pub admin: Option<SocketAddr>,
+    pub providers: Vec<Arc<ProviderSpec>>,
+    pub session: SessionSpec,
+    pub broker: Option<BrokerSpec>,
+    pub server: ServerSpec,
+    pub routes: Vec<RouteSpec>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsListen {
+    pub addr: SocketAddr,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionSpec {
+    pub store: SessionStore,
+    pub cookie: String,
+    pub ttl: Duration,
+    pub key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionStore {
+    Memory,
+    Redis(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct BrokerSpec {
+    pub issuer: String,
+    /// The path part of `issuer` (no trailing slash), served on the proxy listener.
+    pub path: String,
+    pub signing_key: PathBuf,
+    pub identity_token_ttl: Duration,
+    pub clients: Vec<BrokerClientSpec>,
+}
+
+#[derive(Debug, Clone)]
+pub struct BrokerClientSpec {
+    pub client_id: String,
+    pub client_secret: Option<String>,
+    pub redirect_uris: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSpec {
+    pub threads: usize,
+    pub verify_cache_entries: u64,
+    pub upstream_keepalive: usize,
+}
+
+/// One upstream identity provider.
+#[derive(Debug, Clone)]
+pub struct ProviderSpec {
+    pub id: String,
+    pub file: PathBuf,
+    pub population: Population,
+    /// The issuer exactly as tokens carry it; for multi-tenant Entra it contains `{tenantid}`.
+    pub issuer: String,
+    pub discovery_url: Option<String>,
+    pub jwks_url: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub audiences: Vec<String>,
+    pub domains: Vec<String>,
+    pub scopes: Vec<String>,
+    /// normalised field -> source claim name.
+    pub claims: BTreeMap<String, String>,
+    pub display_name: String,
+    pub jwks_refresh: Duration,
+    /// `acr` (or Entra `acrs`) values that prove a second factor.
+    pub mfa_acr: Vec<String>,
+    pub kind: KindSpec,
+}
+
+impl ProviderSpec {
+    pub fn kind_name(&self) -> &'static str {
+        self.kind.name()
+    }
+
+    /// Where discovery is fetched from.
+    pub fn discovery_location(&self) -> String {
+        match &self.discovery_url {
+            Some(u) => u.clone(),
+            None => {
+                let base = match &self.kind {
+                    KindSpec::Entra(e) if e.discovery_authority.is_some() => {
+                        e.discovery_authority.clone().unwrap_or_default()
+                    }
+                    _ => self.issuer.clone(),
+                };
+                format!("{}/.well-known/openid-configuration", base.trim_end_matches('/'))
+            }
+        }
+    }
+}
+
+/// The kind-specific part of a provider: a closed set, one variant per kind.
+#[derive(Debug, Clone)]
+pub enum KindSpec {
+    Entra(EntraSpec),
+    Okta(OktaSpec),
+    Auth0(Auth0Spec),
+    Cognito(CognitoSpec),
+    Oidc(OidcSpec),
+    Dev(DevSpec),
+}
+
+impl KindSpec {
+    pub fn name(&self) -> &'static str {
+        match self {
+            KindSpec::Entra(_) => "entra",
+            KindSpec::Okta(_) => "okta",
+            KindSpec::Auth0(_) => "auth0",
+            KindSpec::Cognito(_) => "cognito",
+            KindSpec::Oidc(_) => "oidc",
+            KindSpec::Dev(_) => "dev",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntraVariant {
+    Workforce,
+    External,
+}
+
+#[derive(Debug, Clone)]
+pub struct EntraSpec {
+    /// Allowed `tid` values (lower-case); empty = only the tenant in the issuer.
+    pub tenants: Vec<String>,
+    pub variant: EntraVariant,
+    /// For `common`/`organizations` authorities: the original issuer URL, used to
+    /// build the discovery URL while `issuer` holds the `{tenantid}` template.
+    pub discovery_authority: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct OktaSpec {
+    pub org_id: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Auth0Spec {
+    pub tenant_domain: String,
+    pub extra_issuers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenUse {
+    Access,
+    Id,
+    Any,
+}
+
+#[derive(Debug, Clone)]
+pub struct CognitoSpec {
+    pub token_use: TokenUse,
+    pub groups_are_roles: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct OidcSpec {
+    pub tenant: String,
+}
+
+/// The token dialect a dev provider imitates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Shape {
+    Entra,
+    Okta,
+    Auth0,
+    Cognito,
+}
+
+impl Shape {
+    pub const ALL: [Shape; 4] = [Shape::Entra, Shape::Okta, Shape::Auth0, Shape::Cognito];
+
+    pub fn parse(s: &str) -> Option<Shape> {
+        match s {
+            "entra" => Some(Shape::Entra),
+            "okta" => Some(Shape::Okta),
+            "auth0" => Some(Shape::Auth0),
+            "cognito" => Some(Shape::Cognito),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Shape::Entra => "entra",
+            Shape::Okta => "okta",
+            Shape::Auth0 => "auth0",
+            Shape::Cognito => "cognito",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DevSpec {
+    pub shape: Shape,
+    pub signing_key: PathBuf,
+    pub users: Vec<DevUserSpec>,
+    pub token_ttl: Duration,
+    /// The tenant the shaped tokens carry (a GUID for the entra shape, a pool id for cognito …).
+    pub tenant: String,
+    /// Entra-shape tenant allow-list (defaults to `[tenant]`).
+    pub tenants: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DevUserSpec {
+    pub name: String,
+    pub email: Option<String>,
+    pub display_name: Option<String>,
+    pub groups: Vec<String>,
+    pub roles: Vec<String>,
+    pub scopes: Vec<String>,
+    pub mfa: bool,
+    pub email_verified: Option<bool>,
+    pub connection: Option<String>,
+    pub org: Option<String>,
+    pub attributes: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    Bearer,
+    Session,
+    Either,
+    None,
+}
+
+impl AuthMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMode::Bearer => "bearer",
+            AuthMode::Session => "session",
+            AuthMode::Either => "either",
+            AuthMode::None => "none",
+        }
+    }
+}
+
+/// What the upstream receives in `Authorization`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthorizationHeader {
+    Keep,
+    Strip,
+    IdentityToken,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    Any,
+    Exact(String),
+    /// `*.example.com` stored as `.example.com`.
+    Wildcard(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub tls: bool,
+    pub sni: String,
+    /// What was written in the file (for logs and `/providers`-style output).
+    pub label: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Requirements {
+    pub population: Option<Population>,
+    pub mfa: bool,
+    pub groups_any: Vec<String>,
+    pub groups_all: Vec<String>,
+    pub roles_any: Vec<String>,
+    pub scopes_all: Vec<String>,
+    pub tenants: Vec<String>,
+    pub email_verified: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct PopulationTarget {
+    pub upstreams: Vec<Upstream>,
+    pub require: Requirements,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteSpec {
+    pub name: String,
+    pub host: HostMatch,
+    pub path_prefix: String,
+    pub auth: AuthMode,
+    /// The default upstreams (absent when only `by_population` is given).
+    pub upstreams: Vec<Upstream>,
+    /// Indexed by `Population::index()`.
+    pub by_population: Option<[Option<PopulationTarget>; 2]>,
+    pub require: Requirements,
+    /// Provider ids accepted on this route; `None` = every enabled provider.
+    pub providers: Option<Vec<String>>,
+    pub authorization: AuthorizationHeader,
+    pub identity_token: bool,
+}

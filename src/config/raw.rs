@@ -1,0 +1,246 @@
+//! The files exactly as written: strict serde structs (`deny_unknown_fields` on every
+//! struct, one struct per provider kind) that `validate` turns into immutable specs.
+//!
+//! Nothing here is used at request time; these types exist to reject typos with a
+//! position and to keep each provider kind's keys to itself (STYLE.md habit 5 and 9).
+
+use super::env::EnvString as S;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutesFile {
+    pub listen: Listen,
+    pub admin: Option<S>,
+    #[serde(default)]
+    pub providers: Vec<S>,
+    pub session: Option<Session>,
+    pub broker: Option<Broker>,
+    pub server: Option<ServerTuning>,
+    #[serde(default)]
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    pub http: Option<S>,
+    pub https: Option<Https>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Https {
+    pub addr: S,
+    pub cert: S,
+    pub key: S,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Session {
+    pub store: Option<S>,
+    pub cookie: Option<S>,
+    pub ttl: Option<S>,
+    pub key_file: Option<S>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Broker {
+    pub issuer: S,
+    pub signing_key: S,
+    /// Lifetime of the `X-Identity-Token` minted per request (at most 5 minutes).
+    pub identity_token_ttl: Option<S>,
+    #[serde(default)]
+    pub clients: Vec<BrokerClient>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerClient {
+    pub client_id: S,
+    pub client_secret: Option<S>,
+    #[serde(default)]
+    pub redirect_uris: Vec<S>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTuning {
+    pub threads: Option<usize>,
+    pub verify_cache_entries: Option<u64>,
+    pub upstream_keepalive: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub name: S,
+    #[serde(rename = "match", default)]
+    pub matcher: Match,
+    pub auth: Option<S>,
+    pub upstream: Option<Vec<S>>,
+    pub by_population: Option<ByPopulation>,
+    pub require: Option<Require>,
+    /// Provider ids this route accepts; default: every enabled provider.
+    pub providers: Option<Vec<S>>,
+    /// What happens to the client's `Authorization` header: keep | strip | identity_token.
+    pub authorization: Option<S>,
+    /// Mint `X-Identity-Token` for this route (default true).
+    pub identity_token: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Match {
+    pub host: Option<S>,
+    pub path_prefix: Option<S>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ByPopulation {
+    pub workforce: Option<PopulationTarget>,
+    pub customer: Option<PopulationTarget>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PopulationTarget {
+    pub upstream: Vec<S>,
+    pub require: Option<Require>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct Require {
+    pub population: Option<S>,
+    pub mfa: Option<bool>,
+    pub groups_any: Option<Vec<S>>,
+    pub groups_all: Option<Vec<S>>,
+    pub roles_any: Option<Vec<S>>,
+    pub scopes_all: Option<Vec<S>>,
+    pub tenants: Option<Vec<S>>,
+    pub email_verified: Option<bool>,
+}
+
+/// Reads only `id` and `kind`, ignoring everything else, so a disabled template with
+/// unset `${...}` variables can be skipped without failing.
+#[derive(Debug, Deserialize)]
+pub struct ProviderHead {
+    pub id: Option<String>,
+    pub kind: Option<String>,
+}
+
+/// Declares one provider file struct: the keys every kind shares, plus the kind's own.
+macro_rules! provider_file {
+    ($(#[$doc:meta])* $name:ident { $($(#[$fdoc:meta])* $field:ident : $ty:ty),* $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            pub id: S,
+            #[allow(dead_code)] // read by ProviderHead to pick the struct
+            pub kind: S,
+            pub population: Option<S>,
+            pub issuer: Option<S>,
+            pub discovery_url: Option<S>,
+            pub jwks_url: Option<S>,
+            pub client_id: Option<S>,
+            pub client_secret: Option<S>,
+            pub audiences: Option<Vec<S>>,
+            pub domains: Option<Vec<S>>,
+            pub scopes: Option<Vec<S>>,
+            pub claims: Option<BTreeMap<String, S>>,
+            pub display_name: Option<S>,
+            /// How often keys are re-fetched in the background (default 10m).
+            pub jwks_refresh: Option<S>,
+            $($(#[$fdoc])* pub $field: $ty),*
+        }
+    };
+}
+
+provider_file!(
+    /// `kind: entra` (Microsoft Entra ID, workforce or External ID).
+    EntraFile {
+        tenants: Option<Vec<S>>,
+        variant: Option<S>,
+        mfa_acr: Option<Vec<S>>,
+    }
+);
+
+provider_file!(
+    /// `kind: okta` (custom authorization servers only).
+    OktaFile {
+        mfa_acr: Option<Vec<S>>,
+        /// The org id (`00o…`) that `idp` carries for users homed in Okta.
+        org_id: Option<S>,
+    }
+);
+
+provider_file!(
+    /// `kind: auth0`.
+    Auth0File {
+        mfa_acr: Option<Vec<S>>,
+        /// Canonical tenant domain (the issuer may be a custom domain).
+        tenant_domain: Option<S>,
+        /// Extra accepted issuers (custom domains of the same tenant).
+        issuers: Option<Vec<S>>,
+    }
+);
+
+provider_file!(
+    /// `kind: cognito`.
+    CognitoFile {
+        token_use: Option<S>,
+        mfa_acr: Option<Vec<S>>,
+        /// Treat `cognito:groups` as roles too.
+        groups_are_roles: Option<bool>,
+    }
+);
+
+provider_file!(
+    /// `kind: oidc` (any compliant provider).
+    OidcFile {
+        mfa_acr: Option<Vec<S>>,
+        /// Value of `tenant` for this provider (default: the issuer host).
+        tenant: Option<S>,
+    }
+);
+
+provider_file!(
+    /// `kind: dev`: the built-in development OpenID Provider.
+    DevFile {
+        shape: S,
+        signing_key: S,
+        users: Vec<DevUser>,
+        token_ttl: Option<S>,
+        tenant: Option<S>,
+        mfa_acr: Option<Vec<S>>,
+        tenants: Option<Vec<S>>,
+    }
+);
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct DevUser {
+    pub name: S,
+    pub email: Option<S>,
+    pub display_name: Option<S>,
+    #[serde(default)]
+    pub groups: Vec<S>,
+    #[serde(default)]
+    pub roles: Vec<S>,
+    #[serde(default)]
+    pub scopes: Vec<S>,
+    #[serde(default)]
+    pub mfa: bool,
+    pub email_verified: Option<bool>,
+    /// For the auth0 shape: the connection strategy (`auth0`, `google-oauth2`, …).
+    pub connection: Option<S>,
+    pub org: Option<S>,
+    #[serde(default)]
+    pub attributes: BTreeMap<String, S>,
+}

@@ -1,0 +1,822 @@
+//! Raw files → validated `Config`. Every problem is collected; none stops the others.
+
+use super::error::{from_serde, ConfigError, ConfigErrors, Problems};
+use super::raw::{self, ProviderHead};
+use super::*;
+use crate::identity::Population;
+use serde::de::DeserializeOwned;
+use std::collections::{BTreeMap, HashSet};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+/// Loads `routes.yaml` at `path` and the enabled provider files beside it, validating
+/// everything. The error lists every problem found.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let mut errors = Vec::new();
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            return Err(ConfigErrors(vec![ConfigError {
+                file: path.to_path_buf(),
+                line: None,
+                key: None,
+                message: format!("cannot read: {e}"),
+            }]))
+        }
+    };
+    let file: raw::RoutesFile = match parse(path, &text) {
+        Ok(f) => f,
+        Err(e) => return Err(ConfigErrors(vec![e])),
+    };
+    let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+    let base_dir = if base_dir.as_os_str().is_empty() { PathBuf::from(".") } else { base_dir };
+
+    let providers = load_providers(&base_dir, path, &text, &file.providers, &mut errors);
+    let mut p = Problems { file: path, text: &text, out: &mut errors };
+    let config = build(&file, &base_dir, path, providers, &mut p);
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+fn parse<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, ConfigError> {
+    let de = serde_norway::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| from_serde(file, e))
+}
+
+fn build(
+    file: &raw::RoutesFile,
+    base_dir: &Path,
+    path: &Path,
+    providers: Vec<Arc<ProviderSpec>>,
+    p: &mut Problems,
+) -> Config {
+    let listen_http = file.listen.http.as_ref().and_then(|a| addr(p, "listen.http", a));
+    let listen_https = file.listen.https.as_ref().and_then(|h| {
+        let addr = addr(p, "listen.https.addr", &h.addr)?;
+        Some(TlsListen { addr, cert: base_dir.join(&*h.cert), key: base_dir.join(&*h.key) })
+    });
+    if file.listen.http.is_none() && file.listen.https.is_none() {
+        p.at(None, "listen", "at least one of `http` or `https` is required");
+    }
+    let admin = file.admin.as_ref().and_then(|a| addr(p, "admin", a));
+    let session = session(file.session.as_ref(), base_dir, p);
+    let broker = file.broker.as_ref().and_then(|b| broker(b, base_dir, p));
+    let server = ServerSpec {
+        threads: file.server.as_ref().and_then(|s| s.threads).unwrap_or(1).max(1),
+        verify_cache_entries: file
+            .server
+            .as_ref()
+            .and_then(|s| s.verify_cache_entries)
+            .unwrap_or(100_000),
+        upstream_keepalive: file.server.as_ref().and_then(|s| s.upstream_keepalive).unwrap_or(128),
+    };
+    let enabled: HashSet<&str> = providers.iter().map(|p| p.id.as_str()).collect();
+    let mut names = HashSet::new();
+    let mut routes = Vec::new();
+    for r in &file.routes {
+        if let Some(spec) = route(r, &enabled, p) {
+            if !names.insert(spec.name.clone()) {
+                p.at(Some(&format!("name: {}", spec.name)), "routes.name", format!("duplicate route name `{}`", spec.name));
+            }
+            routes.push(spec);
+        }
+    }
+    Config {
+        path: path.to_path_buf(),
+        base_dir: base_dir.to_path_buf(),
+        listen_http,
+        listen_https,
+        admin,
+        providers,
+        session,
+        broker,
+        server,
+        routes,
+    }
+}
+
+fn addr(p: &mut Problems, key: &str, value: &str) -> Option<SocketAddr> {
+    if let Ok(a) = value.parse::<SocketAddr>() {
+        return Some(a);
+    }
+    match value.to_socket_addrs().map(|mut i| i.next()) {
+        Ok(Some(a)) => Some(a),
+        _ => {
+            p.at(None, key, format!("`{value}` is not a host:port address"));
+            None
+        }
+    }
+}
+
+fn duration(p: &mut Problems, anchor: Option<&str>, key: &str, value: Option<&EnvString>, default: Duration) -> Duration {
+    match value {
+        None => default,
+        Some(v) => match humantime::parse_duration(v) {
+            Ok(d) if !d.is_zero() => d,
+            _ => {
+                p.at(anchor, key, format!("`{}` is not a duration (examples: 30s, 5m, 8h)", &**v));
+                default
+            }
+        },
+    }
+}
+
+fn session(s: Option<&raw::Session>, base_dir: &Path, p: &mut Problems) -> SessionSpec {
+    let store = match s.and_then(|s| s.store.as_deref()) {
+        None | Some("memory") => SessionStore::Memory,
+        Some(v) if v.starts_with("redis://") || v.starts_with("rediss://") => SessionStore::Redis(v.to_string()),
+        Some(v) => {
+            p.at(None, "session.store", format!("`{v}` is neither `memory` nor a redis:// URL"));
+            SessionStore::Memory
+        }
+    };
+    SessionSpec {
+        store,
+        cookie: s.and_then(|s| s.cookie.as_deref()).unwrap_or("idfabric_session").to_string(),
+        ttl: duration(p, None, "session.ttl", s.and_then(|s| s.ttl.as_ref()), Duration::from_secs(8 * 3600)),
+        key_file: s.and_then(|s| s.key_file.as_deref()).map(|k| base_dir.join(k)),
+    }
+}
+
+fn broker(b: &raw::Broker, base_dir: &Path, p: &mut Problems) -> Option<BrokerSpec> {
+    let url = match url::Url::parse(&b.issuer) {
+        Ok(u) => u,
+        Err(e) => {
+            p.at(None, "broker.issuer", format!("not a URL: {e}"));
+            return None;
+        }
+    };
+    check_scheme(p, None, "broker.issuer", &url);
+    let ttl = duration(p, None, "broker.identity_token_ttl", b.identity_token_ttl.as_ref(), Duration::from_secs(300));
+    if ttl > Duration::from_secs(300) {
+        p.at(None, "broker.identity_token_ttl", "must be at most 5m");
+    }
+    Some(BrokerSpec {
+        issuer: b.issuer.trim_end_matches('/').to_string(),
+        path: url.path().trim_end_matches('/').to_string(),
+        signing_key: base_dir.join(&*b.signing_key),
+        identity_token_ttl: ttl.min(Duration::from_secs(300)),
+        clients: b
+            .clients
+            .iter()
+            .map(|c| BrokerClientSpec {
+                client_id: c.client_id.to_string(),
+                client_secret: c.client_secret.as_ref().map(|s| s.to_string()),
+                redirect_uris: strings(&c.redirect_uris),
+            })
+            .collect(),
+    })
+}
+
+fn strings(v: &[EnvString]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+fn opt_strings(v: &Option<Vec<EnvString>>) -> Vec<String> {
+    v.as_deref().map(strings).unwrap_or_default()
+}
+
+fn is_loopback_host(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost" || d.ends_with(".localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+fn check_scheme(p: &mut Problems, anchor: Option<&str>, key: &str, url: &url::Url) {
+    match url.scheme() {
+        "https" => {}
+        "http" if is_loopback_host(url) => {}
+        "http" => p.at(anchor, key, "must be https (plain http is allowed only on loopback addresses)"),
+        other => p.at(anchor, key, format!("unsupported scheme `{other}`")),
+    }
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+// ---------------------------------------------------------------------------------
+// Routes
+
+fn route(r: &raw::Route, enabled: &HashSet<&str>, p: &mut Problems) -> Option<RouteSpec> {
+    let name = r.name.to_string();
+    let anchor = format!("name: {name}");
+    let a = Some(anchor.as_str());
+    if !valid_id(&name) {
+        p.at(a, "routes.name", format!("`{name}` must be 1-64 characters of letters, digits, `-`, `_`, `.`"));
+    }
+    let host = match r.matcher.host.as_deref().map(str::to_ascii_lowercase) {
+        None => HostMatch::Any,
+        Some(h) if h == "*" => HostMatch::Any,
+        Some(h) if h.starts_with("*.") => HostMatch::Wildcard(h[1..].to_string()),
+        Some(h) if h.contains('*') || h.contains('/') || h.is_empty() => {
+            p.at(a, "routes.match.host", format!("`{h}` is not a host name (use `*.example.com` for a wildcard)"));
+            HostMatch::Any
+        }
+        Some(h) => HostMatch::Exact(h),
+    };
+    let path_prefix = r.matcher.path_prefix.as_deref().unwrap_or("/").to_string();
+    if !path_prefix.starts_with('/') {
+        p.at(a, "routes.match.path_prefix", "must start with `/`");
+    }
+    let auth = match r.auth.as_deref() {
+        None | Some("either") => AuthMode::Either,
+        Some("bearer") => AuthMode::Bearer,
+        Some("session") => AuthMode::Session,
+        Some("none") => AuthMode::None,
+        Some(v) => {
+            p.at(a, "routes.auth", format!("`{v}` is not one of bearer, session, either, none"));
+            AuthMode::Either
+        }
+    };
+    let require = requirements(r.require.as_ref(), a, "routes.require", p);
+    let default_upstreams = r.upstream.as_ref().map(|u| upstreams(u, a, "routes.upstream", p)).unwrap_or_default();
+    let by_population = r.by_population.as_ref().map(|bp| {
+        let mut out: [Option<PopulationTarget>; 2] = [None, None];
+        for (pop, target) in [(Population::Workforce, &bp.workforce), (Population::Customer, &bp.customer)] {
+            if let Some(t) = target {
+                let key = format!("routes.by_population.{pop}");
+                out[pop.index()] = Some(PopulationTarget {
+                    upstreams: upstreams(&t.upstream, a, &format!("{key}.upstream"), p),
+                    require: requirements(t.require.as_ref(), a, &format!("{key}.require"), p),
+                });
+            }
+        }
+        if out.iter().all(Option::is_none) {
+            p.at(a, "routes.by_population", "names neither `workforce` nor `customer`");
+        }
+        out
+    });
+    if r.upstream.is_none() && r.by_population.is_none() {
+        p.at(a, "routes", format!("route `{name}` needs `upstream` or `by_population`"));
+    }
+    if auth == AuthMode::None && (r.require.is_some() || r.by_population.is_some()) {
+        p.at(a, "routes.auth", "`auth: none` cannot be combined with `require` or `by_population`");
+    }
+    let providers = r.providers.as_ref().map(|ids| {
+        for id in ids {
+            if !enabled.contains(&**id) {
+                p.at(a, "routes.providers", format!("provider `{}` is not enabled in `providers`", &**id));
+            }
+        }
+        strings(ids)
+    });
+    let authorization = match r.authorization.as_deref() {
+        None | Some("keep") => AuthorizationHeader::Keep,
+        Some("strip") => AuthorizationHeader::Strip,
+        Some("identity_token") => AuthorizationHeader::IdentityToken,
+        Some(v) => {
+            p.at(a, "routes.authorization", format!("`{v}` is not one of keep, strip, identity_token"));
+            AuthorizationHeader::Keep
+        }
+    };
+    Some(RouteSpec {
+        name,
+        host,
+        path_prefix,
+        auth,
+        upstreams: default_upstreams,
+        by_population,
+        require,
+        providers,
+        authorization,
+        identity_token: r.identity_token.unwrap_or(true),
+    })
+}
+
+fn upstreams(list: &[EnvString], anchor: Option<&str>, key: &str, p: &mut Problems) -> Vec<Upstream> {
+    if list.is_empty() {
+        p.at(anchor, key, "must list at least one address");
+    }
+    list.iter().filter_map(|u| upstream(u, anchor, key, p)).collect()
+}
+
+fn upstream(value: &str, anchor: Option<&str>, key: &str, p: &mut Problems) -> Option<Upstream> {
+    let (tls, rest) = if let Some(r) = value.strip_prefix("https://") {
+        (true, r)
+    } else {
+        (false, value.strip_prefix("http://").unwrap_or(value))
+    };
+    let rest = rest.trim_end_matches('/');
+    let with_port = if rest.rsplit_once(':').is_some_and(|(_, port)| port.parse::<u16>().is_ok()) {
+        rest.to_string()
+    } else {
+        format!("{rest}:{}", if tls { 443 } else { 80 })
+    };
+    let host = with_port.rsplit_once(':').map(|(h, _)| h.trim_matches(['[', ']'])).unwrap_or("").to_string();
+    let addr = with_port.parse::<SocketAddr>().ok().or_else(|| with_port.to_socket_addrs().ok()?.next());
+    match addr {
+        Some(addr) => Some(Upstream { addr, tls, sni: host, label: value.to_string() }),
+        None => {
+            p.at(anchor, key, format!("`{value}` is not a reachable host:port"));
+            None
+        }
+    }
+}
+
+fn requirements(r: Option<&raw::Require>, anchor: Option<&str>, key: &str, p: &mut Problems) -> Requirements {
+    let Some(r) = r else { return Requirements::default() };
+    let population = r.population.as_ref().and_then(|v| {
+        let parsed = Population::parse(v);
+        if parsed.is_none() {
+            p.at(anchor, &format!("{key}.population"), format!("`{}` is not workforce or customer", &**v));
+        }
+        parsed
+    });
+    Requirements {
+        population,
+        mfa: r.mfa.unwrap_or(false),
+        groups_any: opt_strings(&r.groups_any),
+        groups_all: opt_strings(&r.groups_all),
+        roles_any: opt_strings(&r.roles_any),
+        scopes_all: opt_strings(&r.scopes_all),
+        tenants: opt_strings(&r.tenants).into_iter().map(|t| t.to_ascii_lowercase()).collect(),
+        email_verified: r.email_verified.unwrap_or(false),
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Providers
+
+struct ProviderFile {
+    path: PathBuf,
+    text: String,
+    head: ProviderHead,
+}
+
+fn load_providers(
+    base_dir: &Path,
+    routes_path: &Path,
+    routes_text: &str,
+    enabled: &[EnvString],
+    errors: &mut Vec<ConfigError>,
+) -> Vec<Arc<ProviderSpec>> {
+    let dir = base_dir.join("providers");
+    let mut files: Vec<ProviderFile> = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+            .collect();
+        paths.sort();
+        for path in paths {
+            let text = match std::fs::read_to_string(&path) {
+                Ok(t) => t,
+                Err(e) => {
+                    errors.push(ConfigError { file: path, line: None, key: None, message: format!("cannot read: {e}") });
+                    continue;
+                }
+            };
+            let head: ProviderHead = serde_norway::from_str(&text).unwrap_or(ProviderHead { id: None, kind: None });
+            files.push(ProviderFile { path, text, head });
+        }
+    }
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    for id in enabled {
+        if !seen.insert(id.to_string()) {
+            let line = super::error::locate(routes_text, None, "providers");
+            errors.push(ConfigError {
+                file: routes_path.to_path_buf(),
+                line,
+                key: Some("providers".into()),
+                message: format!("provider `{}` is listed twice", &**id),
+            });
+            continue;
+        }
+        let by_id: Vec<&ProviderFile> = files.iter().filter(|f| f.head.id.as_deref() == Some(&**id)).collect();
+        let found = match by_id.len() {
+            1 => Some(by_id[0]),
+            0 => files.iter().find(|f| f.path.file_stem().and_then(|s| s.to_str()) == Some(&**id)),
+            _ => {
+                for f in &by_id[1..] {
+                    errors.push(ConfigError {
+                        file: f.path.clone(),
+                        line: super::error::locate(&f.text, None, "id"),
+                        key: Some("id".into()),
+                        message: format!("provider id `{}` is also used by {}", &**id, by_id[0].path.display()),
+                    });
+                }
+                None
+            }
+        };
+        match found {
+            Some(f) => {
+                if let Some(spec) = provider(f, base_dir, errors) {
+                    if spec.id != **id {
+                        errors.push(ConfigError {
+                            file: f.path.clone(),
+                            line: super::error::locate(&f.text, None, "id"),
+                            key: Some("id".into()),
+                            message: format!("file is enabled as `{}` but its id is `{}`", &**id, spec.id),
+                        });
+                    }
+                    out.push(Arc::new(spec));
+                }
+            }
+            None if by_id.len() > 1 => {}
+            None => errors.push(ConfigError {
+                file: routes_path.to_path_buf(),
+                line: super::error::locate(routes_text, None, "providers"),
+                key: Some("providers".into()),
+                message: format!("no file in {} has id `{}`", dir.display(), &**id),
+            }),
+        }
+    }
+    out
+}
+
+fn provider(f: &ProviderFile, base_dir: &Path, errors: &mut Vec<ConfigError>) -> Option<ProviderSpec> {
+    let kind = f.head.kind.clone().unwrap_or_default();
+    let parsed = match kind.as_str() {
+        "entra" => parse::<raw::EntraFile>(&f.path, &f.text).map(Raw::Entra),
+        "okta" => parse::<raw::OktaFile>(&f.path, &f.text).map(Raw::Okta),
+        "auth0" => parse::<raw::Auth0File>(&f.path, &f.text).map(Raw::Auth0),
+        "cognito" => parse::<raw::CognitoFile>(&f.path, &f.text).map(Raw::Cognito),
+        "oidc" => parse::<raw::OidcFile>(&f.path, &f.text).map(Raw::Oidc),
+        "dev" => parse::<raw::DevFile>(&f.path, &f.text).map(Raw::Dev),
+        "azure_b2c" | "firebase" => Err(ConfigError {
+            file: f.path.clone(),
+            line: super::error::locate(&f.text, None, "kind"),
+            key: Some("kind".into()),
+            message: format!("kind `{kind}` is not supported by this build yet"),
+        }),
+        other => Err(ConfigError {
+            file: f.path.clone(),
+            line: super::error::locate(&f.text, None, "kind"),
+            key: Some("kind".into()),
+            message: format!(
+                "unknown kind `{other}` (expected entra, okta, auth0, cognito, azure_b2c, firebase, oidc or dev)"
+            ),
+        }),
+    };
+    let raw = match parsed {
+        Ok(r) => r,
+        Err(e) => {
+            errors.push(e);
+            return None;
+        }
+    };
+    let before = errors.len();
+    let mut p = Problems { file: &f.path, text: &f.text, out: errors };
+    let spec = raw.validate(&f.path, base_dir, &mut p);
+    if errors.len() > before {
+        None
+    } else {
+        spec
+    }
+}
+
+enum Raw {
+    Entra(raw::EntraFile),
+    Okta(raw::OktaFile),
+    Auth0(raw::Auth0File),
+    Cognito(raw::CognitoFile),
+    Oidc(raw::OidcFile),
+    Dev(raw::DevFile),
+}
+
+/// The keys every kind shares, borrowed from whichever raw struct was parsed.
+struct Common<'a> {
+    id: &'a EnvString,
+    population: &'a Option<EnvString>,
+    issuer: &'a Option<EnvString>,
+    discovery_url: &'a Option<EnvString>,
+    jwks_url: &'a Option<EnvString>,
+    client_id: &'a Option<EnvString>,
+    client_secret: &'a Option<EnvString>,
+    audiences: &'a Option<Vec<EnvString>>,
+    domains: &'a Option<Vec<EnvString>>,
+    scopes: &'a Option<Vec<EnvString>>,
+    claims: &'a Option<BTreeMap<String, EnvString>>,
+    display_name: &'a Option<EnvString>,
+    jwks_refresh: &'a Option<EnvString>,
+    mfa_acr: &'a Option<Vec<EnvString>>,
+}
+
+macro_rules! common {
+    ($f:expr) => {
+        Common {
+            id: &$f.id,
+            population: &$f.population,
+            issuer: &$f.issuer,
+            discovery_url: &$f.discovery_url,
+            jwks_url: &$f.jwks_url,
+            client_id: &$f.client_id,
+            client_secret: &$f.client_secret,
+            audiences: &$f.audiences,
+            domains: &$f.domains,
+            scopes: &$f.scopes,
+            claims: &$f.claims,
+            display_name: &$f.display_name,
+            jwks_refresh: &$f.jwks_refresh,
+            mfa_acr: &$f.mfa_acr,
+        }
+    };
+}
+
+const KNOWN_CLAIM_FIELDS: &[&str] = &[
+    "subject", "email", "email_verified", "name", "username", "groups", "roles", "permissions", "scopes", "org",
+    "tenant", "idp",
+];
+
+impl Raw {
+    fn common(&self) -> Common<'_> {
+        match self {
+            Raw::Entra(f) => common!(f),
+            Raw::Okta(f) => common!(f),
+            Raw::Auth0(f) => common!(f),
+            Raw::Cognito(f) => common!(f),
+            Raw::Oidc(f) => common!(f),
+            Raw::Dev(f) => common!(f),
+        }
+    }
+
+    fn default_population(&self) -> Option<Population> {
+        match self {
+            Raw::Entra(_) | Raw::Okta(_) => Some(Population::Workforce),
+            Raw::Auth0(_) | Raw::Cognito(_) => Some(Population::Customer),
+            Raw::Oidc(_) | Raw::Dev(_) => None,
+        }
+    }
+
+    fn validate(&self, path: &Path, base_dir: &Path, p: &mut Problems) -> Option<ProviderSpec> {
+        let c = self.common();
+        let id = c.id.to_string();
+        if !valid_id(&id) {
+            p.at(None, "id", format!("`{id}` must be 1-64 characters of letters, digits, `-`, `_`, `.`"));
+        }
+        let population = match c.population.as_deref() {
+            Some(v) => Population::parse(v).or_else(|| {
+                p.at(None, "population", format!("`{v}` is not workforce or customer"));
+                None
+            }),
+            None => self.default_population().or_else(|| {
+                p.at(None, "population", "is required for this kind (workforce or customer)");
+                None
+            }),
+        }
+        .unwrap_or(Population::Customer);
+        let issuer = match c.issuer.as_deref() {
+            Some(i) => i.to_string(),
+            None => {
+                p.at(None, "issuer", "is required");
+                String::new()
+            }
+        };
+        let issuer_url = url::Url::parse(&issuer.replace("{tenantid}", "tenantid"));
+        match &issuer_url {
+            Ok(u) => check_scheme(p, None, "issuer", u),
+            Err(e) if !issuer.is_empty() => p.at(None, "issuer", format!("not a URL: {e}")),
+            Err(_) => {}
+        }
+        for (key, v) in [("discovery_url", c.discovery_url), ("jwks_url", c.jwks_url)] {
+            if let Some(v) = v {
+                match url::Url::parse(v) {
+                    Ok(u) => check_scheme(p, None, key, &u),
+                    Err(e) => p.at(None, key, format!("not a URL: {e}")),
+                }
+            }
+        }
+        let mut claims = BTreeMap::new();
+        for (field, source) in c.claims.iter().flatten() {
+            if source.is_empty() {
+                p.at(None, &format!("claims.{field}"), "source claim name is empty");
+            }
+            let field_name = field.strip_prefix("attributes.").unwrap_or(field);
+            if !KNOWN_CLAIM_FIELDS.contains(&field.as_str()) && !field.starts_with("attributes.") {
+                p.at(
+                    None,
+                    &format!("claims.{field}"),
+                    format!(
+                        "unknown field `{field}` (known: {}; or attributes.NAME)",
+                        KNOWN_CLAIM_FIELDS.join(", ")
+                    ),
+                );
+            }
+            let _ = field_name;
+            claims.insert(field.clone(), source.to_string());
+        }
+        let jwks_refresh = duration(p, None, "jwks_refresh", c.jwks_refresh.as_ref(), Duration::from_secs(600));
+        let mut spec = ProviderSpec {
+            id: id.clone(),
+            file: path.to_path_buf(),
+            population,
+            issuer: issuer.clone(),
+            discovery_url: c.discovery_url.as_ref().map(|s| s.to_string()),
+            jwks_url: c.jwks_url.as_ref().map(|s| s.to_string()),
+            client_id: c.client_id.as_ref().map(|s| s.to_string()),
+            client_secret: c.client_secret.as_ref().map(|s| s.to_string()),
+            audiences: opt_strings(c.audiences),
+            domains: opt_strings(c.domains).into_iter().map(|d| d.to_ascii_lowercase()).collect(),
+            scopes: c
+                .scopes
+                .as_deref()
+                .map(strings)
+                .unwrap_or_else(|| vec!["openid".into(), "profile".into(), "email".into()]),
+            claims,
+            display_name: c.display_name.as_ref().map(|s| s.to_string()).unwrap_or_else(|| id.clone()),
+            jwks_refresh,
+            mfa_acr: opt_strings(c.mfa_acr),
+            kind: KindSpec::Oidc(OidcSpec { tenant: String::new() }),
+        };
+        let host = issuer_url.as_ref().ok().and_then(|u| u.host_str().map(str::to_string)).unwrap_or_default();
+        spec.kind = match self {
+            Raw::Entra(f) => entra(f, &mut spec, p),
+            Raw::Okta(f) => {
+                if spec.audiences.is_empty() {
+                    p.at(None, "audiences", "is required: the accepted `aud` values (e.g. api://default)");
+                }
+                if spec.mfa_acr.is_empty() {
+                    spec.mfa_acr =
+                        vec!["urn:okta:loa:2fa:any".into(), "phr".into(), "phrh".into()];
+                }
+                KindSpec::Okta(OktaSpec { org_id: f.org_id.as_ref().map(|s| s.to_string()) })
+            }
+            Raw::Auth0(f) => {
+                if !spec.issuer.ends_with('/') && !spec.issuer.is_empty() {
+                    p.at(None, "issuer", "Auth0 issuers end with `/` (https://{domain}/)");
+                }
+                let extra = opt_strings(&f.issuers);
+                for i in &extra {
+                    if !i.ends_with('/') {
+                        p.at(None, "issuers", format!("`{i}`: Auth0 issuers end with `/`"));
+                    }
+                }
+                if spec.audiences.is_empty() {
+                    p.at(None, "audiences", "is required: the API identifier(s) tokens must carry in `aud`");
+                }
+                KindSpec::Auth0(Auth0Spec {
+                    tenant_domain: f.tenant_domain.as_ref().map(|s| s.to_string()).unwrap_or(host.clone()),
+                    extra_issuers: extra,
+                })
+            }
+            Raw::Cognito(f) => {
+                let token_use = match f.token_use.as_deref() {
+                    None | Some("access") => TokenUse::Access,
+                    Some("id") => TokenUse::Id,
+                    Some("any") => TokenUse::Any,
+                    Some(v) => {
+                        p.at(None, "token_use", format!("`{v}` is not one of access, id, any"));
+                        TokenUse::Access
+                    }
+                };
+                if spec.client_id.is_none() && spec.audiences.is_empty() {
+                    p.at(None, "client_id", "is required: Cognito access tokens are bound to the app client id");
+                }
+                KindSpec::Cognito(CognitoSpec { token_use, groups_are_roles: f.groups_are_roles.unwrap_or(false) })
+            }
+            Raw::Oidc(f) => {
+                if spec.audiences.is_empty() && spec.client_id.is_none() {
+                    p.at(None, "audiences", "is required (or client_id): the accepted `aud` values");
+                }
+                KindSpec::Oidc(OidcSpec { tenant: f.tenant.as_ref().map(|s| s.to_string()).unwrap_or(host.clone()) })
+            }
+            Raw::Dev(f) => dev(f, &mut spec, base_dir, p),
+        };
+        Some(spec)
+    }
+}
+
+fn is_guid(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+fn entra(f: &raw::EntraFile, spec: &mut ProviderSpec, p: &mut Problems) -> KindSpec {
+    let variant = match f.variant.as_deref() {
+        None | Some("workforce") => EntraVariant::Workforce,
+        Some("external") => EntraVariant::External,
+        Some(v) => {
+            p.at(None, "variant", format!("`{v}` is not workforce or external"));
+            EntraVariant::Workforce
+        }
+    };
+    if variant == EntraVariant::External && spec.population == Population::Workforce && f.population.is_none() {
+        spec.population = Population::Customer;
+    }
+    // `common` / `organizations` authorities issue tokens for many tenants: the issuer
+    // becomes the `{tenantid}` template Microsoft publishes (PROVIDERS.md §1.1).
+    let mut discovery_authority = None;
+    for multi in ["/common/", "/organizations/"] {
+        if spec.issuer.contains(multi) {
+            discovery_authority = Some(spec.issuer.clone());
+            spec.issuer = spec.issuer.replacen(multi, "/{tenantid}/", 1);
+        }
+    }
+    let templated = spec.issuer.contains("{tenantid}");
+    let mut tenants: Vec<String> = opt_strings(&f.tenants).into_iter().map(|t| t.to_ascii_lowercase()).collect();
+    for t in &tenants {
+        if t != "*" && !is_guid(t) {
+            p.at(None, "tenants", format!("`{t}` is not a tenant id (GUID) or `*`"));
+        }
+    }
+    if tenants.is_empty() {
+        if templated {
+            p.at(None, "tenants", "a multi-tenant issuer needs an allow-list of tenant ids (or `*` for any tenant)");
+        } else if let Some(tid) = spec.issuer.split('/').find(|s| is_guid(s)) {
+            tenants.push(tid.to_ascii_lowercase());
+        }
+    }
+    if spec.audiences.is_empty() {
+        p.at(None, "audiences", "is required: your API's application id or App ID URI");
+    }
+    KindSpec::Entra(EntraSpec { tenants, variant, discovery_authority })
+}
+
+fn dev(f: &raw::DevFile, spec: &mut ProviderSpec, base_dir: &Path, p: &mut Problems) -> KindSpec {
+    let shape = Shape::parse(&f.shape).unwrap_or_else(|| {
+        p.at(None, "shape", format!("`{}` is not one of entra, okta, auth0, cognito", &*f.shape));
+        Shape::Okta
+    });
+    let signing_key = base_dir.join(&*f.signing_key);
+    if !signing_key.exists() {
+        p.at(
+            None,
+            "signing_key",
+            format!("{} does not exist (run `idfabric keys generate`)", signing_key.display()),
+        );
+    }
+    if f.users.is_empty() {
+        p.at(None, "users", "a dev provider needs at least one user");
+    }
+    let mut names = HashSet::new();
+    let users: Vec<DevUserSpec> = f
+        .users
+        .iter()
+        .map(|u| {
+            if !names.insert(u.name.to_string()) || !valid_id(&u.name) {
+                p.at(Some(&format!("name: {}", &*u.name)), "users.name", format!("`{}` is duplicate or not a simple name", &*u.name));
+            }
+            DevUserSpec {
+                name: u.name.to_string(),
+                email: u.email.as_ref().map(|s| s.to_string()),
+                display_name: u.display_name.as_ref().map(|s| s.to_string()),
+                groups: strings(&u.groups),
+                roles: strings(&u.roles),
+                scopes: strings(&u.scopes),
+                mfa: u.mfa,
+                email_verified: u.email_verified,
+                connection: u.connection.as_ref().map(|s| s.to_string()),
+                org: u.org.as_ref().map(|s| s.to_string()),
+                attributes: u.attributes.iter().map(|(k, v)| (k.clone(), v.to_string())).collect(),
+            }
+        })
+        .collect();
+    let tenant = match (&f.tenant, shape) {
+        (Some(t), _) => t.to_string(),
+        (None, Shape::Entra) => guid_from(&spec.id),
+        (None, Shape::Cognito) => spec.id.clone(),
+        (None, _) => url::Url::parse(&spec.issuer).ok().and_then(|u| u.host_str().map(str::to_string)).unwrap_or_default(),
+    };
+    if shape == Shape::Entra && !is_guid(&tenant) {
+        p.at(None, "tenant", "the entra shape needs a GUID tenant id");
+    }
+    let tenants = match &f.tenants {
+        Some(t) => strings(t).into_iter().map(|t| t.to_ascii_lowercase()).collect(),
+        None => vec![tenant.to_ascii_lowercase()],
+    };
+    if spec.audiences.is_empty() {
+        spec.audiences = vec!["api://idfabric".into()];
+    }
+    if spec.client_id.is_none() {
+        spec.client_id = Some(format!("{}-app", spec.id));
+    }
+    if spec.mfa_acr.is_empty() {
+        spec.mfa_acr = match shape {
+            Shape::Entra => vec!["c1".into()],
+            Shape::Okta => vec!["urn:okta:loa:2fa:any".into()],
+            Shape::Cognito => vec!["urn:cognito:loa:3".into()],
+            Shape::Auth0 => vec![],
+        };
+    }
+    KindSpec::Dev(DevSpec {
+        shape,
+        signing_key,
+        users,
+        token_ttl: duration(p, None, "token_ttl", f.token_ttl.as_ref(), Duration::from_secs(3600)),
+        tenant,
+        tenants,
+    })
+}
+
+/// A stable GUID-shaped id derived from a provider id (dev tenants look real).
+pub fn guid_from(seed: &str) -> String {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, seed.as_bytes());
+    let h: String = d.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}-{}-4{}-8{}-{}", &h[0..8], &h[8..12], &h[13..16], &h[17..20], &h[20..32])
+}
+
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,272 @@
+//! Pingora glue: each `ProxyHttp` phase calls one pipeline step and records the facts
+//! it learned in `RequestCtx`; no identity, claim or policy logic lives here.
+//!
+//! | phase | does |
+//! | --- | --- |
+//! | `request_filter` | reserved paths; route; credential, verify, decide (`pipeline::admit`); on refusal writes the response and returns `Ok(true)` |
+//! | `upstream_peer` | picks the upstream for the identity's population (round-robin, passive health) |
+//! | `upstream_request_filter` | removes client-sent `X-Identity-*`, adds the identity headers and token |
+//! | `fail_to_connect` | marks the peer down and retries another one |
+//! | `fail_to_proxy` | problem+json instead of Pingora's bare error page |
+//! | `logging` | metrics and the one log line per refused request |
+
+mod reserved;
+pub mod respond;
+
+use crate::config::AuthorizationHeader;
+use crate::metrics::metrics;
+use crate::pipeline::{self, Admission};
+use crate::propagate;
+use crate::providers::Verified;
+use crate::refusal::Refusal;
+use crate::runtime::Runtime;
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora::http::RequestHeader;
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{Error, ErrorType, Result};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The proxy service.
+pub struct Gateway {
+    pub state: Arc<ArcSwap<Runtime>>,
+}
+
+/// Facts about one request, filled in phase order and read by later phases.
+pub struct RequestCtx {
+    rt: Arc<Runtime>,
+    started: Instant,
+    route: Option<u32>,
+    verified: Option<Arc<Verified>>,
+    /// Index of the chosen peer in the route's pool, for passive health.
+    peer: Option<usize>,
+    tries: usize,
+    outcome: &'static str,
+    reason: &'static str,
+    decision: &'static str,
+    provider: Option<usize>,
+    population: Option<crate::identity::Population>,
+}
+
+impl RequestCtx {
+    fn route<'a>(&self, rt: &'a Runtime) -> Option<&'a crate::runtime::CompiledRoute> {
+        self.route.map(|i| &rt.routes.routes[i as usize])
+    }
+}
+
+fn host_of(req: &RequestHeader) -> &str {
+    req.uri
+        .host()
+        .or_else(|| req.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()))
+        .unwrap_or("")
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            rt: self.state.load_full(),
+            started: Instant::now(),
+            route: None,
+            verified: None,
+            peer: None,
+            tries: 0,
+            outcome: "allow",
+            reason: "ok",
+            decision: "allow",
+            provider: None,
+            population: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let rt = ctx.rt.clone();
+        let path = session.req_header().uri.path().to_string();
+        if reserved::is_reserved(&rt, &path) {
+            let h = reserved::handle(&rt, session, &path).await?;
+            ctx.outcome = if h.status < 400 { "internal" } else { "refused" };
+            ctx.reason = h.reason;
+            return Ok(true);
+        }
+        let Some(route) = rt.routes.find(host_of(session.req_header()), &path) else {
+            ctx.outcome = "no_route";
+            ctx.reason = Refusal::NoRoute.reason();
+            respond::refusal(session, &Refusal::NoRoute, None).await?;
+            return Ok(true);
+        };
+        ctx.route = Some(route.index);
+        match pipeline::admit(&rt, route, &session.req_header().headers).await {
+            Ok(adm) => {
+                ctx.population = adm.population();
+                if let Admission::Allowed { verified, .. } = adm {
+                    ctx.provider = Some(verified.provider);
+                    ctx.verified = Some(verified);
+                }
+                Ok(false)
+            }
+            Err(d) => {
+                ctx.provider = d.provider;
+                ctx.population = d.population;
+                ctx.outcome = if d.refusal.status() == 503 { "error" } else { "refused" };
+                ctx.reason = d.refusal.reason();
+                ctx.decision = d.refusal.decision();
+                if d.login_redirect {
+                    let pq = session.req_header().uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
+                    respond::login_redirect(session, &pq).await?;
+                } else {
+                    respond::refusal(session, &d.refusal, Some(&route.spec.name)).await?;
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        let rt = ctx.rt.clone();
+        let route = ctx.route(&rt).ok_or_else(|| Error::explain(ErrorType::InternalError, "no route in context"))?;
+        let pool = route.pool(ctx.population).ok_or_else(|| Error::explain(ErrorType::HTTPStatus(403), "no upstream for population"))?;
+        let i = pool.pick().ok_or_else(|| Error::explain(ErrorType::InternalError, "empty pool"))?;
+        ctx.peer = Some(i);
+        ctx.tries += 1;
+        let up = &pool.peers[i];
+        let mut peer = HttpPeer::new(up.addr, up.tls, up.sni.clone());
+        peer.options.connection_timeout = Some(Duration::from_secs(3));
+        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(&self, _session: &mut Session, _peer: &HttpPeer, ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
+        let rt = ctx.rt.clone();
+        if let (Some(route), Some(i)) = (ctx.route(&rt), ctx.peer) {
+            if let Some(pool) = route.pool(ctx.population) {
+                pool.mark_down(i);
+                if ctx.tries < pool.peers.len() {
+                    e.set_retry(true);
+                }
+            }
+        }
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        strip_identity_headers(upstream);
+        let rt = ctx.rt.clone();
+        let Some(route) = ctx.route(&rt) else { return Ok(()) };
+        let Some(v) = &ctx.verified else {
+            if route.spec.authorization != AuthorizationHeader::Keep {
+                upstream.remove_header(&http::header::AUTHORIZATION);
+            }
+            return Ok(());
+        };
+        for (k, val) in v.headers.get_or_init(|| propagate::identity_headers(&v.identity)) {
+            upstream.insert_header(k.clone(), val.clone())?;
+        }
+        let token = match (&rt.minter, route.spec.identity_token || route.spec.authorization == AuthorizationHeader::IdentityToken) {
+            (Some(m), true) => Some(m.token_for(v, &route.spec.name, route.index)),
+            _ => None,
+        };
+        if let (Some(t), true) = (&token, route.spec.identity_token) {
+            upstream.insert_header(propagate::TOKEN_HEADER, &**t)?;
+        }
+        match route.spec.authorization {
+            AuthorizationHeader::Keep => {}
+            AuthorizationHeader::Strip => {
+                upstream.remove_header(&http::header::AUTHORIZATION);
+            }
+            AuthorizationHeader::IdentityToken => match &token {
+                Some(t) => upstream.insert_header(http::header::AUTHORIZATION, format!("Bearer {t}"))?,
+                None => {
+                    upstream.remove_header(&http::header::AUTHORIZATION);
+                }
+            },
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+        let code = match e.etype() {
+            ErrorType::HTTPStatus(c) => *c,
+            _ => match e.esource() {
+                pingora::ErrorSource::Upstream => 502,
+                pingora::ErrorSource::Downstream => 0,
+                _ => 500,
+            },
+        };
+        ctx.outcome = "upstream_error";
+        ctx.reason = "upstream_error";
+        let rt = ctx.rt.clone();
+        let route = ctx.route(&rt).map(|r| r.spec.name.as_str());
+        if let Some(r) = route {
+            metrics().upstream_errors_total.with_label_values(&[r]).inc();
+        }
+        if code > 0 {
+            let title = if code == 502 { "Bad Gateway" } else { "Gateway error" };
+            let body = serde_json::json!({
+                "type": "urn:idfabric:problem:upstream_error",
+                "title": title,
+                "status": code,
+                "detail": "the upstream application could not be reached or failed",
+                "reason": "upstream_error",
+                "route": route,
+            });
+            let _ = respond::send(
+                session,
+                code,
+                &[("content-type", "application/problem+json"), ("cache-control", "no-store")],
+                body.to_string().into(),
+            )
+            .await;
+        }
+        tracing::warn!(route = route.unwrap_or("none"), status = code, error_type = ?e.etype(), "upstream failure");
+        FailToProxy { error_code: code, can_reuse_downstream: false }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        let rt = &ctx.rt;
+        let route = ctx.route(rt).map(|r| r.spec.name.as_str()).unwrap_or("none");
+        let provider = ctx.provider.map(|i| rt.registry.providers[i].id()).unwrap_or("none");
+        let population = ctx.population.map(|p| p.as_str()).unwrap_or("none");
+        let m = metrics();
+        m.requests_total.with_label_values(&[route, population, provider, ctx.outcome]).inc();
+        m.request_duration_seconds.with_label_values(&[route, ctx.outcome]).observe(ctx.started.elapsed().as_secs_f64());
+        if ctx.route.is_some() {
+            m.auth_decisions_total.with_label_values(&[route, ctx.decision, ctx.reason]).inc();
+        }
+        if ctx.outcome == "refused" || ctx.outcome == "error" || ctx.outcome == "no_route" {
+            let status = session.response_written().map_or(0, |r| r.status.as_u16());
+            tracing::info!(
+                route,
+                provider,
+                population,
+                status,
+                reason = ctx.reason,
+                decision = ctx.decision,
+                method = %session.req_header().method,
+                path = session.req_header().uri.path(),
+                "request refused"
+            );
+        }
+    }
+}
+
+/// Removes every `X-Identity-*` header the client sent.
+pub fn strip_identity_headers(req: &mut RequestHeader) {
+    let names: Vec<http::HeaderName> = req
+        .headers
+        .keys()
+        .filter(|k| k.as_str().starts_with(propagate::PREFIX))
+        .cloned()
+        .collect();
+    for n in names {
+        req.remove_header(&n);
+    }
+}

@@ -1,0 +1,136 @@
+//! The paths idfabric answers itself on the proxy listener: the dev providers'
+//! discovery and keys, the broker's discovery and keys, forward-auth and `/me`.
+
+use super::respond;
+use crate::pipeline::{self, Admission};
+use crate::propagate;
+use crate::providers::dev;
+use crate::refusal::Refusal;
+use crate::runtime::Runtime;
+use pingora::proxy::Session;
+use pingora::Result;
+use serde_json::json;
+
+/// What a reserved path produced, for logging and metrics.
+pub struct Handled {
+    pub status: u16,
+    pub reason: &'static str,
+}
+
+/// Whether `path` is answered here rather than proxied.
+pub fn is_reserved(rt: &Runtime, path: &str) -> bool {
+    path.starts_with("/.idfabric/") || rt.config.broker.as_ref().is_some_and(|b| !b.path.is_empty() && under(path, &b.path))
+}
+
+fn under(path: &str, base: &str) -> bool {
+    path.strip_prefix(base).is_some_and(|r| r.is_empty() || r.starts_with('/'))
+}
+
+pub async fn handle(rt: &Runtime, session: &mut Session, path: &str) -> Result<Handled> {
+    if let Some(rest) = path.strip_prefix(dev::PATH_PREFIX) {
+        return dev_provider(rt, session, rest).await;
+    }
+    if let Some(b) = &rt.config.broker {
+        if under(path, &b.path) {
+            return broker(rt, session, &path[b.path.len()..]).await;
+        }
+    }
+    match path {
+        "/.idfabric/auth" => forward_auth(rt, session).await,
+        "/.idfabric/me" => me(rt, session).await,
+        "/.idfabric/login" | "/.idfabric/callback" | "/.idfabric/logout" | "/.idfabric/session" => {
+            refuse(session, Refusal::SignInUnavailable, None).await
+        }
+        _ => refuse(session, Refusal::NoRoute, None).await,
+    }
+}
+
+async fn refuse(session: &mut Session, r: Refusal, route: Option<&str>) -> Result<Handled> {
+    respond::refusal(session, &r, route).await?;
+    Ok(Handled { status: r.status(), reason: r.reason() })
+}
+
+async fn ok_json(session: &mut Session, body: &serde_json::Value) -> Result<Handled> {
+    respond::json(session, 200, body).await?;
+    Ok(Handled { status: 200, reason: "ok" })
+}
+
+async fn dev_provider(rt: &Runtime, session: &mut Session, rest: &str) -> Result<Handled> {
+    let (id, sub) = rest.split_once('/').unwrap_or((rest, ""));
+    let Some(p) = rt.registry.by_id(id).filter(|p| p.dev_signer.is_some()) else {
+        return refuse(session, Refusal::NoRoute, None).await;
+    };
+    let signer = p.dev_signer.as_ref().expect("filtered on dev_signer");
+    match sub {
+        ".well-known/openid-configuration" => ok_json(session, &dev::discovery(&p.spec)).await,
+        "jwks" => ok_json(session, &dev::jwks(signer)).await,
+        _ => refuse(session, Refusal::NoRoute, None).await,
+    }
+}
+
+async fn broker(rt: &Runtime, session: &mut Session, rest: &str) -> Result<Handled> {
+    let (Some(b), Some(m)) = (&rt.config.broker, &rt.minter) else {
+        return refuse(session, Refusal::NoRoute, None).await;
+    };
+    match rest {
+        "/.well-known/openid-configuration" => {
+            let doc = json!({
+                "issuer": b.issuer,
+                "jwks_uri": format!("{}/jwks", b.issuer),
+                "id_token_signing_alg_values_supported": [m.signer.alg],
+                "subject_types_supported": ["public"],
+                "response_types_supported": ["code"],
+            });
+            ok_json(session, &doc).await
+        }
+        "/jwks" => ok_json(session, &m.jwks()).await,
+        _ => refuse(session, Refusal::NoRoute, None).await,
+    }
+}
+
+/// nginx `auth_request`, Traefik ForwardAuth, Envoy ext_authz (HTTP): the original
+/// host and URI come from `X-Forwarded-Host` / `X-Forwarded-Uri` (or `X-Original-URI`).
+async fn forward_auth(rt: &Runtime, session: &mut Session) -> Result<Handled> {
+    let req = session.req_header();
+    let header = |n: &str| req.headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let host = header("x-forwarded-host").or_else(|| header("host")).unwrap_or_default();
+    let uri = header("x-forwarded-uri").or_else(|| header("x-original-uri")).unwrap_or_else(|| "/".into());
+    let path = uri.split('?').next().unwrap_or("/").to_string();
+    let Some(route) = rt.routes.find(&host, &path) else {
+        return refuse(session, Refusal::NoRoute, None).await;
+    };
+    let headers = session.req_header().headers.clone();
+    match pipeline::admit(rt, route, &headers).await {
+        Ok(adm) => {
+            let mut h = pingora::http::ResponseHeader::build(200, Some(16))?;
+            h.insert_header("x-identity-route", route.spec.name.as_str())?;
+            if let Admission::Allowed { verified, .. } = &adm {
+                for (k, v) in propagate::identity_headers(&verified.identity) {
+                    h.insert_header(k, v)?;
+                }
+                if let (Some(m), true) = (&rt.minter, route.spec.identity_token) {
+                    h.insert_header(propagate::TOKEN_HEADER, &*m.token_for(verified, &route.spec.name, route.index))?;
+                }
+            }
+            h.insert_header("content-length", "0")?;
+            h.insert_header("cache-control", "no-store")?;
+            session.write_response_header(Box::new(h), true).await?;
+            Ok(Handled { status: 200, reason: "ok" })
+        }
+        Err(d) => refuse(session, d.refusal, Some(&route.spec.name)).await,
+    }
+}
+
+/// The caller's normalised identity (bearer token from any enabled provider).
+async fn me(rt: &Runtime, session: &mut Session) -> Result<Handled> {
+    let headers = session.req_header().headers.clone();
+    let cred = match crate::credential::extract(&headers, &rt.config.session.cookie) {
+        Ok(crate::credential::Credential::Bearer(t)) => t.to_string(),
+        Ok(_) => return refuse(session, Refusal::NoCredential, None).await,
+        Err(r) => return refuse(session, r, None).await,
+    };
+    match rt.registry.verify(&cred, None).await {
+        Ok(v) => ok_json(session, &serde_json::to_value(&v.identity).unwrap_or_default()).await,
+        Err(e) => refuse(session, e.refusal, None).await,
+    }
+}

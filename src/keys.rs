@@ -1,0 +1,244 @@
+//! Key material: generating the development set (`idfabric keys generate`) and loading
+//! signing keys (the broker's, the dev provider's) into a JWS signer.
+//!
+//! Signing keys are parsed once; `Signer::sign_jwt` then costs one signature. The
+//! algorithm follows the key type (P-256 → ES256, Ed25519 → EdDSA, RSA → RS256), and
+//! the `kid` is the RFC 7638 thumbprint of the public key, so it changes with the key.
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum KeyError {
+    #[error("{path}: {reason}")]
+    Load { path: PathBuf, reason: String },
+    #[error("{0} already exist(s); pass --force to overwrite")]
+    Exists(String),
+    #[error("cannot write {path}: {reason}")]
+    Write { path: PathBuf, reason: String },
+    #[error("key generation failed: {0}")]
+    Generate(String),
+}
+
+enum Inner {
+    Es256(EcdsaKeyPair),
+    Ed(Ed25519KeyPair),
+    Rs256(RsaKeyPair),
+}
+
+/// A private key ready to sign JWTs.
+pub struct Signer {
+    inner: Inner,
+    pub kid: String,
+    pub alg: &'static str,
+    jwk: Value,
+    rng: SystemRandom,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer").field("kid", &self.kid).field("alg", &self.alg).finish()
+    }
+}
+
+fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+impl Signer {
+    /// Loads a PKCS#8 PEM private key (EC P-256, Ed25519 or RSA).
+    pub fn load(path: &Path) -> Result<Signer, KeyError> {
+        let err = |reason: String| KeyError::Load { path: path.to_path_buf(), reason };
+        let text = std::fs::read(path).map_err(|e| err(format!("cannot read: {e}")))?;
+        let pem = pem::parse(&text).map_err(|e| err(format!("not a PEM file: {e}")))?;
+        if pem.tag() != "PRIVATE KEY" {
+            return Err(err(format!("expected a PKCS#8 `PRIVATE KEY`, found `{}`", pem.tag())));
+        }
+        Signer::from_pkcs8(pem.contents()).ok_or_else(|| err("not an EC P-256, Ed25519 or RSA private key".into()))
+    }
+
+    pub fn from_pkcs8(der: &[u8]) -> Option<Signer> {
+        if let Ok(k) = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, der) {
+            let p = k.public_key().as_ref();
+            let jwk = json!({"kty": "EC", "crv": "P-256", "x": b64(&p[1..33]), "y": b64(&p[33..65])});
+            return Some(Signer::with(Inner::Es256(k), "ES256", jwk));
+        }
+        if let Ok(k) = Ed25519KeyPair::from_pkcs8(der) {
+            let jwk = json!({"kty": "OKP", "crv": "Ed25519", "x": b64(k.public_key().as_ref())});
+            return Some(Signer::with(Inner::Ed(k), "EdDSA", jwk));
+        }
+        if let Ok(k) = RsaKeyPair::from_pkcs8(der) {
+            let c = signature::RsaPublicKeyComponents::<Vec<u8>>::from(k.public_key());
+            let strip = |v: &[u8]| v.iter().skip_while(|b| **b == 0).copied().collect::<Vec<u8>>();
+            let jwk = json!({"kty": "RSA", "n": b64(&strip(&c.n)), "e": b64(&strip(&c.e))});
+            return Some(Signer::with(Inner::Rs256(k), "RS256", jwk));
+        }
+        None
+    }
+
+    fn with(inner: Inner, alg: &'static str, mut jwk: Value) -> Signer {
+        let kid = thumbprint(&jwk);
+        jwk["kid"] = json!(kid);
+        jwk["alg"] = json!(alg);
+        jwk["use"] = json!("sig");
+        Signer { inner, kid, alg, jwk, rng: SystemRandom::new() }
+    }
+
+    /// The public key as a JWK (with `kid`, `alg`, `use`).
+    pub fn public_jwk(&self) -> &Value {
+        &self.jwk
+    }
+
+    /// Serialises `claims` as a compact JWS with this key (`typ` defaults to `JWT`).
+    pub fn sign_jwt(&self, typ: &str, claims: &Value) -> String {
+        let header = json!({"alg": self.alg, "kid": self.kid, "typ": typ});
+        let mut out = b64(header.to_string().as_bytes());
+        out.push('.');
+        out.push_str(&b64(claims.to_string().as_bytes()));
+        let sig = self.sign(out.as_bytes());
+        out.push('.');
+        out.push_str(&b64(&sig));
+        out
+    }
+
+    pub fn sign(&self, msg: &[u8]) -> Vec<u8> {
+        match &self.inner {
+            Inner::Es256(k) => k.sign(&self.rng, msg).map(|s| s.as_ref().to_vec()).unwrap_or_default(),
+            Inner::Ed(k) => k.sign(msg).as_ref().to_vec(),
+            Inner::Rs256(k) => {
+                let mut sig = vec![0; k.public_modulus_len()];
+                match k.sign(&signature::RSA_PKCS1_SHA256, &self.rng, msg, &mut sig) {
+                    Ok(()) => sig,
+                    Err(_) => Vec::new(),
+                }
+            }
+        }
+    }
+}
+
+/// RFC 7638 JWK thumbprint (SHA-256), truncated to 16 characters for a readable kid.
+fn thumbprint(jwk: &Value) -> String {
+    let canonical = match jwk["kty"].as_str() {
+        Some("EC") => json!({"crv": jwk["crv"], "kty": "EC", "x": jwk["x"], "y": jwk["y"]}),
+        Some("OKP") => json!({"crv": jwk["crv"], "kty": "OKP", "x": jwk["x"]}),
+        _ => json!({"e": jwk["e"], "kty": "RSA", "n": jwk["n"]}),
+    };
+    // serde_json with default features keeps keys sorted (BTreeMap), as RFC 7638 needs.
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical.to_string().as_bytes());
+    b64(digest.as_ref())[..16].to_string()
+}
+
+/// Which algorithm a generated key is for.
+#[derive(Debug, Clone, Copy)]
+pub enum KeyKind {
+    Es256,
+    Ed25519,
+    Rsa2048,
+}
+
+/// A new PKCS#8 private key as PEM.
+pub fn generate_pem(kind: KeyKind) -> Result<String, KeyError> {
+    let gen = |e: String| KeyError::Generate(e);
+    let der: Vec<u8> = match kind {
+        KeyKind::Es256 => EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING)
+            .and_then(|k| k.to_pkcs8v1())
+            .map_err(|e| gen(e.to_string()))?
+            .as_ref()
+            .to_vec(),
+        KeyKind::Ed25519 => Ed25519KeyPair::generate()
+            .and_then(|k| k.to_pkcs8())
+            .map_err(|e| gen(e.to_string()))?
+            .as_ref()
+            .to_vec(),
+        KeyKind::Rsa2048 => {
+            use aws_lc_rs::encoding::AsDer;
+            let k = RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).map_err(|e| gen(e.to_string()))?;
+            let der: aws_lc_rs::encoding::Pkcs8V1Der = k.as_der().map_err(|e| gen(e.to_string()))?;
+            der.as_ref().to_vec()
+        }
+    };
+    Ok(pem::encode(&pem::Pem::new("PRIVATE KEY", der)))
+}
+
+/// The files `idfabric keys generate` writes.
+pub const GENERATED: &[&str] = &[
+    "dev-tls.crt",
+    "dev-tls.key",
+    "broker-signing.pem",
+    "session.key",
+    "dev-idp-workforce.pem",
+    "dev-idp-customer.pem",
+];
+
+/// Writes the development key set into `dir`. With `only_missing`, existing files are
+/// kept (used by `idfabric demo`); otherwise existing files are an error unless `force`.
+pub fn generate_dev_set(dir: &Path, force: bool, only_missing: bool) -> Result<Vec<PathBuf>, KeyError> {
+    std::fs::create_dir_all(dir).map_err(|e| KeyError::Write { path: dir.to_path_buf(), reason: e.to_string() })?;
+    let existing: Vec<&str> = GENERATED.iter().copied().filter(|f| dir.join(f).exists()).collect();
+    if !existing.is_empty() && !force && !only_missing {
+        return Err(KeyError::Exists(existing.iter().map(|f| dir.join(f).display().to_string()).collect::<Vec<_>>().join(", ")));
+    }
+    let mut written = Vec::new();
+    let mut write = |name: &str, bytes: &[u8], secret: bool| -> Result<(), KeyError> {
+        let path = dir.join(name);
+        if only_missing && path.exists() {
+            return Ok(());
+        }
+        std::fs::write(&path, bytes).map_err(|e| KeyError::Write { path: path.clone(), reason: e.to_string() })?;
+        #[cfg(unix)]
+        if secret {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+        }
+        let _ = secret;
+        written.push(path);
+        Ok(())
+    };
+    if !(only_missing && dir.join("dev-tls.crt").exists() && dir.join("dev-tls.key").exists()) {
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .map_err(|e| KeyError::Generate(e.to_string()))?;
+        write("dev-tls.crt", cert.cert.pem().as_bytes(), false)?;
+        write("dev-tls.key", cert.signing_key.serialize_pem().as_bytes(), true)?;
+    }
+    if !(only_missing && dir.join("broker-signing.pem").exists()) {
+        write("broker-signing.pem", generate_pem(KeyKind::Es256)?.as_bytes(), true)?;
+    }
+    if !(only_missing && dir.join("session.key").exists()) {
+        let mut key = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut key).map_err(|e| KeyError::Generate(e.to_string()))?;
+        write("session.key", &key, true)?;
+    }
+    for name in ["dev-idp-workforce.pem", "dev-idp-customer.pem"] {
+        if !(only_missing && dir.join(name).exists()) {
+            write(name, generate_pem(KeyKind::Rsa2048)?.as_bytes(), true)?;
+        }
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_signs_and_verifies() {
+        for kind in [KeyKind::Es256, KeyKind::Ed25519, KeyKind::Rsa2048] {
+            let pem_text = generate_pem(kind).unwrap();
+            let der = pem::parse(pem_text.as_bytes()).unwrap().into_contents();
+            let signer = Signer::from_pkcs8(&der).unwrap();
+            let token = signer.sign_jwt("JWT", &json!({"sub": "x", "exp": 4_000_000_000u64}));
+            let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(signer.public_jwk().clone()).unwrap();
+            let key = jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap();
+            let alg: jsonwebtoken::Algorithm = signer.alg.parse().unwrap();
+            let mut v = jsonwebtoken::Validation::new(alg);
+            v.validate_aud = false;
+            v.required_spec_claims.clear();
+            jsonwebtoken::decode::<Value>(&token, &key, &v).unwrap_or_else(|e| panic!("{kind:?}: {e}"));
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! idfabric: an identity-fabric gateway on Pingora.
+//!
+//! Module map, in pipeline order (ARCHITECTURE.md):
+//!
+//! - [`config`]: `routes.yaml` and `providers/*.yaml`, strict, `${ENV}`-expanded and
+//!   validated into immutable specs with every problem reported at once.
+//! - [`runtime`]: one config compiled for the request path (route table, upstream
+//!   pools, registry, minter); swapped whole on reload.
+//! - [`credential`]: finds the bearer token or session cookie.
+//! - [`providers`]: the provider registry, JWKS caching, verification and one file per
+//!   provider kind mapping its dialect to the one [`identity::Identity`].
+//! - [`policy`]: route requirements → allow or the refusal naming what is unmet.
+//! - [`pipeline`]: credential → verify → decide, shared by the proxy, forward-auth and
+//!   `token inspect`.
+//! - [`propagate`]: identity headers and the broker-minted `X-Identity-Token`.
+//! - [`refusal`]: every refusal with its status, reason and challenge.
+//! - [`gateway`]: thin Pingora `ProxyHttp` glue; [`admin`]: metrics and health;
+//!   [`server`]: service assembly; [`cli`]: the command line.
+//! - [`keys`]: key generation and JWS signing; [`echo`]: the demo upstream.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod credential;
+pub mod echo;
+pub mod gateway;
+pub mod identity;
+pub mod keys;
+pub mod metrics;
+pub mod pipeline;
+pub mod policy;
+pub mod propagate;
+pub mod providers;
+pub mod refusal;
+pub mod runtime;
+pub mod server;

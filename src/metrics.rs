@@ -1,0 +1,98 @@
+//! The Prometheus metric families of INTERFACE.md, registered once per process.
+//!
+//! Label values come only from config ids (route, provider) and fixed `&'static str`
+//! reasons, never from request data, so cardinality is bounded by the config.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+use std::sync::LazyLock;
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests_total: IntCounterVec,
+    pub request_duration_seconds: HistogramVec,
+    pub auth_decisions_total: IntCounterVec,
+    pub token_validations_total: IntCounterVec,
+    pub jwks_refresh_total: IntCounterVec,
+    pub jwks_keys: IntGaugeVec,
+    pub jwks_age_seconds: IntGaugeVec,
+    pub verify_cache_hits_total: IntCounter,
+    pub verify_cache_misses_total: IntCounter,
+    pub logins_total: IntCounterVec,
+    pub sessions_active: IntGauge,
+    pub upstream_errors_total: IntCounterVec,
+    pub config_reloads_total: IntCounterVec,
+    pub login_funnel_total: IntCounterVec,
+}
+
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help).namespace("idfabric"), labels).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("registered once");
+    c
+}
+
+fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help).namespace("idfabric"), labels).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("registered once");
+    g
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let r = Registry::new();
+        let request_duration_seconds = HistogramVec::new(
+            HistogramOpts::new("request_duration_seconds", "Time from request to response, by route and outcome")
+                .namespace("idfabric")
+                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            &["route", "outcome"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(request_duration_seconds.clone())).expect("registered once");
+        let hits = IntCounter::with_opts(
+            Opts::new("verify_cache_hits_total", "Bearer tokens answered from the verified-identity cache").namespace("idfabric"),
+        )
+        .expect("valid metric");
+        let misses = IntCounter::with_opts(
+            Opts::new("verify_cache_misses_total", "Bearer tokens that needed full verification").namespace("idfabric"),
+        )
+        .expect("valid metric");
+        let sessions = IntGauge::with_opts(Opts::new("sessions_active", "Browser sessions held").namespace("idfabric"))
+            .expect("valid metric");
+        for m in [&hits, &misses] {
+            r.register(Box::new(m.clone())).expect("registered once");
+        }
+        r.register(Box::new(sessions.clone())).expect("registered once");
+        Metrics {
+            requests_total: counter(&r, "requests_total", "Requests by route, population, provider and outcome", &["route", "population", "provider", "outcome"]),
+            request_duration_seconds,
+            auth_decisions_total: counter(&r, "auth_decisions_total", "Authorization decisions by route, decision and reason", &["route", "decision", "reason"]),
+            token_validations_total: counter(&r, "token_validations_total", "Token validations by provider, result and reason", &["provider", "result", "reason"]),
+            jwks_refresh_total: counter(&r, "jwks_refresh_total", "JWKS fetches by provider and result", &["provider", "result"]),
+            jwks_keys: gauge(&r, "jwks_keys", "Signing keys held per provider", &["provider"]),
+            jwks_age_seconds: gauge(&r, "jwks_age_seconds", "Seconds since the provider's keys were last fetched", &["provider"]),
+            verify_cache_hits_total: hits,
+            verify_cache_misses_total: misses,
+            logins_total: counter(&r, "logins_total", "Browser sign-ins by provider, population and result", &["provider", "population", "result"]),
+            sessions_active: sessions,
+            upstream_errors_total: counter(&r, "upstream_errors_total", "Failures talking to upstream apps, by route", &["route"]),
+            config_reloads_total: counter(&r, "config_reloads_total", "Configuration loads by result", &["result"]),
+            login_funnel_total: counter(&r, "login_funnel_total", "Sign-in funnel stages by population and provider", &["population", "provider", "stage"]),
+            registry: r,
+        }
+    }
+
+    /// Prometheus text exposition of every family.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+pub fn metrics() -> &'static Metrics {
+    &METRICS
+}

@@ -1,0 +1,69 @@
+//! Route requirements → decision. The only place that says allow or deny.
+//!
+//! `decide` returns a `Permit` (which only this module can build) or the `Refusal`
+//! naming the first unmet requirement. Group rules fail closed when the provider did
+//! not deliver complete group information (`groups_complete = false`).
+
+use crate::config::Requirements;
+use crate::identity::{Identity, Population};
+use crate::refusal::Refusal;
+
+/// Proof that `decide` allowed the request.
+#[derive(Debug)]
+pub struct Permit(());
+
+/// Checks every requirement in `reqs` (route-level, then population-level).
+pub fn decide(id: &Identity, reqs: &[&Requirements], mfa_acr: &[String]) -> Result<Permit, Refusal> {
+    for r in reqs {
+        check(id, r, mfa_acr)?;
+    }
+    Ok(Permit(()))
+}
+
+fn check(id: &Identity, r: &Requirements, mfa_acr: &[String]) -> Result<(), Refusal> {
+    if let Some(p) = r.population {
+        if id.population != p {
+            return Err(Refusal::PopulationNotAllowed(id.population.to_string()));
+        }
+    }
+    if !r.tenants.is_empty() && !r.tenants.iter().any(|t| t.eq_ignore_ascii_case(&id.tenant)) {
+        return Err(Refusal::TenantRequired);
+    }
+    if r.email_verified && id.email_verified != Some(true) {
+        return Err(Refusal::EmailNotVerified);
+    }
+    if !r.groups_any.is_empty() || !r.groups_all.is_empty() {
+        if !id.groups_complete {
+            return Err(Refusal::GroupsIncomplete);
+        }
+        if !r.groups_any.is_empty() && !r.groups_any.iter().any(|g| id.groups.contains(g)) {
+            return Err(Refusal::GroupRequired(r.groups_any.join(", ")));
+        }
+        if let Some(missing) = r.groups_all.iter().find(|g| !id.groups.contains(g)) {
+            return Err(Refusal::GroupRequired(missing.clone()));
+        }
+    }
+    if !r.roles_any.is_empty() && !r.roles_any.iter().any(|g| id.roles.contains(g)) {
+        return Err(Refusal::RoleRequired(r.roles_any.join(", ")));
+    }
+    if !r.scopes_all.is_empty() {
+        let missing: Vec<&str> =
+            r.scopes_all.iter().filter(|s| !id.scopes.contains(s)).map(String::as_str).collect();
+        if !missing.is_empty() {
+            return Err(Refusal::InsufficientScope(r.scopes_all.join(" ")));
+        }
+    }
+    if r.mfa && !id.mfa {
+        let acr_values = (!mfa_acr.is_empty()).then(|| mfa_acr.join(" "));
+        return Err(Refusal::MfaRequired { acr_values });
+    }
+    Ok(())
+}
+
+/// Which population-specific target applies, if the route has `by_population`.
+pub fn population_index(p: Population) -> usize {
+    p.index()
+}
+
+#[cfg(test)]
+mod tests;

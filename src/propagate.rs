@@ -1,0 +1,171 @@
+//! What the upstream app receives: the `X-Identity-*` headers and the broker-minted
+//! `X-Identity-Token` (INTERFACE.md, "What the upstream app receives").
+//!
+//! Header values outside visible ASCII (and `%`) are percent-encoded UTF-8; list items
+//! are joined with `,` after encoding any `,` inside an item, so a list is always
+//! split unambiguously. Minted tokens are cached per verified token and route and
+//! reused until a minute before they expire, so a hot token pays no signature.
+
+use crate::identity::Identity;
+use crate::keys::Signer;
+use crate::providers::{now_secs, Verified};
+use http::{HeaderName, HeaderValue};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The prefix of every identity header; inbound headers with it are always removed.
+pub const PREFIX: &str = "x-identity-";
+pub const TOKEN_HEADER: &str = "x-identity-token";
+
+/// Percent-encodes bytes outside printable ASCII, `%`, and (for list items) `,`.
+pub fn encode_value(v: &str, in_list: bool) -> String {
+    let mut out = String::with_capacity(v.len());
+    for b in v.bytes() {
+        let plain = (0x20..0x7f).contains(&b) && b != b'%' && !(in_list && b == b',');
+        if plain {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn list(items: &[String]) -> String {
+    items.iter().map(|i| encode_value(i, true)).collect::<Vec<_>>().join(",")
+}
+
+/// The `X-Identity-*` headers (without the token) for an identity.
+pub fn identity_headers(id: &Identity) -> Vec<(HeaderName, HeaderValue)> {
+    let mut out = Vec::with_capacity(10);
+    let mut push = |name: &'static str, value: String| {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            out.push((HeaderName::from_static(name), v));
+        }
+    };
+    push("x-identity-sub", encode_value(&id.sub, false));
+    push("x-identity-provider", encode_value(&id.provider, false));
+    push("x-identity-population", id.population.as_str().to_string());
+    push("x-identity-tenant", encode_value(&id.tenant, false));
+    if let Some(e) = &id.email {
+        push("x-identity-email", encode_value(e, false));
+    }
+    if let Some(u) = &id.username {
+        push("x-identity-username", encode_value(u, false));
+    }
+    if let Some(n) = &id.name {
+        push("x-identity-name", encode_value(n, false));
+    }
+    push("x-identity-groups", list(&id.groups));
+    push("x-identity-roles", list(&id.roles));
+    push("x-identity-mfa", id.mfa.to_string());
+    out
+}
+
+/// Mints `X-Identity-Token`s with the broker key.
+pub struct Minter {
+    pub signer: Arc<Signer>,
+    issuer: String,
+    ttl: i64,
+    cache: moka::sync::Cache<([u8; 32], u32), (Arc<str>, i64)>,
+}
+
+impl Minter {
+    pub fn new(signer: Arc<Signer>, issuer: &str, ttl: Duration, capacity: u64) -> Minter {
+        Minter {
+            signer,
+            issuer: issuer.to_string(),
+            ttl: ttl.as_secs().max(30) as i64,
+            cache: moka::sync::Cache::builder().max_capacity(capacity).time_to_live(ttl).build(),
+        }
+    }
+
+    /// The token for this verified credential on this route, from cache when fresh.
+    pub fn token_for(&self, v: &Verified, route: &str, route_index: u32) -> Arc<str> {
+        let key = (v.token_hash, route_index);
+        let now = now_secs();
+        if let Some((tok, exp)) = self.cache.get(&key) {
+            if exp - now > 60 {
+                return tok;
+            }
+        }
+        let exp = (now + self.ttl).min(v.exp.max(now + 1));
+        let tok: Arc<str> = self.mint(&v.identity, route, now, exp).into();
+        self.cache.insert(key, (tok.clone(), exp));
+        tok
+    }
+
+    /// Signs a token for `id` with audience `aud`.
+    pub fn mint(&self, id: &Identity, aud: &str, now: i64, exp: i64) -> String {
+        let mut jti = [0u8; 12];
+        let _ = aws_lc_rs::rand::fill(&mut jti);
+        let claims = json!({
+            "iss": self.issuer,
+            "aud": aud,
+            "sub": id.sub,
+            "iat": now,
+            "nbf": now,
+            "exp": exp,
+            "jti": jti.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+            "subject": id.subject,
+            "provider": id.provider,
+            "provider_kind": id.provider_kind,
+            "population": id.population,
+            "tenant": id.tenant,
+            "org": id.org,
+            "idp": id.idp,
+            "email": id.email,
+            "email_verified": id.email_verified,
+            "name": id.name,
+            "username": id.username,
+            "principal_type": id.principal_type,
+            "groups": id.groups,
+            "groups_complete": id.groups_complete,
+            "roles": id.roles,
+            "scopes": id.scopes,
+            "permissions": id.permissions,
+            "amr": id.amr,
+            "mfa": id.mfa,
+            "acr": id.acr,
+            "auth_time": id.auth_time,
+            "token_use": id.token_use,
+            "client_id": id.client_id,
+        });
+        self.signer.sign_jwt("JWT", &claims)
+    }
+
+    /// The broker's public keys.
+    pub fn jwks(&self) -> serde_json::Value {
+        json!({ "keys": [self.signer.public_jwk()] })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Population;
+
+    #[test]
+    fn encoding() {
+        assert_eq!(encode_value("Adele Vance", false), "Adele Vance");
+        assert_eq!(encode_value("Zoë", false), "Zo%C3%AB");
+        assert_eq!(encode_value("a,b", false), "a,b");
+        assert_eq!(encode_value("a,b", true), "a%2Cb");
+        assert_eq!(encode_value("100%\n", false), "100%25%0A");
+    }
+
+    #[test]
+    fn headers_for_identity() {
+        let mut id = Identity::new("corp", "entra", Population::Workforce, "oid-1".into());
+        id.tenant = "t".into();
+        id.groups = vec!["hr".into(), "a,b".into()];
+        id.mfa = true;
+        let h = identity_headers(&id);
+        let get = |n: &str| h.iter().find(|(k, _)| k.as_str() == n).map(|(_, v)| v.to_str().unwrap().to_string());
+        assert_eq!(get("x-identity-sub").as_deref(), Some("corp:oid-1"));
+        assert_eq!(get("x-identity-groups").as_deref(), Some("hr,a%2Cb"));
+        assert_eq!(get("x-identity-mfa").as_deref(), Some("true"));
+        assert_eq!(get("x-identity-email"), None);
+    }
+}

@@ -1,0 +1,192 @@
+//! Compact JWS parsing and the provider-neutral header rules.
+//!
+//! The header is read only to refuse what must never be accepted (`alg: none`, HMAC,
+//! keys or key URLs carried in the token, unknown `crit`) and to learn the `kid`.
+//! Keys and the algorithm always come from the provider's JWKS, never from here.
+
+use super::claims::Claims;
+use crate::refusal::Refusal;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jsonwebtoken::Algorithm;
+use serde::Deserialize;
+
+/// Tokens larger than this are refused before any parsing.
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+#[derive(Debug, Deserialize, Default)]
+pub struct JoseHeader {
+    pub alg: Option<String>,
+    pub kid: Option<String>,
+    pub typ: Option<String>,
+    pub crit: Option<serde_json::Value>,
+    pub jku: Option<serde_json::Value>,
+    pub jwk: Option<serde_json::Value>,
+    pub x5u: Option<serde_json::Value>,
+    pub x5c: Option<serde_json::Value>,
+    pub enc: Option<serde_json::Value>,
+}
+
+/// A token split and decoded, signature not yet checked.
+#[derive(Debug)]
+pub struct Parsed<'a> {
+    pub header: JoseHeader,
+    pub alg: Algorithm,
+    pub claims: Claims,
+    /// `header.payload`, the signed bytes.
+    pub signing_input: &'a str,
+    pub signature: &'a str,
+}
+
+/// Splits, decodes and applies the header rules.
+pub fn parse(token: &str) -> Result<Parsed<'_>, Refusal> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(Refusal::TokenTooLarge);
+    }
+    let mut parts = token.split('.');
+    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return Err(Refusal::Malformed("a signed JWT has exactly three dot-separated parts"));
+    };
+    if h.is_empty() || p.is_empty() {
+        return Err(Refusal::Malformed("empty header or payload"));
+    }
+    let header_bytes = URL_SAFE_NO_PAD.decode(h).map_err(|_| Refusal::Malformed("header is not base64url"))?;
+    let header: JoseHeader =
+        serde_json::from_slice(&header_bytes).map_err(|_| Refusal::Malformed("header is not a JSON object"))?;
+    let alg = check_header(&header)?;
+    if s.is_empty() {
+        return Err(Refusal::BadSignature);
+    }
+    let payload = URL_SAFE_NO_PAD.decode(p).map_err(|_| Refusal::Malformed("payload is not base64url"))?;
+    let claims: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&payload).map_err(|_| Refusal::Malformed("payload is not a JSON object"))?;
+    Ok(Parsed { header, alg, claims: Claims(claims), signing_input: &token[..h.len() + 1 + p.len()], signature: s })
+}
+
+fn check_header(h: &JoseHeader) -> Result<Algorithm, Refusal> {
+    if h.enc.is_some() {
+        return Err(Refusal::Malformed("encrypted tokens (JWE) are not accepted"));
+    }
+    let alg = h.alg.as_deref().ok_or(Refusal::Malformed("header has no alg"))?;
+    if alg.eq_ignore_ascii_case("none") {
+        return Err(Refusal::AlgNone);
+    }
+    let alg = asymmetric_alg(alg).ok_or(Refusal::AlgNotAllowed)?;
+    if h.jku.is_some() || h.jwk.is_some() || h.x5u.is_some() || h.x5c.is_some() {
+        return Err(Refusal::UntrustedHeaderKey);
+    }
+    if h.crit.is_some() {
+        // We implement no JWS extension, so every critical one is unknown (RFC 7515 §4.1.11).
+        return Err(Refusal::UnknownCrit);
+    }
+    Ok(alg)
+}
+
+/// The asymmetric algorithms we verify; HMAC and anything else is `None`.
+pub fn asymmetric_alg(name: &str) -> Option<Algorithm> {
+    Some(match name {
+        "RS256" => Algorithm::RS256,
+        "RS384" => Algorithm::RS384,
+        "RS512" => Algorithm::RS512,
+        "PS256" => Algorithm::PS256,
+        "PS384" => Algorithm::PS384,
+        "PS512" => Algorithm::PS512,
+        "ES256" => Algorithm::ES256,
+        "ES384" => Algorithm::ES384,
+        "EdDSA" => Algorithm::EdDSA,
+        _ => return None,
+    })
+}
+
+/// Checks the signature with the key's own algorithm.
+pub fn verify_signature(p: &Parsed<'_>, key: &super::jwks::VerifyKey) -> Result<(), Refusal> {
+    if p.alg != key.alg {
+        return Err(Refusal::AlgMismatch);
+    }
+    match jsonwebtoken::crypto::verify(p.signature, p.signing_input.as_bytes(), &key.key, key.alg) {
+        Ok(true) => Ok(()),
+        _ => Err(Refusal::BadSignature),
+    }
+}
+
+/// `exp` (required), `nbf` and `iat` with `leeway` seconds of clock skew.
+pub fn check_times(c: &Claims, now: i64, leeway: i64) -> Result<i64, Refusal> {
+    let exp = match c.get("exp") {
+        None => return Err(Refusal::MissingClaim("exp")),
+        Some(_) => c.i64("exp").ok_or(Refusal::Malformed("exp is not a number"))?,
+    };
+    if now > exp + leeway {
+        return Err(Refusal::Expired);
+    }
+    if c.has("nbf") {
+        let nbf = c.i64("nbf").ok_or(Refusal::Malformed("nbf is not a number"))?;
+        if nbf > now + leeway {
+            return Err(Refusal::NotYetValid);
+        }
+    }
+    if c.has("iat") {
+        let iat = c.i64("iat").ok_or(Refusal::Malformed("iat is not a number"))?;
+        if iat > now + leeway {
+            return Err(Refusal::IssuedInFuture);
+        }
+    }
+    Ok(exp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b64(s: &str) -> String {
+        URL_SAFE_NO_PAD.encode(s)
+    }
+
+    fn tok(header: &str) -> String {
+        format!("{}.{}.c2ln", b64(header), b64(r#"{"iss":"x"}"#))
+    }
+
+    #[test]
+    fn header_rules() {
+        let cases: &[(&str, Result<(), Refusal>)] = &[
+            (r#"{"alg":"RS256","kid":"k"}"#, Ok(())),
+            (r#"{"alg":"none"}"#, Err(Refusal::AlgNone)),
+            (r#"{"alg":"NONE"}"#, Err(Refusal::AlgNone)),
+            (r#"{"alg":"HS256"}"#, Err(Refusal::AlgNotAllowed)),
+            (r#"{"alg":"RS256","jku":"https://evil/keys"}"#, Err(Refusal::UntrustedHeaderKey)),
+            (r#"{"alg":"RS256","jwk":{"kty":"RSA"}}"#, Err(Refusal::UntrustedHeaderKey)),
+            (r#"{"alg":"RS256","x5u":"https://evil"}"#, Err(Refusal::UntrustedHeaderKey)),
+            (r#"{"alg":"RS256","crit":["exp"],"exp":1}"#, Err(Refusal::UnknownCrit)),
+            (r#"{"kid":"k"}"#, Err(Refusal::Malformed("header has no alg"))),
+        ];
+        for (h, want) in cases {
+            let t = tok(h);
+            let got = parse(&t).map(|_| ());
+            assert_eq!(&got, want, "{h}");
+        }
+    }
+
+    #[test]
+    fn shape_rules() {
+        assert!(matches!(parse("abc"), Err(Refusal::Malformed(_))));
+        assert!(matches!(parse("a.b.c.d.e"), Err(Refusal::Malformed(_))));
+        assert!(matches!(parse("!!.??.x"), Err(Refusal::Malformed(_))));
+        let big = "a".repeat(MAX_TOKEN_BYTES + 1);
+        assert_eq!(parse(&big).unwrap_err(), Refusal::TokenTooLarge);
+        let stripped = format!("{}.{}.", b64(r#"{"alg":"RS256"}"#), b64("{}"));
+        assert_eq!(parse(&stripped).unwrap_err(), Refusal::BadSignature);
+    }
+
+    #[test]
+    fn time_rules() {
+        let c = |j: &str| Claims(serde_json::from_str(j).unwrap());
+        let now = 1_000_000;
+        assert!(check_times(&c(r#"{"exp":1000100}"#), now, 60).is_ok());
+        assert!(check_times(&c(r#"{"exp":999950}"#), now, 60).is_ok(), "inside leeway");
+        assert_eq!(check_times(&c(r#"{"exp":999900}"#), now, 60), Err(Refusal::Expired));
+        assert_eq!(check_times(&c(r#"{}"#), now, 60), Err(Refusal::MissingClaim("exp")));
+        assert_eq!(check_times(&c(r#"{"exp":1000100,"nbf":1000100}"#), now, 60), Err(Refusal::NotYetValid));
+        assert!(check_times(&c(r#"{"exp":1000100,"nbf":1000050}"#), now, 60).is_ok());
+        assert_eq!(check_times(&c(r#"{"exp":1000900,"iat":1000500}"#), now, 60), Err(Refusal::IssuedInFuture));
+        assert!(matches!(check_times(&c(r#"{"exp":"soon"}"#), now, 60), Err(Refusal::Malformed(_))));
+    }
+}

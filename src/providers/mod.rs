@@ -1,0 +1,554 @@
+//! Upstream identity providers: the registry that finds a token's provider by its
+//! issuer, the key sets it keeps fresh, the verification every kind shares, the cache
+//! of verified identities, and one file per kind for that kind's dialect and quirks.
+//!
+//! Order of checks for a bearer token (cheapest and most decisive first): size and
+//! shape → header rules (`jwt`) → provider by `iss` → key by `kid` (one rate-limited
+//! refetch when unknown) → signature with the key's own algorithm → `exp`/`nbf`/`iat`
+//! → the kind's issuer, audience and quirk rules and its mapping to `Identity`.
+//! Nothing outside this module knows a provider's claim names.
+
+pub mod auth0;
+pub mod claims;
+pub mod cognito;
+pub mod dev;
+pub mod entra;
+pub mod jwks;
+pub mod jwt;
+pub mod okta;
+pub mod oidc;
+
+use crate::config::{
+    Auth0Spec, CognitoSpec, Config, EntraSpec, EntraVariant, KindSpec, OidcSpec, OktaSpec, ProviderSpec, Shape,
+    TokenUse,
+};
+use crate::identity::Identity;
+use crate::keys::Signer;
+use crate::metrics::metrics;
+use crate::refusal::Refusal;
+use arc_swap::ArcSwap;
+use claims::Claims;
+use jwks::{Discovery, FetchError, KeySet, VerifyKey};
+use jwt::JoseHeader;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Clock skew accepted on `exp`, `nbf` and `iat`.
+pub const LEEWAY_SECS: i64 = 60;
+/// An unknown `kid` triggers at most one key refetch per provider in this interval.
+pub const REFETCH_INTERVAL: Duration = Duration::from_secs(10);
+
+pub fn now_secs() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// What a kind's mapping function sees.
+pub struct Ctx<'a> {
+    pub spec: &'a ProviderSpec,
+    /// `provider_kind` in the identity (`dev` for dev providers, whatever their shape).
+    pub kind_label: &'static str,
+    pub header: &'a JoseHeader,
+    pub key: &'a VerifyKey,
+}
+
+pub fn check_issuer_exact<'c>(ctx: &Ctx<'_>, c: &'c Claims) -> Result<&'c str, Refusal> {
+    let iss = c.str("iss").ok_or(Refusal::MissingClaim("iss"))?;
+    if iss == ctx.spec.issuer {
+        Ok(iss)
+    } else {
+        Err(Refusal::IssuerMismatch)
+    }
+}
+
+/// At least one `aud` value (string or array) must be one of `allowed`.
+pub fn check_audience(c: &Claims, allowed: &[String]) -> Result<(), Refusal> {
+    let auds = c.audiences();
+    if auds.is_empty() {
+        return Err(Refusal::MissingClaim("aud"));
+    }
+    if auds.iter().any(|a| allowed.iter().any(|x| x == a)) {
+        Ok(())
+    } else {
+        Err(Refusal::AudienceMismatch)
+    }
+}
+
+pub fn check_audience_or_client(ctx: &Ctx<'_>, c: &Claims) -> Result<(), Refusal> {
+    let mut allowed = ctx.spec.audiences.clone();
+    allowed.extend(ctx.spec.client_id.iter().cloned());
+    check_audience(c, &allowed)
+}
+
+/// The dialect a provider's tokens are read in: its kind's, or for `dev` its shape's.
+#[derive(Debug, Clone)]
+enum Mapper {
+    Entra(EntraSpec),
+    Okta(OktaSpec),
+    Auth0(Auth0Spec),
+    Cognito(CognitoSpec),
+    Oidc(OidcSpec),
+}
+
+impl Mapper {
+    fn for_spec(spec: &ProviderSpec) -> Mapper {
+        match &spec.kind {
+            KindSpec::Entra(k) => Mapper::Entra(k.clone()),
+            KindSpec::Okta(k) => Mapper::Okta(k.clone()),
+            KindSpec::Auth0(k) => Mapper::Auth0(k.clone()),
+            KindSpec::Cognito(k) => Mapper::Cognito(k.clone()),
+            KindSpec::Oidc(k) => Mapper::Oidc(k.clone()),
+            KindSpec::Dev(d) => match d.shape {
+                Shape::Entra => Mapper::Entra(EntraSpec {
+                    tenants: d.tenants.clone(),
+                    variant: EntraVariant::Workforce,
+                    discovery_authority: None,
+                }),
+                Shape::Okta => Mapper::Okta(OktaSpec { org_id: None }),
+                Shape::Auth0 => {
+                    Mapper::Auth0(Auth0Spec { tenant_domain: d.tenant.clone(), extra_issuers: Vec::new() })
+                }
+                Shape::Cognito => Mapper::Cognito(CognitoSpec { token_use: TokenUse::Access, groups_are_roles: false }),
+            },
+        }
+    }
+
+    fn identity(&self, ctx: &Ctx<'_>, c: &Claims) -> Result<Identity, Refusal> {
+        let mut id = match self {
+            Mapper::Entra(k) => entra::identity(ctx, k, c),
+            Mapper::Okta(k) => okta::identity(ctx, k, c),
+            Mapper::Auth0(k) => auth0::identity(ctx, k, c),
+            Mapper::Cognito(k) => cognito::identity(ctx, k, c),
+            Mapper::Oidc(k) => oidc::identity(ctx, k, c),
+        }?;
+        claims::apply_overrides(&mut id, c, ctx.spec);
+        id.iat = c.i64("iat");
+        id.exp = c.i64("exp");
+        if id.subject.is_empty() {
+            return Err(Refusal::MissingClaim("sub"));
+        }
+        Ok(id)
+    }
+}
+
+/// What `/providers` shows and readiness needs.
+#[derive(Debug, Default, Clone)]
+pub struct Status {
+    pub discovery: Option<Discovery>,
+    pub discovery_fetched: Option<Instant>,
+    pub jwks_uri: Option<String>,
+    pub last_error: Option<String>,
+    pub last_attempt: Option<SystemTime>,
+    pub consecutive_failures: u32,
+}
+
+/// One configured provider at run time.
+pub struct Provider {
+    pub spec: Arc<ProviderSpec>,
+    pub index: usize,
+    mapper: Mapper,
+    kind_label: &'static str,
+    keys: ArcSwap<KeySet>,
+    status: Mutex<Status>,
+    refetch_gate: tokio::sync::Mutex<Option<Instant>>,
+    /// The dev provider's own signing key (kind `dev` only).
+    pub dev_signer: Option<Arc<Signer>>,
+}
+
+impl Provider {
+    pub fn new(spec: Arc<ProviderSpec>, index: usize) -> Result<Provider, crate::keys::KeyError> {
+        let dev_signer = match &spec.kind {
+            KindSpec::Dev(d) => Some(Arc::new(Signer::load(&d.signing_key)?)),
+            _ => None,
+        };
+        Ok(Provider {
+            mapper: Mapper::for_spec(&spec),
+            kind_label: spec.kind_name(),
+            spec,
+            index,
+            keys: ArcSwap::from_pointee(KeySet::default()),
+            status: Mutex::new(Status::default()),
+            refetch_gate: tokio::sync::Mutex::new(None),
+            dev_signer,
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.spec.id
+    }
+
+    pub fn keys(&self) -> arc_swap::Guard<Arc<KeySet>> {
+        self.keys.load()
+    }
+
+    pub fn status(&self) -> Status {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    pub fn has_keys(&self) -> bool {
+        !self.keys.load().keys.is_empty()
+    }
+
+    /// Fetches discovery (when due) and the JWKS, replacing the key set on success and
+    /// keeping the last good one on failure.
+    pub async fn refresh(&self, http: &reqwest::Client) -> Result<usize, FetchError> {
+        let result = self.fetch_keys(http).await;
+        let m = metrics();
+        let id = self.spec.id.as_str();
+        let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        st.last_attempt = Some(SystemTime::now());
+        match &result {
+            Ok(_) => {
+                st.last_error = None;
+                st.consecutive_failures = 0;
+                m.jwks_refresh_total.with_label_values(&[id, "success"]).inc();
+            }
+            Err(e) => {
+                st.last_error = Some(e.to_string());
+                st.consecutive_failures = st.consecutive_failures.saturating_add(1);
+                m.jwks_refresh_total.with_label_values(&[id, e.label()]).inc();
+                tracing::warn!(provider = id, error = %e, "jwks refresh failed; keeping last known good keys");
+            }
+        }
+        drop(st);
+        let set = result?;
+        let n = set.keys.len();
+        m.jwks_keys.with_label_values(&[id]).set(n as i64);
+        m.jwks_age_seconds.with_label_values(&[id]).set(0);
+        self.keys.store(Arc::new(set));
+        Ok(n)
+    }
+
+    async fn fetch_keys(&self, http: &reqwest::Client) -> Result<KeySet, FetchError> {
+        let uri = match &self.spec.jwks_url {
+            Some(u) => u.clone(),
+            None => self.discover(http).await?,
+        };
+        let set = jwks::fetch_jwks(http, &uri).await?;
+        if let Ok(mut st) = self.status.lock() {
+            st.jwks_uri = Some(uri);
+        }
+        Ok(set)
+    }
+
+    /// Discovery, re-fetched every 12 hours; its issuer must be ours.
+    async fn discover(&self, http: &reqwest::Client) -> Result<String, FetchError> {
+        if let Ok(st) = self.status.lock() {
+            if let (Some(d), Some(at)) = (&st.discovery, st.discovery_fetched) {
+                if at.elapsed() < Duration::from_secs(12 * 3600) {
+                    return Ok(d.jwks_uri.clone());
+                }
+            }
+        }
+        let url = self.spec.discovery_location();
+        let d = jwks::fetch_discovery(http, &url).await?;
+        let expected = self.spec.issuer.as_str();
+        if d.issuer.trim_end_matches('/') != expected.trim_end_matches('/') {
+            return Err(FetchError::IssuerMismatch { found: d.issuer, expected: expected.to_string() });
+        }
+        let uri = d.jwks_uri.clone();
+        if let Ok(mut st) = self.status.lock() {
+            st.discovery = Some(d);
+            st.discovery_fetched = Some(Instant::now());
+        }
+        Ok(uri)
+    }
+
+    /// Loads a dev provider's keys straight from its signing key (no HTTP), for
+    /// commands that run without the server (`token inspect`).
+    pub fn install_dev_keys(&self) {
+        if let Some(s) = &self.dev_signer {
+            let doc = serde_json::json!({ "keys": [s.public_jwk()] }).to_string();
+            if let Ok(set) = jwks::parse_jwks(doc.as_bytes(), "dev") {
+                self.keys.store(Arc::new(set));
+            }
+        }
+    }
+
+    /// One refetch for an unknown `kid`: shared by concurrent callers, at most one per
+    /// `REFETCH_INTERVAL`.
+    async fn refetch(&self, http: &reqwest::Client) {
+        let mut last = self.refetch_gate.lock().await;
+        if last.is_some_and(|t| t.elapsed() < REFETCH_INTERVAL) {
+            return;
+        }
+        *last = Some(Instant::now());
+        let _ = self.refresh(http).await;
+    }
+}
+
+
+/// A verified bearer token, as cached.
+#[derive(Debug)]
+pub struct Verified {
+    pub identity: Identity,
+    pub provider: usize,
+    pub kid: String,
+    pub exp: i64,
+    pub token_hash: [u8; 32],
+    /// The propagated header set, built once per verified token by the gateway.
+    pub headers: OnceLock<Vec<(http::HeaderName, http::HeaderValue)>>,
+}
+
+struct ExpireAtExp;
+
+impl moka::Expiry<[u8; 32], Arc<Verified>> for ExpireAtExp {
+    fn expire_after_create(&self, _k: &[u8; 32], v: &Arc<Verified>, _now: Instant) -> Option<Duration> {
+        Some(Duration::from_secs((v.exp - now_secs()).max(0) as u64))
+    }
+}
+
+/// A refusal, with the provider it concerns when one was identified.
+#[derive(Debug, Clone)]
+pub struct VerifyError {
+    pub refusal: Refusal,
+    pub provider: Option<usize>,
+}
+
+/// Every enabled provider, found by issuer.
+pub struct Registry {
+    pub providers: Vec<Arc<Provider>>,
+    by_issuer: HashMap<String, Vec<usize>>,
+    /// Entra `{tenantid}` templates: (prefix, suffix, provider).
+    templated: Vec<(String, String, usize)>,
+    cache: moka::sync::Cache<[u8; 32], Arc<Verified>>,
+    pub http: reqwest::Client,
+}
+
+impl Registry {
+    pub fn new(config: &Config) -> Result<Registry, crate::keys::KeyError> {
+        let mut providers = Vec::new();
+        let mut by_issuer: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut templated = Vec::new();
+        for (i, spec) in config.providers.iter().enumerate() {
+            let p = Provider::new(spec.clone(), i)?;
+            if let Some((prefix, suffix)) = spec.issuer.split_once("{tenantid}") {
+                templated.push((prefix.to_string(), suffix.to_string(), i));
+            } else {
+                by_issuer.entry(spec.issuer.clone()).or_default().push(i);
+            }
+            if let KindSpec::Auth0(a) = &spec.kind {
+                for extra in &a.extra_issuers {
+                    by_issuer.entry(extra.clone()).or_default().push(i);
+                }
+            }
+            providers.push(Arc::new(p));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .connect_timeout(Duration::from_secs(2))
+            .user_agent(concat!("idfabric/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| crate::keys::KeyError::Generate(format!("http client: {e}")))?;
+        let cache = moka::sync::Cache::builder()
+            .max_capacity(config.server.verify_cache_entries)
+            .expire_after(ExpireAtExp)
+            .build();
+        Ok(Registry { providers, by_issuer, templated, cache, http })
+    }
+
+    pub fn by_id(&self, id: &str) -> Option<&Arc<Provider>> {
+        self.providers.iter().find(|p| p.spec.id == id)
+    }
+
+    /// Providers whose issuer (or issuer template) matches `iss`.
+    fn candidates(&self, iss: &str) -> Vec<usize> {
+        let mut out = self.by_issuer.get(iss).cloned().unwrap_or_default();
+        for (prefix, suffix, i) in &self.templated {
+            if let Some(mid) = iss.strip_prefix(prefix.as_str()).and_then(|r| r.strip_suffix(suffix.as_str())) {
+                if !mid.is_empty() && !mid.contains('/') {
+                    out.push(*i);
+                }
+            }
+        }
+        out
+    }
+
+    /// Verifies a bearer token, answering from the cache when it can. `allowed` limits
+    /// the providers a route accepts (indices); `None` accepts every provider.
+    pub async fn verify(&self, token: &str, allowed: Option<&[usize]>) -> Result<Arc<Verified>, VerifyError> {
+        if token.len() > jwt::MAX_TOKEN_BYTES {
+            return Err(self.refused(Refusal::TokenTooLarge, None));
+        }
+        let hash = token_hash(token);
+        if let Some(v) = self.cache.get(&hash) {
+            match self.check_cached(&v, allowed) {
+                Ok(()) => {
+                    metrics().verify_cache_hits_total.inc();
+                    return Ok(v);
+                }
+                Err(Some(r)) => return Err(self.refused(r, Some(v.provider))),
+                Err(None) => self.cache.invalidate(&hash),
+            }
+        }
+        metrics().verify_cache_misses_total.inc();
+        let v = self.verify_uncached(token, hash, allowed).await?;
+        let v = Arc::new(v);
+        self.cache.insert(hash, v.clone());
+        let id = self.providers[v.provider].id();
+        metrics().token_validations_total.with_label_values(&[id, "valid", "ok"]).inc();
+        Ok(v)
+    }
+
+    /// `Err(None)`: the entry is stale (its key left the JWKS) and must be re-verified.
+    fn check_cached(&self, v: &Verified, allowed: Option<&[usize]>) -> Result<(), Option<Refusal>> {
+        if now_secs() > v.exp + LEEWAY_SECS {
+            return Err(Some(Refusal::Expired));
+        }
+        if !self.providers[v.provider].keys().keys.contains_key(&v.kid) {
+            return Err(None);
+        }
+        if allowed.is_some_and(|a| !a.contains(&v.provider)) {
+            return Err(Some(Refusal::ProviderNotAllowed));
+        }
+        Ok(())
+    }
+
+    fn refused(&self, refusal: Refusal, provider: Option<usize>) -> VerifyError {
+        let label = provider.map(|i| self.providers[i].id()).unwrap_or("unknown");
+        let result = if refusal == Refusal::ProviderUnavailable { "error" } else { "invalid" };
+        metrics().token_validations_total.with_label_values(&[label, result, refusal.reason()]).inc();
+        VerifyError { refusal, provider }
+    }
+
+    async fn verify_uncached(
+        &self,
+        token: &str,
+        hash: [u8; 32],
+        allowed: Option<&[usize]>,
+    ) -> Result<Verified, VerifyError> {
+        let parsed = jwt::parse(token).map_err(|r| self.refused(r, None))?;
+        let iss = parsed.claims.str("iss").ok_or_else(|| self.refused(Refusal::MissingClaim("iss"), None))?;
+        let candidates = self.candidates(iss);
+        if candidates.is_empty() {
+            return Err(self.refused(Refusal::UnknownIssuer, None));
+        }
+        let permitted: Vec<usize> =
+            candidates.iter().copied().filter(|i| allowed.is_none_or(|a| a.contains(i))).collect();
+        if permitted.is_empty() {
+            return Err(self.refused(Refusal::ProviderNotAllowed, Some(candidates[0])));
+        }
+        let mut first_err = None;
+        for i in permitted {
+            match self.verify_with(&self.providers[i], &parsed, hash).await {
+                Ok(v) => return Ok(v),
+                Err(r) => {
+                    first_err.get_or_insert((r, i));
+                }
+            }
+        }
+        let (r, i) = first_err.unwrap_or((Refusal::UnknownIssuer, 0));
+        Err(self.refused(r, Some(i)))
+    }
+
+    async fn verify_with(&self, p: &Provider, parsed: &jwt::Parsed<'_>, hash: [u8; 32]) -> Result<Verified, Refusal> {
+        let kid = parsed.header.kid.as_deref();
+        let key = match p.keys().find(kid).cloned() {
+            Some(k) => k,
+            None => {
+                p.refetch(&self.http).await;
+                let keys = p.keys();
+                match keys.find(kid) {
+                    Some(k) => k.clone(),
+                    None if keys.keys.is_empty() => return Err(Refusal::ProviderUnavailable),
+                    None => return Err(Refusal::UnknownKid),
+                }
+            }
+        };
+        jwt::verify_signature(parsed, &key)?;
+        let exp = jwt::check_times(&parsed.claims, now_secs(), LEEWAY_SECS)?;
+        let ctx = Ctx { spec: &p.spec, kind_label: p.kind_label, header: &parsed.header, key: &key };
+        let identity = p.mapper.identity(&ctx, &parsed.claims)?;
+        Ok(Verified { identity, provider: p.index, kid: key.kid.clone(), exp, token_hash: hash, headers: OnceLock::new() })
+    }
+
+    /// Verifies without the cache or metrics (for `token inspect`).
+    pub async fn inspect(&self, token: &str) -> Result<Verified, VerifyError> {
+        let hash = token_hash(token);
+        self.verify_uncached(token, hash, None).await
+    }
+
+    /// Every provider has usable keys.
+    pub fn ready(&self) -> bool {
+        self.providers.iter().all(|p| p.has_keys())
+    }
+
+    /// Per-provider state for the admin listener's `/providers`.
+    pub fn status_json(&self) -> serde_json::Value {
+        let list: Vec<serde_json::Value> = self
+            .providers
+            .iter()
+            .map(|p| {
+                let st = p.status();
+                let keys = p.keys();
+                let mut kids: Vec<&String> = keys.keys.keys().collect();
+                kids.sort();
+                serde_json::json!({
+                    "id": p.spec.id,
+                    "kind": p.spec.kind_name(),
+                    "population": p.spec.population,
+                    "issuer": p.spec.issuer,
+                    "discovery": match (&p.spec.jwks_url, &st.discovery) {
+                        (Some(_), _) => "skipped (jwks_url configured)",
+                        (None, Some(_)) => "ok",
+                        (None, None) => "not fetched",
+                    },
+                    "jwks_uri": st.jwks_uri,
+                    "key_ids": kids,
+                    "keys": keys.keys.len(),
+                    "jwks_age_seconds": keys.age().map(|d| d.as_secs()),
+                    "ready": !keys.keys.is_empty(),
+                    "last_error": st.last_error,
+                    "consecutive_failures": st.consecutive_failures,
+                })
+            })
+            .collect();
+        serde_json::json!({ "providers": list })
+    }
+
+    /// Updates the age gauges (called when metrics are scraped).
+    pub fn update_gauges(&self) {
+        for p in &self.providers {
+            let keys = p.keys();
+            let age = keys.age().map(|d| d.as_secs() as i64).unwrap_or(-1);
+            metrics().jwks_age_seconds.with_label_values(&[p.id()]).set(age);
+            metrics().jwks_keys.with_label_values(&[p.id()]).set(keys.keys.len() as i64);
+        }
+    }
+
+    /// Keeps every provider's keys fresh: quick retries until the first success, then
+    /// one refresh per `jwks_refresh` interval. Runs until `stop` resolves.
+    pub async fn run_refresher(self: Arc<Self>, mut stop: impl FnMut() -> bool) {
+        let mut next: Vec<Instant> = vec![Instant::now(); self.providers.len()];
+        let mut backoff: Vec<Duration> = vec![Duration::from_millis(250); self.providers.len()];
+        loop {
+            if stop() {
+                return;
+            }
+            let now = Instant::now();
+            for (i, p) in self.providers.iter().enumerate() {
+                if now < next[i] {
+                    continue;
+                }
+                match p.refresh(&self.http).await {
+                    Ok(_) => {
+                        backoff[i] = Duration::from_millis(250);
+                        next[i] = Instant::now() + p.spec.jwks_refresh;
+                    }
+                    Err(_) => {
+                        next[i] = Instant::now() + backoff[i];
+                        backoff[i] = (backoff[i] * 2).min(Duration::from_secs(30));
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+pub fn token_hash(token: &str) -> [u8; 32] {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}

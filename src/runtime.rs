@@ -1,0 +1,237 @@
+//! One loaded configuration compiled for the request path: the route table, upstream
+//! pools with passive health, the provider registry and the token minter.
+//!
+//! A `Runtime` is immutable once built; a reload builds a new one and swaps it in
+//! (arc-swap), so requests in flight finish on the runtime they started with.
+
+use crate::config::{Config, HostMatch, Requirements, RouteSpec, Upstream};
+use crate::identity::Population;
+use crate::keys::Signer;
+use crate::propagate::Minter;
+use crate::providers::Registry;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use thiserror::Error;
+
+/// How long a peer that failed to connect is skipped.
+pub const PEER_DOWN_FOR: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Key(#[from] crate::keys::KeyError),
+}
+
+/// Round-robin over a route's upstreams, skipping peers that recently failed.
+#[derive(Debug)]
+pub struct Pool {
+    pub peers: Vec<Upstream>,
+    next: AtomicUsize,
+    down_until_ms: Vec<AtomicI64>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+impl Pool {
+    pub fn new(peers: Vec<Upstream>) -> Pool {
+        let down_until_ms = peers.iter().map(|_| AtomicI64::new(0)).collect();
+        Pool { peers, next: AtomicUsize::new(0), down_until_ms }
+    }
+
+    /// The next healthy peer; when every peer is marked down, the next one anyway.
+    pub fn pick(&self) -> Option<usize> {
+        let n = self.peers.len();
+        if n == 0 {
+            return None;
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        if n == 1 {
+            return Some(0);
+        }
+        let now = now_ms();
+        (0..n)
+            .map(|i| (start + i) % n)
+            .find(|&i| self.down_until_ms[i].load(Ordering::Relaxed) <= now)
+            .or(Some(start % n))
+    }
+
+    pub fn mark_down(&self, i: usize) {
+        if let Some(slot) = self.down_until_ms.get(i) {
+            slot.store(now_ms() + PEER_DOWN_FOR.as_millis() as i64, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A route ready for matching and proxying.
+#[derive(Debug)]
+pub struct CompiledRoute {
+    pub spec: RouteSpec,
+    pub index: u32,
+    /// Indices of accepted providers; `None` = all.
+    pub allowed: Option<Vec<usize>>,
+    pub default_pool: Option<Pool>,
+    pub population_pools: [Option<Pool>; 2],
+}
+
+impl CompiledRoute {
+    /// Requirements for an identity of `pop`: the route's, plus its population target's.
+    pub fn requirements(&self, pop: Population) -> Option<Vec<&Requirements>> {
+        let mut out = vec![&self.spec.require];
+        match &self.spec.by_population {
+            None => {}
+            Some(targets) => match &targets[pop.index()] {
+                Some(t) => out.push(&t.require),
+                None if self.default_pool.is_none() => return None,
+                None => {}
+            },
+        }
+        Some(out)
+    }
+
+    /// The pool serving `pop` (or the default pool for public requests).
+    pub fn pool(&self, pop: Option<Population>) -> Option<&Pool> {
+        pop.and_then(|p| self.population_pools[p.index()].as_ref()).or(self.default_pool.as_ref())
+    }
+}
+
+/// Host + path-prefix matching; the most specific host wins, then the longest prefix.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    pub routes: Vec<CompiledRoute>,
+    exact: HashMap<String, Vec<u32>>,
+    wildcard: Vec<(String, Vec<u32>)>,
+    any: Vec<u32>,
+}
+
+/// `/api` matches `/api` and `/api/x`, never `/apix`; a prefix ending in `/` matches by plain prefix.
+fn prefix_matches(prefix: &str, path: &str) -> bool {
+    if prefix == "/" {
+        return true;
+    }
+    match path.strip_prefix(prefix) {
+        None => false,
+        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
+    }
+}
+
+impl RouteTable {
+    pub fn new(routes: Vec<CompiledRoute>) -> RouteTable {
+        let mut t = RouteTable { routes, ..Default::default() };
+        for r in &t.routes {
+            match &r.spec.host {
+                HostMatch::Exact(h) => t.exact.entry(h.clone()).or_default().push(r.index),
+                HostMatch::Wildcard(s) => match t.wildcard.iter_mut().find(|(w, _)| w == s) {
+                    Some((_, v)) => v.push(r.index),
+                    None => t.wildcard.push((s.clone(), vec![r.index])),
+                },
+                HostMatch::Any => t.any.push(r.index),
+            }
+        }
+        let routes = &t.routes;
+        let by_prefix_len = |v: &mut Vec<u32>| v.sort_by_key(|i| std::cmp::Reverse(routes[*i as usize].spec.path_prefix.len()));
+        t.exact.values_mut().for_each(by_prefix_len);
+        t.wildcard.iter_mut().for_each(|(_, v)| by_prefix_len(v));
+        by_prefix_len(&mut t.any);
+        t.wildcard.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
+        t
+    }
+
+    pub fn find(&self, host: &str, path: &str) -> Option<&CompiledRoute> {
+        let host = normalise_host(host);
+        let pick = |list: &[u32]| {
+            list.iter().map(|i| &self.routes[*i as usize]).find(|r| prefix_matches(&r.spec.path_prefix, path))
+        };
+        if let Some(r) = self.exact.get(host.as_str()).and_then(|l| pick(l)) {
+            return Some(r);
+        }
+        for (suffix, list) in &self.wildcard {
+            if host.ends_with(suffix.as_str()) && host.len() > suffix.len() {
+                if let Some(r) = pick(list) {
+                    return Some(r);
+                }
+            }
+        }
+        pick(&self.any)
+    }
+}
+
+/// Lower-case host without port (`Api.Example.com:8443` → `api.example.com`).
+pub fn normalise_host(host: &str) -> String {
+    let h = if host.starts_with('[') {
+        host.split(']').next().map(|s| format!("{s}]")).unwrap_or_default()
+    } else {
+        host.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())).map(|(h, _)| h).unwrap_or(host).to_string()
+    };
+    h.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// Everything the request path needs, built from one `Config`.
+pub struct Runtime {
+    pub config: Arc<Config>,
+    pub registry: Arc<Registry>,
+    pub minter: Option<Minter>,
+    pub routes: RouteTable,
+}
+
+impl Runtime {
+    pub fn build(config: Config) -> Result<Runtime, BuildError> {
+        let registry = Arc::new(Registry::new(&config)?);
+        let minter = match &config.broker {
+            Some(b) => Some(Minter::new(
+                Arc::new(Signer::load(&b.signing_key)?),
+                &b.issuer,
+                b.identity_token_ttl,
+                config.server.verify_cache_entries,
+            )),
+            None => None,
+        };
+        let index_of: HashMap<&str, usize> =
+            config.providers.iter().enumerate().map(|(i, p)| (p.id.as_str(), i)).collect();
+        let routes = config
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| {
+                let allowed =
+                    spec.providers.as_ref().map(|ids| ids.iter().filter_map(|id| index_of.get(id.as_str()).copied()).collect());
+                let pools = spec.by_population.as_ref().map(|bp| {
+                    [bp[0].as_ref().map(|t| Pool::new(t.upstreams.clone())), bp[1].as_ref().map(|t| Pool::new(t.upstreams.clone()))]
+                });
+                CompiledRoute {
+                    index: i as u32,
+                    allowed,
+                    default_pool: (!spec.upstreams.is_empty()).then(|| Pool::new(spec.upstreams.clone())),
+                    population_pools: pools.unwrap_or([None, None]),
+                    spec: spec.clone(),
+                }
+            })
+            .collect();
+        Ok(Runtime { registry, minter, routes: RouteTable::new(routes), config: Arc::new(config) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes() {
+        assert!(prefix_matches("/", "/anything"));
+        assert!(prefix_matches("/api", "/api"));
+        assert!(prefix_matches("/api", "/api/v1"));
+        assert!(!prefix_matches("/api", "/apix"));
+        assert!(prefix_matches("/public/", "/public/x"));
+        assert!(!prefix_matches("/public/", "/public"));
+    }
+
+    #[test]
+    fn hosts() {
+        assert_eq!(normalise_host("Api.Example.com:8443"), "api.example.com");
+        assert_eq!(normalise_host("[::1]:80"), "[::1]");
+        assert_eq!(normalise_host("example.com."), "example.com");
+    }
+}

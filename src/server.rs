@@ -1,0 +1,103 @@
+//! Assembling the Pingora server: the proxy service (HTTP and HTTPS listeners), the
+//! admin listener, the background JWKS refresher and, for the demo, echo apps.
+
+use crate::admin::Admin;
+use crate::config::Config;
+use crate::echo::Echo;
+use crate::gateway::Gateway;
+use crate::runtime::Runtime;
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::{Server, ShutdownWatch};
+use pingora::services::background::{background_service, BackgroundService};
+use pingora::services::listening::Service;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+struct Refresher {
+    state: Arc<ArcSwap<Runtime>>,
+}
+
+#[async_trait]
+impl BackgroundService for Refresher {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        let registry = self.state.load().registry.clone();
+        let stop = shutdown.clone();
+        registry.run_refresher(move || *stop.borrow()).await;
+    }
+}
+
+/// Options beyond the config file.
+#[derive(Default)]
+pub struct RunOptions {
+    /// Echo apps to start (demo).
+    pub echo: Vec<SocketAddr>,
+    /// Take over listening sockets from a running idfabric (Pingora graceful upgrade).
+    pub upgrade: bool,
+}
+
+/// Builds and runs the server; returns only on error.
+pub fn run(config: Config, opts: RunOptions) -> Result<(), String> {
+    let conf = ServerConf {
+        threads: config.server.threads,
+        upstream_keepalive_pool_size: config.server.upstream_keepalive,
+        grace_period_seconds: Some(1),
+        graceful_shutdown_timeout_seconds: Some(5),
+        ..ServerConf::default()
+    };
+    let opt = Opt { upgrade: opts.upgrade, ..Opt::default() };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+
+    for p in &config.providers {
+        if p.kind_name() == "dev" {
+            tracing::warn!(
+                provider = p.id.as_str(),
+                "DEVELOPMENT PROVIDER ENABLED: it mints tokens for anyone who asks; never use it in production"
+            );
+        }
+    }
+    let listen_http = config.listen_http;
+    let listen_https = config.listen_https.clone();
+    let admin = config.admin;
+    let runtime = Runtime::build(config).map_err(|e| e.to_string())?;
+    let state = Arc::new(ArcSwap::from_pointee(runtime));
+
+    let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, Gateway { state: state.clone() });
+    if let Some(a) = listen_http {
+        proxy.add_tcp(&a.to_string());
+    }
+    if let Some(tls) = &listen_https {
+        proxy
+            .add_tls(&tls.addr.to_string(), &tls.cert.to_string_lossy(), &tls.key.to_string_lossy())
+            .map_err(|e| format!("TLS listener {}: {e}", tls.addr))?;
+    }
+    server.add_service(proxy);
+    if let Some(a) = admin {
+        let mut svc = Service::new("idfabric admin".to_string(), Admin { state: state.clone() });
+        svc.add_tcp(&a.to_string());
+        server.add_service(svc);
+    }
+    for addr in &opts.echo {
+        let mut svc = Service::new(format!("echo {addr}"), Echo { name: format!("echo-{}", addr.port()) });
+        svc.add_tcp(&addr.to_string());
+        server.add_service(svc);
+    }
+    server.add_service(background_service("jwks refresher", Refresher { state }));
+    tracing::info!(http = ?listen_http, https = ?listen_https.map(|t| t.addr), admin = ?admin, "idfabric listening");
+    server.run_forever();
+}
+
+/// Runs only echo apps (tests and benchmarks use it as an upstream).
+pub fn run_echo(addrs: Vec<SocketAddr>, threads: usize) -> ! {
+    let conf = ServerConf { threads, grace_period_seconds: Some(0), graceful_shutdown_timeout_seconds: Some(1), ..ServerConf::default() };
+    let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
+    server.bootstrap();
+    for addr in addrs {
+        let mut svc = Service::new(format!("echo {addr}"), Echo { name: format!("echo-{}", addr.port()) });
+        svc.add_tcp(&addr.to_string());
+        server.add_service(svc);
+    }
+    server.run_forever();
+}
