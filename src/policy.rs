@@ -66,4 +66,5 @@ pub fn population_index(p: Population) -> usize {
 }
 
 #[cfg(test)]
+#[path = "policy/tests.rs"]
 mod tests;

@@ -87,11 +87,20 @@ pub fn locate(text: &str, anchor: Option<&str>, last_key: &str) -> Option<usize>
 /// Turns a serde error (with its path) into a positioned problem.
 pub fn from_serde(
     file: &Path,
+    text: &str,
     err: serde_path_to_error::Error<serde_norway::Error>,
 ) -> ConfigError {
     let path = err.path().to_string();
     let inner = err.into_inner();
-    let line = inner.location().map(|l| l.line());
+    let mut line = inner.location().map(|l| l.line());
+    // Errors raised inside a value's own Deserialize (`${VAR}` expansion) carry no
+    // position of their own: find the key's line instead.
+    let msg = inner.to_string();
+    if msg.contains("environment variable") || msg.contains("`${") || msg.contains("valid environment variable") {
+        let last = path.rsplit('.').next().unwrap_or(&path);
+        let last = last.split('[').next().unwrap_or(last);
+        line = locate(text, None, last).or(line);
+    }
     let mut message = inner.to_string();
     // serde_norway appends " at line X column Y"; we print the line ourselves.
     if let Some(i) = message.find(" at line ") {

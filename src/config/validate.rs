@@ -43,7 +43,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 
 fn parse<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, ConfigError> {
     let de = serde_norway::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(de).map_err(|e| from_serde(file, e))
+    serde_path_to_error::deserialize(de).map_err(|e| from_serde(file, text, e))
 }
 
 fn build(
@@ -819,4 +819,5 @@ pub fn guid_from(seed: &str) -> String {
 
 
 #[cfg(test)]
+#[path = "validate/tests.rs"]
 mod tests;

@@ -1,0 +1,104 @@
+use super::*;
+
+fn dir_with(routes: &str, providers: &[(&str, &str)]) -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(d.path().join("providers")).unwrap();
+    std::fs::write(d.path().join("routes.yaml"), routes).unwrap();
+    for (name, text) in providers {
+        std::fs::write(d.path().join("providers").join(name), text).unwrap();
+    }
+    d
+}
+
+const OKTA: &str = "id: corp-okta\nkind: okta\nissuer: https://example.okta.com/oauth2/default\naudiences: [api://default]\n";
+
+#[test]
+fn a_typo_is_reported_with_file_line_and_key() {
+    let d = dir_with(
+        "listen: { http: 127.0.0.1:8080 }\nproviders: [corp-okta]\nroutes:\n  - name: a\n    upstrem: [127.0.0.1:1]\n",
+        &[("okta.yaml", OKTA)],
+    );
+    let errs = load(&d.path().join("routes.yaml")).unwrap_err().0;
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].line, Some(5));
+    assert!(errs[0].message.contains("unknown field `upstrem`"), "{}", errs[0].message);
+    assert!(errs[0].key.as_deref().unwrap_or("").starts_with("routes[0]"), "{:?}", errs[0].key);
+}
+
+#[test]
+fn unknown_keys_are_rejected_per_kind() {
+    // `tenants` belongs to entra, not okta.
+    let d = dir_with(
+        "listen: { http: 127.0.0.1:8080 }\nproviders: [corp-okta]\nroutes: []\n",
+        &[("okta.yaml", &format!("{OKTA}tenants: [x]\n"))],
+    );
+    let errs = load(&d.path().join("routes.yaml")).unwrap_err().0;
+    assert!(errs[0].message.contains("unknown field `tenants`"), "{errs:?}");
+    assert!(errs[0].file.ends_with("okta.yaml"));
+    assert_eq!(errs[0].line, Some(5));
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let d = dir_with(
+        "listen: { http: 127.0.0.1:8080 }\nproviders: [corp-okta, missing]\nroutes:\n  - name: a\n    auth: sometimes\n    upstream: [127.0.0.1:1]\n  - name: b\n    upstream: []\n",
+        &[("okta.yaml", OKTA)],
+    );
+    let errs = load(&d.path().join("routes.yaml")).unwrap_err().0;
+    let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    assert!(text.iter().any(|t| t.contains("no file") && t.contains("missing")), "{text:?}");
+    assert!(text.iter().any(|t| t.contains("`sometimes`")), "{text:?}");
+    assert!(text.iter().any(|t| t.contains("at least one address")), "{text:?}");
+}
+
+#[test]
+fn missing_env_var_names_file_key_and_variable() {
+    let d = dir_with(
+        "listen: { http: 127.0.0.1:8080 }\nproviders: [corp-okta]\nroutes: []\n",
+        &[("okta.yaml", "id: corp-okta\nkind: okta\nissuer: https://example.okta.com/oauth2/default\naudiences: [api://default]\nclient_id: ${IDFABRIC_TEST_SURELY_UNSET}\n")],
+    );
+    let errs = load(&d.path().join("routes.yaml")).unwrap_err().0;
+    let e = &errs[0];
+    assert!(e.file.ends_with("okta.yaml"));
+    assert_eq!(e.key.as_deref(), Some("client_id"));
+    assert_eq!(e.line, Some(5));
+    assert!(e.message.contains("IDFABRIC_TEST_SURELY_UNSET"), "{e}");
+}
+
+#[test]
+fn disabled_templates_with_unset_variables_are_ignored() {
+    let d = dir_with(
+        "listen: { http: 127.0.0.1:8080 }\nproviders: [corp-okta]\nroutes: []\n",
+        &[("okta.yaml", OKTA), ("entra.yaml", "id: corp-entra\nkind: entra\nissuer: https://login.microsoftonline.com/${UNSET_TENANT}/v2.0\n")],
+    );
+    let c = load(&d.path().join("routes.yaml")).unwrap();
+    assert_eq!(c.providers.len(), 1);
+}
+
+#[test]
+fn entra_multi_tenant_needs_an_allow_list() {
+    let entra = "id: e\nkind: entra\nissuer: https://login.microsoftonline.com/organizations/v2.0\naudiences: [api://x]\n";
+    let d = dir_with("listen: { http: 127.0.0.1:8080 }\nproviders: [e]\nroutes: []\n", &[("e.yaml", entra)]);
+    let errs = load(&d.path().join("routes.yaml")).unwrap_err().0;
+    assert!(errs.iter().any(|e| e.key.as_deref() == Some("tenants")), "{errs:?}");
+    let ok = format!("{entra}tenants: ['*']\n");
+    let d = dir_with("listen: { http: 127.0.0.1:8080 }\nproviders: [e]\nroutes: []\n", &[("e.yaml", &ok)]);
+    let c = load(&d.path().join("routes.yaml")).unwrap();
+    assert_eq!(c.providers[0].issuer, "https://login.microsoftonline.com/{tenantid}/v2.0");
+}
+
+#[test]
+fn plain_http_issuers_only_on_loopback() {
+    let okta = "id: corp-okta\nkind: okta\nissuer: http://example.okta.com/oauth2/default\naudiences: [a]\n";
+    let d = dir_with("listen: { http: 127.0.0.1:8080 }\nproviders: [corp-okta]\nroutes: []\n", &[("o.yaml", okta)]);
+    let errs = load(&d.path().join("routes.yaml")).unwrap_err().0;
+    assert!(errs[0].message.contains("must be https"), "{errs:?}");
+}
+
+#[test]
+fn guid_from_is_stable_and_shaped() {
+    let g = guid_from("dev-workforce");
+    assert_eq!(g, guid_from("dev-workforce"));
+    assert_eq!(g.len(), 36);
+    assert_eq!(&g[14..15], "4");
+}

@@ -1,0 +1,249 @@
+//! Shared integration-test harness: a temp directory with generated keys and config
+//! files, the real `idfabric` binary started on free loopback ports, and a fake
+//! upstream identity provider (discovery + JWKS over real HTTP) whose keys and
+//! availability the test controls.
+//!
+//! Each test file is its own crate; not every helper is used by every file.
+#![allow(dead_code)]
+
+pub mod fakeidp;
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_idfabric");
+
+/// A free loopback port (bound then released; good enough on a test machine).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A directory holding `routes.yaml`, `providers/` and `certs/` for one test.
+pub struct TestEnv {
+    pub dir: tempfile::TempDir,
+    pub http_port: u16,
+    pub admin_port: u16,
+}
+
+impl TestEnv {
+    /// Creates the directory and generates the development key set into `certs/`.
+    pub fn new() -> TestEnv {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("providers")).unwrap();
+        let out = Command::new(BIN)
+            .args(["keys", "generate", "--dir"])
+            .arg(dir.path().join("certs"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "keys generate failed: {}", String::from_utf8_lossy(&out.stderr));
+        TestEnv { dir, http_port: free_port(), admin_port: free_port() }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn routes_path(&self) -> PathBuf {
+        self.path().join("routes.yaml")
+    }
+
+    pub fn proxy(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    pub fn admin(&self) -> String {
+        format!("http://127.0.0.1:{}", self.admin_port)
+    }
+
+    /// The issuer a dev provider with this id must use in this env.
+    pub fn dev_issuer(&self, id: &str) -> String {
+        format!("{}/.idfabric/dev/{id}", self.proxy())
+    }
+
+    pub fn write(&self, rel: &str, text: &str) {
+        let p = self.path().join(rel);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(p, text).unwrap();
+    }
+
+    /// Writes `routes.yaml` with this env's ports, the given enabled providers and the
+    /// given `routes:` body (YAML list items, already indented by two spaces).
+    pub fn write_routes(&self, providers: &[&str], routes: &str) {
+        let text = format!(
+            "listen: {{ http: 127.0.0.1:{http} }}\nadmin: 127.0.0.1:{admin}\nproviders: [{providers}]\n\
+             broker:\n  issuer: http://127.0.0.1:{http}/broker\n  signing_key: certs/broker-signing.pem\n\
+             routes:\n{routes}",
+            http = self.http_port,
+            admin = self.admin_port,
+            providers = providers.join(", "),
+        );
+        self.write("routes.yaml", &text);
+    }
+
+    /// Writes a dev provider file: `shape` is entra|okta|auth0|cognito; `extra` is
+    /// more YAML (must include `users:` unless `default_users` is wanted).
+    pub fn write_dev_provider(&self, id: &str, population: &str, shape: &str, key: &str, extra: &str) {
+        let users = if extra.contains("users:") {
+            String::new()
+        } else {
+            "users:\n  - { name: alice, email: alice@example.com, email_verified: true, groups: [hr, staff], roles: [reader], scopes: [orders:read], mfa: true }\n  - { name: bob, email: bob@example.com, groups: [staff], mfa: false }\n".to_string()
+        };
+        let text = format!(
+            "id: {id}\nkind: dev\npopulation: {population}\nshape: {shape}\nissuer: {issuer}\nsigning_key: certs/{key}\n{extra}\n{users}",
+            issuer = self.dev_issuer(id)
+        );
+        self.write(&format!("providers/{id}.yaml"), &text);
+    }
+
+    /// Runs the binary with arguments in this env's directory and returns (status, stdout, stderr).
+    pub fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(BIN).args(args).current_dir(self.path()).output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    }
+
+    /// `idfabric token mint` for a dev provider user.
+    pub fn mint(&self, provider: &str, user: &str, extra: &[&str]) -> String {
+        let mut args = vec!["token", "mint", "--provider", provider, "--user", user, "--config", "routes.yaml"];
+        args.extend_from_slice(extra);
+        let (code, out, err) = self.run(&args);
+        assert_eq!(code, 0, "mint failed: {err}");
+        out.trim().to_string()
+    }
+}
+
+/// A running `idfabric serve`, killed on drop. Its stderr is captured for assertions.
+pub struct Gateway {
+    child: Child,
+    pub log: Arc<Mutex<String>>,
+}
+
+impl Gateway {
+    /// Starts `idfabric serve` and waits until `/readyz` answers 200 (or 15 s pass,
+    /// for tests that expect a provider without keys).
+    pub fn start(env: &TestEnv) -> Gateway {
+        Self::start_with(env, &[], true)
+    }
+
+    pub fn start_with(env: &TestEnv, envs: &[(&str, &str)], wait_ready: bool) -> Gateway {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--config"]).arg(env.routes_path()).current_dir(env.path());
+        cmd.env("IDFABRIC_LOG", "info").env("NO_COLOR", "1");
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let gw = Gateway { child, log };
+        gw.wait_listening(env, wait_ready);
+        gw
+    }
+
+    fn wait_listening(&self, env: &TestEnv, wait_ready: bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let want = if wait_ready { "/readyz" } else { "/healthz" };
+        while Instant::now() < deadline {
+            if let Ok(code) = blocking_status(&format!("{}{want}", env.admin())) {
+                if code == 200 && std::net::TcpStream::connect(("127.0.0.1", env.http_port)).is_ok() {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("gateway did not become {want} in time; log:\n{}", self.log.lock().unwrap());
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `GET` status with a tiny std-only client (used while waiting for start-up).
+pub fn blocking_status(url: &str) -> std::io::Result<u16> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
+    let addr: SocketAddr = host.parse().unwrap();
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    buf.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| std::io::Error::other("no status"))
+}
+
+/// An async HTTP client for tests (no proxy, no redirects followed).
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// The echo app's view of a proxied request.
+pub async fn echo_headers(resp: reqwest::Response) -> serde_json::Map<String, serde_json::Value> {
+    let body: serde_json::Value = resp.json().await.unwrap();
+    body["headers"].as_object().cloned().unwrap_or_default()
+}
+
+/// Starts `idfabric echo` on a free port; killed on drop.
+pub struct Echo {
+    child: Child,
+    pub port: u16,
+}
+
+impl Echo {
+    pub fn start() -> Echo {
+        let port = free_port();
+        let child = Command::new(BIN)
+            .args(["echo", "--listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "echo did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Echo { child, port }
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
