@@ -400,26 +400,32 @@ fn print_demo(config: &Config) {
             ));
         }
     }
-    out.push_str("\nTry (tokens are valid for the provider's token_ttl; mint more with `idfabric token mint`):\n");
+    out.push_str("\nFresh tokens (paste these lines into your shell; mint more with `idfabric token mint`):\n");
+    let mut users: Vec<(String, &crate::config::ProviderSpec, &crate::config::DevUserSpec)> = Vec::new();
     for p in &config.providers {
         let KindSpec::Dev(d) = &p.kind else { continue };
         for u in d.users.iter().take(2) {
             let Ok(tokens) = mint_tokens(config, &p.id, &u.name, false, None, 1) else { continue };
-            let token = &tokens[0];
-            for r in &config.routes {
-                if r.auth == crate::config::AuthMode::None {
-                    continue;
-                }
-                let host = match &r.host {
-                    crate::config::HostMatch::Exact(h) => h.clone(),
-                    _ => continue,
-                };
-                let expect = expectation(config, r, p.population, u);
-                out.push_str(&format!(
-                    "\n# {} ({}) -> route {}: expect {}\ncurl -s -H 'Host: {}' -H 'Authorization: Bearer {}' http://{}{}\n",
-                    u.name, p.id, r.name, expect, host, token, http, r.path_prefix
-                ));
+            let var = format!("{}_TOKEN", u.name.to_ascii_uppercase().replace(['-', '.'], "_"));
+            out.push_str(&format!("export {var}='{}'   # {} @ {} ({})\n", tokens[0], u.name, p.id, p.population));
+            users.push((var, p, u));
+        }
+    }
+    out.push_str("\nThen try:\n");
+    for (var, p, u) in &users {
+        for r in &config.routes {
+            if r.auth == crate::config::AuthMode::None {
+                continue;
             }
+            let host = match &r.host {
+                crate::config::HostMatch::Exact(h) => h.clone(),
+                _ => continue,
+            };
+            let expect = expectation(config, r, p.population, u);
+            out.push_str(&format!(
+                "\n# {} ({}) -> route {}: expect {}\ncurl -s -H 'Host: {}' -H \"Authorization: Bearer ${}\" http://{}{}\n",
+                u.name, p.id, r.name, expect, host, var, http, r.path_prefix
+            ));
         }
     }
     for r in &config.routes {

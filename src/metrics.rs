@@ -96,3 +96,32 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 pub fn metrics() -> &'static Metrics {
     &METRICS
 }
+
+/// The three per-request series, resolved once per label combination.
+pub struct RequestSeries {
+    pub requests: IntCounter,
+    pub duration: prometheus::Histogram,
+    pub decision: Option<IntCounter>,
+}
+
+/// Identifies a label combination without strings: runtime generation, route index,
+/// provider index, population index and the addresses of the `&'static str` outcome,
+/// reason and decision (equal strings at different addresses only cost a second entry).
+pub type SeriesKey = (u64, u32, u32, u8, usize, usize, usize);
+
+thread_local! {
+    static SERIES: std::cell::RefCell<std::collections::HashMap<SeriesKey, std::rc::Rc<RequestSeries>>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// The request series for `key`, built with `labels` on first use on this thread.
+/// Keeps `with_label_values` (hashing, a lock) off the hot path.
+pub fn request_series(key: SeriesKey, labels: impl FnOnce() -> RequestSeries) -> std::rc::Rc<RequestSeries> {
+    SERIES.with(|s| {
+        let mut map = s.borrow_mut();
+        if map.len() > 100_000 {
+            map.clear(); // bounded: label sets are bounded by config, this only guards reload churn
+        }
+        map.entry(key).or_insert_with(|| std::rc::Rc::new(labels())).clone()
+    })
+}

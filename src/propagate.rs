@@ -68,7 +68,7 @@ pub struct Minter {
     pub signer: Arc<Signer>,
     issuer: String,
     ttl: i64,
-    cache: moka::sync::Cache<([u8; 32], u32), (Arc<str>, i64)>,
+    cache: moka::sync::Cache<([u8; 32], u32), (HeaderValue, i64)>,
 }
 
 impl Minter {
@@ -82,7 +82,8 @@ impl Minter {
     }
 
     /// The token for this verified credential on this route, from cache when fresh.
-    pub fn token_for(&self, v: &Verified, route: &str, route_index: u32) -> Arc<str> {
+    /// The token is returned as a ready header value (cloning it is a reference count).
+    pub fn token_for(&self, v: &Verified, route: &str, route_index: u32) -> HeaderValue {
         let key = (v.token_hash, route_index);
         let now = now_secs();
         if let Some((tok, exp)) = self.cache.get(&key) {
@@ -91,7 +92,9 @@ impl Minter {
             }
         }
         let exp = (now + self.ttl).min(v.exp.max(now + 1));
-        let tok: Arc<str> = self.mint(&v.identity, route, now, exp).into();
+        let minted = self.mint(&v.identity, route, now, exp);
+        // A compact JWS is base64url and dots: always a valid header value.
+        let tok = HeaderValue::from_str(&minted).unwrap_or_else(|_| HeaderValue::from_static(""));
         self.cache.insert(key, (tok.clone(), exp));
         tok
     }

@@ -145,7 +145,7 @@ impl RouteTable {
         let pick = |list: &[u32]| {
             list.iter().map(|i| &self.routes[*i as usize]).find(|r| prefix_matches(&r.spec.path_prefix, path))
         };
-        if let Some(r) = self.exact.get(host.as_str()).and_then(|l| pick(l)) {
+        if let Some(r) = self.exact.get(host.as_ref()).and_then(|l| pick(l)) {
             return Some(r);
         }
         for (suffix, list) in &self.wildcard {
@@ -159,18 +159,26 @@ impl RouteTable {
     }
 }
 
-/// Lower-case host without port (`Api.Example.com:8443` → `api.example.com`).
-pub fn normalise_host(host: &str) -> String {
+/// Lower-case host without port (`Api.Example.com:8443` → `api.example.com`); borrows
+/// when the host is already in that form (the common case).
+pub fn normalise_host(host: &str) -> std::borrow::Cow<'_, str> {
     let h = if host.starts_with('[') {
-        host.split(']').next().map(|s| format!("{s}]")).unwrap_or_default()
+        host.split_once(']').map(|(h, _)| &host[..h.len() + 1]).unwrap_or(host)
     } else {
-        host.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())).map(|(h, _)| h).unwrap_or(host).to_string()
+        host.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())).map(|(h, _)| h).unwrap_or(host)
     };
-    h.trim_end_matches('.').to_ascii_lowercase()
+    let h = h.trim_end_matches('.');
+    if h.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(h.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(h)
+    }
 }
 
 /// Everything the request path needs, built from one `Config`.
 pub struct Runtime {
+    /// Distinguishes runtimes across reloads (metric handle caches key on it).
+    pub generation: u64,
     pub config: Arc<Config>,
     pub registry: Arc<Registry>,
     pub minter: Option<Minter>,
@@ -210,7 +218,9 @@ impl Runtime {
                 }
             })
             .collect();
-        Ok(Runtime { registry, minter, routes: RouteTable::new(routes), config: Arc::new(config) })
+        static GENERATION: AtomicUsize = AtomicUsize::new(0);
+        let generation = GENERATION.fetch_add(1, Ordering::Relaxed) as u64;
+        Ok(Runtime { generation, registry, minter, routes: RouteTable::new(routes), config: Arc::new(config) })
     }
 }
 

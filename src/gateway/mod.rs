@@ -14,7 +14,7 @@ mod reserved;
 pub mod respond;
 
 use crate::config::AuthorizationHeader;
-use crate::metrics::metrics;
+use crate::metrics::{self, metrics};
 use crate::pipeline::{self, Admission};
 use crate::propagate;
 use crate::providers::Verified;
@@ -85,14 +85,15 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let rt = ctx.rt.clone();
-        let path = session.req_header().uri.path().to_string();
-        if reserved::is_reserved(&rt, &path) {
+        if reserved::is_reserved(&rt, session.req_header().uri.path()) {
+            let path = session.req_header().uri.path().to_string();
             let h = reserved::handle(&rt, session, &path).await?;
             ctx.outcome = if h.status < 400 { "internal" } else { "refused" };
             ctx.reason = h.reason;
             return Ok(true);
         }
-        let Some(route) = rt.routes.find(host_of(session.req_header()), &path) else {
+        let req = session.req_header();
+        let Some(route) = rt.routes.find(host_of(req), req.uri.path()) else {
             ctx.outcome = "no_route";
             ctx.reason = Refusal::NoRoute.reason();
             respond::refusal(session, &Refusal::NoRoute, None).await?;
@@ -175,7 +176,7 @@ impl ProxyHttp for Gateway {
             _ => None,
         };
         if let (Some(t), true) = (&token, route.spec.identity_token) {
-            upstream.insert_header(propagate::TOKEN_HEADER, &**t)?;
+            upstream.insert_header(propagate::TOKEN_HEADER, t.clone())?;
         }
         match route.spec.authorization {
             AuthorizationHeader::Keep => {}
@@ -183,7 +184,10 @@ impl ProxyHttp for Gateway {
                 upstream.remove_header(&http::header::AUTHORIZATION);
             }
             AuthorizationHeader::IdentityToken => match &token {
-                Some(t) => upstream.insert_header(http::header::AUTHORIZATION, format!("Bearer {t}"))?,
+                Some(t) => upstream.insert_header(
+                    http::header::AUTHORIZATION,
+                    format!("Bearer {}", t.to_str().unwrap_or_default()),
+                )?,
                 None => {
                     upstream.remove_header(&http::header::AUTHORIZATION);
                 }
@@ -232,14 +236,32 @@ impl ProxyHttp for Gateway {
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         let rt = &ctx.rt;
+        let key = (
+            rt.generation,
+            ctx.route.unwrap_or(u32::MAX),
+            ctx.provider.map(|p| p as u32).unwrap_or(u32::MAX),
+            ctx.population.map(|p| p.index() as u8).unwrap_or(u8::MAX),
+            ctx.outcome.as_ptr() as usize,
+            ctx.reason.as_ptr() as usize,
+            ctx.decision.as_ptr() as usize,
+        );
         let route = ctx.route(rt).map(|r| r.spec.name.as_str()).unwrap_or("none");
         let provider = ctx.provider.map(|i| rt.registry.providers[i].id()).unwrap_or("none");
         let population = ctx.population.map(|p| p.as_str()).unwrap_or("none");
-        let m = metrics();
-        m.requests_total.with_label_values(&[route, population, provider, ctx.outcome]).inc();
-        m.request_duration_seconds.with_label_values(&[route, ctx.outcome]).observe(ctx.started.elapsed().as_secs_f64());
-        if ctx.route.is_some() {
-            m.auth_decisions_total.with_label_values(&[route, ctx.decision, ctx.reason]).inc();
+        let series = metrics::request_series(key, || {
+            let m = metrics::metrics();
+            metrics::RequestSeries {
+                requests: m.requests_total.with_label_values(&[route, population, provider, ctx.outcome]),
+                duration: m.request_duration_seconds.with_label_values(&[route, ctx.outcome]),
+                decision: ctx
+                    .route
+                    .map(|_| m.auth_decisions_total.with_label_values(&[route, ctx.decision, ctx.reason])),
+            }
+        });
+        series.requests.inc();
+        series.duration.observe(ctx.started.elapsed().as_secs_f64());
+        if let Some(d) = &series.decision {
+            d.inc();
         }
         if ctx.outcome == "refused" || ctx.outcome == "error" || ctx.outcome == "no_route" {
             let status = session.response_written().map_or(0, |r| r.status.as_u16());

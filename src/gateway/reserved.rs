@@ -109,7 +109,7 @@ async fn forward_auth(rt: &Runtime, session: &mut Session) -> Result<Handled> {
                     h.insert_header(k, v)?;
                 }
                 if let (Some(m), true) = (&rt.minter, route.spec.identity_token) {
-                    h.insert_header(propagate::TOKEN_HEADER, &*m.token_for(verified, &route.spec.name, route.index))?;
+                    h.insert_header(propagate::TOKEN_HEADER, m.token_for(verified, &route.spec.name, route.index))?;
                 }
             }
             h.insert_header("content-length", "0")?;

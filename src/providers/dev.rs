@@ -85,6 +85,9 @@ fn shape_claims(
             c.insert("sub".into(), json!(stable(&format!("pairwise/{seed}"), 43)));
             c.insert("preferred_username".into(), json!(email.clone().unwrap_or(user.name.clone())));
             c.insert("uti".into(), json!(stable(&format!("{seed}/{}", o.now), 22)));
+            if let Some(n) = &user.display_name {
+                c.insert("name".into(), json!(n));
+            }
             if !user.groups.is_empty() {
                 c.insert("groups".into(), json!(user.groups));
             }
@@ -172,6 +175,7 @@ fn shape_claims(
                 c.insert("permissions".into(), json!(user.scopes));
                 if let Some(e) = &email {
                     c.insert(format!("{ns}email"), json!(e));
+                    c.insert(format!("{ns}email_verified"), json!(user.email_verified.unwrap_or(false)));
                 }
             } else {
                 c.insert("aud".into(), json!(client_id));

@@ -207,7 +207,13 @@ impl Provider {
                 st.last_error = Some(e.to_string());
                 st.consecutive_failures = st.consecutive_failures.saturating_add(1);
                 m.jwks_refresh_total.with_label_values(&[id, e.label()]).inc();
-                tracing::warn!(provider = id, error = %e, "jwks refresh failed; keeping last known good keys");
+                // A provider served by this very process (dev) is unreachable for the first
+                // moments of start-up; only repeated or post-start failures are news.
+                if st.consecutive_failures > 2 || self.has_keys() {
+                    tracing::warn!(provider = id, error = %e, "jwks refresh failed; keeping last known good keys");
+                } else {
+                    tracing::debug!(provider = id, error = %e, "jwks fetch failed; retrying");
+                }
             }
         }
         drop(st);
