@@ -62,6 +62,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), String> {
     let listen_https = config.listen_https.clone();
     let admin = config.admin;
     let runtime = Runtime::build(config).map_err(|e| e.to_string())?;
+    preinitialise_series(&runtime);
     let state = Arc::new(ArcSwap::from_pointee(runtime));
 
     let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, Gateway { state: state.clone() });
@@ -100,4 +101,25 @@ pub fn run_echo(addrs: Vec<SocketAddr>, threads: usize) -> ! {
         server.add_service(svc);
     }
     server.run_forever();
+}
+
+/// Creates the zero-valued series dashboards and alerts expect to exist before the
+/// first event (label values from config only).
+fn preinitialise_series(rt: &Runtime) {
+    let m = crate::metrics::metrics();
+    for p in &rt.registry.providers {
+        let (id, pop) = (p.id(), p.spec.population.as_str());
+        m.token_validations_total.with_label_values(&[id, "valid", "ok"]);
+        m.jwks_keys.with_label_values(&[id]);
+        m.jwks_age_seconds.with_label_values(&[id]).set(-1);
+        m.logins_total.with_label_values(&[id, pop, "success"]);
+        m.logins_total.with_label_values(&[id, pop, "failure"]);
+        for stage in ["started", "completed"] {
+            m.login_funnel_total.with_label_values(&[pop, id, stage]);
+        }
+    }
+    for r in &rt.routes.routes {
+        m.upstream_errors_total.with_label_values(&[r.spec.name.as_str()]);
+    }
+    m.config_reloads_total.with_label_values(&["failure"]);
 }
