@@ -70,9 +70,14 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), String> {
         proxy.add_tcp(&a.to_string());
     }
     if let Some(tls) = &listen_https {
-        proxy
-            .add_tls(&tls.addr.to_string(), &tls.cert.to_string_lossy(), &tls.key.to_string_lossy())
-            .map_err(|e| format!("TLS listener {}: {e}", tls.addr))?;
+        // HTTP/2 is offered through ALPN next to HTTP/1.1.
+        let mut settings = pingora::listeners::tls::TlsSettings::intermediate(
+            &tls.cert.to_string_lossy(),
+            &tls.key.to_string_lossy(),
+        )
+        .map_err(|e| format!("TLS listener {}: {e}", tls.addr))?;
+        settings.enable_h2();
+        proxy.add_tls_with_settings(&tls.addr.to_string(), None, settings);
     }
     server.add_service(proxy);
     if let Some(a) = admin {
