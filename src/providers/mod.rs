@@ -318,7 +318,12 @@ pub struct Registry {
     /// Entra `{tenantid}` templates: (prefix, suffix, provider).
     templated: Vec<(String, String, usize)>,
     cache: moka::sync::Cache<[u8; 32], Arc<Verified>>,
+    /// Tokens refused for reasons that cannot change (bad signature, expired …): a
+    /// repeated bad token costs a hash, not a signature check.
+    refused_cache: moka::sync::Cache<[u8; 32], (Refusal, Option<usize>)>,
     pub http: reqwest::Client,
+    /// Unique per registry ever built in this process (keys the per-thread cache).
+    generation: usize,
 }
 
 impl Registry {
@@ -350,7 +355,13 @@ impl Registry {
             .max_capacity(config.server.verify_cache_entries)
             .expire_after(ExpireAtExp)
             .build();
-        Ok(Registry { providers, by_issuer, templated, cache, http })
+        static GENERATION: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+        let generation = GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let refused_cache = moka::sync::Cache::builder()
+            .max_capacity(10_000)
+            .time_to_live(Duration::from_secs(300))
+            .build();
+        Ok(Registry { providers, by_issuer, templated, cache, refused_cache, http, generation })
     }
 
     pub fn by_id(&self, id: &str) -> Option<&Arc<Provider>> {
@@ -376,21 +387,41 @@ impl Registry {
         if token.len() > jwt::MAX_TOKEN_BYTES {
             return Err(self.refused(Refusal::TokenTooLarge, None));
         }
+        let me = self.generation;
+        if let Some(v) = hot::get(me, token) {
+            if self.check_cached(&v, allowed).is_ok() {
+                metrics().verify_cache_hits_total.inc();
+                return Ok(v);
+            }
+        }
         let hash = token_hash(token);
         if let Some(v) = self.cache.get(&hash) {
             match self.check_cached(&v, allowed) {
                 Ok(()) => {
                     metrics().verify_cache_hits_total.inc();
+                    hot::put(me, token, &v);
                     return Ok(v);
                 }
                 Err(Some(r)) => return Err(self.refused(r, Some(v.provider))),
                 Err(None) => self.cache.invalidate(&hash),
             }
         }
+        if let Some(r) = self.refused_cache.get(&hash) {
+            return Err(self.refused(r.0, r.1));
+        }
         metrics().verify_cache_misses_total.inc();
-        let v = self.verify_uncached(token, hash, allowed).await?;
+        let v = match self.verify_uncached(token, hash, allowed).await {
+            Ok(v) => v,
+            Err(e) => {
+                if is_permanent(&e.refusal) {
+                    self.refused_cache.insert(hash, (e.refusal.clone(), e.provider));
+                }
+                return Err(e);
+            }
+        };
         let v = Arc::new(v);
         self.cache.insert(hash, v.clone());
+        hot::put(me, token, &v);
         let id = self.providers[v.provider].id();
         metrics().token_validations_total.with_label_values(&[id, "valid", "ok"]).inc();
         Ok(v)
@@ -550,6 +581,66 @@ impl Registry {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+}
+
+/// A tiny per-thread front of the verified-identity cache: the last tokens seen on
+/// this worker thread, found by exact comparison of the whole token. A repeated token
+/// then costs a memcmp instead of a SHA-256 and a shared-cache lookup. Entries are
+/// re-checked exactly like shared-cache hits (expiry, key still published, route's
+/// providers), and belong to one registry (a reload starts afresh).
+mod hot {
+    use super::Verified;
+    use std::cell::RefCell;
+    use std::sync::Arc;
+
+    const SLOTS: usize = 64;
+
+    /// (registry generation, token, verified)
+    type Slot = Option<(usize, Box<str>, Arc<Verified>)>;
+
+    thread_local! {
+        static SLOTS_TL: RefCell<Vec<Slot>> = RefCell::new(vec![None; SLOTS]);
+    }
+
+    fn index(token: &str) -> usize {
+        // The tail of a JWS is signature bytes: as good as random for spreading.
+        let b = token.as_bytes();
+        let tail = &b[b.len().saturating_sub(8)..];
+        tail.iter().fold(0usize, |acc, x| acc.wrapping_mul(31).wrapping_add(*x as usize)) % SLOTS
+    }
+
+    pub fn get(registry: usize, token: &str) -> Option<Arc<Verified>> {
+        SLOTS_TL.with(|s| match &s.borrow()[index(token)] {
+            Some((r, t, v)) if *r == registry && &**t == token => Some(v.clone()),
+            _ => None,
+        })
+    }
+
+    pub fn put(registry: usize, token: &str, v: &Arc<Verified>) {
+        SLOTS_TL.with(|s| s.borrow_mut()[index(token)] = Some((registry, token.into(), v.clone())));
+    }
+}
+
+/// Refusals that the same token bytes will always get from the same registry.
+/// Key and provider problems (unknown kid, provider unavailable) are transient.
+fn is_permanent(r: &Refusal) -> bool {
+    matches!(
+        r,
+        Refusal::Malformed(_)
+            | Refusal::AlgNone
+            | Refusal::AlgNotAllowed
+            | Refusal::UntrustedHeaderKey
+            | Refusal::UnknownCrit
+            | Refusal::UnknownIssuer
+            | Refusal::BadSignature
+            | Refusal::Expired
+            | Refusal::IssuerMismatch
+            | Refusal::AudienceMismatch
+            | Refusal::TenantNotAllowed
+            | Refusal::WrongTokenUse
+            | Refusal::OktaOrgAccessToken
+            | Refusal::MissingClaim(_)
+    )
 }
 
 pub fn token_hash(token: &str) -> [u8; 32] {
