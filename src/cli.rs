@@ -1,7 +1,6 @@
 //! The `idfabric` command line (INTERFACE.md, "Command line").
 
 use crate::config::{self, Config, KindSpec};
-use crate::identity::Population;
 use crate::keys;
 use crate::pipeline;
 use crate::providers::{dev, now_secs};
@@ -249,7 +248,14 @@ fn inspect(path: &Path, token: Option<String>) -> Result<ExitCode, ExitCode> {
                 return serde_json::json!({"route": name, "decision": "deny", "reason": "session route: bearer tokens are not accepted"});
             }
             if route.allowed.as_ref().is_some_and(|a| !a.contains(&verified.provider)) {
-                return serde_json::json!({"route": name, "decision": "deny", "status": 401, "reason": "provider_not_allowed"});
+                let r = crate::refusal::Refusal::ProviderNotAllowed;
+                return serde_json::json!({
+                    "route": name,
+                    "decision": r.decision(),
+                    "status": r.status(),
+                    "reason": r.reason(),
+                    "detail": r.to_string(),
+                });
             }
             match pipeline::decide(&rt, route, verified.clone()) {
                 Ok(_) => serde_json::json!({"route": name, "decision": "allow", "reason": "ok"}),
@@ -401,18 +407,28 @@ fn print_demo(config: &Config) {
         }
     }
     out.push_str("\nFresh tokens (paste these lines into your shell; mint more with `idfabric token mint`):\n");
-    let mut users: Vec<(String, &crate::config::ProviderSpec, &crate::config::DevUserSpec)> = Vec::new();
+    // Expectations come from the same verification and policy code the gateway runs.
+    let judge = Runtime::build(config.clone()).ok().and_then(|rt| {
+        for p in &rt.registry.providers {
+            if p.dev_signer.is_some() {
+                p.install_dev_keys();
+            }
+        }
+        let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+        Some((rt, tokio))
+    });
+    let mut users: Vec<(String, &crate::config::ProviderSpec, &crate::config::DevUserSpec, String)> = Vec::new();
     for p in &config.providers {
         let KindSpec::Dev(d) = &p.kind else { continue };
         for u in d.users.iter().take(2) {
             let Ok(tokens) = mint_tokens(config, &p.id, &u.name, false, None, 1) else { continue };
             let var = format!("{}_TOKEN", u.name.to_ascii_uppercase().replace(['-', '.'], "_"));
             out.push_str(&format!("export {var}='{}'   # {} @ {} ({})\n", tokens[0], u.name, p.id, p.population));
-            users.push((var, p, u));
+            users.push((var, p, u, tokens[0].clone()));
         }
     }
     out.push_str("\nThen try:\n");
-    for (var, p, u) in &users {
+    for (var, p, u, token) in &users {
         for r in &config.routes {
             if r.auth == crate::config::AuthMode::None {
                 continue;
@@ -421,7 +437,10 @@ fn print_demo(config: &Config) {
                 crate::config::HostMatch::Exact(h) => h.clone(),
                 _ => continue,
             };
-            let expect = expectation(config, r, p.population, u);
+            let expect = match &judge {
+                Some((rt, tokio)) => expectation(rt, tokio, &r.name, token),
+                None => "a decision (the configuration could not be compiled to predict it)".into(),
+            };
             out.push_str(&format!(
                 "\n# {} ({}) -> route {}: expect {}\ncurl -s -H 'Host: {}' -H \"Authorization: Bearer ${}\" http://{}{}\n",
                 u.name, p.id, r.name, expect, host, var, http, r.path_prefix
@@ -437,28 +456,26 @@ fn print_demo(config: &Config) {
     println!("{out}");
 }
 
-/// What the demo user should get on a route (computed from the same policy code).
-fn expectation(config: &Config, r: &crate::config::RouteSpec, pop: Population, u: &crate::config::DevUserSpec) -> String {
-    let mut id = crate::identity::Identity::new("demo", "dev", pop, u.name.clone());
-    id.groups = u.groups.clone();
-    id.groups_complete = true;
-    id.roles = u.roles.clone();
-    let mut scopes = vec!["openid".to_string(), "profile".into(), "email".into()];
-    scopes.extend(u.scopes.iter().cloned());
-    id.scopes = scopes;
-    id.mfa = u.mfa;
-    id.email_verified = u.email_verified;
-    let _ = config;
-    let mut reqs = vec![&r.require];
-    if let Some(bp) = &r.by_population {
-        match &bp[pop.index()] {
-            Some(t) => reqs.push(&t.require),
-            None if r.upstreams.is_empty() => return "403 population_not_allowed".into(),
-            None => {}
-        }
+/// What the demo user's token gets on route `name`: verified and decided by the same
+/// code as a real request (`curl` sends no `Accept: text/html`, so no login redirect).
+fn expectation(rt: &Runtime, tokio: &tokio::runtime::Runtime, name: &str, token: &str) -> String {
+    use crate::refusal::Refusal;
+    let refused = |r: &Refusal| format!("{} {}", r.status(), r.reason());
+    let Some(route) = rt.routes.routes.iter().find(|r| r.spec.name == name) else {
+        return refused(&Refusal::NoRoute);
+    };
+    if route.spec.auth == crate::config::AuthMode::Session {
+        return refused(&Refusal::BadSession);
     }
-    match crate::policy::decide(&id, &reqs, &[]) {
+    let verified = match tokio.block_on(rt.registry.inspect(token)) {
+        Ok(v) => std::sync::Arc::new(v),
+        Err(e) => return refused(&e.refusal),
+    };
+    if route.allowed.as_ref().is_some_and(|a| !a.contains(&verified.provider)) {
+        return refused(&Refusal::ProviderNotAllowed);
+    }
+    match pipeline::decide(rt, route, verified) {
         Ok(_) => "200 with X-Identity-* headers from the echo app".into(),
-        Err(e) => format!("{} {}", e.status(), e.reason()),
+        Err(d) => refused(&d.refusal),
     }
 }

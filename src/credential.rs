@@ -39,7 +39,9 @@ pub fn extract<'a>(headers: &'a HeaderMap, cookie_name: &str) -> Result<Credenti
         }
         return Ok(Credential::Bearer(token));
     }
-    Ok(session_cookie(headers, cookie_name).map(Credential::Session).unwrap_or(Credential::None))
+    // Over TLS the cookie carries the `__Host-` prefix (Secure, Path=/, no Domain).
+    let secure = session_cookie(headers, &format!("__Host-{cookie_name}"));
+    Ok(secure.or_else(|| session_cookie(headers, cookie_name)).map(Credential::Session).unwrap_or(Credential::None))
 }
 
 /// The value of cookie `name`, from any `Cookie` header.

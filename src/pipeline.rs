@@ -41,45 +41,92 @@ pub struct Denial {
     /// The provider the credential came from, when known (metrics, logs).
     pub provider: Option<usize>,
     pub population: Option<Population>,
-    /// A browser should be sent to the login page instead of a 401.
-    pub login_redirect: bool,
+    /// Send the browser here instead (login page, or step-up at the provider).
+    pub redirect: Option<String>,
+    /// The client is a browser with a session: answer with a page, not problem+json.
+    pub html: bool,
 }
 
 impl Denial {
     fn plain(refusal: Refusal) -> Denial {
-        Denial { refusal, provider: None, population: None, login_redirect: false }
+        Denial { refusal, provider: None, population: None, redirect: None, html: false }
     }
 }
 
-/// Authenticates and authorises one request for `route`.
-pub async fn admit(rt: &Runtime, route: &CompiledRoute, headers: &HeaderMap) -> Result<Admission, Denial> {
+fn login_url(path_and_query: &str, extra: &str) -> String {
+    let rd: String = url::form_urlencoded::byte_serialize(path_and_query.as_bytes()).collect();
+    format!("/.idfabric/login?{extra}rd={rd}")
+}
+
+/// Authenticates and authorises one request for `route`. `pq` is the request's path
+/// and query (the return address after a browser sign-in).
+pub async fn admit(rt: &Runtime, route: &CompiledRoute, headers: &HeaderMap, pq: &str) -> Result<Admission, Denial> {
     let mode = route.spec.auth;
     if mode == AuthMode::None {
         return Ok(Admission::Public);
     }
     let browser = credential::wants_html(headers);
+    let to_login = |r: Refusal| Denial { redirect: browser.then(|| login_url(pq, "")), ..Denial::plain(r) };
     let cred = credential::extract(headers, &rt.config.session.cookie).map_err(Denial::plain)?;
     let token = match (mode, cred) {
         (AuthMode::Bearer | AuthMode::Either, Credential::Bearer(t)) => t,
         (AuthMode::Bearer, _) => return Err(Denial::plain(Refusal::NoCredential)),
-        (AuthMode::Session, Credential::Bearer(_)) | (AuthMode::Session | AuthMode::Either, Credential::Session(_)) => {
-            // Sessions are created by browser sign-in; until one exists, any cookie is unknown.
-            return Err(Denial { login_redirect: browser, ..Denial::plain(Refusal::BadSession) });
+        (AuthMode::Session | AuthMode::Either, Credential::Session(id)) => {
+            let verified = session(rt, id).await.map_err(|r| match r {
+                Refusal::BadSession => to_login(r),
+                other => Denial { html: browser, ..Denial::plain(other) },
+            })?;
+            return decide(rt, route, verified).map_err(|d| step_up(rt, d, browser, pq));
         }
-        (AuthMode::Session, Credential::None) => {
-            return Err(Denial { login_redirect: browser, ..Denial::plain(Refusal::NoSession) })
-        }
-        (AuthMode::Either, Credential::None) => {
-            return Err(Denial { login_redirect: browser, ..Denial::plain(Refusal::NoCredential) })
-        }
+        (AuthMode::Session, Credential::Bearer(_)) => return Err(to_login(Refusal::NoSession)),
+        (AuthMode::Session, Credential::None) => return Err(to_login(Refusal::NoSession)),
+        (AuthMode::Either, Credential::None) => return Err(to_login(Refusal::NoCredential)),
         (AuthMode::None, _) => return Ok(Admission::Public),
     };
     let verified = rt
         .registry
         .verify(token, route.allowed.as_deref())
         .await
-        .map_err(|e| Denial { refusal: e.refusal, provider: e.provider, population: None, login_redirect: false })?;
+        .map_err(|e| Denial { provider: e.provider, ..Denial::plain(e.refusal) })?;
     decide(rt, route, verified)
+}
+
+/// A browser session whose login lacked MFA is sent back to its provider for a second
+/// factor where that can work: customers always, workforce when the provider names
+/// the `acr` values that prove MFA. Otherwise the refusal stands (a clear page).
+fn step_up(rt: &Runtime, mut d: Denial, browser: bool, pq: &str) -> Denial {
+    d.html = browser;
+    if !browser || !matches!(d.refusal, Refusal::MfaRequired { .. }) {
+        return d;
+    }
+    let Some(p) = d.provider.map(|i| &rt.registry.providers[i]) else { return d };
+    if d.population == Some(Population::Customer) || !p.spec.mfa_acr.is_empty() {
+        d.redirect = Some(login_url(pq, &format!("step_up=1&provider={}&", p.spec.id)));
+    }
+    d
+}
+
+/// The session behind a cookie as a verified credential.
+async fn session(rt: &Runtime, id: &str) -> Result<Arc<Verified>, Refusal> {
+    let sessions = rt.sessions.as_ref().ok_or(Refusal::BadSession)?;
+    let s = crate::login::session_for(rt, sessions, id)
+        .await
+        .map_err(|_| Refusal::SessionStoreUnavailable)?
+        .ok_or(Refusal::BadSession)?;
+    let provider = rt.registry.by_id(&s.identity.provider).ok_or(Refusal::BadSession)?.index;
+    let mut identity = s.identity;
+    if s.mfa && !identity.mfa {
+        identity.mfa = true;
+        identity.mfa_source = crate::identity::MfaSource::Session;
+    }
+    Ok(Arc::new(Verified {
+        identity,
+        provider,
+        kid: String::new(),
+        exp: s.expires_at,
+        token_hash: crate::providers::token_hash(id),
+        headers: std::sync::OnceLock::new(),
+    }))
 }
 
 /// The policy step alone, for a verified credential.
@@ -89,7 +136,8 @@ pub fn decide(rt: &Runtime, route: &CompiledRoute, verified: Arc<Verified>) -> R
         refusal,
         provider: Some(verified.provider),
         population: Some(id.population),
-        login_redirect: false,
+        redirect: None,
+        html: false,
     };
     let Some(reqs) = route.requirements(id.population) else {
         return Err(deny(Refusal::PopulationNotAllowed(id.population.to_string())));

@@ -72,6 +72,12 @@ pub enum Refusal {
     OktaOrgAccessToken,
     #[error("the token lacks the required claim `{0}`")]
     MissingClaim(&'static str),
+    #[error("the session service is unavailable")]
+    SessionStoreUnavailable,
+    #[error("the ID token's nonce does not match the sign-in")]
+    NonceMismatch,
+    #[error("the ID token's at_hash does not match the access token")]
+    AtHashMismatch,
 
     // --- policy --------------------------------------------------------------------
     #[error("this route does not serve the {0} population")]
@@ -149,6 +155,9 @@ impl Refusal {
             Refusal::WrongTokenUse => "wrong_token_use",
             Refusal::OktaOrgAccessToken => "okta_org_access_token",
             Refusal::MissingClaim(_) => "missing_claim",
+            Refusal::NonceMismatch => "nonce_mismatch",
+            Refusal::SessionStoreUnavailable => "session_store_unavailable",
+            Refusal::AtHashMismatch => "at_hash_mismatch",
             Refusal::PopulationNotAllowed(_) => "population_not_allowed",
             Refusal::MfaRequired { .. } => "mfa_required",
             Refusal::GroupRequired(_) => "group_required",
@@ -188,9 +197,11 @@ impl Refusal {
             | Refusal::TenantNotAllowed
             | Refusal::WrongTokenUse
             | Refusal::OktaOrgAccessToken
-            | Refusal::MissingClaim(_) => Class::InvalidToken,
+            | Refusal::MissingClaim(_)
+            | Refusal::NonceMismatch
+            | Refusal::AtHashMismatch => Class::InvalidToken,
             Refusal::DuplicateAuthorization => Class::InvalidRequest,
-            Refusal::ProviderUnavailable => Class::Unavailable,
+            Refusal::ProviderUnavailable | Refusal::SessionStoreUnavailable => Class::Unavailable,
             Refusal::MfaRequired { .. } => Class::StepUp,
             Refusal::InsufficientScope(_) => Class::Scope,
             Refusal::PopulationNotAllowed(_)

@@ -22,6 +22,34 @@ pub const PEER_DOWN_FOR: Duration = Duration::from_secs(10);
 pub enum BuildError {
     #[error(transparent)]
     Key(#[from] crate::keys::KeyError),
+    #[error("session key {path}: {reason}")]
+    SessionKey { path: String, reason: String },
+    #[error(transparent)]
+    Store(#[from] crate::session::StoreError),
+}
+
+/// The session store and key named by `session:` in routes.yaml.
+fn sessions(config: &Config) -> Result<crate::session::Sessions, BuildError> {
+    use crate::session::{memory::MemoryStore, redis_store::RedisStore, SessionKey, Sessions, Store};
+    let store: Arc<dyn Store> = match &config.session.store {
+        crate::config::SessionStore::Memory => Arc::new(MemoryStore::new(1_000_000)),
+        crate::config::SessionStore::Redis(url) => Arc::new(RedisStore::new(url)?),
+    };
+    let key = match &config.session.key_file {
+        Some(path) => {
+            let bytes = std::fs::read(path)
+                .map_err(|e| BuildError::SessionKey { path: path.display().to_string(), reason: e.to_string() })?;
+            SessionKey::from_bytes(&bytes).ok_or_else(|| BuildError::SessionKey {
+                path: path.display().to_string(),
+                reason: format!("must hold exactly 32 bytes, found {}", bytes.len()),
+            })?
+        }
+        None => {
+            tracing::warn!("no session.key_file: using a random session key (sessions end on restart)");
+            SessionKey::random()
+        }
+    };
+    Ok(Sessions { store, key, idle: config.session.idle, absolute: config.session.ttl })
 }
 
 /// Round-robin over a route's upstreams, skipping peers that recently failed.
@@ -183,6 +211,8 @@ pub struct Runtime {
     pub registry: Arc<Registry>,
     pub minter: Option<Minter>,
     pub routes: RouteTable,
+    /// Browser sessions (memory or Redis), shared by login, the pipeline and admin.
+    pub sessions: Option<Arc<crate::session::Sessions>>,
 }
 
 impl Runtime {
@@ -218,9 +248,10 @@ impl Runtime {
                 }
             })
             .collect();
+        let sessions = Some(Arc::new(sessions(&config)?));
         static GENERATION: AtomicUsize = AtomicUsize::new(0);
         let generation = GENERATION.fetch_add(1, Ordering::Relaxed) as u64;
-        Ok(Runtime { generation, registry, minter, routes: RouteTable::new(routes), config: Arc::new(config) })
+        Ok(Runtime { generation, registry, minter, routes: RouteTable::new(routes), sessions, config: Arc::new(config) })
     }
 }
 

@@ -119,7 +119,7 @@ fn preinitialise_series(rt: &Runtime) {
         m.jwks_age_seconds.with_label_values(&[id]).set(-1);
         m.logins_total.with_label_values(&[id, pop, "success"]);
         m.logins_total.with_label_values(&[id, pop, "failure"]);
-        for stage in ["started", "completed"] {
+        for stage in ["started", "provider_redirect", "callback_ok", "callback_error", "session_created", "abandoned"] {
             m.login_funnel_total.with_label_values(&[pop, id, stage]);
         }
     }

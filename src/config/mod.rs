@@ -49,6 +49,7 @@ pub struct SessionSpec {
     pub store: SessionStore,
     pub cookie: String,
     pub ttl: Duration,
+    pub idle: Duration,
     pub key_file: Option<PathBuf>,
 }
 
@@ -103,6 +104,8 @@ pub struct ProviderSpec {
     pub jwks_refresh: Duration,
     /// `acr` (or Entra `acrs`) values that prove a second factor.
     pub mfa_acr: Vec<String>,
+    /// Extra authorize parameters for browser sign-in.
+    pub authorize_params: Vec<(String, String)>,
     pub kind: KindSpec,
 }
 
@@ -333,4 +336,16 @@ pub struct RouteSpec {
     pub providers: Option<Vec<String>>,
     pub authorization: AuthorizationHeader,
     pub identity_token: bool,
+    pub branding: BrandingSpec,
+}
+
+/// Validated branding (colours checked, logo loaded as a data URI).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BrandingSpec {
+    pub product_name: Option<String>,
+    pub primary_color: Option<String>,
+    pub accent_color: Option<String>,
+    pub logo_data_uri: Option<String>,
+    pub tagline: Option<String>,
+    pub support_text: Option<String>,
 }

@@ -43,6 +43,8 @@ pub struct Session {
     pub store: Option<S>,
     pub cookie: Option<S>,
     pub ttl: Option<S>,
+    /// Idle timeout (sliding); `ttl` is the absolute lifetime.
+    pub idle: Option<S>,
     pub key_file: Option<S>,
 }
 
@@ -90,6 +92,20 @@ pub struct Route {
     pub authorization: Option<S>,
     /// Mint `X-Identity-Token` for this route (default true).
     pub identity_token: Option<bool>,
+    /// Look of this route's sign-in pages (customer routes: white label).
+    pub branding: Option<Branding>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Branding {
+    pub product_name: Option<S>,
+    pub primary_color: Option<S>,
+    pub accent_color: Option<S>,
+    /// A PNG, SVG or JPEG file (relative to routes.yaml), embedded in the page.
+    pub logo: Option<S>,
+    pub tagline: Option<S>,
+    pub support_text: Option<S>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -157,6 +173,9 @@ macro_rules! provider_file {
             pub display_name: Option<S>,
             /// How often keys are re-fetched in the background (default 10m).
             pub jwks_refresh: Option<S>,
+            /// Extra authorize parameters for browser sign-in (Okta `idp`, Auth0
+            /// `connection`/`organization`, Cognito `identity_provider`, …).
+            pub authorize_params: Option<BTreeMap<String, S>>,
             $($(#[$fdoc])* pub $field: $ty),*
         }
     };

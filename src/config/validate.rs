@@ -137,6 +137,7 @@ fn session(s: Option<&raw::Session>, base_dir: &Path, p: &mut Problems) -> Sessi
         store,
         cookie: s.and_then(|s| s.cookie.as_deref()).unwrap_or("idfabric_session").to_string(),
         ttl: duration(p, None, "session.ttl", s.and_then(|s| s.ttl.as_ref()), Duration::from_secs(8 * 3600)),
+        idle: duration(p, None, "session.idle", s.and_then(|s| s.idle.as_ref()), Duration::from_secs(3600)),
         key_file: s.and_then(|s| s.key_file.as_deref()).map(|k| base_dir.join(k)),
     }
 }
@@ -287,7 +288,58 @@ fn route(r: &raw::Route, enabled: &HashSet<&str>, p: &mut Problems) -> Option<Ro
         providers,
         authorization,
         identity_token: r.identity_token.unwrap_or(true),
+        branding: branding(r.branding.as_ref(), a, p),
     })
+}
+
+fn color(v: &Option<EnvString>, anchor: Option<&str>, key: &str, p: &mut Problems) -> Option<String> {
+    let v = v.as_deref()?;
+    let hex = v.strip_prefix('#').unwrap_or("");
+    if (hex.len() == 3 || hex.len() == 6) && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Some(v.to_ascii_lowercase())
+    } else {
+        p.at(anchor, key, format!("`{v}` is not a #rgb or #rrggbb colour"));
+        None
+    }
+}
+
+fn branding(b: Option<&raw::Branding>, anchor: Option<&str>, p: &mut Problems) -> BrandingSpec {
+    let Some(b) = b else { return BrandingSpec::default() };
+    let base = p.file.parent().map(Path::to_path_buf).unwrap_or_default();
+    let logo_data_uri = b.logo.as_deref().and_then(|f| {
+        let path = base.join(f);
+        let mime = match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+            Some("png") => "image/png",
+            Some("svg") => "image/svg+xml",
+            Some("jpg" | "jpeg") => "image/jpeg",
+            _ => {
+                p.at(anchor, "routes.branding.logo", "must be a .png, .svg or .jpg file");
+                return None;
+            }
+        };
+        match std::fs::read(&path) {
+            Ok(bytes) if bytes.len() <= 64 * 1024 => {
+                use base64::Engine;
+                Some(format!("data:{mime};base64,{}", base64::engine::general_purpose::STANDARD.encode(bytes)))
+            }
+            Ok(_) => {
+                p.at(anchor, "routes.branding.logo", "logo files are limited to 64 KiB");
+                None
+            }
+            Err(e) => {
+                p.at(anchor, "routes.branding.logo", format!("cannot read {}: {e}", path.display()));
+                None
+            }
+        }
+    });
+    BrandingSpec {
+        product_name: b.product_name.as_ref().map(|s| s.to_string()),
+        primary_color: color(&b.primary_color, anchor, "routes.branding.primary_color", p),
+        accent_color: color(&b.accent_color, anchor, "routes.branding.accent_color", p),
+        logo_data_uri,
+        tagline: b.tagline.as_ref().map(|s| s.to_string()),
+        support_text: b.support_text.as_ref().map(|s| s.to_string()),
+    }
 }
 
 fn upstreams(list: &[EnvString], anchor: Option<&str>, key: &str, p: &mut Problems) -> Vec<Upstream> {
@@ -498,6 +550,7 @@ struct Common<'a> {
     display_name: &'a Option<EnvString>,
     jwks_refresh: &'a Option<EnvString>,
     mfa_acr: &'a Option<Vec<EnvString>>,
+    authorize_params: &'a Option<BTreeMap<String, EnvString>>,
 }
 
 macro_rules! common {
@@ -517,6 +570,7 @@ macro_rules! common {
             display_name: &$f.display_name,
             jwks_refresh: &$f.jwks_refresh,
             mfa_acr: &$f.mfa_acr,
+            authorize_params: &$f.authorize_params,
         }
     };
 }
@@ -624,6 +678,21 @@ impl Raw {
             display_name: c.display_name.as_ref().map(|s| s.to_string()).unwrap_or_else(|| id.clone()),
             jwks_refresh,
             mfa_acr: opt_strings(c.mfa_acr),
+            authorize_params: c
+                .authorize_params
+                .iter()
+                .flatten()
+                .filter(|(k, _)| {
+                    let reserved = ["response_type", "client_id", "redirect_uri", "scope", "state", "nonce", "code_challenge", "code_challenge_method"];
+                    if reserved.contains(&k.as_str()) {
+                        p.at(None, &format!("authorize_params.{k}"), "is set by idfabric itself");
+                        false
+                    } else {
+                        true
+                    }
+                })
+                .map(|(k, v)| (k.clone(), v.to_string()))
+                .collect(),
             kind: KindSpec::Oidc(OidcSpec { tenant: String::new() }),
         };
         let host = issuer_url.as_ref().ok().and_then(|u| u.host_str().map(str::to_string)).unwrap_or_default();

@@ -100,7 +100,8 @@ impl ProxyHttp for Gateway {
             return Ok(true);
         };
         ctx.route = Some(route.index);
-        match pipeline::admit(&rt, route, &session.req_header().headers).await {
+        let pq = session.req_header().uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
+        match pipeline::admit(&rt, route, &session.req_header().headers, &pq).await {
             Ok(adm) => {
                 ctx.population = adm.population();
                 if let Admission::Allowed { verified, .. } = adm {
@@ -115,9 +116,10 @@ impl ProxyHttp for Gateway {
                 ctx.outcome = if d.refusal.status() == 503 { "error" } else { "refused" };
                 ctx.reason = d.refusal.reason();
                 ctx.decision = d.refusal.decision();
-                if d.login_redirect {
-                    let pq = session.req_header().uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
-                    respond::login_redirect(session, &pq).await?;
+                if let Some(location) = &d.redirect {
+                    respond::redirect(session, location).await?;
+                } else if d.html {
+                    respond::refusal_page(session, &rt, &d.refusal, route).await?;
                 } else {
                     respond::refusal(session, &d.refusal, Some(&route.spec.name)).await?;
                 }

@@ -30,6 +30,20 @@ pub async fn handle(rt: &Runtime, session: &mut Session, path: &str) -> Result<H
     if let Some(rest) = path.strip_prefix(dev::PATH_PREFIX) {
         return dev_provider(rt, session, rest).await;
     }
+    if matches!(path, "/.idfabric/login" | "/.idfabric/callback" | "/.idfabric/logout" | "/.idfabric/logged-out") {
+        let body = read_body(session).await?;
+        let Some(body) = body else {
+            return refuse(session, Refusal::Malformed("request body larger than 16 KiB"), None).await;
+        };
+        let (reply, status) = {
+            let req = web_request(session, path, &body);
+            let r = crate::login::handle(rt, &req).await;
+            let s = r.status;
+            (r, s)
+        };
+        respond::reply(session, &reply).await?;
+        return Ok(Handled { status, reason: reply.reason });
+    }
     if let Some(b) = &rt.config.broker {
         if under(path, &b.path) {
             return broker(rt, session, &path[b.path.len()..]).await;
@@ -38,9 +52,7 @@ pub async fn handle(rt: &Runtime, session: &mut Session, path: &str) -> Result<H
     match path {
         "/.idfabric/auth" => forward_auth(rt, session).await,
         "/.idfabric/me" => me(rt, session).await,
-        "/.idfabric/login" | "/.idfabric/callback" | "/.idfabric/logout" | "/.idfabric/session" => {
-            refuse(session, Refusal::SignInUnavailable, None).await
-        }
+        "/.idfabric/session" => refuse(session, Refusal::SignInUnavailable, None).await,
         _ => refuse(session, Refusal::NoRoute, None).await,
     }
 }
@@ -64,7 +76,23 @@ async fn dev_provider(rt: &Runtime, session: &mut Session, rest: &str) -> Result
     match sub {
         ".well-known/openid-configuration" => ok_json(session, &dev::discovery(&p.spec)).await,
         "jwks" => ok_json(session, &dev::jwks(signer)).await,
-        _ => refuse(session, Refusal::NoRoute, None).await,
+        _ => {
+            let Some(body) = read_body(session).await? else {
+                return refuse(session, Refusal::Malformed("request body larger than 16 KiB"), None).await;
+            };
+            let path = session.req_header().uri.path().to_string();
+            let reply = {
+                let req = web_request(session, &path, &body);
+                crate::providers::dev_op::handle(p, sub, &req)
+            };
+            match reply {
+                Some(r) => {
+                    respond::reply(session, &r).await?;
+                    Ok(Handled { status: r.status, reason: r.reason })
+                }
+                None => refuse(session, Refusal::NoRoute, None).await,
+            }
+        }
     }
 }
 
@@ -100,7 +128,7 @@ async fn forward_auth(rt: &Runtime, session: &mut Session) -> Result<Handled> {
         return refuse(session, Refusal::NoRoute, None).await;
     };
     let headers = session.req_header().headers.clone();
-    match pipeline::admit(rt, route, &headers).await {
+    match pipeline::admit(rt, route, &headers, &uri).await {
         Ok(adm) => {
             let mut h = pingora::http::ResponseHeader::build(200, Some(16))?;
             h.insert_header("x-identity-route", route.spec.name.as_str())?;
@@ -132,5 +160,36 @@ async fn me(rt: &Runtime, session: &mut Session) -> Result<Handled> {
     match rt.registry.verify(&cred, None).await {
         Ok(v) => ok_json(session, &serde_json::to_value(&v.identity).unwrap_or_default()).await,
         Err(e) => refuse(session, e.refusal, None).await,
+    }
+}
+
+/// Reads the request body up to `web::MAX_BODY`; `None` when it is larger.
+async fn read_body(session: &mut Session) -> Result<Option<Vec<u8>>> {
+    let mut body = Vec::new();
+    while let Some(chunk) = session.read_request_body().await? {
+        if body.len() + chunk.len() > crate::web::MAX_BODY {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
+}
+
+fn web_request<'a>(session: &'a Session, path: &'a str, body: &'a [u8]) -> crate::web::Request<'a> {
+    let req = session.req_header();
+    let host = req
+        .uri
+        .host()
+        .or_else(|| req.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()))
+        .unwrap_or("");
+    let tls = session.digest().and_then(|d| d.ssl_digest.as_ref()).is_some();
+    crate::web::Request {
+        method: req.method.as_str(),
+        host,
+        path,
+        query: req.uri.query().unwrap_or(""),
+        headers: &req.headers,
+        body,
+        tls,
     }
 }

@@ -37,9 +37,55 @@ pub async fn refusal(session: &mut Session, r: &Refusal, route: Option<&str>) ->
     send(session, r.status(), &headers, body.into()).await
 }
 
-/// 302 to the login page, remembering where the browser was going.
-pub async fn login_redirect(session: &mut Session, path_and_query: &str) -> Result<()> {
-    let rd: String = url::form_urlencoded::byte_serialize(path_and_query.as_bytes()).collect();
-    let location = format!("/.idfabric/login?rd={rd}");
-    send(session, 302, &[("location", &location), ("cache-control", "no-store")], Bytes::new()).await
+/// 302 (login page, step-up).
+pub async fn redirect(session: &mut Session, location: &str) -> Result<()> {
+    send(session, 302, &[("location", location), ("cache-control", "no-store")], Bytes::new()).await
+}
+
+/// A refusal as an HTML page, for browsers with a session.
+pub async fn refusal_page(
+    session: &mut Session,
+    rt: &crate::runtime::Runtime,
+    r: &Refusal,
+    route: &crate::runtime::CompiledRoute,
+) -> Result<()> {
+    let theme = crate::login::pages::Theme {
+        population: route.spec.require.population.unwrap_or(crate::identity::Population::Workforce),
+        branding: crate::login::pages::Branding {
+            product_name: route.spec.branding.product_name.clone(),
+            primary_color: route.spec.branding.primary_color.clone(),
+            accent_color: route.spec.branding.accent_color.clone(),
+            logo_data_uri: route.spec.branding.logo_data_uri.clone(),
+            tagline: route.spec.branding.tagline.clone(),
+            support_text: route.spec.branding.support_text.clone(),
+        },
+    };
+    let _ = rt;
+    let title = match r.status() {
+        403 => "Access denied",
+        503 => "Temporarily unavailable",
+        _ => "Sign-in required",
+    };
+    let body = crate::login::pages::error_page(&theme, r.status(), title, &r.to_string(), Some("/.idfabric/logout"));
+    reply(session, &crate::web::Reply::html(r.status(), body, r.reason())).await
+}
+
+/// Writes a `web::Reply`.
+pub async fn reply(session: &mut Session, r: &crate::web::Reply) -> Result<()> {
+    let headers: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    send_multi(session, r.status, &headers, Bytes::from(r.body.clone())).await
+}
+
+/// Like `send`, but repeated header names (Set-Cookie) are appended, not replaced.
+pub async fn send_multi(session: &mut Session, status: u16, headers: &[(&str, &str)], body: Bytes) -> Result<()> {
+    let mut h = ResponseHeader::build(status, Some(headers.len() + 2))?;
+    for (k, v) in headers {
+        h.append_header(k.to_string(), *v)?;
+    }
+    h.insert_header("content-length", body.len().to_string())?;
+    session.write_response_header(Box::new(h), body.is_empty()).await?;
+    if !body.is_empty() {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
 }

@@ -276,6 +276,9 @@ pub fn discovery(spec: &ProviderSpec) -> Value {
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256"],
         "code_challenge_methods_supported": ["S256"],
+        "end_session_endpoint": format!("{base}/logout"),
+        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic", "none"],
     })
 }
 

@@ -14,6 +14,10 @@ use serde::Deserialize;
 /// Tokens larger than this are refused before any parsing.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
+/// The latest `exp` accepted (9999-12-31T23:59:59Z): later values are refused as
+/// malformed, so time arithmetic on `exp` (leeway, cache lifetime) cannot overflow.
+pub const MAX_EXP: i64 = 253_402_300_799;
+
 #[derive(Debug, Deserialize, Default)]
 pub struct JoseHeader {
     pub alg: Option<String>,
@@ -109,12 +113,15 @@ pub fn verify_signature(p: &Parsed<'_>, key: &super::jwks::VerifyKey) -> Result<
     }
 }
 
-/// `exp` (required), `nbf` and `iat` with `leeway` seconds of clock skew.
+/// `exp` (required, at most `MAX_EXP`), `nbf` and `iat` with `leeway` seconds of clock skew.
 pub fn check_times(c: &Claims, now: i64, leeway: i64) -> Result<i64, Refusal> {
     let exp = match c.get("exp") {
         None => return Err(Refusal::MissingClaim("exp")),
         Some(_) => c.i64("exp").ok_or(Refusal::Malformed("exp is not a number"))?,
     };
+    if exp > MAX_EXP {
+        return Err(Refusal::Malformed("exp is out of range"));
+    }
     if now > exp + leeway {
         return Err(Refusal::Expired);
     }
@@ -188,5 +195,9 @@ mod tests {
         assert!(check_times(&c(r#"{"exp":1000100,"nbf":1000050}"#), now, 60).is_ok());
         assert_eq!(check_times(&c(r#"{"exp":1000900,"iat":1000500}"#), now, 60), Err(Refusal::IssuedInFuture));
         assert!(matches!(check_times(&c(r#"{"exp":"soon"}"#), now, 60), Err(Refusal::Malformed(_))));
+        assert!(check_times(&c(r#"{"exp":253402300799}"#), now, 60).is_ok(), "year 9999");
+        for far in [r#"{"exp":9223372036854775807}"#, r#"{"exp":1e300}"#, r#"{"exp":18446744073709551615}"#] {
+            assert_eq!(check_times(&c(far), now, 60), Err(Refusal::Malformed("exp is out of range")), "{far}");
+        }
     }
 }

@@ -12,6 +12,7 @@ pub mod auth0;
 pub mod claims;
 pub mod cognito;
 pub mod dev;
+pub mod dev_op;
 pub mod entra;
 pub mod jwks;
 pub mod jwt;
@@ -147,6 +148,8 @@ pub struct Provider {
     pub spec: Arc<ProviderSpec>,
     pub index: usize,
     mapper: Mapper,
+    /// The same dialect for ID tokens from browser sign-in: audience = our client id.
+    login: (Arc<ProviderSpec>, Mapper),
     kind_label: &'static str,
     keys: ArcSwap<KeySet>,
     status: Mutex<Status>,
@@ -161,7 +164,14 @@ impl Provider {
             KindSpec::Dev(d) => Some(Arc::new(Signer::load(&d.signing_key)?)),
             _ => None,
         };
+        let mut login_spec = (*spec).clone();
+        login_spec.audiences = spec.client_id.iter().cloned().collect();
+        let mut login_mapper = Mapper::for_spec(&spec);
+        if let Mapper::Cognito(c) = &mut login_mapper {
+            c.token_use = TokenUse::Id;
+        }
         Ok(Provider {
+            login: (Arc::new(login_spec), login_mapper),
             mapper: Mapper::for_spec(&spec),
             kind_label: spec.kind_name(),
             spec,
@@ -499,6 +509,57 @@ impl Registry {
         Ok(Verified { identity, provider: p.index, kid: key.kid.clone(), exp, token_hash: hash, headers: OnceLock::new() })
     }
 
+    /// Verifies an ID token from browser sign-in at provider `index`: the same rules as
+    /// bearer tokens, with `aud` = our client id, plus `nonce` (required, exact), `azp`
+    /// (when present, our client id) and `at_hash` (when present, bound to the access token).
+    pub async fn verify_id_token(
+        &self,
+        index: usize,
+        id_token: &str,
+        nonce: Option<&str>,
+        access_token: Option<&str>,
+    ) -> Result<(Identity, i64), Refusal> {
+        let p = self.providers.get(index).ok_or(Refusal::UnknownIssuer)?;
+        let parsed = jwt::parse(id_token)?;
+        let iss = parsed.claims.str("iss").ok_or(Refusal::MissingClaim("iss"))?;
+        if !self.candidates(iss).contains(&index) {
+            return Err(Refusal::IssuerMismatch);
+        }
+        let kid = parsed.header.kid.as_deref();
+        let key = match p.keys().find(kid).cloned() {
+            Some(k) => k,
+            None => {
+                p.refetch(&self.http).await;
+                p.keys().find(kid).cloned().ok_or(Refusal::UnknownKid)?
+            }
+        };
+        jwt::verify_signature(&parsed, &key)?;
+        let exp = jwt::check_times(&parsed.claims, now_secs(), LEEWAY_SECS)?;
+        // A sign-in's ID token must echo its nonce; a refreshed one may omit it but
+        // must not carry another (OIDC Core 12.2).
+        match (nonce, parsed.claims.str("nonce")) {
+            (Some(n), Some(got)) if n == got => {}
+            (None, None) => {}
+            _ => return Err(Refusal::NonceMismatch),
+        }
+        let client = p.spec.client_id.as_deref().unwrap_or("");
+        if let Some(azp) = parsed.claims.str("azp") {
+            if azp != client {
+                return Err(Refusal::AudienceMismatch);
+            }
+        }
+        if let (Some(at_hash), Some(at)) = (parsed.claims.str("at_hash"), access_token) {
+            if !at_hash_matches(at_hash, at, key.alg) {
+                return Err(Refusal::AtHashMismatch);
+            }
+        }
+        let (spec, mapper) = &p.login;
+        let ctx = Ctx { spec, kind_label: p.kind_label, header: &parsed.header, key: &key };
+        let mut identity = mapper.identity(&ctx, &parsed.claims)?;
+        identity.token_use = "id".into();
+        Ok((identity, exp))
+    }
+
     /// Verifies without the cache or metrics (for `token inspect`).
     pub async fn inspect(&self, token: &str) -> Result<Verified, VerifyError> {
         let hash = token_hash(token);
@@ -619,6 +680,20 @@ mod hot {
     pub fn put(registry: usize, token: &str, v: &Arc<Verified>) {
         SLOTS_TL.with(|s| s.borrow_mut()[index(token)] = Some((registry, token.into(), v.clone())));
     }
+}
+
+/// OIDC Core 3.1.3.6: left half of the hash of the access token, base64url.
+fn at_hash_matches(at_hash: &str, access_token: &str, alg: jsonwebtoken::Algorithm) -> bool {
+    use base64::Engine;
+    use jsonwebtoken::Algorithm::*;
+    let algo = match alg {
+        RS384 | PS384 | ES384 => &aws_lc_rs::digest::SHA384,
+        RS512 | PS512 | EdDSA => &aws_lc_rs::digest::SHA512,
+        _ => &aws_lc_rs::digest::SHA256,
+    };
+    let d = aws_lc_rs::digest::digest(algo, access_token.as_bytes());
+    let half = &d.as_ref()[..d.as_ref().len() / 2];
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(half) == at_hash
 }
 
 /// Refusals that the same token bytes will always get from the same registry.

@@ -1,0 +1,536 @@
+//! Browser sign-in (the relying-party side): home-realm discovery, the authorization
+//! code flow with PKCE S256 + `state` + `nonce`, the callback that creates a session,
+//! step-up, refresh and logout.
+//!
+//! Endpoints take a plain `web::Request` and return a `web::Reply`; the gateway only
+//! copies them to the wire. ID tokens are verified by the same registry code as bearer
+//! tokens (`Registry::verify_id_token`), so a provider's quirks apply to both doors.
+//! Open redirects are impossible: the return path `rd` is a path (never a URL) and the
+//! host is the one the browser used, which must be a configured route host.
+
+pub mod pages;
+
+use crate::config::{HostMatch, KindSpec, Shape};
+use crate::identity::Population;
+use crate::metrics::metrics;
+use crate::providers::{now_secs, Provider};
+use crate::runtime::{CompiledRoute, Runtime};
+use crate::session::{LoginTxn, Session, Sessions, StoreError};
+use crate::web::{self, pkce_challenge, random, Reply, Request};
+use pages::{Branding, ProviderButton, Theme};
+use serde_json::Value;
+use std::sync::Arc;
+
+/// Remembers the provider last chosen on the home-realm discovery page.
+pub const IDP_COOKIE: &str = "idfabric_idp";
+
+/// The session cookie's name on this request: `__Host-` prefixed over TLS.
+pub fn cookie_name(base: &str, tls: bool) -> String {
+    if tls {
+        format!("__Host-{base}")
+    } else {
+        base.to_string()
+    }
+}
+
+/// Serves `/.idfabric/login`, `/callback`, `/logout`, `/logged-out`.
+pub async fn handle(rt: &Runtime, req: &Request<'_>) -> Reply {
+    let Some(sessions) = rt.sessions.clone() else {
+        return page(rt, req, 501, "Sign-in is not configured", "This gateway has no session store.", "sign_in_unavailable");
+    };
+    match req.path {
+        "/.idfabric/login" => login(rt, &sessions, req).await,
+        "/.idfabric/callback" => callback(rt, &sessions, req).await,
+        "/.idfabric/logout" => logout(rt, &sessions, req).await,
+        "/.idfabric/logged-out" => {
+            let theme = theme_for(rt, req.host, "/");
+            Reply::html(200, pages::logged_out_page(&theme, "/.idfabric/login"), "ok")
+        }
+        _ => Reply::problem(&crate::refusal::Refusal::NoRoute),
+    }
+}
+
+fn page(rt: &Runtime, req: &Request<'_>, status: u16, title: &str, detail: &str, reason: &'static str) -> Reply {
+    let theme = theme_for(rt, req.host, "/");
+    tracing::info!(status, reason, host = req.host, path = req.path, "sign-in refused");
+    Reply::html(status, pages::error_page(&theme, status, title, detail, Some("/.idfabric/login")), reason)
+}
+
+/// A return path that can only stay on this host: `/…`, never `//…`, `/\…` or a URL.
+pub fn safe_rd(rd: Option<&str>) -> Option<String> {
+    let rd = rd.unwrap_or("/");
+    let ok = rd.starts_with('/')
+        && !rd.starts_with("//")
+        && !rd.starts_with("/\\")
+        && !rd.contains('\\')
+        && rd.len() <= 2048
+        && !rd.chars().any(|c| c.is_control());
+    ok.then(|| rd.to_string())
+}
+
+fn route_for<'a>(rt: &'a Runtime, host: &str, rd: &str) -> Option<&'a CompiledRoute> {
+    let path = rd.split('?').next().unwrap_or("/");
+    rt.routes.find(host, path).filter(|r| !matches!(r.spec.host, HostMatch::Any) || !rt.routes.routes.is_empty())
+}
+
+fn theme_for(rt: &Runtime, host: &str, rd: &str) -> Theme {
+    let route = route_for(rt, host, rd);
+    let providers = route.map(|r| login_providers(rt, r)).unwrap_or_default();
+    let population = match route.and_then(|r| r.spec.require.population) {
+        Some(p) => p,
+        None if !providers.is_empty() && providers.iter().all(|p| p.spec.population == Population::Workforce) => {
+            Population::Workforce
+        }
+        None => Population::Customer,
+    };
+    let b = route.map(|r| r.spec.branding.clone()).unwrap_or_default();
+    Theme {
+        population,
+        branding: Branding {
+            product_name: b.product_name,
+            primary_color: b.primary_color,
+            accent_color: b.accent_color,
+            logo_data_uri: b.logo_data_uri,
+            tagline: b.tagline,
+            support_text: b.support_text,
+        },
+    }
+}
+
+/// Providers that can sign a browser in on `route`: accepted by the route, of the
+/// route's population, with a client id and an authorization endpoint.
+fn login_providers<'a>(rt: &'a Runtime, route: &CompiledRoute) -> Vec<&'a Arc<Provider>> {
+    rt.registry
+        .providers
+        .iter()
+        .filter(|p| route.allowed.as_ref().is_none_or(|a| a.contains(&p.index)))
+        .filter(|p| route.spec.require.population.is_none_or(|pop| pop == p.spec.population))
+        .filter(|p| {
+            route.spec.by_population.as_ref().is_none_or(|bp| bp[p.spec.population.index()].is_some() || !route.spec.upstreams.is_empty())
+        })
+        .filter(|p| p.spec.client_id.is_some() && (p.dev_signer.is_some() || p.spec.jwks_url.is_none()))
+        .collect()
+}
+
+fn funnel(p: &Provider, stage: &str) {
+    metrics().login_funnel_total.with_label_values(&[p.spec.population.as_str(), p.id(), stage]).inc();
+}
+
+async fn login(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Reply {
+    let Some(rd) = safe_rd(req.input("rd").as_deref()) else {
+        return page(rt, req, 400, "Invalid return address", "The address to return to after sign-in must be a path on this site.", "invalid_rd");
+    };
+    let Some(route) = route_for(rt, req.host, &rd) else {
+        return page(rt, req, 404, "Unknown site", "No application is configured at this address.", "no_route");
+    };
+    let providers = login_providers(rt, route);
+    let theme = theme_for(rt, req.host, &rd);
+    let step_up = req.input("step_up").as_deref() == Some("1");
+    if providers.is_empty() {
+        return page(rt, req, 501, "No sign-in available", "No identity provider of this application supports browser sign-in.", "sign_in_unavailable");
+    }
+    let chosen = req.input("provider").and_then(|id| providers.iter().find(|p| p.spec.id == id).copied());
+    if let Some(p) = chosen {
+        return start(sessions, req, p, &rd, None, step_up).await;
+    }
+    if let Some(email) = req.input("email").filter(|e| !e.trim().is_empty()) {
+        let email = email.trim().to_string();
+        let domain = email.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()).unwrap_or_default();
+        return match providers.iter().find(|p| p.spec.domains.iter().any(|d| *d == domain)) {
+            Some(p) => start(sessions, req, p, &rd, Some(&email), step_up).await,
+            None => {
+                let buttons = buttons(&providers);
+                let body = pages::login_page(&pages::LoginPage {
+                    theme: &theme,
+                    rd: &rd,
+                    providers: &buttons,
+                    show_email: true,
+                    remembered: None,
+                    error: Some("No sign-in is configured for that email domain. Choose an option below."),
+                    email: Some(&email),
+                });
+                Reply::html(400, body, "unknown_domain")
+            }
+        };
+    }
+    if providers.len() == 1 {
+        return start(sessions, req, providers[0], &rd, None, step_up).await;
+    }
+    let remembered = req.cookie(IDP_COOKIE).filter(|id| providers.iter().any(|p| p.spec.id == *id));
+    let buttons = buttons(&providers);
+    let show_email = providers.iter().any(|p| !p.spec.domains.is_empty());
+    let body = pages::login_page(&pages::LoginPage {
+        theme: &theme,
+        rd: &rd,
+        providers: &buttons,
+        show_email,
+        remembered,
+        error: None,
+        email: None,
+    });
+    Reply::html(200, body, "ok")
+}
+
+fn buttons(providers: &[&Arc<Provider>]) -> Vec<ProviderButton> {
+    providers
+        .iter()
+        .filter(|p| p.spec.domains.is_empty() || p.spec.population == Population::Customer)
+        .map(|p| ProviderButton { id: p.spec.id.clone(), label: p.spec.display_name.clone(), population: p.spec.population })
+        .collect()
+}
+
+/// The provider's endpoints from discovery (dev providers: their own).
+fn endpoints(p: &Provider) -> Option<crate::providers::jwks::Discovery> {
+    if p.dev_signer.is_some() {
+        return serde_json::from_value(crate::providers::dev::discovery(&p.spec)).ok();
+    }
+    p.status().discovery
+}
+
+fn shape_of(p: &Provider) -> &'static str {
+    match &p.spec.kind {
+        KindSpec::Dev(d) => match d.shape {
+            Shape::Entra => "entra",
+            Shape::Okta => "okta",
+            Shape::Auth0 => "auth0",
+            Shape::Cognito => "cognito",
+        },
+        k => k.name(),
+    }
+}
+
+async fn start(sessions: &Sessions, req: &Request<'_>, p: &Provider, rd: &str, hint: Option<&str>, step_up: bool) -> Reply {
+    funnel(p, "started");
+    let Some(authz) = endpoints(p).and_then(|d| d.authorization_endpoint) else {
+        funnel(p, "callback_error");
+        return Reply::html(
+            503,
+            pages::error_page(&default_theme(p.spec.population), 503, "Identity provider unavailable", "Its discovery document has not been loaded; try again shortly.", Some("/.idfabric/login")),
+            "provider_unavailable",
+        );
+    };
+    let (state, nonce, verifier) = (random(24), random(24), random(48));
+    let txn = LoginTxn {
+        provider: p.spec.id.clone(),
+        nonce: nonce.clone(),
+        pkce_verifier: verifier.clone(),
+        rd: rd.to_string(),
+        host: req.host.to_string(),
+        created_at: now_secs(),
+        step_up,
+    };
+    if let Err(e) = sessions.begin_login(&state, &txn).await {
+        return store_down(p.spec.population, &e);
+    }
+    let Ok(mut url) = url::Url::parse(&authz) else {
+        return Reply::html(502, pages::error_page(&default_theme(p.spec.population), 502, "Identity provider misconfigured", "Its authorization endpoint is not a URL.", None), "provider_misconfigured");
+    };
+    let mut scopes = p.spec.scopes.clone();
+    if !scopes.iter().any(|s| s == "openid") {
+        scopes.insert(0, "openid".into());
+    }
+    {
+        let mut q = url.query_pairs_mut();
+        q.append_pair("response_type", "code")
+            .append_pair("client_id", p.spec.client_id.as_deref().unwrap_or_default())
+            .append_pair("redirect_uri", &format!("{}/.idfabric/callback", req.origin()))
+            .append_pair("scope", &scopes.join(" "))
+            .append_pair("state", &state)
+            .append_pair("nonce", &nonce)
+            .append_pair("code_challenge", &pkce_challenge(&verifier))
+            .append_pair("code_challenge_method", "S256");
+        if let Some(h) = hint {
+            q.append_pair("login_hint", h);
+            if shape_of(p) == "entra" {
+                if let Some((_, d)) = h.rsplit_once('@') {
+                    q.append_pair("domain_hint", d);
+                }
+            }
+        }
+        for (k, v) in &p.spec.authorize_params {
+            q.append_pair(k, v);
+        }
+        if step_up {
+            step_up_params(p, &mut q);
+        }
+    }
+    funnel(p, "provider_redirect");
+    let remember = web::cookie(IDP_COOKIE, &p.spec.id, Some(30 * 24 * 3600), req.tls);
+    Reply::redirect(url.as_str(), "ok").with_cookie(remember)
+}
+
+/// Asks the provider for a fresh second factor, the way each one understands it.
+fn step_up_params(p: &Provider, q: &mut url::form_urlencoded::Serializer<'_, url::UrlQuery<'_>>) {
+    let acr = p.spec.mfa_acr.first().cloned();
+    match shape_of(p) {
+        // Entra: a claims challenge for the auth context (Conditional Access).
+        "entra" => {
+            let value = acr.unwrap_or_else(|| "c1".into());
+            q.append_pair("claims", &format!(r#"{{"id_token":{{"acrs":{{"essential":true,"value":"{value}"}}}}}}"#));
+            q.append_pair("prompt", "login");
+        }
+        "okta" => {
+            q.append_pair("acr_values", &acr.unwrap_or_else(|| "urn:okta:loa:2fa:any".into()));
+            q.append_pair("max_age", "0");
+        }
+        "auth0" => {
+            q.append_pair(
+                "acr_values",
+                &acr.unwrap_or_else(|| "http://schemas.openid.net/pape/policies/2007/06/multi-factor".into()),
+            );
+            q.append_pair("prompt", "login");
+        }
+        _ => {
+            if let Some(a) = acr {
+                q.append_pair("acr_values", &a);
+            }
+            q.append_pair("prompt", "login");
+            q.append_pair("max_age", "0");
+        }
+    }
+}
+
+fn default_theme(population: Population) -> Theme {
+    Theme { population, branding: Branding::default() }
+}
+
+fn store_down(population: Population, e: &StoreError) -> Reply {
+    tracing::warn!(error = %e, "session store unavailable: refusing new sign-ins");
+    Reply::html(
+        503,
+        pages::error_page(&default_theme(population), 503, "Sign-in is temporarily unavailable", "The session service cannot be reached. Please try again in a moment.", Some("/.idfabric/login")),
+        "session_store_unavailable",
+    )
+}
+
+fn failed(p: Option<&Provider>, theme: &Theme, status: u16, title: &str, detail: &str, reason: &'static str) -> Reply {
+    if let Some(p) = p {
+        funnel(p, "callback_error");
+        metrics().logins_total.with_label_values(&[p.id(), p.spec.population.as_str(), "failure"]).inc();
+    }
+    tracing::info!(provider = p.map(|p| p.id()).unwrap_or("unknown"), status, reason, "sign-in failed");
+    Reply::html(status, pages::error_page(theme, status, title, detail, Some("/.idfabric/login")), reason)
+}
+
+async fn callback(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Reply {
+    let theme = theme_for(rt, req.host, "/");
+    let state = req.param("state").unwrap_or_default();
+    let txn = match sessions.finish_login(&state).await {
+        Ok(Some(t)) => t,
+        Ok(None) => {
+            return failed(None, &theme, 400, "This sign-in has expired", "The sign-in link was already used or is too old. Please start again.", "invalid_state")
+        }
+        Err(e) => return store_down(theme.population, &e),
+    };
+    let Some(p) = rt.registry.by_id(&txn.provider).cloned() else {
+        return failed(None, &theme, 400, "Sign-in failed", "The identity provider is no longer configured.", "unknown_provider");
+    };
+    let theme = theme_for(rt, req.host, &txn.rd);
+    if txn.host != req.host {
+        return failed(Some(&p), &theme, 400, "Sign-in failed", "The sign-in returned to a different site than it started on.", "host_mismatch");
+    }
+    if let Some(err) = req.param("error") {
+        let (status, reason) = if err == "access_denied" { (403, "access_denied") } else { (401, "provider_error") };
+        let detail = format!("The identity provider answered: {}.", err.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').collect::<String>());
+        return failed(Some(&p), &theme, status, "Sign-in was not completed", &detail, reason);
+    }
+    let Some(code) = req.param("code").filter(|c| !c.is_empty() && c.len() <= 4096) else {
+        return failed(Some(&p), &theme, 400, "Sign-in failed", "The identity provider sent no authorization code.", "missing_code");
+    };
+    let redirect_uri = format!("{}/.idfabric/callback", req.origin());
+    let tokens = match exchange(rt, &p, &[
+        ("grant_type", "authorization_code"),
+        ("code", &code),
+        ("redirect_uri", &redirect_uri),
+        ("code_verifier", &txn.pkce_verifier),
+    ])
+    .await
+    {
+        Ok(t) => t,
+        Err(detail) => return failed(Some(&p), &theme, 502, "Sign-in failed", &detail, "token_exchange_failed"),
+    };
+    let Some(id_token) = tokens.get("id_token").and_then(Value::as_str) else {
+        return failed(Some(&p), &theme, 502, "Sign-in failed", "The identity provider returned no ID token.", "missing_id_token");
+    };
+    let access = tokens.get("access_token").and_then(Value::as_str);
+    let (mut identity, exp) = match rt.registry.verify_id_token(p.index, id_token, Some(&txn.nonce), access).await {
+        Ok(v) => v,
+        Err(r) => return failed(Some(&p), &theme, 401, "Sign-in failed", &r.to_string(), r.reason()),
+    };
+    if txn.step_up && !identity.mfa {
+        return failed(Some(&p), &theme, 403, "Second factor not completed", "This page requires multi-factor authentication, and the identity provider did not confirm it.", "mfa_not_completed");
+    }
+    funnel(&p, "callback_ok");
+    identity.token_use = "session".into();
+    let refresh = tokens.get("refresh_token").and_then(Value::as_str).map(|r| sessions.key.seal(r, &identity.sub));
+    let mfa = identity.mfa;
+    let mut session = Session {
+        identity,
+        created_at: 0,
+        expires_at: 0,
+        upstream_exp: Some(exp),
+        refresh_token: refresh,
+        id_token: Some(id_token.to_string()),
+        mfa,
+    };
+    if session.refresh_token.is_none() {
+        // Without a refresh token the session cannot outlive what the provider vouched for.
+        session.upstream_exp = Some(exp);
+    }
+    let old = req.cookie(&cookie_name(&rt.config.session.cookie, req.tls)).map(str::to_string);
+    if let Some(old) = old {
+        let _ = sessions.destroy(&old).await;
+    }
+    let id = match sessions.create(session).await {
+        Ok(id) => id,
+        Err(e) => return store_down(p.spec.population, &e),
+    };
+    funnel(&p, "session_created");
+    metrics().logins_total.with_label_values(&[p.id(), p.spec.population.as_str(), "success"]).inc();
+    metrics().sessions_active.inc();
+    let cookie = web::cookie(&cookie_name(&rt.config.session.cookie, req.tls), &id, Some(sessions.absolute.as_secs() as i64), req.tls);
+    Reply::redirect(&txn.rd, "ok").with_cookie(cookie)
+}
+
+/// POSTs to the provider's token endpoint; the client secret (if any) goes in the body.
+pub async fn exchange(rt: &Runtime, p: &Provider, params: &[(&str, &str)]) -> Result<Value, String> {
+    let endpoint = endpoints(p).and_then(|d| d.token_endpoint).ok_or("the provider has no token endpoint")?;
+    let body = {
+        let mut s = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in params {
+            s.append_pair(k, v);
+        }
+        s.append_pair("client_id", p.spec.client_id.as_deref().unwrap_or_default());
+        if let Some(secret) = &p.spec.client_secret {
+            s.append_pair("client_secret", secret);
+        }
+        s.finish()
+    };
+    let resp = rt
+        .registry
+        .http
+        .post(&endpoint)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("accept", "application/json")
+        .body(body)
+        .send()
+        .await
+        .map_err(|_| "the identity provider's token endpoint cannot be reached".to_string())?;
+    let status = resp.status();
+    let bytes = resp.bytes().await.map_err(|_| "the token response was cut short".to_string())?;
+    let v: Value = serde_json::from_slice(&bytes).map_err(|_| "the token response is not JSON".to_string())?;
+    if !status.is_success() {
+        let err = v.get("error").and_then(Value::as_str).unwrap_or("error");
+        let err: String = err.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(64).collect();
+        return Err(format!("the identity provider refused the code ({err})"));
+    }
+    Ok(v)
+}
+
+async fn logout(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Reply {
+    let name = cookie_name(&rt.config.session.cookie, req.tls);
+    let ended = match req.cookie(&name) {
+        Some(id) => sessions.destroy(id).await.ok().flatten(),
+        None => None,
+    };
+    if ended.is_some() {
+        metrics().sessions_active.dec();
+    }
+    let clear = web::cookie(&name, "", Some(0), req.tls);
+    let back = format!("{}/.idfabric/logged-out", req.origin());
+    let target = ended.as_ref().and_then(|s| {
+        let p = rt.registry.by_id(&s.identity.provider)?;
+        let end = endpoints(p)?.end_session_endpoint?;
+        let mut u = url::Url::parse(&end).ok()?;
+        {
+            let mut q = u.query_pairs_mut();
+            let client = p.spec.client_id.clone().unwrap_or_default();
+            if shape_of(p) == "cognito" && p.dev_signer.is_none() {
+                // Cognito's /logout is not RP-initiated logout: client_id + logout_uri.
+                q.append_pair("client_id", &client).append_pair("logout_uri", &back);
+            } else {
+                q.append_pair("post_logout_redirect_uri", &back).append_pair("client_id", &client);
+                if let Some(h) = &s.id_token {
+                    q.append_pair("id_token_hint", h);
+                }
+            }
+        }
+        Some(u.to_string())
+    });
+    Reply::redirect(target.as_deref().unwrap_or("/.idfabric/logged-out"), "ok").with_cookie(clear)
+}
+
+/// Loads the session behind a cookie, refreshing the upstream tokens shortly before
+/// they expire (once across replicas). `None`: no usable session.
+pub async fn session_for(rt: &Runtime, sessions: &Sessions, id: &str) -> Result<Option<Session>, StoreError> {
+    let Some(mut s) = sessions.load(id).await? else { return Ok(None) };
+    let now = now_secs();
+    let exp = s.upstream_exp.unwrap_or(i64::MAX);
+    if exp - now > 60 {
+        return Ok(Some(s));
+    }
+    let Some(sealed) = s.refresh_token.clone() else {
+        // Nothing to refresh with: the session ends with the provider's tokens.
+        if exp + crate::providers::LEEWAY_SECS < now {
+            sessions.destroy(id).await?;
+            return Ok(None);
+        }
+        return Ok(Some(s));
+    };
+    if !sessions.claim_refresh(id, std::time::Duration::from_secs(30)).await? {
+        return Ok(Some(s).filter(|_| exp + crate::providers::LEEWAY_SECS >= now));
+    }
+    let Some(p) = rt.registry.by_id(&s.identity.provider).cloned() else { return Ok(None) };
+    let Some(refresh) = sessions.key.open(&sealed, &s.identity.sub) else { return Ok(None) };
+    match exchange(rt, &p, &[("grant_type", "refresh_token"), ("refresh_token", &refresh)]).await {
+        Ok(tokens) => {
+            if let Some(idt) = tokens.get("id_token").and_then(Value::as_str) {
+                if let Ok((mut identity, new_exp)) = rt.registry.verify_id_token(p.index, idt, None, None).await {
+                    if identity.sub == s.identity.sub {
+                        identity.token_use = "session".into();
+                        // Refreshed tokens often drop `amr`: the login's MFA stands.
+                        if s.mfa && !identity.mfa {
+                            identity.mfa = true;
+                            identity.mfa_source = crate::identity::MfaSource::Session;
+                        }
+                        s.identity = identity;
+                        s.upstream_exp = Some(new_exp);
+                        s.id_token = Some(idt.to_string());
+                    }
+                }
+            }
+            if let Some(r) = tokens.get("refresh_token").and_then(Value::as_str) {
+                s.refresh_token = Some(sessions.key.seal(r, &s.identity.sub));
+            }
+            sessions.update(id, &s).await?;
+            Ok(Some(s))
+        }
+        Err(e) => {
+            tracing::info!(provider = p.id(), error = %e, "session refresh refused: ending the session");
+            sessions.destroy(id).await?;
+            Ok(None)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn return_paths_cannot_leave_the_site() {
+        let cases = [
+            (Some("/app?x=1"), true),
+            (None, true),
+            (Some("//evil.example"), false),
+            (Some("https://evil.example/"), false),
+            (Some("/\\evil.example"), false),
+            (Some("/%2F/evil"), true), // stays a path on this host
+            (Some("evil"), false),
+            (Some("/a\nb"), false),
+        ];
+        for (rd, ok) in cases {
+            assert_eq!(safe_rd(rd).is_some(), ok, "{rd:?}");
+        }
+    }
+}

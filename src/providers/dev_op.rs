@@ -1,0 +1,193 @@
+//! The dev provider's OpenID Provider endpoints, so browser sign-in runs locally:
+//! `authorize` (a page to pick a demo user; codes are short-lived, single-use and
+//! bound to client, redirect URI, nonce and PKCE challenge), `token` (authorization
+//! code and refresh token grants) and `logout` (RP-initiated logout).
+//!
+//! Codes and refresh tokens are JWTs signed with the provider's own key, so any
+//! replica can redeem them; a per-process set of used code ids stops replays.
+
+use super::dev::{self, Kind, MintOptions};
+use super::{jwks, jwt, now_secs, Provider};
+use crate::config::{DevSpec, KindSpec};
+use crate::login::pages;
+use crate::web::{pkce_challenge, random, Reply, Request};
+use serde_json::{json, Value};
+use std::sync::LazyLock;
+use std::time::Duration;
+
+const CODE_TTL: i64 = 60;
+const REFRESH_TTL: i64 = 8 * 3600;
+
+static USED_CODES: LazyLock<moka::sync::Cache<String, ()>> = LazyLock::new(|| {
+    moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(CODE_TTL as u64 * 2)).build()
+});
+
+fn oauth_error(status: u16, error: &str, description: &str) -> Reply {
+    Reply::json(status, &json!({"error": error, "error_description": description}), "dev_op_error")
+}
+
+/// Serves `/.idfabric/dev/{id}/{sub}` for the OP endpoints.
+pub fn handle(p: &Provider, sub: &str, req: &Request<'_>) -> Option<Reply> {
+    let KindSpec::Dev(d) = &p.spec.kind else { return None };
+    match sub {
+        "authorize" => Some(authorize(p, d, req)),
+        "token" if req.method == "POST" => Some(token(p, d, req)),
+        "logout" => Some(logout(req)),
+        _ => None,
+    }
+}
+
+fn authorize(p: &Provider, d: &DevSpec, req: &Request<'_>) -> Reply {
+    let get = |k: &str| req.input(k).unwrap_or_default();
+    let client_id = get("client_id");
+    let redirect_uri = get("redirect_uri");
+    if p.spec.client_id.as_deref() != Some(client_id.as_str()) {
+        return oauth_error(400, "invalid_client", "unknown client_id");
+    }
+    let Ok(redirect) = url::Url::parse(&redirect_uri) else {
+        return oauth_error(400, "invalid_request", "redirect_uri is not a URL");
+    };
+    if redirect.path() != "/.idfabric/callback" {
+        return oauth_error(400, "invalid_request", "redirect_uri must be an idfabric callback");
+    }
+    if get("response_type") != "code" || get("code_challenge_method") != "S256" || get("code_challenge").len() < 43 {
+        return back(&redirect, &get("state"), &[("error", "invalid_request"), ("error_description", "code flow with PKCE S256 only")]);
+    }
+    let step_up = !get("acr_values").is_empty() || !get("claims").is_empty() || get("prompt") == "login" || get("max_age") == "0";
+    let Some(user) = req.input("user").filter(|_| req.method == "POST") else {
+        let users: Vec<pages::DevUser> = d
+            .users
+            .iter()
+            .map(|u| pages::DevUser {
+                name: &u.name,
+                display_name: u.display_name.as_deref(),
+                email: u.email.as_deref(),
+                mfa: u.mfa || step_up,
+                groups: &u.groups,
+            })
+            .collect();
+        let keep = ["client_id", "redirect_uri", "response_type", "scope", "state", "nonce", "code_challenge", "code_challenge_method", "acr_values", "claims", "prompt", "max_age", "login_hint"];
+        let params: Vec<(String, String)> =
+            keep.iter().filter_map(|k| req.input(k).map(|v| (k.to_string(), v))).collect();
+        let action = format!("{}{}/authorize", dev::PATH_PREFIX, p.spec.id);
+        return Reply::html(200, pages::dev_authorize_page(&p.spec.id, &action, &users, &params, step_up), "ok");
+    };
+    if get("deny") == "1" {
+        return back(&redirect, &get("state"), &[("error", "access_denied"), ("error_description", "the user declined")]);
+    }
+    let Some(u) = d.users.iter().find(|u| u.name == user) else {
+        return oauth_error(400, "invalid_request", "unknown user");
+    };
+    let signer = p.dev_signer.as_ref().expect("dev provider has a signer");
+    let code = signer.sign_jwt(
+        "dev-code",
+        &json!({
+            "iss": p.spec.issuer, "typ": "code", "user": u.name, "client_id": client_id, "redirect_uri": redirect_uri,
+            "nonce": get("nonce"), "code_challenge": get("code_challenge"), "mfa": u.mfa || step_up,
+            "exp": now_secs() + CODE_TTL, "jti": random(12),
+        }),
+    );
+    back(&redirect, &get("state"), &[("code", &code)])
+}
+
+fn back(redirect: &url::Url, state: &str, params: &[(&str, &str)]) -> Reply {
+    let mut u = redirect.clone();
+    {
+        let mut q = u.query_pairs_mut();
+        for (k, v) in params {
+            q.append_pair(k, v);
+        }
+        if !state.is_empty() {
+            q.append_pair("state", state);
+        }
+    }
+    Reply::redirect(u.as_str(), "ok")
+}
+
+/// Verifies one of our own code / refresh JWTs and returns its claims.
+fn open_own(p: &Provider, token: &str, typ: &str) -> Option<Value> {
+    let signer = p.dev_signer.as_ref()?;
+    let set = jwks::parse_jwks(dev::jwks(signer).to_string().as_bytes(), "dev").ok()?;
+    let parsed = jwt::parse(token).ok()?;
+    let key = set.find(parsed.header.kid.as_deref())?;
+    jwt::verify_signature(&parsed, key).ok()?;
+    let c = parsed.claims.0;
+    let fresh = c.get("exp").and_then(Value::as_i64).is_some_and(|e| e >= now_secs());
+    (fresh && c.get("typ").and_then(Value::as_str) == Some(typ) && c.get("iss").and_then(Value::as_str) == Some(&p.spec.issuer))
+        .then_some(Value::Object(c))
+}
+
+fn token(p: &Provider, d: &DevSpec, req: &Request<'_>) -> Reply {
+    let form = |k: &str| req.form(k).unwrap_or_default();
+    let client_id = basic_client(req).unwrap_or_else(|| form("client_id"));
+    if p.spec.client_id.as_deref() != Some(client_id.as_str()) {
+        return oauth_error(401, "invalid_client", "unknown client");
+    }
+    match form("grant_type").as_str() {
+        "authorization_code" => {
+            let Some(c) = open_own(p, &form("code"), "code") else {
+                return oauth_error(400, "invalid_grant", "code is invalid or expired");
+            };
+            let jti = c["jti"].as_str().unwrap_or_default().to_string();
+            if USED_CODES.contains_key(&jti) {
+                return oauth_error(400, "invalid_grant", "code was already used");
+            }
+            USED_CODES.insert(jti, ());
+            if c["client_id"] != client_id.as_str() || c["redirect_uri"] != form("redirect_uri").as_str() {
+                return oauth_error(400, "invalid_grant", "code was issued to another client or redirect_uri");
+            }
+            if c["code_challenge"].as_str() != Some(&pkce_challenge(&form("code_verifier"))) {
+                return oauth_error(400, "invalid_grant", "PKCE verification failed");
+            }
+            let mfa = c["mfa"].as_bool().unwrap_or(false);
+            issue(p, d, c["user"].as_str().unwrap_or_default(), c["nonce"].as_str(), mfa)
+        }
+        "refresh_token" => {
+            let Some(c) = open_own(p, &form("refresh_token"), "refresh") else {
+                return oauth_error(400, "invalid_grant", "refresh token is invalid or expired");
+            };
+            // Like Auth0 on silent renew: refreshed tokens carry no MFA evidence.
+            issue(p, d, c["user"].as_str().unwrap_or_default(), None, false)
+        }
+        _ => oauth_error(400, "unsupported_grant_type", "authorization_code and refresh_token only"),
+    }
+}
+
+fn basic_client(req: &Request<'_>) -> Option<String> {
+    use base64::Engine;
+    let v = req.headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let raw = base64::engine::general_purpose::STANDARD.decode(v.strip_prefix("Basic ")?).ok()?;
+    let s = String::from_utf8(raw).ok()?;
+    let id = s.split(':').next()?;
+    Some(url::form_urlencoded::parse(format!("x={id}").as_bytes()).next()?.1.into_owned())
+}
+
+fn issue(p: &Provider, d: &DevSpec, user: &str, nonce: Option<&str>, mfa: bool) -> Reply {
+    let Some(u) = d.users.iter().find(|u| u.name == user) else {
+        return oauth_error(400, "invalid_grant", "user no longer exists");
+    };
+    let mut u = u.clone();
+    u.mfa = mfa;
+    let signer = p.dev_signer.as_ref().expect("dev provider has a signer");
+    let now = now_secs();
+    let opts = |kind| MintOptions { kind, now, ttl: None, nonce: nonce.map(str::to_string), serial: None };
+    let access = dev::mint(&p.spec, d, signer, &u, &opts(Kind::Access));
+    let id = dev::mint(&p.spec, d, signer, &u, &opts(Kind::Id));
+    let refresh = signer.sign_jwt(
+        "dev-refresh",
+        &json!({"iss": p.spec.issuer, "typ": "refresh", "user": u.name, "exp": now + REFRESH_TTL, "jti": random(12)}),
+    );
+    Reply::json(
+        200,
+        &json!({"access_token": access, "id_token": id, "refresh_token": refresh, "token_type": "Bearer",
+                "expires_in": d.token_ttl.as_secs()}),
+        "ok",
+    )
+}
+
+fn logout(req: &Request<'_>) -> Reply {
+    match req.param("post_logout_redirect_uri").and_then(|u| url::Url::parse(&u).ok()) {
+        Some(u) if u.path().starts_with("/.idfabric/") => Reply::redirect(u.as_str(), "ok"),
+        _ => Reply::html(200, "<!doctype html><title>Signed out</title><p>Signed out of the development provider.</p>".into(), "ok"),
+    }
+}

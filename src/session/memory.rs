@@ -1,0 +1,106 @@
+//! `session.store: memory`: one process, bounded (moka), entries expire by TTL.
+
+use super::{Store, StoreError};
+use async_trait::async_trait;
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+struct Expiring;
+
+impl moka::Expiry<String, (Vec<u8>, Duration)> for Expiring {
+    fn expire_after_create(&self, _k: &String, v: &(Vec<u8>, Duration), _now: Instant) -> Option<Duration> {
+        Some(v.1)
+    }
+    fn expire_after_update(
+        &self,
+        _k: &String,
+        v: &(Vec<u8>, Duration),
+        _now: Instant,
+        _current: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(v.1)
+    }
+}
+
+pub struct MemoryStore {
+    values: moka::sync::Cache<String, (Vec<u8>, Duration)>,
+    sets: moka::sync::Cache<String, std::sync::Arc<Mutex<BTreeSet<String>>>>,
+}
+
+impl MemoryStore {
+    pub fn new(capacity: u64) -> MemoryStore {
+        MemoryStore {
+            values: moka::sync::Cache::builder().max_capacity(capacity).expire_after(Expiring).build(),
+            sets: moka::sync::Cache::builder()
+                .max_capacity(capacity)
+                .time_to_idle(Duration::from_secs(7 * 24 * 3600))
+                .build(),
+        }
+    }
+
+    pub fn len(&self) -> u64 {
+        self.values.run_pending_tasks();
+        self.values.entry_count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.values.get(key).map(|v| v.0))
+    }
+
+    async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StoreError> {
+        self.values.insert(key.to_string(), (value, ttl));
+        Ok(())
+    }
+
+    async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.values.remove(key).map(|v| v.0))
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.values.invalidate(key);
+        self.sets.invalidate(key);
+        Ok(())
+    }
+
+    async fn set_nx(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let entry = self.values.entry(key.to_string()).or_insert_with(|| (Vec::new(), ttl));
+        Ok(entry.is_fresh())
+    }
+
+    async fn add_member(&self, key: &str, member: &str, _ttl: Duration) -> Result<(), StoreError> {
+        let set = self.sets.get_with(key.to_string(), Default::default);
+        set.lock().map_err(|_| StoreError::Corrupt)?.insert(member.to_string());
+        Ok(())
+    }
+
+    async fn members(&self, key: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .sets
+            .get(key)
+            .map(|s| s.lock().map(|s| s.iter().cloned().collect()).unwrap_or_default())
+            .unwrap_or_default())
+    }
+
+    async fn remove_member(&self, key: &str, member: &str) -> Result<(), StoreError> {
+        if let Some(s) = self.sets.get(key) {
+            s.lock().map_err(|_| StoreError::Corrupt)?.remove(member);
+        }
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+}

@@ -1,0 +1,263 @@
+//! Browser sessions and login transactions, behind one key-value store trait with two
+//! implementations: `memory` (moka, one process) and `redis` (shared by replicas).
+//!
+//! The cookie holds only an opaque random id (256 bits); everything else is in the
+//! store: the normalised identity, the login's MFA state (providers such as Auth0 drop
+//! `amr` on silent renew), and the upstream refresh token sealed with the session key
+//! (AES-256-GCM), so a store dump alone does not reveal it. Sessions have an idle
+//! (sliding) and an absolute expiry. Login transactions (`state`, `nonce`, PKCE
+//! verifier, return path) are single use: taking one deletes it atomically.
+
+pub mod memory;
+pub mod redis_store;
+
+use crate::identity::Identity;
+use async_trait::async_trait;
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+use thiserror::Error;
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    #[error("session store unavailable: {0}")]
+    Unavailable(String),
+    #[error("session store returned data it cannot read")]
+    Corrupt,
+}
+
+/// The key-value operations sessions, transactions and (later) broker codes need.
+#[async_trait]
+pub trait Store: Send + Sync {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StoreError>;
+    /// Reads and deletes in one step (single-use values).
+    async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    async fn delete(&self, key: &str) -> Result<(), StoreError>;
+    /// Sets `key` only if absent; true when this call set it (cross-replica "once").
+    async fn set_nx(&self, key: &str, ttl: Duration) -> Result<bool, StoreError>;
+    /// Adds `member` to the set at `key` (kept at least `ttl`).
+    async fn add_member(&self, key: &str, member: &str, ttl: Duration) -> Result<(), StoreError>;
+    async fn members(&self, key: &str) -> Result<Vec<String>, StoreError>;
+    async fn remove_member(&self, key: &str, member: &str) -> Result<(), StoreError>;
+    /// A health probe.
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// Which implementation, for logs and `/providers`.
+    fn kind(&self) -> &'static str;
+}
+
+/// One signed-in browser.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Session {
+    pub identity: Identity,
+    pub created_at: i64,
+    /// Absolute end, whatever the activity.
+    pub expires_at: i64,
+    /// The upstream tokens' expiry (refresh shortly before it).
+    pub upstream_exp: Option<i64>,
+    /// Sealed with the session key.
+    pub refresh_token: Option<String>,
+    /// Kept for RP-initiated logout (`id_token_hint`).
+    pub id_token: Option<String>,
+    /// The login proved MFA (kept across refreshes that drop `amr`).
+    pub mfa: bool,
+}
+
+/// A login in progress, keyed by its `state`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoginTxn {
+    pub provider: String,
+    pub nonce: String,
+    pub pkce_verifier: String,
+    /// Where to return after sign-in: a path on a configured route host.
+    pub rd: String,
+    /// The host the browser used (callback and return stay on it).
+    pub host: String,
+    pub created_at: i64,
+    pub step_up: bool,
+}
+
+/// The 32-byte session key from `session.key_file`.
+pub struct SessionKey(LessSafeKey);
+
+impl SessionKey {
+    pub fn from_bytes(bytes: &[u8]) -> Option<SessionKey> {
+        if bytes.len() != 32 {
+            return None;
+        }
+        Some(SessionKey(LessSafeKey::new(UnboundKey::new(&AES_256_GCM, bytes).ok()?)))
+    }
+
+    /// A random key (when no key file is configured: sessions then do not survive a restart).
+    pub fn random() -> SessionKey {
+        let mut k = [0u8; 32];
+        let _ = aws_lc_rs::rand::fill(&mut k);
+        SessionKey::from_bytes(&k).expect("32 bytes")
+    }
+
+    pub fn seal(&self, plaintext: &str, aad: &str) -> String {
+        let mut nonce = [0u8; 12];
+        let _ = aws_lc_rs::rand::fill(&mut nonce);
+        let mut buf = plaintext.as_bytes().to_vec();
+        let _ = self.0.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad.as_bytes()), &mut buf);
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&buf);
+        URL_SAFE_NO_PAD.encode(out)
+    }
+
+    pub fn open(&self, sealed: &str, aad: &str) -> Option<String> {
+        let raw = URL_SAFE_NO_PAD.decode(sealed).ok()?;
+        if raw.len() < 12 + 16 {
+            return None;
+        }
+        let (nonce, rest) = raw.split_at(12);
+        let mut buf = rest.to_vec();
+        let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let plain = self.0.open_in_place(nonce, Aad::from(aad.as_bytes()), &mut buf).ok()?;
+        String::from_utf8(plain.to_vec()).ok()
+    }
+}
+
+/// Session ids: 256 random bits, base64url (43 characters).
+pub fn new_id() -> String {
+    let mut b = [0u8; 32];
+    let _ = aws_lc_rs::rand::fill(&mut b);
+    URL_SAFE_NO_PAD.encode(b)
+}
+
+/// A cookie value that could be one of our ids (anything else is not looked up).
+pub fn plausible_id(v: &str) -> bool {
+    v.len() == 43 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn now() -> i64 {
+    crate::providers::now_secs()
+}
+
+/// Sessions and transactions over a `Store`.
+pub struct Sessions {
+    pub store: Arc<dyn Store>,
+    pub key: SessionKey,
+    /// Idle timeout (sliding) and absolute lifetime.
+    pub idle: Duration,
+    pub absolute: Duration,
+}
+
+const TXN_TTL: Duration = Duration::from_secs(600);
+
+impl Sessions {
+    fn skey(id: &str) -> String {
+        format!("idf:s:{id}")
+    }
+
+    fn subkey(sub: &str) -> String {
+        format!("idf:sub:{sub}")
+    }
+
+    /// Stores a new session and returns its id.
+    pub async fn create(&self, mut s: Session) -> Result<String, StoreError> {
+        let id = new_id();
+        s.created_at = now();
+        s.expires_at = s.created_at + self.absolute.as_secs() as i64;
+        self.save(&id, &s).await?;
+        self.store.add_member(&Self::subkey(&s.identity.sub), &id, self.absolute).await?;
+        Ok(id)
+    }
+
+    async fn save(&self, id: &str, s: &Session) -> Result<(), StoreError> {
+        let left = (s.expires_at - now()).max(1) as u64;
+        let ttl = self.idle.min(Duration::from_secs(left));
+        let bytes = serde_json::to_vec(s).map_err(|_| StoreError::Corrupt)?;
+        self.store.set(&Self::skey(id), bytes, ttl).await
+    }
+
+    /// The session for a cookie value, sliding its idle expiry.
+    pub async fn load(&self, id: &str) -> Result<Option<Session>, StoreError> {
+        if !plausible_id(id) {
+            return Ok(None);
+        }
+        let Some(bytes) = self.store.get(&Self::skey(id)).await? else { return Ok(None) };
+        let s: Session = serde_json::from_slice(&bytes).map_err(|_| StoreError::Corrupt)?;
+        if s.expires_at <= now() {
+            self.store.delete(&Self::skey(id)).await?;
+            return Ok(None);
+        }
+        self.save(id, &s).await?;
+        Ok(Some(s))
+    }
+
+    pub async fn update(&self, id: &str, s: &Session) -> Result<(), StoreError> {
+        self.save(id, s).await
+    }
+
+    pub async fn destroy(&self, id: &str) -> Result<Option<Session>, StoreError> {
+        if !plausible_id(id) {
+            return Ok(None);
+        }
+        let old = self.store.take(&Self::skey(id)).await?;
+        let s: Option<Session> = old.and_then(|b| serde_json::from_slice(&b).ok());
+        if let Some(s) = &s {
+            self.store.remove_member(&Self::subkey(&s.identity.sub), id).await?;
+        }
+        Ok(s)
+    }
+
+    /// Ends every session of `sub` (the leaver case); returns how many were live.
+    pub async fn revoke_sub(&self, sub: &str) -> Result<usize, StoreError> {
+        let ids = self.store.members(&Self::subkey(sub)).await?;
+        let mut n = 0;
+        for id in &ids {
+            if self.store.take(&Self::skey(id)).await?.is_some() {
+                n += 1;
+            }
+        }
+        self.store.delete(&Self::subkey(sub)).await?;
+        Ok(n)
+    }
+
+    pub async fn begin_login(&self, state: &str, txn: &LoginTxn) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(txn).map_err(|_| StoreError::Corrupt)?;
+        self.store.set(&format!("idf:t:{state}"), bytes, TXN_TTL).await
+    }
+
+    /// The transaction for `state`, at most once.
+    pub async fn finish_login(&self, state: &str) -> Result<Option<LoginTxn>, StoreError> {
+        if state.is_empty() || state.len() > 128 {
+            return Ok(None);
+        }
+        let Some(bytes) = self.store.take(&format!("idf:t:{state}")).await? else { return Ok(None) };
+        let t: LoginTxn = serde_json::from_slice(&bytes).map_err(|_| StoreError::Corrupt)?;
+        Ok((now() - t.created_at <= TXN_TTL.as_secs() as i64).then_some(t))
+    }
+
+    /// True for exactly one caller per `id` within `ttl` (refresh once across replicas).
+    pub async fn claim_refresh(&self, id: &str, ttl: Duration) -> Result<bool, StoreError> {
+        self.store.set_nx(&format!("idf:lock:{id}"), ttl).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_round_trip_and_binding() {
+        let k = SessionKey::random();
+        let sealed = k.seal("refresh-token-value", "sid-1");
+        assert_eq!(k.open(&sealed, "sid-1").as_deref(), Some("refresh-token-value"));
+        assert_eq!(k.open(&sealed, "sid-2"), None, "bound to its session");
+        assert_eq!(SessionKey::random().open(&sealed, "sid-1"), None, "other key");
+        assert!(!sealed.contains("refresh"));
+    }
+
+    #[test]
+    fn ids() {
+        let id = new_id();
+        assert!(plausible_id(&id));
+        assert!(!plausible_id("short"));
+        assert!(!plausible_id(&format!("{}!", &id[..42])));
+    }
+}

@@ -1,0 +1,166 @@
+//! Plain request/reply values for the endpoints idfabric serves itself (sign-in, the
+//! dev provider's OP endpoints), so their logic is testable without Pingora and the
+//! gateway only copies a `Reply` onto the wire.
+
+use http::HeaderMap;
+
+/// The parts of a request an endpoint may read.
+pub struct Request<'a> {
+    pub method: &'a str,
+    /// Host as the client sent it (with port), e.g. `app.localhost:8080`.
+    pub host: &'a str,
+    pub path: &'a str,
+    pub query: &'a str,
+    pub headers: &'a HeaderMap,
+    /// The request body (only read for POST, at most `MAX_BODY` bytes).
+    pub body: &'a [u8],
+    /// The request arrived over TLS.
+    pub tls: bool,
+}
+
+/// Largest body the built-in endpoints accept.
+pub const MAX_BODY: usize = 16 * 1024;
+
+impl Request<'_> {
+    pub fn param(&self, name: &str) -> Option<String> {
+        param(self.query, name)
+    }
+
+    pub fn form(&self, name: &str) -> Option<String> {
+        param(std::str::from_utf8(self.body).unwrap_or(""), name)
+    }
+
+    /// A query parameter, or for POST a form field.
+    pub fn input(&self, name: &str) -> Option<String> {
+        if self.method == "POST" {
+            self.form(name).or_else(|| self.param(name))
+        } else {
+            self.param(name)
+        }
+    }
+
+    pub fn scheme(&self) -> &'static str {
+        if self.tls {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// `scheme://host` of this request.
+    pub fn origin(&self) -> String {
+        format!("{}://{}", self.scheme(), self.host)
+    }
+
+    pub fn cookie(&self, name: &str) -> Option<&str> {
+        crate::credential::session_cookie(self.headers, name)
+    }
+}
+
+/// First value of `name` in an `application/x-www-form-urlencoded` string.
+pub fn param(qs: &str, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(qs.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+}
+
+/// An HTTP response produced by idfabric itself.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+    /// Fixed reason string for metrics and logs (`ok` on success).
+    pub reason: &'static str,
+}
+
+impl Reply {
+    pub fn html(status: u16, body: String, reason: &'static str) -> Reply {
+        Reply {
+            status,
+            headers: vec![
+                ("content-type", "text/html; charset=utf-8".into()),
+                ("cache-control", "no-store".into()),
+                ("x-frame-options", "DENY".into()),
+                ("content-security-policy", "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action *; frame-ancestors 'none'".into()),
+                ("referrer-policy", "no-referrer".into()),
+            ],
+            body: body.into_bytes(),
+            reason,
+        }
+    }
+
+    pub fn json(status: u16, v: &serde_json::Value, reason: &'static str) -> Reply {
+        Reply {
+            status,
+            headers: vec![("content-type", "application/json".into()), ("cache-control", "no-store".into())],
+            body: serde_json::to_vec_pretty(v).unwrap_or_default(),
+            reason,
+        }
+    }
+
+    pub fn redirect(location: &str, reason: &'static str) -> Reply {
+        Reply {
+            status: 302,
+            headers: vec![("location", location.to_string()), ("cache-control", "no-store".into())],
+            body: Vec::new(),
+            reason,
+        }
+    }
+
+    pub fn problem(r: &crate::refusal::Refusal) -> Reply {
+        let mut headers = vec![("content-type", "application/problem+json".into()), ("cache-control", "no-store".into())];
+        if let Some(c) = r.challenge() {
+            headers.push(("www-authenticate", c));
+        }
+        Reply { status: r.status(), headers, body: r.problem_json(None).into_bytes(), reason: r.reason() }
+    }
+
+    pub fn with_cookie(mut self, cookie: String) -> Reply {
+        self.headers.push(("set-cookie", cookie));
+        self
+    }
+}
+
+/// Builds a `Set-Cookie` value. Secure cookies get the `__Host-` prefix rules:
+/// Secure, Path=/, no Domain.
+pub fn cookie(name: &str, value: &str, max_age: Option<i64>, secure: bool) -> String {
+    let mut c = format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax");
+    if secure {
+        c.push_str("; Secure");
+    }
+    match max_age {
+        Some(s) => c.push_str(&format!("; Max-Age={s}")),
+        None => {}
+    }
+    c
+}
+
+/// Random URL-safe string of `bytes` random bytes.
+pub fn random(bytes: usize) -> String {
+    use base64::Engine;
+    let mut b = vec![0u8; bytes];
+    let _ = aws_lc_rs::rand::fill(&mut b);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+/// PKCE S256 challenge of a verifier (RFC 7636).
+pub fn pkce_challenge(verifier: &str) -> String {
+    use base64::Engine;
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(d.as_ref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pkce_rfc7636_example() {
+        assert_eq!(pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"), "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
+    }
+
+    #[test]
+    fn params() {
+        assert_eq!(param("a=1&rd=%2Fx%3Fy%3D1", "rd").as_deref(), Some("/x?y=1"));
+        assert_eq!(param("a=1", "b"), None);
+    }
+}
