@@ -49,7 +49,31 @@ impl ServeHttp for Admin {
                 }
             }
             "/providers" => json(200, &rt.registry.status_json()),
+            "/sessions/revoke" => revoke(&rt, session).await,
             _ => json(404, &serde_json::json!({"status": 404, "detail": "admin paths: /metrics /healthz /readyz /providers"})),
         }
+    }
+}
+
+/// `POST /sessions/revoke?sub=…`: ends every session of one normalised `sub` on every
+/// replica sharing the store (the leaver case).
+async fn revoke(rt: &Runtime, session: &mut ServerSession) -> Response<Vec<u8>> {
+    if session.req_header().method != http::Method::POST {
+        return json(405, &serde_json::json!({"status": 405, "detail": "use POST /sessions/revoke?sub=..."}));
+    }
+    let sub = session.req_header().uri.query().and_then(|q| crate::web::param(q, "sub")).unwrap_or_default();
+    if sub.is_empty() {
+        return json(400, &serde_json::json!({"status": 400, "detail": "the sub query parameter is required"}));
+    }
+    let Some(sessions) = &rt.sessions else {
+        return json(503, &serde_json::json!({"status": 503, "detail": "no session store"}));
+    };
+    match sessions.revoke_sub(&sub).await {
+        Ok(n) => {
+            tracing::info!(revoked = n, "sessions revoked by admin");
+            metrics().sessions_active.sub(n as i64);
+            json(200, &serde_json::json!({"sub": sub, "revoked": n}))
+        }
+        Err(e) => json(503, &serde_json::json!({"status": 503, "detail": e.to_string()})),
     }
 }

@@ -22,9 +22,11 @@ struct Refresher {
 #[async_trait]
 impl BackgroundService for Refresher {
     async fn start(&self, shutdown: ShutdownWatch) {
-        let registry = self.state.load().registry.clone();
+        let rt = self.state.load_full();
         let stop = shutdown.clone();
-        registry.run_refresher(move || *stop.borrow()).await;
+        let sweeper = tokio::spawn(sweep_abandoned(rt.clone(), shutdown.clone()));
+        rt.registry.clone().run_refresher(move || *stop.borrow()).await;
+        sweeper.abort();
     }
 }
 
@@ -127,4 +129,25 @@ fn preinitialise_series(rt: &Runtime) {
         m.upstream_errors_total.with_label_values(&[r.spec.name.as_str()]);
     }
     m.config_reloads_total.with_label_values(&["failure"]);
+}
+
+/// Counts sign-ins that were started and never came back (`abandoned` funnel stage).
+async fn sweep_abandoned(rt: Arc<Runtime>, shutdown: ShutdownWatch) {
+    let Some(sessions) = rt.sessions.clone() else { return };
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+        if *shutdown.borrow() {
+            return;
+        }
+        if let Ok(providers) = sessions.sweep_abandoned().await {
+            for id in providers {
+                if let Some(p) = rt.registry.by_id(&id) {
+                    crate::metrics::metrics()
+                        .login_funnel_total
+                        .with_label_values(&[p.spec.population.as_str(), p.id(), "abandoned"])
+                        .inc();
+                }
+            }
+        }
+    }
 }

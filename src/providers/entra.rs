@@ -83,17 +83,19 @@ pub fn identity(ctx: &Ctx<'_>, k: &EntraSpec, c: &Claims) -> Result<Identity, Re
 }
 
 /// Microsoft's algorithm: substitute `tid` into the issuer template, compare exactly,
-/// and bind the signing key's own `issuer` (v2 JWKS) to the token's issuer.
+/// bind `tid` to the issuer's tenant segment, and bind the signing key's own `issuer`
+/// (v2 JWKS) to the token's issuer.
 fn check_issuer(ctx: &Ctx<'_>, iss: &str, tid: &str) -> Result<(), Refusal> {
     let expected = ctx.spec.issuer.replace("{tenantid}", tid);
     if iss != expected {
         return Err(Refusal::IssuerMismatch);
     }
-    if ctx.spec.issuer.contains("{tenantid}") {
-        let first_segment = url::Url::parse(iss).ok().and_then(|u| u.path_segments()?.next().map(str::to_ascii_lowercase));
-        if first_segment.as_deref() != Some(tid) {
-            return Err(Refusal::IssuerMismatch);
-        }
+    // The issuer's tenant (first path segment) must be the token's `tid` whenever the
+    // issuer names one: a `{tenantid}` template or a tenant GUID (dev issuers name none).
+    let first_segment = url::Url::parse(iss).ok().and_then(|u| u.path_segments()?.next().map(str::to_ascii_lowercase));
+    let names_tenant = ctx.spec.issuer.contains("{tenantid}") || first_segment.as_deref().is_some_and(is_guid);
+    if names_tenant && first_segment.as_deref() != Some(tid) {
+        return Err(Refusal::IssuerMismatch);
     }
     if let Some(key_issuer) = &ctx.key.issuer {
         if key_issuer.replace("{tenantid}", tid) != iss {

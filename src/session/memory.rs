@@ -89,11 +89,11 @@ impl Store for MemoryStore {
             .unwrap_or_default())
     }
 
-    async fn remove_member(&self, key: &str, member: &str) -> Result<(), StoreError> {
-        if let Some(s) = self.sets.get(key) {
-            s.lock().map_err(|_| StoreError::Corrupt)?.remove(member);
+    async fn remove_member(&self, key: &str, member: &str) -> Result<bool, StoreError> {
+        match self.sets.get(key) {
+            Some(s) => Ok(s.lock().map_err(|_| StoreError::Corrupt)?.remove(member)),
+            None => Ok(false),
         }
-        Ok(())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -42,7 +42,8 @@ pub trait Store: Send + Sync {
     /// Adds `member` to the set at `key` (kept at least `ttl`).
     async fn add_member(&self, key: &str, member: &str, ttl: Duration) -> Result<(), StoreError>;
     async fn members(&self, key: &str) -> Result<Vec<String>, StoreError>;
-    async fn remove_member(&self, key: &str, member: &str) -> Result<(), StoreError>;
+    /// True when `member` was in the set (exactly one concurrent caller sees true).
+    async fn remove_member(&self, key: &str, member: &str) -> Result<bool, StoreError>;
     /// A health probe.
     async fn ping(&self) -> Result<(), StoreError>;
     /// Which implementation, for logs and `/providers`.
@@ -147,6 +148,7 @@ pub struct Sessions {
 }
 
 const TXN_TTL: Duration = Duration::from_secs(600);
+const PENDING: &str = "idf:pending";
 
 impl Sessions {
     fn skey(id: &str) -> String {
@@ -200,7 +202,7 @@ impl Sessions {
         let old = self.store.take(&Self::skey(id)).await?;
         let s: Option<Session> = old.and_then(|b| serde_json::from_slice(&b).ok());
         if let Some(s) = &s {
-            self.store.remove_member(&Self::subkey(&s.identity.sub), id).await?;
+            let _ = self.store.remove_member(&Self::subkey(&s.identity.sub), id).await?;
         }
         Ok(s)
     }
@@ -220,7 +222,25 @@ impl Sessions {
 
     pub async fn begin_login(&self, state: &str, txn: &LoginTxn) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(txn).map_err(|_| StoreError::Corrupt)?;
-        self.store.set(&format!("idf:t:{state}"), bytes, TXN_TTL).await
+        self.store.set(&format!("idf:t:{state}"), bytes, TXN_TTL).await?;
+        let pending = format!("{state}|{}|{}", txn.created_at, txn.provider);
+        self.store.add_member(PENDING, &pending, TXN_TTL * 6).await
+    }
+
+    /// Transactions started but never finished within their lifetime: removes them
+    /// from the pending set and returns their providers (each counted by one replica).
+    pub async fn sweep_abandoned(&self) -> Result<Vec<String>, StoreError> {
+        let cutoff = now() - TXN_TTL.as_secs() as i64;
+        let mut out = Vec::new();
+        for m in self.store.members(PENDING).await? {
+            let mut parts = m.splitn(3, '|');
+            let (_, created, provider) = (parts.next(), parts.next(), parts.next());
+            let created: i64 = created.and_then(|c| c.parse().ok()).unwrap_or(0);
+            if created < cutoff && self.store.remove_member(PENDING, &m).await? {
+                out.push(provider.unwrap_or_default().to_string());
+            }
+        }
+        Ok(out)
     }
 
     /// The transaction for `state`, at most once.
@@ -230,6 +250,7 @@ impl Sessions {
         }
         let Some(bytes) = self.store.take(&format!("idf:t:{state}")).await? else { return Ok(None) };
         let t: LoginTxn = serde_json::from_slice(&bytes).map_err(|_| StoreError::Corrupt)?;
+        self.store.remove_member(PENDING, &format!("{state}|{}|{}", t.created_at, t.provider)).await?;
         Ok((now() - t.created_at <= TXN_TTL.as_secs() as i64).then_some(t))
     }
 

@@ -111,8 +111,8 @@ impl Store for RedisStore {
         self.run(|mut c| async move { c.smembers(key).await }).await
     }
 
-    async fn remove_member(&self, key: &str, member: &str) -> Result<(), StoreError> {
-        self.run(|mut c| async move { c.srem(key, member).await }).await
+    async fn remove_member(&self, key: &str, member: &str) -> Result<bool, StoreError> {
+        self.run(|mut c| async move { c.srem::<_, _, i64>(key, member).await.map(|n| n > 0) }).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
