@@ -107,7 +107,7 @@ fn step_up(rt: &Runtime, mut d: Denial, browser: bool, pq: &str) -> Denial {
 }
 
 /// The session behind a cookie as a verified credential.
-async fn session(rt: &Runtime, id: &str) -> Result<Arc<Verified>, Refusal> {
+pub async fn session(rt: &Runtime, id: &str) -> Result<Arc<Verified>, Refusal> {
     let sessions = rt.sessions.as_ref().ok_or(Refusal::BadSession)?;
     let s = crate::login::session_for(rt, sessions, id)
         .await

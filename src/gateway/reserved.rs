@@ -154,7 +154,13 @@ async fn me(rt: &Runtime, session: &mut Session) -> Result<Handled> {
     let headers = session.req_header().headers.clone();
     let cred = match crate::credential::extract(&headers, &rt.config.session.cookie) {
         Ok(crate::credential::Credential::Bearer(t)) => t.to_string(),
-        Ok(_) => return refuse(session, Refusal::NoCredential, None).await,
+        Ok(crate::credential::Credential::Session(id)) => {
+            return match pipeline::session(rt, id).await {
+                Ok(v) => ok_json(session, &serde_json::to_value(&v.identity).unwrap_or_default()).await,
+                Err(r) => refuse(session, r, None).await,
+            };
+        }
+        Ok(crate::credential::Credential::None) => return refuse(session, Refusal::NoCredential, None).await,
         Err(r) => return refuse(session, r, None).await,
     };
     match rt.registry.verify(&cred, None).await {

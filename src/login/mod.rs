@@ -372,6 +372,7 @@ async fn callback(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Reply
         refresh_token: refresh,
         id_token: Some(id_token.to_string()),
         mfa,
+        touched_at: 0,
     };
     if session.refresh_token.is_none() {
         // Without a refresh token the session cannot outlive what the provider vouched for.

@@ -90,7 +90,10 @@ static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ("login.html", include_str!("templates/login.html")),
         ("error.html", include_str!("templates/error.html")),
         ("logged_out.html", include_str!("templates/logged_out.html")),
-        ("dev_authorize.html", include_str!("templates/dev_authorize.html")),
+        (
+            "dev_authorize.html",
+            include_str!("templates/dev_authorize.html"),
+        ),
     ] {
         env.add_template(name, src)
             .unwrap_or_else(|e| panic!("built-in template {name} does not parse: {e:#}"));
@@ -114,13 +117,19 @@ pub fn valid_logo(s: &str) -> Option<&str> {
     if s.len() > MAX_LOGO_URI_LEN {
         return None;
     }
-    let payload = ["data:image/png;base64,", "data:image/svg+xml;base64,", "data:image/jpeg;base64,"]
-        .iter()
-        .find_map(|p| s.strip_prefix(p))?;
+    let payload = [
+        "data:image/png;base64,",
+        "data:image/svg+xml;base64,",
+        "data:image/jpeg;base64,",
+    ]
+    .iter()
+    .find_map(|p| s.strip_prefix(p))?;
     if payload.is_empty() {
         return None;
     }
-    base64::engine::general_purpose::STANDARD.decode(payload).ok()?;
+    base64::engine::general_purpose::STANDARD
+        .decode(payload)
+        .ok()?;
     Some(s)
 }
 
@@ -184,7 +193,10 @@ fn on_color(bg: &str) -> &'static str {
 }
 
 fn non_empty(s: &Option<String>) -> Option<String> {
-    s.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned)
+    s.as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
 }
 
 impl ThemeCtx {
@@ -209,9 +221,7 @@ impl ThemeCtx {
                 logo: None,
                 tagline: None,
                 support_text: None,
-                footer: Some(
-                    "Authorised use only. For help, contact your IT service desk.".into(),
-                ),
+                footer: Some("Authorised use only. For help, contact your IT service desk.".into()),
             },
             Population::Customer => {
                 let primary = b
@@ -240,7 +250,11 @@ impl ThemeCtx {
                     primary,
                     accent,
                     ink,
-                    logo: b.logo_data_uri.as_deref().and_then(valid_logo).map(str::to_owned),
+                    logo: b
+                        .logo_data_uri
+                        .as_deref()
+                        .and_then(valid_logo)
+                        .map(str::to_owned),
                     tagline: non_empty(&b.tagline),
                     support_text: non_empty(&b.support_text),
                     footer: None,
@@ -261,7 +275,9 @@ impl ThemeCtx {
             logo: None,
             tagline: None,
             support_text: None,
-            footer: Some("Built-in development identity provider. Never enable it in production.".into()),
+            footer: Some(
+                "Built-in development identity provider. Never enable it in production.".into(),
+            ),
         }
     }
 }
@@ -353,7 +369,13 @@ pub fn login_page(p: &LoginPage) -> String {
 
 /// A themed error page: `status` and `title` as heading, `detail` as explanation, and a
 /// "Try again" link when `retry_url` is given.
-pub fn error_page(theme: &Theme, status: u16, title: &str, detail: &str, retry_url: Option<&str>) -> String {
+pub fn error_page(
+    theme: &Theme,
+    status: u16,
+    title: &str,
+    detail: &str,
+    retry_url: Option<&str>,
+) -> String {
     render(
         "error.html",
         context! {
@@ -419,7 +441,10 @@ mod tests {
     const PNG: &str = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
 
     fn theme(population: Population, branding: Branding) -> Theme {
-        Theme { population, branding }
+        Theme {
+            population,
+            branding,
+        }
     }
 
     fn brand() -> Branding {
@@ -435,13 +460,31 @@ mod tests {
 
     fn buttons() -> Vec<ProviderButton> {
         vec![
-            ProviderButton { id: "google".into(), label: "Google".into(), population: Population::Customer },
-            ProviderButton { id: "auth0".into(), label: "Acme account".into(), population: Population::Customer },
-            ProviderButton { id: "entra".into(), label: "Acme staff".into(), population: Population::Workforce },
+            ProviderButton {
+                id: "google".into(),
+                label: "Google".into(),
+                population: Population::Customer,
+            },
+            ProviderButton {
+                id: "auth0".into(),
+                label: "Acme account".into(),
+                population: Population::Customer,
+            },
+            ProviderButton {
+                id: "entra".into(),
+                label: "Acme staff".into(),
+                population: Population::Workforce,
+            },
         ]
     }
 
-    fn login(t: &Theme, providers: &[ProviderButton], remembered: Option<&str>, error: Option<&str>, email: Option<&str>) -> String {
+    fn login(
+        t: &Theme,
+        providers: &[ProviderButton],
+        remembered: Option<&str>,
+        error: Option<&str>,
+        email: Option<&str>,
+    ) -> String {
         login_page(&LoginPage {
             theme: t,
             rd: "/orders?x=1&y=2",
@@ -454,8 +497,14 @@ mod tests {
     }
 
     fn assert_no_raw_script(html: &str) {
-        assert!(!html.to_ascii_lowercase().contains("<script"), "raw <script> in:\n{html}");
-        assert!(html.contains("&lt;script&gt;"), "escaped script missing in:\n{html}");
+        assert!(
+            !html.to_ascii_lowercase().contains("<script"),
+            "raw <script> in:\n{html}"
+        );
+        assert!(
+            html.contains("&lt;script&gt;"),
+            "escaped script missing in:\n{html}"
+        );
     }
 
     #[test]
@@ -466,7 +515,11 @@ mod tests {
         b.support_text = Some(XSS.into());
         for pop in Population::ALL {
             let t = theme(pop, b.clone());
-            let providers = vec![ProviderButton { id: "\"><script>x</script>".into(), label: XSS.into(), population: pop }];
+            let providers = vec![ProviderButton {
+                id: "\"><script>x</script>".into(),
+                label: XSS.into(),
+                population: pop,
+            }];
             let html = login_page(&LoginPage {
                 theme: &t,
                 rd: "/\"><script>alert(1)</script>",
@@ -477,13 +530,25 @@ mod tests {
                 email: Some("\"><script>alert(1)</script>@x.example"),
             });
             assert_no_raw_script(&html);
-            assert!(html.contains("value=\"&#x2f;&quot;&gt;&lt;script&gt;"), "rd not escaped in:\n{html}");
+            assert!(
+                html.contains("value=\"&#x2f;&quot;&gt;&lt;script&gt;"),
+                "rd not escaped in:\n{html}"
+            );
             assert_no_raw_script(&error_page(&t, 400, XSS, XSS, Some("/\"><script>")));
             assert_no_raw_script(&logged_out_page(&t, "/\"><script>alert(1)</script>"));
         }
         let groups = vec![XSS.to_string()];
-        let users = [DevUser { name: XSS, display_name: Some(XSS), email: Some(XSS), mfa: true, groups: &groups }];
-        let params = vec![(XSS.to_string(), XSS.to_string()), ("state".into(), "\"><script>".into())];
+        let users = [DevUser {
+            name: XSS,
+            display_name: Some(XSS),
+            email: Some(XSS),
+            mfa: true,
+            groups: &groups,
+        }];
+        let params = vec![
+            (XSS.to_string(), XSS.to_string()),
+            ("state".into(), "\"><script>".into()),
+        ];
         let html = dev_authorize_page(XSS, "/authorize\"><script>", &users, &params, true);
         assert_no_raw_script(&html);
         assert!(html.contains("value=\"&quot;&gt;&lt;script&gt;\""));
@@ -493,14 +558,36 @@ mod tests {
     fn colour_validation() {
         assert_eq!(valid_color("#abc").as_deref(), Some("#abc"));
         assert_eq!(valid_color("#A1B2C3").as_deref(), Some("#a1b2c3"));
-        for bad in ["", "#", "red", "abc", "#abcd", "#12345g", " #fff", "#fff ", "#fff;}body{display:none", "#ffffff;", "rgb(0,0,0)", "#aabbccdd", "#ｆｆｆ", "var(--x)", "url(x)"] {
+        for bad in [
+            "",
+            "#",
+            "red",
+            "abc",
+            "#abcd",
+            "#12345g",
+            " #fff",
+            "#fff ",
+            "#fff;}body{display:none",
+            "#ffffff;",
+            "rgb(0,0,0)",
+            "#aabbccdd",
+            "#ｆｆｆ",
+            "var(--x)",
+            "url(x)",
+        ] {
             assert_eq!(valid_color(bad), None, "{bad:?} must be rejected");
         }
         // A bad colour on a customer page falls back to the defaults, never reaches the CSS.
         let mut b = brand();
         b.primary_color = Some("red;}body{background:url(https://evil.example/x)".into());
         b.accent_color = Some("#12".into());
-        let html = login(&theme(Population::Customer, b), &buttons(), None, None, None);
+        let html = login(
+            &theme(Population::Customer, b),
+            &buttons(),
+            None,
+            None,
+            None,
+        );
         assert!(!html.contains("evil.example"));
         assert!(html.contains(&format!("--primary:{CUSTOMER_PRIMARY};")));
         assert!(html.contains(&format!("--accent:{CUSTOMER_ACCENT};")));
@@ -523,7 +610,10 @@ mod tests {
     #[test]
     fn logo_validation() {
         assert!(valid_logo(PNG).is_some());
-        assert!(valid_logo("data:image/svg+xml;base64,PHN2ZyB4bWxucz0iaHR0cDovL3d3dy53My5vcmcvMjAwMC9zdmciLz4=").is_some());
+        assert!(valid_logo(
+            "data:image/svg+xml;base64,PHN2ZyB4bWxucz0iaHR0cDovL3d3dy53My5vcmcvMjAwMC9zdmciLz4="
+        )
+        .is_some());
         assert!(valid_logo("data:image/jpeg;base64,/9j/4AAQSkZJRg==").is_some());
         for bad in [
             "",
@@ -544,38 +634,89 @@ mod tests {
 
         let mut b = brand();
         b.logo_data_uri = Some("https://evil.example/logo.png".into());
-        let html = login(&theme(Population::Customer, b), &buttons(), None, None, None);
+        let html = login(
+            &theme(Population::Customer, b),
+            &buttons(),
+            None,
+            None,
+            None,
+        );
         assert!(!html.contains("evil.example"));
         assert!(!html.contains("<img"));
-        let html = login(&theme(Population::Customer, brand()), &buttons(), None, None, None);
+        let html = login(
+            &theme(Population::Customer, brand()),
+            &buttons(),
+            None,
+            None,
+            None,
+        );
         assert!(html.contains("<img class=\"logo\""));
         assert!(html.contains("alt=\"Acme Shop\""));
     }
 
     #[test]
     fn workforce_is_standard_customer_is_branded() {
-        let wf = login(&theme(Population::Workforce, brand()), &buttons(), None, None, None);
-        let cu = login(&theme(Population::Customer, brand()), &buttons(), None, None, None);
+        let wf = login(
+            &theme(Population::Workforce, brand()),
+            &buttons(),
+            None,
+            None,
+            None,
+        );
+        let cu = login(
+            &theme(Population::Customer, brand()),
+            &buttons(),
+            None,
+            None,
+            None,
+        );
 
         assert!(wf.contains("class=\"theme-workforce\""));
         assert!(cu.contains("class=\"theme-customer\""));
         // Workforce: product name yes, everything else of the brand no.
         assert!(wf.contains("Acme Shop"));
-        for brand_only in ["#e4572e", "#29335c", "<img", "Groceries in minutes", "support@acme.example"] {
-            assert!(!wf.contains(brand_only), "workforce page shows {brand_only}");
+        for brand_only in [
+            "#e4572e",
+            "#29335c",
+            "<img",
+            "Groceries in minutes",
+            "support@acme.example",
+        ] {
+            assert!(
+                !wf.contains(brand_only),
+                "workforce page shows {brand_only}"
+            );
             assert!(cu.contains(brand_only), "customer page lacks {brand_only}");
         }
         assert!(wf.contains("Work email"));
         assert!(cu.contains("Email address"));
 
-        let wf_default = login(&theme(Population::Workforce, Branding::default()), &buttons(), None, None, None);
+        let wf_default = login(
+            &theme(Population::Workforce, Branding::default()),
+            &buttons(),
+            None,
+            None,
+            None,
+        );
         assert!(wf_default.contains("Company sign-in"));
         // Workforce pages look the same whatever a route's branding says, product name aside.
         let mut other = brand();
         other.product_name = None;
-        let wf_other = login(&theme(Population::Workforce, other), &buttons(), None, None, None);
+        let wf_other = login(
+            &theme(Population::Workforce, other),
+            &buttons(),
+            None,
+            None,
+            None,
+        );
         assert_eq!(wf_default, wf_other);
-        let cu_default = login(&theme(Population::Customer, Branding::default()), &buttons(), None, None, None);
+        let cu_default = login(
+            &theme(Population::Customer, Branding::default()),
+            &buttons(),
+            None,
+            None,
+            None,
+        );
         assert!(cu_default.contains(CUSTOMER_PRIMARY));
         assert_ne!(cu_default, cu);
     }
@@ -584,15 +725,28 @@ mod tests {
     fn login_page_structure() {
         let t = theme(Population::Customer, brand());
         let providers = buttons();
-        let html = login(&t, &providers, Some("entra"), Some("We don't know that email domain."), Some("ann@unknown.example"));
+        let html = login(
+            &t,
+            &providers,
+            Some("entra"),
+            Some("We don't know that email domain."),
+            Some("ann@unknown.example"),
+        );
         assert!(html.starts_with("<!doctype html>"));
         assert!(html.contains("<html lang=\"en\">"));
         assert!(html.contains("name=\"viewport\""));
         assert!(html.contains("@media (max-width:"));
-        assert!(!html.contains("http://") && !html.contains("https://"), "no external assets");
+        assert!(
+            !html.contains("http://") && !html.contains("https://"),
+            "no external assets"
+        );
         assert_eq!(html.matches("action=\"/.idfabric/login\"").count(), 2);
         assert_eq!(html.matches("method=\"post\"").count(), 2);
-        assert_eq!(html.matches("name=\"rd\" value=\"&#x2f;orders?x=1&amp;y=2\"").count(), 2);
+        assert_eq!(
+            html.matches("name=\"rd\" value=\"&#x2f;orders?x=1&amp;y=2\"")
+                .count(),
+            2
+        );
         assert!(html.contains("<label for=\"email\""));
         assert!(html.contains("name=\"email\""));
         assert!(html.contains("value=\"ann@unknown.example\""));
@@ -614,13 +768,37 @@ mod tests {
         assert!(html.find("value=\"google\"").unwrap() < html.find("value=\"entra\"").unwrap());
         assert!(!html.contains("role=\"alert\""));
 
-        let html = login_page(&LoginPage { theme: &t, rd: "/", providers: &providers, show_email: false, remembered: None, error: None, email: None });
+        let html = login_page(&LoginPage {
+            theme: &t,
+            rd: "/",
+            providers: &providers,
+            show_email: false,
+            remembered: None,
+            error: None,
+            email: None,
+        });
         assert!(!html.contains("name=\"email\""));
         assert_eq!(html.matches("action=\"/.idfabric/login\"").count(), 1);
-        let html = login_page(&LoginPage { theme: &t, rd: "/", providers: &[], show_email: true, remembered: None, error: None, email: None });
+        let html = login_page(&LoginPage {
+            theme: &t,
+            rd: "/",
+            providers: &[],
+            show_email: true,
+            remembered: None,
+            error: None,
+            email: None,
+        });
         assert!(html.contains("name=\"email\""));
         assert!(!html.contains("name=\"provider\""));
-        let html = login_page(&LoginPage { theme: &t, rd: "/", providers: &[], show_email: false, remembered: None, error: None, email: None });
+        let html = login_page(&LoginPage {
+            theme: &t,
+            rd: "/",
+            providers: &[],
+            show_email: false,
+            remembered: None,
+            error: None,
+            email: None,
+        });
         assert!(html.contains("No sign-in method"));
     }
 
@@ -628,7 +806,13 @@ mod tests {
     fn error_and_logged_out_pages() {
         for pop in Population::ALL {
             let t = theme(pop, brand());
-            let html = error_page(&t, 403, "Multi-factor authentication required", "This page needs MFA.", Some("/.idfabric/login?rd=%2Fadmin"));
+            let html = error_page(
+                &t,
+                403,
+                "Multi-factor authentication required",
+                "This page needs MFA.",
+                Some("/.idfabric/login?rd=%2Fadmin"),
+            );
             assert!(html.contains("Error 403"));
             assert!(html.contains("Multi-factor authentication required"));
             assert!(html.contains("This page needs MFA."));
@@ -648,25 +832,56 @@ mod tests {
         let g1 = vec!["admins".to_string(), "eng".to_string()];
         let g2: Vec<String> = vec![];
         let users = [
-            DevUser { name: "alice", display_name: Some("Alice Admin"), email: Some("alice@dev.example"), mfa: true, groups: &g1 },
-            DevUser { name: "bob", display_name: None, email: None, mfa: false, groups: &g2 },
+            DevUser {
+                name: "alice",
+                display_name: Some("Alice Admin"),
+                email: Some("alice@dev.example"),
+                mfa: true,
+                groups: &g1,
+            },
+            DevUser {
+                name: "bob",
+                display_name: None,
+                email: None,
+                mfa: false,
+                groups: &g2,
+            },
         ];
         let params = vec![
             ("client_id".to_string(), "idfabric".to_string()),
             ("state".to_string(), "st-123".to_string()),
             ("nonce".to_string(), "n-456".to_string()),
-            ("redirect_uri".to_string(), "https://app.example/.idfabric/callback".to_string()),
+            (
+                "redirect_uri".to_string(),
+                "https://app.example/.idfabric/callback".to_string(),
+            ),
         ];
         let html = dev_authorize_page("dev", "/dev/authorize", &users, &params, false);
         assert!(html.contains("DEVELOPMENT"));
         assert!(html.contains("class=\"theme-dev\""));
         assert!(html.contains("action=\"&#x2f;dev&#x2f;authorize\""));
         for u in ["alice", "bob"] {
-            assert!(html.contains(&format!("name=\"user\" value=\"{u}\"")), "{u} missing");
+            assert!(
+                html.contains(&format!("name=\"user\" value=\"{u}\"")),
+                "{u} missing"
+            );
         }
-        assert!(html.contains("Alice Admin") && html.contains("alice@dev.example") && html.contains("admins"));
-        for (k, v) in [("client_id", "idfabric"), ("state", "st-123"), ("nonce", "n-456")] {
-            assert!(html.contains(&format!("<input type=\"hidden\" name=\"{k}\" value=\"{v}\">")), "{k} missing");
+        assert!(
+            html.contains("Alice Admin")
+                && html.contains("alice@dev.example")
+                && html.contains("admins")
+        );
+        for (k, v) in [
+            ("client_id", "idfabric"),
+            ("state", "st-123"),
+            ("nonce", "n-456"),
+        ] {
+            assert!(
+                html.contains(&format!(
+                    "<input type=\"hidden\" name=\"{k}\" value=\"{v}\">"
+                )),
+                "{k} missing"
+            );
         }
         assert!(html.contains("name=\"redirect_uri\" value=\"https:&#x2f;&#x2f;app.example&#x2f;.idfabric&#x2f;callback\""));
         assert!(!html.contains("second factor"));
@@ -679,31 +894,79 @@ mod tests {
     #[test]
     #[ignore]
     fn dump_pages() {
-        let dir = std::env::var("IDFABRIC_PAGES_DIR").unwrap_or_else(|_| "/tmp/idfabric-pages".into());
+        let dir =
+            std::env::var("IDFABRIC_PAGES_DIR").unwrap_or_else(|_| "/tmp/idfabric-pages".into());
         std::fs::create_dir_all(&dir).unwrap();
         let logo = "data:image/svg+xml;base64,PHN2ZyB4bWxucz0iaHR0cDovL3d3dy53My5vcmcvMjAwMC9zdmciIHZpZXdCb3g9IjAgMCAyMDAgNDgiIHdpZHRoPSIyMDAiIGhlaWdodD0iNDgiPjxjaXJjbGUgY3g9IjI0IiBjeT0iMjQiIHI9IjIwIiBmaWxsPSIjZTQ1NzJlIi8+PHRleHQgeD0iNTIiIHk9IjMyIiBmb250LWZhbWlseT0iQXJpYWwsIHNhbnMtc2VyaWYiIGZvbnQtc2l6ZT0iMjQiIGZvbnQtd2VpZ2h0PSJib2xkIiBmaWxsPSIjMjkzMzVjIj5BY21lIFNob3A8L3RleHQ+PC9zdmc+";
         let mut b = brand();
         b.logo_data_uri = Some(logo.into());
         let providers = buttons();
-        let write = |name: &str, html: String| std::fs::write(format!("{dir}/{name}.html"), html).unwrap();
-        for (pop, branding) in [(Population::Workforce, Branding::default()), (Population::Customer, b)] {
+        let write =
+            |name: &str, html: String| std::fs::write(format!("{dir}/{name}.html"), html).unwrap();
+        for (pop, branding) in [
+            (Population::Workforce, Branding::default()),
+            (Population::Customer, b),
+        ] {
             let t = theme(pop, branding);
             let p = pop.as_str();
-            let ps: Vec<ProviderButton> = providers.iter().filter(|b| pop == Population::Customer || b.population == pop).cloned().collect();
-            write(&format!("{p}-login"), login(&t, &ps, Some(&ps[ps.len() - 1].id), None, None));
-            write(&format!("{p}-login-error"), login(&t, &ps, None, Some("We could not find a sign-in method for that email domain."), Some("ann@unknown.example")));
+            let ps: Vec<ProviderButton> = providers
+                .iter()
+                .filter(|b| pop == Population::Customer || b.population == pop)
+                .cloned()
+                .collect();
+            write(
+                &format!("{p}-login"),
+                login(&t, &ps, Some(&ps[ps.len() - 1].id), None, None),
+            );
+            write(
+                &format!("{p}-login-error"),
+                login(
+                    &t,
+                    &ps,
+                    None,
+                    Some("We could not find a sign-in method for that email domain."),
+                    Some("ann@unknown.example"),
+                ),
+            );
             write(&format!("{p}-error"), error_page(&t, 403, "Multi-factor authentication required", "This page requires multi-factor authentication, and your sign-in did not include it.", Some("/.idfabric/login")));
-            write(&format!("{p}-logged-out"), logged_out_page(&t, "/.idfabric/login"));
+            write(
+                &format!("{p}-logged-out"),
+                logged_out_page(&t, "/.idfabric/login"),
+            );
         }
         let g1 = vec!["admins".to_string(), "engineering".to_string()];
         let g2 = vec!["customers".to_string()];
         let users = [
-            DevUser { name: "alice", display_name: Some("Alice Admin"), email: Some("alice@corp.example"), mfa: true, groups: &g1 },
-            DevUser { name: "bob", display_name: Some("Bob Buyer"), email: Some("bob@shop.example"), mfa: false, groups: &g2 },
-            DevUser { name: "carol", display_name: None, email: None, mfa: false, groups: &[] },
+            DevUser {
+                name: "alice",
+                display_name: Some("Alice Admin"),
+                email: Some("alice@corp.example"),
+                mfa: true,
+                groups: &g1,
+            },
+            DevUser {
+                name: "bob",
+                display_name: Some("Bob Buyer"),
+                email: Some("bob@shop.example"),
+                mfa: false,
+                groups: &g2,
+            },
+            DevUser {
+                name: "carol",
+                display_name: None,
+                email: None,
+                mfa: false,
+                groups: &[],
+            },
         ];
         let params = vec![("state".to_string(), "abc".to_string())];
-        write("dev-authorize", dev_authorize_page("dev", "/dev/authorize", &users, &params, false));
-        write("dev-authorize-stepup", dev_authorize_page("dev", "/dev/authorize", &users, &params, true));
+        write(
+            "dev-authorize",
+            dev_authorize_page("dev", "/dev/authorize", &users, &params, false),
+        );
+        write(
+            "dev-authorize-stepup",
+            dev_authorize_page("dev", "/dev/authorize", &users, &params, true),
+        );
     }
 }

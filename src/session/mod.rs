@@ -65,6 +65,10 @@ pub struct Session {
     pub id_token: Option<String>,
     /// The login proved MFA (kept across refreshes that drop `amr`).
     pub mfa: bool,
+    /// When the idle expiry was last pushed back (it slides at most once a minute,
+    /// so a busy session costs a read per request, not a write).
+    #[serde(default)]
+    pub touched_at: i64,
 }
 
 /// A login in progress, keyed by its `state`.
@@ -163,6 +167,7 @@ impl Sessions {
     pub async fn create(&self, mut s: Session) -> Result<String, StoreError> {
         let id = new_id();
         s.created_at = now();
+        s.touched_at = s.created_at;
         s.expires_at = s.created_at + self.absolute.as_secs() as i64;
         self.save(&id, &s).await?;
         self.store.add_member(&Self::subkey(&s.identity.sub), &id, self.absolute).await?;
@@ -182,12 +187,16 @@ impl Sessions {
             return Ok(None);
         }
         let Some(bytes) = self.store.get(&Self::skey(id)).await? else { return Ok(None) };
-        let s: Session = serde_json::from_slice(&bytes).map_err(|_| StoreError::Corrupt)?;
-        if s.expires_at <= now() {
+        let mut s: Session = serde_json::from_slice(&bytes).map_err(|_| StoreError::Corrupt)?;
+        let now = now();
+        if s.expires_at <= now {
             self.store.delete(&Self::skey(id)).await?;
             return Ok(None);
         }
-        self.save(id, &s).await?;
+        if now - s.touched_at >= 60 {
+            s.touched_at = now;
+            self.save(id, &s).await?;
+        }
         Ok(Some(s))
     }
 
