@@ -60,13 +60,14 @@ fn login_url(path_and_query: &str, extra: &str) -> String {
 
 /// Authenticates and authorises one request for `route`. `pq` is the request's path
 /// and query (the return address after a browser sign-in).
-pub async fn admit(rt: &Runtime, route: &CompiledRoute, headers: &HeaderMap, pq: &str) -> Result<Admission, Denial> {
+pub async fn admit(rt: &Runtime, route: &CompiledRoute, headers: &HeaderMap, uri: &http::Uri) -> Result<Admission, Denial> {
+    let pq = || uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let mode = route.spec.auth;
     if mode == AuthMode::None {
         return Ok(Admission::Public);
     }
     let browser = credential::wants_html(headers);
-    let to_login = |r: Refusal| Denial { redirect: browser.then(|| login_url(pq, "")), ..Denial::plain(r) };
+    let to_login = |r: Refusal| Denial { redirect: browser.then(|| login_url(pq(), "")), ..Denial::plain(r) };
     let cred = credential::extract(headers, &rt.config.session.cookie).map_err(Denial::plain)?;
     let token = match (mode, cred) {
         (AuthMode::Bearer | AuthMode::Either, Credential::Bearer(t)) => t,
@@ -76,7 +77,7 @@ pub async fn admit(rt: &Runtime, route: &CompiledRoute, headers: &HeaderMap, pq:
                 Refusal::BadSession => to_login(r),
                 other => Denial { html: browser, ..Denial::plain(other) },
             })?;
-            return decide(rt, route, verified).map_err(|d| step_up(rt, d, browser, pq));
+            return decide(rt, route, verified).map_err(|d| step_up(rt, d, browser, pq()));
         }
         (AuthMode::Session, Credential::Bearer(_)) => return Err(to_login(Refusal::NoSession)),
         (AuthMode::Session, Credential::None) => return Err(to_login(Refusal::NoSession)),
@@ -143,7 +144,7 @@ pub fn decide(rt: &Runtime, route: &CompiledRoute, verified: Arc<Verified>) -> R
         return Err(deny(Refusal::PopulationNotAllowed(id.population.to_string())));
     };
     let mfa_acr = &rt.registry.providers[verified.provider].spec.mfa_acr;
-    match policy::decide(id, &reqs, mfa_acr) {
+    match policy::decide(id, reqs, mfa_acr) {
         Ok(permit) => Ok(Admission::Allowed { verified: verified.clone(), permit }),
         Err(r) => Err(deny(r)),
     }

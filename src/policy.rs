@@ -13,7 +13,7 @@ use crate::refusal::Refusal;
 pub struct Permit(());
 
 /// Checks every requirement in `reqs` (route-level, then population-level).
-pub fn decide(id: &Identity, reqs: &[&Requirements], mfa_acr: &[String]) -> Result<Permit, Refusal> {
+pub fn decide(id: &Identity, reqs: &[Requirements], mfa_acr: &[String]) -> Result<Permit, Refusal> {
     for r in reqs {
         check(id, r, mfa_acr)?;
     }

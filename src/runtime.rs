@@ -103,21 +103,30 @@ pub struct CompiledRoute {
     pub allowed: Option<Vec<usize>>,
     pub default_pool: Option<Pool>,
     pub population_pools: [Option<Pool>; 2],
+    /// Route-level plus population-level requirements, per population; `None` when
+    /// the route does not serve that population.
+    reqs: [Option<Vec<Requirements>>; 2],
 }
 
 impl CompiledRoute {
     /// Requirements for an identity of `pop`: the route's, plus its population target's.
-    pub fn requirements(&self, pop: Population) -> Option<Vec<&Requirements>> {
-        let mut out = vec![&self.spec.require];
-        match &self.spec.by_population {
-            None => {}
-            Some(targets) => match &targets[pop.index()] {
-                Some(t) => out.push(&t.require),
-                None if self.default_pool.is_none() => return None,
+    pub fn requirements(&self, pop: Population) -> Option<&[Requirements]> {
+        self.reqs[pop.index()].as_deref()
+    }
+
+    fn compile_requirements(spec: &RouteSpec, has_default: bool) -> [Option<Vec<Requirements>>; 2] {
+        Population::ALL.map(|pop| {
+            let mut out = vec![spec.require.clone()];
+            match &spec.by_population {
                 None => {}
-            },
-        }
-        Some(out)
+                Some(targets) => match &targets[pop.index()] {
+                    Some(t) => out.push(t.require.clone()),
+                    None if !has_default => return None,
+                    None => {}
+                },
+            }
+            Some(out)
+        })
     }
 
     /// The pool serving `pop` (or the default pool for public requests).
@@ -240,6 +249,7 @@ impl Runtime {
                     [bp[0].as_ref().map(|t| Pool::new(t.upstreams.clone())), bp[1].as_ref().map(|t| Pool::new(t.upstreams.clone()))]
                 });
                 CompiledRoute {
+                    reqs: CompiledRoute::compile_requirements(spec, !spec.upstreams.is_empty()),
                     index: i as u32,
                     allowed,
                     default_pool: (!spec.upstreams.is_empty()).then(|| Pool::new(spec.upstreams.clone())),

@@ -100,8 +100,7 @@ impl ProxyHttp for Gateway {
             return Ok(true);
         };
         ctx.route = Some(route.index);
-        let pq = session.req_header().uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
-        match pipeline::admit(&rt, route, &session.req_header().headers, &pq).await {
+        match pipeline::admit(&rt, route, &session.req_header().headers, &session.req_header().uri).await {
             Ok(adm) => {
                 ctx.population = adm.population();
                 if let Admission::Allowed { verified, .. } = adm {

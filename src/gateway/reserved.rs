@@ -128,7 +128,8 @@ async fn forward_auth(rt: &Runtime, session: &mut Session) -> Result<Handled> {
         return refuse(session, Refusal::NoRoute, None).await;
     };
     let headers = session.req_header().headers.clone();
-    match pipeline::admit(rt, route, &headers, &uri).await {
+    let original: http::Uri = uri.parse().unwrap_or_else(|_| http::Uri::from_static("/"));
+    match pipeline::admit(rt, route, &headers, &original).await {
         Ok(adm) => {
             let mut h = pingora::http::ResponseHeader::build(200, Some(16))?;
             h.insert_header("x-identity-route", route.spec.name.as_str())?;

@@ -46,7 +46,7 @@ fn requirement_table() {
     for (name, r, tweak, want) in cases {
         let mut id = person();
         tweak(&mut id);
-        let got = decide(&id, &[&r], &[]).map(|_| ()).map_err(|e| e.reason());
+        let got = decide(&id, std::slice::from_ref(&r), &[]).map(|_| ()).map_err(|e| e.reason());
         assert_eq!(got, want, "{name}");
     }
 }
@@ -56,6 +56,6 @@ fn step_up_carries_acr_values() {
     let mut id = person();
     id.mfa = false;
     let r = req(|r| r.mfa = true);
-    let err = decide(&id, &[&r], &["c1".to_string()]).unwrap_err();
+    let err = decide(&id, std::slice::from_ref(&r), &["c1".to_string()]).unwrap_err();
     assert_eq!(err, Refusal::MfaRequired { acr_values: Some("c1".into()) });
 }
