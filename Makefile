@@ -10,7 +10,7 @@ CARGO ?= cargo
 TOOLS := $(CURDIR)/.tools
 export PATH := $(TOOLS)/venv/bin:$(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: run test deps build release bench check-config
+.PHONY: run test deps deps-test build release bench check-config
 
 deps:
 	@command -v cmake >/dev/null 2>&1 || { \
@@ -26,7 +26,22 @@ release: deps
 run: deps
 	$(CARGO) run --quiet -- demo
 
-test: deps
+# The sign-in tests run against a real Redis and a real headless Chromium: install the
+# Debian packages when missing (needs root or sudo; skipped when all are present).
+deps-test:
+	@missing=""; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null 2>&1 || missing="$$missing chromium-driver"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing test dependencies:$$missing"; \
+	  sudo=""; [ "$$(id -u)" -eq 0 ] || { command -v sudo >/dev/null 2>&1 && sudo=sudo; }; \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null && \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null \
+	  || echo "warning: could not install$$missing (tests that need them will say so)"; \
+	fi
+
+test: deps deps-test
 	$(CARGO) test --all-targets -- --test-threads=2
 
 check-config: build

@@ -50,7 +50,7 @@ impl ServeHttp for Admin {
             }
             "/providers" => json(200, &rt.registry.status_json()),
             "/sessions/revoke" => revoke(&rt, session).await,
-            _ => json(404, &serde_json::json!({"status": 404, "detail": "admin paths: /metrics /healthz /readyz /providers"})),
+            _ => json(404, &serde_json::json!({"status": 404, "detail": "admin paths: /metrics /healthz /readyz /providers, POST /sessions/revoke?sub="})),
         }
     }
 }

@@ -163,12 +163,16 @@ fn check(path: &Path, offline: bool, production: bool) -> Result<ExitCode, ExitC
             failed = true;
         }
     }
-    println!(
-        "{}: configuration valid ({} provider(s), {} route(s))",
-        config.path.display(),
-        config.providers.len(),
-        config.routes.len()
-    );
+    if failed {
+        println!("{}: configuration parses, but is not fit for production (see above)", config.path.display());
+    } else {
+        println!(
+            "{}: configuration valid ({} provider(s), {} route(s))",
+            config.path.display(),
+            config.providers.len(),
+            config.routes.len()
+        );
+    }
     if !offline {
         let rt = match Runtime::build(config.clone()) {
             Ok(rt) => rt,

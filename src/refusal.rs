@@ -100,6 +100,8 @@ pub enum Refusal {
     // --- routing -------------------------------------------------------------------
     #[error("no route matches this host and path")]
     NoRoute,
+    #[error("the path contains dot segments (`.` or `..`, also percent-encoded)")]
+    DotSegments,
     #[error("browser sign-in is not available in this build")]
     SignInUnavailable,
 }
@@ -121,6 +123,8 @@ pub enum Class {
     Unavailable,
     /// 404.
     NotFound,
+    /// 400 without a challenge (the request itself is malformed).
+    BadRequest,
     /// 501.
     NotImplemented,
 }
@@ -167,6 +171,7 @@ impl Refusal {
             Refusal::TenantRequired => "tenant_required",
             Refusal::EmailNotVerified => "email_not_verified",
             Refusal::NoRoute => "no_route",
+            Refusal::DotSegments => "invalid_path",
             Refusal::SignInUnavailable => "sign_in_unavailable",
         }
     }
@@ -201,6 +206,7 @@ impl Refusal {
             | Refusal::NonceMismatch
             | Refusal::AtHashMismatch => Class::InvalidToken,
             Refusal::DuplicateAuthorization => Class::InvalidRequest,
+            Refusal::DotSegments => Class::BadRequest,
             Refusal::ProviderUnavailable | Refusal::SessionStoreUnavailable => Class::Unavailable,
             Refusal::MfaRequired { .. } => Class::StepUp,
             Refusal::InsufficientScope(_) => Class::Scope,
@@ -218,7 +224,7 @@ impl Refusal {
     pub fn status(&self) -> u16 {
         match self.class() {
             Class::InvalidToken | Class::StepUp => 401,
-            Class::InvalidRequest => 400,
+            Class::InvalidRequest | Class::BadRequest => 400,
             Class::Forbidden | Class::Scope => 403,
             Class::Unavailable => 503,
             Class::NotFound => 404,
@@ -232,7 +238,7 @@ impl Refusal {
             Class::InvalidToken | Class::InvalidRequest => "challenge",
             Class::StepUp => "step_up",
             Class::Forbidden | Class::Scope => "deny",
-            Class::Unavailable | Class::NotFound | Class::NotImplemented => "error",
+            Class::Unavailable | Class::NotFound | Class::NotImplemented | Class::BadRequest => "error",
         }
     }
 
@@ -293,7 +299,7 @@ impl Refusal {
     fn title(&self) -> &'static str {
         match self.class() {
             Class::InvalidToken => "Unauthorized",
-            Class::InvalidRequest => "Bad Request",
+            Class::InvalidRequest | Class::BadRequest => "Bad Request",
             Class::StepUp => "Step-up authentication required",
             Class::Forbidden | Class::Scope => "Forbidden",
             Class::Unavailable => "Identity provider unavailable",

@@ -196,6 +196,17 @@ impl RouteTable {
     }
 }
 
+/// Whether a request path has `.` or `..` segments, also when hidden behind percent-
+/// encoding (`%2e`, `%2f`) or backslashes. Routes match the raw path, and an app that
+/// normalises it would otherwise serve `/open/../admin` as `/admin` past an open prefix.
+pub fn has_dot_segments(path: &str) -> bool {
+    if !path.contains('.') && !path.contains('%') && !path.contains('\\') {
+        return false;
+    }
+    let decoded: String = percent_encoding::percent_decode_str(path).decode_utf8_lossy().replace('\\', "/");
+    decoded.split('/').any(|s| s == "." || s == "..")
+}
+
 /// Lower-case host without port (`Api.Example.com:8443` → `api.example.com`); borrows
 /// when the host is already in that form (the common case).
 pub fn normalise_host(host: &str) -> std::borrow::Cow<'_, str> {
@@ -277,6 +288,16 @@ mod tests {
         assert!(!prefix_matches("/api", "/apix"));
         assert!(prefix_matches("/public/", "/public/x"));
         assert!(!prefix_matches("/public/", "/public"));
+    }
+
+    #[test]
+    fn dot_segments() {
+        for p in ["/open/../admin", "/open/%2e%2e/admin", "/open/%2E./admin", "/a/./b", "/open%2f..%2fadmin", "/open\\..\\admin", "/.."] {
+            assert!(has_dot_segments(p), "{p}");
+        }
+        for p in ["/", "/a.b/c", "/file.txt", "/..a/b", "/v1.2/x", "/%41"] {
+            assert!(!has_dot_segments(p), "{p}");
+        }
     }
 
     #[test]

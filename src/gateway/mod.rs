@@ -93,6 +93,12 @@ impl ProxyHttp for Gateway {
             return Ok(true);
         }
         let req = session.req_header();
+        if crate::runtime::has_dot_segments(req.uri.path()) {
+            ctx.outcome = "refused";
+            ctx.reason = Refusal::DotSegments.reason();
+            respond::refusal(session, &Refusal::DotSegments, None).await?;
+            return Ok(true);
+        }
         let Some(route) = rt.routes.find(host_of(req), req.uri.path()) else {
             ctx.outcome = "no_route";
             ctx.reason = Refusal::NoRoute.reason();
@@ -206,8 +212,8 @@ impl ProxyHttp for Gateway {
                 _ => 500,
             },
         };
+        // The auth decision (allow) stands; the outcome records the upstream failure.
         ctx.outcome = "upstream_error";
-        ctx.reason = "upstream_error";
         let rt = ctx.rt.clone();
         let route = ctx.route(&rt).map(|r| r.spec.name.as_str());
         if let Some(r) = route {
@@ -281,12 +287,20 @@ impl ProxyHttp for Gateway {
     }
 }
 
-/// Removes every `X-Identity-*` header the client sent.
+/// Whether a header name is an identity header, counting `_` as `-`: CGI-style
+/// frameworks (PHP, Rack, WSGI) read `X-Identity_Sub` as `HTTP_X_IDENTITY_SUB` too.
+fn is_identity_header(name: &str) -> bool {
+    let p = propagate::PREFIX.as_bytes();
+    let n = name.as_bytes();
+    n.len() >= p.len() && n.iter().zip(p).all(|(a, b)| a.to_ascii_lowercase() == *b || (*a == b'_' && *b == b'-'))
+}
+
+/// Removes every `X-Identity-*` header the client sent (and `_` spellings of them).
 pub fn strip_identity_headers(req: &mut RequestHeader) {
     let names: Vec<http::HeaderName> = req
         .headers
         .keys()
-        .filter(|k| k.as_str().starts_with(propagate::PREFIX))
+        .filter(|k| is_identity_header(k.as_str()))
         .cloned()
         .collect();
     for n in names {

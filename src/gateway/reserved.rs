@@ -124,6 +124,9 @@ async fn forward_auth(rt: &Runtime, session: &mut Session) -> Result<Handled> {
     let host = header("x-forwarded-host").or_else(|| header("host")).unwrap_or_default();
     let uri = header("x-forwarded-uri").or_else(|| header("x-original-uri")).unwrap_or_else(|| "/".into());
     let path = uri.split('?').next().unwrap_or("/").to_string();
+    if crate::runtime::has_dot_segments(&path) {
+        return refuse(session, Refusal::DotSegments, None).await;
+    }
     let Some(route) = rt.routes.find(&host, &path) else {
         return refuse(session, Refusal::NoRoute, None).await;
     };

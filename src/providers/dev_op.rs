@@ -140,7 +140,9 @@ fn token(p: &Provider, d: &DevSpec, req: &Request<'_>) -> Reply {
                 return oauth_error(400, "invalid_grant", "PKCE verification failed");
             }
             let mfa = c["mfa"].as_bool().unwrap_or(false);
-            issue(p, d, c["user"].as_str().unwrap_or_default(), c["nonce"].as_str(), mfa)
+            // No `nonce` in the authorize request: none in the ID token (OIDC Core 3.1.2.1).
+            let nonce = c["nonce"].as_str().filter(|n| !n.is_empty());
+            issue(p, d, c["user"].as_str().unwrap_or_default(), nonce, mfa)
         }
         "refresh_token" => {
             let Some(c) = open_own(p, &form("refresh_token"), "refresh") else {

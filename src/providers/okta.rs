@@ -43,6 +43,13 @@ pub fn identity(ctx: &Ctx<'_>, k: &OktaSpec, c: &Claims) -> Result<Identity, Ref
     id.groups_complete = c.has("groups");
     id.scopes = c.scope_list("scp");
     apply_amr_acr(&mut id, c, &ctx.spec.mfa_acr);
+    // Okta's `rsa` is RSA SecurID, a one-time password (PROVIDERS.md §5.7), not key proof.
+    if id.amr_raw.iter().any(|a| a == "rsa") {
+        id.amr.retain(|a| a != "pop" || id.amr_raw.iter().any(|r| r == "pop" || r == "phr"));
+        if !id.amr.iter().any(|a| a == "otp") {
+            id.amr.push("otp".into());
+        }
+    }
     id.client_id = if access { c.string("cid") } else { c.audiences().first().map(|s| s.to_string()) };
     id.auth_time = c.i64("auth_time");
     id.token_id = c.string("jti");

@@ -7,6 +7,8 @@
 #![allow(dead_code)]
 
 pub mod fakeidp;
+pub mod fixtures;
+pub mod redis;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
@@ -246,4 +248,155 @@ impl Drop for Echo {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+// --- Processes shared by every test of one file (STYLE.md habit 13) -----------------
+//
+// A server kept in a `static` is never dropped, so it is started behind a small `sh`
+// watchdog that kills it when the test process exits (its stdin pipe closes then).
+
+/// Spawns `idfabric args...` in `dir`, tethered to this test process (see above).
+pub fn spawn_tethered(args: &[String], dir: &Path, envs: &[(&str, &str)], stderr: Stdio) -> Child {
+    // `IDFABRIC_TEST_RMDIR`: a temp directory to remove once the server is gone.
+    let script = r#""$@" </dev/null & c=$!; read _ignored; kill $c 2>/dev/null; wait $c
+        case "$IDFABRIC_TEST_RMDIR" in /tmp/*) rm -rf "$IDFABRIC_TEST_RMDIR";; esac"#;
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg(script).arg("idfabric-tether").arg(BIN).args(args).current_dir(dir);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(stderr).spawn().unwrap()
+}
+
+/// Stops a tethered process: closing its stdin makes the watchdog kill the server.
+fn untether(child: &mut Child) {
+    drop(child.stdin.take());
+    let _ = child.wait();
+}
+
+/// `idfabric serve` for a whole test file: safe to keep in a `static`.
+pub struct SharedGateway {
+    child: Child,
+    pub log: Arc<Mutex<String>>,
+}
+
+impl SharedGateway {
+    pub fn start(env: &TestEnv) -> SharedGateway {
+        let args = vec!["serve".to_string(), "--config".into(), env.routes_path().display().to_string()];
+        let dir = env.path().display().to_string();
+        let envs = [("IDFABRIC_LOG", "info"), ("NO_COLOR", "1"), ("IDFABRIC_TEST_RMDIR", dir.as_str())];
+        let mut child = spawn_tethered(&args, env.path(), &envs, Stdio::piped());
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = blocking_status(&format!("{}/readyz", env.admin())).is_ok_and(|c| c == 200);
+            if ready && std::net::TcpStream::connect(("127.0.0.1", env.http_port)).is_ok() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "gateway did not become ready; log:\n{}", log.lock().unwrap());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        SharedGateway { child, log }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for SharedGateway {
+    fn drop(&mut self) {
+        untether(&mut self.child);
+    }
+}
+
+/// One `idfabric echo` process listening on `n` free ports; each port is its own app
+/// (the echo body's `app` field is `echo-{port}`). Safe to keep in a `static`.
+pub struct Echoes {
+    child: Child,
+    pub ports: Vec<u16>,
+}
+
+impl Echoes {
+    pub fn start(n: usize) -> Echoes {
+        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let mut args = vec!["echo".to_string()];
+        for p in &ports {
+            args.push("--listen".into());
+            args.push(format!("127.0.0.1:{p}"));
+        }
+        let child = spawn_tethered(&args, &std::env::temp_dir(), &[], Stdio::null());
+        let deadline = Instant::now() + Duration::from_secs(15);
+        for p in &ports {
+            while std::net::TcpStream::connect(("127.0.0.1", *p)).is_err() {
+                assert!(Instant::now() < deadline, "echo did not start on {p}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Echoes { child, ports }
+    }
+
+    pub fn addr(&self, i: usize) -> String {
+        format!("127.0.0.1:{}", self.ports[i])
+    }
+
+    /// The `app` name the echo on port `i` reports.
+    pub fn app(&self, i: usize) -> String {
+        format!("echo-{}", self.ports[i])
+    }
+}
+
+impl Drop for Echoes {
+    fn drop(&mut self) {
+        untether(&mut self.child);
+    }
+}
+
+/// A loopback port with nothing listening on it (bound, then released).
+pub fn closed_port() -> u16 {
+    free_port()
+}
+
+/// Sends raw bytes as one HTTP/1.1 request and returns (status, head, body) of the reply.
+pub fn raw_request(port: u16, request: &[u8]) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request).unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, head.to_string(), body.to_string())
+}
+
+/// Decodes the claims of a compact JWS without verifying it.
+pub fn jwt_claims(token: &str) -> serde_json::Value {
+    use base64::Engine;
+    let part = token.split('.').nth(1).expect("a JWS has three parts");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).expect("base64url claims");
+    serde_json::from_slice(&bytes).expect("JSON claims")
+}
+
+/// Scrapes the admin `/metrics` text.
+pub async fn scrape_metrics(env: &TestEnv) -> String {
+    client().get(format!("{}/metrics", env.admin())).send().await.unwrap().text().await.unwrap()
+}
+
+/// The value of one exposition line `name{labels}` (labels exactly as rendered), or 0.
+pub fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.rsplit_once(' ').filter(|(k, _)| *k == series).and_then(|(_, v)| v.parse().ok()))
+        .unwrap_or(0.0)
 }
