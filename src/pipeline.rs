@@ -120,14 +120,7 @@ pub async fn session(rt: &Runtime, id: &str) -> Result<Arc<Verified>, Refusal> {
         identity.mfa = true;
         identity.mfa_source = crate::identity::MfaSource::Session;
     }
-    Ok(Arc::new(Verified {
-        identity,
-        provider,
-        kid: String::new(),
-        exp: s.expires_at,
-        token_hash: crate::providers::token_hash(id),
-        headers: std::sync::OnceLock::new(),
-    }))
+    Ok(Arc::new(Verified::new(identity, provider, String::new(), s.expires_at, crate::providers::token_hash(id))))
 }
 
 /// The policy step alone, for a verified credential.

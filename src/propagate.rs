@@ -84,18 +84,32 @@ impl Minter {
     /// The token for this verified credential on this route, from cache when fresh.
     /// The token is returned as a ready header value (cloning it is a reference count).
     pub fn token_for(&self, v: &Verified, route: &str, route_index: u32) -> HeaderValue {
-        let key = (v.token_hash, route_index);
         let now = now_secs();
-        if let Some((tok, exp)) = self.cache.get(&key) {
-            if exp - now > 60 {
-                return tok;
+        let fresh = |exp: i64| exp - now > 60;
+        if let Ok(list) = v.minted.lock() {
+            if let Some((_, tok, _)) = list.iter().find(|(r, _, exp)| *r == route_index && fresh(*exp)) {
+                return tok.clone();
             }
         }
-        let exp = (now + self.ttl).min(v.exp.max(now + 1));
-        let minted = self.mint(&v.identity, route, now, exp);
-        // A compact JWS is base64url and dots: always a valid header value.
-        let tok = HeaderValue::from_str(&minted).unwrap_or_else(|_| HeaderValue::from_static(""));
-        self.cache.insert(key, (tok.clone(), exp));
+        // Credentials re-built per request (sessions) meet their minted token here.
+        let key = (v.token_hash, route_index);
+        let (tok, exp) = match self.cache.get(&key).filter(|(_, exp)| fresh(*exp)) {
+            Some(hit) => hit,
+            None => {
+                let exp = (now + self.ttl).min(v.exp.max(now + 1));
+                let minted = self.mint(&v.identity, route, now, exp);
+                // A compact JWS is base64url and dots: always a valid header value.
+                let tok = HeaderValue::from_str(&minted).unwrap_or_else(|_| HeaderValue::from_static(""));
+                self.cache.insert(key, (tok.clone(), exp));
+                (tok, exp)
+            }
+        };
+        if let Ok(mut list) = v.minted.lock() {
+            list.retain(|(r, _, e)| *r != route_index && fresh(*e));
+            if list.len() < 16 {
+                list.push((route_index, tok.clone(), exp));
+            }
+        }
         tok
     }
 

@@ -304,6 +304,24 @@ pub struct Verified {
     pub token_hash: [u8; 32],
     /// The propagated header set, built once per verified token by the gateway.
     pub headers: OnceLock<Vec<(http::HeaderName, http::HeaderValue)>>,
+    /// Minted `X-Identity-Token`s for this credential: (route index, token, exp).
+    /// Lives as long as the cached verification, so a hot token finds its minted
+    /// token here without a shared-cache lookup.
+    pub minted: std::sync::Mutex<Vec<(u32, http::HeaderValue, i64)>>,
+}
+
+impl Verified {
+    pub fn new(identity: Identity, provider: usize, kid: String, exp: i64, token_hash: [u8; 32]) -> Verified {
+        Verified {
+            identity,
+            provider,
+            kid,
+            exp,
+            token_hash,
+            headers: OnceLock::new(),
+            minted: std::sync::Mutex::new(Vec::new()),
+        }
+    }
 }
 
 struct ExpireAtExp;
@@ -506,7 +524,7 @@ impl Registry {
         let exp = jwt::check_times(&parsed.claims, now_secs(), LEEWAY_SECS)?;
         let ctx = Ctx { spec: &p.spec, kind_label: p.kind_label, header: &parsed.header, key: &key };
         let identity = p.mapper.identity(&ctx, &parsed.claims)?;
-        Ok(Verified { identity, provider: p.index, kid: key.kid.clone(), exp, token_hash: hash, headers: OnceLock::new() })
+        Ok(Verified::new(identity, p.index, key.kid.clone(), exp, hash))
     }
 
     /// Verifies an ID token from browser sign-in at provider `index`: the same rules as
