@@ -26,7 +26,7 @@ pub fn identity(ctx: &Ctx<'_>, k: &Auth0Spec, c: &Claims) -> Result<Identity, Re
     if service {
         id.principal_type = "service".into();
     }
-    let rfc9068 = ctx.header.typ.as_deref().is_some_and(|t| t.eq_ignore_ascii_case("at+jwt"));
+    let rfc9068 = ctx.header.typ.as_deref().is_some_and(super::claims::is_at_jwt);
     let access = rfc9068 || c.has("scope") || c.has("permissions") || c.has("gty") || c.has("azp");
     id.token_use = if access { "access" } else { "id" }.into();
     id.client_id = c.string("azp").or_else(|| c.string("client_id"));

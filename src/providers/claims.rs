@@ -207,6 +207,11 @@ fn set_opt(slot: &mut Option<String>, v: Option<String>) {
     }
 }
 
+/// RFC 9068 access-token `typ`, in its short or media-type spelling.
+pub fn is_at_jwt(typ: &str) -> bool {
+    typ.eq_ignore_ascii_case("at+jwt") || typ.eq_ignore_ascii_case("application/at+jwt")
+}
+
 /// The host of an issuer URL (Okta org host, Auth0 domain).
 pub fn issuer_host(iss: &str) -> String {
     url::Url::parse(iss).ok().and_then(|u| u.host_str().map(str::to_string)).unwrap_or_default()

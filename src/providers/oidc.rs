@@ -16,7 +16,7 @@ pub fn identity(ctx: &Ctx<'_>, k: &OidcSpec, c: &Claims) -> Result<Identity, Ref
     id.tenant = k.tenant.clone();
     let aud_is_client = ctx.spec.client_id.as_deref().is_some_and(|cid| c.audiences().contains(&cid));
     let access = c.has("scope") || c.has("scp") || c.has("client_id") || !aud_is_client
-        || ctx.header.typ.as_deref().is_some_and(|t| t.eq_ignore_ascii_case("at+jwt"));
+        || ctx.header.typ.as_deref().is_some_and(super::claims::is_at_jwt);
     id.token_use = if access { "access" } else { "id" }.into();
     id.client_id = c.string("client_id").or_else(|| c.string("azp")).or_else(|| if access { None } else { ctx.spec.client_id.clone() });
     id.email = c.string("email");
