@@ -51,14 +51,7 @@ pub async fn refusal_page(
 ) -> Result<()> {
     let theme = crate::login::pages::Theme {
         population: route.spec.require.population.unwrap_or(crate::identity::Population::Workforce),
-        branding: crate::login::pages::Branding {
-            product_name: route.spec.branding.product_name.clone(),
-            primary_color: route.spec.branding.primary_color.clone(),
-            accent_color: route.spec.branding.accent_color.clone(),
-            logo_data_uri: route.spec.branding.logo_data_uri.clone(),
-            tagline: route.spec.branding.tagline.clone(),
-            support_text: route.spec.branding.support_text.clone(),
-        },
+        branding: crate::login::branding(&route.spec.branding),
     };
     let _ = rt;
     let title = match r.status() {
