@@ -78,6 +78,16 @@ pub enum Refusal {
     NonceMismatch,
     #[error("the ID token's at_hash does not match the access token")]
     AtHashMismatch,
+    #[error("the token comes from a B2C policy (user flow) this provider does not accept")]
+    PolicyNotAllowed,
+    #[error("anonymous users are not accepted by this provider")]
+    AnonymousNotAllowed,
+    #[error("a Firebase session cookie was sent where an ID token is expected")]
+    SessionCookieNotIdToken,
+    #[error("the token's auth_time is in the future")]
+    AuthTimeInFuture,
+    #[error("the token's subject is not a usable user id")]
+    InvalidSubject,
 
     // --- policy --------------------------------------------------------------------
     #[error("this route does not serve the {0} population")]
@@ -162,6 +172,11 @@ impl Refusal {
             Refusal::NonceMismatch => "nonce_mismatch",
             Refusal::SessionStoreUnavailable => "session_store_unavailable",
             Refusal::AtHashMismatch => "at_hash_mismatch",
+            Refusal::PolicyNotAllowed => "policy_not_allowed",
+            Refusal::AnonymousNotAllowed => "anonymous_not_allowed",
+            Refusal::SessionCookieNotIdToken => "firebase_session_cookie",
+            Refusal::AuthTimeInFuture => "auth_time_in_future",
+            Refusal::InvalidSubject => "invalid_subject",
             Refusal::PopulationNotAllowed(_) => "population_not_allowed",
             Refusal::MfaRequired { .. } => "mfa_required",
             Refusal::GroupRequired(_) => "group_required",
@@ -204,7 +219,12 @@ impl Refusal {
             | Refusal::OktaOrgAccessToken
             | Refusal::MissingClaim(_)
             | Refusal::NonceMismatch
-            | Refusal::AtHashMismatch => Class::InvalidToken,
+            | Refusal::AtHashMismatch
+            | Refusal::PolicyNotAllowed
+            | Refusal::AnonymousNotAllowed
+            | Refusal::SessionCookieNotIdToken
+            | Refusal::AuthTimeInFuture
+            | Refusal::InvalidSubject => Class::InvalidToken,
             Refusal::DuplicateAuthorization => Class::InvalidRequest,
             Refusal::DotSegments => Class::BadRequest,
             Refusal::ProviderUnavailable | Refusal::SessionStoreUnavailable => Class::Unavailable,

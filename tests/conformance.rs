@@ -38,6 +38,16 @@ async fn oidc() {
     conformance(Shape::Oidc).await
 }
 
+#[tokio::test]
+async fn azure_b2c() {
+    conformance(Shape::B2c).await
+}
+
+#[tokio::test]
+async fn firebase() {
+    conformance(Shape::Firebase).await
+}
+
 /// Everything every provider kind must do the same way. Four independent gateways run
 /// side by side (the rotation check waits out the 10 s refetch interval).
 async fn conformance(shape: Shape) {

@@ -13,7 +13,7 @@ mod validate;
 
 pub use env::{expand, EnvString};
 pub use error::{ConfigError, ConfigErrors};
-pub use validate::{guid_from, load};
+pub use validate::{b2c_issuer_tenant, guid_from, load, FIREBASE_JWKS_URL};
 
 use crate::identity::Population;
 use std::collections::BTreeMap;
@@ -140,6 +140,8 @@ pub enum KindSpec {
     Cognito(CognitoSpec),
     Oidc(OidcSpec),
     Dev(DevSpec),
+    AzureB2c(AzureB2cSpec),
+    Firebase(FirebaseSpec),
 }
 
 impl KindSpec {
@@ -151,6 +153,8 @@ impl KindSpec {
             KindSpec::Cognito(_) => "cognito",
             KindSpec::Oidc(_) => "oidc",
             KindSpec::Dev(_) => "dev",
+            KindSpec::AzureB2c(_) => "azure_b2c",
+            KindSpec::Firebase(_) => "firebase",
         }
     }
 }
@@ -198,6 +202,51 @@ pub struct CognitoSpec {
 #[derive(Debug, Clone)]
 pub struct OidcSpec {
     pub tenant: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct AzureB2cSpec {
+    /// Accepted policies as written (compared case-insensitively).
+    pub policies: Vec<String>,
+    /// Policies that always enforce MFA (compared case-insensitively).
+    pub mfa_policies: Vec<String>,
+    /// Extra accepted issuers (exact strings, trailing slash included).
+    pub extra_issuers: Vec<String>,
+    /// The tenant GUID named by the issuer's path (lower-case).
+    pub tenant: String,
+}
+
+impl AzureB2cSpec {
+    /// The URLs keys come from, one per policy (deduplicated): `url` with `{policy}`
+    /// substituted, in the policies' configured spelling.
+    pub fn per_policy(&self, url: &str) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for p in &self.policies {
+            let u = url.replace("{policy}", p);
+            if !out.contains(&u) {
+                out.push(u);
+            }
+        }
+        out
+    }
+
+    pub fn allows(&self, policy: &str) -> bool {
+        self.policies.iter().any(|p| p.eq_ignore_ascii_case(policy))
+    }
+
+    pub fn enforces_mfa(&self, policy: &str) -> bool {
+        self.mfa_policies.iter().any(|p| p.eq_ignore_ascii_case(policy))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct FirebaseSpec {
+    pub project_id: String,
+    /// Identity Platform tenants allowed; empty = project-level users only.
+    pub tenants: Vec<String>,
+    pub allow_anonymous: bool,
+    /// `https://session.firebase.google.com/{project_id}`: session cookies, refused here.
+    pub session_issuer: String,
 }
 
 /// The token dialect a dev provider imitates.

@@ -263,3 +263,27 @@ pub struct DevUser {
     #[serde(default)]
     pub attributes: BTreeMap<String, S>,
 }
+
+provider_file!(
+    /// `kind: azure_b2c` (Azure AD B2C: keys and discovery per policy).
+    AzureB2cFile {
+        /// The user flows / custom policies accepted (`tfp` or `acr`, case-insensitive).
+        policies: Vec<S>,
+        /// Policies configured with MFA always enforced: their tokens imply MFA.
+        mfa_policies: Option<Vec<S>>,
+        /// Extra accepted issuers (other host variants of the same tenant).
+        issuers: Option<Vec<S>>,
+        mfa_acr: Option<Vec<S>>,
+    }
+);
+
+provider_file!(
+    /// `kind: firebase` (Firebase Auth / Google Identity Platform ID tokens).
+    FirebaseFile {
+        project_id: S,
+        /// Identity Platform tenant ids allowed; absent = project-level users only.
+        tenants: Option<Vec<S>>,
+        allow_anonymous: Option<bool>,
+        mfa_acr: Option<Vec<S>>,
+    }
+);

@@ -493,12 +493,8 @@ fn provider(f: &ProviderFile, base_dir: &Path, errors: &mut Vec<ConfigError>) ->
         "cognito" => parse::<raw::CognitoFile>(&f.path, &f.text).map(Raw::Cognito),
         "oidc" => parse::<raw::OidcFile>(&f.path, &f.text).map(Raw::Oidc),
         "dev" => parse::<raw::DevFile>(&f.path, &f.text).map(Raw::Dev),
-        "azure_b2c" | "firebase" => Err(ConfigError {
-            file: f.path.clone(),
-            line: super::error::locate(&f.text, None, "kind"),
-            key: Some("kind".into()),
-            message: format!("kind `{kind}` is not supported by this build yet"),
-        }),
+        "azure_b2c" => parse::<raw::AzureB2cFile>(&f.path, &f.text).map(Raw::AzureB2c),
+        "firebase" => parse::<raw::FirebaseFile>(&f.path, &f.text).map(Raw::Firebase),
         other => Err(ConfigError {
             file: f.path.clone(),
             line: super::error::locate(&f.text, None, "kind"),
@@ -532,6 +528,8 @@ enum Raw {
     Cognito(raw::CognitoFile),
     Oidc(raw::OidcFile),
     Dev(raw::DevFile),
+    AzureB2c(raw::AzureB2cFile),
+    Firebase(raw::FirebaseFile),
 }
 
 /// The keys every kind shares, borrowed from whichever raw struct was parsed.
@@ -589,6 +587,8 @@ impl Raw {
             Raw::Cognito(f) => common!(f),
             Raw::Oidc(f) => common!(f),
             Raw::Dev(f) => common!(f),
+            Raw::AzureB2c(f) => common!(f),
+            Raw::Firebase(f) => common!(f),
         }
     }
 
@@ -596,6 +596,7 @@ impl Raw {
         match self {
             Raw::Entra(_) | Raw::Okta(_) => Some(Population::Workforce),
             Raw::Auth0(_) | Raw::Cognito(_) => Some(Population::Customer),
+            Raw::AzureB2c(_) | Raw::Firebase(_) => Some(Population::Customer),
             Raw::Oidc(_) | Raw::Dev(_) => None,
         }
     }
@@ -619,6 +620,10 @@ impl Raw {
         .unwrap_or(Population::Customer);
         let issuer = match c.issuer.as_deref() {
             Some(i) => i.to_string(),
+            None if matches!(self, Raw::Firebase(_)) => match self {
+                Raw::Firebase(f) => format!("{FIREBASE_ISSUER_PREFIX}{}", &*f.project_id),
+                _ => String::new(),
+            },
             None => {
                 p.at(None, "issuer", "is required");
                 String::new()
@@ -632,7 +637,7 @@ impl Raw {
         }
         for (key, v) in [("discovery_url", c.discovery_url), ("jwks_url", c.jwks_url)] {
             if let Some(v) = v {
-                match url::Url::parse(v) {
+                match url::Url::parse(&v.replace("{policy}", "policy")) {
                     Ok(u) => check_scheme(p, None, key, &u),
                     Err(e) => p.at(None, key, format!("not a URL: {e}")),
                 }
@@ -748,6 +753,8 @@ impl Raw {
                 KindSpec::Oidc(OidcSpec { tenant: f.tenant.as_ref().map(|s| s.to_string()).unwrap_or(host.clone()) })
             }
             Raw::Dev(f) => dev(f, &mut spec, base_dir, p),
+            Raw::AzureB2c(f) => azure_b2c(f, &mut spec, p),
+            Raw::Firebase(f) => firebase(f, &mut spec, p),
         };
         Some(spec)
     }
@@ -795,6 +802,26 @@ fn entra(f: &raw::EntraFile, spec: &mut ProviderSpec, p: &mut Problems) -> KindS
             p.at(None, "tenants", "a multi-tenant issuer needs an allow-list of tenant ids (or `*` for any tenant)");
         } else if let Some(tid) = spec.issuer.split('/').find(|s| is_guid(s)) {
             tenants.push(tid.to_ascii_lowercase());
+        }
+    }
+    if variant == EntraVariant::External {
+        if templated {
+            p.at(None, "issuer", "External ID tenants are single-tenant: no `{tenantid}` / common issuers");
+        }
+        // External ID issues `https://{tenantId}.ciamlogin.com/{tenantId}/v2.0`: the tenant
+        // GUID, not the subdomain, is the host label (PROVIDERS-CIAM.md §10.1).
+        if let Ok(u) = url::Url::parse(&spec.issuer) {
+            let label = u.host_str().and_then(|h| h.strip_suffix(".ciamlogin.com")).map(str::to_ascii_lowercase);
+            let segment = u.path_segments().and_then(|mut s| s.next()).map(str::to_ascii_lowercase);
+            if let Some(label) = label {
+                if !is_guid(&label) || segment.as_deref() != Some(label.as_str()) {
+                    p.at(
+                        None,
+                        "issuer",
+                        "External ID issuers are https://{tenantId}.ciamlogin.com/{tenantId}/v2.0 (the tenant GUID is the host label, not the subdomain)",
+                    );
+                }
+            }
         }
     }
     if spec.audiences.is_empty() {
@@ -876,6 +903,127 @@ fn dev(f: &raw::DevFile, spec: &mut ProviderSpec, base_dir: &Path, p: &mut Probl
         token_ttl: duration(p, None, "token_ttl", f.token_ttl.as_ref(), Duration::from_secs(3600)),
         tenant,
         tenants,
+    })
+}
+
+/// The tenant GUID an Azure AD B2C issuer names: the first GUID path segment (default
+/// pattern `https://{host}/{guid}/v2.0/`, `tfp` pattern `https://{host}/tfp/{guid}/{policy}/v2.0/`).
+pub fn b2c_issuer_tenant(issuer: &str) -> Option<String> {
+    let u = url::Url::parse(issuer).ok()?;
+    let seg = u.path_segments()?.find(|s| is_guid(s))?;
+    Some(seg.to_ascii_lowercase())
+}
+
+fn azure_b2c(f: &raw::AzureB2cFile, spec: &mut ProviderSpec, p: &mut Problems) -> KindSpec {
+    let policies = strings(&f.policies);
+    if policies.is_empty() {
+        p.at(None, "policies", "is required: the user flows / custom policies whose tokens are accepted");
+    }
+    for pol in &policies {
+        if pol.is_empty() || pol.contains('/') || pol.contains('{') {
+            p.at(None, "policies", format!("`{pol}` is not a policy name (e.g. B2C_1_susi)"));
+        }
+    }
+    let mfa_policies = opt_strings(&f.mfa_policies);
+    for m in &mfa_policies {
+        if !policies.iter().any(|x| x.eq_ignore_ascii_case(m)) {
+            p.at(None, "mfa_policies", format!("`{m}` is not one of `policies`"));
+        }
+    }
+    if f.mfa_acr.is_some() {
+        p.at(None, "mfa_acr", "B2C's `acr` is the policy name, not an assurance level: list MFA policies in `mfa_policies`");
+    }
+    spec.mfa_acr.clear();
+    let extra = opt_strings(&f.issuers);
+    let tenant = b2c_issuer_tenant(&spec.issuer);
+    if !spec.issuer.is_empty() {
+        if !spec.issuer.ends_with('/') {
+            p.at(None, "issuer", "B2C issuers end with `/` (https://{host}/{tenant-guid}/v2.0/)");
+        }
+        if tenant.is_none() {
+            p.at(None, "issuer", "a B2C issuer names the tenant id (GUID) in its path: https://{host}/{tenant-guid}/v2.0/");
+        }
+    }
+    for i in &extra {
+        match url::Url::parse(i) {
+            Ok(u) => check_scheme(p, None, "issuers", &u),
+            Err(e) => p.at(None, "issuers", format!("`{i}` is not a URL: {e}")),
+        }
+        if !i.ends_with('/') {
+            p.at(None, "issuers", format!("`{i}`: B2C issuers end with `/`"));
+        }
+        if tenant.is_some() && b2c_issuer_tenant(i) != tenant {
+            p.at(None, "issuers", format!("`{i}` does not name the issuer's tenant id"));
+        }
+    }
+    for (key, v) in [("discovery_url", &spec.discovery_url), ("jwks_url", &spec.jwks_url)] {
+        if let Some(v) = v {
+            if policies.len() > 1 && !v.contains("{policy}") {
+                p.at(None, key, "B2C keys are per policy: put a `{policy}` placeholder in the URL");
+            }
+        }
+    }
+    if spec.discovery_url.is_none() && spec.jwks_url.is_none() {
+        // https://{host}/{guid}/v2.0/ -> https://{host}/{guid}/{policy}/v2.0/.well-known/openid-configuration
+        match spec.issuer.strip_suffix("/v2.0/") {
+            Some(base) if !base.contains("/tfp/") => {
+                spec.discovery_url = Some(format!("{base}/{{policy}}/v2.0/.well-known/openid-configuration"));
+            }
+            _ if spec.issuer.is_empty() => {}
+            _ => p.at(None, "discovery_url", "is required for this issuer (with a `{policy}` placeholder)"),
+        }
+    }
+    if spec.audiences.is_empty() && spec.client_id.is_none() {
+        p.at(None, "audiences", "is required (or client_id): the application id(s) tokens carry in `aud`");
+    }
+    KindSpec::AzureB2c(AzureB2cSpec {
+        policies,
+        mfa_policies,
+        extra_issuers: extra,
+        tenant: tenant.unwrap_or_default(),
+    })
+}
+
+const FIREBASE_ISSUER_PREFIX: &str = "https://securetoken.google.com/";
+const FIREBASE_SESSION_ISSUER_PREFIX: &str = "https://session.firebase.google.com/";
+/// Google's securetoken keys as a JWKS (the same keys for every Firebase project).
+pub const FIREBASE_JWKS_URL: &str =
+    "https://www.googleapis.com/service_accounts/v1/jwk/securetoken@system.gserviceaccount.com";
+
+fn firebase(f: &raw::FirebaseFile, spec: &mut ProviderSpec, p: &mut Problems) -> KindSpec {
+    let project = f.project_id.to_string();
+    let valid = !project.is_empty()
+        && project.len() <= 63
+        && project.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == ':' || c == '.');
+    if !valid {
+        p.at(None, "project_id", format!("`{project}` is not a Firebase / Google Cloud project id"));
+    }
+    if f.mfa_acr.is_some() {
+        p.at(None, "mfa_acr", "Firebase tokens carry no `acr`; MFA comes from `firebase.sign_in_second_factor`");
+    }
+    spec.mfa_acr.clear();
+    // The signing keys are shared by every Firebase project: `aud` == project id is the
+    // only binding to this project, so no other audience may be configured.
+    if spec.audiences.is_empty() {
+        spec.audiences = vec![project.clone()];
+    } else if spec.audiences != [project.clone()] {
+        p.at(None, "audiences", "Firebase ID tokens carry the project id as `aud`: leave `audiences` unset");
+    }
+    if spec.jwks_url.is_none() && spec.discovery_url.is_none() {
+        spec.jwks_url = Some(FIREBASE_JWKS_URL.to_string());
+    }
+    if spec.issuer.starts_with(FIREBASE_SESSION_ISSUER_PREFIX) {
+        p.at(None, "issuer", "session-cookie issuers are not ID-token issuers");
+    }
+    let tenants = opt_strings(&f.tenants);
+    if f.tenants.is_some() && tenants.is_empty() {
+        p.at(None, "tenants", "an empty list allows no user: remove it for project-level users only");
+    }
+    KindSpec::Firebase(FirebaseSpec {
+        session_issuer: format!("{FIREBASE_SESSION_ISSUER_PREFIX}{project}"),
+        project_id: project,
+        tenants,
+        allow_anonymous: f.allow_anonymous.unwrap_or(false),
     })
 }
 

@@ -168,6 +168,7 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         strip_identity_headers(upstream);
         let rt = ctx.rt.clone();
+        strip_own_cookies(upstream, &rt.config.session.cookie);
         let Some(route) = ctx.route(&rt) else { return Ok(()) };
         let Some(v) = &ctx.verified else {
             if route.spec.authorization != AuthorizationHeader::Keep {
@@ -305,5 +306,35 @@ pub fn strip_identity_headers(req: &mut RequestHeader) {
         .collect();
     for n in names {
         req.remove_header(&n);
+    }
+}
+
+/// Removes idfabric's own cookies (the session id, the remembered provider) from what
+/// the upstream receives: an app behind the gateway must not be able to replay a session.
+pub fn strip_own_cookies(req: &mut RequestHeader, session_cookie: &str) {
+    let ours = |name: &str| {
+        name == session_cookie
+            || name.strip_prefix("__Host-") == Some(session_cookie)
+            || name == crate::login::IDP_COOKIE
+    };
+    let values: Vec<String> = req
+        .headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::to_string)
+        .collect();
+    if !values.iter().any(|v| v.contains(session_cookie) || v.contains(crate::login::IDP_COOKIE)) {
+        return;
+    }
+    let kept: Vec<&str> = values
+        .iter()
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty() && !ours(pair.split('=').next().unwrap_or("")))
+        .collect();
+    req.remove_header(&http::header::COOKIE);
+    if !kept.is_empty() {
+        let _ = req.insert_header(http::header::COOKIE, kept.join("; "));
     }
 }

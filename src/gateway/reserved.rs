@@ -83,7 +83,8 @@ async fn dev_provider(rt: &Runtime, session: &mut Session, rest: &str) -> Result
             let path = session.req_header().uri.path().to_string();
             let reply = {
                 let req = web_request(session, &path, &body);
-                crate::providers::dev_op::handle(p, sub, &req)
+                let known = |h: &str| rt.routes.find(h, "/.idfabric/logged-out").is_some();
+                crate::providers::dev_op::handle(p, sub, &req, &known)
             };
             match reply {
                 Some(r) => {

@@ -49,18 +49,22 @@ pub async fn refusal_page(
     r: &Refusal,
     route: &crate::runtime::CompiledRoute,
 ) -> Result<()> {
-    let theme = crate::login::pages::Theme {
-        population: route.spec.require.population.unwrap_or(crate::identity::Population::Workforce),
-        branding: crate::login::branding(&route.spec.branding),
+    let host = session.req_header().uri.host().map(str::to_string).or_else(|| {
+        session.req_header().headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string)
+    });
+    let theme = crate::login::theme_for(rt, host.as_deref().unwrap_or(""), &route.spec.path_prefix);
+    // A browser cannot act on an RFC 9470 challenge: where no step-up was possible the
+    // missing second factor is an access denial with a clear page.
+    let (status, title) = match r {
+        Refusal::MfaRequired { .. } => (403, "Access denied"),
+        _ => match r.status() {
+            403 => (403, "Access denied"),
+            503 => (503, "Temporarily unavailable"),
+            s => (s, "Sign-in required"),
+        },
     };
-    let _ = rt;
-    let title = match r.status() {
-        403 => "Access denied",
-        503 => "Temporarily unavailable",
-        _ => "Sign-in required",
-    };
-    let body = crate::login::pages::error_page(&theme, r.status(), title, &r.to_string(), Some("/.idfabric/logout"));
-    reply(session, &crate::web::Reply::html(r.status(), body, r.reason())).await
+    let body = crate::login::pages::error_page(&theme, status, title, &r.to_string(), Some("/.idfabric/logout"));
+    reply(session, &crate::web::Reply::html(status, body, r.reason())).await
 }
 
 /// Writes a `web::Reply`.

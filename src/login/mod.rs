@@ -73,7 +73,8 @@ fn route_for<'a>(rt: &'a Runtime, host: &str, rd: &str) -> Option<&'a CompiledRo
     rt.routes.find(host, path).filter(|r| !matches!(r.spec.host, HostMatch::Any) || !rt.routes.routes.is_empty())
 }
 
-fn theme_for(rt: &Runtime, host: &str, rd: &str) -> Theme {
+/// The look of pages for a request to `host` + `rd`: the route's population and branding.
+pub fn theme_for(rt: &Runtime, host: &str, rd: &str) -> Theme {
     let route = route_for(rt, host, rd);
     let providers = route.map(|r| login_providers(rt, r)).unwrap_or_default();
     let population = match route.and_then(|r| r.spec.require.population) {
@@ -140,7 +141,7 @@ async fn login(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Reply {
         return match providers.iter().find(|p| p.spec.domains.iter().any(|d| *d == domain)) {
             Some(p) => start(sessions, req, p, &rd, Some(&email), step_up).await,
             None => {
-                let buttons = buttons(&providers);
+                let buttons = buttons(&providers, None);
                 let body = pages::login_page(&pages::LoginPage {
                     theme: &theme,
                     rd: &rd,
@@ -158,7 +159,7 @@ async fn login(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Reply {
         return start(sessions, req, providers[0], &rd, None, step_up).await;
     }
     let remembered = req.cookie(IDP_COOKIE).filter(|id| providers.iter().any(|p| p.spec.id == *id));
-    let buttons = buttons(&providers);
+    let buttons = buttons(&providers, remembered);
     let show_email = providers.iter().any(|p| !p.spec.domains.is_empty());
     let body = pages::login_page(&pages::LoginPage {
         theme: &theme,
@@ -172,10 +173,14 @@ async fn login(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Reply {
     Reply::html(200, body, "ok")
 }
 
-fn buttons(providers: &[&Arc<Provider>]) -> Vec<ProviderButton> {
+/// Buttons for providers not reached by email domain (customer sign-in options), plus
+/// the remembered provider whatever its kind, so "last used" is one click.
+fn buttons(providers: &[&Arc<Provider>], remembered: Option<&str>) -> Vec<ProviderButton> {
     providers
         .iter()
-        .filter(|p| p.spec.domains.is_empty() || p.spec.population == Population::Customer)
+        .filter(|p| {
+            p.spec.domains.is_empty() || p.spec.population == Population::Customer || Some(p.spec.id.as_str()) == remembered
+        })
         .map(|p| ProviderButton { id: p.spec.id.clone(), label: p.spec.display_name.clone(), population: p.spec.population })
         .collect()
 }
@@ -381,6 +386,14 @@ async fn callback(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Reply
     }
     let old = req.cookie(&cookie_name(&rt.config.session.cookie, req.tls)).map(str::to_string);
     if let Some(old) = old {
+        // A step-up must be completed by the person who was already signed in.
+        if txn.step_up {
+            if let Ok(Some(prev)) = sessions.load(&old).await {
+                if prev.identity.sub != session.identity.sub {
+                    return failed(Some(&p), &theme, 403, "Signed in as someone else", "The second factor was completed for a different account than the one signed in here.", "step_up_user_mismatch");
+                }
+            }
+        }
         let _ = sessions.destroy(&old).await;
     }
     let id = match sessions.create(session).await {

@@ -27,12 +27,14 @@ fn oauth_error(status: u16, error: &str, description: &str) -> Reply {
 }
 
 /// Serves `/.idfabric/dev/{id}/{sub}` for the OP endpoints.
-pub fn handle(p: &Provider, sub: &str, req: &Request<'_>) -> Option<Reply> {
+/// `known_host` says whether a host belongs to a configured route (logout may only
+/// return there).
+pub fn handle(p: &Provider, sub: &str, req: &Request<'_>, known_host: &dyn Fn(&str) -> bool) -> Option<Reply> {
     let KindSpec::Dev(d) = &p.spec.kind else { return None };
     match sub {
         "authorize" => Some(authorize(p, d, req)),
         "token" if req.method == "POST" => Some(token(p, d, req)),
-        "logout" => Some(logout(req)),
+        "logout" => Some(logout(req, known_host)),
         _ => None,
     }
 }
@@ -187,9 +189,12 @@ fn issue(p: &Provider, d: &DevSpec, user: &str, nonce: Option<&str>, mfa: bool) 
     )
 }
 
-fn logout(req: &Request<'_>) -> Reply {
+fn logout(req: &Request<'_>, known_host: &dyn Fn(&str) -> bool) -> Reply {
     match req.param("post_logout_redirect_uri").and_then(|u| url::Url::parse(&u).ok()) {
-        Some(u) if u.path().starts_with("/.idfabric/") => Reply::redirect(u.as_str(), "ok"),
+        // Only back to idfabric's signed-out page on a configured host: never an open redirect.
+        Some(u) if u.path() == "/.idfabric/logged-out" && u.host_str().is_some_and(|h| known_host(h)) => {
+            Reply::redirect(u.as_str(), "ok")
+        }
         _ => Reply::html(200, "<!doctype html><title>Signed out</title><p>Signed out of the development provider.</p>".into(), "ok"),
     }
 }

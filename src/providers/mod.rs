@@ -9,18 +9,20 @@
 //! Nothing outside this module knows a provider's claim names.
 
 pub mod auth0;
+pub mod azure_b2c;
 pub mod claims;
 pub mod cognito;
 pub mod dev;
 pub mod dev_op;
 pub mod entra;
+pub mod firebase;
 pub mod jwks;
 pub mod jwt;
 pub mod okta;
 pub mod oidc;
 
 use crate::config::{
-    Auth0Spec, CognitoSpec, Config, EntraSpec, EntraVariant, KindSpec, OidcSpec, OktaSpec, ProviderSpec, Shape,
+    Auth0Spec, AzureB2cSpec, CognitoSpec, FirebaseSpec, Config, EntraSpec, EntraVariant, KindSpec, OidcSpec, OktaSpec, ProviderSpec, Shape,
     TokenUse,
 };
 use crate::identity::Identity;
@@ -89,6 +91,8 @@ enum Mapper {
     Auth0(Auth0Spec),
     Cognito(CognitoSpec),
     Oidc(OidcSpec),
+    AzureB2c(AzureB2cSpec),
+    Firebase(FirebaseSpec),
 }
 
 impl Mapper {
@@ -99,6 +103,8 @@ impl Mapper {
             KindSpec::Auth0(k) => Mapper::Auth0(k.clone()),
             KindSpec::Cognito(k) => Mapper::Cognito(k.clone()),
             KindSpec::Oidc(k) => Mapper::Oidc(k.clone()),
+            KindSpec::AzureB2c(k) => Mapper::AzureB2c(k.clone()),
+            KindSpec::Firebase(k) => Mapper::Firebase(k.clone()),
             KindSpec::Dev(d) => match d.shape {
                 Shape::Entra => Mapper::Entra(EntraSpec {
                     tenants: d.tenants.clone(),
@@ -121,6 +127,8 @@ impl Mapper {
             Mapper::Auth0(k) => auth0::identity(ctx, k, c),
             Mapper::Cognito(k) => cognito::identity(ctx, k, c),
             Mapper::Oidc(k) => oidc::identity(ctx, k, c),
+            Mapper::AzureB2c(k) => azure_b2c::identity(ctx, k, c),
+            Mapper::Firebase(k) => firebase::identity(ctx, k, c),
         }?;
         claims::apply_overrides(&mut id, c, ctx.spec);
         id.iat = c.i64("iat");
@@ -129,6 +137,15 @@ impl Mapper {
             return Err(Refusal::MissingClaim("sub"));
         }
         Ok(id)
+    }
+
+    /// Refusals decided before the key lookup, from the unverified token: only ever a
+    /// more specific refusal, never an acceptance.
+    fn precheck(&self, header: &JoseHeader, c: &Claims) -> Result<(), Refusal> {
+        match self {
+            Mapper::Firebase(k) => firebase::precheck(k, header, c),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -236,6 +253,9 @@ impl Provider {
     }
 
     async fn fetch_keys(&self, http: &reqwest::Client) -> Result<KeySet, FetchError> {
+        if let KindSpec::AzureB2c(b) = &self.spec.kind {
+            return self.fetch_b2c_keys(http, b).await;
+        }
         let uri = match &self.spec.jwks_url {
             Some(u) => u.clone(),
             None => self.discover(http).await?,
@@ -245,6 +265,42 @@ impl Provider {
             st.jwks_uri = Some(uri);
         }
         Ok(set)
+    }
+
+    /// Azure AD B2C publishes discovery and keys per policy: every configured policy's
+    /// key set is fetched (`{policy}` substituted) and the keys merged. One failing
+    /// policy fails the refresh, so the last good merged set stays in use.
+    async fn fetch_b2c_keys(&self, http: &reqwest::Client, b: &AzureB2cSpec) -> Result<KeySet, FetchError> {
+        let mut uris = Vec::new();
+        if let Some(u) = &self.spec.jwks_url {
+            uris = b.per_policy(u);
+        } else {
+            let template = self.spec.discovery_location();
+            for url in b.per_policy(&template) {
+                let d = jwks::fetch_discovery(http, &url).await?;
+                let ok = d.issuer == self.spec.issuer || b.extra_issuers.contains(&d.issuer);
+                if !ok && d.issuer.trim_end_matches('/') != self.spec.issuer.trim_end_matches('/') {
+                    return Err(FetchError::IssuerMismatch { found: d.issuer, expected: self.spec.issuer.clone() });
+                }
+                if !uris.contains(&d.jwks_uri) {
+                    uris.push(d.jwks_uri.clone());
+                }
+                if let Ok(mut st) = self.status.lock() {
+                    st.discovery = Some(d);
+                    st.discovery_fetched = Some(Instant::now());
+                }
+            }
+        }
+        let mut merged = KeySet::default();
+        for uri in &uris {
+            let set = jwks::fetch_jwks(http, uri).await?;
+            merged.fetched_at = set.fetched_at;
+            merged.keys.extend(set.keys);
+        }
+        if let Ok(mut st) = self.status.lock() {
+            st.jwks_uri = Some(uris.join(" "));
+        }
+        Ok(merged)
     }
 
     /// Discovery, re-fetched every 12 hours; its issuer must be ours.
@@ -370,6 +426,15 @@ impl Registry {
                 for extra in &a.extra_issuers {
                     by_issuer.entry(extra.clone()).or_default().push(i);
                 }
+            }
+            if let KindSpec::AzureB2c(b) = &spec.kind {
+                for extra in &b.extra_issuers {
+                    by_issuer.entry(extra.clone()).or_default().push(i);
+                }
+            }
+            // Session cookies are found by their own issuer, to be refused by name.
+            if let KindSpec::Firebase(f) = &spec.kind {
+                by_issuer.entry(f.session_issuer.clone()).or_default().push(i);
             }
             providers.push(Arc::new(p));
         }
@@ -507,6 +572,7 @@ impl Registry {
     }
 
     async fn verify_with(&self, p: &Provider, parsed: &jwt::Parsed<'_>, hash: [u8; 32]) -> Result<Verified, Refusal> {
+        p.mapper.precheck(&parsed.header, &parsed.claims)?;
         let kid = parsed.header.kid.as_deref();
         let key = match p.keys().find(kid).cloned() {
             Some(k) => k,
@@ -733,6 +799,10 @@ fn is_permanent(r: &Refusal) -> bool {
             | Refusal::WrongTokenUse
             | Refusal::OktaOrgAccessToken
             | Refusal::MissingClaim(_)
+            | Refusal::PolicyNotAllowed
+            | Refusal::AnonymousNotAllowed
+            | Refusal::SessionCookieNotIdToken
+            | Refusal::InvalidSubject
     )
 }
 

@@ -46,6 +46,20 @@ pub const OIDC_CLIENT: &str = "acme-portal";
 pub const OIDC_TENANT: &str = "acme";
 pub const OIDC_SUB: &str = "6a1f0c2e-3b4d-4e5f-8a9b-0c1d2e3f4a5b";
 
+/// Azure AD B2C tenant `contosoretail` (PROVIDERS-CIAM.md §9.10).
+pub const B2C_TID: &str = "8d2f4a6c-1e3b-4c5d-9f7a-2b4c6d8e0f13";
+/// The client app: `aud` of its ID tokens.
+pub const B2C_CLIENT: &str = "a1b2c3d4-5e6f-4a7b-8c9d-0e1f2a3b4c5d";
+/// The orders API: `aud` of access tokens for it.
+pub const B2C_API: &str = "e7f6d5c4-b3a2-4190-8f7e-6d5c4b3a2910";
+pub const B2C_OID: &str = "4c7e9a1b-3d5f-4a2c-8e6b-0d1f3a5c7e9b";
+pub const B2C_POLICY: &str = "B2C_1_susi";
+
+/// Firebase project `acme-retail-prod` with a GCIP tenant (PROVIDERS-CIAM.md §8.11).
+pub const FIREBASE_PROJECT: &str = "acme-retail-prod";
+pub const FIREBASE_UID: &str = "Hq3ZtY8vLm2Xc7Rb9Nw4Pk1Js6Df";
+pub const FIREBASE_TENANT: &str = "eu-stores-x7k2p";
+
 pub fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
 }
@@ -58,10 +72,13 @@ pub enum Shape {
     Auth0,
     Cognito,
     Oidc,
+    B2c,
+    Firebase,
 }
 
 impl Shape {
-    pub const ALL: [Shape; 5] = [Shape::Entra, Shape::Okta, Shape::Auth0, Shape::Cognito, Shape::Oidc];
+    pub const ALL: [Shape; 7] =
+        [Shape::Entra, Shape::Okta, Shape::Auth0, Shape::Cognito, Shape::Oidc, Shape::B2c, Shape::Firebase];
 
     /// `kind:` in the provider file.
     pub fn kind(self) -> &'static str {
@@ -71,6 +88,8 @@ impl Shape {
             Shape::Auth0 => "auth0",
             Shape::Cognito => "cognito",
             Shape::Oidc => "oidc",
+            Shape::B2c => "azure_b2c",
+            Shape::Firebase => "firebase",
         }
     }
 
@@ -82,6 +101,8 @@ impl Shape {
             Shape::Auth0 => "shop-auth0",
             Shape::Cognito => "shop-cognito",
             Shape::Oidc => "acme-oidc",
+            Shape::B2c => "shop-b2c",
+            Shape::Firebase => "app-firebase",
         }
     }
 
@@ -93,6 +114,8 @@ impl Shape {
             Shape::Auth0 => String::new(),
             Shape::Cognito => format!("/{COGNITO_POOL}"),
             Shape::Oidc => OIDC_REALM_PATH.to_string(),
+            Shape::B2c => format!("/{B2C_TID}/v2.0"),
+            Shape::Firebase => format!("/{FIREBASE_PROJECT}"),
         }
     }
 
@@ -100,6 +123,8 @@ impl Shape {
     pub fn issuer(self, fake: &FakeIdp) -> String {
         match self {
             Shape::Auth0 => format!("{}/", fake.base),
+            // B2C issuers end with a slash: https://{host}/{tenant}/v2.0/
+            Shape::B2c => format!("{}/", fake.issuer),
             _ => fake.issuer.clone(),
         }
     }
@@ -112,6 +137,8 @@ impl Shape {
             Shape::Auth0 => AUTH0_API,
             Shape::Cognito => COGNITO_CLIENT,
             Shape::Oidc => OIDC_AUDIENCE,
+            Shape::B2c => B2C_CLIENT,
+            Shape::Firebase => FIREBASE_PROJECT,
         }
     }
 
@@ -131,6 +158,8 @@ impl Shape {
             Shape::Auth0 => AUTH0_SUB,
             Shape::Cognito => COGNITO_SUB,
             Shape::Oidc => OIDC_SUB,
+            Shape::B2c => B2C_OID,
+            Shape::Firebase => FIREBASE_UID,
         }
     }
 
@@ -139,6 +168,7 @@ impl Shape {
         match self {
             Shape::Entra => "oid",
             Shape::Okta => "uid",
+            Shape::B2c => "oid",
             _ => "sub",
         }
     }
@@ -151,20 +181,22 @@ impl Shape {
             Shape::Auth0 => AUTH0_TENANT,
             Shape::Cognito => COGNITO_POOL,
             Shape::Oidc => OIDC_TENANT,
+            Shape::B2c => B2C_TID,
+            Shape::Firebase => "acme-retail-prod/tenants/eu-stores-x7k2p",
         }
     }
 
     pub fn population(self) -> &'static str {
         match self {
             Shape::Entra | Shape::Okta | Shape::Oidc => "workforce",
-            Shape::Auth0 | Shape::Cognito => "customer",
+            Shape::Auth0 | Shape::Cognito | Shape::B2c | Shape::Firebase => "customer",
         }
     }
 
     /// The JOSE `typ` this IdP puts on access tokens (Okta custom AS and Cognito: none).
     pub fn typ(self) -> Option<&'static str> {
         match self {
-            Shape::Entra | Shape::Auth0 | Shape::Oidc => Some("JWT"),
+            Shape::Entra | Shape::Auth0 | Shape::Oidc | Shape::B2c | Shape::Firebase => Some("JWT"),
             Shape::Okta | Shape::Cognito => None,
         }
     }
@@ -225,6 +257,29 @@ pub fn claims(shape: Shape, issuer: &str, audience: &str) -> Value {
             "scope": "openid profile email orders:read",
             "email": "kim@acme.example", "email_verified": true, "name": "Kim Park",
             "preferred_username": "kim", "groups": ["staff"],
+        }),
+        // §9.10: ID token of user flow B2C_1_susi, Google sign-in.
+        Shape::B2c => json!({
+            "exp": exp, "nbf": iat, "ver": "1.0", "iss": issuer,
+            "sub": B2C_OID, "aud": audience, "nonce": "f9Kd2Lp7Qx4Rz8Tw",
+            "iat": iat, "auth_time": iat - 12, "oid": B2C_OID, "idp": "google.com",
+            "name": "Tomás Alvarez", "given_name": "Tomás", "family_name": "Alvarez",
+            "emails": ["tomas.alvarez@gmail.com"], "extension_LoyaltyTier": "gold",
+            "tfp": B2C_POLICY, "at_hash": "Qm3Zr8Tn1Vb6Xc4Lp9Wd2A",
+        }),
+        // §8.11: GCIP tenant user, Google sign-in + SMS second factor.
+        Shape::Firebase => json!({
+            "org_role": "store_manager", "org_id": "org_4821", "name": "Lena Fischer",
+            "picture": "https://lh3.googleusercontent.com/a/ACg8ocK7exampleFirebase=s96-c",
+            "iss": issuer, "aud": audience, "auth_time": iat - 50,
+            "user_id": FIREBASE_UID, "sub": FIREBASE_UID, "iat": iat, "exp": exp,
+            "email": "lena.fischer@gmail.com", "email_verified": true,
+            "firebase": {
+                "identities": {"google.com": ["109876543210987654321"], "email": ["lena.fischer@gmail.com"]},
+                "sign_in_provider": "google.com", "sign_in_second_factor": "phone",
+                "second_factor_identifier": "7c1e9a3b-5d2f-4b8e-a6c4-0e9d2f7b1a35",
+                "tenant": FIREBASE_TENANT,
+            },
         }),
     }
 }
@@ -397,6 +452,23 @@ pub fn provider_yaml(shape: Shape, id: &str, issuer: &str, jwks_url: Option<&str
         Shape::Cognito => format!("client_id: {COGNITO_CLIENT}\ntoken_use: access\n"),
         Shape::Oidc => {
             format!("client_id: {OIDC_CLIENT}\naudiences: [\"{OIDC_AUDIENCE}\"]\ntenant: {OIDC_TENANT}\n")
+        }
+        // One policy, so one discovery document (no `{policy}` placeholder needed).
+        Shape::B2c => {
+            let mut y = format!("client_id: \"{B2C_CLIENT}\"\naudiences: [\"{B2C_API}\"]\npolicies: [{B2C_POLICY}]\n");
+            if jwks_url.is_none() {
+                let base = issuer.trim_end_matches('/');
+                y.push_str(&format!("discovery_url: \"{base}/.well-known/openid-configuration\"\n"));
+            }
+            y
+        }
+        // Keys default to Google's JWKS: tests point them at the fake IdP's discovery.
+        Shape::Firebase => {
+            let mut y = format!("project_id: {FIREBASE_PROJECT}\ntenants: [{FIREBASE_TENANT}]\n");
+            if jwks_url.is_none() {
+                y.push_str(&format!("discovery_url: \"{issuer}/.well-known/openid-configuration\"\n"));
+            }
+            y
         }
     });
     if let Some(u) = jwks_url {

@@ -1,0 +1,267 @@
+//! Criterion micro-benchmarks of idfabric's request hot path (issue 3), through the
+//! library API only: route match, credential extraction, verification (thread-local hot
+//! slot / shared cache / uncached per dev shape), policy decision, header propagation and
+//! `X-Identity-Token` minting (cached and fresh), plus the whole `pipeline::admit`.
+//!
+//! ```text
+//! cargo bench --bench micro                 # everything
+//! cargo bench --bench micro -- verify       # one group
+//! cargo bench --bench micro -- --quick      # fast, noisier
+//! ```
+//!
+//! The fixture is a temp directory with `keys generate` output, four dev providers (one
+//! per token shape: entra, okta, auth0, cognito) and a route table; tokens come from
+//! `cli::mint_tokens`, keys are installed with `Provider::install_dev_keys` (no HTTP).
+
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
+use idfabric::config::{self, Config};
+use idfabric::providers::now_secs;
+use idfabric::runtime::Runtime;
+use idfabric::{cli, credential, pipeline, policy, propagate};
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Dev providers of the fixture: (id, population, shape, extra YAML).
+const PROVIDERS: &[(&str, &str, &str, &str)] = &[
+    ("bench-entra", "workforce", "entra", "mfa_acr: [c1]\n"),
+    ("bench-okta", "workforce", "okta", ""),
+    (
+        "bench-auth0",
+        "customer",
+        "auth0",
+        "claims:\n  groups: https://idfabric.dev/groups\n  roles: https://idfabric.dev/roles\n  email: https://idfabric.dev/email\n  email_verified: https://idfabric.dev/email_verified\n",
+    ),
+    ("bench-cognito", "customer", "cognito", ""),
+];
+
+const USERS: &str = "users:\n  - { name: alice, display_name: Alice Admin, email: alice@contoso.example, email_verified: true, groups: [hr, employees], roles: [Reports.Read], scopes: [orders:read], mfa: true, connection: auth0 }\n";
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    config: Config,
+    rt: Arc<Runtime>,
+}
+
+/// Writes keys, provider files and a `routes.yaml` with `extra_routes` decoy routes
+/// ahead of the measured one, then loads and builds the runtime.
+fn fixture(extra_routes: usize) -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = dir.path();
+    idfabric::keys::generate_dev_set(&base.join("certs"), false, false).expect("keys generate");
+    std::fs::create_dir_all(base.join("providers")).expect("providers dir");
+    for (i, (id, pop, shape, extra)) in PROVIDERS.iter().enumerate() {
+        let key = if i % 2 == 0 { "dev-idp-workforce.pem" } else { "dev-idp-customer.pem" };
+        let text = format!(
+            "id: {id}\nkind: dev\npopulation: {pop}\nshape: {shape}\nissuer: http://127.0.0.1:1/.idfabric/dev/{id}\nsigning_key: certs/{key}\n{extra}{USERS}"
+        );
+        std::fs::write(base.join(format!("providers/{id}.yaml")), text).expect("write provider");
+    }
+    let mut routes = String::new();
+    // Decoys: a third exact hosts, a third wildcards, a third path prefixes on any host,
+    // so a lookup for the measured route walks the wildcard and prefix lists.
+    for i in 0..extra_routes {
+        let m = match i % 3 {
+            0 => format!("{{ host: r{i}.bench.example }}"),
+            1 => format!("{{ host: \"*.w{i}.bench.example\" }}"),
+            _ => format!("{{ path_prefix: /p{i}/ }}"),
+        };
+        routes.push_str(&format!("  - {{ name: decoy{i}, match: {m}, auth: bearer, upstream: [127.0.0.1:9] }}\n"));
+    }
+    routes.push_str(
+        "  - name: main\n    match: { path_prefix: / }\n    auth: bearer\n    upstream: [127.0.0.1:9]\n    require: { groups_any: [employees, hr] }\n",
+    );
+    let providers: Vec<&str> = PROVIDERS.iter().map(|p| p.0).collect();
+    let text = format!(
+        "listen: {{ http: 127.0.0.1:1 }}\nproviders: [{}]\nbroker:\n  issuer: http://127.0.0.1:1/broker\n  signing_key: certs/broker-signing.pem\nroutes:\n{routes}",
+        providers.join(", ")
+    );
+    std::fs::write(base.join("routes.yaml"), text).expect("write routes");
+    let config = load(&base.join("routes.yaml"));
+    let rt = Runtime::build(config.clone()).expect("runtime");
+    for p in &rt.registry.providers {
+        p.install_dev_keys();
+    }
+    Fixture { _dir: dir, config, rt: Arc::new(rt) }
+}
+
+fn load(path: &Path) -> Config {
+    match config::load(path) {
+        Ok(c) => c,
+        Err(e) => panic!("bench config invalid:\n{e}"),
+    }
+}
+
+fn tokio_rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio")
+}
+
+fn mint(f: &Fixture, provider: &str, n: u64) -> Vec<String> {
+    cli::mint_tokens(&f.config, provider, "alice", false, None, n).expect("mint")
+}
+
+fn headers_with(token: &str) -> http::HeaderMap {
+    let mut h = http::HeaderMap::new();
+    h.insert(http::header::HOST, http::HeaderValue::from_static("app.bench.example"));
+    h.insert(http::header::ACCEPT, http::HeaderValue::from_static("*/*"));
+    h.insert(http::header::USER_AGENT, http::HeaderValue::from_static("wrk"));
+    h.insert(http::header::AUTHORIZATION, http::HeaderValue::from_str(&format!("Bearer {token}")).expect("header"));
+    h
+}
+
+fn route_match(c: &mut Criterion) {
+    let mut g = c.benchmark_group("route_match");
+    for n in [0usize, 999] {
+        let f = fixture(n);
+        let total = n + 1;
+        g.bench_function(BenchmarkId::new("find", format!("{total}_routes")), |b| {
+            b.iter(|| black_box(f.rt.routes.find(black_box("app.bench.example"), black_box("/orders/42"))))
+        });
+        g.bench_function(BenchmarkId::new("find_host_with_port", format!("{total}_routes")), |b| {
+            b.iter(|| black_box(f.rt.routes.find(black_box("127.0.0.1:8080"), black_box("/"))))
+        });
+    }
+    g.finish();
+}
+
+fn credential_extract(c: &mut Criterion) {
+    let f = fixture(0);
+    let token = mint(&f, "bench-entra", 1).remove(0);
+    let h = headers_with(&token);
+    let cookie = f.rt.config.session.cookie.clone();
+    c.bench_function("credential/extract_bearer", |b| {
+        b.iter(|| black_box(credential::extract(black_box(&h), &cookie).is_ok()))
+    });
+    let mut none = http::HeaderMap::new();
+    none.insert(http::header::COOKIE, http::HeaderValue::from_static("a=1; theme=dark; idfabric_session=abc"));
+    c.bench_function("credential/extract_cookie", |b| {
+        b.iter(|| black_box(credential::extract(black_box(&none), &cookie).is_ok()))
+    });
+}
+
+fn verify(c: &mut Criterion) {
+    let f = fixture(0);
+    let tokio = tokio_rt();
+    let reg: &idfabric::providers::Registry = &f.rt.registry;
+    let mut g = c.benchmark_group("verify");
+
+    // Hot: the same token again (thread-local slot).
+    let hot = mint(&f, "bench-entra", 1).remove(0);
+    tokio.block_on(reg.verify(&hot, None)).expect("verify hot");
+    g.bench_function("cached_hot_slot", |b| {
+        b.to_async(&tokio).iter(|| async { black_box(reg.verify(black_box(&hot), None).await.is_ok()) })
+    });
+
+    // Warm: tokens in the shared cache whose thread-local slots keep being evicted
+    // (many distinct tokens cycled): SHA-256 + moka lookup.
+    let warm = mint(&f, "bench-entra", 4096);
+    for t in &warm {
+        tokio.block_on(reg.verify(t, None)).expect("verify warm");
+    }
+    let mut i = 0usize;
+    g.bench_function("cached_shared_cache", |b| {
+        b.to_async(&tokio).iter(|| {
+            i = (i + 1) % warm.len();
+            let t = &warm[i];
+            async move { black_box(reg.verify(black_box(t), None).await.is_ok()) }
+        })
+    });
+
+    // Uncached: full parse + RSA-2048 verify + time checks + normalisation, per shape.
+    for (id, _, shape, _) in PROVIDERS {
+        let t = mint(&f, id, 1).remove(0);
+        tokio.block_on(reg.inspect(&t)).unwrap_or_else(|e| panic!("{id}: {:?}", e.refusal));
+        g.bench_function(BenchmarkId::new("uncached", shape), |b| {
+            b.to_async(&tokio).iter(|| async { black_box(reg.inspect(black_box(&t)).await.is_ok()) })
+        });
+    }
+
+    // Invalid signature (what a flood of forged tokens costs each).
+    let mut bad = hot.clone();
+    let sig_at = bad.rfind('.').expect("jws") + 10;
+    let flip = if bad.as_bytes()[sig_at] == b'A' { "B" } else { "A" };
+    bad.replace_range(sig_at..sig_at + 1, flip);
+    // The same forged token again: answered by the negative cache.
+    tokio.block_on(reg.verify(&bad, None)).expect_err("forged token refused");
+    g.bench_function("invalid_signature_repeated", |b| {
+        b.to_async(&tokio).iter(|| async { black_box(reg.verify(black_box(&bad), None).await.is_err()) })
+    });
+    // A new forged token every time (no cache can help): parse + RSA verify fails.
+    g.bench_function("invalid_signature_uncached", |b| {
+        b.to_async(&tokio).iter(|| async { black_box(reg.inspect(black_box(&bad)).await.is_err()) })
+    });
+    g.finish();
+}
+
+fn decide_and_propagate(c: &mut Criterion) {
+    let f = fixture(0);
+    let tokio = tokio_rt();
+    let token = mint(&f, "bench-entra", 1).remove(0);
+    let v = tokio.block_on(f.rt.registry.verify(&token, None)).expect("verify");
+    let route = f.rt.routes.find("app.bench.example", "/").expect("route");
+    let reqs = route.requirements(v.identity.population).expect("reqs");
+    let mfa_acr = f.rt.registry.providers[v.provider].spec.mfa_acr.clone();
+    c.bench_function("policy/decide", |b| {
+        b.iter(|| black_box(policy::decide(black_box(&v.identity), black_box(&reqs), &mfa_acr).is_ok()))
+    });
+    c.bench_function("policy/route_requirements_and_decide", |b| {
+        b.iter(|| black_box(pipeline::decide(&f.rt, route, v.clone()).is_ok()))
+    });
+    c.bench_function("propagate/identity_headers", |b| {
+        b.iter(|| black_box(propagate::identity_headers(black_box(&v.identity))))
+    });
+    c.bench_function("propagate/strip_and_insert_headers", |b| {
+        let hdrs = propagate::identity_headers(&v.identity);
+        b.iter_batched_ref(
+            || {
+                let mut req = pingora::http::RequestHeader::build("GET", b"/", Some(8)).expect("req");
+                let _ = req.insert_header("host", "app.bench.example");
+                let _ = req.insert_header("authorization", "Bearer x");
+                let _ = req.insert_header("x-identity-sub", "forged");
+                req
+            },
+            |req| {
+                idfabric::gateway::strip_identity_headers(req);
+                for (k, val) in &hdrs {
+                    let _ = req.insert_header(k.clone(), val.clone());
+                }
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    let minter = f.rt.minter.as_ref().expect("broker configured");
+    c.bench_function("mint/token_for_cached", |b| {
+        let _ = minter.token_for(&v, "main", route.index);
+        b.iter(|| black_box(minter.token_for(black_box(&v), "main", route.index)))
+    });
+    let mut g = c.benchmark_group("mint");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("fresh_es256", |b| {
+        let now = now_secs();
+        b.iter(|| black_box(minter.mint(black_box(&v.identity), "main", now, now + 300)))
+    });
+    g.finish();
+}
+
+fn admit(c: &mut Criterion) {
+    let mut g = c.benchmark_group("pipeline_admit");
+    for n in [0usize, 999] {
+        let f = fixture(n);
+        let tokio = tokio_rt();
+        let token = mint(&f, "bench-entra", 1).remove(0);
+        let h = headers_with(&token);
+        let uri = http::Uri::from_static("/orders/42");
+        let route = f.rt.routes.find("app.bench.example", "/").expect("route");
+        tokio.block_on(pipeline::admit(&f.rt, route, &h, &uri)).expect("admit");
+        g.bench_function(BenchmarkId::new("hot_token_with_route_find", format!("{}_routes", n + 1)), |b| {
+            b.to_async(&tokio).iter(|| async {
+                let r = f.rt.routes.find("app.bench.example", "/").expect("route");
+                black_box(pipeline::admit(&f.rt, r, &h, &uri).await.is_ok())
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, route_match, credential_extract, verify, decide_and_propagate, admit);
+criterion_main!(benches);
