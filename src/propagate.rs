@@ -91,8 +91,10 @@ impl Minter {
                 return tok.clone();
             }
         }
-        // Credentials re-built per request (sessions) meet their minted token here.
-        let key = (v.token_hash, route_index);
+        // Other credentials of the same identity, and sessions (re-built per request),
+        // meet their minted token here: minted tokens are cached per identity and route,
+        // and the cache belongs to one broker key (a new key is a new runtime).
+        let key = (v.identity_key, route_index);
         let (tok, exp) = match self.cache.get(&key).filter(|(_, exp)| fresh(*exp)) {
             Some(hit) => hit,
             None => {

@@ -108,6 +108,7 @@ impl ProxyHttp for Gateway {
         ctx.route = Some(route.index);
         match pipeline::admit(&rt, route, &session.req_header().headers, &session.req_header().uri).await {
             Ok(adm) => {
+                tarpit::forgive(session);
                 ctx.population = adm.population();
                 if let Admission::Allowed { verified, .. } = adm {
                     ctx.provider = Some(verified.provider);
@@ -121,6 +122,11 @@ impl ProxyHttp for Gateway {
                 ctx.outcome = if d.refusal.status() == 503 { "error" } else { "refused" };
                 ctx.reason = d.refusal.reason();
                 ctx.decision = d.refusal.decision();
+                if d.refusal.class() == crate::refusal::Class::InvalidToken
+                    && !matches!(d.refusal, Refusal::NoCredential | Refusal::NoSession | Refusal::BadSession)
+                {
+                    tarpit::strike(session).await;
+                }
                 if let Some(location) = &d.redirect {
                     respond::redirect(session, location).await?;
                 } else if d.html {
@@ -336,5 +342,57 @@ pub fn strip_own_cookies(req: &mut RequestHeader, session_cookie: &str) {
     req.remove_header(&http::header::COOKIE);
     if !kept.is_empty() {
         let _ = req.insert_header(http::header::COOKIE, kept.join("; "));
+    }
+}
+
+/// Slows down connections that keep presenting invalid bearer tokens.
+///
+/// A flood of forged tokens costs a signature check each; answering it at full speed
+/// would hand the flooder the CPU that valid traffic needs. After `FREE_STRIKES`
+/// consecutive invalid tokens on one connection (client address and port), each further
+/// refusal on it waits a little longer (up to a second). A valid request resets the
+/// count. The table is per worker thread and bounded.
+mod tarpit {
+    use pingora::proxy::Session;
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    const FREE_STRIKES: u32 = 32;
+    const MAX_ENTRIES: usize = 65_536;
+
+    thread_local! {
+        static STRIKES: RefCell<HashMap<SocketAddr, u32>> = RefCell::new(HashMap::new());
+    }
+
+    fn peer(session: &Session) -> Option<SocketAddr> {
+        session.client_addr().and_then(|a| a.as_inet()).copied()
+    }
+
+    pub fn forgive(session: &Session) {
+        let empty = STRIKES.with(|s| s.borrow().is_empty());
+        if !empty {
+            if let Some(p) = peer(session) {
+                STRIKES.with(|s| s.borrow_mut().remove(&p));
+            }
+        }
+    }
+
+    pub async fn strike(session: &Session) {
+        let Some(p) = peer(session) else { return };
+        let n = STRIKES.with(|s| {
+            let mut map = s.borrow_mut();
+            if map.len() >= MAX_ENTRIES {
+                map.clear();
+            }
+            let n = map.entry(p).or_insert(0);
+            *n += 1;
+            *n
+        });
+        if n > FREE_STRIKES {
+            let steps = ((n - FREE_STRIKES) / 8 + 1).min(20) as u64;
+            tokio::time::sleep(Duration::from_millis(50 * steps)).await;
+        }
     }
 }

@@ -19,6 +19,9 @@ pub struct VerifyKey {
     pub kid: String,
     pub alg: Algorithm,
     pub key: DecodingKey,
+    /// The same key parsed once for aws-lc (RSA keys otherwise get rebuilt on every
+    /// verification); `None` falls back to `key`.
+    pub parsed: Option<aws_lc_rs::signature::ParsedPublicKey>,
     /// Entra v2 JWKS: the issuer (template) this key may sign for.
     pub issuer: Option<String>,
 }
@@ -147,7 +150,39 @@ fn to_key(k: RawJwk) -> Option<VerifyKey> {
         // `oct` (HMAC) keys and anything else: never.
         _ => return None,
     };
-    Some(VerifyKey { kid: k.kid.unwrap_or_default(), alg, key, issuer: k.issuer })
+    let parsed = parse_once(&k, alg);
+    Some(VerifyKey { kid: k.kid.unwrap_or_default(), alg, key, parsed, issuer: k.issuer })
+}
+
+/// The aws-lc verification key for a JWK, parsed once per JWKS refresh.
+fn parse_once(k: &RawJwk, alg: Algorithm) -> Option<aws_lc_rs::signature::ParsedPublicKey> {
+    use aws_lc_rs::signature::{self as sig, ParsedPublicKey, RsaPublicKeyComponents};
+    use base64::Engine;
+    let b64 = |v: &Option<String>| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(v.as_deref()?).ok();
+    match alg {
+        Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 | Algorithm::PS256 | Algorithm::PS384 | Algorithm::PS512 => {
+            let params: &'static sig::RsaParameters = match alg {
+                Algorithm::RS256 => &sig::RSA_PKCS1_2048_8192_SHA256,
+                Algorithm::RS384 => &sig::RSA_PKCS1_2048_8192_SHA384,
+                Algorithm::RS512 => &sig::RSA_PKCS1_2048_8192_SHA512,
+                Algorithm::PS256 => &sig::RSA_PSS_2048_8192_SHA256,
+                Algorithm::PS384 => &sig::RSA_PSS_2048_8192_SHA384,
+                _ => &sig::RSA_PSS_2048_8192_SHA512,
+            };
+            let (n, e) = (b64(&k.n)?, b64(&k.e)?);
+            RsaPublicKeyComponents { n: &n[..], e: &e[..] }.to_parsed_public_key(params).ok()
+        }
+        Algorithm::ES256 | Algorithm::ES384 => {
+            let algo: &'static sig::EcdsaVerificationAlgorithm =
+                if alg == Algorithm::ES256 { &sig::ECDSA_P256_SHA256_FIXED } else { &sig::ECDSA_P384_SHA384_FIXED };
+            let mut point = vec![4u8];
+            point.extend(b64(&k.x)?);
+            point.extend(b64(&k.y)?);
+            ParsedPublicKey::new(algo, point).ok()
+        }
+        Algorithm::EdDSA => ParsedPublicKey::new(&sig::ED25519, b64(&k.x)?).ok(),
+        _ => None,
+    }
 }
 
 /// The discovery fields idfabric uses.

@@ -107,6 +107,10 @@ pub fn verify_signature(p: &Parsed<'_>, key: &super::jwks::VerifyKey) -> Result<
     if p.alg != key.alg {
         return Err(Refusal::AlgMismatch);
     }
+    if let Some(parsed) = &key.parsed {
+        let sig = URL_SAFE_NO_PAD.decode(p.signature).map_err(|_| Refusal::BadSignature)?;
+        return parsed.verify_sig(p.signing_input.as_bytes(), &sig).map_err(|_| Refusal::BadSignature);
+    }
     match jsonwebtoken::crypto::verify(p.signature, p.signing_input.as_bytes(), &key.key, key.alg) {
         Ok(true) => Ok(()),
         _ => Err(Refusal::BadSignature),
