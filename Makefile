@@ -42,7 +42,7 @@ deps-test:
 	fi
 
 test: deps deps-test
-	$(CARGO) test --all-targets -- --test-threads=2
+	$(CARGO) test --all-targets
 
 check-config: build
 	./target/debug/idfabric check --offline
