@@ -56,7 +56,7 @@ END {
     print "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
     for (i = 1; i <= n; i++) {
         sc = order[i]
-        if (sc == "session") { print "| idfabric | " label[sc] " | n/a (sessions not implemented) | | | | | | | browser sign-in issue |"; continue }
+        if (sc == "session") { print "| idfabric | " label[sc] " | n/a (not in the harness yet) | | | | | | | sign-in is built; the harness needs a dev provider reachable for the code flow |"; continue }
         if (!(sc in RPS)) continue
         note = ""
         if (sc in hits && hits[sc] + misses[sc] > 0) note = sprintf("verify cache: %d hits, %d misses (%.0f%% misses)", hits[sc], misses[sc], 100 * misses[sc] / (hits[sc] + misses[sc]))
