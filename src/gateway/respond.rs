@@ -7,11 +7,12 @@ use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::Result;
 
-/// Writes a complete response with the given headers and body.
+/// Writes a complete response with the given headers and body. Headers are appended,
+/// so a name may repeat (`Set-Cookie`).
 pub async fn send(session: &mut Session, status: u16, headers: &[(&str, &str)], body: Bytes) -> Result<()> {
     let mut h = ResponseHeader::build(status, Some(headers.len() + 2))?;
     for (k, v) in headers {
-        h.insert_header(k.to_string(), *v)?;
+        h.append_header(k.to_string(), *v)?;
     }
     h.insert_header("content-length", body.len().to_string())?;
     session.write_response_header(Box::new(h), body.is_empty()).await?;
@@ -70,19 +71,6 @@ pub async fn refusal_page(
 /// Writes a `web::Reply`.
 pub async fn reply(session: &mut Session, r: &crate::web::Reply) -> Result<()> {
     let headers: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    send_multi(session, r.status, &headers, Bytes::from(r.body.clone())).await
+    send(session, r.status, &headers, Bytes::from(r.body.clone())).await
 }
 
-/// Like `send`, but repeated header names (Set-Cookie) are appended, not replaced.
-pub async fn send_multi(session: &mut Session, status: u16, headers: &[(&str, &str)], body: Bytes) -> Result<()> {
-    let mut h = ResponseHeader::build(status, Some(headers.len() + 2))?;
-    for (k, v) in headers {
-        h.append_header(k.to_string(), *v)?;
-    }
-    h.insert_header("content-length", body.len().to_string())?;
-    session.write_response_header(Box::new(h), body.is_empty()).await?;
-    if !body.is_empty() {
-        session.write_response_body(Some(body), true).await?;
-    }
-    Ok(())
-}
