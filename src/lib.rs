@@ -35,6 +35,7 @@ pub mod policy;
 pub mod propagate;
 pub mod providers;
 pub mod refusal;
+pub mod reload;
 pub mod runtime;
 pub mod server;
 pub mod session;

@@ -17,16 +17,42 @@ use std::sync::Arc;
 
 struct Refresher {
     state: Arc<ArcSwap<Runtime>>,
+    config_path: std::path::PathBuf,
 }
 
 #[async_trait]
 impl BackgroundService for Refresher {
+    /// Keeps the current runtime's keys fresh and sweeps abandoned sign-ins; on SIGHUP
+    /// reloads the configuration and restarts both for the new runtime.
     async fn start(&self, shutdown: ShutdownWatch) {
-        let rt = self.state.load_full();
-        let stop = shutdown.clone();
-        let sweeper = tokio::spawn(sweep_abandoned(rt.clone(), shutdown.clone()));
-        rt.registry.clone().run_refresher(move || *stop.borrow()).await;
-        sweeper.abort();
+        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP: reload disabled");
+                None
+            }
+        };
+        loop {
+            let rt = self.state.load_full();
+            let stop = shutdown.clone();
+            let sweeper = tokio::spawn(sweep_abandoned(rt.clone(), shutdown.clone()));
+            let refresher = tokio::spawn(rt.registry.clone().run_refresher(move || *stop.borrow()));
+            drop(rt);
+            let mut down = shutdown.clone();
+            let reloaded = tokio::select! {
+                _ = down.changed() => false,
+                _ = async { match hup.as_mut() { Some(h) => { h.recv().await; } None => std::future::pending::<()>().await } } => true,
+            };
+            sweeper.abort();
+            refresher.abort();
+            if !reloaded || *shutdown.borrow() {
+                return;
+            }
+            match crate::reload::reload(&self.state, &self.config_path) {
+                Ok(summary) => tracing::info!(file = %self.config_path.display(), %summary, "configuration reloaded"),
+                Err(e) => tracing::error!(file = %self.config_path.display(), error = %e, "configuration reload failed; keeping the running configuration"),
+            }
+        }
     }
 }
 
@@ -60,6 +86,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), String> {
             );
         }
     }
+    let config_path = config.path.clone();
     let listen_http = config.listen_http;
     let listen_https = config.listen_https.clone();
     let admin = config.admin;
@@ -92,7 +119,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), String> {
         svc.add_tcp(&addr.to_string());
         server.add_service(svc);
     }
-    server.add_service(background_service("jwks refresher", Refresher { state }));
+    server.add_service(background_service("jwks refresher", Refresher { state, config_path }));
     tracing::info!(http = ?listen_http, https = ?listen_https.map(|t| t.addr), admin = ?admin, "idfabric listening");
     server.run_forever();
 }

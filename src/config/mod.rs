@@ -44,7 +44,7 @@ pub struct TlsListen {
     pub key: PathBuf,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SessionSpec {
     pub store: SessionStore,
     pub cookie: String,

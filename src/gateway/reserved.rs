@@ -30,7 +30,7 @@ pub async fn handle(rt: &Runtime, session: &mut Session, path: &str) -> Result<H
     if let Some(rest) = path.strip_prefix(dev::PATH_PREFIX) {
         return dev_provider(rt, session, rest).await;
     }
-    if matches!(path, "/.idfabric/login" | "/.idfabric/callback" | "/.idfabric/logout" | "/.idfabric/logged-out") {
+    if matches!(path, "/.idfabric/login" | "/.idfabric/callback" | "/.idfabric/logout" | "/.idfabric/logged-out" | "/.idfabric/session") {
         let body = read_body(session).await?;
         let Some(body) = body else {
             return refuse(session, Refusal::Malformed("request body larger than 16 KiB"), None).await;
@@ -52,7 +52,6 @@ pub async fn handle(rt: &Runtime, session: &mut Session, path: &str) -> Result<H
     match path {
         "/.idfabric/auth" => forward_auth(rt, session).await,
         "/.idfabric/me" => me(rt, session).await,
-        "/.idfabric/session" => refuse(session, Refusal::SignInUnavailable, None).await,
         _ => refuse(session, Refusal::NoRoute, None).await,
     }
 }

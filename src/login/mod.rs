@@ -33,7 +33,7 @@ pub fn cookie_name(base: &str, tls: bool) -> String {
     }
 }
 
-/// Serves `/.idfabric/login`, `/callback`, `/logout`, `/logged-out`.
+/// Serves `/.idfabric/login`, `/callback`, `/logout`, `/logged-out` and `/session`.
 pub async fn handle(rt: &Runtime, req: &Request<'_>) -> Reply {
     let Some(sessions) = rt.sessions.clone() else {
         return page(rt, req, 501, "Sign-in is not configured", "This gateway has no session store.", "sign_in_unavailable");
@@ -42,6 +42,7 @@ pub async fn handle(rt: &Runtime, req: &Request<'_>) -> Reply {
         "/.idfabric/login" => login(rt, &sessions, req).await,
         "/.idfabric/callback" => callback(rt, &sessions, req).await,
         "/.idfabric/logout" => logout(rt, &sessions, req).await,
+        "/.idfabric/session" => session_from_id_token(rt, &sessions, req).await,
         "/.idfabric/logged-out" => {
             let theme = theme_for(rt, req.host, "/");
             Reply::html(200, pages::logged_out_page(&theme, "/.idfabric/login"), "ok")
@@ -405,6 +406,127 @@ async fn callback(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Reply
     metrics().sessions_active.inc();
     let cookie = web::cookie(&cookie_name(&rt.config.session.cookie, req.tls), &id, Some(sessions.absolute.as_secs() as i64), req.tls);
     Reply::redirect(&txn.rd, "ok").with_cookie(cookie)
+}
+
+/// How recent the sign-in behind a token posted to `/.idfabric/session` must be.
+pub const SESSION_MAX_AUTH_AGE: i64 = 300;
+
+/// A JSON problem for `/.idfabric/session` (an API for the app's script, not a page).
+fn session_problem(status: u16, reason: &'static str, detail: &str) -> Reply {
+    let title = match status {
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        405 => "Method Not Allowed",
+        _ => "Error",
+    };
+    tracing::info!(status, reason, "session exchange refused");
+    let body = serde_json::json!({
+        "type": format!("urn:idfabric:problem:{reason}"),
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "reason": reason,
+    });
+    let mut r = Reply::json(status, &body, reason);
+    r.headers[0].1 = "application/problem+json".into();
+    r
+}
+
+/// A field of the posted body: JSON (`application/json`) or a urlencoded form.
+fn body_field(req: &Request<'_>, name: &str) -> Option<String> {
+    let json = req
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.trim_start().to_ascii_lowercase().starts_with("application/json"));
+    if json {
+        let v: Value = serde_json::from_slice(req.body).ok()?;
+        v.get(name).and_then(Value::as_str).map(str::to_string)
+    } else {
+        req.form(name)
+    }
+}
+
+/// `POST /.idfabric/session`: an app that signed in with a provider SDK (Firebase) posts
+/// the fresh ID token; idfabric verifies it and sets the session cookie. Same-origin only
+/// (`Origin` must be this request's own), and the sign-in must be recent (`auth_time`).
+async fn session_from_id_token(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Reply {
+    if req.method != "POST" {
+        let mut r = session_problem(405, "method_not_allowed", "POST an ID token to create a session.");
+        r.headers.push(("allow", "POST".into()));
+        return r;
+    }
+    let origin = req.headers.get(http::header::ORIGIN).and_then(|v| v.to_str().ok());
+    if origin != Some(req.origin().as_str()) {
+        return session_problem(403, "cross_origin", "The request must come from a page of this site (same Origin).");
+    }
+    let rd = match body_field(req, "rd") {
+        Some(rd) => match safe_rd(Some(&rd)) {
+            Some(rd) => Some(rd),
+            None => return session_problem(400, "invalid_rd", "The return address must be a path on this site."),
+        },
+        None => None,
+    };
+    let Some(token) = body_field(req, "id_token").filter(|t| !t.is_empty()) else {
+        return session_problem(400, "missing_id_token", "The body names no id_token.");
+    };
+    let verified = match rt.registry.verify(&token, None).await {
+        Ok(v) => v,
+        Err(e) => {
+            let r = Reply::problem(&e.refusal);
+            tracing::info!(status = r.status, reason = r.reason, "session exchange refused");
+            return r;
+        }
+    };
+    let Some(p) = rt.registry.providers.get(verified.provider).cloned() else {
+        return session_problem(400, "not_a_session_provider", "The token's provider cannot create sessions.");
+    };
+    if shape_of(&p) != "firebase" {
+        return session_problem(400, "not_a_session_provider", "Sessions are created here only from Firebase ID tokens; other providers sign in through /.idfabric/login.");
+    }
+    let now = now_secs();
+    let fresh = verified.identity.auth_time.is_some_and(|t| now - t <= SESSION_MAX_AUTH_AGE);
+    if !fresh {
+        metrics().logins_total.with_label_values(&[p.id(), p.spec.population.as_str(), "failure"]).inc();
+        return session_problem(401, "stale_auth_time", "The sign-in behind this token is older than 5 minutes; sign in again.");
+    }
+    let mut identity = verified.identity.clone();
+    identity.token_use = "session".into();
+    let mfa = identity.mfa;
+    let sub = identity.sub.clone();
+    let session = Session {
+        identity,
+        created_at: 0,
+        expires_at: 0,
+        // Without a refresh token the session cannot outlive what the provider vouched for.
+        upstream_exp: Some(verified.exp),
+        refresh_token: None,
+        id_token: None,
+        mfa,
+        touched_at: 0,
+    };
+    let name = cookie_name(&rt.config.session.cookie, req.tls);
+    if let Some(old) = req.cookie(&name) {
+        if let Ok(Some(_)) = sessions.destroy(old).await {
+            metrics().sessions_active.dec();
+        }
+    }
+    let id = match sessions.create(session).await {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::warn!(error = %e, "session store unavailable: refusing new sessions");
+            return session_problem(503, "session_store_unavailable", "The session service cannot be reached.");
+        }
+    };
+    funnel(&p, "session_created");
+    metrics().logins_total.with_label_values(&[p.id(), p.spec.population.as_str(), "success"]).inc();
+    metrics().sessions_active.inc();
+    let cookie = web::cookie(&name, &id, Some(sessions.absolute.as_secs() as i64), req.tls);
+    match rd {
+        Some(rd) => Reply::redirect(&rd, "ok").with_cookie(cookie),
+        None => Reply::json(200, &serde_json::json!({"status": "ok", "sub": sub}), "ok").with_cookie(cookie),
+    }
 }
 
 /// POSTs to the provider's token endpoint; the client secret (if any) goes in the body.

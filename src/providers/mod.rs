@@ -326,6 +326,21 @@ impl Provider {
         Ok(uri)
     }
 
+    /// Takes over another provider's fetched keys and discovery when both fetch them
+    /// from the same place (config reload: no window without keys).
+    pub fn adopt_keys(&self, prev: &Provider) {
+        let same_source = self.spec.issuer == prev.spec.issuer
+            && self.spec.jwks_url == prev.spec.jwks_url
+            && self.spec.discovery_url == prev.spec.discovery_url
+            && self.spec.kind_name() == prev.spec.kind_name();
+        if same_source {
+            self.keys.store(prev.keys.load_full());
+            if let (Ok(mut mine), Ok(theirs)) = (self.status.lock(), prev.status.lock()) {
+                *mine = theirs.clone();
+            }
+        }
+    }
+
     /// Loads a dev provider's keys straight from its signing key (no HTTP), for
     /// commands that run without the server (`token inspect`).
     pub fn install_dev_keys(&self) {

@@ -176,6 +176,12 @@ impl Gateway {
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
+
+    /// Sends a signal to the gateway process (e.g. "HUP" to reload its configuration).
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().unwrap();
+        assert!(ok.success(), "kill -{sig} failed");
+    }
 }
 
 impl Drop for Gateway {
