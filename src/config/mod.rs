@@ -256,10 +256,11 @@ pub enum Shape {
     Okta,
     Auth0,
     Cognito,
+    Firebase,
 }
 
 impl Shape {
-    pub const ALL: [Shape; 4] = [Shape::Entra, Shape::Okta, Shape::Auth0, Shape::Cognito];
+    pub const ALL: [Shape; 5] = [Shape::Entra, Shape::Okta, Shape::Auth0, Shape::Cognito, Shape::Firebase];
 
     pub fn parse(s: &str) -> Option<Shape> {
         match s {
@@ -267,6 +268,7 @@ impl Shape {
             "okta" => Some(Shape::Okta),
             "auth0" => Some(Shape::Auth0),
             "cognito" => Some(Shape::Cognito),
+            "firebase" => Some(Shape::Firebase),
             _ => None,
         }
     }
@@ -277,6 +279,7 @@ impl Shape {
             Shape::Okta => "okta",
             Shape::Auth0 => "auth0",
             Shape::Cognito => "cognito",
+            Shape::Firebase => "firebase",
         }
     }
 }

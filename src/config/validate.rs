@@ -832,7 +832,7 @@ fn entra(f: &raw::EntraFile, spec: &mut ProviderSpec, p: &mut Problems) -> KindS
 
 fn dev(f: &raw::DevFile, spec: &mut ProviderSpec, base_dir: &Path, p: &mut Problems) -> KindSpec {
     let shape = Shape::parse(&f.shape).unwrap_or_else(|| {
-        p.at(None, "shape", format!("`{}` is not one of entra, okta, auth0, cognito", &*f.shape));
+        p.at(None, "shape", format!("`{}` is not one of entra, okta, auth0, cognito, firebase", &*f.shape));
         Shape::Okta
     });
     let signing_key = base_dir.join(&*f.signing_key);
@@ -893,7 +893,8 @@ fn dev(f: &raw::DevFile, spec: &mut ProviderSpec, base_dir: &Path, p: &mut Probl
             Shape::Entra => vec!["c1".into()],
             Shape::Okta => vec!["urn:okta:loa:2fa:any".into()],
             Shape::Cognito => vec!["urn:cognito:loa:3".into()],
-            Shape::Auth0 => vec![],
+            // Auth0 and Firebase prove a second factor by `amr` / `sign_in_second_factor`.
+            Shape::Auth0 | Shape::Firebase => vec![],
         };
     }
     KindSpec::Dev(DevSpec {

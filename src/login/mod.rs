@@ -201,6 +201,7 @@ fn shape_of(p: &Provider) -> &'static str {
             Shape::Okta => "okta",
             Shape::Auth0 => "auth0",
             Shape::Cognito => "cognito",
+            Shape::Firebase => "firebase",
         },
         k => k.name(),
     }

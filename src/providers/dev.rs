@@ -2,7 +2,7 @@
 //!
 //! A real, minimal OP served by idfabric itself at `/.idfabric/dev/{id}/`: discovery
 //! and JWKS over HTTP, RSA-2048 tokens for the users in its file, shaped like a chosen
-//! real provider (`shape: entra|okta|auth0|cognito`) so that demos and tests run the
+//! real provider (`shape: entra|okta|auth0|cognito|firebase`) so that demos and tests run the
 //! real verification and mapping code of that kind. It must never run in production:
 //! startup logs a warning and `idfabric check --production` refuses it.
 
@@ -241,6 +241,46 @@ fn shape_claims(
                 for (k, v) in &user.attributes {
                     c.insert(format!("custom:{k}"), json!(v));
                 }
+            }
+        }
+        // PROVIDERS-CIAM.md §8: a Firebase ID token (access and ID tokens are the same
+        // thing): `aud` = project (the client id), `user_id` = `sub`.
+        Shape::Firebase => {
+            let uid = stable(&seed, 28);
+            c.insert("aud".into(), json!(client_id));
+            c.insert("auth_time".into(), json!(o.now));
+            c.insert("user_id".into(), json!(uid));
+            c.insert("sub".into(), json!(uid));
+            if let Some(n) = &user.display_name {
+                c.insert("name".into(), json!(n));
+            }
+            let provider = user.connection.clone().unwrap_or_else(|| "password".into());
+            let mut identities = Map::new();
+            if let Some(e) = &email {
+                c.insert("email".into(), json!(e));
+                c.insert("email_verified".into(), json!(user.email_verified.unwrap_or(false)));
+                identities.insert("email".into(), json!([e]));
+            }
+            if provider != "password" && provider != "anonymous" {
+                identities.insert(provider.clone(), json!([stable(&format!("{seed}/{provider}"), 21)]));
+            }
+            let mut fb = Map::new();
+            fb.insert("identities".into(), Value::Object(identities));
+            fb.insert("sign_in_provider".into(), json!(provider));
+            if user.mfa {
+                fb.insert("sign_in_second_factor".into(), json!("phone"));
+                fb.insert("second_factor_identifier".into(), json!(guid(&format!("mfa/{seed}"))));
+            }
+            c.insert("firebase".into(), Value::Object(fb));
+            // Custom claims (set with the Admin SDK) sit at the top level.
+            if !user.roles.is_empty() {
+                c.insert("roles".into(), json!(user.roles));
+            }
+            if !user.groups.is_empty() {
+                c.insert("groups".into(), json!(user.groups));
+            }
+            for (k, v) in &user.attributes {
+                c.insert(k.clone(), json!(v));
             }
         }
     }

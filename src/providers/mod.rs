@@ -116,6 +116,16 @@ impl Mapper {
                     Mapper::Auth0(Auth0Spec { tenant_domain: d.tenant.clone(), extra_issuers: Vec::new() })
                 }
                 Shape::Cognito => Mapper::Cognito(CognitoSpec { token_use: TokenUse::Access, groups_are_roles: false }),
+                // The project id is the client id (Firebase `aud`); project-level users only.
+                Shape::Firebase => {
+                    let project_id = spec.client_id.clone().unwrap_or_default();
+                    Mapper::Firebase(FirebaseSpec {
+                        session_issuer: format!("https://session.firebase.google.com/{project_id}"),
+                        project_id,
+                        tenants: Vec::new(),
+                        allow_anonymous: false,
+                    })
+                }
             },
         }
     }

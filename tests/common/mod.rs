@@ -88,7 +88,7 @@ impl TestEnv {
         self.write("routes.yaml", &text);
     }
 
-    /// Writes a dev provider file: `shape` is entra|okta|auth0|cognito; `extra` is
+    /// Writes a dev provider file: `shape` is entra|okta|auth0|cognito|firebase; `extra` is
     /// more YAML (must include `users:` unless `default_users` is wanted).
     pub fn write_dev_provider(&self, id: &str, population: &str, shape: &str, key: &str, extra: &str) {
         let users = if extra.contains("users:") {
