@@ -77,6 +77,11 @@ pub async fn admit(rt: &Runtime, route: &CompiledRoute, headers: &HeaderMap, uri
                 Refusal::BadSession => to_login(r),
                 other => Denial { html: browser, ..Denial::plain(other) },
             })?;
+            // A session is bound to its provider: a route that accepts other providers
+            // only sends the browser to sign in with one of those.
+            if route.allowed.as_ref().is_some_and(|a| !a.contains(&verified.provider)) {
+                return Err(Denial { provider: Some(verified.provider), ..to_login(Refusal::ProviderNotAllowed) });
+            }
             return decide(rt, route, verified).map_err(|d| step_up(rt, d, browser, pq()));
         }
         (AuthMode::Session, Credential::Bearer(_)) => return Err(to_login(Refusal::NoSession)),

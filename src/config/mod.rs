@@ -257,10 +257,12 @@ pub enum Shape {
     Auth0,
     Cognito,
     Firebase,
+    AzureB2c,
 }
 
 impl Shape {
-    pub const ALL: [Shape; 5] = [Shape::Entra, Shape::Okta, Shape::Auth0, Shape::Cognito, Shape::Firebase];
+    pub const ALL: [Shape; 6] =
+        [Shape::Entra, Shape::Okta, Shape::Auth0, Shape::Cognito, Shape::Firebase, Shape::AzureB2c];
 
     pub fn parse(s: &str) -> Option<Shape> {
         match s {
@@ -269,6 +271,7 @@ impl Shape {
             "auth0" => Some(Shape::Auth0),
             "cognito" => Some(Shape::Cognito),
             "firebase" => Some(Shape::Firebase),
+            "azure_b2c" => Some(Shape::AzureB2c),
             _ => None,
         }
     }
@@ -280,6 +283,7 @@ impl Shape {
             Shape::Auth0 => "auth0",
             Shape::Cognito => "cognito",
             Shape::Firebase => "firebase",
+            Shape::AzureB2c => "azure_b2c",
         }
     }
 }

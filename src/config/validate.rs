@@ -832,7 +832,7 @@ fn entra(f: &raw::EntraFile, spec: &mut ProviderSpec, p: &mut Problems) -> KindS
 
 fn dev(f: &raw::DevFile, spec: &mut ProviderSpec, base_dir: &Path, p: &mut Problems) -> KindSpec {
     let shape = Shape::parse(&f.shape).unwrap_or_else(|| {
-        p.at(None, "shape", format!("`{}` is not one of entra, okta, auth0, cognito, firebase", &*f.shape));
+        p.at(None, "shape", format!("`{}` is not one of entra, okta, auth0, cognito, firebase, azure_b2c", &*f.shape));
         Shape::Okta
     });
     let signing_key = base_dir.join(&*f.signing_key);
@@ -873,10 +873,28 @@ fn dev(f: &raw::DevFile, spec: &mut ProviderSpec, base_dir: &Path, p: &mut Probl
         (Some(t), _) => t.to_string(),
         (None, Shape::Entra) => guid_from(&spec.id),
         (None, Shape::Cognito) => spec.id.clone(),
+        (None, Shape::AzureB2c) => b2c_issuer_tenant(&spec.issuer).unwrap_or_default(),
         (None, _) => url::Url::parse(&spec.issuer).ok().and_then(|u| u.host_str().map(str::to_string)).unwrap_or_default(),
     };
     if shape == Shape::Entra && !is_guid(&tenant) {
         p.at(None, "tenant", "the entra shape needs a GUID tenant id");
+    }
+    if shape == Shape::AzureB2c {
+        // B2C issuers name the tenant GUID in their path (PROVIDERS-CIAM §9): so must this one.
+        if b2c_issuer_tenant(&spec.issuer).as_deref() != Some(tenant.to_ascii_lowercase().as_str()) {
+            p.at(
+                None,
+                "issuer",
+                format!("the azure_b2c shape needs an issuer naming its tenant GUID, e.g. `…/.idfabric/dev/{}/{{tenant-guid}}/v2.0/`", spec.id),
+            );
+        }
+        // Discovery does not live under such an issuer: keys come from the dev OP's own JWKS.
+        if spec.jwks_url.is_none() && spec.discovery_url.is_none() {
+            let marker = format!("/.idfabric/dev/{}", spec.id);
+            if let Some(i) = spec.issuer.find(&marker) {
+                spec.jwks_url = Some(format!("{}/jwks", &spec.issuer[..i + marker.len()]));
+            }
+        }
     }
     let tenants = match &f.tenants {
         Some(t) => strings(t).into_iter().map(|t| t.to_ascii_lowercase()).collect(),
@@ -895,6 +913,8 @@ fn dev(f: &raw::DevFile, spec: &mut ProviderSpec, base_dir: &Path, p: &mut Probl
             Shape::Cognito => vec!["urn:cognito:loa:3".into()],
             // Auth0 and Firebase prove a second factor by `amr` / `sign_in_second_factor`.
             Shape::Auth0 | Shape::Firebase => vec![],
+            // B2C's `acr` is a policy name: MFA comes from the MFA-enforcing user flow.
+            Shape::AzureB2c => vec![],
         };
     }
     KindSpec::Dev(DevSpec {

@@ -202,6 +202,7 @@ fn shape_of(p: &Provider) -> &'static str {
             Shape::Auth0 => "auth0",
             Shape::Cognito => "cognito",
             Shape::Firebase => "firebase",
+            Shape::AzureB2c => "azure_b2c",
         },
         k => k.name(),
     }

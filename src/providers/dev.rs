@@ -2,7 +2,7 @@
 //!
 //! A real, minimal OP served by idfabric itself at `/.idfabric/dev/{id}/`: discovery
 //! and JWKS over HTTP, RSA-2048 tokens for the users in its file, shaped like a chosen
-//! real provider (`shape: entra|okta|auth0|cognito|firebase`) so that demos and tests run the
+//! real provider (`shape: entra|okta|auth0|cognito|firebase|azure_b2c`) so that demos and tests run the
 //! real verification and mapping code of that kind. It must never run in production:
 //! startup logs a warning and `idfabric check --production` refuses it.
 
@@ -12,6 +12,26 @@ use serde_json::{json, Map, Value};
 
 /// The path prefix the dev providers are served under on the proxy listener.
 pub const PATH_PREFIX: &str = "/.idfabric/dev/";
+
+/// The user flow an `azure_b2c`-shaped dev provider signs users in with (`tfp`).
+pub const B2C_POLICY: &str = "B2C_1_susi";
+/// The user flow used for users with `mfa: true`: configured as MFA-enforcing in the
+/// dev mapper (`mfa_policies`), the only way B2C tokens can show MFA (PROVIDERS-CIAM §11).
+pub const B2C_MFA_POLICY: &str = "B2C_1_susi_mfa";
+
+/// Where this dev provider's endpoints live: `{proxy}/.idfabric/dev/{id}`, also when the
+/// issuer continues below it (the azure_b2c shape's `…/{id}/{tenant-guid}/v2.0/`).
+pub fn base(spec: &ProviderSpec) -> String {
+    let marker = format!("{PATH_PREFIX}{}", spec.id);
+    let iss = spec.issuer.as_str();
+    if let Some(i) = iss.find(&marker) {
+        let end = i + marker.len();
+        if iss[end..].is_empty() || iss[end..].starts_with('/') {
+            return iss[..end].to_string();
+        }
+    }
+    iss.trim_end_matches('/').to_string()
+}
 
 /// Which token to mint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -283,6 +303,36 @@ fn shape_claims(
                 c.insert(k.clone(), json!(v));
             }
         }
+        // PROVIDERS-CIAM.md §12: a B2C user-flow token (issuer naming the tenant GUID,
+        // `tfp` = the policy, `emails` an array, `idp` for social accounts, `oid` = `sub`).
+        Shape::AzureB2c => {
+            let oid = guid(&seed);
+            c.insert("nbf".into(), json!(o.now));
+            c.insert("ver".into(), json!("1.0"));
+            c.insert("sub".into(), json!(oid));
+            c.insert("oid".into(), json!(oid));
+            c.insert("tfp".into(), json!(if user.mfa { B2C_MFA_POLICY } else { B2C_POLICY }));
+            c.insert("auth_time".into(), json!(o.now));
+            if let Some(e) = &email {
+                c.insert("emails".into(), json!([e]));
+            }
+            if let Some(n) = &user.display_name {
+                c.insert("name".into(), json!(n));
+            }
+            if let Some(conn) = &user.connection {
+                c.insert("idp".into(), json!(conn));
+            }
+            if o.kind == Kind::Access {
+                c.insert("aud".into(), json!(audience));
+                c.insert("azp".into(), json!(client_id));
+                c.insert("scp".into(), json!(scopes(user).join(" ")));
+            } else {
+                c.insert("aud".into(), json!(client_id));
+            }
+            for (k, v) in &user.attributes {
+                c.insert(format!("extension_{k}"), json!(v));
+            }
+        }
     }
 }
 
@@ -306,7 +356,7 @@ fn with_slash(s: &str) -> String {
 
 /// The discovery document this dev provider serves.
 pub fn discovery(spec: &ProviderSpec) -> Value {
-    let base = spec.issuer.trim_end_matches('/');
+    let base = base(spec);
     json!({
         "issuer": spec.issuer,
         "jwks_uri": format!("{base}/jwks"),

@@ -126,6 +126,14 @@ impl Mapper {
                         allow_anonymous: false,
                     })
                 }
+                // One user flow, plus an MFA-enforcing one for users with `mfa: true`; the
+                // tenant is the GUID the dev issuer names (checked at load).
+                Shape::AzureB2c => Mapper::AzureB2c(AzureB2cSpec {
+                    policies: vec![dev::B2C_POLICY.into(), dev::B2C_MFA_POLICY.into()],
+                    mfa_policies: vec![dev::B2C_MFA_POLICY.into()],
+                    extra_issuers: Vec::new(),
+                    tenant: d.tenant.to_ascii_lowercase(),
+                }),
             },
         }
     }
