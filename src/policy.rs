@@ -21,6 +21,11 @@ pub fn decide(id: &Identity, reqs: &[Requirements], mfa_acr: &[String]) -> Resul
 }
 
 fn check(id: &Identity, r: &Requirements, mfa_acr: &[String]) -> Result<(), Refusal> {
+    // Anonymous identities (Firebase anonymous sign-in, admitted by a provider with
+    // `allow_anonymous`) reach only routes that say so.
+    if !r.allow_anonymous && id.attributes.get("anonymous") == Some(&serde_json::Value::Bool(true)) {
+        return Err(Refusal::RealUserRequired);
+    }
     if let Some(p) = r.population {
         if id.population != p {
             return Err(Refusal::PopulationNotAllowed(id.population.to_string()));

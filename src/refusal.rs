@@ -106,6 +106,8 @@ pub enum Refusal {
     TenantRequired,
     #[error("this route requires a verified email address")]
     EmailNotVerified,
+    #[error("this route does not admit anonymous users")]
+    RealUserRequired,
 
     // --- routing -------------------------------------------------------------------
     #[error("no route matches this host and path")]
@@ -185,6 +187,7 @@ impl Refusal {
             Refusal::InsufficientScope(_) => "insufficient_scope",
             Refusal::TenantRequired => "tenant_required",
             Refusal::EmailNotVerified => "email_not_verified",
+            Refusal::RealUserRequired => "real_user_required",
             Refusal::NoRoute => "no_route",
             Refusal::DotSegments => "invalid_path",
             Refusal::SignInUnavailable => "sign_in_unavailable",
@@ -235,7 +238,8 @@ impl Refusal {
             | Refusal::GroupsIncomplete
             | Refusal::RoleRequired(_)
             | Refusal::TenantRequired
-            | Refusal::EmailNotVerified => Class::Forbidden,
+            | Refusal::EmailNotVerified
+            | Refusal::RealUserRequired => Class::Forbidden,
             Refusal::NoRoute => Class::NotFound,
             Refusal::SignInUnavailable => Class::NotImplemented,
         }
@@ -293,6 +297,7 @@ impl Refusal {
             Refusal::InsufficientScope(_) => Some("scopes_all"),
             Refusal::TenantRequired => Some("tenants"),
             Refusal::EmailNotVerified => Some("email_verified"),
+            Refusal::RealUserRequired => Some("allow_anonymous"),
             _ => None,
         }
     }

@@ -369,6 +369,7 @@ pub struct Requirements {
     pub scopes_all: Vec<String>,
     pub tenants: Vec<String>,
     pub email_verified: bool,
+    pub allow_anonymous: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -140,6 +140,8 @@ pub struct Require {
     pub scopes_all: Option<Vec<S>>,
     pub tenants: Option<Vec<S>>,
     pub email_verified: Option<bool>,
+    /// Admit anonymous users (Firebase anonymous sign-in); default false.
+    pub allow_anonymous: Option<bool>,
 }
 
 /// Reads only `id` and `kind`, ignoring everything else, so a disabled template with

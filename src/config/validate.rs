@@ -390,6 +390,7 @@ fn requirements(r: Option<&raw::Require>, anchor: Option<&str>, key: &str, p: &m
         scopes_all: opt_strings(&r.scopes_all),
         tenants: opt_strings(&r.tenants).into_iter().map(|t| t.to_ascii_lowercase()).collect(),
         email_verified: r.email_verified.unwrap_or(false),
+        allow_anonymous: r.allow_anonymous.unwrap_or(false),
     }
 }
 

@@ -41,6 +41,8 @@ fn requirement_table() {
         ("tenant wrong", req(|r| r.tenants = s(&["t2"])), Box::new(|_| {}), Err("tenant_required")),
         ("email verified ok", req(|r| r.email_verified = true), Box::new(|_| {}), Ok(())),
         ("email unknown is not verified", req(|r| r.email_verified = true), Box::new(|i| i.email_verified = None), Err("email_not_verified")),
+        ("anonymous refused by default", req(|_| {}), Box::new(|i| { i.attributes.insert("anonymous".into(), serde_json::Value::Bool(true)); }), Err("real_user_required")),
+        ("anonymous admitted where allowed", req(|r| r.allow_anonymous = true), Box::new(|i| { i.attributes.insert("anonymous".into(), serde_json::Value::Bool(true)); }), Ok(())),
         ("group denial beats step-up", req(|r| { r.mfa = true; r.groups_any = s(&["x"]) }), Box::new(|i| i.mfa = false), Err("group_required")),
     ];
     for (name, r, tweak, want) in cases {
