@@ -5,7 +5,7 @@
 //! not deliver complete group information (`groups_complete = false`).
 
 use crate::config::Requirements;
-use crate::identity::{Identity, Population};
+use crate::identity::Identity;
 use crate::refusal::Refusal;
 
 /// Proof that `decide` allowed the request.
@@ -65,10 +65,6 @@ fn check(id: &Identity, r: &Requirements, mfa_acr: &[String]) -> Result<(), Refu
     Ok(())
 }
 
-/// Which population-specific target applies, if the route has `by_population`.
-pub fn population_index(p: Population) -> usize {
-    p.index()
-}
 
 #[cfg(test)]
 #[path = "policy/tests.rs"]

@@ -114,8 +114,6 @@ pub enum Refusal {
     NoRoute,
     #[error("the path contains dot segments (`.` or `..`, also percent-encoded)")]
     DotSegments,
-    #[error("browser sign-in is not available in this build")]
-    SignInUnavailable,
 }
 
 /// How the client is told.
@@ -137,8 +135,6 @@ pub enum Class {
     NotFound,
     /// 400 without a challenge (the request itself is malformed).
     BadRequest,
-    /// 501.
-    NotImplemented,
 }
 
 impl Refusal {
@@ -190,7 +186,6 @@ impl Refusal {
             Refusal::RealUserRequired => "real_user_required",
             Refusal::NoRoute => "no_route",
             Refusal::DotSegments => "invalid_path",
-            Refusal::SignInUnavailable => "sign_in_unavailable",
         }
     }
 
@@ -241,7 +236,6 @@ impl Refusal {
             | Refusal::EmailNotVerified
             | Refusal::RealUserRequired => Class::Forbidden,
             Refusal::NoRoute => Class::NotFound,
-            Refusal::SignInUnavailable => Class::NotImplemented,
         }
     }
 
@@ -252,7 +246,6 @@ impl Refusal {
             Class::Forbidden | Class::Scope => 403,
             Class::Unavailable => 503,
             Class::NotFound => 404,
-            Class::NotImplemented => 501,
         }
     }
 
@@ -262,7 +255,7 @@ impl Refusal {
             Class::InvalidToken | Class::InvalidRequest => "challenge",
             Class::StepUp => "step_up",
             Class::Forbidden | Class::Scope => "deny",
-            Class::Unavailable | Class::NotFound | Class::NotImplemented | Class::BadRequest => "error",
+            Class::Unavailable | Class::NotFound | Class::BadRequest => "error",
         }
     }
 
@@ -329,7 +322,6 @@ impl Refusal {
             Class::Forbidden | Class::Scope => "Forbidden",
             Class::Unavailable => "Identity provider unavailable",
             Class::NotFound => "Not Found",
-            Class::NotImplemented => "Not Implemented",
         }
     }
 }

@@ -130,15 +130,14 @@ async fn forward_auth(rt: &Runtime, session: &mut Session) -> Result<Handled> {
     let Some(route) = rt.routes.find(&host, &path) else {
         return refuse(session, Refusal::NoRoute, None).await;
     };
-    let headers = session.req_header().headers.clone();
     let original: http::Uri = uri.parse().unwrap_or_else(|_| http::Uri::from_static("/"));
-    match pipeline::admit(rt, route, &headers, &original).await {
+    match pipeline::admit(rt, route, &session.req_header().headers, &original).await {
         Ok(adm) => {
             let mut h = pingora::http::ResponseHeader::build(200, Some(16))?;
             h.insert_header("x-identity-route", route.spec.name.as_str())?;
             if let Admission::Allowed { verified, .. } = &adm {
-                for (k, v) in propagate::identity_headers(&verified.identity) {
-                    h.insert_header(k, v)?;
+                for (k, v) in verified.headers.get_or_init(|| propagate::identity_headers(&verified.identity)) {
+                    h.insert_header(k.clone(), v.clone())?;
                 }
                 if let (Some(m), true) = (&rt.minter, route.spec.identity_token) {
                     h.insert_header(propagate::TOKEN_HEADER, m.token_for(verified, &route.spec.name, route.index))?;

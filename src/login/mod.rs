@@ -85,20 +85,9 @@ pub fn theme_for(rt: &Runtime, host: &str, rd: &str) -> Theme {
         }
         None => Population::Customer,
     };
-    Theme { population, branding: route.map(|r| branding(&r.spec.branding)).unwrap_or_default() }
+    Theme { population, branding: route.map(|r| r.spec.branding.clone()).unwrap_or_default() }
 }
 
-/// A route's validated branding as the pages take it.
-pub fn branding(b: &crate::config::BrandingSpec) -> Branding {
-    Branding {
-        product_name: b.product_name.clone(),
-        primary_color: b.primary_color.clone(),
-        accent_color: b.accent_color.clone(),
-        logo_data_uri: b.logo_data_uri.clone(),
-        tagline: b.tagline.clone(),
-        support_text: b.support_text.clone(),
-    }
-}
 
 /// Providers that can sign a browser in on `route`: accepted by the route, of the
 /// route's population, with a client id and an authorization endpoint.

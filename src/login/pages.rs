@@ -20,16 +20,9 @@ use minijinja::{context, AutoEscape, Environment, UndefinedBehavior};
 use serde::Serialize;
 use std::sync::LazyLock;
 
-/// Per-route branding overrides; each field optional.
-#[derive(Debug, Clone, Default)]
-pub struct Branding {
-    pub product_name: Option<String>,
-    pub primary_color: Option<String>,
-    pub accent_color: Option<String>,
-    pub logo_data_uri: Option<String>,
-    pub tagline: Option<String>,
-    pub support_text: Option<String>,
-}
+/// Per-route branding overrides (each field optional): the route's validated
+/// `branding:` itself; the pages validate colours and logo again before use.
+pub use crate::config::BrandingSpec as Branding;
 
 /// The look of a page: the population picks the theme, branding customises it.
 #[derive(Debug, Clone)]

@@ -1,4 +1,5 @@
 use super::*;
+use crate::identity::Population;
 
 fn person() -> Identity {
     let mut id = Identity::new("corp", "entra", Population::Workforce, "u1".into());

@@ -6,6 +6,7 @@
 //! Each test file is its own crate; not every helper is used by every file.
 #![allow(dead_code)]
 
+pub mod agent;
 pub mod fakeidp;
 pub mod fixtures;
 pub mod redis;
