@@ -27,6 +27,9 @@ pub enum Command {
         /// Take over the listening sockets of a running idfabric (graceful binary upgrade).
         #[arg(short, long)]
         upgrade: bool,
+        /// Do not reload when the configuration files change (SIGHUP still reloads).
+        #[arg(long)]
+        no_watch: bool,
     },
     /// Validate routes.yaml and the enabled provider files; without --offline also fetch
     /// each provider's discovery document and keys.
@@ -54,6 +57,11 @@ pub enum Command {
         #[arg(long, default_value = "routes.yaml")]
         config: PathBuf,
     },
+    /// Reports for reviewers.
+    Report {
+        #[command(subcommand)]
+        command: ReportCommand,
+    },
     /// Run only the built-in echo app (used by tests and benchmarks as an upstream).
     #[command(hide = true)]
     Echo {
@@ -61,6 +69,24 @@ pub enum Command {
         listen: Vec<std::net::SocketAddr>,
         #[arg(long, default_value_t = 1)]
         threads: usize,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ReportCommand {
+    /// Who accessed which workforce route and when, and who holds a route's required
+    /// group but has not used it within the window (docs/operations.md, "Access review").
+    Access {
+        #[arg(long, default_value = "routes.yaml")]
+        config: PathBuf,
+        /// The window: accesses since this long ago (e.g. 90d, 24h).
+        #[arg(long, default_value = "90d")]
+        since: String,
+        #[arg(long, value_enum, default_value_t = crate::access::Format::Csv)]
+        format: crate::access::Format,
+        /// Ask this gateway's admin listener (default with a memory store: `admin:` of the config).
+        #[arg(long)]
+        admin: Option<String>,
     },
 }
 
@@ -102,6 +128,29 @@ pub enum KeysCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Replace the broker signing key; the old key stays published in `/jwks` for 24 h
+    /// (longer than any token it signed lives), then is dropped.
+    Rotate {
+        #[arg(long, default_value = "routes.yaml")]
+        config: PathBuf,
+        /// The key file to rotate (default: `broker.signing_key` of the config).
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Algorithm of the new key.
+        #[arg(long, value_enum, default_value_t = SigningAlg::Es256)]
+        alg: SigningAlg,
+    },
+    /// Read a broker client secret from stdin and print its argon2id PHC hash, for
+    /// `client_secret` in `routes.yaml` (docs/broker.md).
+    HashSecret,
+}
+
+/// Broker signing algorithms (`keys rotate --alg`).
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum SigningAlg {
+    Es256,
+    Rs256,
+    Eddsa,
 }
 
 pub fn init_tracing() {
@@ -121,13 +170,27 @@ fn load(path: &Path) -> Result<Config, ExitCode> {
 
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
-        Command::Serve { config, upgrade } => serve(&config, upgrade),
+        Command::Serve { config, upgrade, no_watch } => serve(&config, upgrade, no_watch),
+        Command::Report { command: ReportCommand::Access { config, since, format, admin } } => {
+            match crate::access::cli_report(&config, &since, format, admin.as_deref()) {
+                Ok(out) => {
+                    print!("{out}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("idfabric: {e}");
+                    Err(ExitCode::from(1))
+                }
+            }
+        }
         Command::Check { config, offline, production } => check(&config, offline, production),
         Command::Token { command: TokenCommand::Inspect { token, config } } => inspect(&config, token),
         Command::Token { command: TokenCommand::Mint { provider, user, config, id_token, ttl, count } } => {
             mint(&config, &provider, &user, id_token, ttl.as_deref(), count)
         }
         Command::Keys { command: KeysCommand::Generate { dir, force } } => generate(&dir, force),
+        Command::Keys { command: KeysCommand::Rotate { config, key, alg } } => rotate(&config, key, alg),
+        Command::Keys { command: KeysCommand::HashSecret } => hash_secret(),
         Command::Demo { config } => demo(&config),
         Command::Echo { listen, threads } => {
             init_tracing();
@@ -137,11 +200,15 @@ pub fn run(cli: Cli) -> ExitCode {
     result.unwrap_or_else(|code| code)
 }
 
-fn serve(path: &Path, upgrade: bool) -> Result<ExitCode, ExitCode> {
-    init_tracing();
+fn serve(path: &Path, upgrade: bool, no_watch: bool) -> Result<ExitCode, ExitCode> {
     let config = load(path)?;
+    // After the load: `tracing.otlp_endpoint` may add the OTLP exporter.
+    crate::trace::init(&config.tracing).map_err(|e| {
+        eprintln!("idfabric: {e}");
+        ExitCode::from(1)
+    })?;
     crate::metrics::metrics().config_reloads_total.with_label_values(&["success"]).inc();
-    server::run(config, server::RunOptions { upgrade, ..Default::default() }).map_err(|e| {
+    server::run(config, server::RunOptions { upgrade, no_watch, ..Default::default() }).map_err(|e| {
         eprintln!("idfabric: {e}");
         ExitCode::from(1)
     })?;
@@ -357,6 +424,66 @@ fn generate(dir: &Path, force: bool) -> Result<ExitCode, ExitCode> {
     }
 }
 
+/// `keys hash-secret`: one secret on stdin (a trailing newline is not part of it).
+fn hash_secret() -> Result<ExitCode, ExitCode> {
+    let mut input = String::new();
+    if std::io::stdin().read_to_string(&mut input).is_err() {
+        eprintln!("idfabric: cannot read the secret from stdin");
+        return Err(ExitCode::from(1));
+    }
+    let secret = input.strip_suffix('\n').map(|s| s.strip_suffix('\r').unwrap_or(s)).unwrap_or(&input);
+    if secret.len() < 8 {
+        eprintln!("idfabric: the secret must be at least 8 characters");
+        return Err(ExitCode::from(1));
+    }
+    match crate::broker::hash_secret(secret) {
+        Ok(phc) => {
+            println!("{phc}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("idfabric: {e}");
+            Err(ExitCode::from(1))
+        }
+    }
+}
+
+fn rotate(config: &Path, key: Option<PathBuf>, alg: SigningAlg) -> Result<ExitCode, ExitCode> {
+    let key = match key {
+        Some(k) => k,
+        None => match load(config)?.broker {
+            Some(b) => b.signing_key,
+            None => {
+                eprintln!("idfabric: {} has no `broker:` section; pass --key PATH", config.display());
+                return Err(ExitCode::from(1));
+            }
+        },
+    };
+    let kind = match alg {
+        SigningAlg::Es256 => keys::KeyKind::Es256,
+        SigningAlg::Rs256 => keys::KeyKind::Rsa2048,
+        SigningAlg::Eddsa => keys::KeyKind::Ed25519,
+    };
+    match keys::rotate(&key, kind, now_secs()) {
+        Ok(r) => {
+            println!("new signing key {} ({}) written to {}", r.new_kid, r.new_alg, key.display());
+            if let Some((kid, path)) = &r.retired {
+                let hours = keys::RETIRED_KEY_OVERLAP.as_secs() / 3600;
+                println!("old key {kid} kept as {} and published in /jwks for {hours} h", path.display());
+            }
+            for p in &r.pruned {
+                println!("deleted expired retired key {}", p.display());
+            }
+            println!("running gateways pick the new key up on reload (file watch or SIGHUP)");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("idfabric: {e}");
+            Err(ExitCode::from(1))
+        }
+    }
+}
+
 fn demo(path: &Path) -> Result<ExitCode, ExitCode> {
     init_tracing();
     let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
@@ -380,7 +507,7 @@ fn demo(path: &Path) -> Result<ExitCode, ExitCode> {
     echo.sort();
     echo.dedup();
     print_demo(&config);
-    server::run(config, server::RunOptions { echo, upgrade: false }).map_err(|e| {
+    server::run(config, server::RunOptions { echo, upgrade: false, ..Default::default() }).map_err(|e| {
         eprintln!("idfabric: {e}");
         ExitCode::from(1)
     })?;

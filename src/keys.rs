@@ -221,6 +221,103 @@ pub fn generate_dev_set(dir: &Path, force: bool, only_missing: bool) -> Result<V
     Ok(written)
 }
 
+/// How long a retired broker key stays published in `/jwks` after `keys rotate`: longer
+/// than any token the broker signs lives (identity tokens ≤ 5 min, broker access and ID
+/// tokens ≤ 24 h by validation), so no token outlives the key that verifies it.
+pub const RETIRED_KEY_OVERLAP: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Retired keys older than this are deleted by the next rotation.
+pub const RETIRED_KEY_KEEP: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// `broker-signing.pem` → `broker-signing.retired-<unix seconds>.pem` in the same directory.
+fn retired_name(active: &Path, at: i64) -> PathBuf {
+    let stem = active.file_stem().and_then(|s| s.to_str()).unwrap_or("broker-signing");
+    active.with_file_name(format!("{stem}.retired-{at}.pem"))
+}
+
+/// The retired keys next to `active`, with the time each was retired, newest first.
+pub fn retired_keys(active: &Path) -> Vec<(i64, PathBuf)> {
+    let stem = active.file_stem().and_then(|s| s.to_str()).unwrap_or("broker-signing");
+    let prefix = format!("{stem}.retired-");
+    let dir = active.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut out: Vec<(i64, PathBuf)> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let at = name.strip_prefix(&prefix)?.strip_suffix(".pem")?.parse().ok()?;
+            Some((at, e.path()))
+        })
+        .collect();
+    out.sort_by(|a, b| b.0.cmp(&a.0));
+    out
+}
+
+/// The retired keys still inside their publication window at `now`. A retired file
+/// that cannot be loaded is skipped with a warning: the active key still works.
+pub fn published_retired(active: &Path, now: i64) -> Vec<Signer> {
+    retired_keys(active)
+        .into_iter()
+        .filter(|(at, _)| now - at < RETIRED_KEY_OVERLAP.as_secs() as i64)
+        .filter_map(|(_, path)| match Signer::load(&path) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "retired broker key not published");
+                None
+            }
+        })
+        .collect()
+}
+
+/// What `keys rotate` did.
+#[derive(Debug)]
+pub struct Rotation {
+    pub new_kid: String,
+    pub new_alg: &'static str,
+    pub retired: Option<(String, PathBuf)>,
+    pub pruned: Vec<PathBuf>,
+}
+
+/// Replaces the signing key at `active` with a new one of `kind`. The old key is kept
+/// as a retired file (published for `RETIRED_KEY_OVERLAP`); retired files older than
+/// `RETIRED_KEY_KEEP` are deleted. The new key is written to a temporary file and
+/// renamed into place, so a running gateway (file watch, SIGHUP) never reads half a key.
+pub fn rotate(active: &Path, kind: KeyKind, now: i64) -> Result<Rotation, KeyError> {
+    let write_err = |path: &Path, e: std::io::Error| KeyError::Write { path: path.to_path_buf(), reason: e.to_string() };
+    let new_pem = generate_pem(kind)?;
+    let new_der = pem::parse(new_pem.as_bytes()).map_err(|e| KeyError::Generate(e.to_string()))?;
+    let new = Signer::from_pkcs8(new_der.contents()).ok_or_else(|| KeyError::Generate("generated key unreadable".into()))?;
+    let retired = if active.exists() {
+        let old = Signer::load(active)?;
+        let target = retired_name(active, now);
+        std::fs::copy(active, &target).map_err(|e| write_err(&target, e))?;
+        restrict(&target);
+        Some((old.kid, target))
+    } else {
+        None
+    };
+    let tmp = active.with_extension("pem.tmp");
+    std::fs::write(&tmp, new_pem.as_bytes()).map_err(|e| write_err(&tmp, e))?;
+    restrict(&tmp);
+    std::fs::rename(&tmp, active).map_err(|e| write_err(active, e))?;
+    let mut pruned = Vec::new();
+    for (at, path) in retired_keys(active) {
+        if now - at > RETIRED_KEY_KEEP.as_secs() as i64 && std::fs::remove_file(&path).is_ok() {
+            pruned.push(path);
+        }
+    }
+    Ok(Rotation { new_kid: new.kid.clone(), new_alg: new.alg, retired, pruned })
+}
+
+fn restrict(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    }
+    let _ = path;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,5 +337,26 @@ mod tests {
             v.required_spec_claims.clear();
             jsonwebtoken::decode::<Value>(&token, &key, &v).unwrap_or_else(|e| panic!("{kind:?}: {e}"));
         }
+    }
+
+    #[test]
+    fn rotation_keeps_the_old_key_published_for_the_overlap() {
+        let dir = tempfile::tempdir().unwrap();
+        let active = dir.path().join("broker-signing.pem");
+        std::fs::write(&active, generate_pem(KeyKind::Es256).unwrap()).unwrap();
+        let first = Signer::load(&active).unwrap().kid;
+        let now = 1_800_000_000;
+        let r = rotate(&active, KeyKind::Rsa2048, now).unwrap();
+        assert_eq!(r.new_alg, "RS256");
+        assert_eq!(r.retired.as_ref().map(|(k, _)| k.as_str()), Some(first.as_str()));
+        assert_eq!(Signer::load(&active).unwrap().kid, r.new_kid);
+        let published: Vec<String> = published_retired(&active, now + 60).into_iter().map(|s| s.kid).collect();
+        assert_eq!(published, vec![first.clone()]);
+        let later = now + RETIRED_KEY_OVERLAP.as_secs() as i64;
+        assert!(published_retired(&active, later).is_empty(), "no longer published after the overlap");
+        // A rotation more than a week later deletes the old retired file.
+        let r2 = rotate(&active, KeyKind::Es256, now + RETIRED_KEY_KEEP.as_secs() as i64 + 1).unwrap();
+        assert_eq!(r2.pruned.len(), 1);
+        assert_eq!(retired_keys(&active).len(), 1);
     }
 }

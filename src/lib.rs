@@ -17,10 +17,18 @@
 //! - [`gateway`]: thin Pingora `ProxyHttp` glue; [`admin`]: metrics and health;
 //!   [`server`]: service assembly; [`cli`]: the command line.
 //! - [`keys`]: key generation and JWS signing; [`echo`]: the demo upstream.
+//! - [`broker`]: idfabric as an OpenID Provider for downstream apps (code + PKCE,
+//!   refresh-token families, client credentials, userinfo, introspection, revocation).
+//! - [`reload`] and [`watch`]: SIGHUP and file-change reloads; [`audit`]: one JSON
+//!   line per auth decision; [`trace`]: `X-Request-Id` and W3C `traceparent`;
+//!   [`access`]: access-review evidence and `report access`.
 
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod admin;
+pub mod broker;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod credential;
@@ -39,4 +47,6 @@ pub mod reload;
 pub mod runtime;
 pub mod server;
 pub mod session;
+pub mod trace;
+pub mod watch;
 pub mod web;

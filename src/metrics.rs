@@ -25,10 +25,25 @@ pub struct Metrics {
     pub upstream_errors_total: IntCounterVec,
     pub config_reloads_total: IntCounterVec,
     pub login_funnel_total: IntCounterVec,
+    /// Broker (OpenID Provider) requests by endpoint and result (`ok` or the RFC error code).
+    pub broker_requests_total: IntCounterVec,
+    pub broker_tokens_issued_total: IntCounterVec,
+    /// Audit lines dropped because the writer fell behind (docs/operations.md).
+    pub audit_dropped_total: IntCounter,
+    /// Access-review observations dropped (aggregate full, or store unreachable too long).
+    pub access_dropped_total: IntCounter,
+    /// Flushes of access-review evidence into the session store, by result.
+    pub access_flushes_total: IntCounterVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help).namespace("idfabric"), labels).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("registered once");
+    c
+}
+
+fn plain_counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::with_opts(Opts::new(name, help).namespace("idfabric")).expect("valid metric");
     r.register(Box::new(c.clone())).expect("registered once");
     c
 }
@@ -79,6 +94,11 @@ impl Metrics {
             upstream_errors_total: counter(&r, "upstream_errors_total", "Failures talking to upstream apps, by route", &["route"]),
             config_reloads_total: counter(&r, "config_reloads_total", "Configuration loads by result", &["result"]),
             login_funnel_total: counter(&r, "login_funnel_total", "Sign-in funnel stages by population and provider", &["population", "provider", "stage"]),
+            broker_requests_total: counter(&r, "broker_requests_total", "Broker (OpenID Provider) requests by endpoint and result (ok or the RFC error code)", &["endpoint", "result"]),
+            broker_tokens_issued_total: counter(&r, "broker_tokens_issued_total", "Broker token responses by grant type", &["grant"]),
+            audit_dropped_total: plain_counter(&r, "audit_dropped_total", "Audit lines dropped because the audit writer fell behind"),
+            access_dropped_total: plain_counter(&r, "access_dropped_total", "Access-review observations dropped"),
+            access_flushes_total: counter(&r, "access_flushes_total", "Access-review evidence flushes into the session store, by result", &["result"]),
             registry: r,
         }
     }

@@ -45,11 +45,13 @@ pub struct Denial {
     pub redirect: Option<String>,
     /// The client is a browser with a session: answer with a page, not problem+json.
     pub html: bool,
+    /// The verified identity that was refused (policy refusals), for the audit line.
+    pub verified: Option<Arc<Verified>>,
 }
 
 impl Denial {
     fn plain(refusal: Refusal) -> Denial {
-        Denial { refusal, provider: None, population: None, redirect: None, html: false }
+        Denial { refusal, provider: None, population: None, redirect: None, html: false, verified: None }
     }
 }
 
@@ -80,7 +82,11 @@ pub async fn admit(rt: &Runtime, route: &CompiledRoute, headers: &HeaderMap, uri
             // A session is bound to its provider: a route that accepts other providers
             // only sends the browser to sign in with one of those.
             if route.allowed.as_ref().is_some_and(|a| !a.contains(&verified.provider)) {
-                return Err(Denial { provider: Some(verified.provider), ..to_login(Refusal::ProviderNotAllowed) });
+                return Err(Denial {
+                    provider: Some(verified.provider),
+                    verified: Some(verified.clone()),
+                    ..to_login(Refusal::ProviderNotAllowed)
+                });
             }
             return decide(rt, route, verified).map_err(|d| step_up(rt, d, browser, pq()));
         }
@@ -137,6 +143,7 @@ pub fn decide(rt: &Runtime, route: &CompiledRoute, verified: Arc<Verified>) -> R
         population: Some(id.population),
         redirect: None,
         html: false,
+        verified: Some(verified.clone()),
     };
     let Some(reqs) = route.requirements(id.population) else {
         return Err(deny(Refusal::PopulationNotAllowed(id.population.to_string())));

@@ -69,6 +69,9 @@ pub struct Minter {
     issuer: String,
     ttl: i64,
     cache: moka::sync::Cache<([u8; 32], u32), (HeaderValue, i64)>,
+    /// Public keys of retired broker keys still inside their overlap (`keys rotate`):
+    /// tokens they signed stay verifiable until they expire.
+    retired: Vec<serde_json::Value>,
 }
 
 impl Minter {
@@ -78,7 +81,14 @@ impl Minter {
             issuer: issuer.to_string(),
             ttl: ttl.as_secs().max(30) as i64,
             cache: moka::sync::Cache::builder().max_capacity(capacity).time_to_live(ttl).build(),
+            retired: Vec::new(),
         }
+    }
+
+    /// Also publishes these retired keys (never signs with them).
+    pub fn with_retired(mut self, retired: &[Signer]) -> Minter {
+        self.retired = retired.iter().filter(|s| s.kid != self.signer.kid).map(|s| s.public_jwk().clone()).collect();
+        self
     }
 
     /// The token for this verified credential on this route, from cache when fresh.
@@ -154,9 +164,14 @@ impl Minter {
         self.signer.sign_jwt("JWT", &claims)
     }
 
-    /// The broker's public keys.
+    /// The broker's public keys: the active key first, then retired keys in overlap.
     pub fn jwks(&self) -> serde_json::Value {
-        json!({ "keys": [self.signer.public_jwk()] })
+        json!({ "keys": self.public_keys().collect::<Vec<_>>() })
+    }
+
+    /// Every key a token of this broker may be signed with (verify with these, by `kid`).
+    pub fn public_keys(&self) -> impl Iterator<Item = &serde_json::Value> {
+        std::iter::once(self.signer.public_jwk()).chain(self.retired.iter())
     }
 }
 

@@ -1,12 +1,14 @@
-//! Configuration reload on SIGHUP: validate fully, build a new runtime, swap it in
-//! atomically (arc-swap), keep the old one on any error.
+//! Configuration reload, on SIGHUP or a file change (`crate::watch`): validate fully,
+//! build a new runtime, swap it in atomically (arc-swap), keep the old one on any error.
 //!
 //! Requests in flight finish on the runtime they started with (each holds an `Arc`).
 //! What must survive a reload is carried over: a provider whose key source did not
 //! change keeps its fetched keys (no window without keys), and the session store is
 //! kept when `session:` did not change (a memory store would otherwise lose every
-//! session). Listener addresses cannot change without a restart (Pingora binds them at
-//! start); such a change is refused with a clear log line.
+//! session) while a changed session key file is still picked up. Listener addresses
+//! cannot change without a restart (Pingora binds them at start); such a change is
+//! refused with a clear log line. The TLS certificate is checked (a garbage PEM is
+//! refused) but served from the new files only after a restart or `serve --upgrade`.
 
 use crate::config::{self, Config};
 use crate::metrics::metrics;
@@ -17,20 +19,29 @@ use std::sync::Arc;
 
 /// Loads `path` and swaps the new runtime into `state`; returns a description of the
 /// outcome for the log.
+///
+/// # Errors
+/// Every reason the new configuration was refused, on one line (file, line and key
+/// where known); the running configuration is then unchanged.
 pub fn reload(state: &ArcSwap<Runtime>, path: &Path) -> Result<String, String> {
     let old = state.load_full();
-    let result = load(&old, path);
+    let result = load(&old, path).and_then(|rt| {
+        let sink = crate::audit::prepare(&rt.config.audit).map_err(|e| e.to_string())?;
+        Ok((rt, sink))
+    });
     let label = if result.is_ok() { "success" } else { "failure" };
     metrics().config_reloads_total.with_label_values(&[label]).inc();
-    let new = result?;
+    let (new, sink) = result?;
     let summary = format!("{} provider(s), {} route(s)", new.config.providers.len(), new.config.routes.len());
     state.store(Arc::new(new));
+    crate::audit::install(sink);
     Ok(summary)
 }
 
 fn load(old: &Runtime, path: &Path) -> Result<Runtime, String> {
     let config = config::load(path).map_err(|e| e.to_string().trim_end().replace('\n', "; "))?;
     check_listeners(&old.config, &config)?;
+    check_tls(&config)?;
     let mut rt = Runtime::build(config).map_err(|e| e.to_string())?;
     for p in &rt.registry.providers {
         if let Some(prev) = old.registry.by_id(&p.spec.id) {
@@ -38,7 +49,13 @@ fn load(old: &Runtime, path: &Path) -> Result<Runtime, String> {
         }
     }
     if rt.config.session == old.config.session {
-        rt.sessions = old.sessions.clone();
+        // Same store (sessions survive), with the key file as it reads now.
+        if let (Some(new), Some(prev)) = (rt.sessions.take(), &old.sessions) {
+            rt.sessions = Some(match Arc::try_unwrap(new) {
+                Ok(s) => Arc::new(crate::session::Sessions { store: prev.store.clone(), ..s }),
+                Err(_) => prev.clone(),
+            });
+        }
     }
     Ok(rt)
 }
@@ -46,7 +63,55 @@ fn load(old: &Runtime, path: &Path) -> Result<Runtime, String> {
 fn check_listeners(old: &Config, new: &Config) -> Result<(), String> {
     let same_https = old.listen_https.as_ref().map(|t| t.addr) == new.listen_https.as_ref().map(|t| t.addr);
     if old.listen_http != new.listen_http || !same_https || old.admin != new.admin {
-        return Err("listener addresses (listen, admin) cannot change on reload: restart (or `serve --upgrade`) instead".into());
+        return Err(
+            "listener addresses (listen, admin) cannot change on reload: restart (or `serve --upgrade`) instead".into(),
+        );
     }
     Ok(())
+}
+
+/// The TLS certificate and key must still be readable PEM of the right kind, so the
+/// next restart does not fail on what a reload accepted.
+fn check_tls(config: &Config) -> Result<(), String> {
+    match &config.listen_https {
+        Some(t) => check_tls_files(&t.cert, &t.key),
+        None => Ok(()),
+    }
+}
+
+fn check_tls_files(cert: &Path, key: &Path) -> Result<(), String> {
+    let read = |p: &Path, want: &dyn Fn(&str) -> bool, what: &str| -> Result<(), String> {
+        let text = std::fs::read(p).map_err(|e| format!("{}: key `listen.https`: cannot read: {e}", p.display()))?;
+        let blocks =
+            pem::parse_many(&text).map_err(|e| format!("{}: key `listen.https`: not PEM: {e}", p.display()))?;
+        if blocks.iter().any(|b| want(b.tag())) {
+            Ok(())
+        } else {
+            Err(format!("{}: key `listen.https`: holds no {what}", p.display()))
+        }
+    };
+    read(cert, &|tag| tag == "CERTIFICATE", "CERTIFICATE block")?;
+    read(key, &|tag| tag.ends_with("PRIVATE KEY"), "PRIVATE KEY block")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_files_must_be_pem_of_the_right_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::keys::generate_dev_set(dir.path(), false, false).unwrap();
+        let (cert, key) = (dir.path().join("dev-tls.crt"), dir.path().join("dev-tls.key"));
+        assert_eq!(check_tls_files(&cert, &key), Ok(()));
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(&garbage, "not a certificate").unwrap();
+        assert!(check_tls_files(&garbage, &key).unwrap_err().contains("holds no CERTIFICATE"));
+        assert!(
+            check_tls_files(&key, &key).unwrap_err().contains("holds no CERTIFICATE"),
+            "a key is not a certificate"
+        );
+        assert!(check_tls_files(&cert, &cert).unwrap_err().contains("PRIVATE KEY"));
+        assert!(check_tls_files(&dir.path().join("missing.crt"), &key).unwrap_err().contains("cannot read"));
+    }
 }

@@ -239,12 +239,15 @@ impl Runtime {
     pub fn build(config: Config) -> Result<Runtime, BuildError> {
         let registry = Arc::new(Registry::new(&config)?);
         let minter = match &config.broker {
-            Some(b) => Some(Minter::new(
-                Arc::new(Signer::load(&b.signing_key)?),
-                &b.issuer,
-                b.identity_token_ttl,
-                config.server.verify_cache_entries,
-            )),
+            Some(b) => Some(
+                Minter::new(
+                    Arc::new(Signer::load(&b.signing_key)?),
+                    &b.issuer,
+                    b.identity_token_ttl,
+                    config.server.verify_cache_entries,
+                )
+                .with_retired(&crate::keys::published_retired(&b.signing_key, crate::providers::now_secs())),
+            ),
             None => None,
         };
         let index_of: HashMap<&str, usize> =

@@ -18,12 +18,71 @@ use std::sync::Arc;
 struct Refresher {
     state: Arc<ArcSwap<Runtime>>,
     config_path: std::path::PathBuf,
+    /// Reload on file change too (`reload.watch` and not `serve --no-watch`).
+    watch: bool,
+}
+
+/// What asked for a reload.
+enum Trigger {
+    Shutdown,
+    Hangup,
+    Files(Vec<std::path::PathBuf>),
+}
+
+impl Refresher {
+    fn start_watch(&self) -> Option<crate::watch::Watch> {
+        if !self.watch {
+            tracing::info!("file watch off: reload with SIGHUP");
+            return None;
+        }
+        let rt = self.state.load_full();
+        match crate::watch::Watch::start(&rt.config) {
+            Ok(w) => {
+                tracing::info!(dirs = ?w.dirs(), "watching configuration files; changes reload automatically");
+                Some(w)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch configuration files: reload with SIGHUP");
+                None
+            }
+        }
+    }
+
+    /// The one reload path for SIGHUP and file changes, with its one log line.
+    fn reload(&self, trigger: &Trigger, watch: Option<&mut crate::watch::Watch>) {
+        let (by, changed) = match trigger {
+            Trigger::Files(paths) => ("file change", paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>()),
+            _ => ("SIGHUP", Vec::new()),
+        };
+        match crate::reload::reload(&self.state, &self.config_path) {
+            Ok(summary) => {
+                let rt = self.state.load_full();
+                tracing::info!(file = %self.config_path.display(), trigger = by, ?changed, %summary, "configuration reloaded");
+                if let Trigger::Files(paths) = trigger {
+                    if paths.iter().any(|p| crate::watch::Watch::is_tls_file(&rt.config, p)) {
+                        tracing::warn!("the TLS certificate changed: it is loaded at start; restart or `serve --upgrade` to serve it");
+                    }
+                }
+                if let Some(w) = watch {
+                    w.update(&rt.config);
+                }
+            }
+            Err(e) => tracing::error!(
+                file = %self.config_path.display(),
+                trigger = by,
+                ?changed,
+                error = %e,
+                "configuration reload failed; keeping the running configuration"
+            ),
+        }
+    }
 }
 
 #[async_trait]
 impl BackgroundService for Refresher {
-    /// Keeps the current runtime's keys fresh and sweeps abandoned sign-ins; on SIGHUP
-    /// reloads the configuration and restarts both for the new runtime.
+    /// Keeps the current runtime's keys fresh, sweeps abandoned sign-ins and flushes
+    /// access evidence; on SIGHUP or a watched file change reloads the configuration
+    /// and restarts the per-runtime tasks for the new runtime.
     async fn start(&self, shutdown: ShutdownWatch) {
         let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
             Ok(s) => Some(s),
@@ -32,6 +91,10 @@ impl BackgroundService for Refresher {
                 None
             }
         };
+        let mut watch = self.start_watch();
+        // What the watched files looked like at the last load (either door).
+        let mut loaded = watch.as_ref().map(|w| w.fingerprint());
+        let flusher = tokio::spawn(flush_access(self.state.clone(), shutdown.clone()));
         loop {
             let rt = self.state.load_full();
             let stop = shutdown.clone();
@@ -39,19 +102,46 @@ impl BackgroundService for Refresher {
             let refresher = tokio::spawn(rt.registry.clone().run_refresher(move || *stop.borrow()));
             drop(rt);
             let mut down = shutdown.clone();
-            let reloaded = tokio::select! {
-                _ = down.changed() => false,
-                _ = async { match hup.as_mut() { Some(h) => { h.recv().await; } None => std::future::pending::<()>().await } } => true,
+            let trigger = tokio::select! {
+                _ = down.changed() => Trigger::Shutdown,
+                _ = async { match hup.as_mut() { Some(h) => { h.recv().await; } None => std::future::pending::<()>().await } } => Trigger::Hangup,
+                paths = async { match watch.as_mut() { Some(w) => w.changed().await, None => std::future::pending().await } } => Trigger::Files(paths),
             };
             sweeper.abort();
             refresher.abort();
-            if !reloaded || *shutdown.borrow() {
+            if matches!(trigger, Trigger::Shutdown) || *shutdown.borrow() {
+                let _ = flusher.await;
                 return;
             }
-            match crate::reload::reload(&self.state, &self.config_path) {
-                Ok(summary) => tracing::info!(file = %self.config_path.display(), %summary, "configuration reloaded"),
-                Err(e) => tracing::error!(file = %self.config_path.display(), error = %e, "configuration reload failed; keeping the running configuration"),
+            let now = watch.as_ref().map(|w| w.fingerprint());
+            if matches!(trigger, Trigger::Files(_)) && now == loaded {
+                tracing::debug!("watched files changed back or were only touched: no reload");
+                continue;
             }
+            // Taken before the reload read the files: a change made during it still
+            // differs from `loaded` and triggers its own reload.
+            loaded = now;
+            self.reload(&trigger, watch.as_mut());
+        }
+    }
+}
+
+/// Writes access evidence into the current runtime's store every `FLUSH_EVERY`, and
+/// once more on shutdown.
+async fn flush_access(state: Arc<ArcSwap<Runtime>>, mut shutdown: ShutdownWatch) {
+    loop {
+        let stopping = tokio::select! {
+            _ = tokio::time::sleep(crate::access::FLUSH_EVERY) => false,
+            _ = shutdown.changed() => true,
+        };
+        let rt = state.load_full();
+        if let Some(s) = &rt.sessions {
+            if let Err(e) = crate::access::flush(s.store.as_ref()).await {
+                tracing::warn!(store = s.store.kind(), error = %e, "access evidence not written; retrying at the next flush");
+            }
+        }
+        if stopping || *shutdown.borrow() {
+            return;
         }
     }
 }
@@ -63,6 +153,8 @@ pub struct RunOptions {
     pub echo: Vec<SocketAddr>,
     /// Take over listening sockets from a running idfabric (Pingora graceful upgrade).
     pub upgrade: bool,
+    /// Do not reload on file changes (`serve --no-watch`); SIGHUP still works.
+    pub no_watch: bool,
 }
 
 /// Builds and runs the server; returns only on error.
@@ -72,6 +164,9 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), String> {
         upstream_keepalive_pool_size: config.server.upstream_keepalive,
         grace_period_seconds: Some(1),
         graceful_shutdown_timeout_seconds: Some(5),
+        upgrade_sock: config.server.upgrade_sock.to_string_lossy().into_owned(),
+        // The new process waits this many seconds for the old one's SIGQUIT.
+        upgrade_sock_connect_accept_max_retries: Some(30),
         ..ServerConf::default()
     };
     let opt = Opt { upgrade: opts.upgrade, ..Opt::default() };
@@ -87,6 +182,8 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), String> {
         }
     }
     let config_path = config.path.clone();
+    let watch = config.reload.watch && !opts.no_watch;
+    crate::audit::configure(&config.audit).map_err(|e| e.to_string())?;
     let listen_http = config.listen_http;
     let listen_https = config.listen_https.clone();
     let admin = config.admin;
@@ -119,7 +216,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), String> {
         svc.add_tcp(&addr.to_string());
         server.add_service(svc);
     }
-    server.add_service(background_service("jwks refresher", Refresher { state, config_path }));
+    server.add_service(background_service("jwks refresher", Refresher { state, config_path, watch }));
     tracing::info!(http = ?listen_http, https = ?listen_https.map(|t| t.addr), admin = ?admin, "idfabric listening");
     server.run_forever();
 }

@@ -377,3 +377,59 @@ fn keys_generate_writes_the_set_and_refuses_to_overwrite_without_force() {
     assert_eq!(code, 0, "{out}{err}");
     assert_ne!(std::fs::read_to_string(k.join("broker-signing.pem")).unwrap(), pem, "--force did not regenerate");
 }
+
+/// INTERFACE.md's own examples, written the way it writes them: `${VAR}` unquoted inside
+/// flow collections (`tenants: [${ENTRA_TENANT_ID}]`, `{ client_secret: ${PORTAL_SECRET} }`).
+#[test]
+fn check_accepts_the_interface_examples_verbatim() {
+    let env = TestEnv::new();
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for f in ["dev-workforce.yaml", "dev-customer.yaml"] {
+        std::fs::copy(repo.join("providers").join(f), env.path().join("providers").join(f)).unwrap();
+    }
+    env.write(
+        "providers/corp-entra.yaml",
+        "id: corp-entra            # unique, used in metrics, headers and logs\nkind: entra\npopulation: workforce\n\
+         issuer: https://login.microsoftonline.com/${ENTRA_TENANT_ID}/v2.0\nclient_id: ${ENTRA_CLIENT_ID}\n\
+         client_secret: ${ENTRA_CLIENT_SECRET}   # only for browser login\naudiences: [api://idfabric]\n\
+         tenants: [${ENTRA_TENANT_ID}]           # multi-tenant allow-list (entra)\ndomains: [contoso.com]\n\
+         scopes: [openid, profile, email]\nmfa_acr: [c1]\nclaims: { roles: \"https://shop.example/roles\" }\n",
+    );
+    env.write(
+        "routes.yaml",
+        &format!(
+            "listen: {{ http: 127.0.0.1:{http} }}\nadmin: 127.0.0.1:{admin}\nproviders: [dev-workforce, dev-customer, corp-entra]\n\
+             session: {{ store: memory, cookie: idfabric_session, ttl: 8h, key_file: certs/session.key }}\n\
+             broker:\n  issuer: http://127.0.0.1:8080/broker\n  signing_key: certs/broker-signing.pem\n  clients:\n\
+             \x20   - {{ client_id: portal, client_secret: ${{PORTAL_SECRET}}, redirect_uris: [http://127.0.0.1:3000/callback] }}\n\
+             routes:\n{ROUTES}",
+            http = env.http_port,
+            admin = env.admin_port
+        ),
+    );
+    let envs = [
+        ("ENTRA_TENANT_ID", "3c1a9e47-5b2d-4f8e-9a61-0d7c2e4b8f15"),
+        ("ENTRA_CLIENT_ID", "c4f3d2a1-9b8e-4c7d-a6f5-1e2d3c4b5a69"),
+        ("ENTRA_CLIENT_SECRET", "s3cr3t-value"),
+        ("PORTAL_SECRET", "portal-s3cr3t"),
+    ];
+    let out = std::process::Command::new(BIN)
+        .args(["check", "--offline", "--config", "routes.yaml"])
+        .current_dir(env.path())
+        .envs(envs)
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    assert!(!text.contains("s3cr3t"), "no secret in the output: {text}");
+    // Without the variable, the error names the file, line, key and variable.
+    let out = std::process::Command::new(BIN)
+        .args(["check", "--offline", "--config", "routes.yaml"])
+        .current_dir(env.path())
+        .envs(envs.iter().filter(|(k, _)| *k != "ENTRA_TENANT_ID").copied())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success());
+    assert!(err.contains("corp-entra.yaml") && err.contains("ENTRA_TENANT_ID"), "{err}");
+}

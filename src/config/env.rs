@@ -135,6 +135,130 @@ impl<'de> Deserialize<'de> for ScalarString {
     }
 }
 
+/// Makes `${VAR}` placeholders inside YAML flow collections parse, by double-quoting
+/// the plain scalars that contain one: `tenants: [${TENANT}]` and
+/// `{ client_secret: ${SECRET} }` (INTERFACE.md writes both) are otherwise YAML errors,
+/// because `{` and `}` are flow indicators. Only the text's quoting changes (no line
+/// moves, so error positions stay right); expansion still happens per value, later.
+pub fn quote_flow_placeholders(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains("${") {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    std::borrow::Cow::Owned(text.lines().map(quote_line).collect::<Vec<_>>().join("\n") + if text.ends_with('\n') { "\n" } else { "" })
+}
+
+/// One line: flow collections in this project's config files never span lines.
+fn quote_line(line: &str) -> String {
+    let b = line.as_bytes();
+    let mut out = String::with_capacity(line.len() + 8);
+    let (mut i, mut depth, mut item_start) = (0usize, 0usize, false);
+    while i < b.len() {
+        let c = b[i] as char;
+        match c {
+            '#' if i == 0 || b[i - 1] == b' ' || b[i - 1] == b'\t' => {
+                out.push_str(&line[i..]);
+                return out;
+            }
+            '\'' | '"' if depth == 0 || item_start => {
+                let end = quoted_end(b, i);
+                out.push_str(&line[i..end]);
+                i = end;
+                item_start = false;
+                continue;
+            }
+            '[' | '{' if depth > 0 || at_value_start(b, i) => {
+                depth += 1;
+                item_start = true;
+                out.push(c);
+            }
+            ']' | '}' if depth > 0 => {
+                depth -= 1;
+                item_start = false;
+                out.push(c);
+            }
+            ',' if depth > 0 => {
+                item_start = true;
+                out.push(c);
+            }
+            ' ' | '\t' => out.push(c),
+            _ if depth > 0 && item_start => {
+                let end = plain_end(b, i);
+                let item = line[i..end].trim_end();
+                if item.contains("${") {
+                    out.push('"');
+                    out.push_str(&item.replace('\\', "\\\\").replace('"', "\\\""));
+                    out.push('"');
+                    out.push_str(&line[i + item.len()..end]);
+                } else {
+                    out.push_str(&line[i..end]);
+                }
+                i = end;
+                // After a mapping key's `: ` comes a value: another item start.
+                item_start = b.get(i) == Some(&b':');
+                if item_start {
+                    out.push(':');
+                    i += 1;
+                }
+                continue;
+            }
+            _ => {
+                item_start = false;
+                out.push(c);
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Whether a `[` / `{` at `i` opens a flow collection: it starts a value (after `: `,
+/// `- ` or only indentation), not the middle of a plain scalar like a URL.
+fn at_value_start(b: &[u8], i: usize) -> bool {
+    let before = std::str::from_utf8(&b[..i]).unwrap_or("").trim_end();
+    before.is_empty() || before.ends_with(':') || before.ends_with('-')
+}
+
+/// End (exclusive) of a quoted scalar starting at `i`.
+fn quoted_end(b: &[u8], i: usize) -> usize {
+    let q = b[i];
+    let mut j = i + 1;
+    while j < b.len() {
+        if q == b'"' && b[j] == b'\\' {
+            j += 2;
+            continue;
+        }
+        if b[j] == q {
+            if q == b'\'' && b.get(j + 1) == Some(&b'\'') {
+                j += 2;
+                continue;
+            }
+            return j + 1;
+        }
+        j += 1;
+    }
+    b.len()
+}
+
+/// End (exclusive) of a plain scalar inside a flow collection: the next `,`, `]`, `}`
+/// or `: ` outside `${...}`, or a comment.
+fn plain_end(b: &[u8], i: usize) -> usize {
+    let mut j = i;
+    while j < b.len() {
+        match b[j] {
+            b'$' if b.get(j + 1) == Some(&b'{') => {
+                j = b[j..].iter().position(|&c| c == b'}').map(|p| j + p + 1).unwrap_or(b.len());
+                continue;
+            }
+            b',' | b']' | b'}' => return j,
+            b':' if matches!(b.get(j + 1), Some(b' ') | Some(b'\t') | None) => return j,
+            b'#' if j > i && (b[j - 1] == b' ' || b[j - 1] == b'\t') => return j,
+            _ => {}
+        }
+        j += 1;
+    }
+    j
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,5 +295,25 @@ mod tests {
                 Err(e) => assert_eq!(got.as_ref().unwrap_err(), e, "{input}"),
             }
         }
+    }
+
+    #[test]
+    fn flow_placeholders_are_quoted() {
+        let cases = [
+            ("tenants: [${ENTRA_TENANT_ID}]", r#"tenants: ["${ENTRA_TENANT_ID}"]"#),
+            ("audiences: [api://x, ${A:-b}]  # c ${X}", r#"audiences: [api://x, "${A:-b}"]  # c ${X}"#),
+            (
+                "  - { client_id: portal, client_secret: ${PORTAL_SECRET}, redirect_uris: [http://127.0.0.1:3000/callback] }",
+                r#"  - { client_id: portal, client_secret: "${PORTAL_SECRET}", redirect_uris: [http://127.0.0.1:3000/callback] }"#,
+            ),
+            ("issuer: https://login.microsoftonline.com/${T}/v2.0", "issuer: https://login.microsoftonline.com/${T}/v2.0"),
+            (r#"x: ["${A}", '${B}']"#, r#"x: ["${A}", '${B}']"#),
+            ("m: { a: x${B}y }", r#"m: { a: "x${B}y" }"#),
+        ];
+        for (input, want) in cases {
+            assert_eq!(quote_flow_placeholders(input), want, "{input}");
+        }
+        let doc = "a: [${X}]\nb: 1\n";
+        assert_eq!(quote_flow_placeholders(doc), "a: [\"${X}\"]\nb: 1\n");
     }
 }

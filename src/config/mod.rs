@@ -35,6 +35,9 @@ pub struct Config {
     pub broker: Option<BrokerSpec>,
     pub server: ServerSpec,
     pub routes: Vec<RouteSpec>,
+    pub audit: AuditSpec,
+    pub reload: ReloadSpec,
+    pub tracing: TracingSpec,
 }
 
 #[derive(Debug, Clone)]
@@ -66,14 +69,31 @@ pub struct BrokerSpec {
     pub path: String,
     pub signing_key: PathBuf,
     pub identity_token_ttl: Duration,
+    pub access_token_ttl: Duration,
+    pub id_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
     pub clients: Vec<BrokerClientSpec>,
 }
 
+/// A relying party of the broker, validated (docs/broker.md).
 #[derive(Debug, Clone)]
 pub struct BrokerClientSpec {
     pub client_id: String,
+    /// Plain secret or argon2 PHC string; `None` for public clients.
     pub client_secret: Option<String>,
+    pub public: bool,
+    /// Exact-match redirect URIs (absolute, no fragment).
     pub redirect_uris: Vec<String>,
+    pub post_logout_redirect_uris: Vec<String>,
+    /// Scopes this client may ask for.
+    pub scopes: Vec<String>,
+    /// `authorization_code`, `refresh_token`, `client_credentials`.
+    pub grant_types: Vec<String>,
+    /// Populations whose providers may sign users in for this client; empty = all.
+    pub populations: Vec<Population>,
+    /// Provider ids allowed for this client; `None` = every browser-capable provider.
+    pub providers: Option<Vec<String>>,
+    pub require_pkce: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -81,6 +101,8 @@ pub struct ServerSpec {
     pub threads: usize,
     pub verify_cache_entries: u64,
     pub upstream_keepalive: usize,
+    /// Where `serve --upgrade` receives the listening sockets of the running process.
+    pub upgrade_sock: PathBuf,
 }
 
 /// One upstream identity provider.
@@ -405,4 +427,33 @@ pub struct BrandingSpec {
     pub logo_data_uri: Option<String>,
     pub tagline: Option<String>,
     pub support_text: Option<String>,
+}
+
+/// Where audit lines go (`audit.output`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditOutput {
+    Stdout,
+    Off,
+    File(PathBuf),
+}
+
+/// `audit:` validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditSpec {
+    pub output: AuditOutput,
+    /// Full email addresses in audit lines (default: masked).
+    pub include_email: bool,
+}
+
+/// `reload:` validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadSpec {
+    pub watch: bool,
+    pub debounce: Duration,
+}
+
+/// `tracing:` validated.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TracingSpec {
+    pub otlp_endpoint: Option<String>,
 }

@@ -20,6 +20,12 @@ pub struct RoutesFile {
     pub server: Option<ServerTuning>,
     #[serde(default)]
     pub routes: Vec<Route>,
+    /// The audit log: one JSON line per auth decision (docs/operations.md).
+    pub audit: Option<Audit>,
+    /// How configuration changes are picked up (file watch; SIGHUP always works).
+    pub reload: Option<Reload>,
+    /// Request tracing (W3C `traceparent`, optional OTLP export).
+    pub tracing: Option<Tracing>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -55,17 +61,33 @@ pub struct Broker {
     pub signing_key: S,
     /// Lifetime of the `X-Identity-Token` minted per request (at most 5 minutes).
     pub identity_token_ttl: Option<S>,
+    /// Broker access tokens (default 10m), ID tokens (default 10m), refresh-token
+    /// families (default 30d); docs/broker.md.
+    pub access_token_ttl: Option<S>,
+    pub id_token_ttl: Option<S>,
+    pub refresh_token_ttl: Option<S>,
     #[serde(default)]
     pub clients: Vec<BrokerClient>,
 }
 
+/// One relying party of the broker (docs/broker.md, "Clients").
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BrokerClient {
     pub client_id: S,
+    /// A plain value (usually `${ENV}`) or an argon2 PHC string (`$argon2id$...`).
     pub client_secret: Option<S>,
+    /// No secret; PKCE is then mandatory.
+    pub public: Option<bool>,
     #[serde(default)]
     pub redirect_uris: Vec<S>,
+    #[serde(default)]
+    pub post_logout_redirect_uris: Vec<S>,
+    pub scopes: Option<Vec<S>>,
+    pub grant_types: Option<Vec<S>>,
+    pub populations: Option<Vec<S>>,
+    pub providers: Option<Vec<S>>,
+    pub require_pkce: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -74,6 +96,8 @@ pub struct ServerTuning {
     pub threads: Option<usize>,
     pub verify_cache_entries: Option<u64>,
     pub upstream_keepalive: Option<usize>,
+    /// Unix socket for graceful upgrades (`serve --upgrade`).
+    pub upgrade_sock: Option<S>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -289,3 +313,31 @@ provider_file!(
         mfa_acr: Option<Vec<S>>,
     }
 );
+
+/// `audit:` in routes.yaml.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Audit {
+    /// `stdout` (default), `off`, or a file path (appended to).
+    pub output: Option<S>,
+    /// Write full email addresses instead of masked ones (`a***@example.com`).
+    pub include_email: Option<bool>,
+}
+
+/// `reload:` in routes.yaml.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reload {
+    /// Watch the config, provider and key files and reload on change (default true).
+    pub watch: Option<bool>,
+    /// Quiet time after the last change before reloading (default 400ms).
+    pub debounce: Option<S>,
+}
+
+/// `tracing:` in routes.yaml.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tracing {
+    /// OTLP/HTTP collector endpoint; needs a binary built with `--features otlp`.
+    pub otlp_endpoint: Option<S>,
+}

@@ -42,7 +42,8 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 }
 
 fn parse<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, ConfigError> {
-    let de = serde_norway::Deserializer::from_str(text);
+    let quoted = super::env::quote_flow_placeholders(text);
+    let de = serde_norway::Deserializer::from_str(&quoted);
     serde_path_to_error::deserialize(de).map_err(|e| from_serde(file, text, e))
 }
 
@@ -63,7 +64,7 @@ fn build(
     }
     let admin = file.admin.as_ref().and_then(|a| addr(p, "admin", a));
     let session = session(file.session.as_ref(), base_dir, p);
-    let broker = file.broker.as_ref().and_then(|b| broker(b, base_dir, p));
+    let broker = file.broker.as_ref().and_then(|b| broker(b, base_dir, &providers, p));
     let server = ServerSpec {
         threads: file.server.as_ref().and_then(|s| s.threads).unwrap_or(1).max(1),
         verify_cache_entries: file
@@ -72,6 +73,12 @@ fn build(
             .and_then(|s| s.verify_cache_entries)
             .unwrap_or(100_000),
         upstream_keepalive: file.server.as_ref().and_then(|s| s.upstream_keepalive).unwrap_or(128),
+        upgrade_sock: file
+            .server
+            .as_ref()
+            .and_then(|s| s.upgrade_sock.as_deref())
+            .map(|p| base_dir.join(p))
+            .unwrap_or_else(|| PathBuf::from("/tmp/pingora_upgrade.sock")),
     };
     let enabled: HashSet<&str> = providers.iter().map(|p| p.id.as_str()).collect();
     let mut names = HashSet::new();
@@ -95,7 +102,42 @@ fn build(
         broker,
         server,
         routes,
+        audit: audit(file.audit.as_ref(), base_dir, p),
+        reload: ReloadSpec {
+            watch: file.reload.as_ref().and_then(|r| r.watch).unwrap_or(true),
+            debounce: duration(p, None, "reload.debounce", file.reload.as_ref().and_then(|r| r.debounce.as_ref()), Duration::from_millis(400)),
+        },
+        tracing: tracing(file.tracing.as_ref(), p),
     }
+}
+
+/// `audit:` (docs/operations.md, "Audit log").
+fn audit(a: Option<&raw::Audit>, base_dir: &Path, p: &mut Problems) -> AuditSpec {
+    let output = match a.and_then(|a| a.output.as_deref()) {
+        None | Some("stdout") => AuditOutput::Stdout,
+        Some("off") => AuditOutput::Off,
+        Some("") => {
+            p.at(None, "audit.output", "must be `stdout`, `off` or a file path");
+            AuditOutput::Off
+        }
+        Some(path) => AuditOutput::File(base_dir.join(path)),
+    };
+    AuditSpec { output, include_email: a.and_then(|a| a.include_email).unwrap_or(false) }
+}
+
+/// `tracing:`; an OTLP endpoint needs a binary built with `--features otlp` (else a clear error).
+fn tracing(t: Option<&raw::Tracing>, p: &mut Problems) -> TracingSpec {
+    let otlp_endpoint = t.and_then(|t| t.otlp_endpoint.as_deref()).map(str::to_string);
+    match &otlp_endpoint {
+        Some(_) if !cfg!(feature = "otlp") => {
+            p.at(None, "tracing.otlp_endpoint", "this idfabric was built without OTLP export (the `otlp` feature); remove the key");
+        }
+        Some(e) if !url::Url::parse(e).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) => {
+            p.at(None, "tracing.otlp_endpoint", format!("`{e}` is not an http(s) URL"));
+        }
+        _ => {}
+    }
+    TracingSpec { otlp_endpoint }
 }
 
 fn addr(p: &mut Problems, key: &str, value: &str) -> Option<SocketAddr> {
@@ -142,7 +184,7 @@ fn session(s: Option<&raw::Session>, base_dir: &Path, p: &mut Problems) -> Sessi
     }
 }
 
-fn broker(b: &raw::Broker, base_dir: &Path, p: &mut Problems) -> Option<BrokerSpec> {
+fn broker(b: &raw::Broker, base_dir: &Path, providers: &[Arc<ProviderSpec>], p: &mut Problems) -> Option<BrokerSpec> {
     let url = match url::Url::parse(&b.issuer) {
         Ok(u) => u,
         Err(e) => {
@@ -151,25 +193,123 @@ fn broker(b: &raw::Broker, base_dir: &Path, p: &mut Problems) -> Option<BrokerSp
         }
     };
     check_scheme(p, None, "broker.issuer", &url);
+    if url.path().trim_end_matches('/').is_empty() {
+        p.at(None, "broker.issuer", "needs a path (e.g. https://id.example.com/broker): the broker's endpoints are served under it");
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        p.at(None, "broker.issuer", "must not have a query or fragment (OpenID Connect Discovery §3)");
+    }
     let ttl = duration(p, None, "broker.identity_token_ttl", b.identity_token_ttl.as_ref(), Duration::from_secs(300));
     if ttl > Duration::from_secs(300) {
         p.at(None, "broker.identity_token_ttl", "must be at most 5m");
     }
+    let day = Duration::from_secs(24 * 3600);
+    let mut token_ttl = |key: &str, v: Option<&EnvString>, default: Duration, max: Duration| {
+        let d = duration(p, None, key, v, default);
+        if d > max {
+            p.at(None, key, format!("must be at most {}", humantime::format_duration(max)));
+        }
+        d.min(max)
+    };
+    let access_token_ttl = token_ttl("broker.access_token_ttl", b.access_token_ttl.as_ref(), Duration::from_secs(600), day);
+    let id_token_ttl = token_ttl("broker.id_token_ttl", b.id_token_ttl.as_ref(), Duration::from_secs(600), day);
+    let refresh_token_ttl =
+        token_ttl("broker.refresh_token_ttl", b.refresh_token_ttl.as_ref(), Duration::from_secs(30 * 24 * 3600), day * 365);
+    let mut seen = HashSet::new();
+    let clients = b.clients.iter().map(|c| broker_client(c, providers, &mut seen, p)).collect();
     Some(BrokerSpec {
         issuer: b.issuer.trim_end_matches('/').to_string(),
         path: url.path().trim_end_matches('/').to_string(),
         signing_key: base_dir.join(&*b.signing_key),
         identity_token_ttl: ttl.min(Duration::from_secs(300)),
-        clients: b
-            .clients
-            .iter()
-            .map(|c| BrokerClientSpec {
-                client_id: c.client_id.to_string(),
-                client_secret: c.client_secret.as_ref().map(|s| s.to_string()),
-                redirect_uris: strings(&c.redirect_uris),
-            })
-            .collect(),
+        access_token_ttl,
+        id_token_ttl,
+        refresh_token_ttl,
+        clients,
     })
+}
+
+/// Grant types the broker implements.
+const BROKER_GRANTS: [&str; 3] = ["authorization_code", "refresh_token", "client_credentials"];
+
+fn broker_client(
+    c: &raw::BrokerClient,
+    providers: &[Arc<ProviderSpec>],
+    seen: &mut HashSet<String>,
+    p: &mut Problems,
+) -> BrokerClientSpec {
+    let id = c.client_id.to_string();
+    let anchor = format!("client_id: {id}");
+    let a = Some(anchor.as_str());
+    if !valid_id(&id) {
+        p.at(a, "broker.clients.client_id", format!("`{id}` must be 1-64 characters of letters, digits, `-`, `_`, `.`"));
+    }
+    if !seen.insert(id.clone()) {
+        p.at(a, "broker.clients.client_id", format!("duplicate client_id `{id}`"));
+    }
+    let public = c.public.unwrap_or(false);
+    let secret = c.client_secret.as_ref().map(|s| s.to_string());
+    match (&secret, public) {
+        (None, false) => p.at(a, "broker.clients", format!("confidential client `{id}` needs a client_secret (or `public: true`)")),
+        (Some(_), true) => p.at(a, "broker.clients.client_secret", format!("public client `{id}` must not have a client_secret")),
+        (Some(s), false) if s.starts_with("$argon2") && !crate::broker::clients::valid_phc(s) => {
+            p.at(a, "broker.clients.client_secret", "looks like an argon2 hash but is not a valid PHC string (make one with `idfabric keys hash-secret`)")
+        }
+        (Some(s), false) if s.len() < 8 => p.at(a, "broker.clients.client_secret", "must be at least 8 characters"),
+        _ => {}
+    }
+    let mut uris = |key: &str, list: &[EnvString]| -> Vec<String> {
+        let out = strings(list);
+        for u in &out {
+            match url::Url::parse(u) {
+                Err(e) => p.at(a, key, format!("`{u}` is not an absolute URL: {e}")),
+                Ok(parsed) if parsed.fragment().is_some() || u.contains('#') => p.at(a, key, format!("`{u}` must not have a fragment")),
+                Ok(parsed) if !parsed.has_host() => p.at(a, key, format!("`{u}` has no host")),
+                Ok(_) => {}
+            }
+        }
+        out
+    };
+    let redirect_uris = uris("broker.clients.redirect_uris", &c.redirect_uris);
+    let post_logout_redirect_uris = uris("broker.clients.post_logout_redirect_uris", &c.post_logout_redirect_uris);
+    let scopes = c.scopes.as_deref().map(strings).unwrap_or_else(|| ["openid", "profile", "email", "offline_access"].map(String::from).to_vec());
+    let grant_types = c.grant_types.as_deref().map(strings).unwrap_or_else(|| vec!["authorization_code".into(), "refresh_token".into()]);
+    for g in &grant_types {
+        if !BROKER_GRANTS.contains(&g.as_str()) {
+            p.at(a, "broker.clients.grant_types", format!("`{g}` is not one of authorization_code, refresh_token, client_credentials"));
+        }
+    }
+    if public && grant_types.iter().any(|g| g == "client_credentials") {
+        p.at(a, "broker.clients.grant_types", "a public client cannot use client_credentials");
+    }
+    if grant_types.iter().any(|g| g == "authorization_code") && redirect_uris.is_empty() {
+        p.at(a, "broker.clients.redirect_uris", format!("client `{id}` uses authorization_code and needs at least one redirect URI"));
+    }
+    let mut populations = Vec::new();
+    for v in c.populations.as_deref().unwrap_or_default() {
+        match Population::parse(v) {
+            Some(pop) => populations.push(pop),
+            None => p.at(a, "broker.clients.populations", format!("`{}` is neither workforce nor customer", &**v)),
+        }
+    }
+    let client_providers = c.providers.as_deref().map(strings);
+    for pid in client_providers.iter().flatten() {
+        if !providers.iter().any(|s| s.id == *pid) {
+            p.at(a, "broker.clients.providers", format!("`{pid}` is not an enabled provider"));
+        }
+    }
+    BrokerClientSpec {
+        client_id: id,
+        client_secret: secret,
+        public,
+        redirect_uris,
+        post_logout_redirect_uris,
+        scopes,
+        grant_types,
+        populations,
+        providers: client_providers,
+        require_pkce: c.require_pkce.unwrap_or(true) || public,
+    }
 }
 
 fn strings(v: &[EnvString]) -> Vec<String> {
@@ -401,6 +541,8 @@ struct ProviderFile {
     path: PathBuf,
     text: String,
     head: ProviderHead,
+    /// The file is not YAML at all: reported instead of "no such id" / "unknown kind".
+    syntax: Option<ConfigError>,
 }
 
 fn load_providers(
@@ -426,8 +568,11 @@ fn load_providers(
                     continue;
                 }
             };
-            let head: ProviderHead = serde_norway::from_str(&text).unwrap_or(ProviderHead { id: None, kind: None });
-            files.push(ProviderFile { path, text, head });
+            let (head, syntax) = match parse::<ProviderHead>(&path, &text) {
+                Ok(head) => (head, None),
+                Err(e) => (ProviderHead { id: None, kind: None }, Some(e)),
+            };
+            files.push(ProviderFile { path, text, head, syntax });
         }
     }
     let mut out = Vec::new();
@@ -474,6 +619,16 @@ fn load_providers(
                 }
             }
             None if by_id.len() > 1 => {}
+            // A file that is not valid YAML may well be the one meant: say what is wrong with it.
+            None if files.iter().any(|f| f.syntax.is_some()) => {
+                errors.extend(files.iter().filter_map(|f| f.syntax.clone()));
+                errors.push(ConfigError {
+                    file: routes_path.to_path_buf(),
+                    line: super::error::locate(routes_text, None, "providers"),
+                    key: Some("providers".into()),
+                    message: format!("no readable file in {} has id `{}` (see the syntax errors above)", dir.display(), &**id),
+                });
+            }
             None => errors.push(ConfigError {
                 file: routes_path.to_path_buf(),
                 line: super::error::locate(routes_text, None, "providers"),
@@ -486,6 +641,10 @@ fn load_providers(
 }
 
 fn provider(f: &ProviderFile, base_dir: &Path, errors: &mut Vec<ConfigError>) -> Option<ProviderSpec> {
+    if let Some(e) = &f.syntax {
+        errors.push(e.clone());
+        return None;
+    }
     let kind = f.head.kind.clone().unwrap_or_default();
     let parsed = match kind.as_str() {
         "entra" => parse::<raw::EntraFile>(&f.path, &f.text).map(Raw::Entra),

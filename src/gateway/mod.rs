@@ -8,12 +8,16 @@
 //! | `upstream_request_filter` | removes client-sent `X-Identity-*`, adds the identity headers and token |
 //! | `fail_to_connect` | marks the peer down and retries another one |
 //! | `fail_to_proxy` | problem+json instead of Pingora's bare error page |
-//! | `logging` | metrics and the one log line per refused request |
+//! | `logging` | metrics, the audit line, access evidence and the one log line per refused request |
+//!
+//! Every request gets an `X-Request-Id` (the client's when sane) and a W3C trace
+//! context (`crate::trace`) in `request_filter`; both go upstream and into the audit line.
 
 mod reserved;
 pub mod respond;
 
 use crate::config::AuthorizationHeader;
+use crate::trace::{self, TraceContext};
 use crate::metrics::{self, metrics};
 use crate::pipeline::{self, Admission};
 use crate::propagate;
@@ -48,6 +52,47 @@ pub struct RequestCtx {
     decision: &'static str,
     provider: Option<usize>,
     population: Option<crate::identity::Population>,
+    request_id: String,
+    trace: TraceContext,
+    /// Set when the request was a forward-auth check.
+    forward: Option<Box<ForwardDecision>>,
+    /// The request's `tracing` span (target `idfabric::request`, debug level: free
+    /// unless enabled, e.g. `IDFABRIC_LOG=info,idfabric::request=debug`); the request's
+    /// log lines are emitted inside it.
+    span: tracing::Span,
+}
+
+/// What a forward-auth check decided, for its audit line (filled by `reserved`).
+#[derive(Default)]
+pub(crate) struct ForwardDecision {
+    route: Option<u32>,
+    host: String,
+    path: String,
+    verified: Option<Arc<Verified>>,
+    provider: Option<usize>,
+    population: Option<crate::identity::Population>,
+    decision: &'static str,
+    reason: &'static str,
+}
+
+impl ForwardDecision {
+    fn route(&mut self, index: u32, host: &str, path: &str) {
+        (self.route, self.host, self.path) = (Some(index), host.to_string(), path.to_string());
+    }
+
+    fn allowed(&mut self, adm: &Admission) {
+        (self.decision, self.reason) = ("allow", "ok");
+        if let Admission::Allowed { verified, .. } = adm {
+            (self.provider, self.population) = (Some(verified.provider), Some(verified.identity.population));
+            self.verified = Some(verified.clone());
+        }
+    }
+
+    fn denied(&mut self, d: &pipeline::Denial) {
+        (self.decision, self.reason) = (d.refusal.decision(), d.refusal.reason());
+        (self.provider, self.population) = (d.provider, d.population);
+        self.verified = d.verified.clone();
+    }
 }
 
 impl RequestCtx {
@@ -80,14 +125,38 @@ impl ProxyHttp for Gateway {
             decision: "allow",
             provider: None,
             population: None,
+            request_id: String::new(),
+            trace: TraceContext::default(),
+            forward: None,
+            span: tracing::Span::none(),
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let rt = ctx.rt.clone();
+        ctx.request_id = trace::request_id(&session.req_header().headers);
+        ctx.trace = TraceContext::from_headers(&session.req_header().headers);
+        ctx.span = tracing::debug_span!(
+            target: "idfabric::request",
+            "request",
+            request_id = ctx.request_id.as_str(),
+            trace_id = tracing::field::Empty,
+            route = tracing::field::Empty,
+        );
+        if !ctx.span.is_disabled() {
+            trace::join(&ctx.span, &mut ctx.trace);
+            ctx.span.record("trace_id", ctx.trace.trace_id_hex().as_str());
+        }
         if reserved::is_reserved(&rt, session.req_header().uri.path()) {
             let path = session.req_header().uri.path().to_string();
-            let h = reserved::handle(&rt, session, &path).await?;
+            let h = if path == "/.idfabric/auth" {
+                let mut fwd = Box::<ForwardDecision>::default();
+                let h = reserved::forward_auth_audited(&rt, session, &mut fwd).await?;
+                ctx.forward = Some(fwd);
+                h
+            } else {
+                reserved::handle(&rt, session, &path).await?
+            };
             ctx.outcome = if h.status < 400 { "internal" } else { "refused" };
             ctx.reason = h.reason;
             return Ok(true);
@@ -106,6 +175,7 @@ impl ProxyHttp for Gateway {
             return Ok(true);
         };
         ctx.route = Some(route.index);
+        ctx.span.record("route", route.spec.name.as_str());
         match pipeline::admit(&rt, route, &session.req_header().headers, &session.req_header().uri).await {
             Ok(adm) => {
                 tarpit::forgive(session);
@@ -119,6 +189,7 @@ impl ProxyHttp for Gateway {
             Err(d) => {
                 ctx.provider = d.provider;
                 ctx.population = d.population;
+                ctx.verified = d.verified.clone();
                 ctx.outcome = if d.refusal.status() == 503 { "error" } else { "refused" };
                 ctx.reason = d.refusal.reason();
                 ctx.decision = d.refusal.decision();
@@ -173,6 +244,14 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         strip_identity_headers(upstream);
+        upstream.insert_header(trace::REQUEST_ID, ctx.request_id.as_str())?;
+        upstream.insert_header(trace::TRACEPARENT, ctx.trace.traceparent())?;
+        match &ctx.trace.tracestate {
+            Some(ts) => upstream.insert_header(trace::TRACESTATE, ts.clone())?,
+            None => {
+                upstream.remove_header(trace::TRACESTATE);
+            }
+        }
         let rt = ctx.rt.clone();
         strip_own_cookies(upstream, &rt.config.session.cookie);
         let Some(route) = ctx.route(&rt) else { return Ok(()) };
@@ -244,7 +323,7 @@ impl ProxyHttp for Gateway {
             )
             .await;
         }
-        tracing::warn!(route = route.unwrap_or("none"), status = code, error_type = ?e.etype(), "upstream failure");
+        tracing::warn!(parent: &ctx.span, route = route.unwrap_or("none"), status = code, error_type = ?e.etype(), "upstream failure");
         FailToProxy { error_code: code, can_reuse_downstream: false }
     }
 
@@ -277,9 +356,23 @@ impl ProxyHttp for Gateway {
         if let Some(d) = &series.decision {
             d.inc();
         }
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        // Access evidence is what was allowed (a refused request keeps its identity for
+        // the audit line, but is no access).
+        if let (Some(r), Some(v), "allow") = (ctx.route(rt), &ctx.verified, ctx.decision) {
+            crate::access::observe(&r.spec.name, v);
+        }
+        if let Some(f) = ctx.forward.as_deref().filter(|f| f.decision == "allow") {
+            if let (Some(r), Some(v)) = (f.route.map(|i| &rt.routes.routes[i as usize]), &f.verified) {
+                crate::access::observe(&r.spec.name, v);
+            }
+        }
+        if crate::audit::enabled() {
+            audit(session, ctx, route, provider, status);
+        }
         if ctx.outcome == "refused" || ctx.outcome == "error" || ctx.outcome == "no_route" {
-            let status = session.response_written().map_or(0, |r| r.status.as_u16());
             tracing::info!(
+                parent: &ctx.span,
                 route,
                 provider,
                 population,
@@ -288,10 +381,61 @@ impl ProxyHttp for Gateway {
                 decision = ctx.decision,
                 method = %session.req_header().method,
                 path = session.req_header().uri.path(),
+                request_id = ctx.request_id.as_str(),
                 "request refused"
             );
         }
     }
+}
+
+/// The audit line of a routed request (one per `auth_decisions_total` increment) or of
+/// a forward-auth check that found its route.
+fn audit(session: &Session, ctx: &RequestCtx, route: &str, provider: &str, status: u16) {
+    let rt = &ctx.rt;
+    let req = session.req_header();
+    let client_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+    let include_email = rt.config.audit.include_email;
+    let base = |kind, route, host, path| crate::audit::Event {
+        kind,
+        request_id: &ctx.request_id,
+        trace: &ctx.trace,
+        route,
+        provider: None,
+        population: None,
+        verified: None,
+        decision: "allow",
+        reason: "ok",
+        status,
+        started: ctx.started,
+        method: req.method.as_str(),
+        host,
+        path,
+        client_ip,
+        include_email,
+    };
+    if let Some(f) = ctx.forward.as_deref() {
+        let Some(r) = f.route.map(|i| &rt.routes.routes[i as usize]) else { return };
+        crate::audit::record(&crate::audit::Event {
+            provider: f.provider.map(|i| rt.registry.providers[i].id()),
+            population: f.population,
+            verified: f.verified.as_deref(),
+            decision: f.decision,
+            reason: f.reason,
+            ..base("forward_auth", &r.spec.name, &f.host, &f.path)
+        });
+        return;
+    }
+    if ctx.route.is_none() {
+        return;
+    }
+    crate::audit::record(&crate::audit::Event {
+        provider: ctx.provider.map(|_| provider),
+        population: ctx.population,
+        verified: ctx.verified.as_deref(),
+        decision: ctx.decision,
+        reason: ctx.reason,
+        ..base("proxy", route, host_of(req), req.uri.path())
+    });
 }
 
 /// Whether a header name is an identity header, counting `_` as `-`: CGI-style

@@ -9,7 +9,6 @@ use crate::refusal::Refusal;
 use crate::runtime::Runtime;
 use pingora::proxy::Session;
 use pingora::Result;
-use serde_json::json;
 
 /// What a reserved path produced, for logging and metrics.
 pub struct Handled {
@@ -96,29 +95,28 @@ async fn dev_provider(rt: &Runtime, session: &mut Session, rest: &str) -> Result
     }
 }
 
-async fn broker(rt: &Runtime, session: &mut Session, rest: &str) -> Result<Handled> {
-    let (Some(b), Some(m)) = (&rt.config.broker, &rt.minter) else {
-        return refuse(session, Refusal::NoRoute, None).await;
-    };
-    match rest {
-        "/.well-known/openid-configuration" => {
-            let doc = json!({
-                "issuer": b.issuer,
-                "jwks_uri": format!("{}/jwks", b.issuer),
-                "id_token_signing_alg_values_supported": [m.signer.alg],
-                "subject_types_supported": ["public"],
-                "response_types_supported": ["code"],
-            });
-            ok_json(session, &doc).await
+/// Everything under the broker's issuer path goes to `crate::broker` (bodies up to 16 KiB).
+async fn broker(rt: &Runtime, session: &mut Session, _rest: &str) -> Result<Handled> {
+    let reply = match read_body(session).await? {
+        None => crate::broker::too_large(),
+        Some(body) => {
+            let path = session.req_header().uri.path().to_string();
+            let req = web_request(session, &path, &body);
+            crate::broker::handle(rt, &req).await
         }
-        "/jwks" => ok_json(session, &m.jwks()).await,
-        _ => refuse(session, Refusal::NoRoute, None).await,
-    }
+    };
+    respond::reply(session, &reply).await?;
+    Ok(Handled { status: reply.status, reason: reply.reason })
 }
 
 /// nginx `auth_request`, Traefik ForwardAuth, Envoy ext_authz (HTTP): the original
 /// host and URI come from `X-Forwarded-Host` / `X-Forwarded-Uri` (or `X-Original-URI`).
 async fn forward_auth(rt: &Runtime, session: &mut Session) -> Result<Handled> {
+    forward_auth_audited(rt, session, &mut super::ForwardDecision::default()).await
+}
+
+/// Forward-auth, recording its decision in `audit` for the audit line.
+pub(super) async fn forward_auth_audited(rt: &Runtime, session: &mut Session, audit: &mut super::ForwardDecision) -> Result<Handled> {
     let req = session.req_header();
     let header = |n: &str| req.headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
     let host = header("x-forwarded-host").or_else(|| header("host")).unwrap_or_default();
@@ -131,8 +129,10 @@ async fn forward_auth(rt: &Runtime, session: &mut Session) -> Result<Handled> {
         return refuse(session, Refusal::NoRoute, None).await;
     };
     let original: http::Uri = uri.parse().unwrap_or_else(|_| http::Uri::from_static("/"));
+    audit.route(route.index, &host, &path);
     match pipeline::admit(rt, route, &session.req_header().headers, &original).await {
         Ok(adm) => {
+            audit.allowed(&adm);
             let mut h = pingora::http::ResponseHeader::build(200, Some(16))?;
             h.insert_header("x-identity-route", route.spec.name.as_str())?;
             if let Admission::Allowed { verified, .. } = &adm {
@@ -148,7 +148,10 @@ async fn forward_auth(rt: &Runtime, session: &mut Session) -> Result<Handled> {
             session.write_response_header(Box::new(h), true).await?;
             Ok(Handled { status: 200, reason: "ok" })
         }
-        Err(d) => refuse(session, d.refusal, Some(&route.spec.name)).await,
+        Err(d) => {
+            audit.denied(&d);
+            refuse(session, d.refusal, Some(&route.spec.name)).await
+        }
     }
 }
 

@@ -6,7 +6,9 @@
 //! copies them to the wire. ID tokens are verified by the same registry code as bearer
 //! tokens (`Registry::verify_id_token`), so a provider's quirks apply to both doors.
 //! Open redirects are impossible: the return path `rd` is a path (never a URL) and the
-//! host is the one the browser used, which must be a configured route host.
+//! host is the one the browser used, which must be a configured route host or the
+//! broker's host (a broker sign-in returns to `{broker path}/authorize/resume` and offers
+//! the providers that broker client allows, see `crate::broker::login_providers`).
 
 pub mod pages;
 
@@ -77,7 +79,10 @@ fn route_for<'a>(rt: &'a Runtime, host: &str, rd: &str) -> Option<&'a CompiledRo
 /// The look of pages for a request to `host` + `rd`: the route's population and branding.
 pub fn theme_for(rt: &Runtime, host: &str, rd: &str) -> Theme {
     let route = route_for(rt, host, rd);
-    let providers = route.map(|r| login_providers(rt, r)).unwrap_or_default();
+    let providers = match crate::broker::login_providers(rt, host, rd) {
+        Some(p) => p,
+        None => route.map(|r| login_providers(rt, r)).unwrap_or_default(),
+    };
     let population = match route.and_then(|r| r.spec.require.population) {
         Some(p) => p,
         None if !providers.is_empty() && providers.iter().all(|p| p.spec.population == Population::Workforce) => {
@@ -112,24 +117,30 @@ async fn login(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Reply {
     let Some(rd) = safe_rd(req.input("rd").as_deref()) else {
         return page(rt, req, 400, "Invalid return address", "The address to return to after sign-in must be a path on this site.", "invalid_rd");
     };
-    let Some(route) = route_for(rt, req.host, &rd) else {
-        return page(rt, req, 404, "Unknown site", "No application is configured at this address.", "no_route");
+    // A broker sign-in (rd = the broker's resume path on its host) offers the client's providers.
+    let providers = match crate::broker::login_providers(rt, req.host, &rd) {
+        Some(p) => p,
+        None => match route_for(rt, req.host, &rd) {
+            Some(route) => login_providers(rt, route),
+            None => return page(rt, req, 404, "Unknown site", "No application is configured at this address.", "no_route"),
+        },
     };
-    let providers = login_providers(rt, route);
     let theme = theme_for(rt, req.host, &rd);
     let step_up = req.input("step_up").as_deref() == Some("1");
+    // The broker's `prompt=login` / `max_age`: ask the provider for a new sign-in.
+    let fresh = req.input("prompt").as_deref() == Some("login");
     if providers.is_empty() {
         return page(rt, req, 501, "No sign-in available", "No identity provider of this application supports browser sign-in.", "sign_in_unavailable");
     }
     let chosen = req.input("provider").and_then(|id| providers.iter().find(|p| p.spec.id == id).copied());
     if let Some(p) = chosen {
-        return start(sessions, req, p, &rd, None, step_up).await;
+        return start(sessions, req, p, &rd, None, step_up, fresh).await;
     }
     if let Some(email) = req.input("email").filter(|e| !e.trim().is_empty()) {
         let email = email.trim().to_string();
         let domain = email.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()).unwrap_or_default();
         return match providers.iter().find(|p| p.spec.domains.iter().any(|d| *d == domain)) {
-            Some(p) => start(sessions, req, p, &rd, Some(&email), step_up).await,
+            Some(p) => start(sessions, req, p, &rd, Some(&email), step_up, fresh).await,
             None => {
                 let buttons = buttons(&providers, None);
                 let body = pages::login_page(&pages::LoginPage {
@@ -146,7 +157,7 @@ async fn login(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Reply {
         };
     }
     if providers.len() == 1 {
-        return start(sessions, req, providers[0], &rd, None, step_up).await;
+        return start(sessions, req, providers[0], &rd, None, step_up, fresh).await;
     }
     let remembered = req.cookie(IDP_COOKIE).filter(|id| providers.iter().any(|p| p.spec.id == *id));
     let buttons = buttons(&providers, remembered);
@@ -197,7 +208,7 @@ fn shape_of(p: &Provider) -> &'static str {
     }
 }
 
-async fn start(sessions: &Sessions, req: &Request<'_>, p: &Provider, rd: &str, hint: Option<&str>, step_up: bool) -> Reply {
+async fn start(sessions: &Sessions, req: &Request<'_>, p: &Provider, rd: &str, hint: Option<&str>, step_up: bool, fresh: bool) -> Reply {
     funnel(p, "started");
     let Some(authz) = endpoints(p).and_then(|d| d.authorization_endpoint) else {
         funnel(p, "callback_error");
@@ -250,6 +261,8 @@ async fn start(sessions: &Sessions, req: &Request<'_>, p: &Provider, rd: &str, h
         }
         if step_up {
             step_up_params(p, &mut q);
+        } else if fresh {
+            q.append_pair("prompt", "login");
         }
     }
     funnel(p, "provider_redirect");
@@ -327,6 +340,11 @@ async fn callback(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Reply
     if txn.host != req.host {
         return failed(Some(&p), &theme, 400, "Sign-in failed", "The sign-in returned to a different site than it started on.", "host_mismatch");
     }
+    // RFC 9207: an `iss` in the response must name the provider this sign-in went to.
+    let expected_iss = endpoints(&p).map(|d| d.issuer).unwrap_or_else(|| p.spec.issuer.clone());
+    if req.param("iss").is_some_and(|iss| iss != expected_iss) {
+        return failed(Some(&p), &theme, 400, "Sign-in failed", "The response names another identity provider than the one the sign-in was sent to.", "issuer_mismatch");
+    }
     if let Some(err) = req.param("error") {
         let (status, reason) = if err == "access_denied" { (403, "access_denied") } else { (401, "provider_error") };
         let detail = format!("The identity provider answered: {}.", err.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').collect::<String>());
@@ -355,6 +373,10 @@ async fn callback(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Reply
         Ok(v) => v,
         Err(r) => return failed(Some(&p), &theme, 401, "Sign-in failed", &r.to_string(), r.reason()),
     };
+    let userinfo = endpoints(&p).and_then(|d| d.userinfo_endpoint);
+    if let Err(e) = crate::providers::oidc::complete_from_userinfo(&rt.registry.http, &p, userinfo, &mut identity, id_token, access).await {
+        return failed(Some(&p), &theme, 502, "Sign-in failed", &e.to_string(), e.reason());
+    }
     if txn.step_up && !identity.mfa {
         return failed(Some(&p), &theme, 403, "Second factor not completed", "This page requires multi-factor authentication, and the identity provider did not confirm it.", "mfa_not_completed");
     }
@@ -588,6 +610,13 @@ async fn logout(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Reply {
     Reply::redirect(target.as_deref().unwrap_or("/.idfabric/logged-out"), "ok").with_cookie(clear)
 }
 
+/// The nonce a refreshed ID token may carry: none, or the sign-in's own (OIDC Core
+/// §12.2, errata 2; oidc-provider repeats it, most providers omit it).
+fn refreshed_nonce(first: Option<&str>, refreshed: &str) -> Option<String> {
+    let nonce_of = |t: &str| crate::providers::jwt::parse(t).ok().and_then(|p| p.claims.string("nonce"));
+    nonce_of(refreshed).and(first.and_then(nonce_of))
+}
+
 /// Loads the session behind a cookie, refreshing the upstream tokens shortly before
 /// they expire (once across replicas). `None`: no usable session.
 pub async fn session_for(rt: &Runtime, sessions: &Sessions, id: &str) -> Result<Option<Session>, StoreError> {
@@ -613,8 +642,12 @@ pub async fn session_for(rt: &Runtime, sessions: &Sessions, id: &str) -> Result<
     match exchange(rt, &p, &[("grant_type", "refresh_token"), ("refresh_token", &refresh)]).await {
         Ok(tokens) => {
             if let Some(idt) = tokens.get("id_token").and_then(Value::as_str) {
-                if let Ok((mut identity, new_exp)) = rt.registry.verify_id_token(p.index, idt, None, None).await {
-                    if identity.sub == s.identity.sub {
+                let nonce = refreshed_nonce(s.id_token.as_deref(), idt);
+                if let Ok((mut identity, new_exp)) = rt.registry.verify_id_token(p.index, idt, nonce.as_deref(), None).await {
+                    let access = tokens.get("access_token").and_then(Value::as_str);
+                    let userinfo = endpoints(&p).and_then(|d| d.userinfo_endpoint);
+                    let completed = crate::providers::oidc::complete_from_userinfo(&rt.registry.http, &p, userinfo, &mut identity, idt, access).await;
+                    if identity.sub == s.identity.sub && completed.is_ok() {
                         identity.token_use = "session".into();
                         // Refreshed tokens often drop `amr`: the login's MFA stands.
                         if s.mfa && !identity.mfa {

@@ -1,6 +1,6 @@
 //! `session.store: memory`: one process, bounded (moka), entries expire by TTL.
 
-use super::{Store, StoreError};
+use super::{AccessRecord, Store, StoreError};
 use async_trait::async_trait;
 use std::collections::BTreeSet;
 use std::sync::Mutex;
@@ -23,9 +23,19 @@ impl moka::Expiry<String, (Vec<u8>, Duration)> for Expiring {
     }
 }
 
+#[derive(Default)]
+struct Access {
+    rows: std::collections::HashMap<(String, String), (i64, i64, u64)>,
+    idents: std::collections::HashMap<String, AccessRecord>,
+}
+
 pub struct MemoryStore {
     values: moka::sync::Cache<String, (Vec<u8>, Duration)>,
     sets: moka::sync::Cache<String, std::sync::Arc<Mutex<BTreeSet<String>>>>,
+    /// Access evidence: per (sub, route) the times and count; per sub the identity's
+    /// latest facts (joined on scan). Bounded by `capacity`.
+    access: Mutex<Access>,
+    capacity: u64,
 }
 
 impl MemoryStore {
@@ -36,6 +46,8 @@ impl MemoryStore {
                 .max_capacity(capacity)
                 .time_to_idle(Duration::from_secs(7 * 24 * 3600))
                 .build(),
+            access: Mutex::new(Access::default()),
+            capacity,
         }
     }
 
@@ -98,6 +110,40 @@ impl Store for MemoryStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    async fn record_access(&self, records: &[AccessRecord]) -> Result<(), StoreError> {
+        let mut a = self.access.lock().map_err(|_| StoreError::Corrupt)?;
+        for r in records {
+            let key = (r.sub.clone(), r.route.clone());
+            if !a.rows.contains_key(&key) && a.rows.len() as u64 >= self.capacity {
+                return Err(StoreError::Unavailable("memory store: access evidence is full".into()));
+            }
+            let row = a.rows.entry(key).or_insert((r.first_seen, r.last_seen, 0));
+            *row = (row.0.min(r.first_seen), row.1.max(r.last_seen), row.2 + r.count);
+            match a.idents.get_mut(&r.sub) {
+                Some(i) if i.last_seen > r.last_seen => {}
+                Some(i) => *i = r.clone(),
+                None => {
+                    a.idents.insert(r.sub.clone(), r.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn scan_access(&self) -> Result<Vec<AccessRecord>, StoreError> {
+        let cutoff = crate::providers::now_secs() - super::ACCESS_RETENTION.as_secs() as i64;
+        let mut a = self.access.lock().map_err(|_| StoreError::Corrupt)?;
+        a.rows.retain(|_, r| r.1 >= cutoff);
+        a.idents.retain(|_, r| r.last_seen >= cutoff);
+        Ok(a.rows
+            .iter()
+            .filter_map(|((sub, route), &(first_seen, last_seen, count))| {
+                let i = a.idents.get(sub)?;
+                Some(AccessRecord { route: route.clone(), first_seen, last_seen, count, ..i.clone() })
+            })
+            .collect())
     }
 
     fn kind(&self) -> &'static str {

@@ -46,9 +46,38 @@ pub trait Store: Send + Sync {
     async fn remove_member(&self, key: &str, member: &str) -> Result<bool, StoreError>;
     /// A health probe.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Merges access evidence (`crate::access`): per (`sub`, route) the earliest first
+    /// seen, the latest last seen and the summed count; the identity facts of the
+    /// record with the latest `last_seen` win.
+    async fn record_access(&self, _records: &[AccessRecord]) -> Result<(), StoreError> {
+        Err(StoreError::Unavailable(format!("the {} store keeps no access evidence", self.kind())))
+    }
+    /// Every access record held, with its identity's latest facts.
+    async fn scan_access(&self) -> Result<Vec<AccessRecord>, StoreError> {
+        Err(StoreError::Unavailable(format!("the {} store keeps no access evidence", self.kind())))
+    }
     /// Which implementation, for logs and `/providers`.
     fn kind(&self) -> &'static str;
 }
+
+/// Access evidence for one identity on one route (`crate::access`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessRecord {
+    pub sub: String,
+    pub route: String,
+    pub provider: String,
+    pub username: Option<String>,
+    pub name: Option<String>,
+    /// The identity's groups when last seen (on any route).
+    pub groups: Vec<String>,
+    /// Seconds since the epoch.
+    pub first_seen: i64,
+    pub last_seen: i64,
+    pub count: u64,
+}
+
+/// How long access evidence is kept after an identity's last access to a route.
+pub const ACCESS_RETENTION: Duration = Duration::from_secs(400 * 24 * 3600);
 
 /// One signed-in browser.
 #[derive(Debug, Clone, Serialize, Deserialize)]

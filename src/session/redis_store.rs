@@ -5,7 +5,7 @@
 //! when Redis is down, sign-ins fail closed with a clear page and bearer traffic,
 //! which never touches the store, is unaffected.
 
-use super::{Store, StoreError};
+use super::{AccessRecord, Store, StoreError};
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
@@ -55,6 +55,31 @@ impl RedisStore {
             .map_err(|_| StoreError::Unavailable("timeout".into()))?
             .map_err(unavailable)
     }
+}
+
+/// Access evidence layout: `idf:acc:{route}:{sub}` (hash: first, last, count) per row,
+/// `idf:accid:{sub}` (hash: last, provider, username, name, groups as JSON) per
+/// identity, and the set `idf:acc:index` of row keys. Route names hold no `:`.
+const ACCESS_INDEX: &str = "idf:acc:index";
+
+/// Merges one record atomically: earliest first, latest last, summed count; identity
+/// facts replaced only by a record at least as recent; both expire after the retention.
+const MERGE_ACCESS: &str = r#"
+redis.call('HSETNX', KEYS[1], 'first', ARGV[1])
+if tonumber(ARGV[1]) < tonumber(redis.call('HGET', KEYS[1], 'first')) then redis.call('HSET', KEYS[1], 'first', ARGV[1]) end
+if tonumber(ARGV[2]) > tonumber(redis.call('HGET', KEYS[1], 'last') or '0') then redis.call('HSET', KEYS[1], 'last', ARGV[2]) end
+redis.call('HINCRBY', KEYS[1], 'count', ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('SADD', KEYS[3], KEYS[1])
+if tonumber(ARGV[2]) >= tonumber(redis.call('HGET', KEYS[2], 'last') or '0') then
+  redis.call('HSET', KEYS[2], 'last', ARGV[2], 'provider', ARGV[5], 'username', ARGV[6], 'name', ARGV[7], 'groups', ARGV[8])
+end
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+return 1
+"#;
+
+fn access_keys(route: &str, sub: &str) -> (String, String) {
+    (format!("idf:acc:{route}:{sub}"), format!("idf:accid:{sub}"))
 }
 
 fn secs(ttl: Duration) -> u64 {
@@ -117,6 +142,76 @@ impl Store for RedisStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.run(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await.map(|_| ()) }).await
+    }
+
+    async fn record_access(&self, records: &[AccessRecord]) -> Result<(), StoreError> {
+        let keep = secs(super::ACCESS_RETENTION);
+        for chunk in records.chunks(500) {
+            let mut pipe = redis::pipe();
+            for r in chunk {
+                let (row, ident) = access_keys(&r.route, &r.sub);
+                let groups = serde_json::to_string(&r.groups).map_err(|_| StoreError::Corrupt)?;
+                pipe.cmd("EVAL")
+                    .arg(MERGE_ACCESS)
+                    .arg(3)
+                    .arg(row)
+                    .arg(ident)
+                    .arg(ACCESS_INDEX)
+                    .arg(r.first_seen)
+                    .arg(r.last_seen)
+                    .arg(r.count)
+                    .arg(keep)
+                    .arg(&r.provider)
+                    .arg(r.username.as_deref().unwrap_or(""))
+                    .arg(r.name.as_deref().unwrap_or(""))
+                    .arg(groups)
+                    .ignore();
+            }
+            self.run(|mut c| async move { pipe.query_async::<()>(&mut c).await }).await?;
+        }
+        Ok(())
+    }
+
+    async fn scan_access(&self) -> Result<Vec<AccessRecord>, StoreError> {
+        let keys: Vec<String> = self.members(ACCESS_INDEX).await?;
+        let mut out = Vec::new();
+        let mut idents: std::collections::HashMap<String, Option<std::collections::HashMap<String, String>>> =
+            std::collections::HashMap::new();
+        for chunk in keys.chunks(500) {
+            let mut pipe = redis::pipe();
+            for k in chunk {
+                pipe.hgetall(k);
+            }
+            let rows: Vec<std::collections::HashMap<String, String>> =
+                self.run(|mut c| async move { pipe.query_async(&mut c).await }).await?;
+            for (key, row) in chunk.iter().zip(rows) {
+                let Some((route, sub)) = key.strip_prefix("idf:acc:").and_then(|r| r.split_once(':')) else { continue };
+                if row.is_empty() {
+                    let _ = self.remove_member(ACCESS_INDEX, key).await; // expired
+                    continue;
+                }
+                if !idents.contains_key(sub) {
+                    let k = access_keys(route, sub).1;
+                    let h: std::collections::HashMap<String, String> = self.run(|mut c| async move { c.hgetall(k).await }).await?;
+                    idents.insert(sub.to_string(), (!h.is_empty()).then_some(h));
+                }
+                let Some(Some(id)) = idents.get(sub) else { continue };
+                let num = |h: &std::collections::HashMap<String, String>, f: &str| h.get(f).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+                let text = |f: &str| id.get(f).filter(|v| !v.is_empty()).cloned();
+                out.push(AccessRecord {
+                    sub: sub.to_string(),
+                    route: route.to_string(),
+                    provider: id.get("provider").cloned().unwrap_or_default(),
+                    username: text("username"),
+                    name: text("name"),
+                    groups: id.get("groups").and_then(|g| serde_json::from_str(g).ok()).unwrap_or_default(),
+                    first_seen: num(&row, "first"),
+                    last_seen: num(&row, "last"),
+                    count: num(&row, "count").max(0) as u64,
+                });
+            }
+        }
+        Ok(out)
     }
 
     fn kind(&self) -> &'static str {

@@ -35,7 +35,8 @@ impl Resp {
 
     /// `Location` resolved against the request URL (as a browser does).
     pub fn location(&self) -> Url {
-        let raw = self.raw_location().unwrap_or_else(|| panic!("no Location on {} {}: {}", self.status, self.url, self.body));
+        let raw =
+            self.raw_location().unwrap_or_else(|| panic!("no Location on {} {}: {}", self.status, self.url, self.body));
         self.url.join(&raw).unwrap()
     }
 
@@ -45,7 +46,9 @@ impl Resp {
 
     /// The whole `Set-Cookie` value for `name`, if this response sets it.
     pub fn set_cookie(&self, name: &str) -> Option<String> {
-        self.set_cookies().into_iter().find(|c| c.split(';').next().and_then(|p| p.split_once('=')).is_some_and(|(k, _)| k == name))
+        self.set_cookies()
+            .into_iter()
+            .find(|c| c.split(';').next().and_then(|p| p.split_once('=')).is_some_and(|(k, _)| k == name))
     }
 
     pub fn is_html(&self) -> bool {
@@ -116,7 +119,8 @@ impl Agent {
         let u = Url::parse(url).unwrap();
         let host = u.host_str().unwrap().to_string();
         let port = u.port().expect("test URLs carry a port");
-        let target = format!("http://127.0.0.1:{port}{}{}", u.path(), u.query().map(|q| format!("?{q}")).unwrap_or_default());
+        let target =
+            format!("http://127.0.0.1:{port}{}{}", u.path(), u.query().map(|q| format!("?{q}")).unwrap_or_default());
         let mut rb = match method {
             "POST" => self.http.post(&target),
             _ => self.http.get(&target),
@@ -149,7 +153,9 @@ impl Agent {
         let r = Resp { status, headers, body, url: u };
         for c in r.set_cookies() {
             let first = c.split(';').next().unwrap_or_default();
-            let Some((k, v)) = first.split_once('=') else { continue };
+            let Some((k, v)) = first.split_once('=') else {
+                continue;
+            };
             let expired = c.split(';').any(|a| a.trim().eq_ignore_ascii_case("Max-Age=0"));
             if expired || v.is_empty() {
                 self.clear(&host, k.trim());
@@ -176,7 +182,8 @@ impl Agent {
         assert_eq!(page.status, 200, "dev provider page: {}", page.body);
         assert!(page.is_html());
         assert!(page.body.contains(&format!("name=\"user\" value=\"{user}\"")), "no button for {user}: {}", page.body);
-        let action = page.url.join(&unescape(between(&page.body, "<form method=\"post\" action=\"", "\"").unwrap())).unwrap();
+        let action =
+            page.url.join(&unescape(between(&page.body, "<form method=\"post\" action=\"", "\"").unwrap())).unwrap();
         let mut fields = hidden_inputs(&page.body);
         fields.push(("user".into(), user.into()));
         let form: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -239,4 +246,3 @@ pub fn hidden_inputs(html: &str) -> Vec<(String, String)> {
 pub fn decoded(v: &Value) -> String {
     percent_encoding::percent_decode_str(v.as_str().unwrap_or_default()).decode_utf8_lossy().to_string()
 }
-

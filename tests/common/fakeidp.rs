@@ -19,6 +19,10 @@ struct State {
     hits: HashMap<String, usize>,
     /// Overrides the discovery `issuer` (to test mismatches); default: the real issuer.
     issuer_override: Option<String>,
+    /// Every answer waits this long first (a slow provider).
+    delay: std::time::Duration,
+    /// Every request answers this status (e.g. 500) while set.
+    status: Option<u16>,
 }
 
 pub struct FakeIdp {
@@ -74,6 +78,16 @@ impl FakeIdp {
         self.state.lock().unwrap().garbage = garbage;
     }
 
+    /// Every answer is delayed by `d` (a provider that hangs).
+    pub fn set_delay(&self, d: std::time::Duration) {
+        self.state.lock().unwrap().delay = d;
+    }
+
+    /// Every request answers `status` (e.g. 500) while set.
+    pub fn set_status(&self, status: Option<u16>) {
+        self.state.lock().unwrap().status = status;
+    }
+
     pub fn set_discovery_issuer(&self, issuer: Option<String>) {
         self.state.lock().unwrap().issuer_override = issuer;
     }
@@ -111,19 +125,28 @@ fn serve(mut stream: std::net::TcpStream, st: &Mutex<State>, issuer: &str, base:
     }
     let mut body = vec![0; len];
     let _ = reader.read_exact(&mut body);
+    let delay = st.lock().unwrap().delay;
+    std::thread::sleep(delay);
     let (status, text) = {
         let mut s = st.lock().unwrap();
         *s.hits.entry(path.clone()).or_default() += 1;
+        let forced = s.status;
         let discovery_path = format!("{}/.well-known/openid-configuration", issuer.strip_prefix(base).unwrap_or(""));
-        if s.down {
+        if let Some(code) = forced {
+            (code, "{\"error\":\"server_error\"}".to_string())
+        } else if s.down {
             (503, "{\"error\":\"down\"}".to_string())
         } else if s.garbage {
             (200, "<html>this is not json</html>".to_string())
         } else if path == discovery_path {
             let iss = s.issuer_override.clone().unwrap_or(issuer.to_string());
-            (200, json!({"issuer": iss, "jwks_uri": format!("{base}/keys"),
+            (
+                200,
+                json!({"issuer": iss, "jwks_uri": format!("{base}/keys"),
                           "authorization_endpoint": format!("{base}/authorize"),
-                          "token_endpoint": format!("{base}/token")}).to_string())
+                          "token_endpoint": format!("{base}/token")})
+                .to_string(),
+            )
         } else if path == "/keys" {
             (200, json!({"keys": s.keys}).to_string())
         } else {

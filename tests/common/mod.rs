@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod fakeidp;
 pub mod fixtures;
+pub mod oidc;
 pub mod redis;
 
 use std::io::{BufRead, BufReader};
@@ -37,11 +38,7 @@ impl TestEnv {
     pub fn new() -> TestEnv {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("providers")).unwrap();
-        let out = Command::new(BIN)
-            .args(["keys", "generate", "--dir"])
-            .arg(dir.path().join("certs"))
-            .output()
-            .unwrap();
+        let out = Command::new(BIN).args(["keys", "generate", "--dir"]).arg(dir.path().join("certs")).output().unwrap();
         assert!(out.status.success(), "keys generate failed: {}", String::from_utf8_lossy(&out.stderr));
         TestEnv { dir, http_port: free_port(), admin_port: free_port() }
     }
@@ -138,8 +135,13 @@ impl Gateway {
     }
 
     pub fn start_with(env: &TestEnv, envs: &[(&str, &str)], wait_ready: bool) -> Gateway {
+        Self::start_args(env, &[], envs, wait_ready)
+    }
+
+    /// `idfabric serve --config <env>/routes.yaml` plus `args` (e.g. `--upgrade`).
+    pub fn start_args(env: &TestEnv, args: &[&str], envs: &[(&str, &str)], wait_ready: bool) -> Gateway {
         let mut cmd = Command::new(BIN);
-        cmd.args(["serve", "--config"]).arg(env.routes_path()).current_dir(env.path());
+        cmd.args(["serve", "--config"]).arg(env.routes_path()).args(args).current_dir(env.path());
         cmd.env("IDFABRIC_LOG", "info").env("NO_COLOR", "1");
         for (k, v) in envs {
             cmd.env(k, v);
@@ -176,6 +178,22 @@ impl Gateway {
 
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
+    }
+
+    /// Waits up to `limit` for the process to exit; its exit status, if it did.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Sends a signal to the gateway process (e.g. "HUP" to reload its configuration).

@@ -9,11 +9,7 @@ use std::time::{Duration, Instant};
 
 /// Whether `bin` is on `PATH`.
 pub fn have(bin: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {bin} >/dev/null 2>&1"))
-        .status()
-        .is_ok_and(|s| s.success())
+    Command::new("sh").arg("-c").arg(format!("command -v {bin} >/dev/null 2>&1")).status().is_ok_and(|s| s.success())
 }
 
 /// Makes `bin` available, installing the Debian `package` when it is missing and this
@@ -25,7 +21,9 @@ pub fn ensure_installed(bin: &str, package: &str) -> bool {
     }
     let root = Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
     if !root || !have("apt-get") {
-        eprintln!("{bin} is missing and cannot be installed here (needs root and apt-get): install the `{package}` package");
+        eprintln!(
+            "{bin} is missing and cannot be installed here (needs root and apt-get): install the `{package}` package"
+        );
         return false;
     }
     eprintln!("{bin} is missing: installing the `{package}` Debian package");
@@ -60,22 +58,33 @@ impl RedisServer {
         );
         let dir = tempfile::tempdir().unwrap();
         let port = super::free_port();
-        let child = Command::new("redis-server")
+        let child = Self::spawn(port, dir.path());
+        let mut r = RedisServer { child: Some(child), port, _dir: dir };
+        r.wait_ping();
+        r
+    }
+
+    fn spawn(port: u16, dir: &std::path::Path) -> Child {
+        Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--daemonize", "no", "--protected-mode", "yes", "--loglevel", "warning"])
             .arg("--dir")
-            .arg(dir.path())
-            .current_dir(dir.path())
+            .arg(dir)
+            .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("spawn redis-server");
-        let mut r = RedisServer { child: Some(child), port, _dir: dir };
+            .expect("spawn redis-server")
+    }
+
+    fn wait_ping(&mut self) {
+        let port = self.port;
+        let r = self;
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if r.try_cmd(&["PING"]).is_ok_and(|v| v == "PONG") {
-                return r;
+                return;
             }
             if let Some(c) = r.child.as_mut() {
                 if let Ok(Some(status)) = c.try_wait() {
@@ -90,6 +99,18 @@ impl RedisServer {
     /// `redis://127.0.0.1:PORT` for `session.store`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// A restart that keeps the data: `SHUTDOWN SAVE` (a snapshot in the server's
+    /// directory), `down` without Redis, then the same port and directory again.
+    pub fn restart(&mut self, down: Duration) {
+        let _ = self.try_cmd(&["SHUTDOWN", "SAVE"]);
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        }
+        std::thread::sleep(down);
+        self.child = Some(Self::spawn(self.port, self._dir.path()));
+        self.wait_ping();
     }
 
     /// Kills the server (the "Redis down" case); idempotent.

@@ -1,0 +1,277 @@
+//! The audit log: one JSON line per auth decision (every increment of
+//! `idfabric_auth_decisions_total`, plus each forward-auth decision), written to stdout,
+//! a file, or nowhere (`audit.output`).
+//!
+//! The request thread only formats the line; a bounded channel hands it to one writer
+//! thread, so a slow disk or a blocked stdout never stalls a request. When the channel
+//! is full the line is dropped and `idfabric_audit_dropped_total` counts it.
+//!
+//! What a line never holds: a token, a cookie, a secret, a query string (queries carry
+//! tokens), or a full email address unless `audit.include_email: true` (masked as
+//! `a***@example.com` otherwise). Field values come from config (route, provider), from
+//! the verified identity, or from the request line (method, host, path), JSON-escaped.
+
+use crate::config::{AuditOutput, AuditSpec};
+use crate::identity::Population;
+use crate::metrics::metrics;
+use crate::providers::Verified;
+use crate::trace::TraceContext;
+use arc_swap::ArcSwapOption;
+use serde::Serialize;
+use std::borrow::Cow;
+use std::io::Write;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use thiserror::Error;
+
+/// Lines that may wait for the writer before new ones are dropped.
+pub const QUEUE_LINES: usize = 16_384;
+/// Longest `path` or `host` written (longer values are cut, marked with `…`).
+const MAX_PATH: usize = 1024;
+
+#[derive(Debug, Error)]
+pub enum AuditError {
+    #[error("audit.output {path}: cannot open for appending: {source}")]
+    Open {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("audit writer thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
+/// Where lines go; swapped whole on reload.
+pub struct Sink {
+    tx: Option<SyncSender<Vec<u8>>>,
+    output: AuditOutput,
+}
+
+static SINK: ArcSwapOption<Sink> = ArcSwapOption::const_empty();
+
+/// Opens the output `spec` names. `None` when the installed sink already writes there
+/// (stdout, off); a file is always reopened, so a reload after log rotation follows it.
+pub fn prepare(spec: &AuditSpec) -> Result<Option<Sink>, AuditError> {
+    let current = SINK.load();
+    if current.as_ref().is_some_and(|s| s.output == spec.output && !matches!(s.output, AuditOutput::File(_))) {
+        return Ok(None);
+    }
+    let out: Box<dyn Write + Send> = match &spec.output {
+        AuditOutput::Off => return Ok(Some(Sink { tx: None, output: AuditOutput::Off })),
+        AuditOutput::Stdout => Box::new(std::io::BufWriter::new(std::io::stdout())),
+        AuditOutput::File(path) => Box::new(std::io::BufWriter::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|source| AuditError::Open { path: path.display().to_string(), source })?,
+        )),
+    };
+    let (tx, rx) = sync_channel(QUEUE_LINES);
+    std::thread::Builder::new()
+        .name("idfabric-audit".into())
+        .spawn(move || write_lines(rx, out))
+        .map_err(AuditError::Thread)?;
+    Ok(Some(Sink { tx: Some(tx), output: spec.output.clone() }))
+}
+
+/// Makes `sink` the destination of every later line. The previous writer finishes the
+/// lines it holds and exits.
+pub fn install(sink: Option<Sink>) {
+    if let Some(s) = sink {
+        SINK.store(Some(Arc::new(s)));
+    }
+}
+
+/// Opens and installs in one step (start-up).
+pub fn configure(spec: &AuditSpec) -> Result<(), AuditError> {
+    install(prepare(spec)?);
+    Ok(())
+}
+
+fn write_lines(rx: Receiver<Vec<u8>>, mut out: Box<dyn Write + Send>) {
+    while let Ok(first) = rx.recv() {
+        let _ = out.write_all(&first);
+        while let Ok(more) = rx.try_recv() {
+            let _ = out.write_all(&more);
+        }
+        let _ = out.flush();
+    }
+    let _ = out.flush();
+}
+
+/// Whether lines are being written at all (skip building one when not).
+pub fn enabled() -> bool {
+    SINK.load().as_ref().is_some_and(|s| s.tx.is_some())
+}
+
+/// The facts of one decision, borrowed from the request context.
+pub struct Event<'a> {
+    /// `proxy` or `forward_auth`.
+    pub kind: &'static str,
+    pub request_id: &'a str,
+    pub trace: &'a TraceContext,
+    pub route: &'a str,
+    pub provider: Option<&'a str>,
+    pub population: Option<Population>,
+    pub verified: Option<&'a Verified>,
+    pub decision: &'a str,
+    pub reason: &'a str,
+    pub status: u16,
+    pub started: Instant,
+    pub method: &'a str,
+    pub host: &'a str,
+    /// The path only: the query string is never logged.
+    pub path: &'a str,
+    pub client_ip: Option<std::net::IpAddr>,
+    pub include_email: bool,
+}
+
+/// One audit line, in field order (docs/operations.md, "Audit log").
+#[derive(Serialize)]
+struct Line<'a> {
+    ts: String,
+    request_id: &'a str,
+    trace_id: String,
+    kind: &'static str,
+    route: &'a str,
+    provider: Option<&'a str>,
+    population: Option<&'static str>,
+    sub: Option<&'a str>,
+    decision: &'a str,
+    reason: &'a str,
+    status: u16,
+    latency_ms: f64,
+    method: &'a str,
+    host: Cow<'a, str>,
+    path: Cow<'a, str>,
+    client_ip: Option<String>,
+    mfa: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email: Option<Cow<'a, str>>,
+}
+
+/// Formats `e` and queues it for the writer; never blocks.
+pub fn record(e: &Event<'_>) {
+    let guard = SINK.load();
+    let Some(tx) = guard.as_ref().and_then(|s| s.tx.as_ref()) else { return };
+    let id = e.verified.map(|v| &v.identity);
+    let email = id.and_then(|i| i.email.as_deref()).map(|m| {
+        if e.include_email {
+            Cow::Borrowed(m)
+        } else {
+            Cow::Owned(mask_email(m))
+        }
+    });
+    let line = Line {
+        ts: rfc3339_ms(now_ms()),
+        request_id: e.request_id,
+        trace_id: e.trace.trace_id_hex(),
+        kind: e.kind,
+        route: e.route,
+        provider: e.provider,
+        population: e.population.map(|p| p.as_str()),
+        sub: id.map(|i| i.sub.as_str()),
+        decision: e.decision,
+        reason: e.reason,
+        status: e.status,
+        latency_ms: (e.started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
+        method: e.method,
+        host: cut(e.host),
+        path: cut(e.path),
+        client_ip: e.client_ip.map(|ip| ip.to_string()),
+        mfa: id.map(|i| i.mfa),
+        email,
+    };
+    let mut buf = Vec::with_capacity(512);
+    if serde_json::to_writer(&mut buf, &line).is_err() {
+        return;
+    }
+    buf.push(b'\n');
+    if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = tx.try_send(buf) {
+        metrics().audit_dropped_total.inc();
+    }
+}
+
+fn cut(path: &str) -> Cow<'_, str> {
+    if path.len() <= MAX_PATH {
+        return Cow::Borrowed(path);
+    }
+    let mut end = MAX_PATH;
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}…", &path[..end]))
+}
+
+/// `alice@example.com` → `a***@example.com`; anything without `@` → `***`.
+pub fn mask_email(email: &str) -> String {
+    match email.split_once('@') {
+        Some((local, domain)) if !local.is_empty() => {
+            let first = local.chars().next().map(String::from).unwrap_or_default();
+            format!("{first}***@{domain}")
+        }
+        _ => "***".into(),
+    }
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// RFC 3339 UTC with milliseconds (`2026-11-29T06:31:04.123Z`).
+pub fn rfc3339_ms(ms: i64) -> String {
+    let (secs, milli) = (ms.div_euclid(1000), ms.rem_euclid(1000));
+    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{milli:03}Z", sod / 3600, sod % 3600 / 60, sod % 60)
+}
+
+/// RFC 3339 UTC in seconds (reports).
+pub fn rfc3339(secs: i64) -> String {
+    let s = rfc3339_ms(secs * 1000);
+    format!("{}Z", &s[..19])
+}
+
+/// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar
+/// (H. Hinnant's `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(1_798_526_264_123), "2026-12-29T06:37:44.123Z");
+        assert_eq!(rfc3339_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+    }
+
+    #[test]
+    fn masking() {
+        assert_eq!(mask_email("alice@contoso.com"), "a***@contoso.com");
+        assert_eq!(mask_email("@contoso.com"), "***");
+        assert_eq!(mask_email("nobody"), "***");
+    }
+
+    #[test]
+    fn long_paths_are_cut() {
+        let p = "/".repeat(2000);
+        assert!(cut(&p).len() < 1100);
+        assert_eq!(cut("/short"), "/short");
+    }
+}

@@ -1,0 +1,411 @@
+//! `/authorize` and `/authorize/resume`: the authorization code flow with PKCE.
+//!
+//! Until the client and its redirect URI are known to be registered, every error is an
+//! HTML page on the broker (never a redirect: an unregistered URI may be an attacker's).
+//! After that, errors go back to the client as `error`, `state` and `iss` (RFC 9207).
+//!
+//! The user's idfabric browser session on the broker's host is the sign-in. Without a
+//! usable one (none, `prompt=login`, `max_age` exceeded, `acr_values` asking for a
+//! second factor the session lacks, or a provider this client does not accept) the
+//! request is parked as a single-use transaction and the browser goes through
+//! `/.idfabric/login`, which returns to `/authorize/resume`.
+
+use super::grants::{AuthzRequest, CodeGrant, Grants};
+use super::{clients, err, tokens, ErrorCode, OAuthError};
+use crate::config::{BrokerClientSpec, BrokerSpec};
+use crate::login::{self, pages};
+use crate::providers::now_secs;
+use crate::runtime::{normalise_host, Runtime};
+use crate::session::Session;
+use crate::web::{self, random, Reply, Request};
+use std::collections::BTreeMap;
+
+/// Whether `host` (as the browser sent it) is the broker issuer's host.
+pub fn on_broker_host(b: &BrokerSpec, host: &str) -> bool {
+    let issuer_host =
+        url::Url::parse(&b.issuer).ok().and_then(|u| u.host_str().map(str::to_string)).unwrap_or_default();
+    normalise_host(host) == normalise_host(&issuer_host)
+}
+
+/// An error shown to the user on the broker itself.
+fn page(rt: &Runtime, req: &Request<'_>, title: &str, detail: &str, reason: &'static str) -> Reply {
+    let theme = login::theme_for(rt, req.host, "/");
+    Reply::html(400, pages::error_page(&theme, 400, title, detail, None), reason)
+}
+
+/// Back to the client's (registered) redirect URI with `params`, `state` and `iss`.
+fn back(
+    b: &BrokerSpec,
+    redirect_uri: &str,
+    state: Option<&str>,
+    params: &[(&str, &str)],
+    reason: &'static str,
+) -> Reply {
+    let Ok(mut u) = url::Url::parse(redirect_uri) else {
+        return Reply::html(500, "redirect URI is not a URL".into(), "server_error");
+    };
+    {
+        let mut q = u.query_pairs_mut();
+        for (k, v) in params {
+            q.append_pair(k, v);
+        }
+        if let Some(s) = state {
+            q.append_pair("state", s);
+        }
+        q.append_pair("iss", &b.issuer);
+    }
+    Reply::redirect(u.as_str(), reason)
+}
+
+fn back_err(b: &BrokerSpec, r: &AuthzRequest, e: OAuthError) -> Reply {
+    back(
+        b,
+        &r.redirect_uri,
+        r.state.as_deref(),
+        &[("error", e.code.as_str()), ("error_description", e.description)],
+        e.code.as_str(),
+    )
+}
+
+pub async fn authorize(rt: &Runtime, b: &BrokerSpec, req: &Request<'_>) -> Reply {
+    let p = match (req.method, super::params(req.query)) {
+        ("GET", Ok(p)) => p,
+        ("POST", Ok(q)) if q.is_empty() => match super::form(req) {
+            Ok(p) => p,
+            Err(e) => return page(rt, req, "Invalid sign-in request", e.description, e.code.as_str()),
+        },
+        (_, Err(e)) => return page(rt, req, "Invalid sign-in request", e.description, e.code.as_str()),
+        _ => return page(rt, req, "Invalid sign-in request", "use GET, or POST with a form body", "invalid_request"),
+    };
+    let Some(client) = p.get("client_id").and_then(|c| clients::find(b, c)) else {
+        return page(
+            rt,
+            req,
+            "Unknown application",
+            "The application that sent you here is not registered with this sign-in service.",
+            "invalid_client",
+        );
+    };
+    let Some(redirect_uri) = p.get("redirect_uri").filter(|u| client.redirect_uris.contains(u)) else {
+        return page(
+            rt,
+            req,
+            "Invalid return address",
+            "The application asked to return to an address it has not registered, so you were not sent there.",
+            "invalid_request",
+        );
+    };
+    if !on_broker_host(b, req.host) {
+        return page(
+            rt,
+            req,
+            "Wrong address",
+            "Sign-in requests must use the sign-in service's own address.",
+            "invalid_request",
+        );
+    }
+    let state = p.get("state").cloned();
+    let early = AuthzRequest {
+        client_id: client.client_id.clone(),
+        redirect_uri: redirect_uri.clone(),
+        state,
+        nonce: None,
+        scope: Vec::new(),
+        code_challenge: None,
+        max_age: None,
+        mfa: false,
+        fresh: false,
+        created_at: now_secs(),
+    };
+    let r = match validate(client, &p, early.clone()) {
+        Ok(r) => r,
+        Err(e) => return back_err(b, &early, e),
+    };
+    let prompt: Vec<&str> = p.get("prompt").map(|v| v.split(' ').collect()).unwrap_or_default();
+    let none = prompt.contains(&"none");
+    let Some(sessions) = rt.sessions.clone() else {
+        return back_err(b, &r, err(ErrorCode::TemporarilyUnavailable, "sign-in is not configured"));
+    };
+    let sid = req.cookie(&login::cookie_name(&rt.config.session.cookie, req.tls)).map(str::to_string);
+    let session = match &sid {
+        Some(id) => match login::session_for(rt, &sessions, id).await {
+            Ok(s) => s,
+            Err(e) => return back_err(b, &r, e.into()),
+        },
+        None => None,
+    };
+    let had_session = session.is_some();
+    let why = match session {
+        None => err(ErrorCode::LoginRequired, "the user is not signed in"),
+        Some(_) if prompt.contains(&"login") => err(ErrorCode::LoginRequired, "prompt=login asks for a new sign-in"),
+        Some(s) => match unmet(rt, client, &r, &s, false) {
+            // Signed in well enough: issue the code now.
+            Ok(()) => return issue(rt, b, client, &r, sid.as_deref().unwrap_or_default(), s).await,
+            Err(e) => e,
+        },
+    };
+    if none {
+        return back_err(b, &r, why);
+    }
+    if let Some(idp) = p.get("idp") {
+        if !clients::allows_provider(rt, client, idp) {
+            return back_err(b, &r, err(ErrorCode::InvalidRequest, "idp names no provider this client may use"));
+        }
+    }
+    let mut r = r;
+    r.fresh = had_session && (prompt.contains(&"login") || why.code == ErrorCode::LoginRequired);
+    to_sign_in(b, req, &sessions, &p, r).await
+}
+
+/// Parks the request and sends the browser to `/.idfabric/login`, which returns to
+/// `/authorize/resume`: `idp` → `provider` (no discovery page), `login_hint` → `email`
+/// (discovery by domain), `acr_values` → `step_up`, renewal → `prompt=login`.
+async fn to_sign_in(
+    b: &BrokerSpec,
+    req: &Request<'_>,
+    sessions: &crate::session::Sessions,
+    p: &BTreeMap<String, String>,
+    r: AuthzRequest,
+) -> Reply {
+    let txn = random(24);
+    if let Err(e) = (Grants { store: &*sessions.store, family_ttl: family_ttl(b) }).park(&txn, &r).await {
+        return back_err(b, &r, e.into());
+    }
+    let rd = format!("{}/authorize/resume?txn={txn}&client_id={}", b.path, urlencode(&r.client_id));
+    let mut q = url::form_urlencoded::Serializer::new(String::new());
+    q.append_pair("rd", &rd);
+    if let Some(idp) = p.get("idp") {
+        q.append_pair("provider", idp);
+    }
+    if let Some(hint) = p.get("login_hint").filter(|h| h.contains('@') && h.len() <= 256) {
+        q.append_pair("email", hint);
+    }
+    if r.mfa {
+        q.append_pair("step_up", "1");
+    }
+    if r.fresh {
+        q.append_pair("prompt", "login");
+    }
+    // The parked request belongs to this browser: resuming it elsewhere is refused.
+    let bind = web::cookie(&txn_cookie(&txn), "1", Some(grants_ttl_secs()), req.tls);
+    Reply::redirect(&format!("/.idfabric/login?{}", q.finish()), "ok").with_cookie(bind)
+}
+
+/// The cookie that binds a parked request to the browser that started it.
+fn txn_cookie(txn: &str) -> String {
+    format!("idfabric_btx_{}", &txn[..txn.len().min(16)])
+}
+
+fn grants_ttl_secs() -> i64 {
+    super::grants::TXN_TTL.as_secs() as i64
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+pub fn family_ttl(b: &BrokerSpec) -> std::time::Duration {
+    b.refresh_token_ttl.max(b.access_token_ttl).max(b.id_token_ttl)
+}
+
+/// The protocol checks of an authorize request, once its redirect URI is trusted.
+fn validate(
+    client: &BrokerClientSpec,
+    p: &BTreeMap<String, String>,
+    mut r: AuthzRequest,
+) -> Result<AuthzRequest, OAuthError> {
+    if p.contains_key("request") {
+        return Err(err(ErrorCode::RequestNotSupported, "request objects are not supported"));
+    }
+    if p.contains_key("request_uri") {
+        return Err(err(ErrorCode::RequestUriNotSupported, "request_uri is not supported"));
+    }
+    match p.get("response_type").map(String::as_str) {
+        None => return Err(err(ErrorCode::InvalidRequest, "response_type is missing")),
+        Some("code") => {}
+        Some(_) => return Err(err(ErrorCode::UnsupportedResponseType, "only response_type=code is supported")),
+    }
+    if p.get("response_mode").is_some_and(|m| m != "query") {
+        return Err(err(ErrorCode::InvalidRequest, "only response_mode=query is supported"));
+    }
+    if !client.grant_types.iter().any(|g| g == "authorization_code") {
+        return Err(err(ErrorCode::UnauthorizedClient, "this client may not use the authorization code flow"));
+    }
+    let scope: Vec<String> = p
+        .get("scope")
+        .map(|s| s.split(' ').filter(|x| !x.is_empty()).map(str::to_string).collect())
+        .unwrap_or_default();
+    if !scope.iter().any(|s| s == "openid") {
+        return Err(err(ErrorCode::InvalidScope, "scope must include openid"));
+    }
+    if scope.iter().any(|s| !client.scopes.contains(s)) {
+        return Err(err(ErrorCode::InvalidScope, "scope asks for a scope this client may not have"));
+    }
+    r.scope = scope;
+    r.scope.dedup();
+    match (p.get("code_challenge"), p.get("code_challenge_method").map(String::as_str)) {
+        (Some(_), Some("S256")) => {}
+        (Some(_), Some("plain")) | (Some(_), None) => {
+            return Err(err(ErrorCode::InvalidRequest, "PKCE method plain is not supported; use S256"))
+        }
+        (Some(_), Some(_)) => return Err(err(ErrorCode::InvalidRequest, "code_challenge_method must be S256")),
+        (None, Some(_)) => return Err(err(ErrorCode::InvalidRequest, "code_challenge_method without code_challenge")),
+        (None, None) if client.require_pkce => {
+            return Err(err(ErrorCode::InvalidRequest, "PKCE (code_challenge with S256) is required"))
+        }
+        (None, None) => {}
+    }
+    if let Some(c) = p.get("code_challenge") {
+        if c.len() != 43 || !c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return Err(err(ErrorCode::InvalidRequest, "code_challenge is not a base64url SHA-256"));
+        }
+        r.code_challenge = Some(c.clone());
+    }
+    let prompt: Vec<&str> = p.get("prompt").map(|v| v.split(' ').collect()).unwrap_or_default();
+    if prompt.contains(&"none") && prompt.len() > 1 {
+        return Err(err(ErrorCode::InvalidRequest, "prompt=none cannot be combined with other values"));
+    }
+    if let Some(m) = p.get("max_age") {
+        r.max_age =
+            Some(m.parse::<u32>().map_err(|_| err(ErrorCode::InvalidRequest, "max_age is not a number of seconds"))?
+                as i64);
+    }
+    r.mfa = p.get("acr_values").is_some_and(|a| tokens::asks_for_mfa(a));
+    if p.get("nonce").is_some_and(|n| n.len() > 512) || r.state.as_ref().is_some_and(|s| s.len() > 2048) {
+        return Err(err(ErrorCode::InvalidRequest, "nonce or state is too long"));
+    }
+    r.nonce = p.get("nonce").cloned();
+    Ok(r)
+}
+
+/// When the session was authenticated: the provider's `auth_time`, else its creation.
+fn auth_time(s: &Session) -> i64 {
+    s.identity.auth_time.unwrap_or(s.created_at)
+}
+
+/// Why this session cannot serve this request (`None`: it can). After a sign-in
+/// (`resumed`), a `fresh` request needs a session newer than the request.
+fn unmet(
+    rt: &Runtime,
+    client: &BrokerClientSpec,
+    r: &AuthzRequest,
+    s: &Session,
+    resumed: bool,
+) -> Result<(), OAuthError> {
+    if !clients::allows_provider(rt, client, &s.identity.provider) {
+        return Err(err(ErrorCode::LoginRequired, "the session's provider is not accepted by this client"));
+    }
+    // A sign-in that happened after the request satisfies `prompt=login` and `max_age`.
+    let renewed = resumed && s.created_at >= r.created_at;
+    if resumed && r.fresh && !renewed {
+        return Err(err(ErrorCode::LoginRequired, "the sign-in was not renewed"));
+    }
+    if let Some(max) = r.max_age.filter(|_| !renewed) {
+        // `max_age=0` asks for a sign-in now, like `prompt=login` (OpenID Connect Core §3.1.2.1).
+        if max == 0 || now_secs() - auth_time(s) > max {
+            return Err(err(ErrorCode::LoginRequired, "the sign-in is older than max_age"));
+        }
+    }
+    if r.mfa && !(s.mfa || s.identity.mfa) {
+        return Err(err(ErrorCode::UnmetAuthenticationRequirements, "acr_values asked for a second factor"));
+    }
+    Ok(())
+}
+
+/// After sign-in: finishes the parked request.
+pub async fn resume(rt: &Runtime, b: &BrokerSpec, req: &Request<'_>) -> Reply {
+    let Some(sessions) = rt.sessions.clone() else {
+        return page(rt, req, "Sign-in unavailable", "This gateway has no session store.", "temporarily_unavailable");
+    };
+    let grants = Grants { store: &*sessions.store, family_ttl: family_ttl(b) };
+    let txn = req.param("txn").unwrap_or_default();
+    if txn.is_empty() || req.cookie(&txn_cookie(&txn)).is_none() {
+        return page(
+            rt,
+            req,
+            "This sign-in was started elsewhere",
+            "Return to the application and start again in this browser.",
+            "invalid_request",
+        );
+    }
+    let clear = web::cookie(&txn_cookie(&txn), "", Some(0), req.tls);
+    let r = match grants.unpark(&txn).await {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            return page(
+                rt,
+                req,
+                "This sign-in has expired",
+                "The sign-in link was already used or is too old. Return to the application and start again.",
+                "invalid_request",
+            )
+        }
+        Err(_) => {
+            return page(
+                rt,
+                req,
+                "Sign-in unavailable",
+                "The session service cannot be reached. Please try again in a moment.",
+                "temporarily_unavailable",
+            )
+        }
+    };
+    let Some(client) = clients::find(b, &r.client_id).filter(|c| c.redirect_uris.contains(&r.redirect_uri)) else {
+        return page(rt, req, "Unknown application", "The application is no longer registered.", "invalid_client");
+    };
+    let Some(sid) = req.cookie(&login::cookie_name(&rt.config.session.cookie, req.tls)).map(str::to_string) else {
+        return back_err(b, &r, err(ErrorCode::LoginRequired, "the sign-in did not complete"));
+    };
+    let s = match login::session_for(rt, &sessions, &sid).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return back_err(b, &r, err(ErrorCode::LoginRequired, "the sign-in did not complete")),
+        Err(e) => return back_err(b, &r, e.into()),
+    };
+    if let Err(e) = unmet(rt, client, &r, &s, true) {
+        return back_err(b, &r, e).with_cookie(clear);
+    }
+    issue(rt, b, client, &r, &sid, s).await.with_cookie(clear)
+}
+
+/// Stores a code for this sign-in and sends it to the client.
+async fn issue(
+    rt: &Runtime,
+    b: &BrokerSpec,
+    client: &BrokerClientSpec,
+    r: &AuthzRequest,
+    sid: &str,
+    s: Session,
+) -> Reply {
+    let Some(sessions) = rt.sessions.clone() else {
+        return back_err(b, r, err(ErrorCode::TemporarilyUnavailable, "sign-in is not configured"));
+    };
+    let at = auth_time(&s);
+    let mut identity = s.identity;
+    if s.mfa && !identity.mfa {
+        identity.mfa = true;
+        identity.mfa_source = crate::identity::MfaSource::Session;
+    }
+    let code = random(32);
+    let grant = CodeGrant {
+        client_id: client.client_id.clone(),
+        redirect_uri: r.redirect_uri.clone(),
+        code_challenge: r.code_challenge.clone(),
+        nonce: r.nonce.clone(),
+        scope: r.scope.clone(),
+        identity,
+        auth_time: Some(at),
+        session: Some(sid.to_string()),
+        family: random(16),
+        created_at: now_secs(),
+    };
+    if let Err(e) = (Grants { store: &*sessions.store, family_ttl: family_ttl(b) }).put_code(&code, &grant).await {
+        return back_err(b, r, e.into());
+    }
+    tracing::info!(
+        endpoint = "authorize",
+        client_id = client.client_id.as_str(),
+        provider = grant.identity.provider.as_str(),
+        "broker code issued"
+    );
+    back(b, &r.redirect_uri, r.state.as_deref(), &[("code", &code)], "ok")
+}

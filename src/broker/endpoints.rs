@@ -1,0 +1,303 @@
+//! `/userinfo` (OpenID Connect Core §5.3, RFC 6750), `/introspect` (RFC 7662),
+//! `/revoke` (RFC 7009) and `/logout` (OpenID Connect RP-Initiated Logout 1.0).
+
+use super::authorize::{family_ttl, on_broker_host};
+use super::clients::{self, AuthMethod};
+use super::grants::Grants;
+use super::tokens::{self, Kind};
+use super::{err, error_reply, Challenge, ErrorCode, OAuthError};
+use crate::config::BrokerSpec;
+use crate::login::{self, pages};
+use crate::metrics::metrics;
+use crate::runtime::Runtime;
+use crate::web::{self, Reply, Request};
+use serde_json::{json, Map, Value};
+
+fn grants<'a>(rt: &'a Runtime, b: &BrokerSpec) -> Result<Grants<'a>, OAuthError> {
+    let s = rt.sessions.as_ref().ok_or(err(ErrorCode::TemporarilyUnavailable, "the broker has no store"))?;
+    Ok(Grants { store: &*s.store, family_ttl: family_ttl(b) })
+}
+
+/// The bearer token of a userinfo request: the `Authorization` header, or the
+/// `access_token` form field of a POST (RFC 6750 §2.1, §2.2), never both.
+fn bearer(req: &Request<'_>) -> Result<String, OAuthError> {
+    let header = match req.headers.get(http::header::AUTHORIZATION) {
+        Some(v) => {
+            let v = v.to_str().map_err(|_| err(ErrorCode::InvalidToken, "the Authorization header is not readable"))?;
+            match v.split_once(' ') {
+                Some((s, t)) if s.eq_ignore_ascii_case("bearer") && !t.trim().is_empty() => Some(t.trim().to_string()),
+                _ => return Err(err(ErrorCode::InvalidToken, "the Authorization header is not a Bearer token")),
+            }
+        }
+        None => None,
+    };
+    let body =
+        if req.method == "POST" { super::form(req).ok().and_then(|f| f.get("access_token").cloned()) } else { None };
+    match (header, body) {
+        (Some(_), Some(_)) => Err(err(ErrorCode::InvalidRequest, "send the access token once")),
+        (Some(t), None) | (None, Some(t)) => Ok(t),
+        (None, None) => Err(err(ErrorCode::InvalidToken, super::NO_TOKEN)),
+    }
+}
+
+/// A verified, unrevoked access token of this broker.
+async fn live_access(rt: &Runtime, b: &BrokerSpec, token: &str) -> Result<Map<String, Value>, OAuthError> {
+    let m = rt.minter.as_ref().ok_or(err(ErrorCode::ServerError, "the broker has no key"))?;
+    let c = tokens::verify(m, b, token, Kind::Access).map_err(|d| err(ErrorCode::InvalidToken, d))?;
+    let family = c.get("sid").and_then(Value::as_str).unwrap_or_default();
+    if grants(rt, b)?.is_revoked(family).await? {
+        return Err(err(ErrorCode::InvalidToken, "the access token has been revoked"));
+    }
+    Ok(c)
+}
+
+pub async fn userinfo(rt: &Runtime, b: &BrokerSpec, req: &Request<'_>) -> Reply {
+    if req.method != "GET" && req.method != "POST" {
+        return error_reply(err(ErrorCode::InvalidRequest, "use GET or POST"), Challenge::Bearer);
+    }
+    let claims = match bearer(req) {
+        Ok(t) => live_access(rt, b, &t).await,
+        Err(e) => Err(e),
+    };
+    let c = match claims {
+        Ok(c) => c,
+        Err(e) if e.code == ErrorCode::InvalidRequest => return error_reply(e, Challenge::Bearer),
+        Err(e) => return error_reply(OAuthError { code: ErrorCode::InvalidToken, ..e }, Challenge::Bearer),
+    };
+    let scope: Vec<&str> = c.get("scope").and_then(Value::as_str).unwrap_or("").split(' ').collect();
+    if !scope.contains(&"openid") {
+        // Service tokens (client credentials) describe no user.
+        let mut r =
+            error_reply(err(ErrorCode::InvalidToken, "the access token was not issued for openid"), Challenge::Bearer);
+        r.status = 403;
+        r.headers.retain(|(k, _)| *k != "www-authenticate");
+        r.headers.push((
+            "www-authenticate",
+            "Bearer realm=\"idfabric-broker\", error=\"insufficient_scope\", scope=\"openid\"".into(),
+        ));
+        r.reason = "insufficient_scope";
+        return r;
+    }
+    let mut out = Map::new();
+    let copy = [
+        "sub",
+        "subject",
+        "provider",
+        "provider_kind",
+        "population",
+        "tenant",
+        "org",
+        "idp",
+        "groups",
+        "roles",
+        "mfa",
+        "principal_type",
+        "acr",
+        "amr",
+    ];
+    for k in copy {
+        if let Some(v) = c.get(k) {
+            out.insert(k.into(), v.clone());
+        }
+    }
+    if scope.contains(&"email") {
+        for k in ["email", "email_verified"] {
+            if let Some(v) = c.get(k) {
+                out.insert(k.into(), v.clone());
+            }
+        }
+    }
+    if scope.contains(&"profile") {
+        if let Some(v) = c.get("name") {
+            out.insert("name".into(), v.clone());
+        }
+        if let Some(v) = c.get("username") {
+            out.insert("preferred_username".into(), v.clone());
+        }
+    }
+    Reply::json(200, &Value::Object(out), "ok")
+}
+
+/// Client authentication for introspection: a confidential client only.
+fn confidential<'a>(
+    b: &'a BrokerSpec,
+    req: &Request<'_>,
+    form: &std::collections::BTreeMap<String, String>,
+) -> Result<&'a crate::config::BrokerClientSpec, OAuthError> {
+    match clients::authenticate(b, req, form)? {
+        (_, AuthMethod::None) => Err(err(ErrorCode::InvalidClient, "introspection requires client authentication")),
+        (c, _) => Ok(c),
+    }
+}
+
+pub async fn introspect(rt: &Runtime, b: &BrokerSpec, req: &Request<'_>) -> Reply {
+    match introspection(rt, b, req).await {
+        Ok(v) => Reply::json(200, &v, "ok"),
+        Err(e) => error_reply(e, Challenge::Basic),
+    }
+}
+
+async fn introspection(rt: &Runtime, b: &BrokerSpec, req: &Request<'_>) -> Result<Value, OAuthError> {
+    let form = super::form(req)?;
+    let client = confidential(b, req, &form)?;
+    let token = form.get("token").ok_or(err(ErrorCode::InvalidRequest, "token is missing"))?;
+    let inactive = json!({"active": false});
+    if token.contains('.') {
+        let Ok(c) = live_access(rt, b, token).await else { return Ok(inactive) };
+        let mut out = json!({"active": true, "token_type": "Bearer"});
+        for k in [
+            "scope",
+            "client_id",
+            "sub",
+            "aud",
+            "iss",
+            "exp",
+            "iat",
+            "jti",
+            "sid",
+            "acr",
+            "amr",
+            "auth_time",
+            "population",
+            "provider",
+            "principal_type",
+            "mfa",
+        ] {
+            if let Some(v) = c.get(k) {
+                out[k] = v.clone();
+            }
+        }
+        if let Some(u) = c.get("username").or(c.get("email")) {
+            out["username"] = u.clone();
+        }
+        return Ok(out);
+    }
+    // Refresh tokens are only shown to the client they were issued to.
+    match grants(rt, b)?.peek_refresh(token).await? {
+        Some(g) if g.client_id == client.client_id => Ok(json!({
+            "active": true,
+            "token_type": "refresh_token",
+            "client_id": g.client_id,
+            "scope": g.scope.join(" "),
+            "sub": g.identity.sub,
+            "iss": b.issuer,
+            "exp": g.family_exp,
+            "sid": g.family,
+        })),
+        _ => Ok(inactive),
+    }
+}
+
+pub async fn revoke(rt: &Runtime, b: &BrokerSpec, req: &Request<'_>) -> Reply {
+    match revocation(rt, b, req).await {
+        Ok(()) => Reply::json(200, &json!({}), "ok"),
+        Err(e) => error_reply(e, Challenge::Basic),
+    }
+}
+
+async fn revocation(rt: &Runtime, b: &BrokerSpec, req: &Request<'_>) -> Result<(), OAuthError> {
+    let form = super::form(req)?;
+    let (client, _) = clients::authenticate(b, req, &form)?;
+    let token = form.get("token").ok_or(err(ErrorCode::InvalidRequest, "token is missing"))?;
+    let g = grants(rt, b)?;
+    let not_yours = err(ErrorCode::UnauthorizedClient, "the token was not issued to this client");
+    let family = if token.contains('.') {
+        let m = rt.minter.as_ref().ok_or(err(ErrorCode::ServerError, "the broker has no key"))?;
+        match tokens::verify(m, b, token, Kind::Access) {
+            Ok(c) if c.get("client_id").and_then(Value::as_str) == Some(client.client_id.as_str()) => {
+                c.get("sid").and_then(Value::as_str).map(str::to_string)
+            }
+            Ok(_) => return Err(not_yours),
+            Err(_) => None,
+        }
+    } else {
+        match g.peek_refresh(token).await? {
+            Some(rg) if rg.client_id == client.client_id => Some(rg.family),
+            Some(_) => return Err(not_yours),
+            None => None,
+        }
+    };
+    // Unknown, expired or already revoked tokens: nothing to do, and still 200 (RFC 7009 §2.2).
+    if let Some(f) = family {
+        g.revoke_family(&f).await?;
+        tracing::info!(endpoint = "revoke", client_id = client.client_id.as_str(), "broker token family revoked");
+    }
+    Ok(())
+}
+
+/// RP-initiated logout: ends the idfabric session on the broker's host, revokes the
+/// token families issued from it, and returns to a registered
+/// `post_logout_redirect_uri` (else shows the signed-out page).
+pub async fn logout(rt: &Runtime, b: &BrokerSpec, req: &Request<'_>) -> Reply {
+    let theme = login::theme_for(rt, req.host, "/");
+    let fail = |detail: &str| {
+        Reply::html(
+            400,
+            pages::error_page(&theme, 400, "Sign-out request not accepted", detail, None),
+            "invalid_request",
+        )
+    };
+    let p = match (req.method, super::params(req.query)) {
+        ("POST", Ok(q)) if q.is_empty() => match super::form(req) {
+            Ok(p) => p,
+            Err(e) => return fail(e.description),
+        },
+        (_, Ok(p)) => p,
+        (_, Err(e)) => return fail(e.description),
+    };
+    let hint_client = match p.get("id_token_hint") {
+        None => None,
+        Some(h) => match rt.minter.as_ref().map(|m| tokens::verify(m, b, h, Kind::Id)) {
+            Some(Ok(c)) => c.get("aud").and_then(Value::as_str).map(str::to_string),
+            _ => return fail("The sign-out request carries an ID token this service did not issue."),
+        },
+    };
+    let client_id = match (hint_client, p.get("client_id")) {
+        (Some(h), Some(c)) if h != *c => return fail("client_id does not match the ID token."),
+        (Some(h), _) => Some(h),
+        (None, c) => c.cloned(),
+    };
+    let client = client_id.as_deref().and_then(|c| clients::find(b, c));
+    let target =
+        p.get("post_logout_redirect_uri").filter(|u| client.is_some_and(|c| c.post_logout_redirect_uris.contains(u)));
+    // End the session on this host (only the broker's own host holds broker sign-ins).
+    let name = login::cookie_name(&rt.config.session.cookie, req.tls);
+    let mut clear = None;
+    if let (Some(sid), Some(sessions), true) = (req.cookie(&name), rt.sessions.as_ref(), on_broker_host(b, req.host)) {
+        let sid = sid.to_string();
+        if let Ok(Some(_)) = sessions.destroy(&sid).await {
+            metrics().sessions_active.dec();
+        }
+        if let Ok(g) = grants(rt, b) {
+            if let Err(e) = g.revoke_session(&sid).await {
+                tracing::warn!(error = %e, "broker logout: token families not revoked");
+            }
+        }
+        clear = Some(web::cookie(&name, "", Some(0), req.tls));
+    }
+    tracing::info!(
+        endpoint = "logout",
+        client_id = client.map(|c| c.client_id.as_str()).unwrap_or("-"),
+        "broker logout"
+    );
+    let reply = match target {
+        Some(u) => match url::Url::parse(u) {
+            Ok(mut u) => {
+                if let Some(s) = p.get("state") {
+                    u.query_pairs_mut().append_pair("state", s);
+                }
+                Reply::redirect(u.as_str(), "ok")
+            }
+            Err(_) => Reply::html(200, pages::logged_out_page(&theme, "/.idfabric/login"), "ok"),
+        },
+        // Unregistered (or no) return address: never redirect there.
+        None => {
+            let reason = if p.contains_key("post_logout_redirect_uri") { "invalid_request" } else { "ok" };
+            Reply::html(200, pages::logged_out_page(&theme, "/.idfabric/login"), reason)
+        }
+    };
+    match clear {
+        Some(c) => reply.with_cookie(c),
+        None => reply,
+    }
+}

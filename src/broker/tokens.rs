@@ -1,0 +1,229 @@
+//! The broker's own JWTs: RFC 9068 access tokens (`typ: at+jwt`) and OpenID Connect ID
+//! tokens, both carrying the normalised identity under INTERFACE.md names, signed with
+//! the broker key (`rt.minter.signer`) and verified against the published keys
+//! (`rt.minter.public_keys()`, so tokens of a retired key stay valid through rotation).
+
+use crate::config::{BrokerClientSpec, BrokerSpec};
+use crate::identity::Identity;
+use crate::propagate::Minter;
+use crate::providers::{jwks, jwt, now_secs};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde_json::{json, Map, Value};
+
+/// `acr` of a sign-in with a proven second factor, and without one.
+pub const ACR_MFA: &str = "mfa";
+pub const ACR_SFA: &str = "sfa";
+
+/// `acr_values` that ask for a second factor.
+pub fn asks_for_mfa(acr_values: &str) -> bool {
+    acr_values.split(' ').any(|v| {
+        v == ACR_MFA
+            || v == "http://schemas.openid.net/pape/policies/2007/06/multi-factor"
+            || v == "urn:okta:loa:2fa:any"
+    })
+}
+
+/// One grant being turned into tokens.
+pub struct Grant<'a> {
+    pub client: &'a BrokerClientSpec,
+    pub identity: &'a Identity,
+    pub scope: &'a [String],
+    /// The family id (`sid`): revocation turns off every token carrying it.
+    pub family: &'a str,
+    pub auth_time: Option<i64>,
+    pub nonce: Option<&'a str>,
+}
+
+impl Grant<'_> {
+    fn has_scope(&self, s: &str) -> bool {
+        self.scope.iter().any(|x| x == s)
+    }
+}
+
+fn amr(id: &Identity) -> Vec<String> {
+    let mut amr = id.amr.clone();
+    if id.mfa && !amr.iter().any(|a| a == "mfa") {
+        amr.push("mfa".into());
+    }
+    amr
+}
+
+/// The normalised identity fields every broker token carries.
+fn identity_claims(c: &mut Map<String, Value>, id: &Identity) {
+    let fields = json!({
+        "subject": id.subject,
+        "provider": id.provider,
+        "provider_kind": id.provider_kind,
+        "population": id.population,
+        "tenant": id.tenant,
+        "org": id.org,
+        "idp": id.idp,
+        "groups": id.groups,
+        "roles": id.roles,
+        "mfa": id.mfa,
+        "principal_type": id.principal_type,
+    });
+    if let Value::Object(m) = fields {
+        c.extend(m.into_iter().filter(|(_, v)| !v.is_null()));
+    }
+}
+
+fn jti() -> String {
+    crate::web::random(16)
+}
+
+/// An RFC 9068 access token (`aud` = the client).
+pub fn access_token(m: &Minter, b: &BrokerSpec, g: &Grant<'_>, now: i64) -> (String, i64) {
+    let exp = now + b.access_token_ttl.as_secs() as i64;
+    let id = g.identity;
+    let mut c = Map::new();
+    identity_claims(&mut c, id);
+    let std = json!({
+        "iss": b.issuer,
+        "sub": id.sub,
+        "aud": g.client.client_id,
+        "client_id": g.client.client_id,
+        "iat": now,
+        "exp": exp,
+        "jti": jti(),
+        "scope": g.scope.join(" "),
+        "sid": g.family,
+        "acr": if id.mfa { ACR_MFA } else { ACR_SFA },
+        "amr": amr(id),
+        "email": id.email,
+        "email_verified": id.email_verified,
+        "name": id.name,
+        "username": id.username,
+        "groups_complete": id.groups_complete,
+        "permissions": id.permissions,
+    });
+    if let Value::Object(s) = std {
+        c.extend(s.into_iter().filter(|(_, v)| !v.is_null()));
+    }
+    if let Some(t) = g.auth_time {
+        c.insert("auth_time".into(), json!(t));
+    }
+    (m.signer.sign_jwt("at+jwt", &Value::Object(c)), exp)
+}
+
+/// `at_hash`: the left half of the access token's hash with the signing alg's hash.
+fn at_hash(alg: &str, access_token: &str) -> String {
+    let algo = match alg {
+        "EdDSA" => &aws_lc_rs::digest::SHA512,
+        a if a.ends_with("384") => &aws_lc_rs::digest::SHA384,
+        a if a.ends_with("512") => &aws_lc_rs::digest::SHA512,
+        _ => &aws_lc_rs::digest::SHA256,
+    };
+    let d = aws_lc_rs::digest::digest(algo, access_token.as_bytes());
+    let h = d.as_ref();
+    URL_SAFE_NO_PAD.encode(&h[..h.len() / 2])
+}
+
+/// An OpenID Connect ID token for `g.client`.
+pub fn id_token(m: &Minter, b: &BrokerSpec, g: &Grant<'_>, access_token: &str, now: i64) -> String {
+    let id = g.identity;
+    let mut c = Map::new();
+    identity_claims(&mut c, id);
+    c.insert("iss".into(), json!(b.issuer));
+    c.insert("sub".into(), json!(id.sub));
+    c.insert("aud".into(), json!(g.client.client_id));
+    c.insert("azp".into(), json!(g.client.client_id));
+    c.insert("iat".into(), json!(now));
+    c.insert("exp".into(), json!(now + b.id_token_ttl.as_secs() as i64));
+    c.insert("sid".into(), json!(g.family));
+    c.insert("acr".into(), json!(if id.mfa { ACR_MFA } else { ACR_SFA }));
+    c.insert("amr".into(), json!(amr(id)));
+    c.insert("at_hash".into(), json!(at_hash(m.signer.alg, access_token)));
+    if let Some(t) = g.auth_time {
+        c.insert("auth_time".into(), json!(t));
+    }
+    if let Some(n) = g.nonce {
+        c.insert("nonce".into(), json!(n));
+    }
+    if g.has_scope("email") {
+        if let Some(e) = &id.email {
+            c.insert("email".into(), json!(e));
+            if let Some(v) = id.email_verified {
+                c.insert("email_verified".into(), json!(v));
+            }
+        }
+    }
+    if g.has_scope("profile") {
+        if let Some(n) = &id.name {
+            c.insert("name".into(), json!(n));
+        }
+        if let Some(u) = &id.username {
+            c.insert("preferred_username".into(), json!(u));
+        }
+    }
+    m.signer.sign_jwt("JWT", &Value::Object(c))
+}
+
+/// What kind of broker token to expect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Access,
+    /// ID tokens (for `id_token_hint`: may be expired).
+    Id,
+}
+
+/// Verifies a token the broker issued and returns its claims. `Err` carries a fixed
+/// description for the RFC 6750 challenge.
+pub fn verify(m: &Minter, b: &BrokerSpec, token: &str, kind: Kind) -> Result<Map<String, Value>, &'static str> {
+    let bad = "the token is not a valid token of this issuer";
+    let parsed = jwt::parse(token).map_err(|_| bad)?;
+    let typ = parsed.header.typ.as_deref().unwrap_or("");
+    let typ_ok = match kind {
+        Kind::Access => typ.eq_ignore_ascii_case("at+jwt") || typ.eq_ignore_ascii_case("application/at+jwt"),
+        Kind::Id => typ.eq_ignore_ascii_case("JWT"),
+    };
+    if !typ_ok {
+        return Err(bad);
+    }
+    let doc = json!({"keys": m.public_keys().collect::<Vec<_>>()}).to_string();
+    let set = jwks::parse_jwks(doc.as_bytes(), "broker").map_err(|_| bad)?;
+    let key = set.find(parsed.header.kid.as_deref()).ok_or(bad)?;
+    jwt::verify_signature(&parsed, key).map_err(|_| bad)?;
+    let c = parsed.claims.0;
+    if c.get("iss").and_then(Value::as_str) != Some(b.issuer.as_str()) {
+        return Err(bad);
+    }
+    let exp = c.get("exp").and_then(Value::as_i64).ok_or(bad)?;
+    match kind {
+        Kind::Access => {
+            if exp + crate::providers::LEEWAY_SECS < now_secs() {
+                return Err("the access token has expired");
+            }
+            if c.get("client_id").and_then(Value::as_str).is_none() {
+                return Err(bad);
+            }
+        }
+        Kind::Id => {
+            // X-Identity-Tokens share key and `typ`; only ID tokens name an `azp`.
+            let azp = c.get("azp").and_then(Value::as_str).ok_or(bad)?;
+            if c.get("aud").and_then(Value::as_str) != Some(azp) {
+                return Err(bad);
+            }
+        }
+    }
+    Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_hash_is_the_left_half() {
+        // OpenID Connect Core A.3 example (RS256).
+        assert_eq!(at_hash("RS256", "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"), "77QmUPtjPfzWtF2AnpK9RQ");
+    }
+
+    #[test]
+    fn mfa_acr_values() {
+        assert!(asks_for_mfa("mfa"));
+        assert!(asks_for_mfa("sfa http://schemas.openid.net/pape/policies/2007/06/multi-factor"));
+        assert!(!asks_for_mfa("sfa"));
+    }
+}

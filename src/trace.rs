@@ -1,0 +1,298 @@
+//! Request correlation: the `X-Request-Id` and the W3C Trace Context (`traceparent`,
+//! `tracestate`) a request carries upstream and into the audit line.
+//!
+//! idfabric takes part in the trace as one span: an inbound `traceparent` that is valid
+//! keeps its trace id and flags, and the upstream sees idfabric's own span id as the
+//! parent. An absent or invalid one is replaced by a new trace (sampled flag set, since
+//! the audit line records it); `tracestate` travels only with a valid inbound parent.
+//! Nothing here knows about Pingora or identities.
+
+use http::{HeaderMap, HeaderValue};
+
+/// The header names, lower-case.
+pub const REQUEST_ID: &str = "x-request-id";
+pub const TRACEPARENT: &str = "traceparent";
+pub const TRACESTATE: &str = "tracestate";
+
+/// Longest inbound `X-Request-Id` that is kept.
+pub const MAX_REQUEST_ID: usize = 128;
+
+/// One request's place in a distributed trace.
+#[derive(Debug, Clone, Default)]
+pub struct TraceContext {
+    pub trace_id: [u8; 16],
+    /// idfabric's span (the parent the upstream sees).
+    pub span_id: [u8; 8],
+    pub flags: u8,
+    /// The inbound parent span (the caller's span id), when the trace was continued.
+    pub parent: Option<[u8; 8]>,
+    /// The inbound `tracestate`, kept only with a valid inbound `traceparent`.
+    pub tracestate: Option<HeaderValue>,
+}
+
+fn random<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    let _ = aws_lc_rs::rand::fill(&mut b);
+    b
+}
+
+fn hex_into(bytes: &[u8], out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(HEX[(b >> 4) as usize] as char);
+        out.push(HEX[(b & 15) as usize] as char);
+    }
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    hex_into(bytes, &mut s);
+    s
+}
+
+/// Decodes exactly `N` bytes of lower-case hex (W3C forbids upper case).
+fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
+    let b = s.as_bytes();
+    if b.len() != N * 2 {
+        return None;
+    }
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    let mut out = [0u8; N];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = (digit(b[2 * i])? << 4) | digit(b[2 * i + 1])?;
+    }
+    Some(out)
+}
+
+/// Parses a `traceparent` value per W3C Trace Context level 1: `version-traceid-parentid-flags`,
+/// version `ff` invalid, all-zero ids invalid, version `00` exactly 55 characters, later
+/// versions may append `-…` fields (ignored). Returns (trace id, parent id, flags).
+pub fn parse_traceparent(v: &str) -> Option<([u8; 16], [u8; 8], u8)> {
+    if v.len() < 55 || !v.is_ascii() {
+        return None;
+    }
+    let version = unhex::<1>(&v[..2])?[0];
+    if version == 0xff || (version == 0 && v.len() != 55) || (v.len() > 55 && v.as_bytes()[55] != b'-') {
+        return None;
+    }
+    let b = v.as_bytes();
+    if b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
+        return None;
+    }
+    let trace = unhex::<16>(&v[3..35])?;
+    let parent = unhex::<8>(&v[36..52])?;
+    let flags = unhex::<1>(&v[53..55])?[0];
+    if trace == [0; 16] || parent == [0; 8] {
+        return None;
+    }
+    Some((trace, parent, flags))
+}
+
+impl TraceContext {
+    /// Continues the inbound trace when its `traceparent` is valid, else starts one.
+    pub fn from_headers(h: &HeaderMap) -> TraceContext {
+        let inbound = h.get(TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(parse_traceparent);
+        match inbound {
+            Some((trace_id, parent, flags)) => TraceContext {
+                trace_id,
+                span_id: random(),
+                flags,
+                parent: Some(parent),
+                tracestate: h.get(TRACESTATE).filter(|v| v.len() <= 512).cloned(),
+            },
+            None => TraceContext { trace_id: random(), span_id: random(), flags: 0x01, parent: None, tracestate: None },
+        }
+    }
+
+    /// The `traceparent` value the upstream receives (idfabric's span as the parent).
+    pub fn traceparent(&self) -> String {
+        let mut s = String::with_capacity(55);
+        s.push_str("00-");
+        hex_into(&self.trace_id, &mut s);
+        s.push('-');
+        hex_into(&self.span_id, &mut s);
+        s.push('-');
+        hex_into(&[self.flags], &mut s);
+        s
+    }
+
+    pub fn trace_id_hex(&self) -> String {
+        hex(&self.trace_id)
+    }
+}
+
+/// The inbound `X-Request-Id` when it is 1–128 visible ASCII characters, else a new
+/// random one (32 hex characters).
+pub fn request_id(h: &HeaderMap) -> String {
+    match h.get(REQUEST_ID).map(HeaderValue::as_bytes) {
+        Some(b) if !b.is_empty() && b.len() <= MAX_REQUEST_ID && b.iter().all(|c| (0x21..=0x7e).contains(c)) => {
+            String::from_utf8_lossy(b).into_owned()
+        }
+        _ => hex(&random::<16>()),
+    }
+}
+
+/// Installs the process's `tracing` subscriber: the log lines of `cli::init_tracing`
+/// and, when `tracing.otlp_endpoint` is set (binary built with `--features otlp`), an
+/// OTLP/HTTP exporter of the per-request spans (`idfabric::request`).
+///
+/// # Errors
+/// When the exporter cannot be built (the endpoint is validated at load).
+pub fn init(spec: &crate::config::TracingSpec) -> Result<(), String> {
+    match &spec.otlp_endpoint {
+        None => {
+            crate::cli::init_tracing();
+            Ok(())
+        }
+        #[cfg(feature = "otlp")]
+        Some(endpoint) => otlp::init(endpoint),
+        #[cfg(not(feature = "otlp"))]
+        Some(_) => {
+            Err("tracing.otlp_endpoint: this idfabric was built without OTLP export (the `otlp` feature)".into())
+        }
+    }
+}
+
+/// Makes the request's span the exported one (no-op without the `otlp` feature or when
+/// the span is disabled): parented on the inbound trace, and `tc` takes the exported
+/// span's ids, so the upstream's `traceparent` names a span the collector receives.
+pub fn join(span: &tracing::Span, tc: &mut TraceContext) {
+    #[cfg(feature = "otlp")]
+    otlp::join(span, tc);
+    #[cfg(not(feature = "otlp"))]
+    let _ = (span, tc);
+}
+
+#[cfg(feature = "otlp")]
+mod otlp {
+    use super::TraceContext;
+    use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState, TracerProvider};
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+
+    /// `http://collector:4318` → `http://collector:4318/v1/traces`; a URL with a path is
+    /// used as written.
+    pub fn traces_url(endpoint: &str) -> String {
+        match url::Url::parse(endpoint) {
+            Ok(u) if u.path() == "/" || u.path().is_empty() => format!("{}/v1/traces", endpoint.trim_end_matches('/')),
+            _ => endpoint.to_string(),
+        }
+    }
+
+    pub fn init(endpoint: &str) -> Result<(), String> {
+        use opentelemetry_otlp::WithExportConfig;
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_endpoint(traces_url(endpoint))
+            .build()
+            .map_err(|e| format!("tracing.otlp_endpoint {endpoint}: {e}"))?;
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(opentelemetry_sdk::Resource::builder().with_service_name("idfabric").build())
+            .build();
+        let tracer = provider.tracer("idfabric");
+        let filter = tracing_subscriber::EnvFilter::try_from_env("IDFABRIC_LOG").unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("info,pingora_core=warn,pingora_proxy=warn,pingora=warn")
+        });
+        let json = std::env::var("IDFABRIC_LOG_FORMAT").is_ok_and(|v| v == "json");
+        let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false);
+        let fmt = if json { fmt.json().boxed() } else { fmt.boxed() };
+        let spans = tracing_subscriber::filter::Targets::new().with_target("idfabric::request", tracing::Level::DEBUG);
+        tracing_subscriber::registry()
+            .with(fmt.with_filter(filter))
+            .with(tracing_opentelemetry::layer().with_tracer(tracer).with_filter(spans))
+            .try_init()
+            .map_err(|e| e.to_string())?;
+        tracing::info!(endpoint = %traces_url(endpoint), "exporting request spans over OTLP/HTTP");
+        Ok(())
+    }
+
+    pub fn join(span: &tracing::Span, tc: &mut TraceContext) {
+        if span.is_disabled() {
+            return;
+        }
+        if let Some(parent) = tc.parent {
+            let remote = SpanContext::new(
+                TraceId::from_bytes(tc.trace_id),
+                SpanId::from_bytes(parent),
+                TraceFlags::new(tc.flags),
+                true,
+                TraceState::default(),
+            );
+            let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
+        }
+        let cx = span.context();
+        let sc = cx.span().span_context().clone();
+        if sc.is_valid() {
+            tc.trace_id = sc.trace_id().to_bytes();
+            tc.span_id = sc.span_id().to_bytes();
+            tc.flags = sc.trace_flags().to_u8();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_parsing() {
+        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let (t, p, f) = parse_traceparent(good).unwrap();
+        assert_eq!(hex(&t), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(hex(&p), "00f067aa0ba902b7");
+        assert_eq!(f, 1);
+        // A later version may append fields.
+        assert!(parse_traceparent("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra").is_some());
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x", // v00 must be exact
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",
+        ] {
+            assert!(parse_traceparent(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn continues_or_starts_a_trace() {
+        let mut h = HeaderMap::new();
+        h.insert(TRACEPARENT, HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"));
+        h.insert(TRACESTATE, HeaderValue::from_static("congo=t61rcWkgMzE"));
+        let t = TraceContext::from_headers(&h);
+        let out = t.traceparent();
+        assert!(out.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+        assert!(out.ends_with("-00"));
+        assert_ne!(&out[36..52], "00f067aa0ba902b7", "our own span id");
+        assert!(t.tracestate.is_some());
+
+        h.insert(TRACEPARENT, HeaderValue::from_static("garbage"));
+        let t = TraceContext::from_headers(&h);
+        assert!(parse_traceparent(&t.traceparent()).is_some());
+        assert_ne!(t.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert!(t.tracestate.is_none(), "tracestate dropped with an invalid parent");
+    }
+
+    #[test]
+    fn request_ids() {
+        let mut h = HeaderMap::new();
+        assert_eq!(request_id(&h).len(), 32);
+        h.insert(REQUEST_ID, HeaderValue::from_static("abc-123"));
+        assert_eq!(request_id(&h), "abc-123");
+        h.insert(REQUEST_ID, HeaderValue::from_static("has space"));
+        assert_eq!(request_id(&h).len(), 32);
+        h.insert(REQUEST_ID, HeaderValue::from_str(&"x".repeat(129)).unwrap());
+        assert_eq!(request_id(&h).len(), 32);
+    }
+}

@@ -1,0 +1,222 @@
+//! Access-review evidence: the gateway keeps first seen / last seen / count per
+//! workforce identity and route, and `idfabric report access` (or the admin
+//! `GET /access`) lists who used what and who holds a route's group but did not use it.
+//! Once with the memory store (the report asks the admin listener) and once with a real
+//! Redis (the report reads Redis directly).
+
+mod common;
+use common::redis::RedisServer;
+use common::*;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+const USERS: &str = "users:\n\
+  - { name: alice, email: alice@example.com, groups: [hr, staff], mfa: true }\n\
+  - { name: bob, email: bob@example.com, groups: [staff], mfa: true }\n\
+  - { name: carol, email: carol@example.com, groups: [hr], mfa: true }\n";
+
+fn setup(session: &str) -> (Echo, TestEnv) {
+    let echo = Echo::start();
+    let env = TestEnv::new();
+    env.write_dev_provider("dev-wf", "workforce", "entra", "dev-idp-workforce.pem", USERS);
+    env.write_dev_provider("dev-cu", "customer", "auth0", "dev-idp-customer.pem", "");
+    let route = |name: &str, require: &str| {
+        format!(
+            "  - name: {name}\n    match: {{ host: {name}.test }}\n    auth: bearer\n    upstream: [{}]\n    require: {{ {require} }}\n",
+            echo.addr()
+        )
+    };
+    let routes = [
+        route("hr", "population: workforce, groups_any: [hr]"),
+        route("staff", "population: workforce, groups_all: [staff]"),
+        route("wiki", ""),
+        format!("audit: {{ output: off }}\n{session}"),
+    ]
+    .concat();
+    env.write_routes(&["dev-wf", "dev-cu"], &routes);
+    (echo, env)
+}
+
+async fn get(env: &TestEnv, route: &str, token: &str) -> u16 {
+    let r = client().get(format!("{}/", env.proxy())).header("host", format!("{route}.test")).bearer_auth(token);
+    r.send().await.unwrap().status().as_u16()
+}
+
+async fn sub_of(env: &TestEnv, token: &str) -> String {
+    let me: Value = client()
+        .get(format!("{}/.idfabric/me", env.proxy()))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    me["sub"].as_str().unwrap().to_string()
+}
+
+struct People {
+    alice: String,
+    bob: String,
+    carol: String,
+}
+
+/// alice: hr ×2, wiki; bob: wiki; carol: wiki; a customer: wiki (never recorded).
+async fn traffic(env: &TestEnv) -> People {
+    let [alice, bob, carol] = ["alice", "bob", "carol"].map(|u| env.mint("dev-wf", u, &[]));
+    let customer = env.mint("dev-cu", "alice", &[]);
+    assert_eq!(get(env, "hr", &alice).await, 200);
+    assert_eq!(get(env, "hr", &alice).await, 200);
+    assert_eq!(get(env, "wiki", &alice).await, 200);
+    assert_eq!(get(env, "wiki", &bob).await, 200);
+    assert_eq!(get(env, "wiki", &carol).await, 200);
+    assert_eq!(get(env, "hr", &bob).await, 403, "denied accesses are not evidence of use");
+    assert_eq!(get(env, "wiki", &customer).await, 200);
+    People { alice: sub_of(env, &alice).await, bob: sub_of(env, &bob).await, carol: sub_of(env, &carol).await }
+}
+
+fn report(env: &TestEnv, args: &[&str]) -> (i32, String, String) {
+    let mut all = vec!["report", "access", "--config", "routes.yaml"];
+    all.extend_from_slice(args);
+    env.run(&all)
+}
+
+fn json_report(env: &TestEnv, args: &[&str]) -> Value {
+    let mut all = vec!["--format", "json"];
+    all.extend_from_slice(args);
+    let (code, out, err) = report(env, &all);
+    assert_eq!(code, 0, "report failed: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+fn pairs(list: &Value) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["sub"].as_str().unwrap().to_string(), r["route"].as_str().unwrap().to_string()))
+        .collect();
+    v.sort();
+    v
+}
+
+fn row<'a>(list: &'a Value, sub: &str, route: &str) -> &'a Value {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["sub"] == sub && r["route"] == route)
+        .unwrap_or_else(|| panic!("no row {sub} {route}: {list}"))
+}
+
+fn sorted(mut v: Vec<(String, String)>) -> Vec<(String, String)> {
+    v.sort();
+    v
+}
+
+fn check_full_report(r: &Value, p: &People) {
+    let s = |sub: &str, route: &str| (sub.to_string(), route.to_string());
+    assert_eq!(
+        pairs(&r["accesses"]),
+        sorted(vec![s(&p.alice, "hr"), s(&p.alice, "wiki"), s(&p.bob, "wiki"), s(&p.carol, "wiki")]),
+        "{r}"
+    );
+    let a = row(&r["accesses"], &p.alice, "hr");
+    assert_eq!(a["count"], 2);
+    assert_eq!(a["provider"], "dev-wf");
+    assert!(
+        a["first_seen"].as_str().unwrap().ends_with('Z') && a["first_seen"].as_str() <= a["last_seen"].as_str(),
+        "{a}"
+    );
+    // Holds the group but did not use the route: carol (hr), alice and bob (staff).
+    assert_eq!(pairs(&r["unused"]), sorted(vec![s(&p.carol, "hr"), s(&p.alice, "staff"), s(&p.bob, "staff")]), "{r}");
+    assert_eq!(row(&r["unused"], &p.carol, "hr")["via_groups"], serde_json::json!(["hr"]));
+}
+
+#[tokio::test]
+async fn memory_store_report_through_the_admin_listener() {
+    let (_echo, env) = setup("");
+    let _gw = Gateway::start(&env);
+    let p = traffic(&env).await;
+
+    // JSON: the admin listener flushes pending evidence before answering.
+    let r = json_report(&env, &[]);
+    check_full_report(&r, &p);
+
+    // CSV: one table, `used` rows then `unused` rows.
+    let (code, csv, err) = report(&env, &["--format", "csv", "--since", "90d"]);
+    assert_eq!(code, 0, "{err}");
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("status,sub,provider,username,name,route,first_seen,last_seen,count,via_groups"));
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.iter().filter(|l| l.starts_with("used,")).count(), 4, "{csv}");
+    assert_eq!(rows.iter().filter(|l| l.starts_with("unused,")).count(), 3, "{csv}");
+    assert!(
+        rows.iter()
+            .any(|l| l.starts_with(&format!("used,{},dev-wf,", p.alice)) && l.contains(",hr,") && l.ends_with(",2,")),
+        "{csv}"
+    );
+    assert!(
+        rows.iter()
+            .any(|l| l.starts_with(&format!("unused,{},", p.carol)) && l.contains(",hr,,") && l.ends_with(",0,hr")),
+        "{csv}"
+    );
+
+    // --since: after the window passes, nothing was used in it and every holder is unused.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let r = json_report(&env, &["--since", "1s"]);
+    assert_eq!(r["accesses"].as_array().unwrap().len(), 0, "{r}");
+    let unused = pairs(&r["unused"]);
+    assert!(unused.contains(&(p.alice.clone(), "hr".into())), "{r}");
+    assert!(row(&r["unused"], &p.alice, "hr")["last_seen"].is_string(), "last use before the window is shown");
+
+    // The admin endpoint itself: read-only, validated parameters.
+    let resp = client().get(format!("{}/access?format=csv", env.admin())).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
+    let resp = client().get(format!("{}/access?since=soon", env.admin())).send().await.unwrap();
+    assert_eq!(resp.status(), 400);
+    let resp = client().post(format!("{}/access", env.admin())).send().await.unwrap();
+    assert_eq!(resp.status(), 405);
+    let (code, _, err) = report(&env, &["--since", "soon"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--since"), "{err}");
+}
+
+#[tokio::test]
+async fn redis_store_report_reads_redis_directly() {
+    let redis = RedisServer::start();
+    let (_echo, env) = setup(&format!("session: {{ store: \"{}\", key_file: certs/session.key }}\n", redis.url()));
+    let gw = Gateway::start(&env);
+    let p = traffic(&env).await;
+
+    // The gateway flushes every 10 s; the report reads Redis, not the gateway.
+    let deadline = Instant::now() + Duration::from_secs(25);
+    let r = loop {
+        let r = json_report(&env, &[]);
+        if r["accesses"].as_array().unwrap().len() >= 4 {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "no evidence in Redis: {r}\nlog:\n{}", gw.log());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    check_full_report(&r, &p);
+    assert_eq!(redis.cmd(&["SCARD", "idf:acc:index"]).trim(), "4");
+
+    // Evidence survives the gateway: stop it and the report still answers from Redis.
+    drop(gw);
+    let r = json_report(&env, &["--since", "90d"]);
+    check_full_report(&r, &p);
+    // More traffic from a second gateway merges into the same rows.
+    let gw2 = Gateway::start(&env);
+    let alice = env.mint("dev-wf", "alice", &[]);
+    assert_eq!(get(&env, "hr", &alice).await, 200);
+    let deadline = Instant::now() + Duration::from_secs(25);
+    loop {
+        let r = json_report(&env, &[]);
+        if row(&r["accesses"], &p.alice, "hr")["count"] == 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "count never merged: {r}\nlog:\n{}", gw2.log());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
