@@ -340,9 +340,12 @@ async fn callback(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Reply
     if txn.host != req.host {
         return failed(Some(&p), &theme, 400, "Sign-in failed", "The sign-in returned to a different site than it started on.", "host_mismatch");
     }
-    // RFC 9207: an `iss` in the response must name the provider this sign-in went to.
-    let expected_iss = endpoints(&p).map(|d| d.issuer).unwrap_or_else(|| p.spec.issuer.clone());
-    if req.param("iss").is_some_and(|iss| iss != expected_iss) {
+    // RFC 9207: an `iss` in the response must name the provider this sign-in went to,
+    // and must be there when the provider says it always sends one.
+    let discovered = endpoints(&p);
+    let iss_required = discovered.as_ref().is_some_and(|d| d.authorization_response_iss_parameter_supported);
+    let expected_iss = discovered.map(|d| d.issuer).unwrap_or_else(|| p.spec.issuer.clone());
+    if req.param("iss").map_or(iss_required, |iss| iss != expected_iss) {
         return failed(Some(&p), &theme, 400, "Sign-in failed", "The response names another identity provider than the one the sign-in was sent to.", "issuer_mismatch");
     }
     if let Some(err) = req.param("error") {
@@ -544,22 +547,28 @@ async fn session_from_id_token(rt: &Runtime, sessions: &Sessions, req: &Request<
 
 /// POSTs to the provider's token endpoint; the client secret (if any) goes in the body.
 pub async fn exchange(rt: &Runtime, p: &Provider, params: &[(&str, &str)]) -> Result<Value, String> {
-    let endpoint = endpoints(p).and_then(|d| d.token_endpoint).ok_or("the provider has no token endpoint")?;
+    let discovered = endpoints(p);
+    let basic = discovered.as_ref().is_some_and(|d| d.wants_basic_auth());
+    let endpoint = discovered.and_then(|d| d.token_endpoint).ok_or("the provider has no token endpoint")?;
+    let client_id = p.spec.client_id.as_deref().unwrap_or_default();
     let body = {
         let mut s = url::form_urlencoded::Serializer::new(String::new());
         for (k, v) in params {
             s.append_pair(k, v);
         }
-        s.append_pair("client_id", p.spec.client_id.as_deref().unwrap_or_default());
-        if let Some(secret) = &p.spec.client_secret {
+        s.append_pair("client_id", client_id);
+        if let (Some(secret), false) = (&p.spec.client_secret, basic) {
             s.append_pair("client_secret", secret);
         }
         s.finish()
     };
-    let resp = rt
-        .registry
-        .http
-        .post(&endpoint)
+    let mut request = rt.registry.http.post(&endpoint);
+    if let (Some(secret), true) = (&p.spec.client_secret, basic) {
+        // RFC 6749 §2.3.1: both parts form-urlencoded before the Basic encoding.
+        let enc = |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
+        request = request.basic_auth(enc(client_id), Some(enc(secret)));
+    }
+    let resp = request
         .header("content-type", "application/x-www-form-urlencoded")
         .header("accept", "application/json")
         .body(body)

@@ -194,6 +194,21 @@ pub struct Discovery {
     pub token_endpoint: Option<String>,
     pub userinfo_endpoint: Option<String>,
     pub end_session_endpoint: Option<String>,
+    /// How the token endpoint takes client credentials (absent: the OP did not say).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub token_endpoint_auth_methods_supported: Vec<String>,
+    /// RFC 9207: the OP puts `iss` in every authorization response.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub authorization_response_iss_parameter_supported: bool,
+}
+
+impl Discovery {
+    /// Client credentials in a Basic header only when the OP does not take them in the
+    /// form body (`client_secret_post`, which every provider kind here supports).
+    pub fn wants_basic_auth(&self) -> bool {
+        let m = &self.token_endpoint_auth_methods_supported;
+        !m.is_empty() && !m.iter().any(|x| x == "client_secret_post") && m.iter().any(|x| x == "client_secret_basic")
+    }
 }
 
 /// Fetches a JSON document with a size limit.
@@ -258,5 +273,14 @@ mod tests {
     fn garbage_is_an_error() {
         assert!(matches!(parse_jwks(b"<html>", "u"), Err(FetchError::Invalid { .. })));
         assert!(matches!(parse_jwks(br#"{"keys":[]}"#, "u"), Err(FetchError::NoKeys { .. })));
+    }
+
+    #[test]
+    fn client_auth_follows_discovery() {
+        let d = |m: &[&str]| Discovery { token_endpoint_auth_methods_supported: m.iter().map(|s| s.to_string()).collect(), ..Default::default() };
+        assert!(!d(&[]).wants_basic_auth(), "unsaid: the form body, which every kind here takes");
+        assert!(!d(&["client_secret_basic", "client_secret_post"]).wants_basic_auth());
+        assert!(d(&["client_secret_basic", "private_key_jwt"]).wants_basic_auth());
+        assert!(!d(&["private_key_jwt"]).wants_basic_auth());
     }
 }

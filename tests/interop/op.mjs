@@ -105,6 +105,9 @@ async function main() {
         // token_endpoint_auth_method left at its default: client_secret_basic
       },
     ],
+    // Only Basic client authentication is enabled (and advertised in discovery), so
+    // idfabric must pick client_secret_basic from the discovery document.
+    clientAuthMethods: ['client_secret_basic'],
     jwks: { keys: [jwk] },
     cookies: { keys: [randomBytes(32).toString('hex')] },
     findAccount,
