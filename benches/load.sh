@@ -185,7 +185,8 @@ EOF
 }
 
 # write_idf_config DIR VARIANT PORT ADMIN_PORT BACKEND_PORT
-#   VARIANT: base | noid | r1000 | p100 | mint
+#   VARIANT: base | noid | r1000 | p100 | audit | mint
+#   The audit log is off except in `audit` (nginx runs with access_log off too).
 write_idf_config() {
     local dir=$1 variant=$2 port=$3 admin=$4 backend=$5 i
     mkdir -p "$dir/providers"
@@ -203,6 +204,8 @@ write_idf_config() {
     fi
     local idtoken=""
     [[ $variant == noid ]] && idtoken="    identity_token: false"$'\n'
+    local audit="off"
+    [[ $variant == audit ]] && audit="$dir/audit.log"
     {
         echo "listen: { http: 127.0.0.1:$port }"
         echo "admin: 127.0.0.1:$admin"
@@ -211,6 +214,7 @@ write_idf_config() {
         echo "  issuer: http://127.0.0.1:$port/broker"
         echo "  signing_key: $KEYS/broker-signing.pem"
         echo "server: { threads: 1 }"
+        echo "audit: { output: $audit }"
         echo "routes:"
         if [[ $variant == r1000 ]]; then
             # 999 decoys ahead of the measured route: exact hosts, wildcards and path
@@ -291,12 +295,12 @@ PIDS+=("$BARE_PID"); STOPSIG[$BARE_PID]=INT
 wait_port "$BARE_PORT" "$BARE_PID"
 
 declare -A IPID IPORT IADMIN
-for v in base noid r1000 p100; do
+for v in base noid r1000 p100 audit; do
     start_idf "$v" "$v"
     IPID[$v]=$IDF_PID; IPORT[$v]=$IDF_PORT; IADMIN[$v]=$IDF_ADMIN
 done
 log "backend :$BACKEND_PORT  nginx :$NGINX_PORT (worker $NGINX_WORKER)  bare-pingora :$BARE_PORT (pid $BARE_PID)"
-for v in base noid r1000 p100; do log "idfabric $v :${IPORT[$v]} (pid ${IPID[$v]})"; done
+for v in base noid r1000 p100 audit; do log "idfabric $v :${IPORT[$v]} (pid ${IPID[$v]})"; done
 
 # Sanity: every target answers 200 with a valid token, 401 with an invalid one.
 check() { # check URL EXPECTED [TOKEN]
@@ -309,7 +313,7 @@ HOT=$(head -n1 "$WORK/hot.txt")
 head -n 1 "$VALID" >"$WORK/flood-base.txt"
 check "http://127.0.0.1:$NGINX_PORT/" 200
 check "http://127.0.0.1:$BARE_PORT/" 200
-for v in base noid r1000 p100; do check "http://127.0.0.1:${IPORT[$v]}/" 200 "$HOT"; done
+for v in base noid r1000 p100 audit; do check "http://127.0.0.1:${IPORT[$v]}/" 200 "$HOT"; done
 check "http://127.0.0.1:${IPORT[base]}/" 200 "$(head -n1 "$VALID")"
 check "http://127.0.0.1:${IPORT[base]}/" 401 "$(head -n1 "$INVALID")"
 check "http://127.0.0.1:${IPORT[base]}/" 401
@@ -371,7 +375,7 @@ if [[ -n "${PROFILE:-}" ]]; then
             nginx) pid=$NGINX_WORKER; url="http://127.0.0.1:$NGINX_PORT/" ;;
             bare) pid=$BARE_PID; url="http://127.0.0.1:$BARE_PORT/" ;;
             hot) pid=${IPID[base]}; url="http://127.0.0.1:${IPORT[base]}/" ;;
-            noid|r1000|p100) pid=${IPID[$sc]}; url="http://127.0.0.1:${IPORT[$sc]}/" ;;
+            noid|r1000|p100|audit) pid=${IPID[$sc]}; url="http://127.0.0.1:${IPORT[$sc]}/" ;;
             distinct) start_idf distinct base; pid=$IDF_PID; url="http://127.0.0.1:$IDF_PORT/"; script=$TOKLUA; arg=$VALID ;;
             flood) start_idf flood base; pid=$IDF_PID; url="http://127.0.0.1:$IDF_PORT/"; script=$FLOODLUA; arg="$WORK/flood-base.txt" ;;
             *) echo "unknown PROFILE scenario $sc" >&2; exit 2 ;;
@@ -410,6 +414,7 @@ for r in $(seq 1 "$ROUNDS"); do
     run_one "$r" idfabric noid "${IPID[noid]}" "http://127.0.0.1:${IPORT[noid]}/" "${IADMIN[noid]}" "$HOTLUA" "$WORK/hot.txt"
     run_one "$r" idfabric r1000 "${IPID[r1000]}" "http://127.0.0.1:${IPORT[r1000]}/" "${IADMIN[r1000]}" "$HOTLUA" "$WORK/hot.txt"
     run_one "$r" idfabric p100 "${IPID[p100]}" "http://127.0.0.1:${IPORT[p100]}/" "${IADMIN[p100]}" "$HOTLUA" "$WORK/hot.txt"
+    run_one "$r" idfabric audit "${IPID[audit]}" "http://127.0.0.1:${IPORT[audit]}/" "${IADMIN[audit]}" "$HOTLUA" "$WORK/hot.txt"
 
     # Distinct tokens: a fresh gateway (empty cache) every round.
     start_idf "distinct-r$r" base

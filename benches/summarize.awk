@@ -41,11 +41,12 @@ NR == 1 { next }
     if ($14 != "-") { hits[sc] += $14; misses[sc] += $15 }
 }
 END {
-    n = split("nginx bare hot noid r1000 p100 distinct flood_valid flood_invalid session", order, " ")
+    n = split("nginx bare hot noid audit r1000 p100 distinct flood_valid flood_invalid session", order, " ")
     label["nginx"] = "plain reverse proxy, keepalive upstream, no auth (same bearer header sent, not checked)"
     label["bare"] = "passthrough, default settings, no auth (same bearer header sent, not checked)"
     label["hot"] = "hot token: X-Identity-* headers + minted X-Identity-Token (1 route, 4 providers)"
     label["noid"] = "hot token: X-Identity-* headers, no minted token (identity_token: false)"
+    label["audit"] = "hot token + minted token, audit log on (one JSON line per request to a file)"
     label["r1000"] = "hot token, 1,000 routes (999 decoys: exact, wildcard, prefix)"
     label["p100"] = "hot token, 100 providers"
     label["distinct"] = "distinct valid tokens, fresh gateway per round (cache misses)"
@@ -97,5 +98,6 @@ END {
     }
     if (("hot" in RPS) && ("nginx" in RPS)) { x = ratio(rps, "hot", "nginx"); printf "| idfabric with auth ≥ 0.7× nginx without auth | %.2f× | %s |\n", x, verdict(x >= 0.7) }
     if (("bare" in RPS) && ("nginx" in RPS)) { x = ratio(cpu, "bare", "nginx"); printf "| (context) bare Pingora CPU/req vs nginx | %.2f× | - |\n", x }
+    if (("audit" in RPS) && ("hot" in RPS)) { x = ratio(cpu, "audit", "hot"); printf "| (context) audit log on: CPU/req vs off | %.3f× | - |\n", x }
     if (("noid" in RPS) && ("hot" in RPS)) { x = ratio(cpu, "hot", "noid"); printf "| (context) minted X-Identity-Token CPU/req vs without | %.3f× | - |\n", x }
 }

@@ -526,6 +526,22 @@ fn print_demo(config: &Config) {
         out.push_str(&format!("\nadmin:  http://{a}/metrics  /healthz  /readyz  /providers"));
     }
     out.push_str("\nupstreams are built-in echo apps: they answer with the headers they received.\n");
+    if let Some(b) = &config.broker {
+        out.push_str(&format!(
+            "\nbroker (idfabric as an OpenID Provider for your apps, docs/broker.md):\n  discovery: {}/.well-known/openid-configuration\n",
+            b.issuer
+        ));
+        for c in &b.clients {
+            let how = if c.grant_types.iter().any(|g| g == "client_credentials") {
+                "service client (client credentials)"
+            } else if c.public {
+                "public client (PKCE, no secret)"
+            } else {
+                "confidential client (code + PKCE)"
+            };
+            out.push_str(&format!("  client {}: {how}\n", c.client_id));
+        }
+    }
     for p in &config.providers {
         if let KindSpec::Dev(d) = &p.kind {
             out.push_str(&format!(

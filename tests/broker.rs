@@ -674,6 +674,30 @@ async fn logout_returns_only_to_registered_addresses() {
     assert_eq!(r.status, 400);
 }
 
+#[tokio::test]
+async fn logout_without_proof_of_the_user_asks_before_ending_the_session() {
+    let agent = Agent::browser();
+    let (_, t) = portal_tokens(&agent, "bob").await;
+    let at = t["access_token"].as_str().unwrap();
+    // A cross-site link (no id_token_hint): a confirmation page, nothing ended.
+    let r = agent
+        .get(&format!("{}/logout?client_id=portal&post_logout_redirect_uri=http%3A%2F%2Frp.test%2Fbye&state=s-2", issuer()))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.is_html() && r.raw_location().is_none() && r.body.contains("Sign out?"), "{}", r.body);
+    assert!(agent.cookie("127.0.0.1", SESSION).is_some(), "the session stays");
+    assert_eq!(userinfo(at).await.0, 200, "its tokens still work");
+    // The user confirms (a same-site POST of the page's own form).
+    let mut fields = hidden_inputs(&r.body);
+    assert!(fields.iter().any(|(k, v)| k == "confirm" && v == "1"));
+    fields.retain(|(k, _)| k != "id_token_hint");
+    let form: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let done = agent.post(&format!("{}/logout", issuer()), &form).await;
+    assert_eq!(done.redirect().as_str(), "http://rp.test/bye?state=s-2");
+    assert!(agent.cookie("127.0.0.1", SESSION).is_none(), "session ended on confirmation");
+    assert_eq!(userinfo(at).await.0, 401, "and its tokens revoked");
+}
+
 // --- Bad input -----------------------------------------------------------------------
 
 #[tokio::test]

@@ -23,8 +23,32 @@ pub fn find<'a>(b: &'a BrokerSpec, client_id: &str) -> Option<&'a BrokerClientSp
 
 /// Whether `s` parses as an argon2 PHC string (config validation).
 pub fn valid_phc(s: &str) -> bool {
-    PasswordHash::new(s)
-        .is_ok_and(|h| h.algorithm.as_str().starts_with("argon2") && h.salt.is_some() && h.hash.is_some())
+    PasswordHash::new(s).is_ok_and(|h| {
+        h.algorithm.as_str().starts_with("argon2") && h.salt.is_some() && h.hash.is_some() && affordable(&h)
+    })
+}
+
+/// A hash whose cost a token request can afford: at most 64 MiB, 10 passes, 4 lanes
+/// (the defaults are 19 MiB, 2, 1). A configured hash beyond that would let every
+/// wrong-secret attempt cost the gateway seconds.
+fn affordable(h: &PasswordHash<'_>) -> bool {
+    let p = |name: &str, max: u64| h.params.get_decimal(name).is_none_or(|v| u64::from(v) <= max);
+    p("m", 64 * 1024) && p("t", 10) && p("p", 4)
+}
+
+/// Concurrent argon2 checks: each costs tens of milliseconds and ~19 MiB, so they run
+/// on the blocking pool, two at a time; a flood of wrong secrets queues there instead
+/// of occupying the proxy's worker threads.
+static ARGON2_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
+/// `secret_matches` off the request threads (argon2 on the blocking pool).
+pub async fn secret_matches_async(configured: &str, presented: &str) -> bool {
+    if !configured.starts_with("$argon2") {
+        return secret_matches(configured, presented);
+    }
+    let Ok(_slot) = ARGON2_SLOTS.acquire().await else { return false };
+    let (c, p) = (configured.to_string(), presented.to_string());
+    tokio::task::spawn_blocking(move || secret_matches(&c, &p)).await.unwrap_or(false)
 }
 
 /// An argon2id PHC string for `secret` with a random salt (`idfabric keys hash-secret`).
@@ -86,7 +110,7 @@ pub enum AuthMethod {
 
 /// Authenticates the client of a token-style request (`client_secret_basic`,
 /// `client_secret_post`, or `none` for public clients). Exactly one method may be used.
-pub fn authenticate<'a>(
+pub async fn authenticate<'a>(
     b: &'a BrokerSpec,
     req: &Request<'_>,
     form: &BTreeMap<String, String>,
@@ -119,7 +143,7 @@ pub fn authenticate<'a>(
         (None, None) if client.public => Ok((client, AuthMethod::None)),
         (None, Some(_)) => Err(err(ErrorCode::InvalidClient, "a public client has no secret to send")),
         (Some(_), None) => Err(err(ErrorCode::InvalidClient, "this client must authenticate with its secret")),
-        (Some(want), Some(got)) if secret_matches(want, &got) => Ok((client, method)),
+        (Some(want), Some(got)) if secret_matches_async(want, &got).await => Ok((client, method)),
         _ => Err(err(ErrorCode::InvalidClient, "client authentication failed")),
     }
 }
@@ -156,5 +180,13 @@ mod tests {
         assert!(!valid_phc("$argon2id$nonsense"));
         assert!(secret_matches(&phc, "hunter2-hunter2"));
         assert!(!secret_matches(&phc, "hunter2-hunter3"));
+    }
+
+    #[test]
+    fn hashes_too_costly_to_check_are_refused() {
+        let h = hash_secret("s3cret").unwrap();
+        assert!(valid_phc(&h), "{h}");
+        assert!(!valid_phc(&h.replace("m=19456", "m=4194304")), "4 GiB per attempt");
+        assert!(!valid_phc(&h.replace("t=2", "t=1000")));
     }
 }

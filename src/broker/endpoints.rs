@@ -119,12 +119,12 @@ pub async fn userinfo(rt: &Runtime, b: &BrokerSpec, req: &Request<'_>) -> Reply 
 }
 
 /// Client authentication for introspection: a confidential client only.
-fn confidential<'a>(
+async fn confidential<'a>(
     b: &'a BrokerSpec,
     req: &Request<'_>,
     form: &std::collections::BTreeMap<String, String>,
 ) -> Result<&'a crate::config::BrokerClientSpec, OAuthError> {
-    match clients::authenticate(b, req, form)? {
+    match clients::authenticate(b, req, form).await? {
         (_, AuthMethod::None) => Err(err(ErrorCode::InvalidClient, "introspection requires client authentication")),
         (c, _) => Ok(c),
     }
@@ -139,7 +139,7 @@ pub async fn introspect(rt: &Runtime, b: &BrokerSpec, req: &Request<'_>) -> Repl
 
 async fn introspection(rt: &Runtime, b: &BrokerSpec, req: &Request<'_>) -> Result<Value, OAuthError> {
     let form = super::form(req)?;
-    let client = confidential(b, req, &form)?;
+    let client = confidential(b, req, &form).await?;
     let token = form.get("token").ok_or(err(ErrorCode::InvalidRequest, "token is missing"))?;
     let inactive = json!({"active": false});
     if token.contains('.') {
@@ -197,7 +197,7 @@ pub async fn revoke(rt: &Runtime, b: &BrokerSpec, req: &Request<'_>) -> Reply {
 
 async fn revocation(rt: &Runtime, b: &BrokerSpec, req: &Request<'_>) -> Result<(), OAuthError> {
     let form = super::form(req)?;
-    let (client, _) = clients::authenticate(b, req, &form)?;
+    let (client, _) = clients::authenticate(b, req, &form).await?;
     let token = form.get("token").ok_or(err(ErrorCode::InvalidRequest, "token is missing"))?;
     let g = grants(rt, b)?;
     let not_yours = err(ErrorCode::UnauthorizedClient, "the token was not issued to this client");
@@ -245,10 +245,13 @@ pub async fn logout(rt: &Runtime, b: &BrokerSpec, req: &Request<'_>) -> Reply {
         (_, Ok(p)) => p,
         (_, Err(e)) => return fail(e.description),
     };
-    let hint_client = match p.get("id_token_hint") {
-        None => None,
+    let (hint_client, hint_sub) = match p.get("id_token_hint") {
+        None => (None, None),
         Some(h) => match rt.minter.as_ref().map(|m| tokens::verify(m, b, h, Kind::Id)) {
-            Some(Ok(c)) => c.get("aud").and_then(Value::as_str).map(str::to_string),
+            Some(Ok(c)) => {
+                let claim = |k: &str| c.get(k).and_then(Value::as_str).map(str::to_string);
+                (claim("aud"), claim("sub"))
+            }
             _ => return fail("The sign-out request carries an ID token this service did not issue."),
         },
     };
@@ -265,6 +268,20 @@ pub async fn logout(rt: &Runtime, b: &BrokerSpec, req: &Request<'_>) -> Reply {
     let mut clear = None;
     if let (Some(sid), Some(sessions), true) = (req.cookie(&name), rt.sessions.as_ref(), on_broker_host(b, req.host)) {
         let sid = sid.to_string();
+        // Only the signed-in user's own app (an ID token hint for this user) or the user
+        // (a POSTed confirmation: SameSite=Lax keeps the cookie off cross-site POSTs)
+        // may end the session; anything else is asked first.
+        let current = sessions.load(&sid).await.ok().flatten().map(|s| s.identity.sub);
+        let proven = current.is_some() && hint_sub.is_some() && hint_sub == current;
+        let confirmed = req.method == "POST" && p.get("confirm").is_some_and(|v| v == "1");
+        if current.is_some() && !proven && !confirmed {
+            let keep: Vec<(&str, &str)> = ["client_id", "post_logout_redirect_uri", "state"]
+                .iter()
+                .filter_map(|k| p.get(*k).map(|v| (*k, v.as_str())))
+                .chain(client_id.as_deref().filter(|_| !p.contains_key("client_id")).map(|c| ("client_id", c)))
+                .collect();
+            return Reply::html(200, pages::logout_confirm_page(&theme, &format!("{}/logout", b.path), &keep), "confirm");
+        }
         if let Ok(Some(_)) = sessions.destroy(&sid).await {
             metrics().sessions_active.dec();
         }

@@ -27,7 +27,7 @@ pub async fn token(rt: &Runtime, b: &BrokerSpec, req: &Request<'_>) -> Reply {
 
 async fn grant(rt: &Runtime, b: &BrokerSpec, req: &Request<'_>) -> Result<Reply, OAuthError> {
     let form = super::form(req)?;
-    let (client, _) = clients::authenticate(b, req, &form)?;
+    let (client, _) = clients::authenticate(b, req, &form).await?;
     let kind = form.get("grant_type").ok_or(err(ErrorCode::InvalidRequest, "grant_type is missing"))?;
     let kind = match kind.as_str() {
         "authorization_code" => "authorization_code",
@@ -161,7 +161,9 @@ async fn refresh_grant(
         return Err(err(ErrorCode::InvalidGrant, "the refresh token was issued to another client"));
     }
     if let Some(sid) = &g.session {
-        match sessions.load(sid).await? {
+        // Through sign-in's own loader: upstream tokens close to expiry are refreshed at
+        // the provider (a disabled user ends the session there), expired ones end it.
+        match crate::login::session_for(rt, sessions, sid).await? {
             Some(s) if s.identity.sub == g.identity.sub => {
                 let mfa = g.identity.mfa;
                 g.identity = s.identity;

@@ -83,6 +83,7 @@ static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ("login.html", include_str!("templates/login.html")),
         ("error.html", include_str!("templates/error.html")),
         ("logged_out.html", include_str!("templates/logged_out.html")),
+        ("logout_confirm.html", include_str!("templates/logout_confirm.html")),
         (
             "dev_authorize.html",
             include_str!("templates/dev_authorize.html"),
@@ -388,6 +389,20 @@ pub fn logged_out_page(theme: &Theme, sign_in_again: &str) -> String {
         context! {
             theme => ThemeCtx::new(theme),
             sign_in_again,
+        },
+    )
+}
+
+/// "Sign out?" with one button that POSTs `params` back to `action`: an RP-initiated
+/// logout that cannot prove it comes from the signed-in user's app (no `id_token_hint`
+/// for this user) is confirmed first, so a cross-site link cannot end a session.
+pub fn logout_confirm_page(theme: &Theme, action: &str, params: &[(&str, &str)]) -> String {
+    render(
+        "logout_confirm.html",
+        context! {
+            theme => ThemeCtx::new(theme),
+            action,
+            params,
         },
     )
 }
