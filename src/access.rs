@@ -255,8 +255,8 @@ pub fn build_report(records: &[AccessRecord], config: &Config, since: i64, now: 
 }
 
 fn csv_field(v: &str) -> String {
-    // A leading = + - @ would be a formula in a spreadsheet: quote and prefix it.
-    let v = if v.starts_with(['=', '+', '-', '@']) { format!("'{v}") } else { v.to_string() };
+    // A leading = + - @ (or tab / CR, OWASP) would be a formula in a spreadsheet.
+    let v = if v.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{v}") } else { v.to_string() };
     if v.contains([',', '"', '\n', '\r']) || v.starts_with('\'') {
         format!("\"{}\"", v.replace('"', "\"\""))
     } else {

@@ -359,6 +359,20 @@ async fn prompt_none_without_a_session_is_login_required() {
 }
 
 #[tokio::test]
+async fn prompt_login_and_max_age_reach_the_provider_even_without_a_session() {
+    for (k, v) in [("prompt", "login"), ("max_age", "300")] {
+        let agent = Agent::browser();
+        let req = AuthzReq::new("portal", PORTAL_CB).set(k, v).set("idp", "wf");
+        let login = agent.get(&req.url(&issuer())).await.redirect();
+        assert_eq!(login.path(), "/.idfabric/login");
+        let q = query_of(&login);
+        assert_eq!(q.get("prompt").map(String::as_str), Some("login"), "{k}={v}: a fresh sign-in, not silent SSO: {login}");
+        let provider = agent.get(login.as_str()).await.redirect();
+        assert_eq!(query_of(&provider).get("prompt").map(String::as_str), Some("login"), "{provider}");
+    }
+}
+
+#[tokio::test]
 async fn max_age_forces_a_new_sign_in_and_auth_time_is_reported() {
     let agent = Agent::browser();
     let (_, first) = portal_tokens(&agent, "alice").await;

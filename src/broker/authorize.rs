@@ -153,7 +153,12 @@ pub async fn authorize(rt: &Runtime, b: &BrokerSpec, req: &Request<'_>) -> Reply
         }
     }
     let mut r = r;
-    r.fresh = had_session && (prompt.contains(&"login") || why.code == ErrorCode::LoginRequired);
+    // A new authentication is asked of the provider for `prompt=login` and `max_age`
+    // (its single sign-on could otherwise answer silently with an old one) and when an
+    // existing session was too old; a first sign-in keeps the provider's SSO.
+    r.fresh = prompt.contains(&"login")
+        || r.max_age.is_some()
+        || (had_session && why.code == ErrorCode::LoginRequired);
     to_sign_in(b, req, &sessions, &p, r).await
 }
 
@@ -242,7 +247,9 @@ fn validate(
         return Err(err(ErrorCode::InvalidScope, "scope asks for a scope this client may not have"));
     }
     r.scope = scope;
-    r.scope.dedup();
+    // Keep the order asked for, drop repeats anywhere (`openid email openid email …`).
+    let mut seen = std::collections::HashSet::new();
+    r.scope.retain(|s| seen.insert(s.clone()));
     match (p.get("code_challenge"), p.get("code_challenge_method").map(String::as_str)) {
         (Some(_), Some("S256")) => {}
         (Some(_), Some("plain")) | (Some(_), None) => {
@@ -278,6 +285,9 @@ fn validate(
     Ok(r)
 }
 
+/// Clock difference allowed between the provider's `auth_time` and ours.
+const LEEWAY_SECS: i64 = 60;
+
 /// When the session was authenticated: the provider's `auth_time`, else its creation.
 fn auth_time(s: &Session) -> i64 {
     s.identity.auth_time.unwrap_or(s.created_at)
@@ -296,7 +306,9 @@ fn unmet(
         return Err(err(ErrorCode::LoginRequired, "the session's provider is not accepted by this client"));
     }
     // A sign-in that happened after the request satisfies `prompt=login` and `max_age`.
-    let renewed = resumed && s.created_at >= r.created_at;
+    // The provider must have authenticated after the request, not only idfabric have
+    // made a new session (a provider that ignores `prompt=login` does not renew).
+    let renewed = resumed && s.created_at >= r.created_at && auth_time(s) >= r.created_at - LEEWAY_SECS;
     if resumed && r.fresh && !renewed {
         return Err(err(ErrorCode::LoginRequired, "the sign-in was not renewed"));
     }

@@ -114,11 +114,20 @@ impl Store for MemoryStore {
 
     async fn record_access(&self, records: &[AccessRecord]) -> Result<(), StoreError> {
         let mut a = self.access.lock().map_err(|_| StoreError::Corrupt)?;
+        // Retention is applied on the way in too (not only by reports), and the batch is
+        // checked as a whole before anything is merged: a refused batch is retried by the
+        // caller, so a half-merged one would count its first records twice.
+        if a.rows.len() as u64 + records.len() as u64 > self.capacity {
+            let cutoff = crate::providers::now_secs() - super::ACCESS_RETENTION.as_secs() as i64;
+            a.rows.retain(|_, r| r.1 >= cutoff);
+            a.idents.retain(|_, r| r.last_seen >= cutoff);
+        }
+        let new_rows = records.iter().filter(|r| !a.rows.contains_key(&(r.sub.clone(), r.route.clone()))).count();
+        if a.rows.len() as u64 + new_rows as u64 > self.capacity {
+            return Err(StoreError::Unavailable("memory store: access evidence is full".into()));
+        }
         for r in records {
             let key = (r.sub.clone(), r.route.clone());
-            if !a.rows.contains_key(&key) && a.rows.len() as u64 >= self.capacity {
-                return Err(StoreError::Unavailable("memory store: access evidence is full".into()));
-            }
             let row = a.rows.entry(key).or_insert((r.first_seen, r.last_seen, 0));
             *row = (row.0.min(r.first_seen), row.1.max(r.last_seen), row.2 + r.count);
             match a.idents.get_mut(&r.sub) {
