@@ -79,23 +79,8 @@ pub async fn userinfo(rt: &Runtime, b: &BrokerSpec, req: &Request<'_>) -> Reply 
         return r;
     }
     let mut out = Map::new();
-    let copy = [
-        "sub",
-        "subject",
-        "provider",
-        "provider_kind",
-        "population",
-        "tenant",
-        "org",
-        "idp",
-        "groups",
-        "roles",
-        "mfa",
-        "principal_type",
-        "acr",
-        "amr",
-    ];
-    for k in copy {
+    let copy = ["sub", "acr", "amr"].iter().chain(tokens::NORMALISED_CLAIMS);
+    for &k in copy {
         if let Some(v) = c.get(k) {
             out.insert(k.into(), v.clone());
         }

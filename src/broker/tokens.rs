@@ -49,7 +49,12 @@ fn amr(id: &Identity) -> Vec<String> {
     amr
 }
 
-/// The normalised identity fields every broker token carries.
+/// The normalised identity fields (INTERFACE.md names) every broker token carries,
+/// beside the standard claims; userinfo and discovery list them from here.
+pub const NORMALISED_CLAIMS: &[&str] =
+    &["subject", "provider", "provider_kind", "population", "tenant", "org", "idp", "groups", "roles", "mfa", "principal_type"];
+
+/// The normalised identity fields every broker token carries (`NORMALISED_CLAIMS`).
 fn identity_claims(c: &mut Map<String, Value>, id: &Identity) {
     let fields = json!({
         "subject": id.subject,
