@@ -4,7 +4,7 @@
 //! Once with the memory store (the report asks the admin listener) and once with a real
 //! Redis (the report reads Redis directly).
 
-mod common;
+use crate::common;
 use common::redis::RedisServer;
 use common::*;
 use serde_json::Value;

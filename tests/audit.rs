@@ -3,7 +3,7 @@
 //! email (unless configured); `X-Request-Id` and W3C `traceparent` reach the upstream
 //! and the same ids are in the line.
 
-mod common;
+use crate::common;
 use common::*;
 use serde_json::Value;
 use std::time::{Duration, Instant};

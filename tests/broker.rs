@@ -15,7 +15,7 @@
 //! Clients: `portal` (confidential, `wf` only), `spa` (public), `hashed` (argon2 secret),
 //! `svc` (client credentials), `shop` (customer population only), `lax` (PKCE optional).
 
-mod common;
+use crate::common;
 use common::agent::*;
 use common::oidc::*;
 use common::*;

@@ -5,7 +5,7 @@
 //! by the library, userinfo and refresh. If the library accepts every step, so should
 //! any standard relying party.
 
-mod common;
+use crate::common;
 use common::agent::*;
 use common::oidc::follow;
 use common::*;

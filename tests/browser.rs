@@ -10,7 +10,7 @@
 //! Skipped, with a message, only when Chromium or chromedriver is missing and cannot be
 //! installed (`.ci/run` and `make test` install them, so CI runs these).
 
-mod common;
+use crate::common;
 
 use common::redis::{ensure_installed, have};
 use common::*;

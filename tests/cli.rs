@@ -1,7 +1,7 @@
 //! The command line against the real binary: `check` (offline, production, online
 //! against a fake IdP), `token inspect`, `token mint` and `keys generate`.
 
-mod common;
+use crate::common;
 
 use common::fakeidp::{new_signer, sign_with_header, FakeIdp};
 use common::*;

@@ -5,7 +5,7 @@
 //! rate limit, key rotation, last-known-good keys during an outage, a provider that is
 //! down at start-up, and the validation metrics. Quirks of one kind live in `kinds.rs`.
 
-mod common;
+use crate::common;
 use common::fakeidp::unsigned;
 use common::fixtures::*;
 use idfabric::keys::KeyKind;

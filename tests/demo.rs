@@ -2,7 +2,7 @@
 //! (ports moved to free ones), every printed `curl` line executed, and each answer
 //! compared with the `expect NNN` the demo printed above it.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::collections::HashMap;

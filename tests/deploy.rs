@@ -20,7 +20,7 @@
 //!   PromQL itself is parsed by `promtool` (Debian package `prometheus`) when it is
 //!   installed, which also runs the alert unit tests `deploy/prometheus/alerts.test.yml`.
 
-mod common;
+use crate::common;
 use common::agent::Agent;
 use common::*;
 

@@ -3,7 +3,7 @@
 //! every case the gateway keeps serving what it can, refuses the rest clearly, says so
 //! in metrics and logs, and loses no session data that Redis kept.
 
-mod common;
+use crate::common;
 use common::agent::*;
 use common::fakeidp::new_signer;
 use common::fixtures::*;

@@ -10,7 +10,7 @@
 //! Providers: `wf` (workforce, Entra-shaped), `cu` (customer, Auth0-shaped),
 //! `cg` (customer, Cognito-shaped).
 
-mod common;
+use crate::common;
 
 use common::*;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, HOST};

@@ -14,7 +14,7 @@
 //! `tests/interop/node_modules` is missing (a fresh clone), the first test runs
 //! `npm ci` there itself (CI does it beforehand, see `.ci/run`).
 
-mod common;
+use crate::common;
 use common::agent::*;
 use common::*;
 

@@ -1,7 +1,7 @@
 //! `idfabric keys rotate`: the broker signs with the new key after a reload, and the
 //! old key stays published in `/jwks` so tokens it signed still verify until they expire.
 
-mod common;
+use crate::common;
 use common::*;
 use serde_json::Value;
 use std::time::{Duration, Instant};

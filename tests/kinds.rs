@@ -4,7 +4,7 @@
 //! `X-Identity-*` headers the app sees) or refuse (checking the `reason`).
 //! What every kind must do alike is in `conformance.rs`.
 
-mod common;
+use crate::common;
 use common::fakeidp::new_signer;
 use common::fixtures::*;
 use common::TestEnv;

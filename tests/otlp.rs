@@ -1,9 +1,8 @@
 //! OTLP export (`--features otlp`): the per-request span reaches a collector over
 //! OTLP/HTTP, in the caller's trace, and the upstream's `traceparent` names it as the
-//! parent. Run with `cargo test --features otlp --test otlp`.
-#![cfg(feature = "otlp")]
+//! parent. Run with `cargo test --features otlp --test integration otlp::`.
 
-mod common;
+use crate::common;
 use common::*;
 use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};

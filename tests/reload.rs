@@ -1,7 +1,7 @@
 //! SIGHUP reloads routes.yaml and the provider files: a valid change is swapped in
 //! without a restart, an invalid one is refused and the running config stays.
 
-mod common;
+use crate::common;
 use common::*;
 use std::time::{Duration, Instant};
 

@@ -7,7 +7,7 @@
 //! moving on to the next one when a connection is refused (what kube-proxy plus a
 //! retrying client or an ingress does).
 
-mod common;
+use crate::common;
 use common::agent::*;
 use common::oidc::*;
 use common::redis::RedisServer;

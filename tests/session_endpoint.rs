@@ -4,7 +4,7 @@
 //! `auth: session` route. Same-origin only, `auth_time` at most 5 minutes old, only
 //! Firebase tokens; expired and forged tokens are refused like bearer tokens.
 
-mod common;
+use crate::common;
 use common::fixtures::*;
 use common::{client, echo_headers};
 use serde_json::{json, Value};

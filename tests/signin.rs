@@ -18,7 +18,7 @@
 //! no `mfa_acr`, so no step-up), `cu` (customer, Auth0-shaped), `mcu` (customer, only
 //! for the metrics test).
 
-mod common;
+use crate::common;
 use common::agent::*;
 
 use common::redis::RedisServer;

@@ -6,7 +6,7 @@
 //!
 //! The cookie-keeping agent is the one of tests/signin.rs (each hop asserted by hand).
 
-mod common;
+use crate::common;
 use common::agent::*;
 
 use common::*;

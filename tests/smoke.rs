@@ -1,6 +1,6 @@
 //! The shortest end-to-end path: a dev provider, a route, the real binary, a token.
 
-mod common;
+use crate::common;
 use common::*;
 
 #[tokio::test]

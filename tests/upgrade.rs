@@ -2,7 +2,7 @@
 //! process takes over the listening sockets, a request in flight on the old process
 //! finishes, and traffic that keeps arriving during the handover loses nothing.
 
-mod common;
+use crate::common;
 use common::*;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 //! provider file deleted while in use) is refused, counted and logged once, and the
 //! running configuration keeps serving. Requests in flight finish on their config.
 
-mod common;
+use crate::common;
 use common::*;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};

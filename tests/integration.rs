@@ -1,0 +1,37 @@
+//! Every integration test in one binary.
+//!
+//! Each file under `tests/` is a module of this crate instead of a test binary of its
+//! own. One binary links Pingora and the test dependencies once instead of two dozen
+//! times: the cold build is minutes faster and its `target/` several gigabytes smaller
+//! (CI once ran out of disk while linking the separate binaries). Tests of different
+//! files now share the test harness's threads, which also lets the slow ones (code
+//! expiry waits, browser sign-ins) overlap.
+//!
+//! Run one file's tests with a filter: `cargo test --test integration gateway::`.
+
+mod common;
+
+mod access;
+mod audit;
+mod broker;
+mod broker_openidconnect;
+mod browser;
+mod cli;
+mod conformance;
+mod demo;
+mod deploy;
+mod faults;
+mod gateway;
+mod interop;
+mod keys_rotate;
+mod kinds;
+#[cfg(feature = "otlp")]
+mod otlp;
+mod reload;
+mod replicas;
+mod session_endpoint;
+mod signin;
+mod signin_ciam;
+mod smoke;
+mod upgrade;
+mod watch;
