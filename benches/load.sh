@@ -252,7 +252,7 @@ start_idf() { # start_idf NAME VARIANT -> IDF_PID IDF_PORT IDF_ADMIN
         [[ $code == 200 ]] && return 0
         sleep 0.1
     done
-    echo "idfabric $name ($variant) not ready; log:" >&2; tail -20 "$dir/stderr.log" >&2; exit 1
+    echo "idfabric $name ($variant) not ready; log:" >&2; grep -v "^ *[0-9]*: \|^ *at " "$dir/stderr.log" | tail -20 >&2; exit 1
 }
 
 metric() { # metric ADMIN_PORT NAME -> value (0 when absent)

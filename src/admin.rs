@@ -30,11 +30,43 @@ fn json(status: u16, v: &serde_json::Value) -> Response<Vec<u8>> {
     reply(status, "application/json", serde_json::to_vec_pretty(v).unwrap_or_default())
 }
 
+/// Every admin path and the one method it answers (a `GET` path answers `HEAD` too).
+fn method_of(path: &str) -> Option<http::Method> {
+    match path {
+        "/metrics" | "/healthz" | "/readyz" | "/providers" | "/access" => Some(http::Method::GET),
+        "/sessions/revoke" => Some(http::Method::POST),
+        _ => None,
+    }
+}
+
+const PATHS: &str = "admin paths: GET /metrics /healthz /readyz /providers /access?since=90d&format=json|csv, POST /sessions/revoke?sub=";
+
+/// 404 for an unknown path, 405 (with `Allow`) for a known path asked with another
+/// method: a probe or a script with a typo gets told what exists instead of a guess.
+fn refuse(path: &str, method: &http::Method) -> Option<Response<Vec<u8>>> {
+    let Some(want) = method_of(path) else {
+        return Some(json(404, &serde_json::json!({"status": 404, "detail": PATHS})));
+    };
+    if *method == want || (want == http::Method::GET && *method == http::Method::HEAD) {
+        return None;
+    }
+    let allow = if want == http::Method::GET { "GET, HEAD" } else { want.as_str() };
+    let mut r = json(405, &serde_json::json!({"status": 405, "detail": format!("use {want} {path}")}));
+    if let Ok(v) = http::HeaderValue::from_str(allow) {
+        r.headers_mut().insert(http::header::ALLOW, v);
+    }
+    Some(r)
+}
+
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let rt = self.state.load_full();
-        match session.req_header().uri.path() {
+        let path = session.req_header().uri.path().to_string();
+        if let Some(r) = refuse(&path, &session.req_header().method) {
+            return r;
+        }
+        match path.as_str() {
             "/metrics" => {
                 rt.registry.update_gauges();
                 reply(200, "text/plain; version=0.0.4", metrics().render())
@@ -52,7 +84,7 @@ impl ServeHttp for Admin {
             "/providers" => json(200, &rt.registry.status_json()),
             "/sessions/revoke" => revoke(&rt, session).await,
             "/access" => access(&rt, session).await,
-            _ => json(404, &serde_json::json!({"status": 404, "detail": "admin paths: /metrics /healthz /readyz /providers /access?since=90d&format=json|csv, POST /sessions/revoke?sub="})),
+            _ => json(404, &serde_json::json!({"status": 404, "detail": PATHS})),
         }
     }
 }
@@ -60,9 +92,6 @@ impl ServeHttp for Admin {
 /// `POST /sessions/revoke?sub=…`: ends every session of one normalised `sub` on every
 /// replica sharing the store (the leaver case).
 async fn revoke(rt: &Runtime, session: &mut ServerSession) -> Response<Vec<u8>> {
-    if session.req_header().method != http::Method::POST {
-        return json(405, &serde_json::json!({"status": 405, "detail": "use POST /sessions/revoke?sub=..."}));
-    }
     let sub = session.req_header().uri.query().and_then(|q| crate::web::param(q, "sub")).unwrap_or_default();
     if sub.is_empty() {
         return json(400, &serde_json::json!({"status": 400, "detail": "the sub query parameter is required"}));
@@ -72,7 +101,12 @@ async fn revoke(rt: &Runtime, session: &mut ServerSession) -> Response<Vec<u8>> 
     };
     // The leaver case: browser sessions and every broker token family of the person,
     // `offline_access` ones included (they outlive sessions otherwise).
-    let revoked = async { Ok::<_, crate::session::StoreError>((sessions.revoke_sub(&sub).await?, crate::broker::revoke_subject(rt, &sub).await?)) };
+    let revoked = async {
+        Ok::<_, crate::session::StoreError>((
+            sessions.revoke_sub(&sub).await?,
+            crate::broker::revoke_subject(rt, &sub).await?,
+        ))
+    };
     match revoked.await {
         Ok((n, families)) => {
             tracing::info!(revoked = n, broker_families = families, "sessions revoked by admin");
@@ -86,9 +120,6 @@ async fn revoke(rt: &Runtime, session: &mut ServerSession) -> Response<Vec<u8>> 
 /// `GET /access?since=90d&format=json|csv`: the access-review report (`crate::access`),
 /// after writing this process's pending evidence into the store.
 async fn access(rt: &Runtime, session: &mut ServerSession) -> Response<Vec<u8>> {
-    if session.req_header().method != http::Method::GET {
-        return json(405, &serde_json::json!({"status": 405, "detail": "use GET /access?since=90d&format=json|csv"}));
-    }
     let query = session.req_header().uri.query().unwrap_or("");
     let since = crate::web::param(query, "since").unwrap_or_else(|| "90d".into());
     let window = match crate::access::parse_since(&since) {
@@ -112,7 +143,7 @@ async fn access(rt: &Runtime, session: &mut ServerSession) -> Response<Vec<u8>> 
         Err(e) => return json(503, &serde_json::json!({"status": 503, "detail": e.to_string()})),
     };
     let now = crate::providers::now_secs();
-    let report = crate::access::build_report(&records, &rt.config, now - window.as_secs() as i64, now);
+    let report = crate::access::build_report(&records, &rt.config, window_start(now, window), now);
     let content_type = match format {
         crate::access::Format::Json => "application/json",
         crate::access::Format::Csv => "text/csv; charset=utf-8",
@@ -120,3 +151,34 @@ async fn access(rt: &Runtime, session: &mut ServerSession) -> Response<Vec<u8>> 
     reply(200, content_type, crate::access::render(&report, format).into_bytes())
 }
 
+/// The start of a `since` window ending at `now`, never before the epoch: a window of
+/// "500000000000y" parses, and must mean "everything" rather than overflow.
+fn window_start(now: i64, window: std::time::Duration) -> i64 {
+    now.saturating_sub(i64::try_from(window.as_secs()).unwrap_or(i64::MAX)).max(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_and_paths() {
+        let (get, head, post) = (http::Method::GET, http::Method::HEAD, http::Method::POST);
+        assert!(refuse("/metrics", &get).is_none());
+        assert!(refuse("/metrics", &head).is_none());
+        assert!(refuse("/sessions/revoke", &post).is_none());
+        let r = refuse("/metrics", &post).unwrap();
+        assert_eq!((r.status().as_u16(), r.headers()["allow"].to_str().unwrap()), (405, "GET, HEAD"));
+        let r = refuse("/sessions/revoke", &get).unwrap();
+        assert_eq!((r.status().as_u16(), r.headers()["allow"].to_str().unwrap()), (405, "POST"));
+        assert_eq!(refuse("/nope", &get).unwrap().status(), 404);
+    }
+
+    #[test]
+    fn windows_never_start_before_the_epoch() {
+        let now = 1_800_000_000;
+        assert_eq!(window_start(now, std::time::Duration::from_secs(90 * 86_400)), now - 90 * 86_400);
+        assert_eq!(window_start(now, std::time::Duration::from_secs(u64::MAX)), 0);
+        assert_eq!(window_start(now, std::time::Duration::from_secs(now as u64 + 1)), 0);
+    }
+}

@@ -6,9 +6,11 @@
 //! change keeps its fetched keys (no window without keys), and the session store is
 //! kept when `session:` did not change (a memory store would otherwise lose every
 //! session) while a changed session key file is still picked up. Listener addresses
-//! cannot change without a restart (Pingora binds them at start); such a change is
-//! refused with a clear log line. The TLS certificate is checked (a garbage PEM is
-//! refused) but served from the new files only after a restart or `serve --upgrade`.
+//! cannot change without a restart (Pingora binds them at start), nor can the other
+//! settings read only at start (`server.threads`, …); such a change is refused with a
+//! clear log line naming the keys, never reported as reloaded and silently ignored.
+//! The TLS certificate is checked (a garbage PEM is refused) but served from the new
+//! files only after a restart or `serve --upgrade`.
 
 use crate::config::{self, Config};
 use crate::metrics::metrics;
@@ -40,7 +42,7 @@ pub fn reload(state: &ArcSwap<Runtime>, path: &Path) -> Result<String, String> {
 
 fn load(old: &Runtime, path: &Path) -> Result<Runtime, String> {
     let config = config::load(path).map_err(|e| e.to_string().trim_end().replace('\n', "; "))?;
-    check_listeners(&old.config, &config)?;
+    check_start_only(&old.config, &config)?;
     check_tls(&config)?;
     let mut rt = Runtime::build(config).map_err(|e| e.to_string())?;
     for p in &rt.registry.providers {
@@ -60,14 +62,29 @@ fn load(old: &Runtime, path: &Path) -> Result<Runtime, String> {
     Ok(rt)
 }
 
-fn check_listeners(old: &Config, new: &Config) -> Result<(), String> {
+/// What is read only at start: a reload that changes it would report success and not
+/// apply it, so it is refused, naming every such key, with the way to apply it.
+fn check_start_only(old: &Config, new: &Config) -> Result<(), String> {
     let same_https = old.listen_https.as_ref().map(|t| t.addr) == new.listen_https.as_ref().map(|t| t.addr);
-    if old.listen_http != new.listen_http || !same_https || old.admin != new.admin {
-        return Err(
-            "listener addresses (listen, admin) cannot change on reload: restart (or `serve --upgrade`) instead".into(),
-        );
+    let changed: Vec<&str> = [
+        ("listen", old.listen_http != new.listen_http || !same_https),
+        ("admin", old.admin != new.admin),
+        ("server.threads", old.server.threads != new.server.threads),
+        ("server.upstream_keepalive", old.server.upstream_keepalive != new.server.upstream_keepalive),
+        ("server.upgrade_sock", old.server.upgrade_sock != new.server.upgrade_sock),
+        ("reload.watch", old.reload.watch != new.reload.watch),
+        ("tracing", old.tracing != new.tracing),
+    ]
+    .into_iter()
+    .filter_map(|(key, changed)| changed.then_some(key))
+    .collect();
+    if changed.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    Err(format!(
+        "{} cannot change on reload (read at start only): restart (or `serve --upgrade`) instead",
+        changed.join(", ")
+    ))
 }
 
 /// The TLS certificate and key must still be readable PEM of the right kind, so the
@@ -97,6 +114,33 @@ fn check_tls_files(cert: &Path, key: &Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn config(dir: &Path, extra: &str) -> Config {
+        std::fs::write(
+            dir.join("routes.yaml"),
+            format!("listen: {{ http: 127.0.0.1:18080 }}\nadmin: 127.0.0.1:19090\nroutes:\n  - {{ name: a, match: {{ host: a.test }}, upstream: [127.0.0.1:9] }}\n{extra}"),
+        )
+        .unwrap();
+        config::load(&dir.join("routes.yaml")).unwrap()
+    }
+
+    #[test]
+    fn start_only_settings_are_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = config(dir.path(), "");
+        assert_eq!(check_start_only(&base, &config(dir.path(), "audit: { output: off }\n")), Ok(()));
+        let e = check_start_only(&base, &config(dir.path(), "server: { threads: 4 }\n")).unwrap_err();
+        assert!(e.starts_with("server.threads cannot change on reload"), "{e}");
+        let e = check_start_only(
+            &base,
+            &config(dir.path(), "server: { upgrade_sock: /tmp/x.sock }\nreload: { watch: false }\n"),
+        )
+        .unwrap_err();
+        assert!(e.starts_with("server.upgrade_sock, reload.watch cannot"), "{e}");
+        let moved = config(dir.path(), "").listen_http.map(|a| std::net::SocketAddr::new(a.ip(), a.port() + 1));
+        let e = check_start_only(&base, &Config { listen_http: moved, ..config(dir.path(), "") }).unwrap_err();
+        assert!(e.starts_with("listen cannot change"), "{e}");
+    }
 
     #[test]
     fn tls_files_must_be_pem_of_the_right_kind() {

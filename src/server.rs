@@ -218,7 +218,13 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), String> {
     }
     server.add_service(background_service("jwks refresher", Refresher { state, config_path, watch }));
     tracing::info!(http = ?listen_http, https = ?listen_https.map(|t| t.addr), admin = ?admin, "idfabric listening");
-    server.run_forever();
+    // `run` returns once Pingora has shut down (SIGTERM, SIGINT, or handed its sockets to
+    // a new process on SIGQUIT); the audit lines still queued are written before exit.
+    server.run(pingora::server::RunArgs::default());
+    if !crate::audit::finish(crate::audit::FINISH_LIMIT) {
+        tracing::warn!("audit log: the writer did not finish in time; its last lines may be missing");
+    }
+    std::process::exit(0)
 }
 
 /// Runs only echo apps (tests and benchmarks use it as an upstream).

@@ -10,10 +10,17 @@
 //! `..data` symlink). Everything else in those directories (an audit log, an editor's
 //! swap file) is ignored. Editors save by writing a temporary file and renaming it,
 //! which is several events: the debounce turns a burst into one reload.
+//!
+//! A watched directory can itself be replaced (a `certs` symlink swapped to a new
+//! directory, or `mv certs.new certs`): the OS watch follows the old directory, so an
+//! event on the watched directory's own path counts as a change, and after each
+//! reload a directory that is no longer the one watched (device and inode) is watched
+//! again.
 
 use crate::config::{AuditOutput, Config, KindSpec};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -93,16 +100,23 @@ impl Interest {
         let parent = path.parent().unwrap_or(Path::new(""));
         self.files.contains(&path)
             || name.starts_with("..")
+            || self.dirs().contains(&path)
             || (parent == self.providers_dir && matches!(ext, "yaml" | "yml"))
             || (self.key_dirs.contains(parent) && KEY_EXTENSIONS.contains(&ext))
     }
+}
+
+/// Which directory `dir` is now (symlinks followed), to notice a replaced one.
+fn identity(dir: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(dir).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// A running watch: the OS watcher and the channel its events arrive on.
 pub struct Watch {
     watcher: RecommendedWatcher,
     interest: Arc<RwLock<Interest>>,
-    watched: BTreeSet<PathBuf>,
+    /// Each watched directory and the (device, inode) it was when the watch was set.
+    watched: BTreeMap<PathBuf, Option<(u64, u64)>>,
     rx: mpsc::Receiver<PathBuf>,
     debounce: Duration,
 }
@@ -127,7 +141,7 @@ impl Watch {
                 let _ = tx.try_send(p.clone());
             }
         })?;
-        let mut w = Watch { watcher, interest, watched: BTreeSet::new(), rx, debounce: config.reload.debounce };
+        let mut w = Watch { watcher, interest, watched: BTreeMap::new(), rx, debounce: config.reload.debounce };
         w.sync_dirs();
         Ok(w)
     }
@@ -144,14 +158,25 @@ impl Watch {
 
     fn sync_dirs(&mut self) {
         let want = self.interest.read().map(|i| i.dirs()).unwrap_or_default();
-        for gone in self.watched.difference(&want).cloned().collect::<Vec<_>>() {
-            let _ = self.watcher.unwatch(&gone);
-            self.watched.remove(&gone);
+        let gone: Vec<PathBuf> = self.watched.keys().filter(|d| !want.contains(*d)).cloned().collect();
+        for dir in gone {
+            let _ = self.watcher.unwatch(&dir);
+            self.watched.remove(&dir);
         }
-        for dir in want.difference(&self.watched.clone()) {
-            match self.watcher.watch(dir, RecursiveMode::NonRecursive) {
+        for dir in want {
+            let now = identity(&dir);
+            match self.watched.get(&dir) {
+                Some(was) if *was == now => continue,
+                // Replaced since it was watched: the old watch follows the old directory.
+                Some(_) => {
+                    let _ = self.watcher.unwatch(&dir);
+                    self.watched.remove(&dir);
+                }
+                None => {}
+            }
+            match self.watcher.watch(&dir, RecursiveMode::NonRecursive) {
                 Ok(()) => {
-                    self.watched.insert(dir.clone());
+                    self.watched.insert(dir, now);
                 }
                 // A missing directory (no providers/ yet) is not an error; it is retried
                 // after the next reload.
@@ -162,7 +187,7 @@ impl Watch {
 
     /// The directories being watched (for the start-up log line).
     pub fn dirs(&self) -> Vec<String> {
-        self.watched.iter().map(|d| d.display().to_string()).collect()
+        self.watched.keys().map(|d| d.display().to_string()).collect()
     }
 
     /// Waits for a relevant change, then for `debounce` without further changes (at
@@ -190,7 +215,7 @@ impl Watch {
         use std::hash::{Hash, Hasher};
         let Ok(interest) = self.interest.read() else { return 0 };
         let mut paths: BTreeSet<PathBuf> = interest.files.clone();
-        for dir in self.watched.iter() {
+        for dir in self.watched.keys() {
             for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
                 let p = entry.path();
                 if interest.relevant(&p) {
@@ -234,6 +259,8 @@ mod tests {
             "/etc/idf/providers/new.yaml",
             "/etc/idf/certs/broker-signing.pem.retired-123.pem",
             "/etc/idf/..data",
+            "/etc/idf/certs",
+            "/etc/idf/providers",
         ] {
             assert!(i.relevant(Path::new(yes)), "{yes}");
         }

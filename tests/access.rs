@@ -220,3 +220,150 @@ async fn redis_store_report_reads_redis_directly() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+/// A TCP relay to `port` that holds each client→server write for `delay` (a Redis a
+/// few milliseconds away) and counts those writes: a report that pipelines sends a
+/// few per page, one that asks per identity sends one per identity.
+async fn distant_redis(port: u16, delay: Duration) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let relay = listener.local_addr().unwrap().port();
+    let writes = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = writes.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else { return };
+                let ((mut cr, mut cw), (mut sr, mut sw)) = (client.into_split(), server.into_split());
+                let up = async {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n @ 1..) = cr.read(&mut buf).await {
+                        count.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(delay).await;
+                        if sw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = sw.shutdown().await;
+                };
+                let down = async {
+                    let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                };
+                tokio::join!(up, down);
+            });
+        }
+    });
+    (relay, writes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_report_over_20k_identities_is_a_few_hundred_round_trips() {
+    use std::sync::atomic::Ordering;
+    let redis = RedisServer::start();
+    let n = 20_000;
+    // Seed the evidence layout the gateway writes: one row, one identity each.
+    let seed = "local now = ARGV[2]
+        for i = 1, tonumber(ARGV[1]) do
+          local sub = 'dev-wf:seed-' .. i
+          local row = 'idf:acc:wiki:' .. sub
+          redis.call('HSET', row, 'first', now, 'last', now, 'count', i)
+          redis.call('SADD', 'idf:acc:index', row)
+          redis.call('HSET', 'idf:accid:' .. sub, 'last', now, 'provider', 'dev-wf', 'username', 'seed' .. i .. '@example.com', 'name', '', 'groups', '[]')
+        end
+        return 1";
+    let now = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() - 60).to_string();
+    redis.cmd(&["EVAL", seed, "0", &n.to_string(), &now]);
+    let (relay, writes) = distant_redis(redis.port, Duration::from_millis(3)).await;
+    let (_echo, env) =
+        setup(&format!("session: {{ store: \"redis://127.0.0.1:{relay}\", key_file: certs/session.key }}\n"));
+
+    let started = Instant::now();
+    // Into a file: the report is megabytes, more than a pipe holds while we wait.
+    let report = env.path().join("report.json");
+    let mut child = std::process::Command::new(BIN)
+        .args(["report", "access", "--config", "routes.yaml", "--format", "json"])
+        .current_dir(env.path())
+        .stdout(std::fs::File::create(&report).unwrap())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Asking per identity would take 20k × 3 ms = a minute: give up well before.
+    let out = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(45);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    let (took, sent) = (started.elapsed(), writes.load(Ordering::Relaxed));
+    eprintln!("report over {n} identities through a 3 ms link: {sent} writes to Redis, {took:?}");
+    assert!(
+        out.status.success(),
+        "report failed after {took:?} and {sent} writes: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = std::fs::read(&report).unwrap();
+    let r: Value = serde_json::from_slice(&out).unwrap();
+    let accesses = r["accesses"].as_array().unwrap();
+    assert_eq!(accesses.len(), n, "every identity reported once");
+    let row = accesses.iter().find(|a| a["sub"] == "dev-wf:seed-777").unwrap();
+    assert_eq!((row["count"].as_u64(), row["username"].as_str()), (Some(777), Some("seed777@example.com")));
+    // Pages of 500: an SSCAN and a pipeline each (a pipeline may arrive in a few writes).
+    assert!(sent < 1_000, "{sent} writes to Redis for {n} identities (took {took:?})");
+    assert_eq!(
+        redis
+            .cmd(&["INFO", "commandstats"])
+            .lines()
+            .filter(|l| l.starts_with("cmdstat_keys:") || l.starts_with("cmdstat_smembers:"))
+            .count(),
+        0,
+        "never KEYS or the whole index at once"
+    );
+}
+
+#[tokio::test]
+async fn admin_endpoints_answer_bad_methods_paths_and_windows_clearly() {
+    let (_echo, env) = setup("");
+    let _gw = Gateway::start(&env);
+    let admin = env.admin();
+    let c = client();
+    // A known path asked with the wrong method: 405 naming the right one, and `Allow`.
+    for (method, path, allow) in [
+        (reqwest::Method::POST, "/metrics", "GET, HEAD"),
+        (reqwest::Method::PUT, "/healthz", "GET, HEAD"),
+        (reqwest::Method::DELETE, "/providers", "GET, HEAD"),
+        (reqwest::Method::POST, "/access", "GET, HEAD"),
+        (reqwest::Method::GET, "/sessions/revoke", "POST"),
+    ] {
+        let r = c.request(method.clone(), format!("{admin}{path}")).send().await.unwrap();
+        assert_eq!(r.status(), 405, "{method} {path}");
+        assert_eq!(r.headers()["allow"], allow, "{method} {path}");
+        let body: Value = r.json().await.unwrap();
+        assert!(body["detail"].as_str().unwrap().contains(path), "{body}");
+    }
+    // HEAD is a GET without the body (load balancers probe with it).
+    let r = c.head(format!("{admin}/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // An unknown path lists the real ones.
+    let r = c.get(format!("{admin}/metricz")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r.text().await.unwrap().contains("/metrics"));
+    // A window longer than time itself means "everything", not an overflow.
+    let r = c.get(format!("{admin}/access?since=500000000000y")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["since"], "1970-01-01T00:00:00Z", "{body}");
+    // A window that does not parse, and a missing sub, are 400s that say why.
+    let r = c.get(format!("{admin}/access?since=-5d")).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let r = c.post(format!("{admin}/sessions/revoke")).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+}

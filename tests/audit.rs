@@ -312,3 +312,62 @@ fn an_otlp_endpoint_without_the_feature_is_a_clear_load_error() {
     assert_eq!(code, 1);
     assert!(err.contains("tracing.otlp_endpoint") && err.contains("otlp"), "{err}");
 }
+
+/// Sends traffic with distinct request ids, then `signal` right after the last
+/// response, and checks that every answered request has its line once the process is
+/// gone (the writer drains every 20 ms: the last lines used to die with the process).
+async fn every_line_survives(signal: &str, concurrent: bool) {
+    let echo = Echo::start();
+    let env = TestEnv::new();
+    env.write_dev_provider("dev-wf", "workforce", "entra", "dev-idp-workforce.pem", "");
+    env.write_routes(&["dev-wf"], &routes(&echo, ""));
+    let mut gw = Gateway::start(&env);
+    let alice = env.mint("dev-wf", "alice", &[]);
+    let send = |id: String| {
+        let (url, token) = (format!("{}/x", env.proxy()), alice.clone());
+        async move {
+            let r = client().get(url).header("host", "hr.test").header("x-request-id", &id).bearer_auth(token);
+            let resp = r.send().await.ok()?;
+            (resp.status() == 200 && resp.bytes().await.is_ok()).then_some(id)
+        }
+    };
+    let mut answered = Vec::new();
+    for round in 0..10 {
+        let ids: Vec<String> = (0..20).map(|i| format!("{signal}-{round}-{i}")).collect();
+        if concurrent {
+            let tasks: Vec<_> = ids.into_iter().map(|id| tokio::spawn(send(id))).collect();
+            for t in tasks {
+                answered.extend(t.await.unwrap());
+            }
+        } else {
+            for id in ids {
+                answered.extend(send(id).await);
+            }
+        }
+    }
+    assert_eq!(answered.len(), 200, "every request answered before the signal");
+    // Give the last request's logging phase (it runs after the response) a moment.
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    gw.signal(signal);
+    let (status, log) =
+        tokio::task::spawn_blocking(move || (gw.wait_exit(Duration::from_secs(20)), gw.log())).await.unwrap();
+    assert!(status.is_some(), "the gateway did not exit on SIG{signal}:\n{log}");
+    let text = std::fs::read_to_string(env.path().join("audit.log")).unwrap();
+    let ids: std::collections::HashSet<String> = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("a broken line ({e}): {l}")))
+        .filter_map(|v| v["request_id"].as_str().map(String::from))
+        .collect();
+    let missing: Vec<&String> = answered.iter().filter(|id| !ids.contains(*id)).collect();
+    assert!(missing.is_empty(), "{} of 200 audit lines lost at SIG{signal}: {missing:?}\nlog:\n{log}", missing.len());
+}
+
+#[tokio::test]
+async fn every_audit_line_is_written_before_a_sigterm_exit() {
+    every_line_survives("TERM", true).await;
+}
+
+#[tokio::test]
+async fn every_audit_line_is_written_before_a_sigint_exit() {
+    every_line_survives("INT", false).await;
+}

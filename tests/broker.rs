@@ -197,7 +197,19 @@ async fn discovery_names_every_endpoint_and_capability() {
         assert!(d["grant_types_supported"].as_array().unwrap().contains(&Value::from(g)));
     }
     assert!(d["scopes_supported"].as_array().unwrap().contains(&Value::from("reports:read")));
-    assert!(d["claims_supported"].as_array().unwrap().contains(&Value::from("population")));
+    let claims = d["claims_supported"].as_array().unwrap();
+    for c in ["sub", "auth_time", "population", "provider_kind", "principal_type", "groups"] {
+        assert!(claims.contains(&Value::from(c)), "{c}");
+    }
+    assert_eq!(
+        d["revocation_endpoint_auth_methods_supported"],
+        serde_json::json!(["client_secret_basic", "client_secret_post", "none"]),
+        "public clients revoke too"
+    );
+    assert_eq!(
+        d["introspection_endpoint_auth_methods_supported"],
+        serde_json::json!(["client_secret_basic", "client_secret_post"])
+    );
     let jwks: Value = client().get(ep("/jwks")).send().await.unwrap().json().await.unwrap();
     assert_eq!(jwks["keys"][0]["alg"], "ES256");
     assert!(jwks["keys"][0]["kid"].as_str().is_some_and(|k| !k.is_empty()));
@@ -366,7 +378,11 @@ async fn prompt_login_and_max_age_reach_the_provider_even_without_a_session() {
         let login = agent.get(&req.url(&issuer())).await.redirect();
         assert_eq!(login.path(), "/.idfabric/login");
         let q = query_of(&login);
-        assert_eq!(q.get("prompt").map(String::as_str), Some("login"), "{k}={v}: a fresh sign-in, not silent SSO: {login}");
+        assert_eq!(
+            q.get("prompt").map(String::as_str),
+            Some("login"),
+            "{k}={v}: a fresh sign-in, not silent SSO: {login}"
+        );
         let provider = agent.get(login.as_str()).await.redirect();
         assert_eq!(query_of(&provider).get("prompt").map(String::as_str), Some("login"), "{provider}");
     }
@@ -592,10 +608,14 @@ async fn client_credentials_issue_service_tokens() {
     assert_eq!(at["provider"], "broker");
     let i = introspect(t["access_token"].as_str().unwrap()).await;
     assert_eq!((i["active"].as_bool(), i["client_id"].as_str()), (Some(true), Some("svc")));
-    // No user behind it: userinfo refuses with insufficient_scope.
-    let (s, h, _) = userinfo(t["access_token"].as_str().unwrap()).await;
-    assert_eq!(s, 403);
-    assert!(h["www-authenticate"].to_str().unwrap().contains("insufficient_scope"));
+    // No user behind it: userinfo refuses with insufficient_scope (RFC 6750 §3.1), in
+    // the challenge and in the body.
+    let (s, h, b) = userinfo(t["access_token"].as_str().unwrap()).await;
+    assert_eq!(s, 403, "{b}");
+    let challenge = h["www-authenticate"].to_str().unwrap();
+    assert!(challenge.starts_with("Bearer") && challenge.contains("error=\"insufficient_scope\""), "{challenge}");
+    assert!(challenge.contains("scope=\"openid\""), "{challenge}");
+    assert_eq!(error_of(&b), "insufficient_scope", "{b}");
     // Default scope: the client's own scopes.
     let (_, _, b) = post_form(&ep("/token"), &[("grant_type", "client_credentials")], Some(("svc", SVC_SECRET))).await;
     assert_eq!(json_of(&b)["scope"], "reports:read reports:write");
@@ -695,7 +715,10 @@ async fn logout_without_proof_of_the_user_asks_before_ending_the_session() {
     let at = t["access_token"].as_str().unwrap();
     // A cross-site link (no id_token_hint): a confirmation page, nothing ended.
     let r = agent
-        .get(&format!("{}/logout?client_id=portal&post_logout_redirect_uri=http%3A%2F%2Frp.test%2Fbye&state=s-2", issuer()))
+        .get(&format!(
+            "{}/logout?client_id=portal&post_logout_redirect_uri=http%3A%2F%2Frp.test%2Fbye&state=s-2",
+            issuer()
+        ))
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.is_html() && r.raw_location().is_none() && r.body.contains("Sign out?"), "{}", r.body);
@@ -903,15 +926,279 @@ async fn userinfo_refuses_tampered_foreign_and_missing_tokens() {
     );
     // The ID token is not an access token; a dev provider token is not the broker's.
     let dev = fx().env.mint("wf", "alice", &[]);
-    for token in [forged.as_str(), t["id_token"].as_str().unwrap(), dev.as_str(), "garbage"] {
+    // Each refusal names its reason (a fixed sentence; never the token).
+    for (token, why) in [
+        (forged.as_str(), "not signed by a key of this issuer"),
+        (t["id_token"].as_str().unwrap(), "not of the expected type"),
+        (dev.as_str(), "not of the expected type"),
+        ("garbage", "not a well-formed JWT"),
+    ] {
         let (s, h, b) = userinfo(token).await;
         assert_eq!(s, 401, "{b}");
         let c = h["www-authenticate"].to_str().unwrap();
         assert!(c.starts_with("Bearer") && c.contains("error=\"invalid_token\""), "{c}");
+        assert!(c.contains(why) && json_of(&b)["error_description"].as_str().unwrap().contains(why), "{why}: {c} {b}");
+        assert!(!b.contains(token) && !c.contains(token));
     }
     let r = client().get(ep("/userinfo")).send().await.unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(r.headers()["www-authenticate"], "Bearer realm=\"idfabric-broker\"", "no error code without a token");
+}
+
+// --- The parked request's browser binding ----------------------------------------------
+
+/// The `Set-Cookie` of the binding cookie in `r` (name prefix `prefix`).
+fn btx_cookie(r: &Resp, prefix: &str) -> Option<String> {
+    r.set_cookies().into_iter().find(|c| c.starts_with(prefix))
+}
+
+/// `(name, value)` of a `Set-Cookie`.
+fn cookie_pair(set_cookie: &str) -> (String, String) {
+    let (k, v) = set_cookie.split(';').next().unwrap().split_once('=').unwrap();
+    (k.to_string(), v.to_string())
+}
+
+fn clears(r: &Resp, name: &str) -> bool {
+    r.set_cookie(name).is_some_and(|c| c.contains("Max-Age=0"))
+}
+
+#[tokio::test]
+async fn the_browser_binding_is_a_random_nonce_checked_on_resume_and_cleared_on_every_outcome() {
+    let agent = Agent::browser();
+    let req = AuthzReq::new("portal", PORTAL_CB);
+    let first = agent.get(&req.url(&issuer())).await;
+    let login = first.redirect();
+    let set = btx_cookie(&first, "idfabric_btx_").expect("a binding cookie");
+    let (name, nonce) = cookie_pair(&set);
+    assert!(nonce != "1" && nonce.len() >= 43, "a random nonce, not a flag: {set}");
+    for attr in ["Path=/", "HttpOnly", "SameSite=Lax", "Max-Age=600"] {
+        assert!(set.contains(attr), "{attr}: {set}");
+    }
+    assert!(
+        !set.contains("Domain") && !set.contains("Secure"),
+        "host-only; plain-HTTP loopback like the session cookie: {set}"
+    );
+    let rd = query_of(&login)["rd"].clone();
+    let resume = format!("http://127.0.0.1:{}{rd}", fx().env.http_port);
+
+    // Another browser with a cookie of the right name but not the nonce: refused, its
+    // cookie cleared, and the real browser's request is not used up by the attempt.
+    for forged in ["1", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"] {
+        let stranger = Agent::browser();
+        stranger.set("127.0.0.1", &name, forged);
+        let r = stranger.get(&resume).await;
+        assert_eq!(r.status, 400, "{forged}: {}", r.body);
+        assert!(r.raw_location().is_none() && r.body.contains("started elsewhere"), "{}", r.body);
+        assert!(clears(&r, &name), "{:?}", r.set_cookies());
+    }
+    // Success: the real browser signs in and gets its code; the cookie is cleared.
+    let back = follow(&agent, login.as_str(), "alice").await;
+    assert!(callback_params(&back, &req, &issuer()).contains_key("code"), "{back}");
+    assert!(agent.cookie("127.0.0.1", &name).is_none(), "cleared after the code");
+
+    // An error outcome (the browser comes back without signing in): cleared too.
+    let quitter = Agent::browser();
+    let req = AuthzReq::new("portal", PORTAL_CB);
+    let first = quitter.get(&req.url(&issuer())).await;
+    let (name, _) = cookie_pair(&btx_cookie(&first, "idfabric_btx_").unwrap());
+    let rd = query_of(&first.redirect())["rd"].clone();
+    let r = quitter.get(&format!("http://127.0.0.1:{}{rd}", fx().env.http_port)).await;
+    assert_eq!(callback_params(&r.redirect(), &req, &issuer())["error"], "login_required");
+    assert!(clears(&r, &name), "{:?}", r.set_cookies());
+
+    // Expired or unknown request: the page, and the cookie cleared.
+    let late = Agent::browser();
+    let txn = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldY";
+    let name = format!("idfabric_btx_{}", &txn[..16]);
+    late.set("127.0.0.1", &name, &"n".repeat(43));
+    let r = late.get(&ep(&format!("/authorize/resume?txn={txn}&client_id=portal"))).await;
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("expired"), "{}", r.body);
+    assert!(clears(&r, &name), "{:?}", r.set_cookies());
+
+    // A resume id that is not ours (non-ASCII, too long, a cookie attribute) is a page,
+    // not a crash, and names no cookie.
+    for txn in ["aaaaaaaaaaaaaaa%E2%82%AC", "x%3B%20Domain%3Devil.test", &"a".repeat(200)] {
+        let r = late.get(&ep(&format!("/authorize/resume?txn={txn}"))).await;
+        assert_eq!(r.status, 400, "{txn}: {}", r.body);
+        assert!(r.set_cookies().is_empty(), "{:?}", r.set_cookies());
+    }
+}
+
+#[tokio::test]
+async fn over_tls_the_binding_cookie_is_host_prefixed_and_secure() {
+    let env = TestEnv::new();
+    env.write_dev_provider("wf", "workforce", "entra", "dev-idp-workforce.pem", "client_id: wf-client\n");
+    let https = free_port();
+    env.write(
+        "routes.yaml",
+        &format!(
+            "listen: {{ https: {{ addr: 127.0.0.1:{https}, cert: certs/dev-tls.crt, key: certs/dev-tls.key }}, http: 127.0.0.1:{http} }}\n\
+             admin: 127.0.0.1:{admin}\nproviders: [wf]\nsession: {{ store: memory }}\n\
+             broker:\n  issuer: https://127.0.0.1:{https}/broker\n  signing_key: certs/broker-signing.pem\n  clients:\n\
+             \x20   - {{ client_id: portal, client_secret: \"{PORTAL_SECRET}\", redirect_uris: [\"{PORTAL_CB}\"] }}\n\
+             routes: []\n",
+            http = env.http_port,
+            admin = env.admin_port,
+        ),
+    );
+    let _gw = Gateway::start(&env);
+    let tls = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .danger_accept_invalid_certs(true)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let issuer = format!("https://127.0.0.1:{https}/broker");
+    let req = AuthzReq::new("portal", PORTAL_CB);
+    let r = tls.get(req.url(&issuer)).header("accept", "text/html").send().await.unwrap();
+    assert_eq!(r.status(), 302);
+    let set: Vec<String> = r.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_string()).collect();
+    let bind = set.iter().find(|c| c.contains("idfabric_btx_")).unwrap_or_else(|| panic!("{set:?}"));
+    assert!(bind.starts_with("__Host-idfabric_btx_"), "{bind}");
+    for attr in ["Secure", "Path=/", "HttpOnly", "SameSite=Lax"] {
+        assert!(bind.contains(attr), "{attr}: {bind}");
+    }
+    assert!(!bind.contains("Domain"), "{bind}");
+    // The unprefixed name (which a sibling host could plant) does not resume it.
+    let (name, nonce) = cookie_pair(bind);
+    let rd = url::Url::parse(&format!("https://127.0.0.1:{https}"))
+        .unwrap()
+        .join(r.headers()["location"].to_str().unwrap())
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "rd")
+        .unwrap()
+        .1
+        .into_owned();
+    let planted = name.trim_start_matches("__Host-").to_string();
+    let r = tls
+        .get(format!("https://127.0.0.1:{https}{rd}"))
+        .header("cookie", format!("{planted}={nonce}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let cleared: Vec<String> =
+        r.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_string()).collect();
+    assert!(cleared.iter().any(|c| c.starts_with(&format!("{name}=;")) && c.contains("Max-Age=0")), "{cleared:?}");
+}
+
+// --- Single use under concurrency -------------------------------------------------------
+
+/// `n` identical token requests at once, spread over `urls` in turn (replicas); returns
+/// (status, the body of a 200 or the error_description) of each.
+async fn at_once(
+    urls: &[String],
+    form: &[(&str, &str)],
+    basic: (&'static str, &'static str),
+    n: usize,
+) -> Vec<(u16, String)> {
+    let form: Vec<(String, String)> = form.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let (url, form) = (urls[i % urls.len()].clone(), form.clone());
+            tokio::spawn(async move {
+                let f: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                let (s, _, b) = post_form(&url, &f, Some(basic)).await;
+                let d = if s == 200 { b } else { json_of(&b)["error_description"].as_str().unwrap_or_default().into() };
+                (s, d)
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+/// Exactly one 200; every other answer is a detected replay. Returns the winner's body.
+fn one_winner(answers: &[(u16, String)], replay: &str) -> Value {
+    let won = at_most_one_winner(answers, replay);
+    won.unwrap_or_else(|| panic!("no winner: {answers:?}"))
+}
+
+/// At most one 200, and every other request but the winner's is a detected replay (a
+/// refresh winner may itself find the family revoked by a loser and answer
+/// `invalid_grant`: then nobody gets tokens). Returns the winner's body, if any.
+fn at_most_one_winner(answers: &[(u16, String)], replay: &str) -> Option<Value> {
+    let winners: Vec<_> = answers.iter().filter(|(s, _)| *s == 200).collect();
+    assert!(winners.len() <= 1, "{answers:?}");
+    assert!(answers.iter().all(|(s, _)| *s == 200 || *s == 400), "{answers:?}");
+    let replays = answers.iter().filter(|(s, d)| *s == 400 && d.contains(replay)).count();
+    assert!(replays >= answers.len() - 1, "every loser is a replay that revokes the family: {answers:?}");
+    winners.first().map(|w| json_of(&w.1))
+}
+
+#[tokio::test]
+async fn ten_parallel_redemptions_of_one_code_or_one_refresh_token_succeed_once_and_revoke() {
+    let agent = Agent::browser();
+    let tok = [ep("/token")];
+    for _ in 0..3 {
+        let req = AuthzReq::new("portal", PORTAL_CB);
+        let code = code_for(&agent, &req, "alice").await;
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", PORTAL_CB),
+            ("code_verifier", req.verifier.as_str()),
+        ];
+        let t = one_winner(&at_once(&tok, &form, ("portal", PORTAL_SECRET), 10).await, "already used");
+        assert_eq!(
+            introspect(t["access_token"].as_str().unwrap()).await["active"],
+            false,
+            "the code's tokens are revoked"
+        );
+        let (s, b) = refresh(t["refresh_token"].as_str().unwrap(), ("portal", PORTAL_SECRET)).await;
+        assert_eq!((s, error_of(&b).as_str()), (400, "invalid_grant"));
+
+        let (_, t) = portal_tokens(&agent, "alice").await;
+        let form = [("grant_type", "refresh_token"), ("refresh_token", t["refresh_token"].as_str().unwrap())];
+        let won = at_most_one_winner(&at_once(&tok, &form, ("portal", PORTAL_SECRET), 10).await, "already used");
+        assert_eq!(introspect(t["access_token"].as_str().unwrap()).await["active"], false, "the family is revoked");
+        if let Some(t2) = won {
+            assert_eq!(introspect(t2["access_token"].as_str().unwrap()).await["active"], false, "with the winner's");
+            let (s, b) = refresh(t2["refresh_token"].as_str().unwrap(), ("portal", PORTAL_SECRET)).await;
+            assert_eq!((s, error_of(&b).as_str()), (400, "invalid_grant"), "{b}");
+        }
+    }
+}
+
+// --- Parameters in the URL --------------------------------------------------------------
+
+#[tokio::test]
+async fn post_endpoints_refuse_credentials_and_parameters_in_the_url_query() {
+    let body = [("grant_type", "client_credentials")];
+    // A secret in the query, even beside valid Basic credentials: refused, and not echoed.
+    let secret_in_url = format!("{}?client_id=svc&client_secret={SVC_SECRET}", ep("/token"));
+    let (s, h, b) = post_form(&secret_in_url, &body, Some(("svc", SVC_SECRET))).await;
+    assert_eq!((s, error_of(&b).as_str()), (400, "invalid_request"), "{b}");
+    assert!(json_of(&b)["error_description"].as_str().unwrap().contains("URL query"), "{b}");
+    assert!(!b.contains(SVC_SECRET) && h.get("www-authenticate").is_none());
+    let (s, _, b) = post_form(
+        &format!("{}?client_secret={SVC_SECRET}", ep("/token")),
+        &[("client_id", "svc"), ("grant_type", "client_credentials")],
+        None,
+    )
+    .await;
+    assert_eq!((s, error_of(&b).as_str()), (400, "invalid_request"), "{b}");
+    // Any other parameter in the query too (grant_type, token).
+    let (s, _, b) =
+        post_form(&format!("{}?grant_type=client_credentials", ep("/token")), &[], Some(("svc", SVC_SECRET))).await;
+    assert_eq!((s, error_of(&b).as_str()), (400, "invalid_request"), "{b}");
+    assert!(json_of(&b)["error_description"].as_str().unwrap().contains("POST form body"), "{b}");
+    for path in ["/introspect", "/revoke"] {
+        let (s, _, b) =
+            post_form(&format!("{}?token=abc", ep(path)), &[("token", "abc")], Some(("portal", PORTAL_SECRET))).await;
+        assert_eq!((s, error_of(&b).as_str()), (400, "invalid_request"), "{path}: {b}");
+    }
+    // The same request done right works.
+    let (s, _, b) = post_form(&ep("/token"), &body, Some(("svc", SVC_SECRET))).await;
+    assert_eq!(s, 200, "{b}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!fx().gw.log().contains(SVC_SECRET), "the secret reaches no log line");
 }
 
 // --- Observability and hygiene ---------------------------------------------------------
@@ -1060,6 +1347,50 @@ async fn two_replicas_share_codes_and_refresh_families_through_redis() {
     .await;
     assert_eq!((s, json_of(&body)["active"].as_bool()), (200, Some(false)));
 
+    // Ten redemptions of one code at once, alternating replicas: one wins (Redis SET NX),
+    // every other is a replay; the same for one refresh token. A few rounds, as the race
+    // window of a read-then-write implementation is narrow.
+    let both = [format!("{issuer_a}/token"), at_b("/token")];
+    let inactive = |at: String| async move {
+        let (s, _, body) = post_form(&at_b("/introspect"), &[("token", &at)], Some(("portal", PORTAL_SECRET))).await;
+        (s, json_of(&body)["active"].as_bool())
+    };
+    for _ in 0..8 {
+        let req = AuthzReq::new("portal", PORTAL_CB);
+        let back = follow(&agent, &req.url(&issuer_a), "alice").await;
+        let code = callback_params(&back, &req, &issuer_a)["code"].clone();
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", PORTAL_CB),
+            ("code_verifier", req.verifier.as_str()),
+        ];
+        let won = one_winner(&at_once(&both, &form, ("portal", PORTAL_SECRET), 10).await, "already used");
+        let at = won["access_token"].as_str().unwrap().to_string();
+        assert_eq!(inactive(at).await, (200, Some(false)), "revoked on every replica");
+        // A live family (one plain exchange), then its refresh token ten times at once.
+        let req = AuthzReq::new("portal", PORTAL_CB);
+        let back = follow(&agent, &req.url(&issuer_a), "alice").await;
+        let code = callback_params(&back, &req, &issuer_a)["code"].clone();
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", PORTAL_CB),
+            ("code_verifier", req.verifier.as_str()),
+        ];
+        let (s, _, body) = post_form(&both[1], &form, Some(("portal", PORTAL_SECRET))).await;
+        assert_eq!(s, 200, "{body}");
+        let first = json_of(&body);
+        let form = [("grant_type", "refresh_token"), ("refresh_token", first["refresh_token"].as_str().unwrap())];
+        let won = at_most_one_winner(&at_once(&both, &form, ("portal", PORTAL_SECRET), 10).await, "already used");
+        let at = first["access_token"].as_str().unwrap().to_string();
+        assert_eq!(inactive(at).await, (200, Some(false)), "the family is revoked on every replica");
+        if let Some(won) = won {
+            let at = won["access_token"].as_str().unwrap().to_string();
+            assert_eq!(inactive(at).await, (200, Some(false)), "with the winner's tokens");
+        }
+    }
+
     // A new family: rotated at B, reuse detected at A.
     let req = AuthzReq::new("portal", PORTAL_CB);
     let back = follow(&agent, &req.url(&issuer_a), "alice").await;
@@ -1089,6 +1420,48 @@ async fn two_replicas_share_codes_and_refresh_families_through_redis() {
     assert_eq!((s, error_of(&body).as_str()), (400, "invalid_grant"), "the family is revoked on every replica");
     let r = client().get(at_b("/userinfo")).bearer_auth(t2["access_token"].as_str().unwrap()).send().await.unwrap();
     assert_eq!(r.status(), 401);
+}
+
+#[tokio::test]
+async fn a_store_outage_is_503_not_an_invalid_token_an_inactive_token_or_a_false_sign_out() {
+    let mut redis = common::redis::RedisServer::start();
+    let env = TestEnv::new();
+    env.write_dev_provider(
+        "wf",
+        "workforce",
+        "entra",
+        "dev-idp-workforce.pem",
+        "client_id: wf-client\naudiences: [api://idfabric]\nusers:\n  - { name: alice, email: alice@corp.test, mfa: true }\n",
+    );
+    let issuer = format!("http://127.0.0.1:{}/broker", env.http_port);
+    env.write("routes.yaml", &replica_routes(&env, &redis.url(), &issuer));
+    let _gw = Gateway::start(&env);
+    let agent = Agent::browser();
+    let req = AuthzReq::new("portal", PORTAL_CB);
+    let back = follow(&agent, &req.url(&issuer), "alice").await;
+    let code = callback_params(&back, &req, &issuer)["code"].clone();
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", PORTAL_CB),
+        ("code_verifier", req.verifier.as_str()),
+    ];
+    let (s, _, body) = post_form(&format!("{issuer}/token"), &form, Some(("portal", PORTAL_SECRET))).await;
+    assert_eq!(s, 200, "{body}");
+    let t = json_of(&body);
+    let at = t["access_token"].as_str().unwrap();
+
+    redis.stop();
+    let r = client().get(format!("{issuer}/userinfo")).bearer_auth(at).send().await.unwrap();
+    assert_eq!(r.status(), 503, "the token may be good: not invalid_token");
+    assert_eq!(error_of(&r.text().await.unwrap()), "temporarily_unavailable");
+    let (s, _, b) = post_form(&format!("{issuer}/introspect"), &[("token", at)], Some(("portal", PORTAL_SECRET))).await;
+    assert_eq!((s, error_of(&b).as_str()), (503, "temporarily_unavailable"), "not a false inactive: {b}");
+    let hint = t["id_token"].as_str().unwrap();
+    let r = agent.get(&format!("{issuer}/logout?id_token_hint={hint}")).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.body.contains("not signed out"), "{}", r.body);
+    assert!(agent.cookie("127.0.0.1", SESSION).is_some(), "nothing claimed, nothing cleared");
 }
 
 // --- Signing algorithm ------------------------------------------------------------------

@@ -1,6 +1,8 @@
 //! Graceful binary upgrade (`serve --upgrade` + `SIGQUIT` to the old process): the new
 //! process takes over the listening sockets, a request in flight on the old process
-//! finishes, and traffic that keeps arriving during the handover loses nothing.
+//! finishes, and traffic that keeps arriving during the handover loses nothing, not
+//! even an audit line (both processes append to one file; the old one writes what it
+//! still holds before it exits).
 
 use crate::common;
 use common::*;
@@ -43,7 +45,7 @@ async fn upgrade_hands_the_sockets_over_without_losing_a_request() {
     );
     env.write_routes(&["dev-wf"], &routes);
     let mut text = std::fs::read_to_string(env.routes_path()).unwrap();
-    text.push_str(&format!("server: {{ upgrade_sock: {} }}\n", sock.display()));
+    text.push_str(&format!("server: {{ upgrade_sock: {} }}\naudit: {{ output: audit.log }}\n", sock.display()));
     env.write("routes.yaml", &text);
     let mut old = Gateway::start(&env);
     let token = env.mint("dev-wf", "alice", &[]);
@@ -52,15 +54,23 @@ async fn upgrade_hands_the_sockets_over_without_losing_a_request() {
     // Steady traffic on fresh connections (each request must be accepted by someone).
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let answered = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let mut workers = Vec::new();
-    for _ in 0..4 {
+    for w in 0..4 {
         let (stop, ok, failed, url, token) = (stop.clone(), ok.clone(), failed.clone(), url.clone(), token.clone());
+        let answered = answered.clone();
         workers.push(tokio::spawn(async move {
             let c = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(0).timeout(Duration::from_secs(10)).build().unwrap();
+            let mut n = 0;
             while !stop.load(Ordering::Relaxed) {
-                let r = c.get(&url).header("host", "a.test").bearer_auth(&token).send().await;
+                n += 1;
+                let id = format!("upgrade-{w}-{n}");
+                let r = c.get(&url).header("host", "a.test").header("x-request-id", &id).bearer_auth(&token).send().await;
                 match r.map(|r| r.status().as_u16()) {
-                    Ok(200) => ok.fetch_add(1, Ordering::Relaxed),
+                    Ok(200) => {
+                        answered.lock().unwrap().push(id);
+                        ok.fetch_add(1, Ordering::Relaxed)
+                    }
                     _ => failed.fetch_add(1, Ordering::Relaxed),
                 };
                 tokio::time::sleep(Duration::from_millis(5)).await;
@@ -71,7 +81,14 @@ async fn upgrade_hands_the_sockets_over_without_losing_a_request() {
     let in_flight = {
         let (url, token) = (url.clone(), token.clone());
         tokio::spawn(async move {
-            let r = client().get(&url).header("host", "slow.test").bearer_auth(&token).send().await.unwrap();
+            let r = client()
+                .get(&url)
+                .header("host", "slow.test")
+                .header("x-request-id", "upgrade-in-flight")
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap();
             (r.status().as_u16(), r.text().await.unwrap_or_default())
         })
     };
@@ -104,4 +121,23 @@ async fn upgrade_hands_the_sockets_over_without_losing_a_request() {
     assert_eq!(failed.load(Ordering::Relaxed), 0, "requests lost during the upgrade ({} ok)", ok.load(Ordering::Relaxed));
     assert!(ok.load(Ordering::Relaxed) > 100, "enough traffic crossed the upgrade");
     assert_eq!(blocking_status(&format!("{}/healthz", env.admin())).unwrap(), 200, "admin listener handed over too");
+
+    // One whole audit line per answered request, from whichever process answered it.
+    let mut want = answered.lock().unwrap().clone();
+    want.push("upgrade-in-flight".into());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(env.path().join("audit.log")).unwrap();
+        let ids: std::collections::HashSet<String> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("a broken line ({e}): {l}")))
+            .filter_map(|v| v["request_id"].as_str().map(String::from))
+            .collect();
+        let missing: Vec<&String> = want.iter().filter(|id| !ids.contains(*id)).collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{} of {} audit lines missing: {missing:?}", missing.len(), want.len());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

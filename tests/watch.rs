@@ -229,3 +229,102 @@ async fn a_rotated_broker_key_is_published_without_sighup() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn a_burst_of_saves_is_one_reload_of_the_last_and_a_file_written_in_pieces_is_not_read_half_way() {
+    let echo = Echo::start();
+    let env = TestEnv::new();
+    env.write_dev_provider("dev-wf", "workforce", "entra", "dev-idp-workforce.pem", "");
+    env.write_routes(&["dev-wf"], &route("a", "a.test", &echo.addr()));
+    let gw = Gateway::start(&env);
+    let token = env.mint("dev-wf", "alice", &[]);
+    let base = std::fs::read_to_string(env.routes_path()).unwrap();
+
+    // Ten complete saves 50 ms apart (well inside the 400 ms debounce): the last wins.
+    for i in 1..=10 {
+        std::fs::write(
+            env.routes_path(),
+            format!("{base}{}", route(&format!("r{i}"), &format!("r{i}.test"), &echo.addr())),
+        )
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eventually(&env, "r10.test", &token, 200).await;
+    assert_eq!(status(&env, "r9.test", &token).await, 404, "the last save wins");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Initial load + one (two when a slow test machine stalls past the debounce).
+    let ok = reloads(&env, "success").await;
+    assert!((2.0..=3.0).contains(&ok), "{ok} successful loads for one burst; log:\n{}", gw.log());
+    assert_eq!(reloads(&env, "failure").await, 0.0);
+
+    // Written in place in three pieces, 150 ms apart; the first piece alone would parse
+    // (route a only) and the second would not: neither is ever loaded.
+    let full = format!("{base}{}{}", route("b", "b.test", &echo.addr()), route("c", "c.test", &echo.addr()));
+    let cut1 = base.len();
+    let cut2 = cut1 + 20;
+    let before = reloads(&env, "success").await;
+    let mut f = std::fs::File::create(env.routes_path()).unwrap();
+    for piece in [&full[..cut1], &full[cut1..cut2], &full[cut2..]] {
+        f.write_all(piece.as_bytes()).unwrap();
+        f.flush().unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    drop(f);
+    eventually(&env, "c.test", &token, 200).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(reloads(&env, "failure").await, 0.0, "a half-written file was read; log:\n{}", gw.log());
+    assert_eq!(reloads(&env, "success").await, before + 1.0);
+    assert_eq!(status(&env, "b.test", &token).await, 200);
+    assert_eq!(status(&env, "r10.test", &token).await, 404);
+}
+
+/// The key ids the broker publishes.
+async fn broker_kids(env: &TestEnv) -> Vec<String> {
+    let v: serde_json::Value =
+        client().get(format!("{}/broker/jwks", env.proxy())).send().await.unwrap().json().await.unwrap();
+    v["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap().to_string()).collect()
+}
+
+/// Waits up to 10 s for the published key ids to pass `check`.
+async fn wait_kids(env: &TestEnv, gw: &Gateway, want: &str, check: impl Fn(&[String]) -> bool) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = broker_kids(env).await;
+        if check(&now) {
+            return now;
+        }
+        assert!(Instant::now() < deadline, "{want}: still {now:?}\n{}", gw.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_swapped_key_directory_is_followed() {
+    let echo = Echo::start();
+    let env = TestEnv::new();
+    // `certs` is a symlink to a versioned directory, swapped atomically (`ln -sfn` style).
+    std::fs::rename(env.path().join("certs"), env.path().join("certs-v1")).unwrap();
+    std::os::unix::fs::symlink("certs-v1", env.path().join("certs")).unwrap();
+    env.write_dev_provider("dev-wf", "workforce", "entra", "dev-idp-workforce.pem", "");
+    env.write_routes(&["dev-wf"], &route("a", "a.test", &echo.addr()));
+    let gw = Gateway::start(&env);
+    let v1 = broker_kids(&env).await;
+    assert_eq!(v1.len(), 1);
+
+    // A new key set in certs-v2, then the swap: the new broker key is published.
+    let (code, _, err) = env.run(&["keys", "generate", "--dir", "certs-v2"]);
+    assert_eq!(code, 0, "{err}");
+    let tmp = env.path().join("certs.tmp");
+    std::os::unix::fs::symlink("certs-v2", &tmp).unwrap();
+    std::fs::rename(&tmp, env.path().join("certs")).unwrap();
+    let old = v1[0].clone();
+    let v2 = wait_kids(&env, &gw, "the swapped directory's key", |k| k.len() == 1 && k[0] != old).await;
+
+    // The new directory is the one watched now: a rotation inside it is published too.
+    let (code, _, err) = env.run(&["keys", "rotate", "--config", "routes.yaml"]);
+    assert_eq!(code, 0, "{err}");
+    let prev = v2[0].clone();
+    wait_kids(&env, &gw, "the key rotated inside certs-v2", |k| k.len() == 2 && k.contains(&prev) && k[0] != prev)
+        .await;
+    assert!(env.path().join("certs-v2/broker-signing.pem").exists());
+}

@@ -10,7 +10,7 @@
 //! request is parked as a single-use transaction and the browser goes through
 //! `/.idfabric/login`, which returns to `/authorize/resume`.
 
-use super::grants::{AuthzRequest, CodeGrant, Grants};
+use super::grants::{AuthzRequest, CodeGrant, Grants, Unparked};
 use super::{clients, err, tokens, ErrorCode, OAuthError};
 use crate::config::{BrokerClientSpec, BrokerSpec};
 use crate::login::{self, pages};
@@ -27,10 +27,12 @@ pub fn on_broker_host(b: &BrokerSpec, host: &str) -> bool {
     normalise_host(host) == normalise_host(&issuer_host)
 }
 
-/// An error shown to the user on the broker itself.
+/// An error shown to the user on the broker itself: 503 when the store is down (try
+/// again), else 400.
 fn page(rt: &Runtime, req: &Request<'_>, title: &str, detail: &str, reason: &'static str) -> Reply {
     let theme = login::theme_for(rt, req.host, "/");
-    Reply::html(400, pages::error_page(&theme, 400, title, detail, None), reason)
+    let status = if reason == ErrorCode::TemporarilyUnavailable.as_str() { 503 } else { 400 };
+    Reply::html(status, pages::error_page(&theme, status, title, detail, None), reason)
 }
 
 /// Back to the client's (registered) redirect URI with `params`, `state` and `iss`.
@@ -68,47 +70,95 @@ fn back_err(b: &BrokerSpec, r: &AuthzRequest, e: OAuthError) -> Reply {
 }
 
 pub async fn authorize(rt: &Runtime, b: &BrokerSpec, req: &Request<'_>) -> Reply {
-    let p = match (req.method, super::params(req.query)) {
-        ("GET", Ok(p)) => p,
-        ("POST", Ok(q)) if q.is_empty() => match super::form(req) {
-            Ok(p) => p,
-            Err(e) => return page(rt, req, "Invalid sign-in request", e.description, e.code.as_str()),
-        },
-        (_, Err(e)) => return page(rt, req, "Invalid sign-in request", e.description, e.code.as_str()),
-        _ => return page(rt, req, "Invalid sign-in request", "use GET, or POST with a form body", "invalid_request"),
+    let p = match authorize_params(req) {
+        Ok(p) => p,
+        Err(e) => return page(rt, req, "Invalid sign-in request", e.description, e.code.as_str()),
     };
+    let (client, early) = match trusted_client(rt, b, req, &p) {
+        Ok(found) => found,
+        Err(refused) => return refused,
+    };
+    let r = match validate(client, &p, early.clone()) {
+        Ok(r) => r,
+        Err(e) => return back_err(b, &early, e),
+    };
+    let Some(sessions) = rt.sessions.clone() else {
+        return back_err(b, &r, err(ErrorCode::TemporarilyUnavailable, "sign-in is not configured"));
+    };
+    let prompt = prompt_values(&p);
+    let sid = req.cookie(&login::cookie_name(&rt.config.session.cookie, req.tls)).map(str::to_string);
+    let session = match current_session(rt, &sessions, sid.as_deref()).await {
+        Ok(s) => s,
+        Err(e) => return back_err(b, &r, e.into()),
+    };
+    let had_session = session.is_some();
+    let why = match standing(rt, client, &r, session, prompt.contains(&"login")) {
+        // Signed in well enough: issue the code now.
+        Standing::Ready(s) => return issue(rt, b, client, &r, sid.as_deref().unwrap_or_default(), *s).await,
+        Standing::Needs(why) => why,
+    };
+    if prompt.contains(&"none") {
+        return back_err(b, &r, why);
+    }
+    if let Err(e) = allowed_idp(rt, client, &p) {
+        return back_err(b, &r, e);
+    }
+    let fresh = needs_fresh(&prompt, &r, had_session, &why);
+    to_sign_in(b, req, &sessions, &p, AuthzRequest { fresh, ..r }).await
+}
+
+/// The request's parameters: the query of a GET, the form body of a POST (OpenID
+/// Connect Core §3.1.2.1 wants both); a POST with a query too is refused, so the
+/// parameters come from one place.
+fn authorize_params(req: &Request<'_>) -> Result<BTreeMap<String, String>, OAuthError> {
+    match (req.method, super::params(req.query)) {
+        ("GET", Ok(p)) => Ok(p),
+        ("POST", Ok(q)) if q.is_empty() => super::form(req),
+        (_, Err(e)) => Err(e),
+        _ => Err(err(ErrorCode::InvalidRequest, "use GET, or POST with a form body")),
+    }
+}
+
+/// The registered client and redirect URI of the request, on the broker's own host; the
+/// request as far as it can be trusted for error redirects. Until both are known every
+/// error is a page here (an unregistered URI may be an attacker's).
+fn trusted_client<'b>(
+    rt: &Runtime,
+    b: &'b BrokerSpec,
+    req: &Request<'_>,
+    p: &BTreeMap<String, String>,
+) -> Result<(&'b BrokerClientSpec, AuthzRequest), Reply> {
     let Some(client) = p.get("client_id").and_then(|c| clients::find(b, c)) else {
-        return page(
+        return Err(page(
             rt,
             req,
             "Unknown application",
             "The application that sent you here is not registered with this sign-in service.",
             "invalid_client",
-        );
+        ));
     };
     let Some(redirect_uri) = p.get("redirect_uri").filter(|u| client.redirect_uris.contains(u)) else {
-        return page(
+        return Err(page(
             rt,
             req,
             "Invalid return address",
             "The application asked to return to an address it has not registered, so you were not sent there.",
             "invalid_request",
-        );
+        ));
     };
     if !on_broker_host(b, req.host) {
-        return page(
+        return Err(page(
             rt,
             req,
             "Wrong address",
             "Sign-in requests must use the sign-in service's own address.",
             "invalid_request",
-        );
+        ));
     }
-    let state = p.get("state").cloned();
     let early = AuthzRequest {
         client_id: client.client_id.clone(),
         redirect_uri: redirect_uri.clone(),
-        state,
+        state: p.get("state").cloned(),
         nonce: None,
         scope: Vec::new(),
         code_challenge: None,
@@ -116,50 +166,68 @@ pub async fn authorize(rt: &Runtime, b: &BrokerSpec, req: &Request<'_>) -> Reply
         mfa: false,
         fresh: false,
         created_at: now_secs(),
+        browser: String::new(),
     };
-    let r = match validate(client, &p, early.clone()) {
-        Ok(r) => r,
-        Err(e) => return back_err(b, &early, e),
-    };
-    let prompt: Vec<&str> = p.get("prompt").map(|v| v.split(' ').collect()).unwrap_or_default();
-    let none = prompt.contains(&"none");
-    let Some(sessions) = rt.sessions.clone() else {
-        return back_err(b, &r, err(ErrorCode::TemporarilyUnavailable, "sign-in is not configured"));
-    };
-    let sid = req.cookie(&login::cookie_name(&rt.config.session.cookie, req.tls)).map(str::to_string);
-    let session = match &sid {
-        Some(id) => match login::session_for(rt, &sessions, id).await {
-            Ok(s) => s,
-            Err(e) => return back_err(b, &r, e.into()),
-        },
-        None => None,
-    };
-    let had_session = session.is_some();
-    let why = match session {
-        None => err(ErrorCode::LoginRequired, "the user is not signed in"),
-        Some(_) if prompt.contains(&"login") => err(ErrorCode::LoginRequired, "prompt=login asks for a new sign-in"),
-        Some(s) => match unmet(rt, client, &r, &s, false) {
-            // Signed in well enough: issue the code now.
-            Ok(()) => return issue(rt, b, client, &r, sid.as_deref().unwrap_or_default(), s).await,
-            Err(e) => e,
-        },
-    };
-    if none {
-        return back_err(b, &r, why);
+    Ok((client, early))
+}
+
+/// The space-separated `prompt` values.
+fn prompt_values(p: &BTreeMap<String, String>) -> Vec<&str> {
+    p.get("prompt").map(|v| v.split(' ').collect()).unwrap_or_default()
+}
+
+/// The browser's idfabric session on this host, through sign-in's loader.
+async fn current_session(
+    rt: &Runtime,
+    sessions: &crate::session::Sessions,
+    sid: Option<&str>,
+) -> Result<Option<Session>, crate::session::StoreError> {
+    match sid {
+        Some(id) => login::session_for(rt, sessions, id).await,
+        None => Ok(None),
     }
-    if let Some(idp) = p.get("idp") {
-        if !clients::allows_provider(rt, client, idp) {
-            return back_err(b, &r, err(ErrorCode::InvalidRequest, "idp names no provider this client may use"));
+}
+
+/// Whether the browser's session can have a code now, and if not why.
+enum Standing {
+    Ready(Box<Session>),
+    Needs(OAuthError),
+}
+
+fn standing(
+    rt: &Runtime,
+    client: &BrokerClientSpec,
+    r: &AuthzRequest,
+    session: Option<Session>,
+    prompt_login: bool,
+) -> Standing {
+    match session {
+        None => Standing::Needs(err(ErrorCode::LoginRequired, "the user is not signed in")),
+        Some(_) if prompt_login => {
+            Standing::Needs(err(ErrorCode::LoginRequired, "prompt=login asks for a new sign-in"))
         }
+        Some(s) => match unmet(rt, client, r, &s, false) {
+            Ok(()) => Standing::Ready(Box::new(s)),
+            Err(e) => Standing::Needs(e),
+        },
     }
-    let mut r = r;
-    // A new authentication is asked of the provider for `prompt=login` and `max_age`
-    // (its single sign-on could otherwise answer silently with an old one) and when an
-    // existing session was too old; a first sign-in keeps the provider's SSO.
-    r.fresh = prompt.contains(&"login")
-        || r.max_age.is_some()
-        || (had_session && why.code == ErrorCode::LoginRequired);
-    to_sign_in(b, req, &sessions, &p, r).await
+}
+
+/// An `idp` hint must name a provider this client may use.
+fn allowed_idp(rt: &Runtime, client: &BrokerClientSpec, p: &BTreeMap<String, String>) -> Result<(), OAuthError> {
+    match p.get("idp") {
+        Some(idp) if !clients::allows_provider(rt, client, idp) => {
+            Err(err(ErrorCode::InvalidRequest, "idp names no provider this client may use"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A new authentication is asked of the provider for `prompt=login` and `max_age`
+/// (its single sign-on could otherwise answer silently with an old one) and when an
+/// existing session was too old; a first sign-in keeps the provider's SSO.
+fn needs_fresh(prompt: &[&str], r: &AuthzRequest, had_session: bool, why: &OAuthError) -> bool {
+    prompt.contains(&"login") || r.max_age.is_some() || (had_session && why.code == ErrorCode::LoginRequired)
 }
 
 /// Parks the request and sends the browser to `/.idfabric/login`, which returns to
@@ -172,8 +240,11 @@ async fn to_sign_in(
     p: &BTreeMap<String, String>,
     r: AuthzRequest,
 ) -> Reply {
-    let txn = random(24);
-    if let Err(e) = (Grants { store: &*sessions.store, family_ttl: family_ttl(b) }).park(&txn, &r).await {
+    let txn = random(TXN_BYTES);
+    // The parked request belongs to this browser: a random nonce in a host-only cookie,
+    // kept with the request as a digest, must come back on resume.
+    let nonce = random(32);
+    if let Err(e) = (Grants { store: &*sessions.store, family_ttl: family_ttl(b) }).park(&txn, &r, &nonce).await {
         return back_err(b, &r, e.into());
     }
     let rd = format!("{}/authorize/resume?txn={txn}&client_id={}", b.path, urlencode(&r.client_id));
@@ -191,14 +262,24 @@ async fn to_sign_in(
     if r.fresh {
         q.append_pair("prompt", "login");
     }
-    // The parked request belongs to this browser: resuming it elsewhere is refused.
-    let bind = web::cookie(&txn_cookie(&txn), "1", Some(grants_ttl_secs()), req.tls);
+    let bind = web::cookie(&txn_cookie(&txn, req.tls), &nonce, Some(grants_ttl_secs()), req.tls);
     Reply::redirect(&format!("/.idfabric/login?{}", q.finish()), "ok").with_cookie(bind)
 }
 
-/// The cookie that binds a parked request to the browser that started it.
-fn txn_cookie(txn: &str) -> String {
-    format!("idfabric_btx_{}", &txn[..txn.len().min(16)])
+/// Random bytes of a parked request's id (32 base64url characters).
+const TXN_BYTES: usize = 24;
+
+/// A `txn` parameter that could be one of ours (anything else names no cookie).
+fn plausible_txn(txn: &str) -> bool {
+    txn.len() == TXN_BYTES / 3 * 4 && txn.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The cookie that binds a parked request to the browser that started it: one per
+/// request (two tabs may sign in at once), named after the id's first 16 characters,
+/// `__Host-` prefixed over TLS like the session cookie (Secure, `Path=/`, no `Domain`:
+/// a sibling subdomain cannot plant it). Only called with a [`plausible_txn`].
+fn txn_cookie(txn: &str, tls: bool) -> String {
+    login::cookie_name(&format!("idfabric_btx_{}", &txn[..16]), tls)
 }
 
 fn grants_ttl_secs() -> i64 {
@@ -324,59 +405,90 @@ fn unmet(
     Ok(())
 }
 
-/// After sign-in: finishes the parked request.
+/// After sign-in: finishes the parked request. The binding cookie is cleared whatever
+/// the outcome (code, error redirect, error page).
 pub async fn resume(rt: &Runtime, b: &BrokerSpec, req: &Request<'_>) -> Reply {
+    let txn = req.param("txn").unwrap_or_default();
+    let reply = finish(rt, b, req, &txn).await;
+    if !plausible_txn(&txn) {
+        return reply; // no cookie of ours can have a name made from it
+    }
+    reply.with_cookie(web::cookie(&txn_cookie(&txn, req.tls), "", Some(0), req.tls))
+}
+
+async fn finish(rt: &Runtime, b: &BrokerSpec, req: &Request<'_>, txn: &str) -> Reply {
     let Some(sessions) = rt.sessions.clone() else {
         return page(rt, req, "Sign-in unavailable", "This gateway has no session store.", "temporarily_unavailable");
     };
-    let grants = Grants { store: &*sessions.store, family_ttl: family_ttl(b) };
-    let txn = req.param("txn").unwrap_or_default();
-    if txn.is_empty() || req.cookie(&txn_cookie(&txn)).is_none() {
-        return page(
+    let r = match parked(rt, b, req, &sessions, txn).await {
+        Ok(r) => r,
+        Err(refused) => return refused,
+    };
+    let Some(client) = clients::find(b, &r.client_id).filter(|c| c.redirect_uris.contains(&r.redirect_uri)) else {
+        return page(rt, req, "Unknown application", "The application is no longer registered.", "invalid_client");
+    };
+    let (sid, s) = match signed_in(rt, req, &sessions).await {
+        Ok(found) => found,
+        Err(e) => return back_err(b, &r, e),
+    };
+    if let Err(e) = unmet(rt, client, &r, &s, true) {
+        return back_err(b, &r, e);
+    }
+    issue(rt, b, client, &r, &sid, s).await
+}
+
+/// The parked request `txn`, for this browser only (its binding cookie's nonce).
+async fn parked(
+    rt: &Runtime,
+    b: &BrokerSpec,
+    req: &Request<'_>,
+    sessions: &crate::session::Sessions,
+    txn: &str,
+) -> Result<AuthzRequest, Reply> {
+    let elsewhere = || {
+        page(
             rt,
             req,
             "This sign-in was started elsewhere",
             "Return to the application and start again in this browser.",
             "invalid_request",
-        );
+        )
+    };
+    let nonce = if plausible_txn(txn) { req.cookie(&txn_cookie(txn, req.tls)) } else { None };
+    let Some(nonce) = nonce.filter(|n| !n.is_empty()) else { return Err(elsewhere()) };
+    let grants = Grants { store: &*sessions.store, family_ttl: family_ttl(b) };
+    match grants.unpark(txn, nonce).await {
+        Ok(Unparked::Live(r)) => Ok(*r),
+        Ok(Unparked::Foreign) => Err(elsewhere()),
+        Ok(Unparked::Expired) => Err(page(
+            rt,
+            req,
+            "This sign-in has expired",
+            "The sign-in link was already used or is too old. Return to the application and start again.",
+            "invalid_request",
+        )),
+        Err(_) => Err(page(
+            rt,
+            req,
+            "Sign-in unavailable",
+            "The session service cannot be reached. Please try again in a moment.",
+            "temporarily_unavailable",
+        )),
     }
-    let clear = web::cookie(&txn_cookie(&txn), "", Some(0), req.tls);
-    let r = match grants.unpark(&txn).await {
-        Ok(Some(r)) => r,
-        Ok(None) => {
-            return page(
-                rt,
-                req,
-                "This sign-in has expired",
-                "The sign-in link was already used or is too old. Return to the application and start again.",
-                "invalid_request",
-            )
-        }
-        Err(_) => {
-            return page(
-                rt,
-                req,
-                "Sign-in unavailable",
-                "The session service cannot be reached. Please try again in a moment.",
-                "temporarily_unavailable",
-            )
-        }
-    };
-    let Some(client) = clients::find(b, &r.client_id).filter(|c| c.redirect_uris.contains(&r.redirect_uri)) else {
-        return page(rt, req, "Unknown application", "The application is no longer registered.", "invalid_client");
-    };
-    let Some(sid) = req.cookie(&login::cookie_name(&rt.config.session.cookie, req.tls)).map(str::to_string) else {
-        return back_err(b, &r, err(ErrorCode::LoginRequired, "the sign-in did not complete"));
-    };
-    let s = match login::session_for(rt, &sessions, &sid).await {
-        Ok(Some(s)) => s,
-        Ok(None) => return back_err(b, &r, err(ErrorCode::LoginRequired, "the sign-in did not complete")),
-        Err(e) => return back_err(b, &r, e.into()),
-    };
-    if let Err(e) = unmet(rt, client, &r, &s, true) {
-        return back_err(b, &r, e).with_cookie(clear);
+}
+
+/// The session the sign-in left in this browser.
+async fn signed_in(
+    rt: &Runtime,
+    req: &Request<'_>,
+    sessions: &crate::session::Sessions,
+) -> Result<(String, Session), OAuthError> {
+    let not_done = || err(ErrorCode::LoginRequired, "the sign-in did not complete");
+    let sid = req.cookie(&login::cookie_name(&rt.config.session.cookie, req.tls)).ok_or_else(not_done)?;
+    match login::session_for(rt, sessions, sid).await? {
+        Some(s) => Ok((sid.to_string(), s)),
+        None => Err(not_done()),
     }
-    issue(rt, b, client, &r, &sid, s).await.with_cookie(clear)
 }
 
 /// Stores a code for this sign-in and sends it to the client.

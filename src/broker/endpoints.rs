@@ -43,7 +43,7 @@ fn bearer(req: &Request<'_>) -> Result<String, OAuthError> {
 /// A verified, unrevoked access token of this broker.
 async fn live_access(rt: &Runtime, b: &BrokerSpec, token: &str) -> Result<Map<String, Value>, OAuthError> {
     let m = rt.minter.as_ref().ok_or(err(ErrorCode::ServerError, "the broker has no key"))?;
-    let c = tokens::verify(m, b, token, Kind::Access).map_err(|d| err(ErrorCode::InvalidToken, d))?;
+    let c = tokens::verify(m, b, token, Kind::Access).map_err(|e| err(ErrorCode::InvalidToken, e.description()))?;
     let family = c.get("sid").and_then(Value::as_str).unwrap_or_default();
     if grants(rt, b)?.is_revoked(family).await? {
         return Err(err(ErrorCode::InvalidToken, "the access token has been revoked"));
@@ -59,24 +59,17 @@ pub async fn userinfo(rt: &Runtime, b: &BrokerSpec, req: &Request<'_>) -> Reply 
         Ok(t) => live_access(rt, b, &t).await,
         Err(e) => Err(e),
     };
+    // A store outage stays a 503 (the token may well be good), not an `invalid_token`
+    // that would make the client throw its tokens away.
     let c = match claims {
         Ok(c) => c,
-        Err(e) if e.code == ErrorCode::InvalidRequest => return error_reply(e, Challenge::Bearer),
-        Err(e) => return error_reply(OAuthError { code: ErrorCode::InvalidToken, ..e }, Challenge::Bearer),
+        Err(e) => return error_reply(e, Challenge::Bearer),
     };
     let scope: Vec<&str> = c.get("scope").and_then(Value::as_str).unwrap_or("").split(' ').collect();
     if !scope.contains(&"openid") {
-        // Service tokens (client credentials) describe no user.
-        let mut r =
-            error_reply(err(ErrorCode::InvalidToken, "the access token was not issued for openid"), Challenge::Bearer);
-        r.status = 403;
-        r.headers.retain(|(k, _)| *k != "www-authenticate");
-        r.headers.push((
-            "www-authenticate",
-            "Bearer realm=\"idfabric-broker\", error=\"insufficient_scope\", scope=\"openid\"".into(),
-        ));
-        r.reason = "insufficient_scope";
-        return r;
+        // Service tokens (client credentials) describe no user (RFC 6750 §3.1).
+        let e = err(ErrorCode::InsufficientScope, "the access token was not issued for the openid scope");
+        return error_reply(e, Challenge::Bearer);
     }
     let mut out = Map::new();
     let copy = ["sub", "acr", "amr"].iter().chain(tokens::NORMALISED_CLAIMS);
@@ -123,12 +116,18 @@ pub async fn introspect(rt: &Runtime, b: &BrokerSpec, req: &Request<'_>) -> Repl
 }
 
 async fn introspection(rt: &Runtime, b: &BrokerSpec, req: &Request<'_>) -> Result<Value, OAuthError> {
+    super::no_query(req)?;
     let form = super::form(req)?;
     let client = confidential(b, req, &form).await?;
     let token = form.get("token").ok_or(err(ErrorCode::InvalidRequest, "token is missing"))?;
     let inactive = json!({"active": false});
     if token.contains('.') {
-        let Ok(c) = live_access(rt, b, token).await else { return Ok(inactive) };
+        // Not a live token of ours: inactive. The store being down is not an answer.
+        let c = match live_access(rt, b, token).await {
+            Ok(c) => c,
+            Err(e) if e.code == ErrorCode::InvalidToken => return Ok(inactive),
+            Err(e) => return Err(e),
+        };
         let mut out = json!({"active": true, "token_type": "Bearer"});
         for k in [
             "scope",
@@ -181,6 +180,7 @@ pub async fn revoke(rt: &Runtime, b: &BrokerSpec, req: &Request<'_>) -> Reply {
 }
 
 async fn revocation(rt: &Runtime, b: &BrokerSpec, req: &Request<'_>) -> Result<(), OAuthError> {
+    super::no_query(req)?;
     let form = super::form(req)?;
     let (client, _) = clients::authenticate(b, req, &form).await?;
     let token = form.get("token").ok_or(err(ErrorCode::InvalidRequest, "token is missing"))?;
@@ -215,91 +215,173 @@ async fn revocation(rt: &Runtime, b: &BrokerSpec, req: &Request<'_>) -> Result<(
 /// `post_logout_redirect_uri` (else shows the signed-out page).
 pub async fn logout(rt: &Runtime, b: &BrokerSpec, req: &Request<'_>) -> Reply {
     let theme = login::theme_for(rt, req.host, "/");
-    let fail = |detail: &str| {
-        Reply::html(
-            400,
-            pages::error_page(&theme, 400, "Sign-out request not accepted", detail, None),
-            "invalid_request",
-        )
+    let p = match logout_params(req) {
+        Ok(p) => p,
+        Err(detail) => return logout_refused(&theme, detail),
     };
-    let p = match (req.method, super::params(req.query)) {
-        ("POST", Ok(q)) if q.is_empty() => match super::form(req) {
-            Ok(p) => p,
-            Err(e) => return fail(e.description),
-        },
-        (_, Ok(p)) => p,
-        (_, Err(e)) => return fail(e.description),
+    let hint = match id_token_hint(rt, b, &p) {
+        Ok(h) => h,
+        Err(detail) => return logout_refused(&theme, detail),
     };
-    let (hint_client, hint_sub) = match p.get("id_token_hint") {
-        None => (None, None),
-        Some(h) => match rt.minter.as_ref().map(|m| tokens::verify(m, b, h, Kind::Id)) {
-            Some(Ok(c)) => {
-                let claim = |k: &str| c.get(k).and_then(Value::as_str).map(str::to_string);
-                (claim("aud"), claim("sub"))
-            }
-            _ => return fail("The sign-out request carries an ID token this service did not issue."),
-        },
-    };
-    let client_id = match (hint_client, p.get("client_id")) {
-        (Some(h), Some(c)) if h != *c => return fail("client_id does not match the ID token."),
+    let client_id = match (hint.client, p.get("client_id")) {
+        (Some(h), Some(c)) if h != *c => return logout_refused(&theme, "client_id does not match the ID token."),
         (Some(h), _) => Some(h),
         (None, c) => c.cloned(),
     };
     let client = client_id.as_deref().and_then(|c| clients::find(b, c));
-    let target =
-        p.get("post_logout_redirect_uri").filter(|u| client.is_some_and(|c| c.post_logout_redirect_uris.contains(u)));
-    // End the session on this host (only the broker's own host holds broker sign-ins).
-    let name = login::cookie_name(&rt.config.session.cookie, req.tls);
-    let mut clear = None;
-    if let (Some(sid), Some(sessions), true) = (req.cookie(&name), rt.sessions.as_ref(), on_broker_host(b, req.host)) {
-        let sid = sid.to_string();
-        // Only the signed-in user's own app (an ID token hint for this user) or the user
-        // (a POSTed confirmation: SameSite=Lax keeps the cookie off cross-site POSTs)
-        // may end the session; anything else is asked first.
-        let current = sessions.load(&sid).await.ok().flatten().map(|s| s.identity.sub);
-        let proven = current.is_some() && hint_sub.is_some() && hint_sub == current;
-        let confirmed = req.method == "POST" && p.get("confirm").is_some_and(|v| v == "1");
-        if current.is_some() && !proven && !confirmed {
-            let keep: Vec<(&str, &str)> = ["client_id", "post_logout_redirect_uri", "state"]
-                .iter()
-                .filter_map(|k| p.get(*k).map(|v| (*k, v.as_str())))
-                .chain(client_id.as_deref().filter(|_| !p.contains_key("client_id")).map(|c| ("client_id", c)))
-                .collect();
-            return Reply::html(200, pages::logout_confirm_page(&theme, &format!("{}/logout", b.path), &keep), "confirm");
-        }
-        if let Ok(Some(_)) = sessions.destroy(&sid).await {
-            metrics().sessions_active.dec();
-        }
-        if let Ok(g) = grants(rt, b) {
-            if let Err(e) = g.revoke_session(&sid).await {
-                tracing::warn!(error = %e, "broker logout: token families not revoked");
-            }
-        }
-        clear = Some(web::cookie(&name, "", Some(0), req.tls));
-    }
+    let clear = match end_session(rt, b, req, &p, hint.sub.as_deref()).await {
+        Ending::NotSignedIn => None,
+        Ending::Ended(cookie) => Some(cookie),
+        Ending::AskFirst => return confirm_page(&theme, b, &p, client_id.as_deref()),
+        Ending::Unavailable => return logout_unavailable(&theme),
+    };
     tracing::info!(
         endpoint = "logout",
         client_id = client.map(|c| c.client_id.as_str()).unwrap_or("-"),
         "broker logout"
     );
-    let reply = match target {
-        Some(u) => match url::Url::parse(u) {
-            Ok(mut u) => {
-                if let Some(s) = p.get("state") {
-                    u.query_pairs_mut().append_pair("state", s);
-                }
-                Reply::redirect(u.as_str(), "ok")
-            }
-            Err(_) => Reply::html(200, pages::logged_out_page(&theme, "/.idfabric/login"), "ok"),
-        },
-        // Unregistered (or no) return address: never redirect there.
-        None => {
-            let reason = if p.contains_key("post_logout_redirect_uri") { "invalid_request" } else { "ok" };
-            Reply::html(200, pages::logged_out_page(&theme, "/.idfabric/login"), reason)
-        }
-    };
+    let target =
+        p.get("post_logout_redirect_uri").filter(|u| client.is_some_and(|c| c.post_logout_redirect_uris.contains(u)));
+    let reply = after_logout(&theme, &p, target);
     match clear {
         Some(c) => reply.with_cookie(c),
         None => reply,
+    }
+}
+
+/// A refused sign-out request: an error page, nothing ended.
+fn logout_refused(theme: &pages::Theme, detail: &str) -> Reply {
+    Reply::html(400, pages::error_page(theme, 400, "Sign-out request not accepted", detail, None), "invalid_request")
+}
+
+/// The store could not be reached: the user is told they are *not* signed out yet.
+fn logout_unavailable(theme: &pages::Theme) -> Reply {
+    let detail = "The session service cannot be reached, so you are not signed out yet. Please try again in a moment.";
+    Reply::html(503, pages::error_page(theme, 503, "Sign-out unavailable", detail, None), "temporarily_unavailable")
+}
+
+/// The parameters: the query of a GET, or the form body of a POST without a query.
+fn logout_params(req: &Request<'_>) -> Result<std::collections::BTreeMap<String, String>, &'static str> {
+    match (req.method, super::params(req.query)) {
+        ("POST", Ok(q)) if q.is_empty() => super::form(req).map_err(|e| e.description),
+        (_, Ok(p)) => Ok(p),
+        (_, Err(e)) => Err(e.description),
+    }
+}
+
+/// What a verified `id_token_hint` says: the client it was issued to and the user.
+#[derive(Default)]
+struct Hint {
+    client: Option<String>,
+    sub: Option<String>,
+}
+
+/// The `id_token_hint`, if any: a broker ID token (it may have expired); anything else
+/// refuses the request.
+fn id_token_hint(
+    rt: &Runtime,
+    b: &BrokerSpec,
+    p: &std::collections::BTreeMap<String, String>,
+) -> Result<Hint, &'static str> {
+    let Some(h) = p.get("id_token_hint") else { return Ok(Hint::default()) };
+    match rt.minter.as_ref().map(|m| tokens::verify(m, b, h, Kind::Id)) {
+        Some(Ok(c)) => {
+            let claim = |k: &str| c.get(k).and_then(Value::as_str).map(str::to_string);
+            Ok(Hint { client: claim("aud"), sub: claim("sub") })
+        }
+        _ => Err("The sign-out request carries an ID token this service did not issue."),
+    }
+}
+
+/// What happened to the browser's session on the broker's host.
+enum Ending {
+    /// No session here (or not the broker's host): nothing to end.
+    NotSignedIn,
+    /// Neither the user's own app (a hint for them) nor the user (a POSTed confirmation).
+    AskFirst,
+    /// Ended and its families revoked; the cookie that clears it.
+    Ended(String),
+    Unavailable,
+}
+
+/// Ends the session on this host (only the broker's own host holds broker sign-ins).
+/// Only the signed-in user's own app (an ID token hint for this user) or the user (a
+/// POSTed confirmation: `SameSite=Lax` keeps the cookie off cross-site POSTs) may end
+/// it; anything else is asked first.
+async fn end_session(
+    rt: &Runtime,
+    b: &BrokerSpec,
+    req: &Request<'_>,
+    p: &std::collections::BTreeMap<String, String>,
+    hint_sub: Option<&str>,
+) -> Ending {
+    let name = login::cookie_name(&rt.config.session.cookie, req.tls);
+    let (Some(sid), Some(sessions), true) = (req.cookie(&name), rt.sessions.as_ref(), on_broker_host(b, req.host))
+    else {
+        return Ending::NotSignedIn;
+    };
+    let current = match sessions.load(sid).await {
+        Ok(s) => s.map(|s| s.identity.sub),
+        Err(e) => {
+            tracing::warn!(error = %e, "broker logout: session store unavailable");
+            return Ending::Unavailable;
+        }
+    };
+    let proven = current.is_some() && hint_sub.is_some() && hint_sub == current.as_deref();
+    let confirmed = req.method == "POST" && p.get("confirm").is_some_and(|v| v == "1");
+    if current.is_some() && !proven && !confirmed {
+        return Ending::AskFirst;
+    }
+    match sessions.destroy(sid).await {
+        Ok(Some(_)) => metrics().sessions_active.dec(),
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "broker logout: session store unavailable");
+            return Ending::Unavailable;
+        }
+    }
+    if let Ok(g) = grants(rt, b) {
+        if let Err(e) = g.revoke_session(sid).await {
+            tracing::warn!(error = %e, "broker logout: token families not revoked");
+            return Ending::Unavailable;
+        }
+    }
+    Ending::Ended(web::cookie(&name, "", Some(0), req.tls))
+}
+
+/// The "Sign out?" page: its button POSTs the request back with `confirm=1`.
+fn confirm_page(
+    theme: &pages::Theme,
+    b: &BrokerSpec,
+    p: &std::collections::BTreeMap<String, String>,
+    client_id: Option<&str>,
+) -> Reply {
+    let keep: Vec<(&str, &str)> = ["client_id", "post_logout_redirect_uri", "state"]
+        .iter()
+        .filter_map(|k| p.get(*k).map(|v| (*k, v.as_str())))
+        .chain(client_id.filter(|_| !p.contains_key("client_id")).map(|c| ("client_id", c)))
+        .collect();
+    Reply::html(200, pages::logout_confirm_page(theme, &format!("{}/logout", b.path), &keep), "confirm")
+}
+
+/// After sign-out: to the registered return address (with `state`), else the
+/// signed-out page; an unregistered (or no) address is never redirected to.
+fn after_logout(
+    theme: &pages::Theme,
+    p: &std::collections::BTreeMap<String, String>,
+    target: Option<&String>,
+) -> Reply {
+    let signed_out = |reason| Reply::html(200, pages::logged_out_page(theme, "/.idfabric/login"), reason);
+    let Some(u) = target else {
+        return signed_out(if p.contains_key("post_logout_redirect_uri") { "invalid_request" } else { "ok" });
+    };
+    match url::Url::parse(u) {
+        Ok(mut u) => {
+            if let Some(s) = p.get("state") {
+                u.query_pairs_mut().append_pair("state", s);
+            }
+            Reply::redirect(u.as_str(), "ok")
+        }
+        Err(_) => signed_out("ok"),
     }
 }

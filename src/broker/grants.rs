@@ -2,17 +2,25 @@
 //! honours every code and refresh token.
 //!
 //! - Authorize transactions (`idf:bt:{id}`): the authorize request parked while the
-//!   user signs in; single use (`take`), 10 minutes.
-//! - Codes (`idf:bc:{sha256}`): single use (`take`), 60 seconds, bound to the client,
-//!   redirect URI and PKCE challenge. A redeemed code leaves a marker
-//!   (`idf:bcu:{sha256}` → family) so a replay revokes what the code produced.
+//!   user signs in, with the SHA-256 of the browser-binding nonce (the `btx` cookie);
+//!   single use (`take`), 10 minutes.
+//! - Codes (`idf:bc:{sha256}`): single use, 60 seconds, bound to the client, redirect
+//!   URI and PKCE challenge. Redeeming *claims* the code first: its used-marker
+//!   (`idf:bcu:{sha256}` → family) is set with the store's atomic set-if-absent, so of
+//!   any number of concurrent redemptions (on any replica) exactly one wins, and every
+//!   other one, concurrent or later, finds the marker and revokes what the code produced.
 //! - Refresh tokens: opaque 256-bit values stored only as SHA-256 (`idf:brt:{sha256}`),
-//!   each in a *family* (one sign-in at one client). Every use rotates: the old token is
-//!   taken and a used-marker (`idf:bru:{sha256}` → family) remains, so presenting a
-//!   rotated token again revokes the whole family (`idf:bfr:{family}`), which also
-//!   turns off the family's access tokens at `/userinfo` and `/introspect`.
+//!   each in a *family* (one sign-in at one client). Every use rotates, claimed the same
+//!   way: the used-marker (`idf:bru:{sha256}` → family) is set if absent before the token
+//!   is deleted, so presenting a rotated token again — or twice at once — revokes the
+//!   whole family (`idf:bfr:{family}`), which also turns off the family's access tokens
+//!   at `/userinfo` and `/introspect`.
 //!
-//! Nothing here stores a code or token in the clear; keys are digests.
+//! Why claim-then-delete rather than `take` (GETDEL): with `take`, a loser of a race
+//! finds neither the token nor (yet) the marker and cannot tell a replay from garbage,
+//! so a concurrent replay would escape the family revocation.
+//!
+//! Nothing here stores a code, token or nonce in the clear; keys are digests.
 
 use super::digest;
 use crate::identity::Identity;
@@ -40,6 +48,20 @@ pub struct AuthzRequest {
     /// `prompt=login` (or `max_age` exceeded): the sign-in must be newer than this request.
     pub fresh: bool,
     pub created_at: i64,
+    /// SHA-256 (hex) of the browser-binding nonce held in the `btx` cookie; empty (never
+    /// matches) until parked.
+    #[serde(default)]
+    pub browser: String,
+}
+
+/// Outcome of resuming a parked authorize request.
+pub enum Unparked {
+    Live(Box<AuthzRequest>),
+    /// Unknown, already resumed, or older than [`TXN_TTL`].
+    Expired,
+    /// The browser's nonce does not match: the request was started in another browser.
+    /// The request stays parked for its own browser.
+    Foreign,
 }
 
 /// What a code stands for.
@@ -106,46 +128,73 @@ fn now() -> i64 {
     crate::providers::now_secs()
 }
 
+/// Two hex digests compared in constant time (an empty one never matches).
+fn same_digest(a: &str, b: &str) -> bool {
+    #[allow(deprecated)]
+    let same = aws_lc_rs::constant_time::verify_slices_are_equal(a.as_bytes(), b.as_bytes()).is_ok();
+    !a.is_empty() && same
+}
+
 impl Grants<'_> {
-    pub async fn park(&self, id: &str, r: &AuthzRequest) -> Result<(), StoreError> {
-        self.store.set(&format!("idf:bt:{id}"), json(r)?, TXN_TTL).await
+    /// Parks `r` as `id` for the browser holding `nonce` (kept only as its digest).
+    pub async fn park(&self, id: &str, r: &AuthzRequest, nonce: &str) -> Result<(), StoreError> {
+        let bound = AuthzRequest { browser: digest(nonce), ..r.clone() };
+        self.store.set(&format!("idf:bt:{id}"), json(&bound)?, TXN_TTL).await
     }
 
-    pub async fn unpark(&self, id: &str) -> Result<Option<AuthzRequest>, StoreError> {
+    /// Resumes the request parked as `id` for the browser presenting `nonce`. The nonce is
+    /// compared (as digests, in constant time) before the request is taken, so a stranger
+    /// holding the resume link cannot use up the real browser's request.
+    pub async fn unpark(&self, id: &str, nonce: &str) -> Result<Unparked, StoreError> {
         if id.is_empty() || id.len() > 64 {
-            return Ok(None);
+            return Ok(Unparked::Expired);
         }
-        let Some(b) = self.store.take(&format!("idf:bt:{id}")).await? else { return Ok(None) };
+        let key = format!("idf:bt:{id}");
+        let Some(b) = self.store.get(&key).await? else { return Ok(Unparked::Expired) };
+        let parked: AuthzRequest = parse(&b)?;
+        if !same_digest(&parked.browser, &digest(nonce)) {
+            return Ok(Unparked::Foreign);
+        }
+        let Some(b) = self.store.take(&key).await? else { return Ok(Unparked::Expired) };
         let r: AuthzRequest = parse(&b)?;
-        Ok((now() - r.created_at <= TXN_TTL.as_secs() as i64).then_some(r))
+        if now() - r.created_at > TXN_TTL.as_secs() as i64 {
+            return Ok(Unparked::Expired);
+        }
+        Ok(Unparked::Live(Box::new(r)))
     }
 
     pub async fn put_code(&self, code: &str, g: &CodeGrant) -> Result<(), StoreError> {
         self.store.set(&format!("idf:bc:{}", digest(code)), json(g)?, CODE_TTL).await
     }
 
-    /// Takes a code (once). A code seen before revokes the family it produced.
+    /// Redeems a code, once across every replica: the used-marker is claimed atomically
+    /// before the code is deleted. A code seen before (or being redeemed right now by
+    /// another request) revokes the family it produced.
     pub async fn take_code(&self, code: &str) -> Result<CodeRedeemed, StoreError> {
         let d = digest(code);
-        if let Some(b) = self.store.take(&format!("idf:bc:{d}")).await? {
-            let g: CodeGrant = parse(&b)?;
-            if now() - g.created_at > CODE_TTL.as_secs() as i64 {
-                return Ok(CodeRedeemed::Unknown);
-            }
-            return Ok(CodeRedeemed::Live(Box::new(g)));
+        let used = format!("idf:bcu:{d}");
+        let Some(b) = self.store.get(&format!("idf:bc:{d}")).await? else { return self.code_replay(&used).await };
+        let g: CodeGrant = parse(&b)?;
+        if !self.store.set_if_absent(&used, g.family.as_bytes().to_vec(), USED_CODE_TTL).await? {
+            self.revoke_family(&g.family).await?;
+            return Ok(CodeRedeemed::Replayed);
         }
-        match self.store.get(&format!("idf:bcu:{d}")).await? {
+        self.store.delete(&format!("idf:bc:{d}")).await?;
+        if now() - g.created_at > CODE_TTL.as_secs() as i64 {
+            return Ok(CodeRedeemed::Unknown);
+        }
+        Ok(CodeRedeemed::Live(Box::new(g)))
+    }
+
+    /// A code that is gone: a replay when its used-marker remains.
+    async fn code_replay(&self, used: &str) -> Result<CodeRedeemed, StoreError> {
+        match self.store.get(used).await? {
             Some(family) => {
                 self.revoke_family(&String::from_utf8_lossy(&family)).await?;
                 Ok(CodeRedeemed::Replayed)
             }
             None => Ok(CodeRedeemed::Unknown),
         }
-    }
-
-    /// Remembers that `code` was redeemed into `family`.
-    pub async fn code_used(&self, code: &str, family: &str) -> Result<(), StoreError> {
-        self.store.set(&format!("idf:bcu:{}", digest(code)), family.as_bytes().to_vec(), USED_CODE_TTL).await
     }
 
     /// Stores a new refresh token of `g.family`.
@@ -156,20 +205,30 @@ impl Grants<'_> {
         self.store.add_member(&format!("idf:bfm:{}", g.family), &d, left).await
     }
 
-    /// Takes a refresh token (rotation). A rotated token presented again revokes its family.
+    /// Uses a refresh token (rotation), once across every replica: the used-marker is
+    /// claimed atomically before the token is deleted. A rotated token presented again,
+    /// or presented twice at once, revokes its family.
     pub async fn take_refresh(&self, token: &str) -> Result<Redeemed, StoreError> {
         let d = digest(token);
-        if let Some(b) = self.store.take(&format!("idf:brt:{d}")).await? {
-            let g: RefreshGrant = parse(&b)?;
-            let _ = self.store.remove_member(&format!("idf:bfm:{}", g.family), &d).await?;
-            let left = Duration::from_secs((g.family_exp - now()).max(1) as u64);
-            self.store.set(&format!("idf:bru:{d}"), g.family.as_bytes().to_vec(), left).await?;
-            if g.family_exp < now() || self.is_revoked(&g.family).await? {
-                return Ok(Redeemed::Unknown);
-            }
-            return Ok(Redeemed::Live(Box::new(g)));
+        let used = format!("idf:bru:{d}");
+        let Some(b) = self.store.get(&format!("idf:brt:{d}")).await? else { return self.refresh_reuse(&used).await };
+        let g: RefreshGrant = parse(&b)?;
+        let left = Duration::from_secs((g.family_exp - now()).max(1) as u64);
+        if !self.store.set_if_absent(&used, g.family.as_bytes().to_vec(), left).await? {
+            self.revoke_family(&g.family).await?;
+            return Ok(Redeemed::Reused);
         }
-        match self.store.get(&format!("idf:bru:{d}")).await? {
+        self.store.delete(&format!("idf:brt:{d}")).await?;
+        let _ = self.store.remove_member(&format!("idf:bfm:{}", g.family), &d).await?;
+        if g.family_exp < now() || self.is_revoked(&g.family).await? {
+            return Ok(Redeemed::Unknown);
+        }
+        Ok(Redeemed::Live(Box::new(g)))
+    }
+
+    /// A refresh token that is gone: reuse when its used-marker remains.
+    async fn refresh_reuse(&self, used: &str) -> Result<Redeemed, StoreError> {
+        match self.store.get(used).await? {
             Some(family) => {
                 self.revoke_family(&String::from_utf8_lossy(&family)).await?;
                 Ok(Redeemed::Reused)
@@ -279,7 +338,17 @@ mod tests {
     async fn a_code_is_single_use_and_a_replay_revokes_its_family() {
         let store = MemoryStore::new(1000);
         let g = Grants { store: &store, family_ttl: Duration::from_secs(3600) };
-        let code = CodeGrant {
+        let code = code_grant("fam2");
+        g.put_code("c-1", &code).await.unwrap();
+        assert!(matches!(g.take_code("c-1").await.unwrap(), CodeRedeemed::Live(_)));
+        assert!(!g.is_revoked("fam2").await.unwrap());
+        assert!(matches!(g.take_code("c-1").await.unwrap(), CodeRedeemed::Replayed));
+        assert!(g.is_revoked("fam2").await.unwrap());
+        assert!(matches!(g.take_code("c-2").await.unwrap(), CodeRedeemed::Unknown));
+    }
+
+    fn code_grant(family: &str) -> CodeGrant {
+        CodeGrant {
             client_id: "portal".into(),
             redirect_uri: "http://rp.test/cb".into(),
             code_challenge: None,
@@ -288,15 +357,97 @@ mod tests {
             identity: Identity::new("wf", "dev", Population::Workforce, "u1".into()),
             auth_time: None,
             session: None,
-            family: "fam2".into(),
+            family: family.into(),
             created_at: now(),
+        }
+    }
+
+    /// Runs `n` redemptions at once on a multi-threaded runtime; returns how many won.
+    async fn race<F, Fut>(n: usize, f: F) -> usize
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = bool> + Send + 'static,
+    {
+        let tasks: Vec<_> = (0..n).map(|_| tokio::spawn(f())).collect();
+        let mut won = 0;
+        for t in tasks {
+            won += usize::from(t.await.unwrap());
+        }
+        won
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_redemptions_of_one_code_win_once_and_revoke_the_family() {
+        let store: &'static MemoryStore = Box::leak(Box::new(MemoryStore::new(1000)));
+        for round in 0..20 {
+            let family = format!("fam-race-{round}");
+            let code = format!("code-{round}");
+            let g = Grants { store, family_ttl: Duration::from_secs(3600) };
+            g.put_code(&code, &code_grant(&family)).await.unwrap();
+            let won = race(10, || {
+                let code = code.clone();
+                async move {
+                    let g = Grants { store, family_ttl: Duration::from_secs(3600) };
+                    matches!(g.take_code(&code).await.unwrap(), CodeRedeemed::Live(_))
+                }
+            })
+            .await;
+            assert_eq!(won, 1, "round {round}");
+            assert!(g.is_revoked(&family).await.unwrap(), "every loser is a replay: round {round}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_uses_of_one_refresh_token_win_once_and_revoke_the_family() {
+        let store: &'static MemoryStore = Box::leak(Box::new(MemoryStore::new(1000)));
+        for round in 0..20 {
+            let family = format!("rfam-race-{round}");
+            let token = format!("rt-{round}");
+            let g = Grants { store, family_ttl: Duration::from_secs(3600) };
+            g.put_refresh(&token, &refresh_grant(&family)).await.unwrap();
+            let won = race(10, || {
+                let token = token.clone();
+                async move {
+                    let g = Grants { store, family_ttl: Duration::from_secs(3600) };
+                    matches!(g.take_refresh(&token).await.unwrap(), Redeemed::Live(_))
+                }
+            })
+            .await;
+            assert_eq!(won, 1, "round {round}");
+            assert!(g.is_revoked(&family).await.unwrap(), "round {round}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_parked_request_resumes_only_with_its_browser_nonce() {
+        let store = MemoryStore::new(1000);
+        let g = Grants { store: &store, family_ttl: Duration::from_secs(3600) };
+        let r = AuthzRequest {
+            client_id: "portal".into(),
+            redirect_uri: "http://rp.test/cb".into(),
+            state: None,
+            nonce: None,
+            scope: vec!["openid".into()],
+            code_challenge: None,
+            max_age: None,
+            mfa: false,
+            fresh: false,
+            created_at: now(),
+            browser: String::new(),
         };
-        g.put_code("c-1", &code).await.unwrap();
-        assert!(matches!(g.take_code("c-1").await.unwrap(), CodeRedeemed::Live(_)));
-        g.code_used("c-1", "fam2").await.unwrap();
-        assert!(!g.is_revoked("fam2").await.unwrap());
-        assert!(matches!(g.take_code("c-1").await.unwrap(), CodeRedeemed::Replayed));
-        assert!(g.is_revoked("fam2").await.unwrap());
-        assert!(matches!(g.take_code("c-2").await.unwrap(), CodeRedeemed::Unknown));
+        g.park("txn-1", &r, "nonce-of-the-browser").await.unwrap();
+        assert!(store
+            .get("idf:bt:txn-1")
+            .await
+            .unwrap()
+            .is_some_and(|b| !String::from_utf8_lossy(&b).contains("nonce-of")));
+        assert!(matches!(g.unpark("txn-1", "").await.unwrap(), Unparked::Foreign));
+        assert!(matches!(g.unpark("txn-1", "1").await.unwrap(), Unparked::Foreign));
+        assert!(
+            matches!(g.unpark("txn-1", "nonce-of-the-browser").await.unwrap(), Unparked::Live(_)),
+            "a stranger did not use it up"
+        );
+        assert!(matches!(g.unpark("txn-1", "nonce-of-the-browser").await.unwrap(), Unparked::Expired), "single use");
+        assert!(matches!(g.unpark("", "x").await.unwrap(), Unparked::Expired));
     }
 }

@@ -53,6 +53,8 @@ pub enum ErrorCode {
     RequestNotSupported,
     RequestUriNotSupported,
     InvalidToken,
+    /// RFC 6750 §3.1: the token is valid but lacks the scope the resource needs.
+    InsufficientScope,
     UnsupportedTokenType,
     ServerError,
     TemporarilyUnavailable,
@@ -74,6 +76,7 @@ impl ErrorCode {
             ErrorCode::RequestNotSupported => "request_not_supported",
             ErrorCode::RequestUriNotSupported => "request_uri_not_supported",
             ErrorCode::InvalidToken => "invalid_token",
+            ErrorCode::InsufficientScope => "insufficient_scope",
             ErrorCode::UnsupportedTokenType => "unsupported_token_type",
             ErrorCode::ServerError => "server_error",
             ErrorCode::TemporarilyUnavailable => "temporarily_unavailable",
@@ -84,6 +87,7 @@ impl ErrorCode {
     pub fn status(self) -> u16 {
         match self {
             ErrorCode::InvalidClient | ErrorCode::InvalidToken => 401,
+            ErrorCode::InsufficientScope => 403,
             ErrorCode::ServerError => 500,
             ErrorCode::TemporarilyUnavailable => 503,
             ErrorCode::InvalidRequest
@@ -142,6 +146,15 @@ fn error_reply(e: OAuthError, challenge: Challenge) -> Reply {
             "www-authenticate",
             format!(
                 "Bearer realm=\"idfabric-broker\", error=\"{}\", error_description=\"{}\"",
+                e.code.as_str(),
+                e.description
+            ),
+        )),
+        // The only scope a Bearer endpoint of the broker needs is `openid` (userinfo).
+        (403, Challenge::Bearer) => r.headers.push((
+            "www-authenticate",
+            format!(
+                "Bearer realm=\"idfabric-broker\", error=\"{}\", error_description=\"{}\", scope=\"openid\"",
                 e.code.as_str(),
                 e.description
             ),
@@ -265,8 +278,8 @@ fn jwks(rt: &Runtime) -> Reply {
 /// Scopes the broker knows (clients may add their own, which are passed through).
 pub const STANDARD_SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_access"];
 
-/// The identity claims every broker token may carry (docs/broker.md, "Tokens").
-pub const CLAIMS: [&str; 27] = [
+/// The standard claims of broker ID tokens and userinfo (OpenID Connect Core §2, §5.1).
+const STANDARD_CLAIMS: [&str; 16] = [
     "iss",
     "sub",
     "aud",
@@ -283,18 +296,13 @@ pub const CLAIMS: [&str; 27] = [
     "email_verified",
     "name",
     "preferred_username",
-    "subject",
-    "provider",
-    "provider_kind",
-    "population",
-    "tenant",
-    "org",
-    "idp",
-    "groups",
-    "roles",
-    "mfa",
-    "principal_type",
 ];
+
+/// `claims_supported`: the standard claims, then the normalised identity claims from
+/// their one list (`tokens::NORMALISED_CLAIMS`), so a claim added there is advertised.
+pub fn claims_supported() -> Vec<&'static str> {
+    STANDARD_CLAIMS.iter().chain(tokens::NORMALISED_CLAIMS).copied().collect()
+}
 
 /// OpenID Connect Discovery 1.0 metadata, with RFC 8414 / 7662 / 7009 / 9207 fields.
 pub fn discovery(rt: &Runtime, b: &BrokerSpec) -> Value {
@@ -317,7 +325,10 @@ pub fn discovery(rt: &Runtime, b: &BrokerSpec) -> Value {
         }
     }
     let i = &b.issuer;
+    // Introspection is for confidential clients; revocation also takes public clients
+    // naming themselves (`none`), as `/revoke` does.
     let auth_methods = json!(["client_secret_basic", "client_secret_post"]);
+    let revocation_methods = json!(["client_secret_basic", "client_secret_post", "none"]);
     json!({
         "issuer": i,
         "authorization_endpoint": format!("{i}/authorize"),
@@ -335,10 +346,10 @@ pub fn discovery(rt: &Runtime, b: &BrokerSpec) -> Value {
         "userinfo_signing_alg_values_supported": ["none"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "introspection_endpoint_auth_methods_supported": auth_methods,
-        "revocation_endpoint_auth_methods_supported": auth_methods,
+        "revocation_endpoint_auth_methods_supported": revocation_methods,
         "code_challenge_methods_supported": ["S256"],
         "scopes_supported": scopes,
-        "claims_supported": CLAIMS,
+        "claims_supported": claims_supported(),
         "acr_values_supported": [tokens::ACR_MFA, tokens::ACR_SFA],
         "prompt_values_supported": ["none", "login"],
         "claims_parameter_supported": false,
@@ -382,6 +393,24 @@ fn form(req: &Request<'_>) -> Result<BTreeMap<String, String>, OAuthError> {
     params(body)
 }
 
+/// Refuses parameters in the URL query of a POST-only endpoint (`/token`,
+/// `/introspect`, `/revoke`): RFC 6749 §2.3.1 and §3.2 want client credentials and
+/// parameters in the form body (a URL ends up in proxy and server logs, browser
+/// history and `Referer`). Only the parameter *names* are looked at; the refusal names
+/// no value, so a secret sent this way reaches neither the body nor a log line.
+fn no_query(req: &Request<'_>) -> Result<(), OAuthError> {
+    if req.query.is_empty() {
+        return Ok(());
+    }
+    let credential = url::form_urlencoded::parse(req.query.as_bytes())
+        .any(|(k, _)| matches!(k.as_ref(), "client_secret" | "client_assertion" | "client_id"));
+    Err(if credential {
+        err(ErrorCode::InvalidRequest, "client credentials must not be sent in the URL query; send them in the POST body or the Authorization header")
+    } else {
+        err(ErrorCode::InvalidRequest, "parameters must be sent in the POST form body, not the URL query")
+    })
+}
+
 /// Hex SHA-256 of a secret value, the only form in which codes and refresh tokens are
 /// stored or used as keys.
 fn digest(v: &str) -> String {
@@ -421,7 +450,18 @@ mod tests {
     }
 
     #[test]
+    fn claims_supported_lists_every_normalised_claim_once() {
+        let c = claims_supported();
+        for n in tokens::NORMALISED_CLAIMS {
+            assert!(c.contains(n), "{n}");
+        }
+        let unique: std::collections::HashSet<_> = c.iter().collect();
+        assert_eq!(unique.len(), c.len(), "no claim twice: {c:?}");
+    }
+
+    #[test]
     fn statuses() {
+        assert_eq!(ErrorCode::InsufficientScope.status(), 403);
         assert_eq!(ErrorCode::InvalidClient.status(), 401);
         assert_eq!(ErrorCode::InvalidGrant.status(), 400);
         assert_eq!(ErrorCode::TemporarilyUnavailable.status(), 503);

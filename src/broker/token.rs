@@ -26,6 +26,7 @@ pub async fn token(rt: &Runtime, b: &BrokerSpec, req: &Request<'_>) -> Reply {
 }
 
 async fn grant(rt: &Runtime, b: &BrokerSpec, req: &Request<'_>) -> Result<Reply, OAuthError> {
+    super::no_query(req)?;
     let form = super::form(req)?;
     let (client, _) = clients::authenticate(b, req, &form).await?;
     let kind = form.get("grant_type").ok_or(err(ErrorCode::InvalidRequest, "grant_type is missing"))?;
@@ -110,7 +111,6 @@ async fn code_grant(
     } else {
         None
     };
-    grants.code_used(code, &g.family).await?;
     if let Some(s) = &g.session {
         grants.bind_to_session(s, &g.family).await?;
     }

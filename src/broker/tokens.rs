@@ -51,8 +51,19 @@ fn amr(id: &Identity) -> Vec<String> {
 
 /// The normalised identity fields (INTERFACE.md names) every broker token carries,
 /// beside the standard claims; userinfo and discovery list them from here.
-pub const NORMALISED_CLAIMS: &[&str] =
-    &["subject", "provider", "provider_kind", "population", "tenant", "org", "idp", "groups", "roles", "mfa", "principal_type"];
+pub const NORMALISED_CLAIMS: &[&str] = &[
+    "subject",
+    "provider",
+    "provider_kind",
+    "population",
+    "tenant",
+    "org",
+    "idp",
+    "groups",
+    "roles",
+    "mfa",
+    "principal_type",
+];
 
 /// The normalised identity fields every broker token carries (`NORMALISED_CLAIMS`).
 fn identity_claims(c: &mut Map<String, Value>, id: &Identity) {
@@ -173,42 +184,70 @@ pub enum Kind {
     Id,
 }
 
-/// Verifies a token the broker issued and returns its claims. `Err` carries a fixed
-/// description for the RFC 6750 challenge.
-pub fn verify(m: &Minter, b: &BrokerSpec, token: &str, kind: Kind) -> Result<Map<String, Value>, &'static str> {
-    let bad = "the token is not a valid token of this issuer";
-    let parsed = jwt::parse(token).map_err(|_| bad)?;
+/// Why a presented token is not a valid broker token. Each reason is a fixed,
+/// secret-free sentence (the token itself never appears); the endpoint maps every one
+/// to its OAuth error (`invalid_token` at `/userinfo`, an inactive token elsewhere).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.description())]
+pub enum VerifyError {
+    Malformed,
+    WrongType,
+    BadSignature,
+    WrongIssuer,
+    NoExpiry,
+    Expired,
+    MissingClaim,
+}
+
+impl VerifyError {
+    /// The fixed description for an `error_description` (the `Display` text).
+    pub fn description(self) -> &'static str {
+        match self {
+            VerifyError::Malformed => "the token is not a well-formed JWT",
+            VerifyError::WrongType => "the token is not of the expected type",
+            VerifyError::BadSignature => "the token is not signed by a key of this issuer",
+            VerifyError::WrongIssuer => "the token was issued by another issuer",
+            VerifyError::NoExpiry => "the token has no expiry",
+            VerifyError::Expired => "the access token has expired",
+            VerifyError::MissingClaim => "the token lacks a claim a broker token carries",
+        }
+    }
+}
+
+/// Verifies a token the broker issued and returns its claims.
+pub fn verify(m: &Minter, b: &BrokerSpec, token: &str, kind: Kind) -> Result<Map<String, Value>, VerifyError> {
+    let parsed = jwt::parse(token).map_err(|_| VerifyError::Malformed)?;
     let typ = parsed.header.typ.as_deref().unwrap_or("");
     let typ_ok = match kind {
         Kind::Access => typ.eq_ignore_ascii_case("at+jwt") || typ.eq_ignore_ascii_case("application/at+jwt"),
         Kind::Id => typ.eq_ignore_ascii_case("JWT"),
     };
     if !typ_ok {
-        return Err(bad);
+        return Err(VerifyError::WrongType);
     }
     let doc = json!({"keys": m.public_keys().collect::<Vec<_>>()}).to_string();
-    let set = jwks::parse_jwks(doc.as_bytes(), "broker").map_err(|_| bad)?;
-    let key = set.find(parsed.header.kid.as_deref()).ok_or(bad)?;
-    jwt::verify_signature(&parsed, key).map_err(|_| bad)?;
+    let set = jwks::parse_jwks(doc.as_bytes(), "broker").map_err(|_| VerifyError::BadSignature)?;
+    let key = set.find(parsed.header.kid.as_deref()).ok_or(VerifyError::BadSignature)?;
+    jwt::verify_signature(&parsed, key).map_err(|_| VerifyError::BadSignature)?;
     let c = parsed.claims.0;
     if c.get("iss").and_then(Value::as_str) != Some(b.issuer.as_str()) {
-        return Err(bad);
+        return Err(VerifyError::WrongIssuer);
     }
-    let exp = c.get("exp").and_then(Value::as_i64).ok_or(bad)?;
+    let exp = c.get("exp").and_then(Value::as_i64).ok_or(VerifyError::NoExpiry)?;
     match kind {
         Kind::Access => {
             if exp + crate::providers::LEEWAY_SECS < now_secs() {
-                return Err("the access token has expired");
+                return Err(VerifyError::Expired);
             }
             if c.get("client_id").and_then(Value::as_str).is_none() {
-                return Err(bad);
+                return Err(VerifyError::MissingClaim);
             }
         }
         Kind::Id => {
             // X-Identity-Tokens share key and `typ`; only ID tokens name an `azp`.
-            let azp = c.get("azp").and_then(Value::as_str).ok_or(bad)?;
+            let azp = c.get("azp").and_then(Value::as_str).ok_or(VerifyError::MissingClaim)?;
             if c.get("aud").and_then(Value::as_str) != Some(azp) {
-                return Err(bad);
+                return Err(VerifyError::MissingClaim);
             }
         }
     }
@@ -223,6 +262,25 @@ mod tests {
     fn at_hash_is_the_left_half() {
         // OpenID Connect Core A.3 example (RS256).
         assert_eq!(at_hash("RS256", "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"), "77QmUPtjPfzWtF2AnpK9RQ");
+    }
+
+    #[test]
+    fn identity_claims_are_exactly_the_normalised_claims() {
+        let id = Identity::new("wf", "dev", crate::identity::Population::Workforce, "u1".into());
+        let mut c = Map::new();
+        identity_claims(&mut c, &id);
+        for k in c.keys() {
+            assert!(NORMALISED_CLAIMS.contains(&k.as_str()), "{k} is not listed in NORMALISED_CLAIMS");
+        }
+        for k in ["subject", "provider", "population", "mfa", "principal_type"] {
+            assert!(c.contains_key(k), "{k}");
+        }
+    }
+
+    #[test]
+    fn verify_errors_carry_their_reason() {
+        assert_eq!(VerifyError::Expired.to_string(), "the access token has expired");
+        assert_eq!(VerifyError::BadSignature.description(), VerifyError::BadSignature.to_string());
     }
 
     #[test]

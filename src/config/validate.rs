@@ -171,7 +171,9 @@ fn session(s: Option<&raw::Session>, base_dir: &Path, p: &mut Problems) -> Sessi
         None | Some("memory") => SessionStore::Memory,
         Some(v) if v.starts_with("redis://") || v.starts_with("rediss://") => SessionStore::Redis(v.to_string()),
         Some(v) => {
-            p.at(None, "session.store", format!("`{v}` is neither `memory` nor a redis:// URL"));
+            // A mistyped URL may still carry a password: only what follows `@` is shown.
+            let shown = v.rsplit_once('@').map_or(v.to_string(), |(_, host)| format!("***@{host}"));
+            p.at(None, "session.store", format!("`{shown}` is neither `memory` nor a redis:// URL"));
             SessionStore::Memory
         }
     };

@@ -87,6 +87,13 @@ impl Store for MemoryStore {
         Ok(entry.is_fresh())
     }
 
+    async fn set_if_absent(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<bool, StoreError> {
+        // moka runs one initialiser per key and hands every concurrent caller the same
+        // entry: only the caller whose value went in sees a fresh entry.
+        let entry = self.values.entry(key.to_string()).or_insert_with(|| (value, ttl));
+        Ok(entry.is_fresh())
+    }
+
     async fn add_member(&self, key: &str, member: &str, _ttl: Duration) -> Result<(), StoreError> {
         let set = self.sets.get_with(key.to_string(), Default::default);
         set.lock().map_err(|_| StoreError::Corrupt)?.insert(member.to_string());

@@ -39,6 +39,10 @@ pub trait Store: Send + Sync {
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
     /// Sets `key` only if absent; true when this call set it (cross-replica "once").
     async fn set_nx(&self, key: &str, ttl: Duration) -> Result<bool, StoreError>;
+    /// Sets `key` to `value` only if absent, in one atomic step; true when this call set
+    /// it. Exactly one of any number of concurrent callers (on any replica) sees true:
+    /// the broker's single-use claim on a code or refresh token.
+    async fn set_if_absent(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<bool, StoreError>;
     /// Adds `member` to the set at `key` (kept at least `ttl`).
     async fn add_member(&self, key: &str, member: &str, ttl: Duration) -> Result<(), StoreError>;
     async fn members(&self, key: &str) -> Result<Vec<String>, StoreError>;

@@ -62,24 +62,108 @@ impl RedisStore {
 /// identity, and the set `idf:acc:index` of row keys. Route names hold no `:`.
 const ACCESS_INDEX: &str = "idf:acc:index";
 
-/// Merges one record atomically: earliest first, latest last, summed count; identity
-/// facts replaced only by a record at least as recent; both expire after the retention.
+/// Records per script invocation and keys per report read: bounded, so neither one
+/// Lua call nor one reply holds Redis (or our memory) for long, and large enough that
+/// a report over 100k identities is a few hundred round trips, not 100k.
+const ACCESS_BATCH: usize = 500;
+
+/// Script invocations per pipeline: a usual flush (up to 5 000 records) is one round
+/// trip; the backlog after a Redis outage (up to `crate::access::MAX_PENDING`) is sent
+/// in several, each within the operation timeout.
+const FLUSH_INVOCATIONS: usize = 10;
+
+/// Merges a batch of records atomically. `KEYS[1]` is the index; record `i` has the
+/// keys `KEYS[2i]` (row) and `KEYS[2i+1]` (identity) and seven values from
+/// `ARGV[2 + 7(i-1)]`: first, last, count, provider, username, name, groups. Per row:
+/// earliest first, latest last, summed count; identity facts replaced only by a record
+/// at least as recent; both expire after the retention. Sent as EVALSHA (`redis::Script`
+/// loads it once when Redis does not know it), so each flush sends only the data.
 const MERGE_ACCESS: &str = r#"
-redis.call('HSETNX', KEYS[1], 'first', ARGV[1])
-if tonumber(ARGV[1]) < tonumber(redis.call('HGET', KEYS[1], 'first')) then redis.call('HSET', KEYS[1], 'first', ARGV[1]) end
-if tonumber(ARGV[2]) > tonumber(redis.call('HGET', KEYS[1], 'last') or '0') then redis.call('HSET', KEYS[1], 'last', ARGV[2]) end
-redis.call('HINCRBY', KEYS[1], 'count', ARGV[3])
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-redis.call('SADD', KEYS[3], KEYS[1])
-if tonumber(ARGV[2]) >= tonumber(redis.call('HGET', KEYS[2], 'last') or '0') then
-  redis.call('HSET', KEYS[2], 'last', ARGV[2], 'provider', ARGV[5], 'username', ARGV[6], 'name', ARGV[7], 'groups', ARGV[8])
+local keep = ARGV[1]
+for i = 1, (#KEYS - 1) / 2 do
+  local row, ident, a = KEYS[2 * i], KEYS[2 * i + 1], 1 + 7 * (i - 1)
+  local first, last = ARGV[a + 1], ARGV[a + 2]
+  redis.call('HSETNX', row, 'first', first)
+  if tonumber(first) < tonumber(redis.call('HGET', row, 'first')) then redis.call('HSET', row, 'first', first) end
+  if tonumber(last) > tonumber(redis.call('HGET', row, 'last') or '0') then redis.call('HSET', row, 'last', last) end
+  redis.call('HINCRBY', row, 'count', ARGV[a + 3])
+  redis.call('EXPIRE', row, keep)
+  redis.call('SADD', KEYS[1], row)
+  if tonumber(last) >= tonumber(redis.call('HGET', ident, 'last') or '0') then
+    redis.call('HSET', ident, 'last', last, 'provider', ARGV[a + 4], 'username', ARGV[a + 5], 'name', ARGV[a + 6], 'groups', ARGV[a + 7])
+  end
+  redis.call('EXPIRE', ident, keep)
 end
-redis.call('EXPIRE', KEYS[2], ARGV[4])
 return 1
 "#;
 
+fn merge_script() -> &'static redis::Script {
+    static SCRIPT: std::sync::OnceLock<redis::Script> = std::sync::OnceLock::new();
+    SCRIPT.get_or_init(|| redis::Script::new(MERGE_ACCESS))
+}
+
 fn access_keys(route: &str, sub: &str) -> (String, String) {
     (format!("idf:acc:{route}:{sub}"), format!("idf:accid:{sub}"))
+}
+
+/// `idf:acc:{route}:{sub}` → (route, sub); `None` for anything else in the index.
+fn parse_row_key(key: &str) -> Option<(&str, &str)> {
+    key.strip_prefix("idf:acc:")
+        .and_then(|r| r.split_once(':'))
+        .filter(|(route, sub)| !route.is_empty() && !sub.is_empty())
+}
+
+/// The pipeline of one flush: one script invocation per [`ACCESS_BATCH`] records.
+fn merge_pipeline(records: &[AccessRecord], keep: u64) -> Result<redis::Pipeline, StoreError> {
+    let script = merge_script();
+    let mut pipe = redis::pipe();
+    for chunk in records.chunks(ACCESS_BATCH) {
+        let mut call = script.key(ACCESS_INDEX);
+        call.arg(keep);
+        for r in chunk {
+            let (row, ident) = access_keys(&r.route, &r.sub);
+            let groups = serde_json::to_string(&r.groups).map_err(|_| StoreError::Corrupt)?;
+            call.key(row).key(ident);
+            call.arg(r.first_seen)
+                .arg(r.last_seen)
+                .arg(r.count)
+                .arg(&r.provider)
+                .arg(r.username.as_deref().unwrap_or(""))
+                .arg(r.name.as_deref().unwrap_or(""))
+                .arg(groups);
+        }
+        pipe.invoke_script(&call).ignore();
+    }
+    Ok(pipe)
+}
+
+/// Whether every one of `n` pipelined invocations failed because Redis does not know
+/// the script (so none ran).
+fn all_noscript(e: &redis::RedisError, n: usize) -> bool {
+    let noscript = Some(redis::ServerErrorKind::NoScript);
+    e.clone().into_server_errors().is_some_and(|errs| errs.len() == n && errs.iter().all(|(_, s)| s.kind() == noscript))
+}
+
+type Hash = std::collections::HashMap<String, String>;
+
+/// One access record from its row and identity hashes; `None` when either expired.
+fn access_record(route: &str, sub: &str, row: &Hash, id: &Hash) -> Option<AccessRecord> {
+    if row.is_empty() || id.is_empty() {
+        return None;
+    }
+    let num = |h: &Hash, f: &str| h.get(f).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+    let text = |f: &str| id.get(f).filter(|v| !v.is_empty()).cloned();
+    Some(AccessRecord {
+        sub: sub.to_string(),
+        route: route.to_string(),
+        provider: id.get("provider").cloned().unwrap_or_default(),
+        username: text("username"),
+        name: text("name"),
+        groups: id.get("groups").and_then(|g| serde_json::from_str(g).ok()).unwrap_or_default(),
+        first_seen: num(row, "first"),
+        last_seen: num(row, "last"),
+        count: num(row, "count").max(0) as u64,
+    })
 }
 
 fn secs(ttl: Duration) -> u64 {
@@ -119,6 +203,22 @@ impl Store for RedisStore {
         .await
     }
 
+    async fn set_if_absent(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<bool, StoreError> {
+        // `SET NX` is one atomic command: one caller across every replica gets `OK`.
+        self.run(|mut c| async move {
+            let r: Option<String> = redis::cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl.as_millis().max(1) as u64)
+                .query_async(&mut c)
+                .await?;
+            Ok(r.is_some())
+        })
+        .await
+    }
+
     async fn add_member(&self, key: &str, member: &str, ttl: Duration) -> Result<(), StoreError> {
         self.run(|mut c| async move {
             redis::pipe()
@@ -145,76 +245,220 @@ impl Store for RedisStore {
     }
 
     async fn record_access(&self, records: &[AccessRecord]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
         let keep = secs(super::ACCESS_RETENTION);
-        for chunk in records.chunks(500) {
-            let mut pipe = redis::pipe();
-            for r in chunk {
-                let (row, ident) = access_keys(&r.route, &r.sub);
-                let groups = serde_json::to_string(&r.groups).map_err(|_| StoreError::Corrupt)?;
-                pipe.cmd("EVAL")
-                    .arg(MERGE_ACCESS)
-                    .arg(3)
-                    .arg(row)
-                    .arg(ident)
-                    .arg(ACCESS_INDEX)
-                    .arg(r.first_seen)
-                    .arg(r.last_seen)
-                    .arg(r.count)
-                    .arg(keep)
-                    .arg(&r.provider)
-                    .arg(r.username.as_deref().unwrap_or(""))
-                    .arg(r.name.as_deref().unwrap_or(""))
-                    .arg(groups)
-                    .ignore();
-            }
-            self.run(|mut c| async move { pipe.query_async::<()>(&mut c).await }).await?;
+        for part in records.chunks(ACCESS_BATCH * FLUSH_INVOCATIONS) {
+            let pipe = merge_pipeline(part, keep)?;
+            // A pipeline does not load a missing script by itself: when every invocation
+            // failed with NOSCRIPT (first flush, Redis restarted or SCRIPT FLUSH), nothing
+            // was merged, so the pipeline is sent again after one SCRIPT LOAD. Any other
+            // error is returned (`crate::access::flush` keeps the records for the next
+            // flush: delivery is at least once).
+            let invocations = pipe.len();
+            self.run(|mut c| async move {
+                match pipe.query_async::<()>(&mut c).await {
+                    Err(e) if all_noscript(&e, invocations) => {
+                        merge_script().prepare_invoke().load_async(&mut c).await?;
+                        pipe.query_async::<()>(&mut c).await
+                    }
+                    other => other,
+                }
+            })
+            .await?;
         }
         Ok(())
     }
 
     async fn scan_access(&self) -> Result<Vec<AccessRecord>, StoreError> {
-        let keys: Vec<String> = self.members(ACCESS_INDEX).await?;
         let mut out = Vec::new();
-        let mut idents: std::collections::HashMap<String, Option<std::collections::HashMap<String, String>>> =
-            std::collections::HashMap::new();
-        for chunk in keys.chunks(500) {
-            let mut pipe = redis::pipe();
-            for k in chunk {
-                pipe.hgetall(k);
+        // Identities already read in this report (most have several routes).
+        let mut idents: std::collections::HashMap<String, Hash> = std::collections::HashMap::new();
+        // SSCAN may return a key twice; each row is reported once.
+        let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
+        let mut cursor: u64 = 0;
+        loop {
+            // One SSCAN page, then one pipeline: every row of the page and every identity
+            // not read yet (two round trips per page of about ACCESS_BATCH rows).
+            let (next, page): (u64, Vec<String>) = self
+                .run(|mut c| async move {
+                    redis::cmd("SSCAN")
+                        .arg(ACCESS_INDEX)
+                        .arg(cursor)
+                        .arg("COUNT")
+                        .arg(ACCESS_BATCH)
+                        .query_async(&mut c)
+                        .await
+                })
+                .await?;
+            let rows: Vec<(String, String, String)> = page
+                .into_iter()
+                .filter_map(|k| {
+                    let (route, sub) = parse_row_key(&k).map(|(r, s)| (r.to_string(), s.to_string()))?;
+                    seen.insert(k.clone()).then_some((k, route, sub))
+                })
+                .collect();
+            for batch in rows.chunks(ACCESS_BATCH) {
+                let mut pipe = redis::pipe();
+                for (key, _, _) in batch {
+                    pipe.hgetall(key);
+                }
+                let mut wanted: Vec<&str> = Vec::new();
+                let mut asked: std::collections::HashSet<&str> = std::collections::HashSet::new();
+                for (_, _, sub) in batch {
+                    if !idents.contains_key(sub) && asked.insert(sub) {
+                        wanted.push(sub);
+                        pipe.hgetall(format!("idf:accid:{sub}"));
+                    }
+                }
+                let mut replies: Vec<Hash> = self.run(|mut c| async move { pipe.query_async(&mut c).await }).await?;
+                let fetched = replies.split_off(batch.len());
+                idents.extend(wanted.into_iter().map(String::from).zip(fetched));
+                let mut expired = redis::pipe();
+                for ((key, route, sub), row) in batch.iter().zip(&replies) {
+                    match idents.get(sub).and_then(|id| access_record(route, sub, row, id)) {
+                        Some(r) => out.push(r),
+                        None if row.is_empty() => {
+                            expired.srem(ACCESS_INDEX, key).ignore();
+                        }
+                        None => {}
+                    }
+                }
+                if !expired.is_empty() {
+                    // Index entries of rows that expired; best effort (the next report retries).
+                    let _ = self.run(|mut c| async move { expired.query_async::<()>(&mut c).await }).await;
+                }
             }
-            let rows: Vec<std::collections::HashMap<String, String>> =
-                self.run(|mut c| async move { pipe.query_async(&mut c).await }).await?;
-            for (key, row) in chunk.iter().zip(rows) {
-                let Some((route, sub)) = key.strip_prefix("idf:acc:").and_then(|r| r.split_once(':')) else { continue };
-                if row.is_empty() {
-                    let _ = self.remove_member(ACCESS_INDEX, key).await; // expired
-                    continue;
-                }
-                if !idents.contains_key(sub) {
-                    let k = access_keys(route, sub).1;
-                    let h: std::collections::HashMap<String, String> = self.run(|mut c| async move { c.hgetall(k).await }).await?;
-                    idents.insert(sub.to_string(), (!h.is_empty()).then_some(h));
-                }
-                let Some(Some(id)) = idents.get(sub) else { continue };
-                let num = |h: &std::collections::HashMap<String, String>, f: &str| h.get(f).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
-                let text = |f: &str| id.get(f).filter(|v| !v.is_empty()).cloned();
-                out.push(AccessRecord {
-                    sub: sub.to_string(),
-                    route: route.to_string(),
-                    provider: id.get("provider").cloned().unwrap_or_default(),
-                    username: text("username"),
-                    name: text("name"),
-                    groups: id.get("groups").and_then(|g| serde_json::from_str(g).ok()).unwrap_or_default(),
-                    first_seen: num(&row, "first"),
-                    last_seen: num(&row, "last"),
-                    count: num(&row, "count").max(0) as u64,
-                });
+            cursor = next;
+            if cursor == 0 {
+                return Ok(out);
             }
         }
-        Ok(out)
     }
 
     fn kind(&self) -> &'static str {
         "redis"
+    }
+}
+
+#[cfg(test)]
+mod access_tests {
+    //! The access-evidence functions against a real `redis-server` (skipped with a
+    //! message when none is installed; `make test` installs it).
+    use super::*;
+    use std::process::{Child, Command, Stdio};
+
+    /// The child, its port, and its directory (removed on drop).
+    struct Server(Child, u16, #[allow(dead_code)] tempfile::TempDir);
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn redis_server() -> Option<Server> {
+        let dir = tempfile::tempdir().ok()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| eprintln!("redis-server not runnable ({e}): skipping"))
+            .ok()?;
+        let server = Server(child, port, dir);
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(server);
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("redis-server did not start on {port}");
+    }
+
+    fn record(i: usize, count: u64, last: i64) -> AccessRecord {
+        AccessRecord {
+            sub: format!("sub-{i}"),
+            route: if i % 3 == 0 { "hr".into() } else { "wiki".into() },
+            provider: "dev-wf".into(),
+            username: Some(format!("user{i}@example.com")),
+            name: (i % 2 == 0).then(|| format!("User {i}")),
+            groups: vec!["staff".into()],
+            first_seen: 1_000 + i as i64,
+            last_seen: last,
+            count,
+        }
+    }
+
+    async fn commandstat(store: &RedisStore, cmd: &str) -> u64 {
+        let info: String = store
+            .run(|mut c| async move { redis::cmd("INFO").arg("commandstats").query_async(&mut c).await })
+            .await
+            .unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("cmdstat_{cmd}:calls=")))
+            .and_then(|v| v.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn many_records_merge_in_batches_and_read_back_whole() {
+        let Some(server) = redis_server() else { return };
+        let store = RedisStore::new(&format!("redis://127.0.0.1:{}", server.1)).unwrap();
+        let n = 1_234;
+        let first: Vec<AccessRecord> = (0..n).map(|i| record(i, 2, 5_000)).collect();
+        store.record_access(&first).await.unwrap();
+        // Again, later: counts add up, first stays, last moves, identity facts follow.
+        let mut again: Vec<AccessRecord> = (0..n).map(|i| record(i, 3, 6_000)).collect();
+        again[7].name = Some("Renamed".into());
+        store.record_access(&again).await.unwrap();
+        // A script cache flush (Redis restart, failover) is survived by reloading it.
+        store
+            .run(|mut c| async move { redis::cmd("SCRIPT").arg("FLUSH").query_async::<()>(&mut c).await })
+            .await
+            .unwrap();
+        store.record_access(&[record(1, 1, 6_500)]).await.unwrap();
+
+        // EVALSHA only: the script text is sent by SCRIPT LOAD, never with the data, and
+        // each flush is one invocation per ACCESS_BATCH records.
+        assert_eq!(commandstat(&store, "eval").await, 0);
+        let per_flush = n.div_ceil(ACCESS_BATCH) as u64;
+        // (A NOSCRIPT reply may or may not count as a call, depending on the Redis version.)
+        let calls = commandstat(&store, "evalsha").await;
+        assert!((2 * per_flush + 2..=3 * per_flush + 3).contains(&calls), "{calls} EVALSHA calls for 3 flushes");
+
+        let mut got = store.scan_access().await.unwrap();
+        got.sort_by_key(|r| r.sub.trim_start_matches("sub-").parse::<usize>().unwrap());
+        assert_eq!(got.len(), n);
+        let r = &got[7];
+        assert_eq!((r.first_seen, r.last_seen, r.count), (1_007, 6_000, 5));
+        assert_eq!(r.name.as_deref(), Some("Renamed"));
+        assert_eq!(r.username.as_deref(), Some("user7@example.com"));
+        assert_eq!(r.groups, vec!["staff".to_string()]);
+        assert_eq!((got[1].count, got[1].last_seen), (6, 6_500));
+        assert_eq!(got[3].route, "hr");
+        // The report reads pages (SSCAN), never the whole index at once or key by key.
+        assert_eq!(commandstat(&store, "smembers").await, 0);
+        assert_eq!(commandstat(&store, "keys").await, 0);
+        assert!(commandstat(&store, "sscan").await >= 1);
+
+        // A row that expired leaves the index at the next report.
+        store.run(|mut c| async move { c.del::<_, ()>("idf:acc:hr:sub-0").await }).await.unwrap();
+        assert_eq!(store.scan_access().await.unwrap().len(), n - 1);
+        let left: u64 = store.run(|mut c| async move { c.scard(ACCESS_INDEX).await }).await.unwrap();
+        assert_eq!(left, n as u64 - 1);
+
+        // The backlog after an outage: several pipelines, every record merged once.
+        let backlog: Vec<AccessRecord> =
+            (0..12_000).map(|i| AccessRecord { route: "big".into(), ..record(i, 1, 7_000) }).collect();
+        store.record_access(&backlog).await.unwrap();
+        let all = store.scan_access().await.unwrap();
+        assert_eq!(all.iter().filter(|r| r.route == "big" && r.count == 1).count(), 12_000);
+        assert_eq!(all.len(), n - 1 + 12_000);
     }
 }
