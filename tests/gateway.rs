@@ -538,6 +538,33 @@ async fn bad_credentials_are_refused_per_interface_and_the_gateway_keeps_serving
     }
 }
 
+#[tokio::test]
+async fn every_response_carries_the_request_id_the_upstream_saw() {
+    let f = fx();
+    let is_generated = |id: &str| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit());
+    // Refusals idfabric writes itself echo the caller's id (so a refused caller can quote
+    // the audit line's id) or the one generated for the request.
+    let g = send(f.get("refusals.test", "/r").header("x-request-id", "req-refused-7")).await;
+    g.assert_problem(401, "missing_token");
+    assert_eq!(g.header("x-request-id").as_deref(), Some("req-refused-7"));
+    let g = send(f.get("nowhere.test", "/x")).await;
+    g.assert_problem(404, "no_route");
+    assert!(g.header("x-request-id").is_some_and(|id| is_generated(&id)), "{:?}", g.headers);
+    let g = send(f.get("refusals.test", "/r").header("x-request-id", "bad id")).await;
+    assert!(g.header("x-request-id").is_some_and(|id| is_generated(&id)), "an id with a space is replaced");
+    // A proxied answer carries the id the upstream received.
+    let resp = f.get("req-mfa.test", "/ok").bearer_auth(f.token("wf", "alice")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let answered = resp.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let seen = echo_headers(resp).await["x-request-id"].as_str().map(str::to_string);
+    assert!(answered.as_deref().is_some_and(is_generated), "{answered:?}");
+    assert_eq!(answered, seen, "the response and the upstream name the same request");
+    let resp = f.get("req-mfa.test", "/ok").header("x-request-id", "req-ok-7").bearer_auth(f.token("wf", "alice"));
+    let resp = resp.send().await.unwrap();
+    assert_eq!(resp.headers().get("x-request-id").unwrap(), "req-ok-7");
+    assert_eq!(echo_headers(resp).await["x-request-id"], "req-ok-7");
+}
+
 fn one(name: reqwest::header::HeaderName, value: &str) -> HeaderMap {
     let mut h = HeaderMap::new();
     h.insert(name, HeaderValue::from_str(value).unwrap());

@@ -413,7 +413,9 @@ mod tests {
                 }
             })
             .await;
-            assert_eq!(won, 1, "round {round}");
+            // At most one: the claimant may itself find the family already revoked by
+            // a loser's replay (its tokens would be dead anyway), so zero is fine too.
+            assert!(won <= 1, "round {round}: {won} winners");
             assert!(g.is_revoked(&family).await.unwrap(), "round {round}");
         }
     }

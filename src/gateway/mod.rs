@@ -6,24 +6,26 @@
 //! | `request_filter` | reserved paths; route; credential, verify, decide (`pipeline::admit`); on refusal writes the response and returns `Ok(true)` |
 //! | `upstream_peer` | picks the upstream for the identity's population (round-robin, passive health) |
 //! | `upstream_request_filter` | removes client-sent `X-Identity-*`, adds the identity headers and token |
+//! | `response_filter` | the request's `X-Request-Id` on the upstream's answer |
 //! | `fail_to_connect` | marks the peer down and retries another one |
 //! | `fail_to_proxy` | problem+json instead of Pingora's bare error page |
 //! | `logging` | metrics, the audit line, access evidence and the one log line per refused request |
 //!
 //! Every request gets an `X-Request-Id` (the client's when sane) and a W3C trace
-//! context (`crate::trace`) in `request_filter`; both go upstream and into the audit line.
+//! context (`crate::trace`) in `request_filter`; both go upstream and into the audit
+//! line, and the id comes back on every response (`response_filter`, `respond::send`).
 
 mod reserved;
 pub mod respond;
 
 use crate::config::AuthorizationHeader;
-use crate::trace::{self, TraceContext};
 use crate::metrics::{self, metrics};
 use crate::pipeline::{self, Admission};
 use crate::propagate;
 use crate::providers::Verified;
 use crate::refusal::Refusal;
 use crate::runtime::Runtime;
+use crate::trace::{self, TraceContext};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::http::RequestHeader;
@@ -102,10 +104,7 @@ impl RequestCtx {
 }
 
 fn host_of(req: &RequestHeader) -> &str {
-    req.uri
-        .host()
-        .or_else(|| req.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()))
-        .unwrap_or("")
+    req.uri.host().or_else(|| req.headers.get(http::header::HOST).and_then(|h| h.to_str().ok())).unwrap_or("")
 }
 
 #[async_trait]
@@ -135,6 +134,12 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let rt = ctx.rt.clone();
         ctx.request_id = trace::request_id(&session.req_header().headers);
+        // The request carries the id from here on: upstream (the proxied request is a
+        // copy of this header) and in every response idfabric writes (`respond::send`).
+        if session.req_header().headers.get(trace::REQUEST_ID).map(|v| v.as_bytes()) != Some(ctx.request_id.as_bytes())
+        {
+            session.req_header_mut().insert_header(trace::REQUEST_ID, ctx.request_id.as_str())?;
+        }
         ctx.trace = TraceContext::from_headers(&session.req_header().headers);
         ctx.span = tracing::debug_span!(
             target: "idfabric::request",
@@ -213,7 +218,9 @@ impl ProxyHttp for Gateway {
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
         let rt = ctx.rt.clone();
         let route = ctx.route(&rt).ok_or_else(|| Error::explain(ErrorType::InternalError, "no route in context"))?;
-        let pool = route.pool(ctx.population).ok_or_else(|| Error::explain(ErrorType::HTTPStatus(403), "no upstream for population"))?;
+        let pool = route
+            .pool(ctx.population)
+            .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(403), "no upstream for population"))?;
         let i = pool.pick().ok_or_else(|| Error::explain(ErrorType::InternalError, "empty pool"))?;
         ctx.peer = Some(i);
         ctx.tries += 1;
@@ -224,7 +231,13 @@ impl ProxyHttp for Gateway {
         Ok(Box::new(peer))
     }
 
-    fn fail_to_connect(&self, _session: &mut Session, _peer: &HttpPeer, ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
         let rt = ctx.rt.clone();
         if let (Some(route), Some(i)) = (ctx.route(&rt), ctx.peer) {
             if let Some(pool) = route.pool(ctx.population) {
@@ -244,7 +257,6 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         strip_identity_headers(upstream);
-        upstream.insert_header(trace::REQUEST_ID, ctx.request_id.as_str())?;
         upstream.insert_header(trace::TRACEPARENT, ctx.trace.traceparent())?;
         match &ctx.trace.tracestate {
             Some(ts) => upstream.insert_header(trace::TRACESTATE, ts.clone())?,
@@ -254,7 +266,9 @@ impl ProxyHttp for Gateway {
         }
         let rt = ctx.rt.clone();
         strip_own_cookies(upstream, &rt.config.session.cookie);
-        let Some(route) = ctx.route(&rt) else { return Ok(()) };
+        let Some(route) = ctx.route(&rt) else {
+            return Ok(());
+        };
         let Some(v) = &ctx.verified else {
             if route.spec.authorization != AuthorizationHeader::Keep {
                 upstream.remove_header(&http::header::AUTHORIZATION);
@@ -264,7 +278,10 @@ impl ProxyHttp for Gateway {
         for (k, val) in v.headers.get_or_init(|| propagate::identity_headers(&v.identity)) {
             upstream.insert_header(k.clone(), val.clone())?;
         }
-        let token = match (&rt.minter, route.spec.identity_token || route.spec.authorization == AuthorizationHeader::IdentityToken) {
+        let token = match (
+            &rt.minter,
+            route.spec.identity_token || route.spec.authorization == AuthorizationHeader::IdentityToken,
+        ) {
             (Some(m), true) => Some(m.token_for(v, &route.spec.name, route.index)),
             _ => None,
         };
@@ -277,14 +294,25 @@ impl ProxyHttp for Gateway {
                 upstream.remove_header(&http::header::AUTHORIZATION);
             }
             AuthorizationHeader::IdentityToken => match &token {
-                Some(t) => upstream.insert_header(
-                    http::header::AUTHORIZATION,
-                    format!("Bearer {}", t.to_str().unwrap_or_default()),
-                )?,
+                Some(t) => upstream
+                    .insert_header(http::header::AUTHORIZATION, format!("Bearer {}", t.to_str().unwrap_or_default()))?,
                 None => {
                     upstream.remove_header(&http::header::AUTHORIZATION);
                 }
             },
+        }
+        Ok(())
+    }
+
+    /// The upstream's answer carries the request's `X-Request-Id` unless it set its own.
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut pingora::http::ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if !resp.headers.contains_key(trace::REQUEST_ID) && !ctx.request_id.is_empty() {
+            resp.insert_header(trace::REQUEST_ID, ctx.request_id.as_str())?;
         }
         Ok(())
     }
@@ -414,7 +442,9 @@ fn audit(session: &Session, ctx: &RequestCtx, route: &str, provider: &str, statu
         include_email,
     };
     if let Some(f) = ctx.forward.as_deref() {
-        let Some(r) = f.route.map(|i| &rt.routes.routes[i as usize]) else { return };
+        let Some(r) = f.route.map(|i| &rt.routes.routes[i as usize]) else {
+            return;
+        };
         crate::audit::record(&crate::audit::Event {
             provider: f.provider.map(|i| rt.registry.providers[i].id()),
             population: f.population,
@@ -448,12 +478,7 @@ fn is_identity_header(name: &str) -> bool {
 
 /// Removes every `X-Identity-*` header the client sent (and `_` spellings of them).
 pub fn strip_identity_headers(req: &mut RequestHeader) {
-    let names: Vec<http::HeaderName> = req
-        .headers
-        .keys()
-        .filter(|k| is_identity_header(k.as_str()))
-        .cloned()
-        .collect();
+    let names: Vec<http::HeaderName> = req.headers.keys().filter(|k| is_identity_header(k.as_str())).cloned().collect();
     for n in names {
         req.remove_header(&n);
     }
@@ -467,13 +492,8 @@ pub fn strip_own_cookies(req: &mut RequestHeader, session_cookie: &str) {
             || name.strip_prefix("__Host-") == Some(session_cookie)
             || name == crate::login::IDP_COOKIE
     };
-    let values: Vec<String> = req
-        .headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .map(str::to_string)
-        .collect();
+    let values: Vec<String> =
+        req.headers.get_all(http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()).map(str::to_string).collect();
     if !values.iter().any(|v| v.contains(session_cookie) || v.contains(crate::login::IDP_COOKIE)) {
         return;
     }

@@ -8,11 +8,15 @@ use pingora::proxy::Session;
 use pingora::Result;
 
 /// Writes a complete response with the given headers and body. Headers are appended,
-/// so a name may repeat (`Set-Cookie`).
+/// so a name may repeat (`Set-Cookie`). The request's `X-Request-Id` (set by the
+/// gateway's `request_filter`) is echoed, so a refused caller can quote it.
 pub async fn send(session: &mut Session, status: u16, headers: &[(&str, &str)], body: Bytes) -> Result<()> {
-    let mut h = ResponseHeader::build(status, Some(headers.len() + 2))?;
+    let mut h = ResponseHeader::build(status, Some(headers.len() + 3))?;
     for (k, v) in headers {
         h.append_header(k.to_string(), *v)?;
+    }
+    if let Some(id) = session.req_header().headers.get(crate::trace::REQUEST_ID) {
+        h.insert_header(crate::trace::REQUEST_ID, id.clone())?;
     }
     h.insert_header("content-length", body.len().to_string())?;
     session.write_response_header(Box::new(h), body.is_empty()).await?;
@@ -73,4 +77,3 @@ pub async fn reply(session: &mut Session, r: &crate::web::Reply) -> Result<()> {
     let headers: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
     send(session, r.status, &headers, Bytes::from(r.body.clone())).await
 }
-
