@@ -11,6 +11,9 @@
 #   FLOOD_CONNS [32]  connections of the invalid-token flood
 #   PROXY_CPU [0]  LOAD_CPU [1] (wrk and the backend)
 #   OUT [benches/out] where raw results go;  SKIP_BUILD [0];  SKIP_INSTALL [0]
+#   BASELINE [unset]  path of another idfabric binary (an earlier commit's release
+#       build): each round also runs its hot and distinct scenarios, on the same configs
+#       (rows `baseline`), so a regression is measured side by side, not across runs
 #   PROFILE=hot,bare,nginx,noid,r1000,p100,distinct,flood  instead of the rounds, one
 #       run per scenario under `perf record`; reports in $OUT/<timestamp>/perf-*.txt
 #       (PERF_FREQ [499], PERF_CALLGRAPH [dwarf,16384])
@@ -204,8 +207,7 @@ write_idf_config() {
     fi
     local idtoken=""
     [[ $variant == noid ]] && idtoken="    identity_token: false"$'\n'
-    local audit="off"
-    [[ $variant == audit ]] && audit="$dir/audit.log"
+    local audit="$dir/audit.log"
     {
         echo "listen: { http: 127.0.0.1:$port }"
         echo "admin: 127.0.0.1:$admin"
@@ -214,7 +216,9 @@ write_idf_config() {
         echo "  issuer: http://127.0.0.1:$port/broker"
         echo "  signing_key: $KEYS/broker-signing.pem"
         echo "server: { threads: 1 }"
-        echo "audit: { output: $audit }"
+        # Only the audit variant names the key (off is the default; an older BASELINE
+        # binary may not know it).
+        [[ $variant == audit ]] && echo "audit: { output: $audit }"
         echo "routes:"
         if [[ $variant == r1000 ]]; then
             # 999 decoys ahead of the measured route: exact hosts, wildcards and path
@@ -238,11 +242,11 @@ write_idf_config() {
 }
 
 IDF_PID=""; IDF_PORT=""; IDF_ADMIN=""
-start_idf() { # start_idf NAME VARIANT -> IDF_PID IDF_PORT IDF_ADMIN
-    local name=$1 variant=$2 dir="$WORK/idf-$1-$RANDOM" i code
+start_idf() { # start_idf NAME VARIANT [BINARY] -> IDF_PID IDF_PORT IDF_ADMIN
+    local name=$1 variant=$2 bin=${3:-$IDF} dir="$WORK/idf-$1-$RANDOM" i code
     IDF_PORT=$(free_port); IDF_ADMIN=$(free_port)
     write_idf_config "$dir" "$variant" "$IDF_PORT" "$IDF_ADMIN" "$BACKEND_PORT"
-    (cd "$dir" && IDFABRIC_LOG=warn NO_COLOR=1 exec taskset -c "$PROXY_CPU" "$IDF" serve --config "$dir/routes.yaml") \
+    (cd "$dir" && IDFABRIC_LOG=warn NO_COLOR=1 exec taskset -c "$PROXY_CPU" "$bin" serve --config "$dir/routes.yaml") \
         >"$dir/stdout.log" 2>"$dir/stderr.log" &
     IDF_PID=$!
     PIDS+=("$IDF_PID"); STOPSIG[$IDF_PID]=INT   # Pingora: SIGINT = fast shutdown
@@ -299,6 +303,12 @@ for v in base noid r1000 p100 audit; do
     start_idf "$v" "$v"
     IPID[$v]=$IDF_PID; IPORT[$v]=$IDF_PORT; IADMIN[$v]=$IDF_ADMIN
 done
+if [[ -n ${BASELINE:-} ]]; then
+    [[ -x $BASELINE ]] || { echo "BASELINE=$BASELINE is not an executable" >&2; exit 1; }
+    start_idf baseline base "$BASELINE"
+    BL_PID=$IDF_PID; BL_PORT=$IDF_PORT; BL_ADMIN=$IDF_ADMIN
+    log "baseline $BASELINE :$BL_PORT (pid $BL_PID)"
+fi
 log "backend :$BACKEND_PORT  nginx :$NGINX_PORT (worker $NGINX_WORKER)  bare-pingora :$BARE_PORT (pid $BARE_PID)"
 for v in base noid r1000 p100 audit; do log "idfabric $v :${IPORT[$v]} (pid ${IPID[$v]})"; done
 
@@ -411,6 +421,9 @@ for r in $(seq 1 "$ROUNDS"); do
     run_one "$r" nginx nginx "$NGINX_WORKER" "http://127.0.0.1:$NGINX_PORT/" - "$HOTLUA" "$WORK/hot.txt"
     run_one "$r" bare-pingora bare "$BARE_PID" "http://127.0.0.1:$BARE_PORT/" - "$HOTLUA" "$WORK/hot.txt"
     run_one "$r" idfabric hot "${IPID[base]}" "http://127.0.0.1:${IPORT[base]}/" "${IADMIN[base]}" "$HOTLUA" "$WORK/hot.txt"
+    if [[ -n ${BASELINE:-} ]]; then
+        run_one "$r" baseline base_hot "$BL_PID" "http://127.0.0.1:$BL_PORT/" "$BL_ADMIN" "$HOTLUA" "$WORK/hot.txt"
+    fi
     run_one "$r" idfabric noid "${IPID[noid]}" "http://127.0.0.1:${IPORT[noid]}/" "${IADMIN[noid]}" "$HOTLUA" "$WORK/hot.txt"
     run_one "$r" idfabric r1000 "${IPID[r1000]}" "http://127.0.0.1:${IPORT[r1000]}/" "${IADMIN[r1000]}" "$HOTLUA" "$WORK/hot.txt"
     run_one "$r" idfabric p100 "${IPID[p100]}" "http://127.0.0.1:${IPORT[p100]}/" "${IADMIN[p100]}" "$HOTLUA" "$WORK/hot.txt"
@@ -420,6 +433,11 @@ for r in $(seq 1 "$ROUNDS"); do
     start_idf "distinct-r$r" base
     run_one "$r" idfabric distinct "$IDF_PID" "http://127.0.0.1:$IDF_PORT/" "$IDF_ADMIN" "$TOKLUA" "$VALID"
     stop_tracked "$IDF_PID"
+    if [[ -n ${BASELINE:-} ]]; then
+        start_idf "baseline-distinct-r$r" base "$BASELINE"
+        run_one "$r" baseline base_distinct "$IDF_PID" "http://127.0.0.1:$IDF_PORT/" "$IDF_ADMIN" "$TOKLUA" "$VALID"
+        stop_tracked "$IDF_PID"
+    fi
 
     # Invalid-token flood beside valid hot traffic, on a fresh gateway (peak RSS is its own).
     start_idf "flood-r$r" base

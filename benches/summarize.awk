@@ -41,7 +41,9 @@ NR == 1 { next }
     if ($14 != "-") { hits[sc] += $14; misses[sc] += $15 }
 }
 END {
-    n = split("nginx bare hot noid audit r1000 p100 distinct flood_valid flood_invalid session", order, " ")
+    n = split("nginx bare hot base_hot noid audit r1000 p100 distinct base_distinct flood_valid flood_invalid session", order, " ")
+    label["base_hot"] = "hot token, the BASELINE binary (same config)"
+    label["base_distinct"] = "distinct valid tokens, the BASELINE binary (same config)"
     label["nginx"] = "plain reverse proxy, keepalive upstream, no auth (same bearer header sent, not checked)"
     label["bare"] = "passthrough, default settings, no auth (same bearer header sent, not checked)"
     label["hot"] = "hot token: X-Identity-* headers + minted X-Identity-Token (1 route, 4 providers)"
@@ -61,12 +63,12 @@ END {
         if (!(sc in RPS)) continue
         note = ""
         if (sc in hits && hits[sc] + misses[sc] > 0) note = sprintf("verify cache: %d hits, %d misses (%.0f%% misses)", hits[sc], misses[sc], 100 * misses[sc] / (hits[sc] + misses[sc]))
-        if (sc == "flood_valid" || sc == "distinct") note = note (note == "" ? "" : "; ") sprintf("peak RSS (VmHWM) %.1f MiB", maxof(HWM[sc]) / 1024)
+        if (sc == "flood_valid" || sc == "distinct" || sc == "base_distinct") note = note (note == "" ? "" : "; ") sprintf("peak RSS (VmHWM) %.1f MiB", maxof(HWM[sc]) / 1024)
         if (sc == "flood_valid" || sc == "flood_invalid") note = note (note == "" ? "" : "; ") "CPU/req over valid+flood requests"
         if (non2xx[sc] > 0 && sc != "flood_invalid") note = note (note == "" ? "" : "; ") "**" non2xx[sc] " non-2xx responses**"
         if (sockerr[sc] > 0) note = note (note == "" ? "" : "; ") sockerr[sc] " socket errors"
-        xb = (target[sc] == "idfabric") ? fmt(ratio(rps, sc, "bare"), "%.2f") : "-"
-        xn = (target[sc] == "idfabric") ? fmt(ratio(rps, sc, "nginx"), "%.2f") : "-"
+        xb = (target[sc] == "idfabric" || target[sc] == "baseline") ? fmt(ratio(rps, sc, "bare"), "%.2f") : "-"
+        xn = (target[sc] == "idfabric" || target[sc] == "baseline") ? fmt(ratio(rps, sc, "nginx"), "%.2f") : "-"
         busy = ""
         if (sc == "flood_valid" || sc == "flood_invalid") busy = median(RPS["flood_valid"]) + median(RPS["flood_invalid"])
         else busy = median(RPS[sc])

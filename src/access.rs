@@ -329,6 +329,12 @@ pub fn render(r: &Report, format: Format) -> String {
     }
 }
 
+/// The start of a `--since` window ending `now`; a window longer than the epoch means
+/// everything (never an overflow).
+pub fn window_start(now: i64, window: Duration) -> i64 {
+    now.saturating_sub(i64::try_from(window.as_secs()).unwrap_or(i64::MAX)).max(0)
+}
+
 /// Parses a window such as `90d`, `12h`, `30m`.
 pub fn parse_since(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("--since `{s}`: {e} (examples: 90d, 24h, 30m)"))
@@ -349,9 +355,11 @@ pub fn cli_report(
         (crate::config::SessionStore::Redis(url), None) => {
             let store = crate::session::redis_store::RedisStore::new(url).map_err(|e| e.to_string())?;
             let records =
-                tokio.block_on(store.scan_access()).map_err(|e| format!("reading access evidence from {url}: {e}"))?;
+                tokio.block_on(store.scan_access()).map_err(|e| {
+                format!("reading access evidence from {}: {e}", crate::session::redis_store::redacted(url))
+            })?;
             let now = now_secs();
-            Ok(render(&build_report(&records, &config, now - window.as_secs() as i64, now), format))
+            Ok(render(&build_report(&records, &config, window_start(now, window), now), format))
         }
         (_, admin) => {
             let base = match admin {

@@ -143,18 +143,12 @@ async fn access(rt: &Runtime, session: &mut ServerSession) -> Response<Vec<u8>> 
         Err(e) => return json(503, &serde_json::json!({"status": 503, "detail": e.to_string()})),
     };
     let now = crate::providers::now_secs();
-    let report = crate::access::build_report(&records, &rt.config, window_start(now, window), now);
+    let report = crate::access::build_report(&records, &rt.config, crate::access::window_start(now, window), now);
     let content_type = match format {
         crate::access::Format::Json => "application/json",
         crate::access::Format::Csv => "text/csv; charset=utf-8",
     };
     reply(200, content_type, crate::access::render(&report, format).into_bytes())
-}
-
-/// The start of a `since` window ending at `now`, never before the epoch: a window of
-/// "500000000000y" parses, and must mean "everything" rather than overflow.
-fn window_start(now: i64, window: std::time::Duration) -> i64 {
-    now.saturating_sub(i64::try_from(window.as_secs()).unwrap_or(i64::MAX)).max(0)
 }
 
 #[cfg(test)]
@@ -177,8 +171,8 @@ mod tests {
     #[test]
     fn windows_never_start_before_the_epoch() {
         let now = 1_800_000_000;
-        assert_eq!(window_start(now, std::time::Duration::from_secs(90 * 86_400)), now - 90 * 86_400);
-        assert_eq!(window_start(now, std::time::Duration::from_secs(u64::MAX)), 0);
-        assert_eq!(window_start(now, std::time::Duration::from_secs(now as u64 + 1)), 0);
+        assert_eq!(crate::access::window_start(now, std::time::Duration::from_secs(90 * 86_400)), now - 90 * 86_400);
+        assert_eq!(crate::access::window_start(now, std::time::Duration::from_secs(u64::MAX)), 0);
+        assert_eq!(crate::access::window_start(now, std::time::Duration::from_secs(now as u64 + 1)), 0);
     }
 }

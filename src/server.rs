@@ -67,13 +67,18 @@ impl Refresher {
                     w.update(&rt.config);
                 }
             }
-            Err(e) => tracing::error!(
-                file = %self.config_path.display(),
-                trigger = by,
-                ?changed,
-                error = %e,
-                "configuration reload failed; keeping the running configuration"
-            ),
+            Err(e) => {
+                tracing::error!(
+                    file = %self.config_path.display(),
+                    trigger = by,
+                    ?changed,
+                    error = %e,
+                    "configuration reload failed; keeping the running configuration"
+                );
+                if let Some(w) = watch {
+                    w.resync();
+                }
+            }
         }
     }
 }
@@ -223,6 +228,9 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), String> {
     server.run(pingora::server::RunArgs::default());
     if !crate::audit::finish(crate::audit::FINISH_LIMIT) {
         tracing::warn!("audit log: the writer did not finish in time; its last lines may be missing");
+    }
+    if !crate::trace::finish(std::time::Duration::from_secs(3)) {
+        tracing::warn!("tracing: the last request spans could not be exported before exit");
     }
     std::process::exit(0)
 }

@@ -162,6 +162,18 @@ pub fn init(spec: &crate::config::TracingSpec) -> Result<(), String> {
     }
 }
 
+/// Before exit: exports the request spans still batched for OTLP (`otlp` feature),
+/// waiting at most `limit`; true when nothing was left behind.
+pub fn finish(limit: std::time::Duration) -> bool {
+    #[cfg(feature = "otlp")]
+    return otlp::finish(limit);
+    #[cfg(not(feature = "otlp"))]
+    {
+        let _ = limit;
+        true
+    }
+}
+
 /// Makes the request's span the exported one (no-op without the `otlp` feature or when
 /// the span is disabled): parented on the inbound trace, and `tc` takes the exported
 /// span's ids, so the upstream's `traceparent` names a span the collector receives.
@@ -192,6 +204,20 @@ mod otlp {
         }
     }
 
+    /// Kept for [`finish`]: the batch exporter holds the last spans until flushed.
+    static PROVIDER: std::sync::OnceLock<opentelemetry_sdk::trace::SdkTracerProvider> = std::sync::OnceLock::new();
+
+    /// Exports the spans still batched, waiting at most `limit` (an unreachable
+    /// collector must not hold the process).
+    pub fn finish(limit: std::time::Duration) -> bool {
+        let Some(provider) = PROVIDER.get() else { return true };
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(provider.shutdown().is_ok());
+        });
+        rx.recv_timeout(limit).unwrap_or(false)
+    }
+
     pub fn init(endpoint: &str) -> Result<(), String> {
         use opentelemetry_otlp::WithExportConfig;
         let exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -204,6 +230,7 @@ mod otlp {
             .with_resource(opentelemetry_sdk::Resource::builder().with_service_name("idfabric").build())
             .build();
         let tracer = provider.tracer("idfabric");
+        let _ = PROVIDER.set(provider);
         let filter = tracing_subscriber::EnvFilter::try_from_env("IDFABRIC_LOG").unwrap_or_else(|_| {
             tracing_subscriber::EnvFilter::new("info,pingora_core=warn,pingora_proxy=warn,pingora=warn")
         });

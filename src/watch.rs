@@ -156,6 +156,13 @@ impl Watch {
         self.sync_dirs();
     }
 
+    /// Re-checks the watched directories against the running configuration's interest,
+    /// after a reload that failed: a key directory swapped in (symlink, rename) is
+    /// followed even when that reload was refused, so the fix that follows is seen.
+    pub fn resync(&mut self) {
+        self.sync_dirs();
+    }
+
     fn sync_dirs(&mut self) {
         let want = self.interest.read().map(|i| i.dirs()).unwrap_or_default();
         let gone: Vec<PathBuf> = self.watched.keys().filter(|d| !want.contains(*d)).cloned().collect();

@@ -346,8 +346,22 @@ async fn every_line_survives(signal: &str, concurrent: bool) {
         }
     }
     assert_eq!(answered.len(), 200, "every request answered before the signal");
-    // Give the last request's logging phase (it runs after the response) a moment.
-    tokio::time::sleep(Duration::from_millis(2)).await;
+    // The logging phase (which queues the line) runs after the response is written:
+    // signal once it has run for all 200 (`requests_total` is counted in it too).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = client().get(format!("{}/metrics", env.admin())).send().await.unwrap().text().await.unwrap();
+        let logged: f64 = text
+            .lines()
+            .filter(|l| l.starts_with("idfabric_requests_total{") && l.contains("route=\"hr\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        if logged >= 200.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "only {logged} of 200 requests reached the logging phase");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     gw.signal(signal);
     let (status, log) =
         tokio::task::spawn_blocking(move || (gw.wait_exit(Duration::from_secs(20)), gw.log())).await.unwrap();

@@ -563,6 +563,14 @@ async fn every_response_carries_the_request_id_the_upstream_saw() {
     let resp = resp.send().await.unwrap();
     assert_eq!(resp.headers().get("x-request-id").unwrap(), "req-ok-7");
     assert_eq!(echo_headers(resp).await["x-request-id"], "req-ok-7");
+    // A repeated header reaches the upstream as the one id chosen.
+    let mut twice = HeaderMap::new();
+    twice.append("x-request-id", HeaderValue::from_static("req-dup-7"));
+    twice.append("x-request-id", HeaderValue::from_static("req-dup-8"));
+    let resp = f.get("req-mfa.test", "/ok").headers(twice).bearer_auth(f.token("wf", "alice"));
+    let resp = resp.send().await.unwrap();
+    assert_eq!(resp.headers().get_all("x-request-id").iter().count(), 1);
+    assert_eq!(echo_headers(resp).await["x-request-id"], "req-dup-7");
 }
 
 fn one(name: reqwest::header::HeaderName, value: &str) -> HeaderMap {

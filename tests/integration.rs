@@ -35,3 +35,21 @@ mod signin_ciam;
 mod smoke;
 mod upgrade;
 mod watch;
+
+/// Every `tests/*.rs` file is a module above: with `autotests = false` a file left out
+/// would silently never compile or run.
+#[test]
+fn every_test_file_is_a_module_of_this_binary() {
+    let this = include_str!("integration.rs");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    let mut missing = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else { continue };
+        if path.extension().is_some_and(|e| e == "rs") && stem != "integration" && !this.contains(&format!("\nmod {stem};"))
+        {
+            missing.push(stem.to_string());
+        }
+    }
+    assert!(missing.is_empty(), "tests/{{{}}}.rs: add `mod …;` to tests/integration.rs", missing.join(","));
+}

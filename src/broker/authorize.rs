@@ -29,10 +29,10 @@ pub fn on_broker_host(b: &BrokerSpec, host: &str) -> bool {
 
 /// An error shown to the user on the broker itself: 503 when the store is down (try
 /// again), else 400.
-fn page(rt: &Runtime, req: &Request<'_>, title: &str, detail: &str, reason: &'static str) -> Reply {
+fn page(rt: &Runtime, req: &Request<'_>, title: &str, detail: &str, code: ErrorCode) -> Reply {
     let theme = login::theme_for(rt, req.host, "/");
-    let status = if reason == ErrorCode::TemporarilyUnavailable.as_str() { 503 } else { 400 };
-    Reply::html(status, pages::error_page(&theme, status, title, detail, None), reason)
+    let status = if code == ErrorCode::TemporarilyUnavailable { 503 } else { 400 };
+    Reply::html(status, pages::error_page(&theme, status, title, detail, None), code.as_str())
 }
 
 /// Back to the client's (registered) redirect URI with `params`, `state` and `iss`.
@@ -72,7 +72,7 @@ fn back_err(b: &BrokerSpec, r: &AuthzRequest, e: OAuthError) -> Reply {
 pub async fn authorize(rt: &Runtime, b: &BrokerSpec, req: &Request<'_>) -> Reply {
     let p = match authorize_params(req) {
         Ok(p) => p,
-        Err(e) => return page(rt, req, "Invalid sign-in request", e.description, e.code.as_str()),
+        Err(e) => return page(rt, req, "Invalid sign-in request", e.description, e.code),
     };
     let (client, early) = match trusted_client(rt, b, req, &p) {
         Ok(found) => found,
@@ -134,7 +134,7 @@ fn trusted_client<'b>(
             req,
             "Unknown application",
             "The application that sent you here is not registered with this sign-in service.",
-            "invalid_client",
+            ErrorCode::InvalidClient,
         ));
     };
     let Some(redirect_uri) = p.get("redirect_uri").filter(|u| client.redirect_uris.contains(u)) else {
@@ -143,7 +143,7 @@ fn trusted_client<'b>(
             req,
             "Invalid return address",
             "The application asked to return to an address it has not registered, so you were not sent there.",
-            "invalid_request",
+            ErrorCode::InvalidRequest,
         ));
     };
     if !on_broker_host(b, req.host) {
@@ -152,7 +152,7 @@ fn trusted_client<'b>(
             req,
             "Wrong address",
             "Sign-in requests must use the sign-in service's own address.",
-            "invalid_request",
+            ErrorCode::InvalidRequest,
         ));
     }
     let early = AuthzRequest {
@@ -418,14 +418,14 @@ pub async fn resume(rt: &Runtime, b: &BrokerSpec, req: &Request<'_>) -> Reply {
 
 async fn finish(rt: &Runtime, b: &BrokerSpec, req: &Request<'_>, txn: &str) -> Reply {
     let Some(sessions) = rt.sessions.clone() else {
-        return page(rt, req, "Sign-in unavailable", "This gateway has no session store.", "temporarily_unavailable");
+        return page(rt, req, "Sign-in unavailable", "This gateway has no session store.", ErrorCode::TemporarilyUnavailable);
     };
     let r = match parked(rt, b, req, &sessions, txn).await {
         Ok(r) => r,
         Err(refused) => return refused,
     };
     let Some(client) = clients::find(b, &r.client_id).filter(|c| c.redirect_uris.contains(&r.redirect_uri)) else {
-        return page(rt, req, "Unknown application", "The application is no longer registered.", "invalid_client");
+        return page(rt, req, "Unknown application", "The application is no longer registered.", ErrorCode::InvalidClient);
     };
     let (sid, s) = match signed_in(rt, req, &sessions).await {
         Ok(found) => found,
@@ -451,7 +451,7 @@ async fn parked(
             req,
             "This sign-in was started elsewhere",
             "Return to the application and start again in this browser.",
-            "invalid_request",
+            ErrorCode::InvalidRequest,
         )
     };
     let nonce = if plausible_txn(txn) { req.cookie(&txn_cookie(txn, req.tls)) } else { None };
@@ -465,14 +465,14 @@ async fn parked(
             req,
             "This sign-in has expired",
             "The sign-in link was already used or is too old. Return to the application and start again.",
-            "invalid_request",
+            ErrorCode::InvalidRequest,
         )),
         Err(_) => Err(page(
             rt,
             req,
             "Sign-in unavailable",
             "The session service cannot be reached. Please try again in a moment.",
-            "temporarily_unavailable",
+            ErrorCode::TemporarilyUnavailable,
         )),
     }
 }

@@ -197,6 +197,7 @@ pub enum VerifyError {
     NoExpiry,
     Expired,
     MissingClaim,
+    WrongAudience,
 }
 
 impl VerifyError {
@@ -210,6 +211,7 @@ impl VerifyError {
             VerifyError::NoExpiry => "the token has no expiry",
             VerifyError::Expired => "the access token has expired",
             VerifyError::MissingClaim => "the token lacks a claim a broker token carries",
+            VerifyError::WrongAudience => "the token's audience is not the client it was issued to",
         }
     }
 }
@@ -247,7 +249,7 @@ pub fn verify(m: &Minter, b: &BrokerSpec, token: &str, kind: Kind) -> Result<Map
             // X-Identity-Tokens share key and `typ`; only ID tokens name an `azp`.
             let azp = c.get("azp").and_then(Value::as_str).ok_or(VerifyError::MissingClaim)?;
             if c.get("aud").and_then(Value::as_str) != Some(azp) {
-                return Err(VerifyError::MissingClaim);
+                return Err(VerifyError::WrongAudience);
             }
         }
     }

@@ -171,8 +171,8 @@ fn session(s: Option<&raw::Session>, base_dir: &Path, p: &mut Problems) -> Sessi
         None | Some("memory") => SessionStore::Memory,
         Some(v) if v.starts_with("redis://") || v.starts_with("rediss://") => SessionStore::Redis(v.to_string()),
         Some(v) => {
-            // A mistyped URL may still carry a password: only what follows `@` is shown.
-            let shown = v.rsplit_once('@').map_or(v.to_string(), |(_, host)| format!("***@{host}"));
+            // A mistyped URL may still carry a password.
+            let shown = crate::session::redis_store::redacted(v);
             p.at(None, "session.store", format!("`{shown}` is neither `memory` nor a redis:// URL"));
             SessionStore::Memory
         }

@@ -136,8 +136,10 @@ impl ProxyHttp for Gateway {
         ctx.request_id = trace::request_id(&session.req_header().headers);
         // The request carries the id from here on: upstream (the proxied request is a
         // copy of this header) and in every response idfabric writes (`respond::send`).
-        if session.req_header().headers.get(trace::REQUEST_ID).map(|v| v.as_bytes()) != Some(ctx.request_id.as_bytes())
-        {
+        // Replaced unless it is already exactly the one value chosen (a repeated header
+        // would reach the upstream with both values).
+        let mut inbound = session.req_header().headers.get_all(trace::REQUEST_ID).iter();
+        if inbound.next().map(|v| v.as_bytes()) != Some(ctx.request_id.as_bytes()) || inbound.next().is_some() {
             session.req_header_mut().insert_header(trace::REQUEST_ID, ctx.request_id.as_str())?;
         }
         ctx.trace = TraceContext::from_headers(&session.req_header().headers);

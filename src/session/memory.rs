@@ -82,11 +82,6 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn set_nx(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
-        let entry = self.values.entry(key.to_string()).or_insert_with(|| (Vec::new(), ttl));
-        Ok(entry.is_fresh())
-    }
-
     async fn set_if_absent(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<bool, StoreError> {
         // moka runs one initialiser per key and hands every concurrent caller the same
         // entry: only the caller whose value went in sees a fresh entry.

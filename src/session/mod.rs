@@ -38,7 +38,9 @@ pub trait Store: Send + Sync {
     async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
     /// Sets `key` only if absent; true when this call set it (cross-replica "once").
-    async fn set_nx(&self, key: &str, ttl: Duration) -> Result<bool, StoreError>;
+    async fn set_nx(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
+        self.set_if_absent(key, b"1".to_vec(), ttl).await
+    }
     /// Sets `key` to `value` only if absent, in one atomic step; true when this call set
     /// it. Exactly one of any number of concurrent callers (on any replica) sees true:
     /// the broker's single-use claim on a code or refresh token.
