@@ -14,7 +14,8 @@
 #   BASELINE [unset]  path of another idfabric binary (an earlier commit's release
 #       build): each round also runs its hot and distinct scenarios, on the same configs
 #       (rows `baseline`), so a regression is measured side by side, not across runs
-#   PROFILE=hot,bare,nginx,noid,r1000,p100,distinct,flood  instead of the rounds, one
+#   PROFILE=hot,bare,nginx,noid,r1000,p100,distinct,flood[,base_hot,base_distinct with
+#       BASELINE]  instead of the rounds, one
 #       run per scenario under `perf record`; reports in $OUT/<timestamp>/perf-*.txt
 #       (PERF_FREQ [499], PERF_CALLGRAPH [dwarf,16384])
 #
@@ -216,9 +217,10 @@ write_idf_config() {
         echo "  issuer: http://127.0.0.1:$port/broker"
         echo "  signing_key: $KEYS/broker-signing.pem"
         echo "server: { threads: 1 }"
-        # Only the audit variant names the key (off is the default; an older BASELINE
-        # binary may not know it).
-        [[ $variant == audit ]] && echo "audit: { output: $audit }"
+        # The audit log is on (stdout) by default: off here, except in the audit variant.
+        # A BASELINE binary from before the audit log (LEGACY=1) does not know the key.
+        if [[ $variant == audit ]]; then echo "audit: { output: $audit }"
+        elif [[ ${LEGACY:-0} != 1 ]]; then echo "audit: { output: off }"; fi
         echo "routes:"
         if [[ $variant == r1000 ]]; then
             # 999 decoys ahead of the measured route: exact hosts, wildcards and path
@@ -245,7 +247,8 @@ IDF_PID=""; IDF_PORT=""; IDF_ADMIN=""
 start_idf() { # start_idf NAME VARIANT [BINARY] -> IDF_PID IDF_PORT IDF_ADMIN
     local name=$1 variant=$2 bin=${3:-$IDF} dir="$WORK/idf-$1-$RANDOM" i code
     IDF_PORT=$(free_port); IDF_ADMIN=$(free_port)
-    write_idf_config "$dir" "$variant" "$IDF_PORT" "$IDF_ADMIN" "$BACKEND_PORT"
+    # A binary from before the audit log has no `audit.output` key to refuse or accept.
+    LEGACY=$(grep -aqF 'audit.output' "$bin" && echo 0 || echo 1) write_idf_config "$dir" "$variant" "$IDF_PORT" "$IDF_ADMIN" "$BACKEND_PORT"
     (cd "$dir" && IDFABRIC_LOG=warn NO_COLOR=1 exec taskset -c "$PROXY_CPU" "$bin" serve --config "$dir/routes.yaml") \
         >"$dir/stdout.log" 2>"$dir/stderr.log" &
     IDF_PID=$!
@@ -387,6 +390,8 @@ if [[ -n "${PROFILE:-}" ]]; then
             hot) pid=${IPID[base]}; url="http://127.0.0.1:${IPORT[base]}/" ;;
             noid|r1000|p100|audit) pid=${IPID[$sc]}; url="http://127.0.0.1:${IPORT[$sc]}/" ;;
             distinct) start_idf distinct base; pid=$IDF_PID; url="http://127.0.0.1:$IDF_PORT/"; script=$TOKLUA; arg=$VALID ;;
+            base_hot) pid=$BL_PID; url="http://127.0.0.1:$BL_PORT/" ;;
+            base_distinct) start_idf base-distinct base "$BASELINE"; pid=$IDF_PID; url="http://127.0.0.1:$IDF_PORT/"; script=$TOKLUA; arg=$VALID ;;
             flood) start_idf flood base; pid=$IDF_PID; url="http://127.0.0.1:$IDF_PORT/"; script=$FLOODLUA; arg="$WORK/flood-base.txt" ;;
             *) echo "unknown PROFILE scenario $sc" >&2; exit 2 ;;
         esac
@@ -409,7 +414,7 @@ if [[ -n "${PROFILE:-}" ]]; then
                 | grep -E 'idfabric::|pingora_proxy::|moka::|aws_lc|jsonwebtoken|prometheus|tracing' | cut -c1-220 | head -60
         } >"$RUN/perf-$sc.txt" || true
         log "perf report: $RUN/perf-$sc.txt ($(bench_line "$RUN/wrk/profile-$sc.txt" | awk '{printf "%d requests", $1}'))"
-        [[ $sc == distinct || $sc == flood ]] && stop_tracked "$IDF_PID"
+        [[ $sc == distinct || $sc == base_distinct || $sc == flood ]] && stop_tracked "$IDF_PID"
     done
     exit 0
 fi
