@@ -24,17 +24,19 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 }
 
 /// A store URL fit for logs and error messages: the password, if any, is replaced by
-/// `***` (`redis://user:***@host:6379/0`). Text that does not parse as a URL keeps only
-/// what follows its last `@`.
+/// `***` (`redis://user:***@host:6379/0`). Text that does not parse as a URL with a
+/// host keeps only what follows its last `@`.
 pub fn redacted(url: &str) -> String {
     match url::Url::parse(url) {
-        Ok(mut u) => {
+        // Without a host (`redis:/:pw@h`, one slash) the credentials are not parsed as
+        // such: the fallback below applies.
+        Ok(mut u) if u.has_host() => {
             if u.password().is_some() {
                 let _ = u.set_password(Some("***"));
             }
             u.to_string()
         }
-        Err(_) => url.rsplit_once('@').map_or(url.to_string(), |(_, host)| format!("***@{host}")),
+        _ => url.rsplit_once('@').map_or(url.to_string(), |(_, host)| format!("***@{host}")),
     }
 }
 
@@ -472,6 +474,7 @@ mod tests {
         assert_eq!(redacted("rediss://app:s3cret@cache.internal/1"), "rediss://app:***@cache.internal/1");
         assert_eq!(redacted("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
         assert_eq!(redacted("rdis//:s3cret@host"), "***@host");
+        assert_eq!(redacted("redis:/:s3cret@127.0.0.1:6379"), "***@127.0.0.1:6379");
         assert!(!redacted("redis://u:p%40ss@h").contains("p%40ss"));
     }
 }
