@@ -110,10 +110,25 @@ impl Fixture {
 
 /// Signs `user` in for `req` and returns the code (asserting state and iss).
 async fn code_for(agent: &Agent, req: &AuthzReq, user: &str) -> String {
-    let back = follow(agent, &req.url(&issuer()), user).await;
-    let q = callback_params(&back, req, &issuer());
+    code_at(agent, req, user, &issuer()).await
+}
+
+/// [`code_for`] at another issuer (a second replica).
+async fn code_at(agent: &Agent, req: &AuthzReq, user: &str, issuer: &str) -> String {
+    let back = follow(agent, &req.url(issuer), user).await;
+    let q = callback_params(&back, req, issuer);
     assert!(!q.contains_key("error"), "authorize failed: {back}");
     q["code"].clone()
+}
+
+/// The token request form of an authorization-code exchange for `req`.
+fn code_form<'a>(req: &'a AuthzReq, code: &'a str) -> Vec<(&'static str, &'a str)> {
+    vec![
+        ("grant_type", "authorization_code"),
+        ("code", code),
+        ("redirect_uri", req.redirect_uri.as_str()),
+        ("code_verifier", req.verifier.as_str()),
+    ]
 }
 
 /// Exchanges a code with the portal's secret (Basic) and returns the token response.
@@ -122,12 +137,7 @@ async fn exchange(
     code: &str,
     basic: Option<(&str, &str)>,
 ) -> (u16, reqwest::header::HeaderMap, String) {
-    let mut form = vec![
-        ("grant_type", "authorization_code"),
-        ("code", code),
-        ("redirect_uri", req.redirect_uri.as_str()),
-        ("code_verifier", req.verifier.as_str()),
-    ];
+    let mut form = code_form(req, code);
     if basic.is_none() {
         form.push(("client_id", req.client_id.as_str()));
     }
@@ -1139,12 +1149,7 @@ async fn ten_parallel_redemptions_of_one_code_or_one_refresh_token_succeed_once_
     for _ in 0..3 {
         let req = AuthzReq::new("portal", PORTAL_CB);
         let code = code_for(&agent, &req, "alice").await;
-        let form = [
-            ("grant_type", "authorization_code"),
-            ("code", code.as_str()),
-            ("redirect_uri", PORTAL_CB),
-            ("code_verifier", req.verifier.as_str()),
-        ];
+        let form = code_form(&req, &code);
         let t = one_winner(&at_once(&tok, &form, ("portal", PORTAL_SECRET), 10).await, "already used");
         assert_eq!(
             introspect(t["access_token"].as_str().unwrap()).await["active"],
@@ -1323,14 +1328,8 @@ async fn two_replicas_share_codes_and_refresh_families_through_redis() {
     // The browser signs in at A; the code is redeemed at B.
     let agent = Agent::browser();
     let req = AuthzReq::new("portal", PORTAL_CB);
-    let back = follow(&agent, &req.url(&issuer_a), "alice").await;
-    let code = callback_params(&back, &req, &issuer_a)["code"].clone();
-    let form = [
-        ("grant_type", "authorization_code"),
-        ("code", code.as_str()),
-        ("redirect_uri", PORTAL_CB),
-        ("code_verifier", req.verifier.as_str()),
-    ];
+    let code = code_at(&agent, &req, "alice", &issuer_a).await;
+    let form = code_form(&req, &code);
     let (s, _, body) = post_form(&at_b("/token"), &form, Some(("portal", PORTAL_SECRET))).await;
     assert_eq!(s, 200, "{body}");
     let t = json_of(&body);
@@ -1357,27 +1356,15 @@ async fn two_replicas_share_codes_and_refresh_families_through_redis() {
     };
     for _ in 0..8 {
         let req = AuthzReq::new("portal", PORTAL_CB);
-        let back = follow(&agent, &req.url(&issuer_a), "alice").await;
-        let code = callback_params(&back, &req, &issuer_a)["code"].clone();
-        let form = [
-            ("grant_type", "authorization_code"),
-            ("code", code.as_str()),
-            ("redirect_uri", PORTAL_CB),
-            ("code_verifier", req.verifier.as_str()),
-        ];
+        let code = code_at(&agent, &req, "alice", &issuer_a).await;
+        let form = code_form(&req, &code);
         let won = one_winner(&at_once(&both, &form, ("portal", PORTAL_SECRET), 10).await, "already used");
         let at = won["access_token"].as_str().unwrap().to_string();
         assert_eq!(inactive(at).await, (200, Some(false)), "revoked on every replica");
         // A live family (one plain exchange), then its refresh token ten times at once.
         let req = AuthzReq::new("portal", PORTAL_CB);
-        let back = follow(&agent, &req.url(&issuer_a), "alice").await;
-        let code = callback_params(&back, &req, &issuer_a)["code"].clone();
-        let form = [
-            ("grant_type", "authorization_code"),
-            ("code", code.as_str()),
-            ("redirect_uri", PORTAL_CB),
-            ("code_verifier", req.verifier.as_str()),
-        ];
+        let code = code_at(&agent, &req, "alice", &issuer_a).await;
+        let form = code_form(&req, &code);
         let (s, _, body) = post_form(&both[1], &form, Some(("portal", PORTAL_SECRET))).await;
         assert_eq!(s, 200, "{body}");
         let first = json_of(&body);
@@ -1393,14 +1380,8 @@ async fn two_replicas_share_codes_and_refresh_families_through_redis() {
 
     // A new family: rotated at B, reuse detected at A.
     let req = AuthzReq::new("portal", PORTAL_CB);
-    let back = follow(&agent, &req.url(&issuer_a), "alice").await;
-    let code = callback_params(&back, &req, &issuer_a)["code"].clone();
-    let form = [
-        ("grant_type", "authorization_code"),
-        ("code", code.as_str()),
-        ("redirect_uri", PORTAL_CB),
-        ("code_verifier", req.verifier.as_str()),
-    ];
+    let code = code_at(&agent, &req, "alice", &issuer_a).await;
+    let form = code_form(&req, &code);
     let (_, _, body) = post_form(&format!("{issuer_a}/token"), &form, Some(("portal", PORTAL_SECRET))).await;
     let rt1 = json_of(&body)["refresh_token"].as_str().unwrap().to_string();
     let refresh_at = |url: String, rt: String| async move {
@@ -1440,12 +1421,7 @@ async fn a_store_outage_is_503_not_an_invalid_token_an_inactive_token_or_a_false
     let req = AuthzReq::new("portal", PORTAL_CB);
     let back = follow(&agent, &req.url(&issuer), "alice").await;
     let code = callback_params(&back, &req, &issuer)["code"].clone();
-    let form = [
-        ("grant_type", "authorization_code"),
-        ("code", code.as_str()),
-        ("redirect_uri", PORTAL_CB),
-        ("code_verifier", req.verifier.as_str()),
-    ];
+    let form = code_form(&req, &code);
     let (s, _, body) = post_form(&format!("{issuer}/token"), &form, Some(("portal", PORTAL_SECRET))).await;
     assert_eq!(s, 200, "{body}");
     let t = json_of(&body);

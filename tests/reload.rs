@@ -40,14 +40,20 @@ fn routes(echo: &Echo, with_b: bool) -> String {
     r
 }
 
+/// A gateway on route `a` of `echo`, and a workforce token for it.
+fn started(echo: &Echo) -> (TestEnv, Gateway, String) {
+    let env = TestEnv::new();
+    env.write_dev_provider("dev-wf", "workforce", "entra", "dev-idp-workforce.pem", "");
+    env.write_routes(&["dev-wf"], &routes(echo, false));
+    let gw = Gateway::start(&env);
+    let token = env.mint("dev-wf", "alice", &[]);
+    (env, gw, token)
+}
+
 #[tokio::test]
 async fn sighup_swaps_in_a_valid_config_and_keeps_the_old_one_on_error() {
     let echo = Echo::start();
-    let env = TestEnv::new();
-    env.write_dev_provider("dev-wf", "workforce", "entra", "dev-idp-workforce.pem", "");
-    env.write_routes(&["dev-wf"], &routes(&echo, false));
-    let gw = Gateway::start(&env);
-    let token = env.mint("dev-wf", "alice", &[]);
+    let (env, gw, token) = started(&echo);
     assert_eq!(status(&env, "a.test", &token).await, 200);
     assert_eq!(status(&env, "b.test", &token).await, 404);
 
@@ -78,11 +84,7 @@ async fn sighup_swaps_in_a_valid_config_and_keeps_the_old_one_on_error() {
 #[tokio::test]
 async fn a_start_only_setting_is_refused_by_name_not_silently_ignored() {
     let echo = Echo::start();
-    let env = TestEnv::new();
-    env.write_dev_provider("dev-wf", "workforce", "entra", "dev-idp-workforce.pem", "");
-    env.write_routes(&["dev-wf"], &routes(&echo, false));
-    let gw = Gateway::start(&env);
-    let token = env.mint("dev-wf", "alice", &[]);
+    let (env, gw, token) = started(&echo);
 
     // Route b plus more worker threads: the threads would not change until a restart,
     // so the reload is refused as a whole, naming the key.
