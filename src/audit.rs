@@ -10,8 +10,12 @@
 //! server calls it after Pingora's shutdown (SIGTERM, SIGINT, or the old process of a
 //! graceful upgrade), so the last lines of a run are not lost with the queue.
 //!
-//! Each drain is written with one `write` of whole lines, so two processes appending
-//! to the same file (old and new during a graceful upgrade) never split a line.
+//! Each drain is handed to the OS as one buffer of whole lines (`write_all`). On a
+//! regular file opened for appending (O_APPEND), Linux writes such a buffer in one
+//! piece, so two processes appending to the same file (old and new during a graceful
+//! upgrade) do not interleave inside a line. On a pipe (stdout to a log collector)
+//! that holds only for drains up to PIPE_BUF (4 KiB): use a file when two processes
+//! share the output.
 //!
 //! What a line never holds: a token, a cookie, a secret, a query string (queries carry
 //! tokens), or a full email address unless `audit.include_email: true` (masked as
@@ -140,8 +144,8 @@ fn write_lines(rx: Receiver<Vec<u8>>, mut out: Box<dyn Write + Send>, stop: &Ato
             }
         };
         if !batch.is_empty() {
-            // One write of whole lines (see the module docs); a failed write is lost,
-            // never retried into a half line.
+            // One buffer of whole lines (see the module docs); a failed write is
+            // lost, never retried into a half line.
             let _ = out.write_all(&batch).and_then(|()| out.flush());
             batch.clear();
         }

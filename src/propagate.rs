@@ -9,7 +9,7 @@
 use crate::identity::Identity;
 use crate::keys::Signer;
 use crate::providers::{now_secs, Verified};
-use http::{HeaderName, HeaderValue};
+use http::HeaderValue;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,12 +36,14 @@ fn list(items: &[String]) -> String {
     items.iter().map(|i| encode_value(i, true)).collect::<Vec<_>>().join(",")
 }
 
-/// The `X-Identity-*` headers (without the token) for an identity.
-pub fn identity_headers(id: &Identity) -> Vec<(HeaderName, HeaderValue)> {
+/// The `X-Identity-*` headers (without the token) for an identity. Names are static
+/// lower-case strings: Pingora turns a `&'static str` into its case-preserving name
+/// without copying (a `HeaderName` would be title-cased into a new buffer per insert).
+pub fn identity_headers(id: &Identity) -> Vec<(&'static str, HeaderValue)> {
     let mut out = Vec::with_capacity(10);
     let mut push = |name: &'static str, value: String| {
         if let Ok(v) = HeaderValue::from_str(&value) {
-            out.push((HeaderName::from_static(name), v));
+            out.push((name, v));
         }
     };
     push("x-identity-sub", encode_value(&id.sub, false));
@@ -196,7 +198,7 @@ mod tests {
         id.groups = vec!["hr".into(), "a,b".into()];
         id.mfa = true;
         let h = identity_headers(&id);
-        let get = |n: &str| h.iter().find(|(k, _)| k.as_str() == n).map(|(_, v)| v.to_str().unwrap().to_string());
+        let get = |n: &str| h.iter().find(|(k, _)| *k == n).map(|(_, v)| v.to_str().unwrap().to_string());
         assert_eq!(get("x-identity-sub").as_deref(), Some("corp:oid-1"));
         assert_eq!(get("x-identity-groups").as_deref(), Some("hr,a%2Cb"));
         assert_eq!(get("x-identity-mfa").as_deref(), Some("true"));

@@ -7,12 +7,18 @@
 //! the audit line records it); `tracestate` travels only with a valid inbound parent.
 //! Nothing here knows about Pingora or identities.
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// The header names, lower-case.
 pub const REQUEST_ID: &str = "x-request-id";
 pub const TRACEPARENT: &str = "traceparent";
 pub const TRACESTATE: &str = "tracestate";
+
+/// The same names, pre-parsed for lookups on the request path (a `&str` lookup parses
+/// the name every time).
+pub const REQUEST_ID_NAME: HeaderName = HeaderName::from_static(REQUEST_ID);
+pub const TRACEPARENT_NAME: HeaderName = HeaderName::from_static(TRACEPARENT);
+pub const TRACESTATE_NAME: HeaderName = HeaderName::from_static(TRACESTATE);
 
 /// Longest inbound `X-Request-Id` that is kept.
 pub const MAX_REQUEST_ID: usize = 128;
@@ -100,14 +106,14 @@ pub fn parse_traceparent(v: &str) -> Option<([u8; 16], [u8; 8], u8)> {
 impl TraceContext {
     /// Continues the inbound trace when its `traceparent` is valid, else starts one.
     pub fn from_headers(h: &HeaderMap) -> TraceContext {
-        let inbound = h.get(TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(parse_traceparent);
+        let inbound = h.get(TRACEPARENT_NAME).and_then(|v| v.to_str().ok()).and_then(parse_traceparent);
         match inbound {
             Some((trace_id, parent, flags)) => TraceContext {
                 trace_id,
                 span_id: random(),
                 flags,
                 parent: Some(parent),
-                tracestate: h.get(TRACESTATE).filter(|v| v.len() <= 512).cloned(),
+                tracestate: h.get(TRACESTATE_NAME).filter(|v| v.len() <= 512).cloned(),
             },
             None => TraceContext { trace_id: random(), span_id: random(), flags: 0x01, parent: None, tracestate: None },
         }
@@ -130,14 +136,16 @@ impl TraceContext {
     }
 }
 
-/// The inbound `X-Request-Id` when it is 1–128 visible ASCII characters, else a new
-/// random one (32 hex characters).
-pub fn request_id(h: &HeaderMap) -> String {
-    match h.get(REQUEST_ID).map(HeaderValue::as_bytes) {
+/// The request's id: the (first) inbound `X-Request-Id` when it is 1–128 visible
+/// ASCII characters, else a new random one (32 hex characters). The flag is true when
+/// the headers already carry exactly this one value (nothing to rewrite).
+pub fn request_id(h: &HeaderMap) -> (String, bool) {
+    let mut inbound = h.get_all(REQUEST_ID_NAME).into_iter();
+    match inbound.next().map(HeaderValue::as_bytes) {
         Some(b) if !b.is_empty() && b.len() <= MAX_REQUEST_ID && b.iter().all(|c| (0x21..=0x7e).contains(c)) => {
-            String::from_utf8_lossy(b).into_owned()
+            (String::from_utf8_lossy(b).into_owned(), inbound.next().is_none())
         }
-        _ => hex(&random::<16>()),
+        _ => (hex(&random::<16>()), false),
     }
 }
 
@@ -320,12 +328,14 @@ mod tests {
     #[test]
     fn request_ids() {
         let mut h = HeaderMap::new();
-        assert_eq!(request_id(&h).len(), 32);
+        assert!(matches!(request_id(&h), (id, false) if id.len() == 32));
         h.insert(REQUEST_ID, HeaderValue::from_static("abc-123"));
-        assert_eq!(request_id(&h), "abc-123");
+        assert_eq!(request_id(&h), ("abc-123".to_string(), true));
+        h.append(REQUEST_ID, HeaderValue::from_static("def-456"));
+        assert_eq!(request_id(&h), ("abc-123".to_string(), false), "a repeated header is rewritten");
         h.insert(REQUEST_ID, HeaderValue::from_static("has space"));
-        assert_eq!(request_id(&h).len(), 32);
+        assert!(matches!(request_id(&h), (id, false) if id.len() == 32));
         h.insert(REQUEST_ID, HeaderValue::from_str(&"x".repeat(129)).unwrap());
-        assert_eq!(request_id(&h).len(), 32);
+        assert!(matches!(request_id(&h), (id, false) if id.len() == 32));
     }
 }

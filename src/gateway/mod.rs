@@ -133,13 +133,13 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let rt = ctx.rt.clone();
-        ctx.request_id = trace::request_id(&session.req_header().headers);
+        let (id, as_sent) = trace::request_id(&session.req_header().headers);
+        ctx.request_id = id;
         // The request carries the id from here on: upstream (the proxied request is a
         // copy of this header) and in every response idfabric writes (`respond::send`).
-        // Replaced unless it is already exactly the one value chosen (a repeated header
+        // Rewritten unless the client sent exactly this one value (a repeated header
         // would reach the upstream with both values).
-        let mut inbound = session.req_header().headers.get_all(trace::REQUEST_ID).iter();
-        if inbound.next().map(|v| v.as_bytes()) != Some(ctx.request_id.as_bytes()) || inbound.next().is_some() {
+        if !as_sent {
             session.req_header_mut().insert_header(trace::REQUEST_ID, ctx.request_id.as_str())?;
         }
         ctx.trace = TraceContext::from_headers(&session.req_header().headers);
@@ -278,7 +278,7 @@ impl ProxyHttp for Gateway {
             return Ok(());
         };
         for (k, val) in v.headers.get_or_init(|| propagate::identity_headers(&v.identity)) {
-            upstream.insert_header(k.clone(), val.clone())?;
+            upstream.insert_header(*k, val.clone())?;
         }
         let token = match (
             &rt.minter,
@@ -313,7 +313,7 @@ impl ProxyHttp for Gateway {
         resp: &mut pingora::http::ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if !resp.headers.contains_key(trace::REQUEST_ID) && !ctx.request_id.is_empty() {
+        if !ctx.request_id.is_empty() && !resp.headers.contains_key(trace::REQUEST_ID_NAME) {
             resp.insert_header(trace::REQUEST_ID, ctx.request_id.as_str())?;
         }
         Ok(())

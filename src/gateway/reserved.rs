@@ -137,7 +137,7 @@ pub(super) async fn forward_auth_audited(rt: &Runtime, session: &mut Session, au
             h.insert_header("x-identity-route", route.spec.name.as_str())?;
             if let Admission::Allowed { verified, .. } = &adm {
                 for (k, v) in verified.headers.get_or_init(|| propagate::identity_headers(&verified.identity)) {
-                    h.insert_header(k.clone(), v.clone())?;
+                    h.insert_header(*k, v.clone())?;
                 }
                 if let (Some(m), true) = (&rt.minter, route.spec.identity_token) {
                     h.insert_header(propagate::TOKEN_HEADER, m.token_for(verified, &route.spec.name, route.index))?;

@@ -15,7 +15,7 @@ pub async fn send(session: &mut Session, status: u16, headers: &[(&str, &str)], 
     for (k, v) in headers {
         h.append_header(k.to_string(), *v)?;
     }
-    if let Some(id) = session.req_header().headers.get(crate::trace::REQUEST_ID) {
+    if let Some(id) = session.req_header().headers.get(crate::trace::REQUEST_ID_NAME) {
         h.insert_header(crate::trace::REQUEST_ID, id.clone())?;
     }
     h.insert_header("content-length", body.len().to_string())?;

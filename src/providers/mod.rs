@@ -392,7 +392,7 @@ pub struct Verified {
     pub exp: i64,
     pub token_hash: [u8; 32],
     /// The propagated header set, built once per verified token by the gateway.
-    pub headers: OnceLock<Vec<(http::HeaderName, http::HeaderValue)>>,
+    pub headers: OnceLock<Vec<(&'static str, http::HeaderValue)>>,
     /// Minted `X-Identity-Token`s for this credential: (route index, token, exp).
     /// Lives as long as the cached verification, so a hot token finds its minted
     /// token here without a shared-cache lookup.

@@ -454,7 +454,9 @@ mod access_tests {
         let left: u64 = store.run(|mut c| async move { c.scard(ACCESS_INDEX).await }).await.unwrap();
         assert_eq!(left, n as u64 - 1);
 
-        // The backlog after an outage: several pipelines, every record merged once.
+        // The backlog after an outage: several pipelines; when all succeed every
+        // record is merged once (a failed pipeline makes the caller retry the whole
+        // batch: delivery is at least once, docs/operations.md).
         let backlog: Vec<AccessRecord> =
             (0..12_000).map(|i| AccessRecord { route: "big".into(), ..record(i, 1, 7_000) }).collect();
         store.record_access(&backlog).await.unwrap();
