@@ -223,7 +223,7 @@ fn decide_and_propagate(c: &mut Criterion) {
             |req| {
                 idfabric::gateway::strip_identity_headers(req);
                 for (k, val) in &hdrs {
-                    let _ = req.insert_header(k.clone(), val.clone());
+                    let _ = req.insert_header(*k, val.clone());
                 }
             },
             BatchSize::SmallInput,

@@ -87,7 +87,10 @@ async fn code_grant(
         return Err(err(ErrorCode::InvalidGrant, "redirect_uri differs from the authorization request"));
     }
     match (&g.code_challenge, form.get("code_verifier")) {
-        (Some(c), Some(v)) if verifier_ok(v) && pkce_challenge(v) == *c => {}
+        (Some(c), Some(v))
+            if verifier_ok(v)
+                && aws_lc_rs::constant_time::verify_slices_are_equal(pkce_challenge(v).as_bytes(), c.as_bytes())
+                    .is_ok() => {}
         (Some(_), _) => return Err(err(ErrorCode::InvalidGrant, "PKCE verification failed")),
         (None, Some(_)) => {
             return Err(err(ErrorCode::InvalidGrant, "code_verifier sent for a code issued without PKCE"))
@@ -115,6 +118,11 @@ async fn code_grant(
         grants.bind_to_session(s, &g.family).await?;
     }
     grants.bind_to_subject(&g.identity.sub, &g.family).await?;
+    // A concurrent replay of this code revokes the family (`take_code`): answer it as
+    // refused rather than with tokens that are already dead.
+    if grants.is_revoked(&g.family).await? {
+        return Err(err(ErrorCode::InvalidGrant, "the code was used twice at once; the tokens issued from it are revoked"));
+    }
     let grant = Grant {
         client,
         identity: &g.identity,

@@ -262,9 +262,11 @@ impl ProxyHttp for Gateway {
         upstream.insert_header(trace::TRACEPARENT, ctx.trace.traceparent())?;
         match &ctx.trace.tracestate {
             Some(ts) => upstream.insert_header(trace::TRACESTATE, ts.clone())?,
-            None => {
-                upstream.remove_header(trace::TRACESTATE);
+            // Only a `tracestate` without a valid `traceparent` is left to remove.
+            None if upstream.headers.contains_key(trace::TRACESTATE_NAME) => {
+                upstream.remove_header(&trace::TRACESTATE_NAME);
             }
+            None => {}
         }
         let rt = ctx.rt.clone();
         strip_own_cookies(upstream, &rt.config.session.cookie);
