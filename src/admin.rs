@@ -30,27 +30,34 @@ fn json(status: u16, v: &serde_json::Value) -> Response<Vec<u8>> {
     reply(status, "application/json", serde_json::to_vec_pretty(v).unwrap_or_default())
 }
 
-/// Every admin path and the one method it answers (a `GET` path answers `HEAD` too).
-fn method_of(path: &str) -> Option<http::Method> {
-    match path {
-        "/metrics" | "/healthz" | "/readyz" | "/providers" | "/access" => Some(http::Method::GET),
-        "/sessions/revoke" => Some(http::Method::POST),
-        _ => None,
-    }
+/// Every admin path, the one method it answers (a `GET` path answers `HEAD` too), and
+/// how to call it (for the 404 text).
+const ENDPOINTS: &[(&str, http::Method, &str)] = &[
+    ("/metrics", http::Method::GET, ""),
+    ("/healthz", http::Method::GET, ""),
+    ("/readyz", http::Method::GET, ""),
+    ("/providers", http::Method::GET, ""),
+    ("/access", http::Method::GET, "?since=90d&format=json|csv"),
+    ("/sessions/revoke", http::Method::POST, "?sub="),
+];
+
+fn method_of(path: &str) -> Option<&'static http::Method> {
+    ENDPOINTS.iter().find(|(p, _, _)| *p == path).map(|(_, m, _)| m)
 }
 
-const PATHS: &str = "admin paths: GET /metrics /healthz /readyz /providers /access?since=90d&format=json|csv, POST /sessions/revoke?sub=";
+fn not_found() -> Response<Vec<u8>> {
+    let paths: Vec<String> = ENDPOINTS.iter().map(|(p, m, hint)| format!("{m} {p}{hint}")).collect();
+    json(404, &serde_json::json!({"status": 404, "detail": format!("admin paths: {}", paths.join(", "))}))
+}
 
 /// 404 for an unknown path, 405 (with `Allow`) for a known path asked with another
 /// method: a probe or a script with a typo gets told what exists instead of a guess.
 fn refuse(path: &str, method: &http::Method) -> Option<Response<Vec<u8>>> {
-    let Some(want) = method_of(path) else {
-        return Some(json(404, &serde_json::json!({"status": 404, "detail": PATHS})));
-    };
-    if *method == want || (want == http::Method::GET && *method == http::Method::HEAD) {
+    let Some(want) = method_of(path) else { return Some(not_found()) };
+    if method == want || (*want == http::Method::GET && *method == http::Method::HEAD) {
         return None;
     }
-    let allow = if want == http::Method::GET { "GET, HEAD" } else { want.as_str() };
+    let allow = if *want == http::Method::GET { "GET, HEAD" } else { want.as_str() };
     let mut r = json(405, &serde_json::json!({"status": 405, "detail": format!("use {want} {path}")}));
     if let Ok(v) = http::HeaderValue::from_str(allow) {
         r.headers_mut().insert(http::header::ALLOW, v);
@@ -84,7 +91,7 @@ impl ServeHttp for Admin {
             "/providers" => json(200, &rt.registry.status_json()),
             "/sessions/revoke" => revoke(&rt, session).await,
             "/access" => access(&rt, session).await,
-            _ => json(404, &serde_json::json!({"status": 404, "detail": PATHS})),
+            _ => not_found(), // unreachable: `refuse` answered every other path
         }
     }
 }

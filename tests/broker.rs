@@ -1305,13 +1305,7 @@ fn replica_routes(env: &TestEnv, redis: &str, issuer: &str) -> String {
 async fn two_replicas_share_codes_and_refresh_families_through_redis() {
     let redis = common::redis::RedisServer::start();
     let a = TestEnv::new();
-    a.write_dev_provider(
-        "wf",
-        "workforce",
-        "entra",
-        "dev-idp-workforce.pem",
-        "client_id: wf-client\naudiences: [api://idfabric]\nusers:\n  - { name: alice, email: alice@corp.test, mfa: true }\n",
-    );
+    a.write_wf_provider("  - { name: alice, email: alice@corp.test, mfa: true }\n");
     let issuer_a = format!("http://127.0.0.1:{}/broker", a.http_port);
     a.write("routes.yaml", &replica_routes(&a, &redis.url(), &issuer_a));
     let b = TestEnv::new();
@@ -1406,12 +1400,8 @@ async fn two_replicas_share_codes_and_refresh_families_through_redis() {
 async fn a_store_outage_is_503_not_an_invalid_token_an_inactive_token_or_a_false_sign_out() {
     let mut redis = common::redis::RedisServer::start();
     let env = TestEnv::new();
-    env.write_dev_provider(
-        "wf",
-        "workforce",
-        "entra",
-        "dev-idp-workforce.pem",
-        "client_id: wf-client\naudiences: [api://idfabric]\nusers:\n  - { name: alice, email: alice@corp.test, mfa: true }\n",
+    env.write_wf_provider(
+        "  - { name: alice, email: alice@corp.test, mfa: true }\n",
     );
     let issuer = format!("http://127.0.0.1:{}/broker", env.http_port);
     env.write("routes.yaml", &replica_routes(&env, &redis.url(), &issuer));

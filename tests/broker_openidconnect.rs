@@ -36,12 +36,8 @@ async fn send(req: openidconnect::HttpRequest) -> Result<openidconnect::HttpResp
 
 fn gateway() -> (TestEnv, SharedGateway) {
     let env = TestEnv::new();
-    env.write_dev_provider(
-        "wf",
-        "workforce",
-        "entra",
-        "dev-idp-workforce.pem",
-        "client_id: wf-client\naudiences: [api://idfabric]\nusers:\n\
+    env.write_wf_provider(
+        "\
          - { name: alice, display_name: Alice Admin, email: alice@corp.test, email_verified: true, groups: [hr], mfa: true }\n",
     );
     let text = format!(

@@ -1013,12 +1013,8 @@ fn check_expr(place: &str, expr: &str, exported: &Exported, used: &mut BTreeSet<
 async fn gateway_with_traffic() -> (TestEnv, Gateway, Echo, String) {
     let echo = Echo::start();
     let env = TestEnv::new();
-    env.write_dev_provider(
-        "wf",
-        "workforce",
-        "entra",
-        "dev-idp-workforce.pem",
-        "client_id: wf-client\naudiences: [api://idfabric]\nusers:\n\
+    env.write_wf_provider(
+        "\
          - { name: alice, email: alice@corp.test, email_verified: true, groups: [hr], mfa: true }\n\
          - { name: bob, email: bob@corp.test, groups: [staff], mfa: false }\n",
     );

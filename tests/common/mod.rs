@@ -88,6 +88,13 @@ impl TestEnv {
 
     /// Writes a dev provider file: `shape` is entra|okta|auth0|cognito|firebase; `extra` is
     /// more YAML (must include `users:` unless `default_users` is wanted).
+    /// The workforce provider `wf` (Entra-shaped, client `wf-client`, audience
+    /// `api://idfabric`) with these `users:` list items (YAML lines `  - {…}`).
+    pub fn write_wf_provider(&self, users: &str) {
+        let extra = format!("client_id: wf-client\naudiences: [api://idfabric]\nusers:\n{users}");
+        self.write_dev_provider("wf", "workforce", "entra", "dev-idp-workforce.pem", &extra);
+    }
+
     pub fn write_dev_provider(&self, id: &str, population: &str, shape: &str, key: &str, extra: &str) {
         let users = if extra.contains("users:") {
             String::new()
