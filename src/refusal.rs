@@ -112,8 +112,12 @@ pub enum Refusal {
     // --- routing -------------------------------------------------------------------
     #[error("no route matches this host and path")]
     NoRoute,
-    #[error("the path contains dot segments (`.` or `..`, also percent-encoded)")]
-    DotSegments,
+    /// The path has no safe canonical form (`crate::canon`).
+    #[error("{0}")]
+    InvalidPath(crate::canon::PathProblem),
+    /// The request target is not one idfabric routes (RFC 9112 §3.2).
+    #[error("{0}")]
+    InvalidTarget(crate::canon::TargetProblem),
 }
 
 /// How the client is told.
@@ -185,7 +189,8 @@ impl Refusal {
             Refusal::EmailNotVerified => "email_not_verified",
             Refusal::RealUserRequired => "real_user_required",
             Refusal::NoRoute => "no_route",
-            Refusal::DotSegments => "invalid_path",
+            Refusal::InvalidPath(_) => "invalid_path",
+            Refusal::InvalidTarget(_) => "invalid_target",
         }
     }
 
@@ -224,7 +229,7 @@ impl Refusal {
             | Refusal::AuthTimeInFuture
             | Refusal::InvalidSubject => Class::InvalidToken,
             Refusal::DuplicateAuthorization => Class::InvalidRequest,
-            Refusal::DotSegments => Class::BadRequest,
+            Refusal::InvalidPath(_) | Refusal::InvalidTarget(_) => Class::BadRequest,
             Refusal::ProviderUnavailable | Refusal::SessionStoreUnavailable => Class::Unavailable,
             Refusal::MfaRequired { .. } => Class::StepUp,
             Refusal::InsufficientScope(_) => Class::Scope,
