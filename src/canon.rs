@@ -245,15 +245,29 @@ pub fn canonicalize(raw: &str) -> Result<CanonPath<'_>, PathProblem> {
     if b.first() != Some(&b'/') {
         return Err(PathProblem::NotAbsolute);
     }
-    let mut prev = 0u8;
+    // One pass: a byte outside the plain set, or `/` followed by `/` or `.`, needs the
+    // slow path. Non-short-circuit operators keep the loop free of branches per byte.
+    let mut prev_slash = false;
     for &c in b {
-        if !(0x21..=0x7e).contains(&c) || c == b'%' || c == b';' || c == b'\\' || (prev == b'/' && (c == b'/' || c == b'.')) {
+        let slash = c == b'/';
+        if !PLAIN[c as usize] | (prev_slash & (slash | (c == b'.'))) {
             return slow(b);
         }
-        prev = c;
+        prev_slash = slash;
     }
     Ok(CanonPath { path: Cow::Borrowed(raw), stripped: None })
 }
+
+/// Printable ASCII except `%`, `;` and `\\`: bytes that never need a second look.
+static PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0x21;
+    while c < 0x7f {
+        t[c] = !matches!(c as u8, b'%' | b';' | b'\\');
+        c += 1;
+    }
+    t
+};
 
 /// [`canonicalize`] for bytes that may not be UTF-8 (raw request lines, fuzzing).
 pub fn canonicalize_bytes(raw: &[u8]) -> Result<CanonPath<'_>, PathProblem> {
