@@ -369,6 +369,14 @@ fn route(r: &raw::Route, enabled: &HashSet<&str>, p: &mut Problems) -> Option<Ro
         p.at(a, "routes.match.path_prefix", "must start with `/`");
     } else if let Some(why) = non_canonical_prefix(&path_prefix) {
         p.at(a, "routes.match.path_prefix", format!("`{path_prefix}` {why}"));
+    } else if !r.case_sensitive.unwrap_or(false) && has_encoded_non_ascii(&path_prefix) {
+        // Matching folds ASCII case only: `/%C3%89cole` would miss a `/%C3%A9cole` route
+        // that a case-insensitive upstream serves for it.
+        p.at(
+            a,
+            "routes.match.path_prefix",
+            format!("`{path_prefix}` has non-ASCII characters, whose case is not folded: set `case_sensitive: true`"),
+        );
     }
     let auth = match r.auth.as_deref() {
         None | Some("either") => AuthMode::Either,
@@ -436,6 +444,11 @@ fn route(r: &raw::Route, enabled: &HashSet<&str>, p: &mut Problems) -> Option<Ro
         case_sensitive: r.case_sensitive.unwrap_or(false),
         path_params: r.path_params.unwrap_or(false),
     })
+}
+
+/// Whether a canonical path has a percent-encoded byte of a non-ASCII character.
+fn has_encoded_non_ascii(path: &str) -> bool {
+    path.as_bytes().windows(2).any(|w| w[0] == b'%' && matches!(w[1], b'8'..=b'9' | b'A'..=b'F'))
 }
 
 /// Why a `path_prefix` is not in the canonical form request paths are matched in
