@@ -158,7 +158,8 @@ fn resolve(rt: &Runtime, req: &RequestHeader) -> std::result::Result<(Resolved, 
         return Err((Refusal::InvalidTarget(TargetProblem::NotUtf8), None));
     }
     let path = canon::canonicalize(req.uri.path()).map_err(|p| (Refusal::InvalidPath(p), None))?;
-    let rewrite = (!path.unchanged() || absolute).then(|| Rewrite {
+    // `unchanged` is false for canonical paths that took the slow path (`/.well-known/x`).
+    let rewrite = ((!path.unchanged() && path.path() != req.uri.path()) || absolute).then(|| Rewrite {
         target: match req.uri.query() {
             Some(q) => format!("{}?{q}", path.path()).into_bytes(),
             None => path.path().as_bytes().to_vec(),
