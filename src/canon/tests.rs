@@ -279,24 +279,31 @@ fn lenient(raw: &str) -> Option<String> {
     Some(format!("/{}{tail}", out.join("/")))
 }
 
-/// A route table in miniature: (prefix, strictness). Longest matching prefix wins,
-/// segment-boundary, case-insensitive: the rules of `RouteTable::find`.
-const ROUTES: &[(&str, u8)] = &[("/admin", 3), ("/admin/public", 1), ("/static/", 0), ("/a.b", 2), ("/", 1)];
+/// The real route table (`RouteTable::find`) for routes of increasing strictness:
+/// `/admin` (3), `/admin/public` (1, more specific and laxer), `/a.b` (2), `/` (1),
+/// `/static/` (0). Built once from a routes.yaml through `config::load`.
+fn runtime() -> &'static crate::runtime::Runtime {
+    static RT: std::sync::OnceLock<crate::runtime::Runtime> = std::sync::OnceLock::new();
+    RT.get_or_init(|| {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("providers")).unwrap();
+        let mut yaml = String::from("listen: { http: 127.0.0.1:8080 }\nproviders: []\nroutes:\n");
+        for (name, prefix) in [("l3", "/admin"), ("l1b", "/admin/public"), ("l0", "/static/"), ("l2", "/a.b"), ("l1", "/")] {
+            yaml.push_str(&format!("  - {{ name: {name}, match: {{ path_prefix: {prefix} }}, auth: none, upstream: [127.0.0.1:1] }}\n"));
+        }
+        std::fs::write(d.path().join("routes.yaml"), yaml).unwrap();
+        let config = crate::config::load(&d.path().join("routes.yaml")).expect("config");
+        crate::runtime::Runtime::build(config).expect("runtime")
+    })
+}
 
 fn route_of(path: &str) -> u8 {
-    let mut best: Option<(&str, u8)> = None;
-    for (prefix, level) in ROUTES {
-        let p = prefix.as_bytes();
-        let b = path.as_bytes();
-        let hit = *prefix == "/"
-            || (b.len() >= p.len()
-                && b[..p.len()].eq_ignore_ascii_case(p)
-                && (prefix.ends_with('/') || b.len() == p.len() || b[p.len()] == b'/'));
-        if hit && best.is_none_or(|(bp, _)| bp.len() < prefix.len()) {
-            best = Some((prefix, *level));
-        }
+    match runtime().routes.find("any.test", path).map(|r| r.spec.name.as_str()) {
+        Some("l3") => 3,
+        Some("l2") => 2,
+        Some("l1") | Some("l1b") => 1,
+        _ => 0,
     }
-    best.map(|b| b.1).unwrap_or(0)
 }
 
 fn alphabet() -> impl Strategy<Value = String> {
@@ -356,4 +363,13 @@ proptest! {
             prop_assert_eq!(again.path(), c.path());
         }
     }
+}
+
+#[test]
+fn the_property_uses_the_real_route_table() {
+    for (path, level) in [("/ADMIN/x", 3), ("/admin", 3), ("/Admin/Public/x", 1), ("/administrator", 1), ("/static/x", 0), ("/STATIC/", 0), ("/static", 1), ("/a.b/c", 2), ("/a.bc", 1)] {
+        assert_eq!(route_of(path), level, "{path}");
+    }
+    assert_eq!(lenient("/static/%252e%252e/ADMIN;x//users"), Some("/admin/users".into()));
+    assert_eq!(lenient("/a/b/.."), Some("/a/".into()));
 }
