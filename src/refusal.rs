@@ -345,6 +345,8 @@ mod tests {
             (Refusal::GroupRequired("hr".into()), 403, None),
             (Refusal::InsufficientScope("orders:read".into()), 403, Some("insufficient_scope")),
             (Refusal::ProviderUnavailable, 503, None),
+            (Refusal::InvalidPath(crate::canon::PathProblem::EncodedSlash), 400, None),
+            (Refusal::InvalidTarget(crate::canon::TargetProblem::NoHost), 400, None),
         ];
         for (r, status, err) in cases {
             assert_eq!(r.status(), status, "{r:?}");
@@ -354,6 +356,15 @@ mod tests {
                 None => assert!(ch.map_or(true, |c| !c.contains("error=")), "{r:?}"),
             }
         }
+    }
+
+    #[test]
+    fn path_refusals_name_their_class() {
+        let r = Refusal::InvalidPath(crate::canon::PathProblem::DotSegmentWithParams);
+        let body: serde_json::Value = serde_json::from_str(&r.problem_json(None)).unwrap();
+        assert_eq!((body["status"].as_u64(), body["reason"].as_str()), (Some(400), Some("invalid_path")));
+        assert!(body["detail"].as_str().unwrap().contains("`;` parameters"), "{body}");
+        assert_eq!(Refusal::InvalidTarget(crate::canon::TargetProblem::Form).reason(), "invalid_target");
     }
 
     #[test]
