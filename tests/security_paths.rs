@@ -391,6 +391,14 @@ fn case_boundaries_params_queries_and_reserved_paths() {
     let s = fwd("/STATIC/x", None);
     assert_eq!(s.status, 200, "{}", s.body);
     assert!(s.head.to_ascii_lowercase().contains("x-identity-route: static"), "{}", s.head);
+    // nginx `auth_request` names the URI in X-Original-URI.
+    for (uri, status) in [("/static/%2e%2e/admin/users", 400), ("/static/../admin/users", 401), ("/static/%61", 200)] {
+        let req = format!(
+            "GET /.idfabric/auth HTTP/1.1\r\nHost: gw.test\r\nX-Original-URI: {uri}\r\nConnection: close\r\n\r\n"
+        );
+        let (got, _, body) = raw_request(f.env.http_port, req.as_bytes());
+        assert_eq!(got, status, "{uri}: {body}");
+    }
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //!
 //! | phase | does |
 //! | --- | --- |
-//! | `request_filter` | reserved paths; route; credential, verify, decide (`pipeline::admit`); on refusal writes the response and returns `Ok(true)` |
+//! | `request_filter` | request target and canonical path (`crate::canon`; the request is rewritten to it, so the upstream reads the routed path); reserved paths; route; credential, verify, decide (`pipeline::admit`); on refusal writes the response and returns `Ok(true)` |
 //! | `upstream_peer` | picks the upstream for the identity's population (round-robin, passive health) |
 //! | `upstream_request_filter` | removes client-sent `X-Identity-*`, adds the identity headers and token |
 //! | `response_filter` | the request's `X-Request-Id` on the upstream's answer |
