@@ -124,6 +124,22 @@ fn route_match(c: &mut Criterion) {
     g.finish();
 }
 
+/// Path canonicalisation, run on every request before routing: the already-canonical
+/// case must stay one byte scan without allocation.
+fn canon_path(c: &mut Criterion) {
+    let mut g = c.benchmark_group("canon");
+    for (name, path) in [
+        ("canonical_short", "/orders/42"),
+        ("canonical_long", "/api/v2/customers/1234567890/orders/2026-12-02/items/abcdef"),
+        ("dot_segment_start", "/.well-known/openid-configuration"),
+        ("non_canonical", "/%61pi//v2/./customers/../orders/%7e42"),
+        ("refused", "/static/..;/admin/users"),
+    ] {
+        g.bench_function(name, |b| b.iter(|| black_box(idfabric::canon::canonicalize(black_box(path)).is_ok())));
+    }
+    g.finish();
+}
+
 fn credential_extract(c: &mut Criterion) {
     let f = fixture(0);
     let token = mint(&f, "bench-entra", 1).remove(0);
@@ -263,5 +279,5 @@ fn admit(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, route_match, credential_extract, verify, decide_and_propagate, admit);
+criterion_group!(benches, route_match, canon_path, credential_extract, verify, decide_and_propagate, admit);
 criterion_main!(benches);

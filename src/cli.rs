@@ -92,12 +92,17 @@ pub enum ReportCommand {
 
 #[derive(Subcommand)]
 pub enum TokenCommand {
-    /// Decode and verify a token, print its normalised identity and each route's decision.
+    /// Decode and verify a token, print its normalised identity and each route's decision;
+    /// with --url, first print the canonical path of that URL and the route it selects.
     Inspect {
-        /// The token, or `-` (or nothing) to read it from standard input.
+        /// The token, or `-` (or nothing, without --url) to read it from standard input.
         token: Option<String>,
         #[arg(long, default_value = "routes.yaml")]
         config: PathBuf,
+        /// A request URL (`http://host/path?query`): print the canonical path the gateway
+        /// routes on and forwards, and the route it selects, or why it is refused.
+        #[arg(long)]
+        url: Option<String>,
     },
     /// Print a token from a dev provider.
     Mint {
@@ -184,7 +189,10 @@ pub fn run(cli: Cli) -> ExitCode {
             }
         }
         Command::Check { config, offline, production } => check(&config, offline, production),
-        Command::Token { command: TokenCommand::Inspect { token, config } } => inspect(&config, token),
+        Command::Token { command: TokenCommand::Inspect { token, config, url } } => match url {
+            Some(url) => inspect_url(&config, &url, token),
+            None => inspect(&config, token),
+        },
         Command::Token { command: TokenCommand::Mint { provider, user, config, id_token, ttl, count } } => {
             mint(&config, &provider, &user, id_token, ttl.as_deref(), count)
         }
@@ -274,6 +282,68 @@ fn read_token(arg: Option<String>) -> Result<String, ExitCode> {
             std::io::stdin().read_to_string(&mut s).map_err(|_| ExitCode::from(2))?;
             Ok(s.trim().to_string())
         }
+    }
+}
+
+/// `token inspect --url`: the canonical path and route of a URL, exactly as the proxy
+/// decides them (`crate::canon`, `RouteTable::find`); then the token, if one was given.
+fn inspect_url(path: &Path, url: &str, token: Option<String>) -> Result<ExitCode, ExitCode> {
+    let config = load(path)?;
+    let rt = Runtime::build(config).map_err(|e| {
+        eprintln!("{e}");
+        ExitCode::from(1)
+    })?;
+    let out = url_decision(&rt, url);
+    println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    let routed = out.get("route").is_some_and(|r| !r.is_null()) || out["reserved"] == true;
+    match token {
+        Some(t) => inspect(path, Some(t)),
+        None => Ok(if routed { ExitCode::SUCCESS } else { ExitCode::from(1) }),
+    }
+}
+
+/// The routing decision for one absolute URL, as JSON.
+pub fn url_decision(rt: &Runtime, url: &str) -> serde_json::Value {
+    use crate::canon::{self, PathProblem, TargetForm};
+    use crate::refusal::Refusal;
+    let refused = |r: Refusal| {
+        serde_json::json!({"url": url, "status": r.status(), "reason": r.reason(), "detail": r.to_string(), "route": null})
+    };
+    let raw = url.as_bytes();
+    let authority = match canon::target_form("GET", raw) {
+        Ok(TargetForm::Absolute { authority, .. }) => authority,
+        Ok(_) => return refused(Refusal::InvalidTarget(canon::TargetProblem::Form)),
+        Err(p) => return refused(Refusal::InvalidTarget(p)),
+    };
+    // The path as sent: from the end of the authority to `?` or `#`, untouched by any URL parser.
+    let after = &url[url.find("//").map(|i| i + 2).unwrap_or(0) + authority.len()..];
+    let end = after.find(['?', '#']).unwrap_or(after.len());
+    let raw_path = if end == 0 { "/" } else { &after[..end] };
+    let path = match canon::canonicalize(raw_path) {
+        Ok(p) => p,
+        Err(p) => return refused(Refusal::InvalidPath(p)),
+    };
+    if crate::gateway::is_reserved(rt, path.route_path()) {
+        if path.has_params() {
+            return refused(Refusal::InvalidPath(PathProblem::ParamsNotAllowed));
+        }
+        return serde_json::json!({"url": url, "canonical_path": path.path(), "reserved": true, "route": null});
+    }
+    match rt.routes.find(authority, path.route_path()) {
+        None if path.has_params() => refused(Refusal::InvalidPath(PathProblem::ParamsNotAllowed)),
+        None => refused(Refusal::NoRoute),
+        Some(r) if path.has_params() && !r.spec.path_params => {
+            let mut out = refused(Refusal::InvalidPath(PathProblem::ParamsNotAllowed));
+            out["route"] = r.spec.name.clone().into();
+            out
+        }
+        Some(r) => serde_json::json!({
+            "url": url,
+            "canonical_path": path.path(),
+            "route_path": path.route_path(),
+            "route": r.spec.name,
+            "reserved": false,
+        }),
     }
 }
 

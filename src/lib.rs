@@ -29,6 +29,7 @@ pub mod access;
 pub mod admin;
 pub mod broker;
 pub mod audit;
+pub mod canon;
 pub mod cli;
 pub mod config;
 pub mod credential;

@@ -112,8 +112,12 @@ pub enum Refusal {
     // --- routing -------------------------------------------------------------------
     #[error("no route matches this host and path")]
     NoRoute,
-    #[error("the path contains dot segments (`.` or `..`, also percent-encoded)")]
-    DotSegments,
+    /// The path has no safe canonical form (`crate::canon`).
+    #[error("{0}")]
+    InvalidPath(crate::canon::PathProblem),
+    /// The request target is not one idfabric routes (RFC 9112 §3.2).
+    #[error("{0}")]
+    InvalidTarget(crate::canon::TargetProblem),
 }
 
 /// How the client is told.
@@ -185,7 +189,8 @@ impl Refusal {
             Refusal::EmailNotVerified => "email_not_verified",
             Refusal::RealUserRequired => "real_user_required",
             Refusal::NoRoute => "no_route",
-            Refusal::DotSegments => "invalid_path",
+            Refusal::InvalidPath(_) => "invalid_path",
+            Refusal::InvalidTarget(_) => "invalid_target",
         }
     }
 
@@ -224,7 +229,7 @@ impl Refusal {
             | Refusal::AuthTimeInFuture
             | Refusal::InvalidSubject => Class::InvalidToken,
             Refusal::DuplicateAuthorization => Class::InvalidRequest,
-            Refusal::DotSegments => Class::BadRequest,
+            Refusal::InvalidPath(_) | Refusal::InvalidTarget(_) => Class::BadRequest,
             Refusal::ProviderUnavailable | Refusal::SessionStoreUnavailable => Class::Unavailable,
             Refusal::MfaRequired { .. } => Class::StepUp,
             Refusal::InsufficientScope(_) => Class::Scope,
@@ -340,6 +345,8 @@ mod tests {
             (Refusal::GroupRequired("hr".into()), 403, None),
             (Refusal::InsufficientScope("orders:read".into()), 403, Some("insufficient_scope")),
             (Refusal::ProviderUnavailable, 503, None),
+            (Refusal::InvalidPath(crate::canon::PathProblem::EncodedSlash), 400, None),
+            (Refusal::InvalidTarget(crate::canon::TargetProblem::NoHost), 400, None),
         ];
         for (r, status, err) in cases {
             assert_eq!(r.status(), status, "{r:?}");
@@ -349,6 +356,15 @@ mod tests {
                 None => assert!(ch.map_or(true, |c| !c.contains("error=")), "{r:?}"),
             }
         }
+    }
+
+    #[test]
+    fn path_refusals_name_their_class() {
+        let r = Refusal::InvalidPath(crate::canon::PathProblem::DotSegmentWithParams);
+        let body: serde_json::Value = serde_json::from_str(&r.problem_json(None)).unwrap();
+        assert_eq!((body["status"].as_u64(), body["reason"].as_str()), (Some(400), Some("invalid_path")));
+        assert!(body["detail"].as_str().unwrap().contains("`;` parameters"), "{body}");
+        assert_eq!(Refusal::InvalidTarget(crate::canon::TargetProblem::Form).reason(), "invalid_target");
     }
 
     #[test]

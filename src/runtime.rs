@@ -144,15 +144,21 @@ pub struct RouteTable {
     any: Vec<u32>,
 }
 
-/// `/api` matches `/api` and `/api/x`, never `/apix`; a prefix ending in `/` matches by plain prefix.
-fn prefix_matches(prefix: &str, path: &str) -> bool {
+/// `/api` matches `/api` and `/api/x`, never `/apix`; a prefix ending in `/` matches by
+/// plain prefix. Case-insensitive (ASCII) unless the route is `case_sensitive`: canonical
+/// paths are ASCII (`crate::canon` percent-encodes the rest), so this is the whole fold,
+/// and it needs no lower-cased copy of either side.
+fn prefix_matches(prefix: &str, case_sensitive: bool, path: &str) -> bool {
     if prefix == "/" {
         return true;
     }
-    match path.strip_prefix(prefix) {
-        None => false,
-        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
+    let (p, b) = (prefix.as_bytes(), path.as_bytes());
+    if b.len() < p.len() {
+        return false;
     }
+    let (head, rest) = b.split_at(p.len());
+    let same = if case_sensitive { head == p } else { head.eq_ignore_ascii_case(p) };
+    same && (prefix.ends_with('/') || rest.is_empty() || rest[0] == b'/')
 }
 
 impl RouteTable {
@@ -177,10 +183,12 @@ impl RouteTable {
         t
     }
 
+    /// The route for `host` and a canonical path without `;params`
+    /// (`crate::canon::CanonPath::route_path`).
     pub fn find(&self, host: &str, path: &str) -> Option<&CompiledRoute> {
         let host = normalise_host(host);
         let pick = |list: &[u32]| {
-            list.iter().map(|i| &self.routes[*i as usize]).find(|r| prefix_matches(&r.spec.path_prefix, path))
+            list.iter().map(|i| &self.routes[*i as usize]).find(|r| prefix_matches(&r.spec.path_prefix, r.spec.case_sensitive, path))
         };
         if let Some(r) = self.exact.get(host.as_ref()).and_then(|l| pick(l)) {
             return Some(r);
@@ -194,17 +202,6 @@ impl RouteTable {
         }
         pick(&self.any)
     }
-}
-
-/// Whether a request path has `.` or `..` segments, also when hidden behind percent-
-/// encoding (`%2e`, `%2f`) or backslashes. Routes match the raw path, and an app that
-/// normalises it would otherwise serve `/open/../admin` as `/admin` past an open prefix.
-pub fn has_dot_segments(path: &str) -> bool {
-    if !path.contains('.') && !path.contains('%') && !path.contains('\\') {
-        return false;
-    }
-    let decoded: String = percent_encoding::percent_decode_str(path).decode_utf8_lossy().replace('\\', "/");
-    decoded.split('/').any(|s| s == "." || s == "..")
 }
 
 /// Lower-case host without port (`Api.Example.com:8443` → `api.example.com`); borrows
@@ -285,22 +282,24 @@ mod tests {
 
     #[test]
     fn prefixes() {
-        assert!(prefix_matches("/", "/anything"));
-        assert!(prefix_matches("/api", "/api"));
-        assert!(prefix_matches("/api", "/api/v1"));
-        assert!(!prefix_matches("/api", "/apix"));
-        assert!(prefix_matches("/public/", "/public/x"));
-        assert!(!prefix_matches("/public/", "/public"));
-    }
-
-    #[test]
-    fn dot_segments() {
-        for p in ["/open/../admin", "/open/%2e%2e/admin", "/open/%2E./admin", "/a/./b", "/open%2f..%2fadmin", "/open\\..\\admin", "/.."] {
-            assert!(has_dot_segments(p), "{p}");
+        for cs in [false, true] {
+            assert!(prefix_matches("/", cs, "/anything"));
+            assert!(prefix_matches("/api", cs, "/api"));
+            assert!(prefix_matches("/api", cs, "/api/v1"));
+            assert!(!prefix_matches("/api", cs, "/apix"));
+            assert!(!prefix_matches("/admin", cs, "/administrator"));
+            assert!(!prefix_matches("/admin", cs, "/admin.txt"));
+            assert!(prefix_matches("/public/", cs, "/public/x"));
+            assert!(!prefix_matches("/public/", cs, "/public"));
+            assert!(!prefix_matches("/api", cs, "/ap"));
         }
-        for p in ["/", "/a.b/c", "/file.txt", "/..a/b", "/v1.2/x", "/%41"] {
-            assert!(!has_dot_segments(p), "{p}");
-        }
+        assert!(prefix_matches("/admin", false, "/ADMIN/users"));
+        assert!(prefix_matches("/Admin", false, "/aDmIn"));
+        assert!(!prefix_matches("/admin", false, "/ADMINISTRATOR"));
+        assert!(!prefix_matches("/admin", true, "/ADMIN/users"));
+        assert!(prefix_matches("/Admin", true, "/Admin/users"));
+        // Non-ASCII (never in a canonical path) compares bytewise, without panicking.
+        assert!(!prefix_matches("/ab", false, "/\u{e9}x"));
     }
 
     #[test]

@@ -416,6 +416,10 @@ pub struct RouteSpec {
     pub authorization: AuthorizationHeader,
     pub identity_token: bool,
     pub branding: BrandingSpec,
+    /// `path_prefix` compares case-sensitively (default: ASCII case-insensitively).
+    pub case_sensitive: bool,
+    /// `;` path parameters are accepted (and ignored by matching); default: refused.
+    pub path_params: bool,
 }
 
 /// Validated branding (colours checked, logo loaded as a data URI).

@@ -118,6 +118,10 @@ pub struct Route {
     pub identity_token: Option<bool>,
     /// Look of this route's sign-in pages (customer routes: white label).
     pub branding: Option<Branding>,
+    /// Match `path_prefix` case-sensitively (default false: `/ADMIN` is `/admin`).
+    pub case_sensitive: Option<bool>,
+    /// Accept `;` path parameters (`/app;jsessionid=1/x`); matching ignores them (default false).
+    pub path_params: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]

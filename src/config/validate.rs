@@ -367,6 +367,16 @@ fn route(r: &raw::Route, enabled: &HashSet<&str>, p: &mut Problems) -> Option<Ro
     let path_prefix = r.matcher.path_prefix.as_deref().unwrap_or("/").to_string();
     if !path_prefix.starts_with('/') {
         p.at(a, "routes.match.path_prefix", "must start with `/`");
+    } else if let Some(why) = non_canonical_prefix(&path_prefix) {
+        p.at(a, "routes.match.path_prefix", format!("`{path_prefix}` {why}"));
+    } else if !r.case_sensitive.unwrap_or(false) && has_encoded_non_ascii(&path_prefix) {
+        // Matching folds ASCII case only: `/%C3%89cole` would miss a `/%C3%A9cole` route
+        // that a case-insensitive upstream serves for it.
+        p.at(
+            a,
+            "routes.match.path_prefix",
+            format!("`{path_prefix}` has non-ASCII characters, whose case is not folded: set `case_sensitive: true`"),
+        );
     }
     let auth = match r.auth.as_deref() {
         None | Some("either") => AuthMode::Either,
@@ -431,7 +441,28 @@ fn route(r: &raw::Route, enabled: &HashSet<&str>, p: &mut Problems) -> Option<Ro
         authorization,
         identity_token: r.identity_token.unwrap_or(true),
         branding: branding(r.branding.as_ref(), a, p),
+        case_sensitive: r.case_sensitive.unwrap_or(false),
+        path_params: r.path_params.unwrap_or(false),
     })
+}
+
+/// Whether a canonical path has a percent-encoded byte of a non-ASCII character.
+fn has_encoded_non_ascii(path: &str) -> bool {
+    path.as_bytes().windows(2).any(|w| w[0] == b'%' && matches!(w[1], b'8'..=b'9' | b'A'..=b'F'))
+}
+
+/// Why a `path_prefix` is not in the canonical form request paths are matched in
+/// (`crate::canon`), or `None`. A prefix with `..`, `//`, `%2f`, `;` or `\` could never
+/// match a canonical path, or would match one other than it seems to name.
+fn non_canonical_prefix(prefix: &str) -> Option<String> {
+    if prefix.contains(';') {
+        return Some("must not contain `;` (path parameters are never part of a route prefix)".into());
+    }
+    match crate::canon::canonicalize(prefix) {
+        Err(problem) => Some(format!("is not a canonical path: {problem}")),
+        Ok(c) if c.path() != prefix => Some(format!("is not canonical; write it as `{}`", c.path())),
+        Ok(_) => None,
+    }
 }
 
 fn color(v: &Option<EnvString>, anchor: Option<&str>, key: &str, p: &mut Problems) -> Option<String> {

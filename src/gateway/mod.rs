@@ -3,7 +3,7 @@
 //!
 //! | phase | does |
 //! | --- | --- |
-//! | `request_filter` | reserved paths; route; credential, verify, decide (`pipeline::admit`); on refusal writes the response and returns `Ok(true)` |
+//! | `request_filter` | request target and canonical path (`crate::canon`; the request is rewritten to it, so the upstream reads the routed path); reserved paths; route; credential, verify, decide (`pipeline::admit`); on refusal writes the response and returns `Ok(true)` |
 //! | `upstream_peer` | picks the upstream for the identity's population (round-robin, passive health) |
 //! | `upstream_request_filter` | removes client-sent `X-Identity-*`, adds the identity headers and token |
 //! | `response_filter` | the request's `X-Request-Id` on the upstream's answer |
@@ -17,6 +17,8 @@
 
 mod reserved;
 pub mod respond;
+
+pub use reserved::is_reserved;
 
 use crate::config::AuthorizationHeader;
 use crate::metrics::{self, metrics};
@@ -107,6 +109,78 @@ fn host_of(req: &RequestHeader) -> &str {
     req.uri.host().or_else(|| req.headers.get(http::header::HOST).and_then(|h| h.to_str().ok())).unwrap_or("")
 }
 
+/// The methods named in the answer to `OPTIONS *`.
+const ALLOW: &str = "OPTIONS, GET, HEAD, POST, PUT, PATCH, DELETE";
+
+/// Where a request goes, decided on its canonical target.
+enum Resolved {
+    Route(u32),
+    /// A path idfabric answers itself (canonical, without parameters).
+    Reserved(String),
+    NoRoute,
+    /// `OPTIONS *`.
+    Asterisk,
+}
+
+/// The canonical target to put on the request before anything else reads it, when it
+/// differs from what was sent (non-canonical path, or absolute-form).
+struct Rewrite {
+    target: Vec<u8>,
+    /// `Host` for an absolute-form request that sent none.
+    host: Option<String>,
+}
+
+/// Classifies the request target (RFC 9112 §3.2), canonicalises its path (`crate::canon`)
+/// and finds where it goes: every routing decision is made on the canonical path, and
+/// the returned rewrite makes the upstream see exactly that path. A refusal carries the
+/// route when one was found (`;` parameters on a route without `path_params`).
+/// Allocates nothing for an already-canonical origin-form request.
+fn resolve(rt: &Runtime, req: &RequestHeader) -> std::result::Result<(Resolved, Option<Rewrite>), (Refusal, Option<u32>)> {
+    use crate::canon::{self, PathProblem, TargetForm, TargetProblem};
+    let form = canon::target_form(req.method.as_str(), req.raw_path()).map_err(|p| (Refusal::InvalidTarget(p), None))?;
+    let header_host = req.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).filter(|h| !h.is_empty());
+    let (host, absolute) = match form {
+        TargetForm::Asterisk => return Ok((Resolved::Asterisk, None)),
+        TargetForm::Absolute { authority, https } => {
+            if header_host.is_some_and(|h| !canon::same_authority(authority, h, https)) {
+                return Err((Refusal::InvalidTarget(TargetProblem::HostMismatch), None));
+            }
+            (authority, true)
+        }
+        TargetForm::Origin => match req.uri.host().or(header_host) {
+            Some(h) => (h, false),
+            // HTTP/1.0 may omit Host: only routes for any host can match.
+            None if req.version == http::Version::HTTP_10 => ("", false),
+            None => return Err((Refusal::InvalidTarget(TargetProblem::NoHost), None)),
+        },
+    };
+    if !req.raw_path_is_utf8() {
+        return Err((Refusal::InvalidTarget(TargetProblem::NotUtf8), None));
+    }
+    let path = canon::canonicalize(req.uri.path()).map_err(|p| (Refusal::InvalidPath(p), None))?;
+    // `unchanged` is false for canonical paths that took the slow path (`/.well-known/x`).
+    let rewrite = ((!path.unchanged() && path.path() != req.uri.path()) || absolute).then(|| Rewrite {
+        target: match req.uri.query() {
+            Some(q) => format!("{}?{q}", path.path()).into_bytes(),
+            None => path.path().as_bytes().to_vec(),
+        },
+        host: (absolute && header_host.is_none()).then(|| host.to_string()),
+    });
+    let params = Refusal::InvalidPath(PathProblem::ParamsNotAllowed);
+    if reserved::is_reserved(rt, path.route_path()) {
+        if path.has_params() {
+            return Err((params, None));
+        }
+        return Ok((Resolved::Reserved(path.path().to_string()), rewrite));
+    }
+    match rt.routes.find(host, path.route_path()) {
+        None if path.has_params() => Err((params, None)),
+        None => Ok((Resolved::NoRoute, rewrite)),
+        Some(route) if path.has_params() && !route.spec.path_params => Err((params, Some(route.index))),
+        Some(route) => Ok((Resolved::Route(route.index), rewrite)),
+    }
+}
+
 #[async_trait]
 impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
@@ -154,32 +228,53 @@ impl ProxyHttp for Gateway {
             trace::join(&ctx.span, &mut ctx.trace);
             ctx.span.record("trace_id", ctx.trace.trace_id_hex().as_str());
         }
-        if reserved::is_reserved(&rt, session.req_header().uri.path()) {
-            let path = session.req_header().uri.path().to_string();
-            let h = if path == "/.idfabric/auth" {
-                let mut fwd = Box::<ForwardDecision>::default();
-                let h = reserved::forward_auth_audited(&rt, session, &mut fwd).await?;
-                ctx.forward = Some(fwd);
-                h
-            } else {
-                reserved::handle(&rt, session, &path).await?
-            };
-            ctx.outcome = if h.status < 400 { "internal" } else { "refused" };
-            ctx.reason = h.reason;
-            return Ok(true);
+        let (resolved, rewrite) = match resolve(&rt, session.req_header()) {
+            Ok(r) => r,
+            Err((refusal, route)) => {
+                ctx.route = route;
+                ctx.outcome = "refused";
+                ctx.reason = refusal.reason();
+                ctx.decision = refusal.decision();
+                let name = route.map(|i| rt.routes.routes[i as usize].spec.name.as_str());
+                respond::refusal(session, &refusal, name).await?;
+                return Ok(true);
+            }
+        };
+        // The upstream (and every later phase) reads the canonical origin-form target.
+        if let Some(rw) = rewrite {
+            let req = session.req_header_mut();
+            req.set_raw_path(&rw.target)?;
+            if let Some(host) = rw.host {
+                req.insert_header(http::header::HOST, host)?;
+            }
         }
-        let req = session.req_header();
-        if crate::runtime::has_dot_segments(req.uri.path()) {
-            ctx.outcome = "refused";
-            ctx.reason = Refusal::DotSegments.reason();
-            respond::refusal(session, &Refusal::DotSegments, None).await?;
-            return Ok(true);
-        }
-        let Some(route) = rt.routes.find(host_of(req), req.uri.path()) else {
-            ctx.outcome = "no_route";
-            ctx.reason = Refusal::NoRoute.reason();
-            respond::refusal(session, &Refusal::NoRoute, None).await?;
-            return Ok(true);
+        let route = match resolved {
+            Resolved::Route(i) => &rt.routes.routes[i as usize],
+            Resolved::Asterisk => {
+                // `OPTIONS *` asks about the server, not a resource: answered here.
+                respond::send(session, 200, &[("allow", ALLOW), ("cache-control", "no-store")], Default::default()).await?;
+                ctx.outcome = "internal";
+                return Ok(true);
+            }
+            Resolved::Reserved(path) => {
+                let h = if path == "/.idfabric/auth" {
+                    let mut fwd = Box::<ForwardDecision>::default();
+                    let h = reserved::forward_auth_audited(&rt, session, &mut fwd).await?;
+                    ctx.forward = Some(fwd);
+                    h
+                } else {
+                    reserved::handle(&rt, session, &path).await?
+                };
+                ctx.outcome = if h.status < 400 { "internal" } else { "refused" };
+                ctx.reason = h.reason;
+                return Ok(true);
+            }
+            Resolved::NoRoute => {
+                ctx.outcome = "no_route";
+                ctx.reason = Refusal::NoRoute.reason();
+                respond::refusal(session, &Refusal::NoRoute, None).await?;
+                return Ok(true);
+            }
         };
         ctx.route = Some(route.index);
         ctx.span.record("route", route.spec.name.as_str());

@@ -5,6 +5,7 @@ use super::respond;
 use crate::pipeline::{self, Admission};
 use crate::propagate;
 use crate::providers::dev;
+use crate::canon::PathProblem;
 use crate::refusal::Refusal;
 use crate::runtime::Runtime;
 use pingora::proxy::Session;
@@ -16,13 +17,21 @@ pub struct Handled {
     pub reason: &'static str,
 }
 
-/// Whether `path` is answered here rather than proxied.
+/// Whether the canonical `path` is answered here rather than proxied. Compared like
+/// route prefixes (ASCII case-insensitively), so no spelling of a reserved path that a
+/// route would take for it (`/.IDFABRIC/me`, `/Broker/token`) is proxied upstream;
+/// spellings other than the exact one then get `404 no_route` here.
 pub fn is_reserved(rt: &Runtime, path: &str) -> bool {
-    path.starts_with("/.idfabric/") || rt.config.broker.as_ref().is_some_and(|b| !b.path.is_empty() && under(path, &b.path))
+    under_ci(path, "/.idfabric") || rt.config.broker.as_ref().is_some_and(|b| !b.path.is_empty() && under_ci(path, &b.path))
 }
 
 fn under(path: &str, base: &str) -> bool {
     path.strip_prefix(base).is_some_and(|r| r.is_empty() || r.starts_with('/'))
+}
+
+fn under_ci(path: &str, base: &str) -> bool {
+    let (p, b) = (path.as_bytes(), base.as_bytes());
+    p.len() >= b.len() && p[..b.len()].eq_ignore_ascii_case(b) && (p.len() == b.len() || p[b.len()] == b'/')
 }
 
 pub async fn handle(rt: &Runtime, session: &mut Session, path: &str) -> Result<Handled> {
@@ -121,15 +130,31 @@ pub(super) async fn forward_auth_audited(rt: &Runtime, session: &mut Session, au
     let header = |n: &str| req.headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
     let host = header("x-forwarded-host").or_else(|| header("host")).unwrap_or_default();
     let uri = header("x-forwarded-uri").or_else(|| header("x-original-uri")).unwrap_or_else(|| "/".into());
-    let path = uri.split('?').next().unwrap_or("/").to_string();
-    if crate::runtime::has_dot_segments(&path) {
-        return refuse(session, Refusal::DotSegments, None).await;
-    }
-    let Some(route) = rt.routes.find(&host, &path) else {
-        return refuse(session, Refusal::NoRoute, None).await;
+    let (raw_path, query) = match uri.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (uri.as_str(), None),
     };
-    let original: http::Uri = uri.parse().unwrap_or_else(|_| http::Uri::from_static("/"));
-    audit.route(route.index, &host, &path);
+    // The same canonical path the proxy would route on (`crate::canon`).
+    let path = match crate::canon::canonicalize(raw_path) {
+        Ok(p) => p,
+        Err(problem) => return refuse(session, Refusal::InvalidPath(problem), None).await,
+    };
+    let Some(route) = rt.routes.find(&host, path.route_path()) else {
+        let r = if path.has_params() { Refusal::InvalidPath(PathProblem::ParamsNotAllowed) } else { Refusal::NoRoute };
+        return refuse(session, r, None).await;
+    };
+    audit.route(route.index, &host, path.path());
+    if path.has_params() && !route.spec.path_params {
+        let r = Refusal::InvalidPath(PathProblem::ParamsNotAllowed);
+        (audit.decision, audit.reason) = (r.decision(), r.reason());
+        return refuse(session, r, Some(&route.spec.name)).await;
+    }
+    let original: http::Uri = match query {
+        Some(q) => format!("{}?{q}", path.path()),
+        None => path.path().to_string(),
+    }
+    .parse()
+    .unwrap_or_else(|_| http::Uri::from_static("/"));
     match pipeline::admit(rt, route, &session.req_header().headers, &original).await {
         Ok(adm) => {
             audit.allowed(&adm);

@@ -102,3 +102,22 @@ fn guid_from_is_stable_and_shaped() {
     assert_eq!(g.len(), 36);
     assert_eq!(&g[14..15], "4");
 }
+
+#[test]
+fn path_prefixes_must_be_canonical() {
+    let bad = ["/static/../admin", "/a//b", "/admin%2fx", "/app;x", "/a\\\\b", "/%61dmin", "/a/./b", "/caf%c3%a9", "/%2e%2e"];
+    let mut routes = String::from("listen: { http: 127.0.0.1:8080 }\nproviders: [corp-okta]\nroutes:\n");
+    for (i, p) in bad.iter().enumerate() {
+        routes.push_str(&format!("  - {{ name: r{i}, match: {{ path_prefix: \"{p}\" }}, auth: none, upstream: [127.0.0.1:1] }}\n"));
+    }
+    routes.push_str("  - { name: ok, match: { path_prefix: /caf%C3%A9/ }, auth: none, case_sensitive: true, path_params: true, upstream: [127.0.0.1:1] }\n");
+    routes.push_str("  - { name: ci, match: { path_prefix: /%C3%A9cole }, auth: none, upstream: [127.0.0.1:1] }\n");
+    let d = dir_with(&routes, &[("okta.yaml", OKTA)]);
+    let errs = load(&d.path().join("routes.yaml")).unwrap_err().0;
+    let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    assert_eq!(errs.len(), bad.len() + 1, "{text:?}");
+    assert!(text.iter().any(|t| t.contains("set `case_sensitive: true`")), "{text:?}");
+    assert!(text.iter().all(|t| t.contains("path_prefix")), "{text:?}");
+    assert!(text.iter().any(|t| t.contains("write it as `/admin`")), "{text:?}");
+    assert!(text.iter().any(|t| t.contains("`;`")), "{text:?}");
+}
