@@ -94,6 +94,9 @@ pub struct BrokerClientSpec {
     /// Provider ids allowed for this client; `None` = every browser-capable provider.
     pub providers: Option<Vec<String>>,
     pub require_pkce: bool,
+    /// May introspect access tokens issued to other clients (a resource server);
+    /// otherwise `/introspect` shows a client only its own tokens.
+    pub introspect: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -88,6 +88,8 @@ pub struct BrokerClient {
     pub populations: Option<Vec<S>>,
     pub providers: Option<Vec<S>>,
     pub require_pkce: Option<bool>,
+    /// May introspect tokens issued to other clients (a resource server).
+    pub introspect: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -311,7 +311,18 @@ fn broker_client(
         populations,
         providers: client_providers,
         require_pkce: c.require_pkce.unwrap_or(true) || public,
+        introspect: introspect(c, &id, public, a, p),
     }
+}
+
+/// `introspect: true` lets a confidential client see other clients' access tokens at
+/// `/introspect`; a public client cannot introspect at all, so asking for it is a mistake.
+fn introspect(c: &raw::BrokerClient, id: &str, public: bool, a: Option<&str>, p: &mut Problems) -> bool {
+    let on = c.introspect.unwrap_or(false);
+    if on && public {
+        p.at(a, "broker.clients.introspect", format!("public client `{id}` cannot introspect (it has no secret)"));
+    }
+    on
 }
 
 fn strings(v: &[EnvString]) -> Vec<String> {

@@ -445,8 +445,16 @@ pub struct Registry {
     templated: Vec<(String, String, usize)>,
     cache: moka::sync::Cache<[u8; 32], Arc<Verified>>,
     /// Tokens refused for reasons that cannot change (bad signature, expired …): a
-    /// repeated bad token costs a hash, not a signature check.
+    /// repeated bad token costs a hash, not a signature check. The provider is the one
+    /// whose check refused it (`None`: refused before any provider was chosen, which
+    /// holds on every route); a provider's refusal is replayed only on routes that
+    /// allow that provider (`replays_on`).
     refused_cache: moka::sync::Cache<[u8; 32], (Refusal, Option<usize>)>,
+    /// Per provider: another provider can claim the same issuer (two app
+    /// registrations of one tenant, an Entra `{tenantid}` template). A cached answer
+    /// about such a provider's token says nothing about its sibling, so it is neither
+    /// cached as a refusal nor used to refuse a route that allows only the sibling.
+    shares_issuer: Vec<bool>,
     pub http: reqwest::Client,
     /// Unique per registry ever built in this process (keys the per-thread cache).
     generation: usize,
@@ -496,7 +504,45 @@ impl Registry {
             .max_capacity(10_000)
             .time_to_live(Duration::from_secs(300))
             .build();
-        Ok(Registry { providers, by_issuer, templated, cache, refused_cache, http, generation })
+        let mut registry = Registry {
+            providers,
+            by_issuer,
+            templated,
+            cache,
+            refused_cache,
+            shares_issuer: Vec::new(),
+            http,
+            generation,
+        };
+        registry.shares_issuer = registry.issuer_siblings();
+        Ok(registry)
+    }
+
+    /// Which providers share an issuer with another (see `shares_issuer`).
+    fn issuer_siblings(&self) -> Vec<bool> {
+        let mut shared = vec![false; self.providers.len()];
+        for iss in self.by_issuer.keys() {
+            let c = self.candidates(iss);
+            if c.len() > 1 {
+                c.into_iter().for_each(|i| shared[i] = true);
+            }
+        }
+        if self.templated.len() > 1 {
+            self.templated.iter().for_each(|(_, _, i)| shared[*i] = true);
+        }
+        shared
+    }
+
+    /// Whether a remembered refusal from `provider` answers for a route allowing
+    /// `allowed`: provider-independent refusals (malformed, unknown issuer) always do; a
+    /// provider's own refusal (tenant, policy, audience, signature under its keys) only
+    /// where that provider is allowed. Elsewhere the token is judged afresh, which
+    /// answers `provider_not_allowed` without a signature check.
+    fn replays_on(provider: Option<usize>, allowed: Option<&[usize]>) -> bool {
+        match (provider, allowed) {
+            (None, _) | (_, None) => true,
+            (Some(p), Some(a)) => a.contains(&p),
+        }
     }
 
     pub fn by_id(&self, id: &str) -> Option<&Arc<Provider>> {
@@ -537,18 +583,22 @@ impl Registry {
                     hot::put(me, token, &v);
                     return Ok(v);
                 }
+                // A sibling on the same issuer may accept the token: judge it afresh.
+                Err(Some(Refusal::ProviderNotAllowed)) if self.shares_issuer[v.provider] => {}
                 Err(Some(r)) => return Err(self.refused(r, Some(v.provider))),
                 Err(None) => self.cache.invalidate(&hash),
             }
         }
         if let Some(r) = self.refused_cache.get(&hash) {
-            return Err(self.refused(r.0, r.1));
+            if Self::replays_on(r.1, allowed) {
+                return Err(self.refused(r.0, r.1));
+            }
         }
         metrics().verify_cache_misses_total.inc();
         let v = match self.verify_uncached(token, hash, allowed).await {
             Ok(v) => v,
             Err(e) => {
-                if is_permanent(&e.refusal) {
+                if is_permanent(&e.refusal) && e.provider.is_none_or(|p| !self.shares_issuer[p]) {
                     self.refused_cache.insert(hash, (e.refusal.clone(), e.provider));
                 }
                 return Err(e);
@@ -860,4 +910,24 @@ pub fn token_hash(token: &str) -> [u8; 32] {
     let mut out = [0u8; 32];
     out.copy_from_slice(d.as_ref());
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Registry;
+
+    #[test]
+    fn remembered_refusals_replay_only_where_their_provider_is_allowed() {
+        // Provider-independent refusals (malformed, unknown issuer) hold everywhere.
+        assert!(Registry::replays_on(None, None));
+        assert!(Registry::replays_on(None, Some(&[])));
+        assert!(Registry::replays_on(None, Some(&[1])));
+        // A provider's refusal: on routes allowing every provider, or that provider.
+        assert!(Registry::replays_on(Some(0), None));
+        assert!(Registry::replays_on(Some(0), Some(&[0])));
+        assert!(Registry::replays_on(Some(0), Some(&[2, 0])));
+        // Not on a route that trusts only others: the route judges the token itself.
+        assert!(!Registry::replays_on(Some(0), Some(&[1])));
+        assert!(!Registry::replays_on(Some(0), Some(&[])));
+    }
 }
