@@ -88,7 +88,7 @@ impl Fixture {
         );
         let hashed = hash_secret(HASHED_SECRET);
         let text = format!(
-            "listen: {{ http: 127.0.0.1:{http} }}\nadmin: 127.0.0.1:{admin}\nproviders: [wf, cu]\n\
+            "listen: {{ http: 127.0.0.1:{http} }}\n{admin}\nproviders: [wf, cu]\n\
              session: {{ store: memory, key_file: certs/session.key }}\n\
              broker:\n  issuer: http://127.0.0.1:{http}/broker\n  signing_key: certs/broker-signing.pem\n  clients:\n\
              \x20   - {{ client_id: portal, client_secret: \"{PORTAL_SECRET}\", redirect_uris: [\"{PORTAL_CB}\"], post_logout_redirect_uris: [\"http://rp.test/bye\"], providers: [wf] }}\n\
@@ -100,7 +100,7 @@ impl Fixture {
              \x20   - {{ client_id: rs, client_secret: \"{RS_SECRET}\", grant_types: [client_credentials], introspect: true }}\n\
              routes:\n  - name: app\n    match: {{ host: app.test }}\n    upstream: [127.0.0.1:9]\n",
             http = env.http_port,
-            admin = env.admin_port,
+            admin = env.admin_line(),
         );
         env.write("routes.yaml", &text);
         let (code, out, err) = env.run(&["check", "--offline", "--config", "routes.yaml"]);
@@ -542,12 +542,12 @@ async fn refresh_ends_with_the_sign_in_session_unless_offline_access_and_a_leave
     let rotated = json_of(&b)["refresh_token"].as_str().unwrap().to_string();
 
     // The leaver case: an admin revocation ends the offline family too.
-    let r = client()
-        .post(format!(
-            "{}/sessions/revoke?sub={}",
-            fx().env.admin(),
-            url::form_urlencoded::byte_serialize(sub.as_bytes()).collect::<String>()
-        ))
+    let r = fx()
+        .env
+        .admin_call(
+            reqwest::Method::POST,
+            &format!("/sessions/revoke?sub={}", url::form_urlencoded::byte_serialize(sub.as_bytes()).collect::<String>()),
+        )
         .send()
         .await
         .unwrap();

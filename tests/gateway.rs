@@ -702,7 +702,7 @@ async fn cached_verdicts_apply_only_where_their_provider_is_allowed() {
     let f = fx();
     // A refusal under wf's keys (bad signature), first where wf is allowed, then on a
     // cu-only route: judged for that route, not replayed.
-    let forged = flip_signature(&f.env.mint("wf", "bob", &[]));
+    let forged = common::fixtures::flip_signature(&f.env.mint("wf", "bob", &[]));
     for _ in 0..2 {
         send(f.get("bearer.test", "/b").bearer_auth(&forged)).await.assert_problem(401, "bad_signature");
     }
@@ -902,7 +902,7 @@ async fn admin_health_readiness_and_providers() {
         let g = send(client().get(format!("{}{path}", f.env.admin()))).await;
         assert_eq!(g.status, 200, "{path}: {}", g.body);
     }
-    let g = send(client().get(format!("{}/providers", f.env.admin()))).await;
+    let g = send(f.env.admin_call(reqwest::Method::GET, "/providers")).await;
     assert_eq!(g.status, 200);
     let doc = g.json();
     let list = doc["providers"].as_array().unwrap_or_else(|| panic!("{doc}"));
