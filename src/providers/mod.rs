@@ -916,6 +916,69 @@ pub fn token_hash(token: &str) -> [u8; 32] {
 mod tests {
     use super::Registry;
 
+    /// The repository's two dev providers (workforce = 0, customer = 1) with fresh keys,
+    /// held in the registry as a running gateway holds them.
+    fn two_providers() -> (tempfile::TempDir, crate::config::Config, Registry) {
+        let dir = tempfile::tempdir().unwrap();
+        crate::keys::generate_dev_set(&dir.path().join("certs"), false, false).unwrap();
+        std::fs::create_dir_all(dir.path().join("providers")).unwrap();
+        for id in ["dev-workforce", "dev-customer"] {
+            let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("providers/{id}.yaml"));
+            std::fs::copy(repo, dir.path().join(format!("providers/{id}.yaml"))).unwrap();
+        }
+        let routes = "listen: { http: 127.0.0.1:8080 }\nproviders: [dev-workforce, dev-customer]\n\
+                      routes:\n  - { name: app, upstream: [127.0.0.1:9] }\n";
+        std::fs::write(dir.path().join("routes.yaml"), routes).unwrap();
+        let config = crate::config::load(&dir.path().join("routes.yaml")).unwrap();
+        let registry = Registry::new(&config).unwrap();
+        for p in &registry.providers {
+            p.install_dev_keys();
+        }
+        assert_eq!(registry.providers[0].id(), "dev-workforce");
+        (dir, config, registry)
+    }
+
+    fn reason(r: Result<std::sync::Arc<super::Verified>, super::VerifyError>) -> &'static str {
+        match r {
+            Ok(_) => "ok",
+            Err(e) => e.refusal.reason(),
+        }
+    }
+
+    #[test]
+    fn cached_answers_hold_only_where_their_provider_is_allowed() {
+        let (_dir, config, reg) = two_providers();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let (wf, cu): (&[usize], &[usize]) = (&[0], &[1]);
+        let mint = |user: &str, ttl: Option<i64>| crate::cli::mint_tokens(&config, "dev-workforce", user, false, ttl, 1).unwrap().remove(0);
+        // A refusal from the workforce provider's own checks (expired under its keys), in
+        // both orders of routes, twice each so the second answer comes from the cache.
+        let expired = mint("alice", Some(-3600));
+        for (allowed, want) in [(Some(wf), "token_expired"), (Some(cu), "provider_not_allowed"), (None, "token_expired")] {
+            for _ in 0..2 {
+                assert_eq!(reason(rt.block_on(reg.verify(&expired, allowed))), want, "{allowed:?}");
+            }
+        }
+        let forged = {
+            let t = mint("bob", None);
+            let (rest, sig) = t.rsplit_once('.').unwrap();
+            format!("{rest}.{}{}", if sig.starts_with('A') { "B" } else { "A" }, &sig[1..])
+        };
+        for (allowed, want) in [(Some(cu), "provider_not_allowed"), (Some(wf), "bad_signature"), (Some(cu), "provider_not_allowed")] {
+            assert_eq!(reason(rt.block_on(reg.verify(&forged, allowed))), want, "{allowed:?}");
+        }
+        // A verified token: served where its provider is allowed, refused elsewhere, from the cache too.
+        let good = mint("alice", None);
+        for (allowed, want) in [(None, "ok"), (Some(cu), "provider_not_allowed"), (Some(wf), "ok"), (Some(cu), "provider_not_allowed")] {
+            assert_eq!(reason(rt.block_on(reg.verify(&good, allowed))), want, "{allowed:?}");
+        }
+        // Provider-independent refusals hold everywhere.
+        for allowed in [Some(wf), Some(cu), None] {
+            assert_eq!(reason(rt.block_on(reg.verify("not.a.jwt", allowed))), "malformed_token");
+        }
+        assert!(reg.shares_issuer.iter().all(|s| !s), "the two dev providers have their own issuers");
+    }
+
     #[test]
     fn remembered_refusals_replay_only_where_their_provider_is_allowed() {
         // Provider-independent refusals (malformed, unknown issuer) hold everywhere.
