@@ -287,7 +287,8 @@ pub mod guard {
 
     /// Runs every check; `local` is the address the connection arrived on.
     pub fn check(g: &AdminGuard, local: Option<IpAddr>, req: &RequestHeader) -> Result<(), AdminRefusal> {
-        let host = req.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).or(req.uri.authority().map(|a| a.as_str()));
+        // An absolute-form target's authority wins over `Host` (RFC 9112 §3.2.2).
+        let host = req.uri.authority().map(|a| a.as_str()).or(req.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()));
         if !host.is_some_and(|h| host_allowed(h, local, &g.hosts)) {
             return Err(AdminRefusal::HostNotAllowed);
         }
