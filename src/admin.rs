@@ -7,7 +7,7 @@
 //! (DNS rebinding) could read `/access` or post `/sessions/revoke`. So every path but
 //! the probes and metrics is guarded (`guard`): a bearer token (`admin.token_file` or
 //! `admin.token`, compared in constant time), a `Host` that names this listener
-//! (its address, `localhost` or `admin.hosts`) and no cross-site `Origin`. Without a
+//! (its address, loopback, `localhost` or `admin.hosts`) and no cross-site `Origin`. Without a
 //! token the guarded paths are refused: an operator endpoint nobody configured a
 //! secret for is not left open. Kubernetes probes and Prometheus call by pod IP, so
 //! `/metrics`, `/healthz` and `/readyz` take neither token nor Host check (they
@@ -321,8 +321,9 @@ pub mod guard {
     }
 
     /// Whether a `Host` value (`name`, `name:port`, `[v6]:port`) names this listener:
-    /// the address the connection arrived on, a loopback address when that is loopback,
-    /// `localhost`, or one of `admin.hosts`. Any port: only the name matters for
+    /// the address the connection arrived on, `localhost` or a loopback address (a
+    /// published container port is called as `127.0.0.1` but arrives on the container's
+    /// own address), or one of `admin.hosts`. Any port: only the name matters for
     /// rebinding, which needs a name the attacker controls.
     pub fn host_allowed(host: &str, local: Option<IpAddr>, extra: &[String]) -> bool {
         let name = match host.strip_prefix('[') {
@@ -343,9 +344,9 @@ pub mod guard {
         if name.eq_ignore_ascii_case("localhost") || extra.iter().any(|h| h.eq_ignore_ascii_case(name)) {
             return true;
         }
-        match (name.parse::<IpAddr>(), local) {
-            (Ok(ip), Some(l)) => ip == l || (ip.is_loopback() && l.is_loopback()),
-            _ => false,
+        match name.parse::<IpAddr>() {
+            Ok(ip) => ip.is_loopback() || Some(ip) == local,
+            Err(_) => false,
         }
     }
 
@@ -400,7 +401,7 @@ pub mod guard {
             let pod = Some("10.1.2.3".parse().unwrap());
             assert!(host_allowed("10.1.2.3:9090", pod, &[]));
             assert!(!host_allowed("10.1.2.4:9090", pod, &[]));
-            assert!(!host_allowed("127.0.0.1:9090", pod, &[]));
+            assert!(host_allowed("127.0.0.1:9190", pod, &[]), "a published port called on loopback");
         }
 
         #[test]

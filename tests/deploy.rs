@@ -541,7 +541,7 @@ fn the_compose_file_follows_the_compose_spec_and_its_mounts_exist() {
     let prom = yaml(&deploy("prometheus/prometheus.yml"));
     let target = prom["scrape_configs"][0]["static_configs"][0]["targets"][0].as_str().unwrap();
     let routes = yaml(&dir.join("routes.yaml"));
-    let admin_port = routes["admin"].as_str().unwrap().rsplit_once(':').unwrap().1;
+    let admin_port = routes["admin"]["listen"].as_str().unwrap().rsplit_once(':').unwrap().1;
     assert_eq!(target, format!("idfabric:{admin_port}"));
     assert_eq!(prom["scrape_configs"][0]["job_name"], "idfabric", "the alert rules select job=\"idfabric\"");
     assert!(
