@@ -160,3 +160,24 @@ fn check_refuses_bad_admin_settings() {
         assert!(!err.contains("aaaaaaaaaaaaaaaaaaaa"), "the token is not echoed: {err}");
     }
 }
+
+/// A new token in `admin.token_file` applies on reload (SIGHUP): the old one stops
+/// working at once, without a restart.
+#[tokio::test]
+async fn a_rotated_token_applies_on_reload() {
+    let (env, gw) = gateway(|e| e.admin_line());
+    let old = env.admin_token();
+    assert_eq!(env.admin_call(Method::GET, "/providers").send().await.unwrap().status(), 200);
+    let new = "rotated-admin-token-5d41402abc4b2a76";
+    env.write("certs/admin.token", &format!("{new}\n"));
+    gw.signal("HUP");
+    let url = format!("{}/providers", env.admin());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while client().get(&url).bearer_auth(new).send().await.unwrap().status() != 200 {
+        assert!(std::time::Instant::now() < deadline, "the new token was not applied; log:\n{}", gw.log());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (s, reason, _) = outcome(client().get(&url).bearer_auth(&old)).await;
+    assert_eq!((s, reason.as_str()), (401, "admin_token_invalid"));
+    assert!(!gw.log().contains(new) && !gw.log().contains(&old), "a token reached the log");
+}
