@@ -340,6 +340,16 @@ pub fn parse_since(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("--since `{s}`: {e} (examples: 90d, 24h, 30m)"))
 }
 
+/// A listen address to call: `0.0.0.0` / `[::]` are reached on loopback (and the admin
+/// listener's Host check accepts loopback names for a loopback connection).
+fn reachable(a: std::net::SocketAddr) -> std::net::SocketAddr {
+    match a.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => (std::net::Ipv4Addr::LOCALHOST, a.port()).into(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => (std::net::Ipv6Addr::LOCALHOST, a.port()).into(),
+        _ => a,
+    }
+}
+
 /// `idfabric report access`: reads a Redis store directly; with the memory store asks
 /// the running gateway's admin listener (`--admin`, default `http://{admin}` of the config).
 pub fn cli_report(
@@ -364,10 +374,16 @@ pub fn cli_report(
         (_, admin) => {
             let base = match admin {
                 Some(a) => a.trim_end_matches('/').to_string(),
-                None => config.admin.map(|a| format!("http://{a}")).ok_or(
+                None => config.admin_guard.ops_listen.or(config.admin).map(reachable).map(|a| format!("http://{a}")).ok_or(
                     "the memory store lives in the gateway: pass --admin URL (the config has no `admin:` listener)",
                 )?,
             };
+            // The admin token of the config (`IDFABRIC_ADMIN_TOKEN` when the gateway's is
+            // elsewhere); it goes only into the Authorization header, never into output.
+            let token = std::env::var("IDFABRIC_ADMIN_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty())
+                .or_else(|| config.admin_guard.token.as_ref().map(|t| t.secret().to_string()));
             let url = format!("{base}/access?since={since}&format={}", format.as_str());
             tokio.block_on(async {
                 let resp = reqwest::Client::builder()
@@ -375,7 +391,12 @@ pub fn cli_report(
                     .timeout(Duration::from_secs(30))
                     .build()
                     .map_err(|e| e.to_string())?
-                    .get(&url)
+                    .get(&url);
+                let resp = match &token {
+                    Some(t) => resp.bearer_auth(t),
+                    None => resp,
+                };
+                let resp = resp
                     .send()
                     .await
                     .map_err(|e| format!("{url}: {e} (is the gateway running?)"))?;

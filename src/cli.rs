@@ -593,7 +593,8 @@ fn print_demo(config: &Config) {
         out.push_str(&format!("   https://{}", t.addr));
     }
     if let Some(a) = config.admin {
-        out.push_str(&format!("\nadmin:  http://{a}/metrics  /healthz  /readyz  /providers"));
+        out.push_str(&format!("\nadmin:  http://{a}/metrics  /healthz  /readyz"));
+        out.push_str(&admin_instructions(config, a));
     }
     out.push_str("\nupstreams are built-in echo apps: they answer with the headers they received.\n");
     if let Some(b) = &config.broker {
@@ -671,6 +672,24 @@ fn print_demo(config: &Config) {
     }
     out.push_str("\n=============================================================================\n");
     println!("{out}");
+}
+
+/// How to call the guarded admin paths: the token is named by where it lives (file or
+/// variable), never printed.
+fn admin_instructions(config: &Config, listen: std::net::SocketAddr) -> String {
+    let g = &config.admin_guard;
+    let ops = g.ops_listen.unwrap_or(listen);
+    let bearer = match (&g.token, &g.token_file) {
+        (None, _) => {
+            return "\n        /providers /access /sessions/revoke are closed: set admin.token_file or admin.token (docs/operations.md)".into()
+        }
+        (Some(_), Some(f)) => format!("$(cat {})", f.display()),
+        (Some(_), None) => "$IDFABRIC_ADMIN_TOKEN".into(),
+    };
+    format!(
+        "\n        operator paths take the admin token:\n        curl -s -H \"Authorization: Bearer {bearer}\" http://{ops}/providers\n        \
+         curl -s -H \"Authorization: Bearer {bearer}\" 'http://{ops}/access?since=1d'"
+    )
 }
 
 /// What the demo user's token gets on route `name`: verified and decided by the same

@@ -171,6 +171,7 @@ pub const GENERATED: &[&str] = &[
     "dev-tls.key",
     "broker-signing.pem",
     "session.key",
+    "admin.token",
     "dev-idp-workforce.pem",
     "dev-idp-customer.pem",
 ];
@@ -212,6 +213,13 @@ pub fn generate_dev_set(dir: &Path, force: bool, only_missing: bool) -> Result<V
         let mut key = [0u8; 32];
         aws_lc_rs::rand::fill(&mut key).map_err(|e| KeyError::Generate(e.to_string()))?;
         write("session.key", &key, true)?;
+    }
+    // The admin listener's bearer token (`admin.token_file`): 32 random bytes as hex.
+    if !(only_missing && dir.join("admin.token").exists()) {
+        let mut key = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut key).map_err(|e| KeyError::Generate(e.to_string()))?;
+        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        write("admin.token", format!("{hex}\n").as_bytes(), true)?;
     }
     for name in ["dev-idp-workforce.pem", "dev-idp-customer.pem"] {
         if !(only_missing && dir.join(name).exists()) {

@@ -34,6 +34,8 @@ pub mod cli;
 pub mod config;
 pub mod credential;
 pub mod echo;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
 pub mod identity;
 pub mod keys;

@@ -34,6 +34,8 @@ pub struct Metrics {
     pub access_dropped_total: IntCounter,
     /// Flushes of access-review evidence into the session store, by result.
     pub access_flushes_total: IntCounterVec,
+    /// Guarded admin requests refused, by reason (`admin_token_invalid`, ...).
+    pub admin_refusals_total: IntCounterVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -99,6 +101,7 @@ impl Metrics {
             audit_dropped_total: plain_counter(&r, "audit_dropped_total", "Audit lines dropped because the audit writer fell behind"),
             access_dropped_total: plain_counter(&r, "access_dropped_total", "Access-review observations dropped"),
             access_flushes_total: counter(&r, "access_flushes_total", "Access-review evidence flushes into the session store, by result", &["result"]),
+            admin_refusals_total: counter(&r, "admin_refusals_total", "Guarded admin requests refused, by reason", &["reason"]),
             registry: r,
         }
     }

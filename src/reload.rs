@@ -69,6 +69,7 @@ fn check_start_only(old: &Config, new: &Config) -> Result<(), String> {
     let changed: Vec<&str> = [
         ("listen", old.listen_http != new.listen_http || !same_https),
         ("admin", old.admin != new.admin),
+        ("admin.ops_listen", old.admin_guard.ops_listen != new.admin_guard.ops_listen),
         ("server.threads", old.server.threads != new.server.threads),
         ("server.upstream_keepalive", old.server.upstream_keepalive != new.server.upstream_keepalive),
         ("server.upgrade_sock", old.server.upgrade_sock != new.server.upgrade_sock),
@@ -140,6 +141,21 @@ mod tests {
         let moved = config(dir.path(), "").listen_http.map(|a| std::net::SocketAddr::new(a.ip(), a.port() + 1));
         let e = check_start_only(&base, &Config { listen_http: moved, ..config(dir.path(), "") }).unwrap_err();
         assert!(e.starts_with("listen cannot change"), "{e}");
+        // The admin token and hosts are read per request (a reload applies them); the
+        // ops listener is bound at start.
+        let ops = |extra: &str| {
+            let mut c = config(dir.path(), "");
+            c.admin_guard.hosts = vec![extra.to_string()];
+            c.admin_guard.token = Some(crate::config::AdminToken::new(format!("{extra}-0123456789abcdef")));
+            c
+        };
+        assert_eq!(check_start_only(&base, &ops("a")), Ok(()));
+        let moved = Config {
+            admin_guard: crate::config::AdminGuard { ops_listen: Some("127.0.0.1:19091".parse().unwrap()), ..ops("a").admin_guard },
+            ..config(dir.path(), "")
+        };
+        let e = check_start_only(&base, &moved).unwrap_err();
+        assert!(e.starts_with("admin.ops_listen cannot change"), "{e}");
     }
 
     #[test]

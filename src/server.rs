@@ -1,7 +1,7 @@
 //! Assembling the Pingora server: the proxy service (HTTP and HTTPS listeners), the
 //! admin listener, the background JWKS refresher and, for the demo, echo apps.
 
-use crate::admin::Admin;
+use crate::admin::{Admin, Role as AdminRole};
 use crate::config::Config;
 use crate::echo::Echo;
 use crate::gateway::Gateway;
@@ -192,6 +192,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), String> {
     let listen_http = config.listen_http;
     let listen_https = config.listen_https.clone();
     let admin = config.admin;
+    let ops_listen = config.admin_guard.ops_listen;
     let runtime = Runtime::build(config).map_err(|e| e.to_string())?;
     preinitialise_series(&runtime);
     let state = Arc::new(ArcSwap::from_pointee(runtime));
@@ -212,7 +213,13 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), String> {
     }
     server.add_service(proxy);
     if let Some(a) = admin {
-        let mut svc = Service::new("idfabric admin".to_string(), Admin { state: state.clone() });
+        let role = if ops_listen.is_some() { AdminRole::Probes } else { AdminRole::All };
+        let mut svc = Service::new("idfabric admin".to_string(), Admin { state: state.clone(), role });
+        svc.add_tcp(&a.to_string());
+        server.add_service(svc);
+    }
+    if let Some(a) = ops_listen {
+        let mut svc = Service::new("idfabric admin ops".to_string(), Admin { state: state.clone(), role: AdminRole::Ops });
         svc.add_tcp(&a.to_string());
         server.add_service(svc);
     }
@@ -222,7 +229,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), String> {
         server.add_service(svc);
     }
     server.add_service(background_service("jwks refresher", Refresher { state, config_path, watch }));
-    tracing::info!(http = ?listen_http, https = ?listen_https.map(|t| t.addr), admin = ?admin, "idfabric listening");
+    tracing::info!(http = ?listen_http, https = ?listen_https.map(|t| t.addr), admin = ?admin, admin_ops = ?ops_listen, "idfabric listening");
     // `run` returns once Pingora has shut down (SIGTERM, SIGINT, or handed its sockets to
     // a new process on SIGQUIT); the audit lines still queued are written before exit.
     server.run(pingora::server::RunArgs::default());

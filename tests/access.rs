@@ -170,10 +170,10 @@ async fn memory_store_report_through_the_admin_listener() {
     assert!(row(&r["unused"], &p.alice, "hr")["last_seen"].is_string(), "last use before the window is shown");
 
     // The admin endpoint itself: read-only, validated parameters.
-    let resp = client().get(format!("{}/access?format=csv", env.admin())).send().await.unwrap();
+    let resp = env.admin_call(reqwest::Method::GET, "/access?format=csv").send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
-    let resp = client().get(format!("{}/access?since=soon", env.admin())).send().await.unwrap();
+    let resp = env.admin_call(reqwest::Method::GET, "/access?since=soon").send().await.unwrap();
     assert_eq!(resp.status(), 400);
     let resp = client().post(format!("{}/access", env.admin())).send().await.unwrap();
     assert_eq!(resp.status(), 405);
@@ -357,13 +357,13 @@ async fn admin_endpoints_answer_bad_methods_paths_and_windows_clearly() {
     assert_eq!(r.status(), 404);
     assert!(r.text().await.unwrap().contains("/metrics"));
     // A window longer than time itself means "everything", not an overflow.
-    let r = c.get(format!("{admin}/access?since=500000000000y")).send().await.unwrap();
+    let r = env.admin_call(reqwest::Method::GET, "/access?since=500000000000y").send().await.unwrap();
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["since"], "1970-01-01T00:00:00Z", "{body}");
     // A window that does not parse, and a missing sub, are 400s that say why.
-    let r = c.get(format!("{admin}/access?since=-5d")).send().await.unwrap();
+    let r = env.admin_call(reqwest::Method::GET, "/access?since=-5d").send().await.unwrap();
     assert_eq!(r.status(), 400);
-    let r = c.post(format!("{admin}/sessions/revoke")).send().await.unwrap();
+    let r = env.admin_call(reqwest::Method::POST, "/sessions/revoke").send().await.unwrap();
     assert_eq!(r.status(), 400);
 }

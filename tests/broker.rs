@@ -29,6 +29,7 @@ const HASHED_SECRET: &str = "hashed-secret-9d1e7b";
 const SVC_SECRET: &str = "svc-secret-3a8c4d";
 const SHOP_SECRET: &str = "shop-secret-6b2f9e";
 const LAX_SECRET: &str = "lax-secret-1c7d3f";
+const RS_SECRET: &str = "rs-secret-8e4a1b";
 const PORTAL_CB: &str = "http://rp.test/cb";
 const SPA_CB: &str = "http://spa.test/cb";
 
@@ -87,7 +88,7 @@ impl Fixture {
         );
         let hashed = hash_secret(HASHED_SECRET);
         let text = format!(
-            "listen: {{ http: 127.0.0.1:{http} }}\nadmin: 127.0.0.1:{admin}\nproviders: [wf, cu]\n\
+            "listen: {{ http: 127.0.0.1:{http} }}\n{admin}\nproviders: [wf, cu]\n\
              session: {{ store: memory, key_file: certs/session.key }}\n\
              broker:\n  issuer: http://127.0.0.1:{http}/broker\n  signing_key: certs/broker-signing.pem\n  clients:\n\
              \x20   - {{ client_id: portal, client_secret: \"{PORTAL_SECRET}\", redirect_uris: [\"{PORTAL_CB}\"], post_logout_redirect_uris: [\"http://rp.test/bye\"], providers: [wf] }}\n\
@@ -96,9 +97,10 @@ impl Fixture {
              \x20   - {{ client_id: svc, client_secret: \"{SVC_SECRET}\", grant_types: [client_credentials], scopes: [reports:read, reports:write] }}\n\
              \x20   - {{ client_id: shop, client_secret: \"{SHOP_SECRET}\", redirect_uris: [\"http://shop.test/cb\"], populations: [customer] }}\n\
              \x20   - {{ client_id: lax, client_secret: \"{LAX_SECRET}\", redirect_uris: [\"http://rp.test/lax\"], providers: [wf], require_pkce: false, grant_types: [authorization_code] }}\n\
+             \x20   - {{ client_id: rs, client_secret: \"{RS_SECRET}\", grant_types: [client_credentials], introspect: true }}\n\
              routes:\n  - name: app\n    match: {{ host: app.test }}\n    upstream: [127.0.0.1:9]\n",
             http = env.http_port,
-            admin = env.admin_port,
+            admin = env.admin_line(),
         );
         env.write("routes.yaml", &text);
         let (code, out, err) = env.run(&["check", "--offline", "--config", "routes.yaml"]);
@@ -154,6 +156,13 @@ async fn portal_tokens(agent: &Agent, user: &str) -> (AuthzReq, Value) {
 
 fn error_of(body: &str) -> String {
     json_of(body)["error"].as_str().unwrap_or_default().to_string()
+}
+
+/// `/introspect` as `client` (Basic).
+async fn introspect_as(token: &str, client: (&str, &str)) -> Value {
+    let (s, _, b) = post_form(&ep("/introspect"), &[("token", token)], Some(client)).await;
+    assert_eq!(s, 200, "{b}");
+    json_of(&b)
 }
 
 async fn introspect(token: &str) -> Value {
@@ -533,12 +542,12 @@ async fn refresh_ends_with_the_sign_in_session_unless_offline_access_and_a_leave
     let rotated = json_of(&b)["refresh_token"].as_str().unwrap().to_string();
 
     // The leaver case: an admin revocation ends the offline family too.
-    let r = client()
-        .post(format!(
-            "{}/sessions/revoke?sub={}",
-            fx().env.admin(),
-            url::form_urlencoded::byte_serialize(sub.as_bytes()).collect::<String>()
-        ))
+    let r = fx()
+        .env
+        .admin_call(
+            reqwest::Method::POST,
+            &format!("/sessions/revoke?sub={}", url::form_urlencoded::byte_serialize(sub.as_bytes()).collect::<String>()),
+        )
         .send()
         .await
         .unwrap();
@@ -616,7 +625,7 @@ async fn client_credentials_issue_service_tokens() {
     assert_eq!(at["sub"], "broker:svc");
     assert_eq!(at["principal_type"], "service");
     assert_eq!(at["provider"], "broker");
-    let i = introspect(t["access_token"].as_str().unwrap()).await;
+    let i = introspect_as(t["access_token"].as_str().unwrap(), ("rs", RS_SECRET)).await;
     assert_eq!((i["active"].as_bool(), i["client_id"].as_str()), (Some(true), Some("svc")));
     // No user behind it: userinfo refuses with insufficient_scope (RFC 6750 §3.1), in
     // the challenge and in the body.
@@ -645,6 +654,41 @@ async fn client_credentials_issue_service_tokens() {
         let (s, _, b) = post_form(&ep("/token"), &form, Some(basic)).await;
         assert_eq!((s, error_of(&b).as_str()), (status, code), "{form:?}: {b}");
     }
+}
+
+/// A client sees only its own tokens at `/introspect`; another client's token is
+/// `{"active": false}` (RFC 7662 §2.2) unless the caller is marked `introspect: true`.
+#[tokio::test]
+async fn introspection_shows_a_client_only_its_own_tokens() {
+    let agent = Agent::browser();
+    let (_, t) = portal_tokens(&agent, "alice").await;
+    let portal_at = t["access_token"].as_str().unwrap();
+    let (s, _, b) = post_form(&ep("/token"), &[("grant_type", "client_credentials")], Some(("svc", SVC_SECRET))).await;
+    assert_eq!(s, 200, "{b}");
+    let svc_at = json_of(&b)["access_token"].as_str().unwrap().to_string();
+    // Each client sees its own token.
+    let i = introspect_as(portal_at, ("portal", PORTAL_SECRET)).await;
+    assert_eq!((i["active"].as_bool(), i["client_id"].as_str()), (Some(true), Some("portal")), "{i}");
+    let i = introspect_as(&svc_at, ("svc", SVC_SECRET)).await;
+    assert_eq!((i["active"].as_bool(), i["client_id"].as_str()), (Some(true), Some("svc")), "{i}");
+    // Another client's token: inactive, and nothing else in the answer.
+    for (token, caller) in [
+        (portal_at, ("svc", SVC_SECRET)),
+        (portal_at, ("hashed", HASHED_SECRET)),
+        (svc_at.as_str(), ("portal", PORTAL_SECRET)),
+        (svc_at.as_str(), ("lax", LAX_SECRET)),
+    ] {
+        assert_eq!(introspect_as(token, caller).await, serde_json::json!({"active": false}), "{} saw another client's token", caller.0);
+    }
+    // A resource server marked `introspect: true` sees every client's live tokens.
+    for (token, owner) in [(portal_at, "portal"), (svc_at.as_str(), "svc")] {
+        let i = introspect_as(token, ("rs", RS_SECRET)).await;
+        assert_eq!((i["active"].as_bool(), i["client_id"].as_str()), (Some(true), Some(owner)), "{i}");
+        assert!(i["sub"].is_string() && i["exp"].is_number(), "{i}");
+    }
+    // But not refresh tokens of others (they are only ever shown to their client).
+    let rt = t["refresh_token"].as_str().unwrap();
+    assert_eq!(introspect_as(rt, ("rs", RS_SECRET)).await, serde_json::json!({"active": false}));
 }
 
 #[tokio::test]

@@ -158,4 +158,17 @@ async fn every_demo_curl_line_gets_the_status_the_demo_promised() {
         }
     }
     assert!(failures.is_empty(), "the demo's promises that did not hold:\n{}\n\nprinted:\n{printed}", failures.join("\n"));
+
+    // The admin instructions name the token file instead of printing the token, and
+    // the line they print works as written (with the file's content in its place).
+    let token = std::fs::read_to_string(dir.path().join("certs/admin.token")).unwrap().trim().to_string();
+    assert!(!printed.contains(&token), "the demo printed the admin token:\n{printed}");
+    let line = printed
+        .lines()
+        .find(|l| l.contains("/providers") && l.contains("Authorization: Bearer $(cat "))
+        .unwrap_or_else(|| panic!("no admin instruction:\n{printed}"));
+    let url = line.rsplit(' ').next().unwrap();
+    let resp = client().get(url).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "{line}");
+    assert_eq!(client().get(url).send().await.unwrap().status(), 401, "{line}: the operator path is guarded");
 }

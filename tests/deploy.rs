@@ -393,7 +393,7 @@ fn the_deployment_is_hardened_and_probes_the_admin_listener() {
 
     // Probes hit the admin listener that routes.yaml configures.
     let routes = yaml(&base().join("config/routes.yaml"));
-    let admin_port: u64 = routes["admin"].as_str().unwrap().rsplit_once(':').unwrap().1.parse().unwrap();
+    let admin_port: u64 = routes["admin"]["listen"].as_str().unwrap().rsplit_once(':').unwrap().1.parse().unwrap();
     assert_eq!(container_port(c, "admin"), admin_port);
     let http_port: u64 = routes["listen"]["http"].as_str().unwrap().rsplit_once(':').unwrap().1.parse().unwrap();
     assert_eq!(container_port(c, "http"), http_port);
@@ -433,6 +433,7 @@ fn the_deployment_is_hardened_and_probes_the_admin_listener() {
         routes["broker"]["signing_key"].as_str().unwrap(),
         routes["listen"]["https"]["cert"].as_str().unwrap(),
         routes["listen"]["https"]["key"].as_str().unwrap(),
+        routes["admin"]["token_file"].as_str().unwrap(),
     ] {
         assert!(paths.contains(key), "routes.yaml names {key}, which the volume does not provide: {paths:?}");
     }
@@ -475,6 +476,9 @@ fn env_file(p: &Path) -> Vec<(String, String)> {
 fn the_kubernetes_config_passes_idfabric_check() {
     let tmp = tempfile::tempdir().unwrap();
     copy_tree(&base().join("config"), tmp.path());
+    // The admin token file the idfabric-keys Secret mounts (read at load, unlike the keys).
+    std::fs::create_dir_all(tmp.path().join("certs")).unwrap();
+    std::fs::write(tmp.path().join("certs/admin.token"), "0123456789abcdef0123456789abcdef\n").unwrap();
     let mut cmd = Command::new(BIN);
     cmd.args(["check", "--offline", "--production", "--config", "routes.yaml"]).current_dir(tmp.path()).env_clear();
     // What the Deployment gives the process: the ConfigMap's variables and the Secret's.
@@ -537,7 +541,7 @@ fn the_compose_file_follows_the_compose_spec_and_its_mounts_exist() {
     let prom = yaml(&deploy("prometheus/prometheus.yml"));
     let target = prom["scrape_configs"][0]["static_configs"][0]["targets"][0].as_str().unwrap();
     let routes = yaml(&dir.join("routes.yaml"));
-    let admin_port = routes["admin"].as_str().unwrap().rsplit_once(':').unwrap().1;
+    let admin_port = routes["admin"]["listen"].as_str().unwrap().rsplit_once(':').unwrap().1;
     assert_eq!(target, format!("idfabric:{admin_port}"));
     assert_eq!(prom["scrape_configs"][0]["job_name"], "idfabric", "the alert rules select job=\"idfabric\"");
     assert!(

@@ -403,6 +403,58 @@ async fn underscore_variants_of_identity_headers_are_removed() {
     assert!(leaked.is_empty(), "underscore identity headers reached the upstream: {leaked:?}");
 }
 
+/// Every spelling whose letters read `xidentity` (separators are whatever RFC 9110
+/// `tchar` allows) is removed before the upstream, and forward-auth and `/me` never
+/// echo one back.
+#[tokio::test]
+async fn identity_headers_in_any_spelling_never_reach_the_upstream() {
+    const SPELLINGS: &[&str] = &[
+        "X-Identity.Sub",
+        "X-Identity~Groups",
+        "x_identity_sub",
+        "XIdentity-Sub",
+        "X-IDENTITY--sub",
+        "x.identity.email",
+        "X!Identity#Roles",
+        "x$identity%mfa",
+        "x&identity'tenant",
+        "x*identity+name",
+        "x^identity`username",
+        "x|identity|provider",
+        "xidentitytoken",
+        "X-Identity",
+    ];
+    let f = fx();
+    let forged = |mut rb: reqwest::RequestBuilder| {
+        for (i, n) in SPELLINGS.iter().enumerate() {
+            rb = rb.header(*n, format!("evil-{i}"));
+        }
+        rb
+    };
+    let g = send(forged(f.get("spoof.test", "/s").bearer_auth(f.token("wf", "bob")))).await;
+    let h = g.upstream_headers();
+    let leaked: Vec<_> = h.iter().filter(|(_, v)| v.as_str().unwrap_or("").contains("evil")).collect();
+    assert!(leaked.is_empty(), "identity header spellings reached the upstream: {leaked:?}");
+    assert!(h["x-identity-sub"].as_str().unwrap().starts_with("wf:"), "{h:?}");
+    // Anonymous requests too (no identity headers of ours at all).
+    let h = send(forged(f.get("any.test", "/public/s"))).await.upstream_headers();
+    assert!(!h.values().any(|v| v.as_str().unwrap_or("").contains("evil")), "{h:?}");
+    // Forward-auth answers with its own headers only; `/me` with the identity only.
+    let g = send(forged(
+        client().get(f.url("/.idfabric/auth")).header("x-forwarded-host", "fa.test").header("x-forwarded-uri", "/r"),
+    )
+    .bearer_auth(f.token("wf", "alice")))
+    .await;
+    assert_eq!(g.status, 200, "{}", g.body);
+    for (k, v) in &g.headers {
+        assert!(!v.to_str().unwrap_or("").contains("evil"), "forward-auth echoed {k}: {v:?}");
+    }
+    let g = send(forged(client().get(f.url("/.idfabric/me"))).bearer_auth(f.token("wf", "alice"))).await;
+    assert_eq!(g.status, 200, "{}", g.body);
+    assert!(!g.body.contains("evil"), "/me echoed a client header: {}", g.body);
+    assert!(g.headers.iter().all(|(_, v)| !v.to_str().unwrap_or("").contains("evil")));
+}
+
 #[tokio::test]
 async fn identity_header_values_are_percent_encoded() {
     let f = fx();
@@ -642,6 +694,42 @@ async fn tokens_of_providers_a_route_does_not_accept_are_refused() {
     assert_eq!(g.status, 200, "{}", g.body);
 }
 
+/// The verification caches answer only where their provider is allowed: a refusal
+/// from `wf`'s checks (remembered for the token) is not replayed on a route that trusts
+/// only `cu`, and a `wf` token verified on an open route never passes that route.
+#[tokio::test]
+async fn cached_verdicts_apply_only_where_their_provider_is_allowed() {
+    let f = fx();
+    // A refusal under wf's keys (bad signature), first where wf is allowed, then on a
+    // cu-only route: judged for that route, not replayed.
+    let forged = common::fixtures::flip_signature(&f.env.mint("wf", "bob", &[]));
+    for _ in 0..2 {
+        send(f.get("bearer.test", "/b").bearer_auth(&forged)).await.assert_problem(401, "bad_signature");
+    }
+    send(f.get("only-cu.test", "/p").bearer_auth(&forged)).await.assert_problem(401, "provider_not_allowed");
+    // And back: the cu-only verdict was not remembered for the open route.
+    send(f.get("bearer.test", "/b").bearer_auth(&forged)).await.assert_problem(401, "bad_signature");
+    // An ID token is wf's own refusal for bearer use (the same path as a tenant or policy refusal).
+    let id_token = f.env.mint("wf", "bob", &["--id-token"]);
+    let first = send(f.get("bearer.test", "/b").bearer_auth(&id_token)).await;
+    assert_eq!(first.status, 401, "{}", first.body);
+    assert_ne!(first.json()["reason"], "provider_not_allowed", "{}", first.body);
+    send(f.get("only-cu.test", "/p").bearer_auth(&id_token)).await.assert_problem(401, "provider_not_allowed");
+    // A cached hit: valid on the open route, then refused on the cu-only route, in both orders.
+    let token = f.env.mint("wf", "alice", &[]);
+    assert_eq!(send(f.get("bearer.test", "/b").bearer_auth(&token)).await.status, 200);
+    for _ in 0..2 {
+        send(f.get("only-cu.test", "/p").bearer_auth(&token)).await.assert_problem(401, "provider_not_allowed");
+    }
+    let other = f.env.mint("wf", "carl", &[]);
+    send(f.get("only-cu.test", "/p").bearer_auth(&other)).await.assert_problem(401, "provider_not_allowed");
+    assert_eq!(send(f.get("bearer.test", "/b").bearer_auth(&other)).await.status, 200);
+    // The cu token itself is served on both.
+    let cu = f.token("cu", "dave");
+    assert_eq!(send(f.get("only-cu.test", "/p").bearer_auth(&cu)).await.status, 200);
+    assert_eq!(send(f.get("bearer.test", "/b").bearer_auth(&cu)).await.status, 200);
+}
+
 // --- forward-auth and /me -----------------------------------------------------------------
 
 #[tokio::test]
@@ -814,7 +902,7 @@ async fn admin_health_readiness_and_providers() {
         let g = send(client().get(format!("{}{path}", f.env.admin()))).await;
         assert_eq!(g.status, 200, "{path}: {}", g.body);
     }
-    let g = send(client().get(format!("{}/providers", f.env.admin()))).await;
+    let g = send(f.env.admin_call(reqwest::Method::GET, "/providers")).await;
     assert_eq!(g.status, 200);
     let doc = g.json();
     let list = doc["providers"].as_array().unwrap_or_else(|| panic!("{doc}"));

@@ -12,6 +12,7 @@
 mod common;
 
 mod access;
+mod admin;
 mod audit;
 mod broker;
 mod broker_openidconnect;

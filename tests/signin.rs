@@ -431,14 +431,13 @@ async fn admin_revoke_by_sub_ends_every_session_of_that_person() {
     let other = Agent::browser();
     other.sign_in(&at("wf.test", "/"), "frank").await;
 
-    let admin = fx().env.admin();
-    let http = client();
-    let get = http.get(format!("{admin}/sessions/revoke?sub=x")).send().await.unwrap();
+    let env = &fx().env;
+    let get = env.admin_call(reqwest::Method::GET, "/sessions/revoke?sub=x").send().await.unwrap();
     assert_eq!(get.status(), 405);
-    let missing = http.post(format!("{admin}/sessions/revoke")).send().await.unwrap();
+    let missing = env.admin_call(reqwest::Method::POST, "/sessions/revoke").send().await.unwrap();
     assert_eq!(missing.status(), 400);
     let enc: String = url::form_urlencoded::byte_serialize(sub.as_bytes()).collect();
-    let r = http.post(format!("{admin}/sessions/revoke?sub={enc}")).send().await.unwrap();
+    let r = env.admin_call(reqwest::Method::POST, &format!("/sessions/revoke?sub={enc}")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["revoked"], 3, "{v}");
@@ -448,7 +447,8 @@ async fn admin_revoke_by_sub_ends_every_session_of_that_person() {
     }
     assert_eq!(other.get(&at("wf.test", "/")).await.status, 200, "other people keep their sessions");
     // Revoking again finds nothing.
-    let again: Value = http.post(format!("{admin}/sessions/revoke?sub={enc}")).send().await.unwrap().json().await.unwrap();
+    let again: Value =
+        env.admin_call(reqwest::Method::POST, &format!("/sessions/revoke?sub={enc}")).send().await.unwrap().json().await.unwrap();
     assert_eq!(again["revoked"], 0);
 }
 
@@ -684,7 +684,7 @@ async fn the_funnel_and_login_metrics_count_each_stage() {
 /// routes.yaml text for a Redis-backed gateway on `http`/`admin`.
 fn redis_routes(http: u16, admin: u16, redis: &str, echo: &str) -> String {
     format!(
-        "listen: {{ http: 127.0.0.1:{http} }}\nadmin: 127.0.0.1:{admin}\nproviders: [rwf, rcu]\n\
+        "listen: {{ http: 127.0.0.1:{http} }}\nadmin: {{ listen: 127.0.0.1:{admin}, token_file: certs/admin.token }}\nproviders: [rwf, rcu]\n\
          session: {{ store: \"{redis}\", cookie: idfabric_session, ttl: 8h, idle: 1h, key_file: certs/session.key }}\n\
          broker:\n  issuer: http://127.0.0.1:{http}/broker\n  signing_key: certs/broker-signing.pem\n\
          routes:\n\
@@ -768,7 +768,8 @@ async fn two_gateways_share_sessions_through_redis() {
     let (r, lsid) = leaver.sign_in(&on(&ea, "wf.test", "/"), "erin").await;
     let lsub = decoded(&r.upstream()["x-identity-sub"]);
     let enc: String = url::form_urlencoded::byte_serialize(lsub.as_bytes()).collect();
-    let v: Value = client().post(format!("{}/sessions/revoke?sub={enc}", eb.admin())).send().await.unwrap().json().await.unwrap();
+    let v: Value =
+        eb.admin_call(reqwest::Method::POST, &format!("/sessions/revoke?sub={enc}")).send().await.unwrap().json().await.unwrap();
     assert_eq!(v["revoked"], 1, "{v}");
     assert!(session_json(&redis, &lsid).is_none());
     assert_eq!(leaver.get(&on(&ea, "wf.test", "/")).await.redirect().path(), "/.idfabric/login");

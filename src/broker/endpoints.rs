@@ -128,6 +128,12 @@ async fn introspection(rt: &Runtime, b: &BrokerSpec, req: &Request<'_>) -> Resul
             Err(e) if e.code == ErrorCode::InvalidToken => return Ok(inactive),
             Err(e) => return Err(e),
         };
+        // Another client's token: only a client trusted to introspect (`introspect:
+        // true`, a resource server) sees it; to anyone else it is a token they may not
+        // see, answered as inactive (RFC 7662 §2.2).
+        if !client.introspect && c.get("client_id").and_then(Value::as_str) != Some(client.client_id.as_str()) {
+            return Ok(inactive);
+        }
         let mut out = json!({"active": true, "token_type": "Bearer"});
         for k in [
             "scope",

@@ -30,6 +30,8 @@ pub struct Config {
     pub listen_http: Option<SocketAddr>,
     pub listen_https: Option<TlsListen>,
     pub admin: Option<SocketAddr>,
+    /// Who may call the admin listener's operator endpoints (`admin:` map form).
+    pub admin_guard: AdminGuard,
     pub providers: Vec<Arc<ProviderSpec>>,
     pub session: SessionSpec,
     pub broker: Option<BrokerSpec>,
@@ -38,6 +40,58 @@ pub struct Config {
     pub audit: AuditSpec,
     pub reload: ReloadSpec,
     pub tracing: TracingSpec,
+}
+
+/// The guard of the admin listener's operator endpoints (everything but `/metrics`,
+/// `/healthz`, `/readyz`): a bearer token and the host names a request may name.
+#[derive(Debug, Clone, Default)]
+pub struct AdminGuard {
+    /// `None`: no token configured, so the guarded paths are refused (fail closed).
+    pub token: Option<AdminToken>,
+    /// Where the token was read from (`admin.token_file`), for instructions that must
+    /// not print the token itself.
+    pub token_file: Option<PathBuf>,
+    /// Extra host names (lowercase, no port) besides the listen address and `localhost`.
+    pub hosts: Vec<String>,
+    /// A second listener serving the guarded paths only (the first then serves the
+    /// probes and metrics only).
+    pub ops_listen: Option<SocketAddr>,
+}
+
+/// The admin bearer token. Kept for `idfabric report access` (which calls the admin
+/// listener with it); never printed (`Debug` is redacted) and compared only through
+/// its SHA-256 digest in constant time.
+#[derive(Clone)]
+pub struct AdminToken {
+    secret: String,
+    digest: [u8; 32],
+}
+
+impl AdminToken {
+    /// Tokens shorter than this are refused by validation (a guessable token guards nothing).
+    pub const MIN_LEN: usize = 16;
+
+    pub fn new(secret: String) -> AdminToken {
+        let digest = crate::providers::token_hash(&secret);
+        AdminToken { secret, digest }
+    }
+
+    pub fn secret(&self) -> &str {
+        &self.secret
+    }
+
+    /// Whether `presented` is the token: equal-length digests compared in constant
+    /// time, so the comparison says nothing about how much of a guess was right.
+    pub fn matches(&self, presented: &str) -> bool {
+        let d = crate::providers::token_hash(presented);
+        aws_lc_rs::constant_time::verify_slices_are_equal(&d, &self.digest).is_ok()
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(redacted)")
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -94,6 +148,9 @@ pub struct BrokerClientSpec {
     /// Provider ids allowed for this client; `None` = every browser-capable provider.
     pub providers: Option<Vec<String>>,
     pub require_pkce: bool,
+    /// May introspect access tokens issued to other clients (a resource server);
+    /// otherwise `/introspect` shows a client only its own tokens.
+    pub introspect: bool,
 }
 
 #[derive(Debug, Clone)]

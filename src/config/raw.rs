@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 #[serde(deny_unknown_fields)]
 pub struct RoutesFile {
     pub listen: Listen,
-    pub admin: Option<S>,
+    /// The admin listener: an address, or a map with `listen` and its guard.
+    pub admin: Option<Admin>,
     #[serde(default)]
     pub providers: Vec<S>,
     pub session: Option<Session>,
@@ -26,6 +27,50 @@ pub struct RoutesFile {
     pub reload: Option<Reload>,
     /// Request tracing (W3C `traceparent`, optional OTLP export).
     pub tracing: Option<Tracing>,
+}
+
+/// `admin: 127.0.0.1:9090` (the address alone) or
+/// `admin: { listen: 127.0.0.1:9090, token_file: certs/admin.token, hosts: [...] }`.
+/// Hand-written so a typo inside the map is reported by its key, as everywhere else,
+/// instead of "did not match any variant".
+#[derive(Debug)]
+pub enum Admin {
+    Addr(S),
+    Full(AdminMap),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminMap {
+    pub listen: S,
+    /// A file holding the bearer token that guards every path but the probes and metrics.
+    pub token_file: Option<S>,
+    /// The token itself (meant for `${ENV}`).
+    pub token: Option<S>,
+    /// Host names (besides the listen address and `localhost`) the guarded paths answer to.
+    #[serde(default)]
+    pub hosts: Vec<S>,
+    /// A second listener that serves the guarded paths (and only those).
+    pub ops_listen: Option<S>,
+}
+
+impl<'de> Deserialize<'de> for Admin {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Admin;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an address (`127.0.0.1:9090`) or a map with `listen`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Admin, E> {
+                super::env::expand(v).map(|s| Admin::Addr(S(s))).map_err(E::custom)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, m: A) -> Result<Admin, A::Error> {
+                AdminMap::deserialize(serde::de::value::MapAccessDeserializer::new(m)).map(Admin::Full)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -88,6 +133,8 @@ pub struct BrokerClient {
     pub populations: Option<Vec<S>>,
     pub providers: Option<Vec<S>>,
     pub require_pkce: Option<bool>,
+    /// May introspect tokens issued to other clients (a resource server).
+    pub introspect: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -62,7 +62,7 @@ fn build(
     if file.listen.http.is_none() && file.listen.https.is_none() {
         p.at(None, "listen", "at least one of `http` or `https` is required");
     }
-    let admin = file.admin.as_ref().and_then(|a| addr(p, "admin", a));
+    let (admin, admin_guard) = admin(file.admin.as_ref(), base_dir, p);
     let session = session(file.session.as_ref(), base_dir, p);
     let broker = file.broker.as_ref().and_then(|b| broker(b, base_dir, &providers, p));
     let server = ServerSpec {
@@ -97,6 +97,7 @@ fn build(
         listen_http,
         listen_https,
         admin,
+        admin_guard,
         providers,
         session,
         broker,
@@ -151,6 +152,56 @@ fn addr(p: &mut Problems, key: &str, value: &str) -> Option<SocketAddr> {
             None
         }
     }
+}
+
+/// `admin:`: the listen address and the guard of the operator endpoints. The string
+/// form has no token, so its guarded paths answer 403 until one is configured.
+fn admin(a: Option<&raw::Admin>, base_dir: &Path, p: &mut Problems) -> (Option<SocketAddr>, AdminGuard) {
+    let m = match a {
+        None => return (None, AdminGuard::default()),
+        Some(raw::Admin::Addr(s)) => return (addr(p, "admin", s), AdminGuard::default()),
+        Some(raw::Admin::Full(m)) => m,
+    };
+    let listen = addr(p, "admin.listen", &m.listen);
+    let token = match (&m.token_file, &m.token) {
+        (Some(_), Some(_)) => {
+            p.at(None, "admin.token", "set one of `token_file` or `token`, not both");
+            None
+        }
+        (Some(f), None) => match std::fs::read_to_string(base_dir.join(&**f)) {
+            Ok(t) => admin_token(p, "admin.token_file", t.trim_end_matches(['\n', '\r']).to_string()),
+            Err(e) => {
+                p.at(None, "admin.token_file", format!("cannot read `{}`: {e} (`idfabric keys generate` writes certs/admin.token)", &**f));
+                None
+            }
+        },
+        (None, Some(t)) => admin_token(p, "admin.token", t.to_string()),
+        (None, None) => None,
+    };
+    let mut hosts = Vec::new();
+    for h in &m.hosts {
+        let h = h.to_ascii_lowercase();
+        let name_ok = !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if name_ok || h.parse::<std::net::IpAddr>().is_ok() {
+            hosts.push(h);
+        } else {
+            p.at(None, "admin.hosts", format!("`{h}` is not a host name or IP address (no scheme, port or path)"));
+        }
+    }
+    let ops_listen = m.ops_listen.as_ref().and_then(|o| addr(p, "admin.ops_listen", o));
+    if ops_listen.is_some() && ops_listen == listen {
+        p.at(None, "admin.ops_listen", "must differ from `admin.listen`");
+    }
+    let token_file = m.token_file.as_ref().map(|f| base_dir.join(&**f));
+    (listen, AdminGuard { token, token_file, hosts, ops_listen })
+}
+
+fn admin_token(p: &mut Problems, key: &str, secret: String) -> Option<AdminToken> {
+    if secret.chars().count() < AdminToken::MIN_LEN || secret.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        p.at(None, key, format!("the admin token must be at least {} characters without spaces", AdminToken::MIN_LEN));
+        return None;
+    }
+    Some(AdminToken::new(secret))
 }
 
 fn duration(p: &mut Problems, anchor: Option<&str>, key: &str, value: Option<&EnvString>, default: Duration) -> Duration {
@@ -300,6 +351,7 @@ fn broker_client(
             p.at(a, "broker.clients.providers", format!("`{pid}` is not an enabled provider"));
         }
     }
+    let introspect = introspect(c, &id, public, a, p);
     BrokerClientSpec {
         client_id: id,
         client_secret: secret,
@@ -311,7 +363,18 @@ fn broker_client(
         populations,
         providers: client_providers,
         require_pkce: c.require_pkce.unwrap_or(true) || public,
+        introspect,
     }
+}
+
+/// `introspect: true` lets a confidential client see other clients' access tokens at
+/// `/introspect`; a public client cannot introspect at all, so asking for it is a mistake.
+fn introspect(c: &raw::BrokerClient, id: &str, public: bool, a: Option<&str>, p: &mut Problems) -> bool {
+    let on = c.introspect.unwrap_or(false);
+    if on && public {
+        p.at(a, "broker.clients.introspect", format!("public client `{id}` cannot introspect (it has no secret)"));
+    }
+    on
 }
 
 fn strings(v: &[EnvString]) -> Vec<String> {

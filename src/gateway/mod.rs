@@ -567,15 +567,29 @@ fn audit(session: &Session, ctx: &RequestCtx, route: &str, provider: &str, statu
     });
 }
 
-/// Whether a header name is an identity header, counting `_` as `-`: CGI-style
-/// frameworks (PHP, Rack, WSGI) read `X-Identity_Sub` as `HTTP_X_IDENTITY_SUB` too.
-fn is_identity_header(name: &str) -> bool {
-    let p = propagate::PREFIX.as_bytes();
-    let n = name.as_bytes();
-    n.len() >= p.len() && n.iter().zip(p).all(|(a, b)| a.to_ascii_lowercase() == *b || (*a == b'_' && *b == b'-'))
+/// Whether a header name could be read as an identity header by some upstream: the
+/// name, lowercased with every non-alphanumeric byte dropped, starts with `xidentity`.
+///
+/// Frameworks disagree on separators: CGI-style ones (PHP, Rack, WSGI) map `-` and `_`
+/// alike to `HTTP_X_IDENTITY_SUB`, some normalisers drop `.` or `~`, and a case-folding
+/// lookup finds `X-IDENTITY--sub`. Stripping by the letters alone leaves a client no
+/// spelling (`X-Identity.Sub`, `x_identity_sub`, `XIdentity-Sub`) that reaches the
+/// upstream. Runs per header per request, so it compares bytes in place (no allocation).
+pub fn is_identity_header(name: &str) -> bool {
+    const LETTERS: &[u8] = b"xidentity";
+    let mut want = LETTERS.iter();
+    for b in name.bytes().filter(u8::is_ascii_alphanumeric) {
+        match want.next() {
+            None => return true,
+            Some(w) if b.to_ascii_lowercase() == *w => {}
+            Some(_) => return false,
+        }
+    }
+    want.next().is_none()
 }
 
-/// Removes every `X-Identity-*` header the client sent (and `_` spellings of them).
+/// Removes every `X-Identity-*` header the client sent, in any spelling
+/// [`is_identity_header`] counts as one.
 pub fn strip_identity_headers(req: &mut RequestHeader) {
     let names: Vec<http::HeaderName> = req.headers.keys().filter(|k| is_identity_header(k.as_str())).cloned().collect();
     for n in names {
@@ -657,5 +671,54 @@ mod tarpit {
             let steps = ((n - FREE_STRIKES) / 8 + 1).min(20) as u64;
             tokio::time::sleep(Duration::from_millis(50 * steps)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_headers_in_every_spelling() {
+        for n in [
+            "x-identity-sub",
+            "X-Identity-Sub",
+            "x-identity-token",
+            "x_identity_sub",
+            "X-Identity_Groups",
+            "x-identity.sub",
+            "X-Identity~Groups",
+            "xidentity-sub",
+            "XIdentity-Sub",
+            "X-IDENTITY--sub",
+            "-x-identity",
+            "x-identity",
+            "X.I.D.E.N.T.I.T.Y",
+            "x!identity#sub",
+            "x$identity%sub",
+            "x&identity'sub",
+            "x*identity+sub",
+            "x^identity`sub",
+            "x|identity|sub",
+            "xidentitysub",
+            "x-identityanything",
+        ] {
+            assert!(is_identity_header(n), "{n} must count as an identity header");
+        }
+        for n in ["", "x", "x-ident", "x-identit", "identity", "x-id-sub", "x-forwarded-for", "y-identity-sub", "x1identity"] {
+            assert!(!is_identity_header(n), "{n} is not an identity header");
+        }
+    }
+
+    #[test]
+    fn strips_every_spelling_and_keeps_the_rest() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        for n in ["x-identity.sub", "x-identity~groups", "x_identity_sub", "xidentity-sub", "x-identity--sub", "x-identity-email"] {
+            req.insert_header(n.to_string(), "forged").unwrap();
+        }
+        req.insert_header("x-keep", "1").unwrap();
+        strip_identity_headers(&mut req);
+        let left: Vec<&str> = req.headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["x-keep"]);
     }
 }

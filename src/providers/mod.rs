@@ -445,8 +445,16 @@ pub struct Registry {
     templated: Vec<(String, String, usize)>,
     cache: moka::sync::Cache<[u8; 32], Arc<Verified>>,
     /// Tokens refused for reasons that cannot change (bad signature, expired …): a
-    /// repeated bad token costs a hash, not a signature check.
+    /// repeated bad token costs a hash, not a signature check. The provider is the one
+    /// whose check refused it (`None`: refused before any provider was chosen, which
+    /// holds on every route); a provider's refusal is replayed only on routes that
+    /// allow that provider (`replays_on`).
     refused_cache: moka::sync::Cache<[u8; 32], (Refusal, Option<usize>)>,
+    /// Per provider: another provider can claim the same issuer (two app
+    /// registrations of one tenant, an Entra `{tenantid}` template). A cached answer
+    /// about such a provider's token says nothing about its sibling, so it is neither
+    /// cached as a refusal nor used to refuse a route that allows only the sibling.
+    shares_issuer: Vec<bool>,
     pub http: reqwest::Client,
     /// Unique per registry ever built in this process (keys the per-thread cache).
     generation: usize,
@@ -496,7 +504,45 @@ impl Registry {
             .max_capacity(10_000)
             .time_to_live(Duration::from_secs(300))
             .build();
-        Ok(Registry { providers, by_issuer, templated, cache, refused_cache, http, generation })
+        let mut registry = Registry {
+            providers,
+            by_issuer,
+            templated,
+            cache,
+            refused_cache,
+            shares_issuer: Vec::new(),
+            http,
+            generation,
+        };
+        registry.shares_issuer = registry.issuer_siblings();
+        Ok(registry)
+    }
+
+    /// Which providers share an issuer with another (see `shares_issuer`).
+    fn issuer_siblings(&self) -> Vec<bool> {
+        let mut shared = vec![false; self.providers.len()];
+        for iss in self.by_issuer.keys() {
+            let c = self.candidates(iss);
+            if c.len() > 1 {
+                c.into_iter().for_each(|i| shared[i] = true);
+            }
+        }
+        if self.templated.len() > 1 {
+            self.templated.iter().for_each(|(_, _, i)| shared[*i] = true);
+        }
+        shared
+    }
+
+    /// Whether a remembered refusal from `provider` answers for a route allowing
+    /// `allowed`: provider-independent refusals (malformed, unknown issuer) always do; a
+    /// provider's own refusal (tenant, policy, audience, signature under its keys) only
+    /// where that provider is allowed. Elsewhere the token is judged afresh, which
+    /// answers `provider_not_allowed` without a signature check.
+    fn replays_on(provider: Option<usize>, allowed: Option<&[usize]>) -> bool {
+        match (provider, allowed) {
+            (None, _) | (_, None) => true,
+            (Some(p), Some(a)) => a.contains(&p),
+        }
     }
 
     pub fn by_id(&self, id: &str) -> Option<&Arc<Provider>> {
@@ -537,18 +583,22 @@ impl Registry {
                     hot::put(me, token, &v);
                     return Ok(v);
                 }
+                // A sibling on the same issuer may accept the token: judge it afresh.
+                Err(Some(Refusal::ProviderNotAllowed)) if self.shares_issuer[v.provider] => {}
                 Err(Some(r)) => return Err(self.refused(r, Some(v.provider))),
                 Err(None) => self.cache.invalidate(&hash),
             }
         }
         if let Some(r) = self.refused_cache.get(&hash) {
-            return Err(self.refused(r.0, r.1));
+            if Self::replays_on(r.1, allowed) {
+                return Err(self.refused(r.0, r.1));
+            }
         }
         metrics().verify_cache_misses_total.inc();
         let v = match self.verify_uncached(token, hash, allowed).await {
             Ok(v) => v,
             Err(e) => {
-                if is_permanent(&e.refusal) {
+                if is_permanent(&e.refusal) && e.provider.is_none_or(|p| !self.shares_issuer[p]) {
                     self.refused_cache.insert(hash, (e.refusal.clone(), e.provider));
                 }
                 return Err(e);
@@ -860,4 +910,87 @@ pub fn token_hash(token: &str) -> [u8; 32] {
     let mut out = [0u8; 32];
     out.copy_from_slice(d.as_ref());
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Registry;
+
+    /// The repository's two dev providers (workforce = 0, customer = 1) with fresh keys,
+    /// held in the registry as a running gateway holds them.
+    fn two_providers() -> (tempfile::TempDir, crate::config::Config, Registry) {
+        let dir = tempfile::tempdir().unwrap();
+        crate::keys::generate_dev_set(&dir.path().join("certs"), false, false).unwrap();
+        std::fs::create_dir_all(dir.path().join("providers")).unwrap();
+        for id in ["dev-workforce", "dev-customer"] {
+            let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("providers/{id}.yaml"));
+            std::fs::copy(repo, dir.path().join(format!("providers/{id}.yaml"))).unwrap();
+        }
+        let routes = "listen: { http: 127.0.0.1:8080 }\nproviders: [dev-workforce, dev-customer]\n\
+                      routes:\n  - { name: app, upstream: [127.0.0.1:9] }\n";
+        std::fs::write(dir.path().join("routes.yaml"), routes).unwrap();
+        let config = crate::config::load(&dir.path().join("routes.yaml")).unwrap();
+        let registry = Registry::new(&config).unwrap();
+        for p in &registry.providers {
+            p.install_dev_keys();
+        }
+        assert_eq!(registry.providers[0].id(), "dev-workforce");
+        (dir, config, registry)
+    }
+
+    fn reason(r: Result<std::sync::Arc<super::Verified>, super::VerifyError>) -> &'static str {
+        match r {
+            Ok(_) => "ok",
+            Err(e) => e.refusal.reason(),
+        }
+    }
+
+    #[test]
+    fn cached_answers_hold_only_where_their_provider_is_allowed() {
+        let (_dir, config, reg) = two_providers();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let (wf, cu): (&[usize], &[usize]) = (&[0], &[1]);
+        let mint = |user: &str, ttl: Option<i64>| crate::cli::mint_tokens(&config, "dev-workforce", user, false, ttl, 1).unwrap().remove(0);
+        // A refusal from the workforce provider's own checks (expired under its keys), in
+        // both orders of routes, twice each so the second answer comes from the cache.
+        let expired = mint("alice", Some(-3600));
+        for (allowed, want) in [(Some(wf), "token_expired"), (Some(cu), "provider_not_allowed"), (None, "token_expired")] {
+            for _ in 0..2 {
+                assert_eq!(reason(rt.block_on(reg.verify(&expired, allowed))), want, "{allowed:?}");
+            }
+        }
+        let forged = {
+            let t = mint("bob", None);
+            let (rest, sig) = t.rsplit_once('.').unwrap();
+            format!("{rest}.{}{}", if sig.starts_with('A') { "B" } else { "A" }, &sig[1..])
+        };
+        for (allowed, want) in [(Some(cu), "provider_not_allowed"), (Some(wf), "bad_signature"), (Some(cu), "provider_not_allowed")] {
+            assert_eq!(reason(rt.block_on(reg.verify(&forged, allowed))), want, "{allowed:?}");
+        }
+        // A verified token: served where its provider is allowed, refused elsewhere, from the cache too.
+        let good = mint("alice", None);
+        for (allowed, want) in [(None, "ok"), (Some(cu), "provider_not_allowed"), (Some(wf), "ok"), (Some(cu), "provider_not_allowed")] {
+            assert_eq!(reason(rt.block_on(reg.verify(&good, allowed))), want, "{allowed:?}");
+        }
+        // Provider-independent refusals hold everywhere.
+        for allowed in [Some(wf), Some(cu), None] {
+            assert_eq!(reason(rt.block_on(reg.verify("not.a.jwt", allowed))), "malformed_token");
+        }
+        assert!(reg.shares_issuer.iter().all(|s| !s), "the two dev providers have their own issuers");
+    }
+
+    #[test]
+    fn remembered_refusals_replay_only_where_their_provider_is_allowed() {
+        // Provider-independent refusals (malformed, unknown issuer) hold everywhere.
+        assert!(Registry::replays_on(None, None));
+        assert!(Registry::replays_on(None, Some(&[])));
+        assert!(Registry::replays_on(None, Some(&[1])));
+        // A provider's refusal: on routes allowing every provider, or that provider.
+        assert!(Registry::replays_on(Some(0), None));
+        assert!(Registry::replays_on(Some(0), Some(&[0])));
+        assert!(Registry::replays_on(Some(0), Some(&[2, 0])));
+        // Not on a route that trusts only others: the route judges the token itself.
+        assert!(!Registry::replays_on(Some(0), Some(&[1])));
+        assert!(!Registry::replays_on(Some(0), Some(&[])));
+    }
 }

@@ -602,7 +602,7 @@ impl Stack {
     }
 
     pub async fn admin_get(&self, path: &str) -> (u16, String) {
-        let resp = client().get(format!("{}{path}", self.env.admin())).send().await.unwrap();
+        let resp = self.env.admin_call(reqwest::Method::GET, path).send().await.unwrap();
         (resp.status().as_u16(), resp.text().await.unwrap())
     }
 

@@ -59,6 +59,23 @@ impl TestEnv {
         format!("http://127.0.0.1:{}", self.admin_port)
     }
 
+    /// The `admin:` line of a test config: this env's admin port, guarded by the token
+    /// `keys generate` wrote to `certs/admin.token`.
+    pub fn admin_line(&self) -> String {
+        format!("admin: {{ listen: 127.0.0.1:{}, token_file: certs/admin.token }}", self.admin_port)
+    }
+
+    /// The admin token (`certs/admin.token`).
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.path().join("certs/admin.token")).unwrap().trim().to_string()
+    }
+
+    /// A request to a guarded admin path (`/providers`, `/access`, `/sessions/revoke`)
+    /// of this env's gateway, with the admin token.
+    pub fn admin_call(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        client().request(method, format!("{}{path}", self.admin())).bearer_auth(self.admin_token())
+    }
+
     /// The issuer a dev provider with this id must use in this env.
     pub fn dev_issuer(&self, id: &str) -> String {
         format!("{}/.idfabric/dev/{id}", self.proxy())
@@ -76,11 +93,11 @@ impl TestEnv {
     /// given `routes:` body (YAML list items, already indented by two spaces).
     pub fn write_routes(&self, providers: &[&str], routes: &str) {
         let text = format!(
-            "listen: {{ http: 127.0.0.1:{http} }}\nadmin: 127.0.0.1:{admin}\nproviders: [{providers}]\n\
+            "listen: {{ http: 127.0.0.1:{http} }}\n{admin}\nproviders: [{providers}]\n\
              broker:\n  issuer: http://127.0.0.1:{http}/broker\n  signing_key: certs/broker-signing.pem\n\
              routes:\n{routes}",
             http = self.http_port,
-            admin = self.admin_port,
+            admin = self.admin_line(),
             providers = providers.join(", "),
         );
         self.write("routes.yaml", &text);

@@ -121,3 +121,43 @@ fn path_prefixes_must_be_canonical() {
     assert!(text.iter().any(|t| t.contains("write it as `/admin`")), "{text:?}");
     assert!(text.iter().any(|t| t.contains("`;`")), "{text:?}");
 }
+
+#[test]
+fn admin_accepts_the_address_or_a_map_and_introspect_is_for_confidential_clients() {
+    let base = "listen: { http: 127.0.0.1:8080 }\nproviders: [corp-okta]\nroutes: []\n";
+    let d = dir_with(&format!("{base}admin: 127.0.0.1:9090\n"), &[("okta.yaml", OKTA)]);
+    let c = load(&d.path().join("routes.yaml")).unwrap();
+    assert_eq!(c.admin, Some("127.0.0.1:9090".parse().unwrap()));
+    assert!(c.admin_guard.token.is_none(), "the address form has no token: guarded paths stay closed");
+    let d = dir_with(
+        &format!("{base}admin: {{ listen: 127.0.0.1:9090, token: abcdefghijklmnop, hosts: [Admin.Example], ops_listen: 127.0.0.1:9091 }}\n"),
+        &[("okta.yaml", OKTA)],
+    );
+    let c = load(&d.path().join("routes.yaml")).unwrap();
+    let g = &c.admin_guard;
+    assert!(g.token.as_ref().is_some_and(|t| t.matches("abcdefghijklmnop") && !t.matches("abcdefghijklmnoq")));
+    assert_eq!((g.hosts.as_slice(), g.ops_listen), (&["admin.example".to_string()][..], Some("127.0.0.1:9091".parse().unwrap())));
+    // A token file: the trailing newline is not part of the token.
+    let d = dir_with(&format!("{base}admin: {{ listen: 127.0.0.1:9090, token_file: t }}\n"), &[("okta.yaml", OKTA)]);
+    std::fs::write(d.path().join("t"), "0123456789abcdef0123\n").unwrap();
+    let c = load(&d.path().join("routes.yaml")).unwrap();
+    assert!(c.admin_guard.token.unwrap().matches("0123456789abcdef0123"));
+    // introspect: default false, true for a confidential client, an error for a public one.
+    let broker = |extra: &str| {
+        format!(
+            "{base}broker:\n  issuer: http://127.0.0.1:8080/broker\n  signing_key: k.pem\n  clients:\n\
+             \x20   - {{ client_id: rp, client_secret: \"12345678\", redirect_uris: [http://rp.test/cb] }}\n\
+             \x20   - {{ client_id: rs, client_secret: \"12345678\", grant_types: [client_credentials], introspect: true }}\n{extra}"
+        )
+    };
+    let d = dir_with(&broker(""), &[("okta.yaml", OKTA)]);
+    let c = load(&d.path().join("routes.yaml")).unwrap();
+    let introspect: Vec<bool> = c.broker.unwrap().clients.iter().map(|c| c.introspect).collect();
+    assert_eq!(introspect, [false, true]);
+    let d = dir_with(
+        &broker("    - { client_id: spa, public: true, redirect_uris: [http://spa.test/cb], introspect: true }\n"),
+        &[("okta.yaml", OKTA)],
+    );
+    let errs = load(&d.path().join("routes.yaml")).unwrap_err().0;
+    assert!(errs.iter().any(|e| e.message.contains("cannot introspect")), "{errs:?}");
+}
