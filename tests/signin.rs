@@ -385,7 +385,7 @@ async fn logout_ends_the_session_and_goes_through_the_providers_end_session() {
     let b = Agent::browser();
     let (page, sid) = b.sign_in(&at("wf.test", "/"), "bob").await;
     assert_eq!(page.status, 200);
-    let r = b.get(&at("wf.test", "/.idfabric/logout")).await;
+    let r = b.log_out(&at("wf.test", "/.idfabric/logout")).await;
     let clear = r.set_cookie(SESSION).expect("the cookie is cleared");
     assert!(clear.contains("Max-Age=0"), "{clear}");
     assert!(b.cookie("wf.test", SESSION).is_none());
@@ -412,7 +412,7 @@ async fn logout_ends_the_session_and_goes_through_the_providers_end_session() {
     assert_eq!(api.get(&at("wf.test", "/")).await.status, 401);
 
     // Logging out without a session goes straight to the signed-out page.
-    let none = Agent::browser().get(&at("wf.test", "/.idfabric/logout")).await;
+    let none = Agent::browser().log_out(&at("wf.test", "/.idfabric/logout")).await;
     assert_eq!(none.raw_location().as_deref(), Some("/.idfabric/logged-out"));
 }
 
@@ -756,7 +756,7 @@ async fn two_gateways_share_sessions_through_redis() {
     assert_eq!(other.get(&on(&ea, "wf.test", "/")).await.status, 200);
 
     // Logout on B ends it on A.
-    let out = user.get(&on(&eb, "app.test", "/.idfabric/logout")).await;
+    let out = user.log_out(&on(&eb, "app.test", "/.idfabric/logout")).await;
     assert!(out.set_cookie(SESSION).unwrap().contains("Max-Age=0"));
     assert!(session_json(&redis, &sid).is_none(), "gone from Redis");
     let replay = Agent::browser();

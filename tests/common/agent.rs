@@ -211,6 +211,24 @@ impl Agent {
     }
 }
 
+impl Agent {
+    /// Signs out at `url` (`…/.idfabric/logout`) as a browser does: the GET shows the
+    /// "Sign out?" page (and ends nothing), its button POSTs the form back with this
+    /// site's `Origin`. Returns the POST's response.
+    pub async fn log_out(&self, url: &str) -> Resp {
+        let page = self.get(url).await;
+        assert_eq!(page.status, 200, "sign-out page at {url}: {}", page.body);
+        assert!(page.is_html() && page.body.contains("Sign out?"), "{}", page.body);
+        assert!(page.set_cookies().is_empty(), "showing the page changes no cookie: {:?}", page.set_cookies());
+        let action =
+            page.url.join(&unescape(between(&page.body, "<form method=\"post\" action=\"", "\"").unwrap())).unwrap();
+        let fields = hidden_inputs(&page.body);
+        let form: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let origin = Url::parse(url).unwrap().origin().ascii_serialization();
+        self.send("POST", action.as_str(), Some(&form), &[("origin", &origin)]).await
+    }
+}
+
 pub fn between<'a>(s: &'a str, start: &str, end: &str) -> Option<&'a str> {
     let i = s.find(start)? + start.len();
     let j = s[i..].find(end)? + i;
