@@ -29,6 +29,7 @@ mod kinds;
 mod otlp;
 mod reload;
 mod replicas;
+mod security_signin;
 mod session_endpoint;
 mod signin;
 mod signin_ciam;
