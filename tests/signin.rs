@@ -796,10 +796,10 @@ async fn two_gateways_share_sessions_through_redis() {
     let late = Agent::browser();
     let authz = late.to_provider(&on(&ea, "wf.test", "/")).await;
     let state = query_of(&authz)["state"].clone();
-    let key = format!("idf:t:{state}");
-    let mut txn: Value = serde_json::from_str(&redis.cmd(&["GET", &key])).unwrap();
+    let key = format!("idf:{{txn}}:v:t:{state}");
+    let mut txn: Value = serde_json::from_str(&redis.cmd(&["HGET", &key, "v"])).unwrap();
     txn["created_at"] = (txn["created_at"].as_i64().unwrap() - 3600).into();
-    assert_eq!(redis.cmd(&["SET", &key, &txn.to_string(), "EX", "600"]), "OK");
+    assert_eq!(redis.cmd(&["HSET", &key, "v", &txn.to_string()]), "0");
     let cb = late.pick_user(&authz, "bob").await;
     let r = late.get(cb.as_str()).await;
     assert_eq!(r.status, 400, "{}", r.body);
@@ -810,12 +810,10 @@ async fn two_gateways_share_sessions_through_redis() {
     let gone = Agent::browser();
     let authz = gone.to_provider(&on(&eb, "shop.test", "/")).await;
     let state = query_of(&authz)["state"].clone();
-    let members = redis.cmd(&["SMEMBERS", "idf:pending"]);
-    let member = members.lines().find(|m| m.starts_with(&format!("{state}|"))).expect("pending transaction").to_string();
-    let parts: Vec<&str> = member.splitn(3, '|').collect();
-    let old = format!("{}|{}|{}", parts[0], parts[1].parse::<i64>().unwrap() - 3600, parts[2]);
-    redis.cmd(&["SREM", "idf:pending", &member]);
-    redis.cmd(&["SADD", "idf:pending", &old]);
+    // Pending sign-ins are a sorted set scored by creation time (milliseconds): made an hour older.
+    let member = format!("t:{state}|rcu");
+    let score: i64 = redis.cmd(&["ZSCORE", "idf:{txn}:pending", &member]).parse().expect("pending transaction");
+    redis.cmd(&["ZADD", "idf:{txn}:pending", &(score - 3_600_000).to_string(), &member]);
     let abandoned = |t: &str| series(t, "idfabric_login_funnel_total", &[("provider", "rcu"), ("stage", "abandoned")]);
     let deadline = Instant::now() + Duration::from_secs(100);
     loop {

@@ -404,6 +404,9 @@ async fn callback(rt: &Runtime, sessions: &Sessions, req: &Request<'_>, state: &
         return failed(None, &theme, 400, "Sign-in failed", "The identity provider is no longer configured.", "unknown_provider");
     };
     let theme = theme_for(rt, req.host, &txn.rd);
+    if txn.host != req.host {
+        return failed(Some(&p), &theme, 400, "Sign-in failed", "The sign-in returned to a different site than it started on.", "host_mismatch");
+    }
     // Only the browser that started this sign-in may finish it; anyone else's session
     // (the victim's, in a login CSRF) is left exactly as it was.
     let name = binding::cookie_name("ltx", state, req.tls);
@@ -415,9 +418,6 @@ async fn callback(rt: &Runtime, sessions: &Sessions, req: &Request<'_>, state: &
         binding::Presented::Mismatch => {
             return failed(Some(&p), &theme, 403, "This sign-in was started elsewhere", "This browser did not start this sign-in, so it was not completed. If you started it, sign in again from the application.", "login_csrf")
         }
-    }
-    if txn.host != req.host {
-        return failed(Some(&p), &theme, 400, "Sign-in failed", "The sign-in returned to a different site than it started on.", "host_mismatch");
     }
     // RFC 9207: an `iss` in the response must name the provider this sign-in went to,
     // and must be there when the provider says it always sends one.
