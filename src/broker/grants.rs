@@ -275,6 +275,24 @@ impl Grants<'_> {
         self.store.add_member(&format!("idf:bsf:{}", digest(session)), family, self.family_ttl).await
     }
 
+    /// Records that `family` lives only as long as the browser session `session` (no
+    /// `offline_access`), so that signing out at the gateway revokes it.
+    pub async fn bind_to_session_lifetime(&self, session: &str, family: &str) -> Result<(), StoreError> {
+        self.store.add_member(&format!("idf:bsl:{}", digest(session)), family, self.family_ttl).await
+    }
+
+    /// Revokes the families that live only as long as the browser session (gateway
+    /// sign-out); `offline_access` families are left to their own lifetime.
+    pub async fn revoke_session_lifetime(&self, session: &str) -> Result<usize, StoreError> {
+        let key = format!("idf:bsl:{}", digest(session));
+        let families = self.store.members(&key).await?;
+        for f in &families {
+            self.revoke_family(f).await?;
+        }
+        self.store.delete(&key).await?;
+        Ok(families.len())
+    }
+
     /// Records that `family` belongs to the user `sub` (for [`Grants::revoke_subject`]).
     pub async fn bind_to_subject(&self, sub: &str, family: &str) -> Result<(), StoreError> {
         self.store.add_member(&format!("idf:bsub:{}", digest(sub)), family, self.family_ttl).await
