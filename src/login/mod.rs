@@ -675,8 +675,8 @@ async fn logout(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Reply {
         "GET" | "HEAD" => {
             let theme = theme_for(rt, req.host, "/");
             let mut r = Reply::html(200, pages::sign_out_page(&theme, "/.idfabric/logout"), "confirm");
-            // The button's POST must carry this page's Origin (`no-referrer` would make
-            // browsers send `Origin: null`).
+            // The button's POST must carry this page's Origin (`no-referrer`, here and in
+            // the page's meta tag, would make browsers send `Origin: null`).
             set_header(&mut r, "referrer-policy", "same-origin");
             return r;
         }
@@ -688,7 +688,9 @@ async fn logout(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Reply {
         }
     }
     if let Err(why) = same_origin(req) {
-        tracing::info!(why, host = req.host, "sign-out refused: not from this site");
+        let origin = req.headers.get(http::header::ORIGIN).and_then(|v| v.to_str().ok()).unwrap_or("-");
+        let origin: String = origin.chars().take(200).collect();
+        tracing::info!(why, host = req.host, origin, "sign-out refused: not from this site");
         return page(rt, req, 403, "Sign-out not accepted", "The sign-out request did not come from this site. Use the sign-out button here.", "cross_site_logout");
     }
     let name = cookie_name(&rt.config.session.cookie, req.tls);
