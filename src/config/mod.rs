@@ -73,7 +73,7 @@ pub struct LoginLimits {
 
 impl Default for LoginLimits {
     fn default() -> LoginLimits {
-        LoginLimits { per_client: 32, total: 100_000, rate_per_minute: 300 }
+        LoginLimits { per_client: 32, total: 20_000, rate_per_minute: 300 }
     }
 }
 
