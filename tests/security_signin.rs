@@ -393,6 +393,13 @@ async fn a_flood_of_sign_in_starts_is_capped_and_never_evicts_a_session_redis() 
     assert_eq!(keys.lines().filter(|l| !l.is_empty()).count(), 63, "one hash per parked transaction");
     let per_client = redis.cmd(&["ZCARD", "idf:{txn}:c:127.0.0.1"]).parse::<u32>().unwrap();
     assert!(per_client <= 32, "{per_client}");
+    let indexed: u32 = redis
+        .cmd(&["KEYS", "idf:{txn}:c:*"])
+        .lines()
+        .filter(|k| !k.is_empty())
+        .map(|k| redis.cmd(&["ZCARD", k]).parse::<u32>().unwrap())
+        .sum();
+    assert_eq!(indexed, 63, "the per-client sets index exactly what is held");
     let ttl: i64 = redis.cmd(&["TTL", keys.lines().next().unwrap()]).parse().unwrap();
     assert!((1..=600).contains(&ttl), "transactions expire by themselves: {ttl}");
 }

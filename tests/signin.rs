@@ -811,7 +811,7 @@ async fn two_gateways_share_sessions_through_redis() {
     let authz = gone.to_provider(&on(&eb, "shop.test", "/")).await;
     let state = query_of(&authz)["state"].clone();
     // Pending sign-ins are a sorted set scored by creation time (milliseconds): made an hour older.
-    let member = format!("t:{state}|rcu");
+    let member = format!("t:{state}|rcu|127.0.0.1");
     let score: i64 = redis.cmd(&["ZSCORE", "idf:{txn}:pending", &member]).parse().expect("pending transaction");
     redis.cmd(&["ZADD", "idf:{txn}:pending", &(score - 3_600_000).to_string(), &member]);
     let abandoned = |t: &str| series(t, "idfabric_login_funnel_total", &[("provider", "rcu"), ("stage", "abandoned")]);

@@ -12,8 +12,8 @@
 //! - memory: one map plus two insertion-ordered indexes (overall and per client), under
 //!   one lock; expiry is checked on read and swept oldest-first.
 //! - Redis: one hash per entry (`idf:{txn}:v:{key}`, with a TTL), a sorted set of every
-//!   entry scored by creation time (`idf:{txn}:pending`) and one per client
-//!   (`idf:{txn}:c:{client}`); inserts with their evictions, takes and sweep pages are
+//!   entry scored by creation time (`idf:{txn}:pending`, members `key|tag|client`) and
+//!   one per client (`idf:{txn}:c:{client}`); inserts with their evictions, takes and sweep pages are
 //!   Lua scripts, so replicas agree on what was dropped and count it once. The sweep reads
 //!   the sorted set in pages (`ZRANGEBYSCORE … LIMIT`), never whole. Every key carries the
 //!   `{txn}` hash tag so the scripts touch one slot.
@@ -202,24 +202,22 @@ fn client_key(client: &str) -> String {
 
 /// Inserts one entry and drops the oldest beyond the caps. KEYS: value hash, pending
 /// set, client set. ARGV: value, ttl seconds, score (creation time in milliseconds),
-/// member (`key|tag`), per-client cap, total cap. Returns the count held, then the
-/// dropped members; the new entry itself is never dropped (scores can tie). A member's
-/// entry key is derived from it (`v:` + key) and its client set is kept in the entry's
-/// hash as `c`.
+/// member (`key|tag|client`), per-client cap, total cap. Returns the count held, then
+/// the dropped members; the new entry itself is never dropped (scores can tie). A
+/// member names its entry (`v:` + key) and its client set (`c:` + client), so both are
+/// found even after the entry's own TTL ran out. Keys and tags (config ids) hold no `|`.
 const PARK: &str = r#"
-redis.call('HSET', KEYS[1], 'v', ARGV[1], 'm', ARGV[4], 'c', KEYS[3])
+redis.call('HSET', KEYS[1], 'v', ARGV[1], 'm', ARGV[4])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
 redis.call('EXPIRE', KEYS[3], ARGV[2])
 local out = {0}
 local function drop(m)
-  local key = string.match(m, '^([^|]*)|')
-  local vk = 'idf:{txn}:v:' .. key
-  local ck = redis.call('HGET', vk, 'c')
-  redis.call('DEL', vk)
+  local key, client = string.match(m, '^([^|]*)|[^|]*|(.*)$')
+  redis.call('DEL', 'idf:{txn}:v:' .. key)
   redis.call('ZREM', KEYS[2], m)
-  if ck then redis.call('ZREM', ck, m) end
+  redis.call('ZREM', 'idf:{txn}:c:' .. client, m)
   table.insert(out, m)
 end
 local function trim(set, cap)
@@ -240,11 +238,12 @@ return out
 
 /// Reads and removes one entry. KEYS: value hash, pending set. Returns the value or nil.
 const TAKE: &str = r#"
-local f = redis.call('HMGET', KEYS[1], 'v', 'm', 'c')
+local f = redis.call('HMGET', KEYS[1], 'v', 'm')
 if not f[1] then return false end
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], f[2])
-if f[3] then redis.call('ZREM', f[3], f[2]) end
+local client = string.match(f[2], '^[^|]*|[^|]*|(.*)$')
+if client then redis.call('ZREM', 'idf:{txn}:c:' .. client, f[2]) end
 return f[1]
 "#;
 
@@ -253,12 +252,12 @@ return f[1]
 const SWEEP: &str = r#"
 local out = {0}
 for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))) do
-  local key = string.match(m, '^([^|]*)|')
-  local vk = 'idf:{txn}:v:' .. key
-  local ck = redis.call('HGET', vk, 'c')
-  redis.call('DEL', vk)
+  local key, client = string.match(m, '^([^|]*)|[^|]*|(.*)$')
+  if key then
+    redis.call('DEL', 'idf:{txn}:v:' .. key)
+    redis.call('ZREM', 'idf:{txn}:c:' .. client, m)
+  end
   redis.call('ZREM', KEYS[1], m)
-  if ck then redis.call('ZREM', ck, m) end
   table.insert(out, m)
 end
 out[1] = redis.call('ZCARD', KEYS[1])
@@ -269,9 +268,9 @@ fn script(cell: &'static std::sync::OnceLock<redis::Script>, src: &str) -> &'sta
     cell.get_or_init(|| redis::Script::new(src))
 }
 
-/// The tag of a member `key|tag`.
+/// The tag of a member `key|tag|client`.
 fn tag_of(member: &str) -> String {
-    member.split_once('|').map(|(_, t)| t.to_string()).unwrap_or_default()
+    member.split('|').nth(1).unwrap_or_default().to_string()
 }
 
 /// The pending space on the shared Redis (the session store's connection).
@@ -302,7 +301,7 @@ impl Pending for RedisPending {
         static S: std::sync::OnceLock<redis::Script> = std::sync::OnceLock::new();
         let mut call = script(&S, PARK).prepare_invoke();
         call.key(value_key(key)).key(PENDING).key(client_key(client));
-        call.arg(value).arg(ttl.as_secs().max(1)).arg(now_ms()).arg(format!("{key}|{tag}"));
+        call.arg(value).arg(ttl.as_secs().max(1)).arg(now_ms()).arg(format!("{key}|{tag}|{client}"));
         call.arg(caps.per_client.max(1)).arg(caps.total.max(1));
         let reply: Vec<redis::Value> = self.store.run(|mut c| async move { call.invoke_async(&mut c).await }).await?;
         let (held, members) = held_and_members(reply)?;
