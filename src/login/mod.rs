@@ -735,7 +735,7 @@ async fn logout(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Reply {
 /// Clears every spelling of the session cookie the scheme can touch: over TLS the
 /// `__Host-` one and the plain one (both `Secure`), over plain HTTP the plain one (a
 /// plain-HTTP response cannot overwrite a `Secure` cookie, RFC 6265bis §5.7).
-fn clear_session_cookies(mut reply: Reply, base: &str, tls: bool) -> Reply {
+pub fn clear_session_cookies(mut reply: Reply, base: &str, tls: bool) -> Reply {
     if tls {
         reply = reply.with_cookie(web::cookie(&cookie_name(base, true), "", Some(0), true));
     }
