@@ -30,6 +30,11 @@ fn write_provider(env: &TestEnv) {
 /// routes.yaml with an optional https listener, a session section and one route
 /// `app.test` → `echo` signed in through `wf`.
 fn write_config(env: &TestEnv, https: Option<u16>, session: &str, echo: &str) {
+    write_config_with(env, https, session, echo, "");
+}
+
+/// [`write_config`] with more top-level YAML (e.g. a `broker:` section).
+fn write_config_with(env: &TestEnv, https: Option<u16>, session: &str, echo: &str, more: &str) {
     let listen = match https {
         Some(p) => format!(
             "listen: {{ https: {{ addr: 127.0.0.1:{p}, cert: certs/dev-tls.crt, key: certs/dev-tls.key }}, http: 127.0.0.1:{} }}",
@@ -40,7 +45,7 @@ fn write_config(env: &TestEnv, https: Option<u16>, session: &str, echo: &str) {
     env.write(
         "routes.yaml",
         &format!(
-            "{listen}\nadmin: 127.0.0.1:{admin}\nproviders: [wf]\nsession: {session}\n\
+            "{listen}\nadmin: 127.0.0.1:{admin}\nproviders: [wf]\nsession: {session}\n{more}\
              routes:\n  - name: app\n    match: {{ host: app.test }}\n    upstream: [{echo}]\n    providers: [wf]\n",
             admin = env.admin_port,
         ),
@@ -402,4 +407,54 @@ async fn a_flood_of_sign_in_starts_is_capped_and_never_evicts_a_session_redis() 
     assert_eq!(indexed, 63, "the per-client sets index exactly what is held");
     let ttl: i64 = redis.cmd(&["TTL", keys.lines().next().unwrap()]).parse().unwrap();
     assert!((1..=600).contains(&ttl), "transactions expire by themselves: {ttl}");
+}
+
+#[tokio::test]
+async fn broker_authorize_starts_are_rate_limited_and_their_parked_requests_capped() {
+    let echo = Echo::start();
+    let env = TestEnv::new();
+    write_provider(&env);
+    let broker = format!(
+        "broker:\n  issuer: http://127.0.0.1:{}/broker\n  signing_key: certs/broker-signing.pem\n  clients:\n\
+         \x20   - {{ client_id: portal, public: true, redirect_uris: [\"http://rp.test/cb\"], providers: [wf] }}\n",
+        env.http_port
+    );
+    let limits = "{ store: memory, login_limits: { per_client: 8, total: 64, rate_per_minute: 20 } }";
+    write_config_with(&env, None, limits, &echo.addr(), &broker);
+    let gw = Gateway::start(&env);
+    let b = Agent::browser();
+    let authorize = format!(
+        "http://127.0.0.1:{}/broker/authorize?client_id=portal&redirect_uri=http%3A%2F%2Frp.test%2Fcb&response_type=code\
+         &scope=openid&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256",
+        env.http_port
+    );
+    let (mut parked, mut limited, mut first_resume) = (0, 0, None);
+    for _ in 0..40 {
+        let r = b.get(&authorize).await;
+        match r.status {
+            302 => {
+                parked += 1;
+                let login = r.location();
+                let rd = query_of(&login)["rd"].clone();
+                first_resume.get_or_insert(format!("http://127.0.0.1:{}{rd}", env.http_port));
+            }
+            429 => {
+                assert!(r.header("retry-after").is_some());
+                assert!(r.body.contains("Too many sign-in attempts"), "{}", r.body);
+                limited += 1;
+            }
+            s => panic!("{s}: {}", r.body),
+        }
+    }
+    assert!((20..=22).contains(&parked), "the burst, then the refill: {parked}");
+    assert_eq!(parked + limited, 40);
+    let m = scrape_metrics(&env).await;
+    assert_eq!(series(&m, "idfabric_login_pending", &[]), 8.0, "the per-client cap holds: {m}");
+    assert_eq!(series(&m, "idfabric_sign_in_rate_limited_total", &[("endpoint", "authorize")]) as usize, limited);
+    assert!(logged(&gw, "sign_in_rate_limited").await);
+    // The first parked request was pushed out by the newer ones: it resumes as expired,
+    // in the browser that holds its binding cookie.
+    let r = b.get(&first_resume.unwrap()).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("expired"), "{}", r.body);
 }
