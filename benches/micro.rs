@@ -146,12 +146,12 @@ fn credential_extract(c: &mut Criterion) {
     let h = headers_with(&token);
     let cookie = f.rt.config.session.cookie.clone();
     c.bench_function("credential/extract_bearer", |b| {
-        b.iter(|| black_box(credential::extract(black_box(&h), &cookie).is_ok()))
+        b.iter(|| black_box(credential::extract(black_box(&h), &cookie, false).is_ok()))
     });
     let mut none = http::HeaderMap::new();
     none.insert(http::header::COOKIE, http::HeaderValue::from_static("a=1; theme=dark; idfabric_session=abc"));
     c.bench_function("credential/extract_cookie", |b| {
-        b.iter(|| black_box(credential::extract(black_box(&none), &cookie).is_ok()))
+        b.iter(|| black_box(credential::extract(black_box(&none), &cookie, false).is_ok()))
     });
 }
 
@@ -268,11 +268,11 @@ fn admit(c: &mut Criterion) {
         let h = headers_with(&token);
         let uri = http::Uri::from_static("/orders/42");
         let route = f.rt.routes.find("app.bench.example", "/").expect("route");
-        tokio.block_on(pipeline::admit(&f.rt, route, &h, &uri)).expect("admit");
+        tokio.block_on(pipeline::admit(&f.rt, route, &h, &uri, false)).expect("admit");
         g.bench_function(BenchmarkId::new("hot_token_with_route_find", format!("{}_routes", n + 1)), |b| {
             b.to_async(&tokio).iter(|| async {
                 let r = f.rt.routes.find("app.bench.example", "/").expect("route");
-                black_box(pipeline::admit(&f.rt, r, &h, &uri).await.is_ok())
+                black_box(pipeline::admit(&f.rt, r, &h, &uri, false).await.is_ok())
             })
         });
     }

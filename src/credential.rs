@@ -16,7 +16,12 @@ pub enum Credential<'a> {
 /// Reads `Authorization: Bearer …` (exactly one header) and then the session cookie.
 /// A malformed Authorization header is a refusal, not "no credential": a client that
 /// tried to authenticate and got it wrong must hear why.
-pub fn extract<'a>(headers: &'a HeaderMap, cookie_name: &str) -> Result<Credential<'a>, Refusal> {
+///
+/// The request's scheme decides the cookie's one accepted name: over TLS only
+/// `__Host-{cookie_name}` (the prefix makes the browser refuse it unless it is `Secure`,
+/// `Path=/` and host-only, so a sibling subdomain or a plain-HTTP hop cannot plant it);
+/// over plain HTTP only `{cookie_name}` (browsers never send a `__Host-` cookie there).
+pub fn extract<'a>(headers: &'a HeaderMap, cookie_name: &str, tls: bool) -> Result<Credential<'a>, Refusal> {
     let mut auth = headers.get_all(http::header::AUTHORIZATION).iter();
     if let Some(value) = auth.next() {
         if auth.next().is_some() {
@@ -38,9 +43,12 @@ pub fn extract<'a>(headers: &'a HeaderMap, cookie_name: &str) -> Result<Credenti
         // token matched byte for byte a token that parsed.
         return Ok(Credential::Bearer(token));
     }
-    // Over TLS the cookie carries the `__Host-` prefix (Secure, Path=/, no Domain).
-    let secure = session_cookie(headers, &format!("__Host-{cookie_name}"));
-    Ok(secure.or_else(|| session_cookie(headers, cookie_name)).map(Credential::Session).unwrap_or(Credential::None))
+    let found = if tls {
+        session_cookie(headers, &format!("__Host-{cookie_name}"))
+    } else {
+        session_cookie(headers, cookie_name)
+    };
+    Ok(found.map(Credential::Session).unwrap_or(Credential::None))
 }
 
 /// The value of cookie `name`, from any `Cookie` header.
@@ -102,7 +110,24 @@ mod tests {
             ),
         ];
         for (name, h, want) in cases {
-            assert_eq!(extract(&h, "idfabric_session"), want, "{name}");
+            assert_eq!(extract(&h, "idfabric_session", false), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn the_scheme_decides_the_one_accepted_cookie_name() {
+        let both = headers(&[("cookie", b"idfabric_session=plain; __Host-idfabric_session=prefixed")]);
+        let plain = headers(&[("cookie", b"idfabric_session=planted")]);
+        let prefixed = headers(&[("cookie", b"__Host-idfabric_session=prefixed")]);
+        let cases = [
+            ("tls, both", &both, true, Credential::Session("prefixed")),
+            ("tls, plain only: ignored", &plain, true, Credential::None),
+            ("tls, prefixed", &prefixed, true, Credential::Session("prefixed")),
+            ("http, both", &both, false, Credential::Session("plain")),
+            ("http, prefixed only: ignored", &prefixed, false, Credential::None),
+        ];
+        for (name, h, tls, want) in cases {
+            assert_eq!(extract(h, "idfabric_session", tls), Ok(want), "{name}");
         }
     }
 }

@@ -25,6 +25,10 @@ pub struct Metrics {
     pub upstream_errors_total: IntCounterVec,
     pub config_reloads_total: IntCounterVec,
     pub login_funnel_total: IntCounterVec,
+    /// Sign-ins in progress held (login transactions and parked broker requests).
+    pub login_pending: IntGauge,
+    /// Sign-in starts refused by the per-client rate limit, by endpoint (`login`, `authorize`).
+    pub sign_in_rate_limited_total: IntCounterVec,
     /// Broker (OpenID Provider) requests by endpoint and result (`ok` or the RFC error code).
     pub broker_requests_total: IntCounterVec,
     pub broker_tokens_issued_total: IntCounterVec,
@@ -81,6 +85,12 @@ impl Metrics {
             r.register(Box::new(m.clone())).expect("registered once");
         }
         r.register(Box::new(sessions.clone())).expect("registered once");
+        let pending = IntGauge::with_opts(
+            Opts::new("login_pending", "Sign-ins in progress held (login transactions and parked broker requests)")
+                .namespace("idfabric"),
+        )
+        .expect("valid metric");
+        r.register(Box::new(pending.clone())).expect("registered once");
         Metrics {
             requests_total: counter(&r, "requests_total", "Requests by route, population, provider and outcome", &["route", "population", "provider", "outcome"]),
             request_duration_seconds,
@@ -96,6 +106,8 @@ impl Metrics {
             upstream_errors_total: counter(&r, "upstream_errors_total", "Failures talking to upstream apps, by route", &["route"]),
             config_reloads_total: counter(&r, "config_reloads_total", "Configuration loads by result", &["result"]),
             login_funnel_total: counter(&r, "login_funnel_total", "Sign-in funnel stages by population and provider", &["population", "provider", "stage"]),
+            login_pending: pending,
+            sign_in_rate_limited_total: counter(&r, "sign_in_rate_limited_total", "Sign-in starts refused by the per-client rate limit, by endpoint", &["endpoint"]),
             broker_requests_total: counter(&r, "broker_requests_total", "Broker (OpenID Provider) requests by endpoint and result (ok or the RFC error code)", &["endpoint", "result"]),
             broker_tokens_issued_total: counter(&r, "broker_tokens_issued_total", "Broker token responses by grant type", &["grant"]),
             audit_dropped_total: plain_counter(&r, "audit_dropped_total", "Audit lines dropped because the audit writer fell behind"),

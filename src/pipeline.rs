@@ -60,9 +60,10 @@ fn login_url(path_and_query: &str, extra: &str) -> String {
     format!("/.idfabric/login?{extra}rd={rd}")
 }
 
-/// Authenticates and authorises one request for `route`. `pq` is the request's path
-/// and query (the return address after a browser sign-in).
-pub async fn admit(rt: &Runtime, route: &CompiledRoute, headers: &HeaderMap, uri: &http::Uri) -> Result<Admission, Denial> {
+/// Authenticates and authorises one request for `route`. `uri` gives the return address
+/// after a browser sign-in; `tls` (the request arrived over TLS) picks the one session
+/// cookie name accepted (`credential::extract`).
+pub async fn admit(rt: &Runtime, route: &CompiledRoute, headers: &HeaderMap, uri: &http::Uri, tls: bool) -> Result<Admission, Denial> {
     let pq = || uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let mode = route.spec.auth;
     if mode == AuthMode::None {
@@ -70,7 +71,7 @@ pub async fn admit(rt: &Runtime, route: &CompiledRoute, headers: &HeaderMap, uri
     }
     let browser = credential::wants_html(headers);
     let to_login = |r: Refusal| Denial { redirect: browser.then(|| login_url(pq(), "")), ..Denial::plain(r) };
-    let cred = credential::extract(headers, &rt.config.session.cookie).map_err(Denial::plain)?;
+    let cred = credential::extract(headers, &rt.config.session.cookie, tls).map_err(Denial::plain)?;
     let token = match (mode, cred) {
         (AuthMode::Bearer | AuthMode::Either, Credential::Bearer(t)) => t,
         (AuthMode::Bearer, _) => return Err(Denial::plain(Refusal::NoCredential)),

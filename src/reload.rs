@@ -50,11 +50,14 @@ fn load(old: &Runtime, path: &Path) -> Result<Runtime, String> {
             p.adopt_keys(prev);
         }
     }
-    if rt.config.session == old.config.session {
-        // Same store (sessions survive), with the key file as it reads now.
+    // The login limits apply to the store in place: changing them keeps every session.
+    let same_store = crate::config::SessionSpec { login_limits: old.config.session.login_limits, ..rt.config.session.clone() };
+    if same_store == old.config.session {
+        // Same store (sessions and sign-ins in progress survive), with the key file as it
+        // reads now and the new limits.
         if let (Some(new), Some(prev)) = (rt.sessions.take(), &old.sessions) {
             rt.sessions = Some(match Arc::try_unwrap(new) {
-                Ok(s) => Arc::new(crate::session::Sessions { store: prev.store.clone(), ..s }),
+                Ok(s) => Arc::new(crate::session::Sessions { store: prev.store.clone(), pending: prev.pending.clone(), ..s }),
                 Err(_) => prev.clone(),
             });
         }

@@ -30,11 +30,18 @@ pub enum BuildError {
 
 /// The session store and key named by `session:` in routes.yaml.
 fn sessions(config: &Config) -> Result<crate::session::Sessions, BuildError> {
+    use crate::session::pending::{Caps, MemoryPending, Pending, RedisPending};
     use crate::session::{memory::MemoryStore, redis_store::RedisStore, SessionKey, Sessions, Store};
-    let store: Arc<dyn Store> = match &config.session.store {
-        crate::config::SessionStore::Memory => Arc::new(MemoryStore::new(1_000_000)),
-        crate::config::SessionStore::Redis(url) => Arc::new(RedisStore::new(url)?),
+    // Sign-ins in progress get their own space: a flood of them never evicts a session.
+    let (store, pending): (Arc<dyn Store>, Arc<dyn Pending>) = match &config.session.store {
+        crate::config::SessionStore::Memory => (Arc::new(MemoryStore::new(1_000_000)), Arc::new(MemoryPending::new())),
+        crate::config::SessionStore::Redis(url) => {
+            let redis = Arc::new(RedisStore::new(url)?);
+            (redis.clone(), Arc::new(RedisPending { store: redis }))
+        }
     };
+    let limits = config.session.login_limits;
+    let caps = Caps { per_client: limits.per_client, total: limits.total };
     let key = match &config.session.key_file {
         Some(path) => {
             let bytes = std::fs::read(path)
@@ -49,7 +56,7 @@ fn sessions(config: &Config) -> Result<crate::session::Sessions, BuildError> {
             SessionKey::random()
         }
     };
-    Ok(Sessions { store, key, idle: config.session.idle, absolute: config.session.ttl })
+    Ok(Sessions { store, pending, caps, key, idle: config.session.idle, absolute: config.session.ttl })
 }
 
 /// Round-robin over a route's upstreams, skipping peers that recently failed.

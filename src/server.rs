@@ -284,15 +284,9 @@ async fn sweep_abandoned(rt: Arc<Runtime>, shutdown: ShutdownWatch) {
         if *shutdown.borrow() {
             return;
         }
-        if let Ok(providers) = sessions.sweep_abandoned().await {
-            for id in providers {
-                if let Some(p) = rt.registry.by_id(&id) {
-                    crate::metrics::metrics()
-                        .login_funnel_total
-                        .with_label_values(&[p.spec.population.as_str(), p.id(), "abandoned"])
-                        .inc();
-                }
-            }
+        if let Ok(swept) = sessions.sweep_abandoned().await {
+            crate::metrics::metrics().login_pending.set(swept.held as i64);
+            crate::login::count_abandoned(&rt, &swept.expired);
         }
     }
 }

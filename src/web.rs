@@ -16,6 +16,8 @@ pub struct Request<'a> {
     pub body: &'a [u8],
     /// The request arrived over TLS.
     pub tls: bool,
+    /// The TCP peer's address (`None` on a Unix socket).
+    pub client: Option<std::net::IpAddr>,
 }
 
 /// Largest body the built-in endpoints accept.
@@ -54,6 +56,28 @@ impl Request<'_> {
 
     pub fn cookie(&self, name: &str) -> Option<&str> {
         crate::credential::session_cookie(self.headers, name)
+    }
+
+    /// The key under which this request's client is limited: [`client_key`].
+    pub fn client_key(&self) -> String {
+        client_key(self.client)
+    }
+}
+
+/// Who "one client" is for per-client limits: the TCP peer's address; for IPv6 its /64
+/// (one subscriber's usual allocation, which a client can otherwise walk through).
+/// The one place to change when clients are identified behind trusted proxies.
+pub fn client_key(peer: Option<std::net::IpAddr>) -> String {
+    match peer {
+        Some(std::net::IpAddr::V4(a)) => a.to_string(),
+        Some(std::net::IpAddr::V6(a)) => match a.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = a.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+        None => "local".into(),
     }
 }
 
@@ -156,6 +180,16 @@ mod tests {
     #[test]
     fn pkce_rfc7636_example() {
         assert_eq!(pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"), "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
+    }
+
+    #[test]
+    fn client_keys() {
+        let key = |s: &str| client_key(Some(s.parse().unwrap()));
+        assert_eq!(key("127.0.0.2"), "127.0.0.2");
+        assert_eq!(key("::ffff:10.1.2.3"), "10.1.2.3");
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:bbbb::9"), "one /64");
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(client_key(None), "local");
     }
 
     #[test]

@@ -533,7 +533,10 @@ async fn refresh_ends_with_the_sign_in_session_unless_offline_access_and_a_leave
 
     // The browser signs out of idfabric: the session-bound family ends, the offline one lives.
     let origin = issuer().trim_end_matches("/broker").to_string();
-    agent.get(&format!("{origin}/.idfabric/logout")).await;
+    let access = bound["access_token"].as_str().unwrap();
+    assert_eq!(introspect(access).await["active"], true);
+    agent.log_out(&format!("{origin}/.idfabric/logout")).await;
+    assert_eq!(introspect(access).await["active"], false, "its access token is revoked at sign-out, not at expiry");
     let (s, b) = refresh(bound["refresh_token"].as_str().unwrap(), ("portal", PORTAL_SECRET)).await;
     assert_eq!((s, error_of(&b).as_str()), (400, "invalid_grant"), "the session behind it ended: {b}");
     let (s, b) = refresh(offline["refresh_token"].as_str().unwrap(), ("portal", PORTAL_SECRET)).await;

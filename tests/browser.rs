@@ -320,6 +320,12 @@ async fn journey(c: Client, port: u16, mut shots: Shots) -> Shots {
 
     // 2. Logout: through the provider's end-session, to the signed-out page.
     c.goto(&url("work.localhost", "/.idfabric/logout")).await.unwrap();
+    // A GET only asks; the button POSTs from this site's own page.
+    let h1 = c.find(Locator::Css("h1")).await.unwrap().text().await.unwrap();
+    assert_eq!(h1, "Sign out?");
+    assert!(c.get_all_cookies().await.unwrap().iter().any(|k| k.name() == "idfabric_session"), "not signed out by the GET");
+    shots.take(&c, "03a-sign-out-confirm-workforce").await;
+    click(&c, "form button.btn-primary[type=submit]").await;
     wait_url(&c, "the signed-out page", |u| u.path() == "/.idfabric/logged-out" && u.host_str() == Some("work.localhost")).await;
     shots.take(&c, "03-logged-out-workforce").await;
     let h1 = c.find(Locator::Css("h1")).await.unwrap().text().await.unwrap();
@@ -355,6 +361,7 @@ async fn journey(c: Client, port: u16, mut shots: Shots) -> Shots {
     assert_eq!(echo["headers"]["x-identity-population"], "customer");
     // The remembered choice is shown first next time.
     c.goto(&url("shop.localhost", "/.idfabric/logout")).await.unwrap();
+    click(&c, "form button.btn-primary[type=submit]").await;
     wait_url(&c, "signed out of the shop", |u| u.path() == "/.idfabric/logged-out").await;
     shots.take(&c, "06-logged-out-customer").await;
     c.goto(&url("shop.localhost", "/cart")).await.unwrap();
@@ -448,6 +455,7 @@ async fn a_browser_session_survives_across_two_gateways_sharing_redis() {
             assert_eq!(on_b["headers"]["x-identity-sub"], on_a["headers"]["x-identity-sub"]);
             // Logout on B; A no longer knows the session.
             c.goto(&format!("http://work.localhost:{pb}/.idfabric/logout")).await.unwrap();
+            click(&c, "form button.btn-primary[type=submit]").await;
             wait_url(&c, "signed out", |u| u.path() == "/.idfabric/logged-out").await;
             c.goto(&format!("http://work.localhost:{pa}/a")).await.unwrap();
             wait_url(&c, "the login page on A", |u| u.port() == Some(pa) && u.path() == "/.idfabric/login").await;

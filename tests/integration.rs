@@ -31,6 +31,7 @@ mod otlp;
 mod reload;
 mod replicas;
 mod security_paths;
+mod security_signin;
 mod session_endpoint;
 mod signin;
 mod signin_ciam;

@@ -316,7 +316,7 @@ async fn oidc_provider_signs_a_browser_in_through_idfabric() {
     assert_eq!(me["mfa"], true, "a knowledge and a possession factor");
 
     // Logout: the session ends, then RP-initiated logout at oidc-provider.
-    let out = b.get(&up.at("/.idfabric/logout")).await;
+    let out = b.log_out(&up.at("/.idfabric/logout")).await;
     let end = out.redirect();
     assert!(end.as_str().starts_with(&format!("{}/session/end?", up.issuer)), "{end}");
     let eq = query_of(&end);

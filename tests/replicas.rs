@@ -80,7 +80,7 @@ async fn sessions_survive_any_replica_and_a_killed_replica_loses_nothing_the_oth
     // Logout on B ends it on A.
     let bob = Agent::browser();
     let (_, bob_sid) = bob.sign_in(&on(&ea, "/"), "bob").await;
-    bob.get(&on(&eb, "/.idfabric/logout")).await;
+    bob.log_out(&on(&eb, "/.idfabric/logout")).await;
     let replay = Agent::browser();
     replay.set("wf.test", SESSION, &bob_sid);
     assert_eq!(replay.get(&on(&ea, "/")).await.redirect().path(), "/.idfabric/login", "logged out on A too");

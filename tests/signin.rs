@@ -385,7 +385,7 @@ async fn logout_ends_the_session_and_goes_through_the_providers_end_session() {
     let b = Agent::browser();
     let (page, sid) = b.sign_in(&at("wf.test", "/"), "bob").await;
     assert_eq!(page.status, 200);
-    let r = b.get(&at("wf.test", "/.idfabric/logout")).await;
+    let r = b.log_out(&at("wf.test", "/.idfabric/logout")).await;
     let clear = r.set_cookie(SESSION).expect("the cookie is cleared");
     assert!(clear.contains("Max-Age=0"), "{clear}");
     assert!(b.cookie("wf.test", SESSION).is_none());
@@ -412,7 +412,7 @@ async fn logout_ends_the_session_and_goes_through_the_providers_end_session() {
     assert_eq!(api.get(&at("wf.test", "/")).await.status, 401);
 
     // Logging out without a session goes straight to the signed-out page.
-    let none = Agent::browser().get(&at("wf.test", "/.idfabric/logout")).await;
+    let none = Agent::browser().log_out(&at("wf.test", "/.idfabric/logout")).await;
     assert_eq!(none.raw_location().as_deref(), Some("/.idfabric/logged-out"));
 }
 
@@ -756,7 +756,7 @@ async fn two_gateways_share_sessions_through_redis() {
     assert_eq!(other.get(&on(&ea, "wf.test", "/")).await.status, 200);
 
     // Logout on B ends it on A.
-    let out = user.get(&on(&eb, "app.test", "/.idfabric/logout")).await;
+    let out = user.log_out(&on(&eb, "app.test", "/.idfabric/logout")).await;
     assert!(out.set_cookie(SESSION).unwrap().contains("Max-Age=0"));
     assert!(session_json(&redis, &sid).is_none(), "gone from Redis");
     let replay = Agent::browser();
@@ -797,10 +797,10 @@ async fn two_gateways_share_sessions_through_redis() {
     let late = Agent::browser();
     let authz = late.to_provider(&on(&ea, "wf.test", "/")).await;
     let state = query_of(&authz)["state"].clone();
-    let key = format!("idf:t:{state}");
-    let mut txn: Value = serde_json::from_str(&redis.cmd(&["GET", &key])).unwrap();
+    let key = format!("idf:{{txn}}:v:t:{state}");
+    let mut txn: Value = serde_json::from_str(&redis.cmd(&["HGET", &key, "v"])).unwrap();
     txn["created_at"] = (txn["created_at"].as_i64().unwrap() - 3600).into();
-    assert_eq!(redis.cmd(&["SET", &key, &txn.to_string(), "EX", "600"]), "OK");
+    assert_eq!(redis.cmd(&["HSET", &key, "v", &txn.to_string()]), "0");
     let cb = late.pick_user(&authz, "bob").await;
     let r = late.get(cb.as_str()).await;
     assert_eq!(r.status, 400, "{}", r.body);
@@ -811,12 +811,10 @@ async fn two_gateways_share_sessions_through_redis() {
     let gone = Agent::browser();
     let authz = gone.to_provider(&on(&eb, "shop.test", "/")).await;
     let state = query_of(&authz)["state"].clone();
-    let members = redis.cmd(&["SMEMBERS", "idf:pending"]);
-    let member = members.lines().find(|m| m.starts_with(&format!("{state}|"))).expect("pending transaction").to_string();
-    let parts: Vec<&str> = member.splitn(3, '|').collect();
-    let old = format!("{}|{}|{}", parts[0], parts[1].parse::<i64>().unwrap() - 3600, parts[2]);
-    redis.cmd(&["SREM", "idf:pending", &member]);
-    redis.cmd(&["SADD", "idf:pending", &old]);
+    // Pending sign-ins are a sorted set scored by creation time (milliseconds): made an hour older.
+    let member = format!("t:{state}|rcu|127.0.0.1");
+    let score: i64 = redis.cmd(&["ZSCORE", "idf:{txn}:pending", &member]).parse().expect("pending transaction");
+    redis.cmd(&["ZADD", "idf:{txn}:pending", &(score - 3_600_000).to_string(), &member]);
     let abandoned = |t: &str| series(t, "idfabric_login_funnel_total", &[("provider", "rcu"), ("stage", "abandoned")]);
     let deadline = Instant::now() + Duration::from_secs(100);
     loop {

@@ -140,7 +140,7 @@ async fn b2c_logout_ends_the_session_at_the_provider_too() {
     let b = Agent::browser();
     let (page, sid) = b.sign_in(&at("b2c.test", "/"), "carol").await;
     assert_eq!(page.status, 200);
-    let r = b.get(&at("b2c.test", "/.idfabric/logout")).await;
+    let r = b.log_out(&at("b2c.test", "/.idfabric/logout")).await;
     let clear = r.set_cookie(SESSION).expect("the cookie is cleared");
     assert!(clear.contains("Max-Age=0"), "{clear}");
     assert!(b.cookie("b2c.test", SESSION).is_none());

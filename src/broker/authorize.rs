@@ -10,14 +10,14 @@
 //! request is parked as a single-use transaction and the browser goes through
 //! `/.idfabric/login`, which returns to `/authorize/resume`.
 
-use super::grants::{AuthzRequest, CodeGrant, Grants, Unparked};
+use super::grants::{self, AuthzRequest, CodeGrant, Grants, Unparked};
 use super::{clients, err, tokens, ErrorCode, OAuthError};
 use crate::config::{BrokerClientSpec, BrokerSpec};
-use crate::login::{self, pages};
+use crate::login::{self, binding, pages};
 use crate::providers::now_secs;
 use crate::runtime::{normalise_host, Runtime};
 use crate::session::Session;
-use crate::web::{self, random, Reply, Request};
+use crate::web::{random, Reply, Request};
 use std::collections::BTreeMap;
 
 /// Whether `host` (as the browser sent it) is the broker issuer's host.
@@ -70,6 +70,9 @@ fn back_err(b: &BrokerSpec, r: &AuthzRequest, e: OAuthError) -> Reply {
 }
 
 pub async fn authorize(rt: &Runtime, b: &BrokerSpec, req: &Request<'_>) -> Reply {
+    if let Some(refused) = login::throttled(rt, req, "authorize") {
+        return refused;
+    }
     let p = match authorize_params(req) {
         Ok(p) => p,
         Err(e) => return page(rt, req, "Invalid sign-in request", e.description, e.code),
@@ -104,7 +107,7 @@ pub async fn authorize(rt: &Runtime, b: &BrokerSpec, req: &Request<'_>) -> Reply
         return back_err(b, &r, e);
     }
     let fresh = needs_fresh(&prompt, &r, had_session, &why);
-    to_sign_in(b, req, &sessions, &p, AuthzRequest { fresh, ..r }).await
+    to_sign_in(rt, b, req, &sessions, &p, AuthzRequest { fresh, ..r }).await
 }
 
 /// The request's parameters: the query of a GET, the form body of a POST (OpenID
@@ -234,18 +237,23 @@ fn needs_fresh(prompt: &[&str], r: &AuthzRequest, had_session: bool, why: &OAuth
 /// `/authorize/resume`: `idp` → `provider` (no discovery page), `login_hint` → `email`
 /// (discovery by domain), `acr_values` → `step_up`, renewal → `prompt=login`.
 async fn to_sign_in(
+    rt: &Runtime,
     b: &BrokerSpec,
     req: &Request<'_>,
     sessions: &crate::session::Sessions,
     p: &BTreeMap<String, String>,
     r: AuthzRequest,
 ) -> Reply {
-    let txn = random(TXN_BYTES);
+    let txn = random(binding::ID_BYTES);
     // The parked request belongs to this browser: a random nonce in a host-only cookie,
     // kept with the request as a digest, must come back on resume.
-    let nonce = random(32);
-    if let Err(e) = (Grants { store: &*sessions.store, family_ttl: family_ttl(b) }).park(&txn, &r, &nonce).await {
-        return back_err(b, &r, e.into());
+    let bind = binding::new();
+    match grants::park(&*sessions.pending, sessions.caps, &req.client_key(), &txn, &r, &bind.digest).await {
+        Ok(parked) => {
+            crate::metrics::metrics().login_pending.set(parked.held as i64);
+            login::count_abandoned(rt, &parked.evicted);
+        }
+        Err(e) => return back_err(b, &r, e.into()),
     }
     let rd = format!("{}/authorize/resume?txn={txn}&client_id={}", b.path, urlencode(&r.client_id));
     let mut q = url::form_urlencoded::Serializer::new(String::new());
@@ -262,24 +270,9 @@ async fn to_sign_in(
     if r.fresh {
         q.append_pair("prompt", "login");
     }
-    let bind = web::cookie(&txn_cookie(&txn, req.tls), &nonce, Some(grants_ttl_secs()), req.tls);
-    Reply::redirect(&format!("/.idfabric/login?{}", q.finish()), "ok").with_cookie(bind)
-}
-
-/// Random bytes of a parked request's id (32 base64url characters).
-const TXN_BYTES: usize = 24;
-
-/// A `txn` parameter that could be one of ours (anything else names no cookie).
-fn plausible_txn(txn: &str) -> bool {
-    txn.len() == TXN_BYTES / 3 * 4 && txn.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
-/// The cookie that binds a parked request to the browser that started it: one per
-/// request (two tabs may sign in at once), named after the id's first 16 characters,
-/// `__Host-` prefixed over TLS like the session cookie (Secure, `Path=/`, no `Domain`:
-/// a sibling subdomain cannot plant it). Only called with a [`plausible_txn`].
-fn txn_cookie(txn: &str, tls: bool) -> String {
-    login::cookie_name(&format!("idfabric_btx_{}", &txn[..16]), tls)
+    let name = binding::cookie_name("btx", &txn, req.tls).expect("an id of ours names a cookie");
+    let bound = binding::set_cookie(&name, &bind.nonce, grants_ttl_secs(), req.tls);
+    Reply::redirect(&format!("/.idfabric/login?{}", q.finish()), "ok").with_cookie(bound)
 }
 
 fn grants_ttl_secs() -> i64 {
@@ -410,17 +403,17 @@ fn unmet(
 pub async fn resume(rt: &Runtime, b: &BrokerSpec, req: &Request<'_>) -> Reply {
     let txn = req.param("txn").unwrap_or_default();
     let reply = finish(rt, b, req, &txn).await;
-    if !plausible_txn(&txn) {
-        return reply; // no cookie of ours can have a name made from it
+    match binding::cookie_name("btx", &txn, req.tls) {
+        Some(name) => reply.with_cookie(binding::clear_cookie(&name, req.tls)),
+        None => reply, // no cookie of ours can have a name made from it
     }
-    reply.with_cookie(web::cookie(&txn_cookie(&txn, req.tls), "", Some(0), req.tls))
 }
 
 async fn finish(rt: &Runtime, b: &BrokerSpec, req: &Request<'_>, txn: &str) -> Reply {
     let Some(sessions) = rt.sessions.clone() else {
         return page(rt, req, "Sign-in unavailable", "This gateway has no session store.", ErrorCode::TemporarilyUnavailable);
     };
-    let r = match parked(rt, b, req, &sessions, txn).await {
+    let r = match parked(rt, req, &sessions, txn).await {
         Ok(r) => r,
         Err(refused) => return refused,
     };
@@ -440,7 +433,6 @@ async fn finish(rt: &Runtime, b: &BrokerSpec, req: &Request<'_>, txn: &str) -> R
 /// The parked request `txn`, for this browser only (its binding cookie's nonce).
 async fn parked(
     rt: &Runtime,
-    b: &BrokerSpec,
     req: &Request<'_>,
     sessions: &crate::session::Sessions,
     txn: &str,
@@ -454,10 +446,9 @@ async fn parked(
             ErrorCode::InvalidRequest,
         )
     };
-    let nonce = if plausible_txn(txn) { req.cookie(&txn_cookie(txn, req.tls)) } else { None };
+    let nonce = binding::cookie_name("btx", txn, req.tls).and_then(|name| req.cookie(&name));
     let Some(nonce) = nonce.filter(|n| !n.is_empty()) else { return Err(elsewhere()) };
-    let grants = Grants { store: &*sessions.store, family_ttl: family_ttl(b) };
-    match grants.unpark(txn, nonce).await {
+    match grants::unpark(&*sessions.pending, txn, nonce).await {
         Ok(Unparked::Live(r)) => Ok(*r),
         Ok(Unparked::Foreign) => Err(elsewhere()),
         Ok(Unparked::Expired) => Err(page(

@@ -10,7 +10,7 @@ use crate::config::BrokerSpec;
 use crate::login::{self, pages};
 use crate::metrics::metrics;
 use crate::runtime::Runtime;
-use crate::web::{self, Reply, Request};
+use crate::web::{Reply, Request};
 use serde_json::{json, Map, Value};
 
 fn grants<'a>(rt: &'a Runtime, b: &BrokerSpec) -> Result<Grants<'a>, OAuthError> {
@@ -237,7 +237,7 @@ pub async fn logout(rt: &Runtime, b: &BrokerSpec, req: &Request<'_>) -> Reply {
     let client = client_id.as_deref().and_then(|c| clients::find(b, c));
     let clear = match end_session(rt, b, req, &p, hint.sub.as_deref()).await {
         Ending::NotSignedIn => None,
-        Ending::Ended(cookie) => Some(cookie),
+        Ending::Ended => Some(()),
         Ending::AskFirst => return confirm_page(&theme, b, &p, client_id.as_deref()),
         Ending::Unavailable => return logout_unavailable(&theme),
     };
@@ -250,7 +250,8 @@ pub async fn logout(rt: &Runtime, b: &BrokerSpec, req: &Request<'_>) -> Reply {
         p.get("post_logout_redirect_uri").filter(|u| client.is_some_and(|c| c.post_logout_redirect_uris.contains(u)));
     let reply = after_logout(&theme, &p, target);
     match clear {
-        Some(c) => reply.with_cookie(c),
+        // Every spelling of the session cookie, as the gateway's own sign-out does.
+        Some(()) => login::clear_session_cookies(reply, &rt.config.session.cookie, req.tls),
         None => reply,
     }
 }
@@ -305,8 +306,8 @@ enum Ending {
     NotSignedIn,
     /// Neither the user's own app (a hint for them) nor the user (a POSTed confirmation).
     AskFirst,
-    /// Ended and its families revoked; the cookie that clears it.
-    Ended(String),
+    /// Ended and its families revoked (the reply clears every spelling of the cookie).
+    Ended,
     Unavailable,
 }
 
@@ -352,7 +353,7 @@ async fn end_session(
             return Ending::Unavailable;
         }
     }
-    Ending::Ended(web::cookie(&name, "", Some(0), req.tls))
+    Ending::Ended
 }
 
 /// The "Sign out?" page: its button POSTs the request back with `confirm=1`.

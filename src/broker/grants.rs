@@ -1,9 +1,10 @@
 //! Broker state over the shared `session::Store` (memory or Redis), so every replica
 //! honours every code and refresh token.
 //!
-//! - Authorize transactions (`idf:bt:{id}`): the authorize request parked while the
-//!   user signs in, with the SHA-256 of the browser-binding nonce (the `btx` cookie);
-//!   single use (`take`), 10 minutes.
+//! - Authorize transactions (`b:{id}` in the pending space of `crate::session::pending`,
+//!   apart from sessions and capped): the authorize request parked while the user signs
+//!   in, with the SHA-256 of the browser-binding nonce (the `btx` cookie,
+//!   `crate::login::binding`); single use (`take`), 10 minutes.
 //! - Codes (`idf:bc:{sha256}`): single use, 60 seconds, bound to the client, redirect
 //!   URI and PKCE challenge. Redeeming *claims* the code first: its used-marker
 //!   (`idf:bcu:{sha256}` → family) is set with the store's atomic set-if-absent, so of
@@ -24,6 +25,7 @@
 
 use super::digest;
 use crate::identity::Identity;
+use crate::session::pending::{Caps, Parked, Pending};
 use crate::session::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -128,41 +130,43 @@ fn now() -> i64 {
     crate::providers::now_secs()
 }
 
-/// Two hex digests compared in constant time (an empty one never matches).
-fn same_digest(a: &str, b: &str) -> bool {
-    #[allow(deprecated)]
-    let same = aws_lc_rs::constant_time::verify_slices_are_equal(a.as_bytes(), b.as_bytes()).is_ok();
-    !a.is_empty() && same
+/// Parks `r` as `id` for `client`'s browser holding the nonce whose digest is `browser`,
+/// in the space of sign-ins in progress (capped per client and overall, see
+/// `crate::session::pending`).
+pub async fn park(
+    pending: &dyn Pending,
+    caps: Caps,
+    client: &str,
+    id: &str,
+    r: &AuthzRequest,
+    browser: &str,
+) -> Result<Parked, StoreError> {
+    let bound = AuthzRequest { browser: browser.to_string(), ..r.clone() };
+    pending.park(&format!("b:{id}"), client, "", json(&bound)?, TXN_TTL, caps).await
+}
+
+/// Resumes the request parked as `id` for the browser presenting `nonce`. The nonce is
+/// compared (as digests, in constant time) before the request is taken, so a stranger
+/// holding the resume link cannot use up the real browser's request.
+pub async fn unpark(pending: &dyn Pending, id: &str, nonce: &str) -> Result<Unparked, StoreError> {
+    if id.is_empty() || id.len() > 64 {
+        return Ok(Unparked::Expired);
+    }
+    let key = format!("b:{id}");
+    let Some(b) = pending.peek(&key).await? else { return Ok(Unparked::Expired) };
+    let parked: AuthzRequest = parse(&b)?;
+    if !crate::login::binding::matches(&parked.browser, nonce) {
+        return Ok(Unparked::Foreign);
+    }
+    let Some(b) = pending.take(&key).await? else { return Ok(Unparked::Expired) };
+    let r: AuthzRequest = parse(&b)?;
+    if now() - r.created_at > TXN_TTL.as_secs() as i64 {
+        return Ok(Unparked::Expired);
+    }
+    Ok(Unparked::Live(Box::new(r)))
 }
 
 impl Grants<'_> {
-    /// Parks `r` as `id` for the browser holding `nonce` (kept only as its digest).
-    pub async fn park(&self, id: &str, r: &AuthzRequest, nonce: &str) -> Result<(), StoreError> {
-        let bound = AuthzRequest { browser: digest(nonce), ..r.clone() };
-        self.store.set(&format!("idf:bt:{id}"), json(&bound)?, TXN_TTL).await
-    }
-
-    /// Resumes the request parked as `id` for the browser presenting `nonce`. The nonce is
-    /// compared (as digests, in constant time) before the request is taken, so a stranger
-    /// holding the resume link cannot use up the real browser's request.
-    pub async fn unpark(&self, id: &str, nonce: &str) -> Result<Unparked, StoreError> {
-        if id.is_empty() || id.len() > 64 {
-            return Ok(Unparked::Expired);
-        }
-        let key = format!("idf:bt:{id}");
-        let Some(b) = self.store.get(&key).await? else { return Ok(Unparked::Expired) };
-        let parked: AuthzRequest = parse(&b)?;
-        if !same_digest(&parked.browser, &digest(nonce)) {
-            return Ok(Unparked::Foreign);
-        }
-        let Some(b) = self.store.take(&key).await? else { return Ok(Unparked::Expired) };
-        let r: AuthzRequest = parse(&b)?;
-        if now() - r.created_at > TXN_TTL.as_secs() as i64 {
-            return Ok(Unparked::Expired);
-        }
-        Ok(Unparked::Live(Box::new(r)))
-    }
-
     pub async fn put_code(&self, code: &str, g: &CodeGrant) -> Result<(), StoreError> {
         self.store.set(&format!("idf:bc:{}", digest(code)), json(g)?, CODE_TTL).await
     }
@@ -269,6 +273,24 @@ impl Grants<'_> {
     /// logging out at the broker revokes it.
     pub async fn bind_to_session(&self, session: &str, family: &str) -> Result<(), StoreError> {
         self.store.add_member(&format!("idf:bsf:{}", digest(session)), family, self.family_ttl).await
+    }
+
+    /// Records that `family` lives only as long as the browser session `session` (no
+    /// `offline_access`), so that signing out at the gateway revokes it.
+    pub async fn bind_to_session_lifetime(&self, session: &str, family: &str) -> Result<(), StoreError> {
+        self.store.add_member(&format!("idf:bsl:{}", digest(session)), family, self.family_ttl).await
+    }
+
+    /// Revokes the families that live only as long as the browser session (gateway
+    /// sign-out); `offline_access` families are left to their own lifetime.
+    pub async fn revoke_session_lifetime(&self, session: &str) -> Result<usize, StoreError> {
+        let key = format!("idf:bsl:{}", digest(session));
+        let families = self.store.members(&key).await?;
+        for f in &families {
+            self.revoke_family(f).await?;
+        }
+        self.store.delete(&key).await?;
+        Ok(families.len())
     }
 
     /// Records that `family` belongs to the user `sub` (for [`Grants::revoke_subject`]).
@@ -422,8 +444,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_parked_request_resumes_only_with_its_browser_nonce() {
-        let store = MemoryStore::new(1000);
-        let g = Grants { store: &store, family_ttl: Duration::from_secs(3600) };
+        let pending = crate::session::pending::MemoryPending::new();
         let r = AuthzRequest {
             client_id: "portal".into(),
             redirect_uri: "http://rp.test/cb".into(),
@@ -437,19 +458,21 @@ mod tests {
             created_at: now(),
             browser: String::new(),
         };
-        g.park("txn-1", &r, "nonce-of-the-browser").await.unwrap();
-        assert!(store
-            .get("idf:bt:txn-1")
+        let caps = Caps { per_client: 4, total: 10 };
+        let digest = crate::login::binding::digest("nonce-of-the-browser");
+        park(&pending, caps, "10.0.0.1", "txn-1", &r, &digest).await.unwrap();
+        assert!(pending
+            .peek("b:txn-1")
             .await
             .unwrap()
             .is_some_and(|b| !String::from_utf8_lossy(&b).contains("nonce-of")));
-        assert!(matches!(g.unpark("txn-1", "").await.unwrap(), Unparked::Foreign));
-        assert!(matches!(g.unpark("txn-1", "1").await.unwrap(), Unparked::Foreign));
+        assert!(matches!(unpark(&pending, "txn-1", "").await.unwrap(), Unparked::Foreign));
+        assert!(matches!(unpark(&pending, "txn-1", "1").await.unwrap(), Unparked::Foreign));
         assert!(
-            matches!(g.unpark("txn-1", "nonce-of-the-browser").await.unwrap(), Unparked::Live(_)),
+            matches!(unpark(&pending, "txn-1", "nonce-of-the-browser").await.unwrap(), Unparked::Live(_)),
             "a stranger did not use it up"
         );
-        assert!(matches!(g.unpark("txn-1", "nonce-of-the-browser").await.unwrap(), Unparked::Expired), "single use");
-        assert!(matches!(g.unpark("", "x").await.unwrap(), Unparked::Expired));
+        assert!(matches!(unpark(&pending, "txn-1", "nonce-of-the-browser").await.unwrap(), Unparked::Expired), "single use");
+        assert!(matches!(unpark(&pending, "", "x").await.unwrap(), Unparked::Expired));
     }
 }

@@ -258,6 +258,15 @@ pub async fn revoke_subject(rt: &Runtime, sub: &str) -> Result<usize, crate::ses
     grants::Grants { store: &*s.store, family_ttl: authorize::family_ttl(b) }.revoke_subject(sub).await
 }
 
+/// Revokes the broker token families bound to the idfabric browser session `sid` (those
+/// without `offline_access`: their access tokens stop working at `/userinfo` and
+/// `/introspect` at once, not at expiry), when the user signs out at the gateway's own
+/// `/.idfabric/logout`; returns how many families.
+pub async fn revoke_session_families(rt: &Runtime, sid: &str) -> Result<usize, crate::session::StoreError> {
+    let (Some(b), Some(s)) = (&rt.config.broker, &rt.sessions) else { return Ok(0) };
+    grants::Grants { store: &*s.store, family_ttl: authorize::family_ttl(b) }.revoke_session_lifetime(sid).await
+}
+
 /// The reply to a body over `web::MAX_BODY` (the gateway stops reading it).
 pub fn too_large() -> Reply {
     let e = err(ErrorCode::InvalidRequest, "the request body is larger than 16 KiB");

@@ -116,6 +116,10 @@ async fn code_grant(
     };
     if let Some(s) = &g.session {
         grants.bind_to_session(s, &g.family).await?;
+        if !offline {
+            // Ends when the user signs out at the gateway (offline_access outlives that).
+            grants.bind_to_session_lifetime(s, &g.family).await?;
+        }
     }
     grants.bind_to_subject(&g.identity.sub, &g.family).await?;
     // A concurrent replay of this code revokes the family (`take_code`): answer it as

@@ -108,6 +108,27 @@ pub struct SessionSpec {
     pub ttl: Duration,
     pub idle: Duration,
     pub key_file: Option<PathBuf>,
+    pub login_limits: LoginLimits,
+}
+
+/// `session.login_limits`: what one client, and everyone together, may hold of sign-ins
+/// in progress (login transactions and parked broker requests), and how fast one client
+/// may start them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginLimits {
+    /// Sign-ins in progress per client address; past it the client's oldest is dropped.
+    pub per_client: u32,
+    /// Sign-ins in progress overall; past it the oldest is dropped.
+    pub total: u32,
+    /// Sign-in starts (`/.idfabric/login`, the broker's `/authorize`) per client address
+    /// per minute, with bursts up to the same number.
+    pub rate_per_minute: u32,
+}
+
+impl Default for LoginLimits {
+    fn default() -> LoginLimits {
+        LoginLimits { per_client: 32, total: 20_000, rate_per_minute: 300 }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

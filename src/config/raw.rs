@@ -97,6 +97,16 @@ pub struct Session {
     /// Idle timeout (sliding); `ttl` is the absolute lifetime.
     pub idle: Option<S>,
     pub key_file: Option<S>,
+    /// Bounds on sign-ins in progress and their rate (docs/configuration.md).
+    pub login_limits: Option<LoginLimits>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginLimits {
+    pub per_client: Option<u32>,
+    pub total: Option<u32>,
+    pub rate_per_minute: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -234,7 +234,31 @@ fn session(s: Option<&raw::Session>, base_dir: &Path, p: &mut Problems) -> Sessi
         ttl: duration(p, None, "session.ttl", s.and_then(|s| s.ttl.as_ref()), Duration::from_secs(8 * 3600)),
         idle: duration(p, None, "session.idle", s.and_then(|s| s.idle.as_ref()), Duration::from_secs(3600)),
         key_file: s.and_then(|s| s.key_file.as_deref()).map(|k| base_dir.join(k)),
+        login_limits: login_limits(s.and_then(|s| s.login_limits.as_ref()), p),
     }
+}
+
+/// `session.login_limits`: every value a positive count, `per_client` at most `total`.
+fn login_limits(l: Option<&raw::LoginLimits>, p: &mut Problems) -> crate::config::LoginLimits {
+    let d = crate::config::LoginLimits::default();
+    let Some(l) = l else { return d };
+    let mut count = |key: &str, v: Option<u32>, default: u32, max: u32| match v {
+        None => default,
+        Some(n) if (1..=max).contains(&n) => n,
+        Some(n) => {
+            p.at(None, key, format!("`{n}` is not between 1 and {max}"));
+            default
+        }
+    };
+    let limits = crate::config::LoginLimits {
+        per_client: count("session.login_limits.per_client", l.per_client, d.per_client, 100_000),
+        total: count("session.login_limits.total", l.total, d.total, 10_000_000),
+        rate_per_minute: count("session.login_limits.rate_per_minute", l.rate_per_minute, d.rate_per_minute, 100_000),
+    };
+    if limits.per_client > limits.total {
+        p.at(None, "session.login_limits.per_client", format!("`{}` is more than total ({})", limits.per_client, limits.total));
+    }
+    limits
 }
 
 fn broker(b: &raw::Broker, base_dir: &Path, providers: &[Arc<ProviderSpec>], p: &mut Problems) -> Option<BrokerSpec> {

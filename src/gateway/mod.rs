@@ -278,7 +278,7 @@ impl ProxyHttp for Gateway {
         };
         ctx.route = Some(route.index);
         ctx.span.record("route", route.spec.name.as_str());
-        match pipeline::admit(&rt, route, &session.req_header().headers, &session.req_header().uri).await {
+        match pipeline::admit(&rt, route, &session.req_header().headers, &session.req_header().uri, reserved::is_tls(session)).await {
             Ok(adm) => {
                 tarpit::forgive(session);
                 ctx.population = adm.population();
@@ -597,17 +597,23 @@ pub fn strip_identity_headers(req: &mut RequestHeader) {
     }
 }
 
-/// Removes idfabric's own cookies (the session id, the remembered provider) from what
-/// the upstream receives: an app behind the gateway must not be able to replay a session.
+/// Removes idfabric's own cookies (the session id in either spelling, the remembered
+/// provider, the sign-in binding nonces) from what the upstream receives: an app behind
+/// the gateway must not be able to replay a session or finish someone's sign-in.
 pub fn strip_own_cookies(req: &mut RequestHeader, session_cookie: &str) {
     let ours = |name: &str| {
-        name == session_cookie
-            || name.strip_prefix("__Host-") == Some(session_cookie)
+        let bare = name.strip_prefix("__Host-").unwrap_or(name);
+        bare == session_cookie
             || name == crate::login::IDP_COOKIE
+            || bare.starts_with("idfabric_ltx_")
+            || bare.starts_with("idfabric_btx_")
     };
     let values: Vec<String> =
         req.headers.get_all(http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()).map(str::to_string).collect();
-    if !values.iter().any(|v| v.contains(session_cookie) || v.contains(crate::login::IDP_COOKIE)) {
+    let mention = |v: &String| {
+        v.contains(session_cookie) || v.contains(crate::login::IDP_COOKIE) || v.contains("idfabric_ltx_") || v.contains("idfabric_btx_")
+    };
+    if !values.iter().any(mention) {
         return;
     }
     let kept: Vec<&str> = values

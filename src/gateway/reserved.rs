@@ -155,7 +155,7 @@ pub(super) async fn forward_auth_audited(rt: &Runtime, session: &mut Session, au
     }
     .parse()
     .unwrap_or_else(|_| http::Uri::from_static("/"));
-    match pipeline::admit(rt, route, &session.req_header().headers, &original).await {
+    match pipeline::admit(rt, route, &session.req_header().headers, &original, is_tls(session)).await {
         Ok(adm) => {
             audit.allowed(&adm);
             let mut h = pingora::http::ResponseHeader::build(200, Some(16))?;
@@ -183,7 +183,7 @@ pub(super) async fn forward_auth_audited(rt: &Runtime, session: &mut Session, au
 /// The caller's normalised identity (bearer token from any enabled provider).
 async fn me(rt: &Runtime, session: &mut Session) -> Result<Handled> {
     let headers = session.req_header().headers.clone();
-    let cred = match crate::credential::extract(&headers, &rt.config.session.cookie) {
+    let cred = match crate::credential::extract(&headers, &rt.config.session.cookie, is_tls(session)) {
         Ok(crate::credential::Credential::Bearer(t)) => t.to_string(),
         Ok(crate::credential::Credential::Session(id)) => {
             return match pipeline::session(rt, id).await {
@@ -212,6 +212,11 @@ async fn read_body(session: &mut Session) -> Result<Option<Vec<u8>>> {
     Ok(Some(body))
 }
 
+/// Whether the request arrived over TLS (the scheme decides cookie names).
+pub fn is_tls(session: &Session) -> bool {
+    session.digest().and_then(|d| d.ssl_digest.as_ref()).is_some()
+}
+
 fn web_request<'a>(session: &'a Session, path: &'a str, body: &'a [u8]) -> crate::web::Request<'a> {
     let req = session.req_header();
     let host = req
@@ -219,7 +224,7 @@ fn web_request<'a>(session: &'a Session, path: &'a str, body: &'a [u8]) -> crate
         .host()
         .or_else(|| req.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()))
         .unwrap_or("");
-    let tls = session.digest().and_then(|d| d.ssl_digest.as_ref()).is_some();
+    let tls = is_tls(session);
     crate::web::Request {
         method: req.method.as_str(),
         host,
@@ -228,5 +233,6 @@ fn web_request<'a>(session: &'a Session, path: &'a str, body: &'a [u8]) -> crate
         headers: &req.headers,
         body,
         tls,
+        client: session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()),
     }
 }

@@ -9,8 +9,15 @@
 //! host is the one the browser used, which must be a configured route host or the
 //! broker's host (a broker sign-in returns to `{broker path}/authorize/resume` and offers
 //! the providers that broker client allows, see `crate::broker::login_providers`).
+//!
+//! A sign-in is bound to the browser that started it (`binding`: a nonce cookie per
+//! transaction), starting sign-ins is rate limited per client (`throttle`) and what is
+//! parked meanwhile is capped (`crate::session::pending`). Signing out is a POST from this
+//! site's own pages; a GET only asks.
 
+pub mod binding;
 pub mod pages;
+pub mod throttle;
 
 use crate::config::{HostMatch, KindSpec, Shape};
 use crate::identity::Population;
@@ -41,15 +48,63 @@ pub async fn handle(rt: &Runtime, req: &Request<'_>) -> Reply {
         return page(rt, req, 501, "Sign-in is not configured", "This gateway has no session store.", "sign_in_unavailable");
     };
     match req.path {
-        "/.idfabric/login" => login(rt, &sessions, req).await,
-        "/.idfabric/callback" => callback(rt, &sessions, req).await,
+        "/.idfabric/login" => match throttled(rt, req, "login") {
+            Some(refused) => refused,
+            None => login(rt, &sessions, req).await,
+        },
+        "/.idfabric/callback" => {
+            let state = req.param("state").unwrap_or_default();
+            let reply = callback(rt, &sessions, req, &state).await;
+            // The binding cookie is cleared whatever the outcome.
+            match binding::cookie_name("ltx", &state, req.tls) {
+                Some(name) => reply.with_cookie(binding::clear_cookie(&name, req.tls)),
+                None => reply,
+            }
+        }
         "/.idfabric/logout" => logout(rt, &sessions, req).await,
-        "/.idfabric/session" => session_from_id_token(rt, &sessions, req).await,
+        // Each accepted token makes a session: limited per client like sign-in starts.
+        "/.idfabric/session" => match throttle_wait(rt, req, "session") {
+            Some(wait) => {
+                let mut r = session_problem(429, "sign_in_rate_limited", "Too many sessions were requested from your network; try again later.");
+                r.headers.push(("retry-after", wait.to_string()));
+                r
+            }
+            None => session_from_id_token(rt, &sessions, req).await,
+        },
         "/.idfabric/logged-out" => {
             let theme = theme_for(rt, req.host, "/");
             Reply::html(200, pages::logged_out_page(&theme, "/.idfabric/login"), "ok")
         }
         _ => Reply::problem(&crate::refusal::Refusal::NoRoute),
+    }
+}
+
+/// The per-client limit on starting sign-ins (`session.login_limits.rate_per_minute`):
+/// a 429 page with `Retry-After` once the client's bucket is empty. Shared with the
+/// broker's `/authorize`.
+pub fn throttled(rt: &Runtime, req: &Request<'_>, endpoint: &'static str) -> Option<Reply> {
+    let wait = throttle_wait(rt, req, endpoint)?;
+    let detail = format!("Too many sign-ins were started from your network. Please try again in {wait} seconds.");
+    let mut r = page(rt, req, 429, "Too many sign-in attempts", &detail, "sign_in_rate_limited");
+    r.headers.push(("retry-after", wait.to_string()));
+    Some(r)
+}
+
+/// Takes one sign-in start from the client's budget; the seconds to wait when it is spent.
+fn throttle_wait(rt: &Runtime, req: &Request<'_>, endpoint: &'static str) -> Option<u64> {
+    let wait = throttle::admit(&req.client_key(), rt.config.session.login_limits.rate_per_minute).err()?;
+    metrics().sign_in_rate_limited_total.with_label_values(&[endpoint]).inc();
+    tracing::info!(endpoint, client = req.client_key(), retry_after = wait, "sign-in start refused: rate limit");
+    Some(wait)
+}
+
+/// Counts sign-ins dropped from the pending space (capped or expired) as `abandoned`
+/// in the login funnel; `tags` are provider ids (empty for parked broker requests).
+pub fn count_abandoned(rt: &Runtime, tags: &[String]) {
+    for id in tags.iter().filter(|t| !t.is_empty()) {
+        if let Some(p) = rt.registry.by_id(id) {
+            funnel(p, "abandoned");
+        }
     }
 }
 
@@ -134,13 +189,13 @@ async fn login(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Reply {
     }
     let chosen = req.input("provider").and_then(|id| providers.iter().find(|p| p.spec.id == id).copied());
     if let Some(p) = chosen {
-        return start(sessions, req, p, &rd, None, step_up, fresh).await;
+        return start(rt, sessions, req, p, &rd, None, step_up, fresh).await;
     }
     if let Some(email) = req.input("email").filter(|e| !e.trim().is_empty()) {
         let email = email.trim().to_string();
         let domain = email.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()).unwrap_or_default();
         return match providers.iter().find(|p| p.spec.domains.iter().any(|d| *d == domain)) {
-            Some(p) => start(sessions, req, p, &rd, Some(&email), step_up, fresh).await,
+            Some(p) => start(rt, sessions, req, p, &rd, Some(&email), step_up, fresh).await,
             None => {
                 let buttons = buttons(&providers, None);
                 let body = pages::login_page(&pages::LoginPage {
@@ -157,7 +212,7 @@ async fn login(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Reply {
         };
     }
     if providers.len() == 1 {
-        return start(sessions, req, providers[0], &rd, None, step_up, fresh).await;
+        return start(rt, sessions, req, providers[0], &rd, None, step_up, fresh).await;
     }
     let remembered = req.cookie(IDP_COOKIE).filter(|id| providers.iter().any(|p| p.spec.id == *id));
     let buttons = buttons(&providers, remembered);
@@ -208,7 +263,8 @@ fn shape_of(p: &Provider) -> &'static str {
     }
 }
 
-async fn start(sessions: &Sessions, req: &Request<'_>, p: &Provider, rd: &str, hint: Option<&str>, step_up: bool, fresh: bool) -> Reply {
+#[allow(clippy::too_many_arguments)]
+async fn start(rt: &Runtime, sessions: &Sessions, req: &Request<'_>, p: &Provider, rd: &str, hint: Option<&str>, step_up: bool, fresh: bool) -> Reply {
     funnel(p, "started");
     let Some(authz) = endpoints(p).and_then(|d| d.authorization_endpoint) else {
         funnel(p, "callback_error");
@@ -218,7 +274,8 @@ async fn start(sessions: &Sessions, req: &Request<'_>, p: &Provider, rd: &str, h
             "provider_unavailable",
         );
     };
-    let (state, nonce, verifier) = (random(24), random(24), random(48));
+    let (state, nonce, verifier) = (random(binding::ID_BYTES), random(24), random(48));
+    let bind = binding::new();
     let txn = LoginTxn {
         provider: p.spec.id.clone(),
         nonce: nonce.clone(),
@@ -227,9 +284,14 @@ async fn start(sessions: &Sessions, req: &Request<'_>, p: &Provider, rd: &str, h
         host: req.host.to_string(),
         created_at: now_secs(),
         step_up,
+        browser: bind.digest,
     };
-    if let Err(e) = sessions.begin_login(&state, &txn).await {
-        return store_down(p.spec.population, &e);
+    match sessions.begin_login(&state, &txn, &req.client_key()).await {
+        Ok(parked) => {
+            metrics().login_pending.set(parked.held as i64);
+            count_abandoned(rt, &parked.evicted);
+        }
+        Err(e) => return store_down(p.spec.population, &e),
     }
     let Ok(mut url) = url::Url::parse(&authz) else {
         return Reply::html(502, pages::error_page(&default_theme(p.spec.population), 502, "Identity provider misconfigured", "Its authorization endpoint is not a URL.", None), "provider_misconfigured");
@@ -267,8 +329,13 @@ async fn start(sessions: &Sessions, req: &Request<'_>, p: &Provider, rd: &str, h
     }
     funnel(p, "provider_redirect");
     let remember = web::cookie(IDP_COOKIE, &p.spec.id, Some(30 * 24 * 3600), req.tls);
-    Reply::redirect(url.as_str(), "ok").with_cookie(remember)
+    let name = binding::cookie_name("ltx", &state, req.tls).expect("a state of ours names a cookie");
+    let bound = binding::set_cookie(&name, &bind.nonce, TXN_COOKIE_SECS, req.tls);
+    Reply::redirect(url.as_str(), "ok").with_cookie(remember).with_cookie(bound)
 }
+
+/// How long the browser keeps a login's binding cookie: the transaction's lifetime.
+const TXN_COOKIE_SECS: i64 = 600;
 
 /// Asks the provider for a fresh second factor, the way each one understands it.
 fn step_up_params(p: &Provider, q: &mut url::form_urlencoded::Serializer<'_, url::UrlQuery<'_>>) {
@@ -323,12 +390,12 @@ fn failed(p: Option<&Provider>, theme: &Theme, status: u16, title: &str, detail:
     Reply::html(status, pages::error_page(theme, status, title, detail, Some("/.idfabric/login")), reason)
 }
 
-async fn callback(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Reply {
+async fn callback(rt: &Runtime, sessions: &Sessions, req: &Request<'_>, state: &str) -> Reply {
     let theme = theme_for(rt, req.host, "/");
-    let state = req.param("state").unwrap_or_default();
-    let txn = match sessions.finish_login(&state).await {
-        Ok(Some(t)) => t,
-        Ok(None) => {
+    // Taken (used up) before anything else: a callback URL works once, whoever follows it.
+    let txn = match sessions.finish_login(state).await {
+        Ok(Some(t)) if binding::plausible_id(state) => t,
+        Ok(_) => {
             return failed(None, &theme, 400, "This sign-in has expired", "The sign-in link was already used or is too old. Please start again.", "invalid_state")
         }
         Err(e) => return store_down(theme.population, &e),
@@ -339,6 +406,18 @@ async fn callback(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Reply
     let theme = theme_for(rt, req.host, &txn.rd);
     if txn.host != req.host {
         return failed(Some(&p), &theme, 400, "Sign-in failed", "The sign-in returned to a different site than it started on.", "host_mismatch");
+    }
+    // Only the browser that started this sign-in may finish it; anyone else's session
+    // (the victim's, in a login CSRF) is left exactly as it was.
+    let name = binding::cookie_name("ltx", state, req.tls);
+    match binding::check(req, name.as_deref(), &txn.browser) {
+        binding::Presented::Bound => {}
+        binding::Presented::Missing => {
+            return failed(Some(&p), &theme, 403, "This sign-in was started elsewhere", "This browser did not start this sign-in, so it was not completed. If you started it, sign in again from the application.", "state_not_bound")
+        }
+        binding::Presented::Mismatch => {
+            return failed(Some(&p), &theme, 403, "This sign-in was started elsewhere", "This browser did not start this sign-in, so it was not completed. If you started it, sign in again from the application.", "login_csrf")
+        }
     }
     // RFC 9207: an `iss` in the response must name the provider this sign-in went to,
     // and must be there when the provider says it always sends one.
@@ -434,6 +513,7 @@ fn session_problem(status: u16, reason: &'static str, detail: &str) -> Reply {
         401 => "Unauthorized",
         403 => "Forbidden",
         405 => "Method Not Allowed",
+        429 => "Too Many Requests",
         _ => "Error",
     };
     tracing::info!(status, reason, "session exchange refused");
@@ -586,16 +666,49 @@ pub async fn exchange(rt: &Runtime, p: &Provider, params: &[(&str, &str)]) -> Re
     Ok(v)
 }
 
+/// `/.idfabric/logout`: a GET shows a "Sign out?" page whose button POSTs back; a POST
+/// from this site's own pages ends the session (and the broker token families issued
+/// from it), clears every spelling of the session cookie and goes on to the provider's
+/// RP-initiated logout. A GET never signs out, so a link or image elsewhere cannot.
 async fn logout(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Reply {
+    match req.method {
+        "GET" | "HEAD" => {
+            let theme = theme_for(rt, req.host, "/");
+            let mut r = Reply::html(200, pages::sign_out_page(&theme, "/.idfabric/logout"), "confirm");
+            // The button's POST must carry this page's Origin (`no-referrer`, here and in
+            // the page's meta tag, would make browsers send `Origin: null`).
+            set_header(&mut r, "referrer-policy", "same-origin");
+            return r;
+        }
+        "POST" => {}
+        _ => {
+            let mut r = page(rt, req, 405, "Method not allowed", "Sign out with the button on the sign-out page.", "method_not_allowed");
+            r.headers.push(("allow", "GET, POST".into()));
+            return r;
+        }
+    }
+    if let Err(why) = same_origin(req) {
+        let origin = req.headers.get(http::header::ORIGIN).and_then(|v| v.to_str().ok()).unwrap_or("-");
+        let origin: String = origin.chars().take(200).collect();
+        tracing::info!(why, host = req.host, origin, "sign-out refused: not from this site");
+        return page(rt, req, 403, "Sign-out not accepted", "The sign-out request did not come from this site. Use the sign-out button here.", "cross_site_logout");
+    }
     let name = cookie_name(&rt.config.session.cookie, req.tls);
-    let ended = match req.cookie(&name) {
+    let sid = req.cookie(&name);
+    let ended = match sid {
         Some(id) => sessions.destroy(id).await.ok().flatten(),
         None => None,
     };
     if ended.is_some() {
         metrics().sessions_active.dec();
     }
-    let clear = web::cookie(&name, "", Some(0), req.tls);
+    if let Some(id) = sid {
+        match crate::broker::revoke_session_families(rt, id).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(families = n, "sign-out: broker token families issued from the session revoked"),
+            Err(e) => tracing::warn!(error = %e, "sign-out: broker token families not revoked"),
+        }
+    }
     let back = format!("{}/.idfabric/logged-out", req.origin());
     let target = ended.as_ref().and_then(|s| {
         let p = rt.registry.by_id(&s.identity.provider)?;
@@ -616,7 +729,44 @@ async fn logout(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Reply {
         }
         Some(u.to_string())
     });
-    Reply::redirect(target.as_deref().unwrap_or("/.idfabric/logged-out"), "ok").with_cookie(clear)
+    clear_session_cookies(Reply::redirect(target.as_deref().unwrap_or("/.idfabric/logged-out"), "ok"), &rt.config.session.cookie, req.tls)
+}
+
+/// Clears every spelling of the session cookie the scheme can touch: over TLS the
+/// `__Host-` one and the plain one (both `Secure`), over plain HTTP the plain one (a
+/// plain-HTTP response cannot overwrite a `Secure` cookie, RFC 6265bis §5.7).
+pub fn clear_session_cookies(mut reply: Reply, base: &str, tls: bool) -> Reply {
+    if tls {
+        reply = reply.with_cookie(web::cookie(&cookie_name(base, true), "", Some(0), true));
+    }
+    reply.with_cookie(web::cookie(base, "", Some(0), tls))
+}
+
+/// Replaces (or adds) a header of a reply.
+fn set_header(r: &mut Reply, name: &'static str, value: &str) {
+    r.headers.retain(|(k, _)| *k != name);
+    r.headers.push((name, value.to_string()));
+}
+
+/// Whether a state-changing POST comes from this site's own pages: `Sec-Fetch-Site:
+/// cross-site` is refused; then `Origin` must be this request's own `scheme://host`
+/// (`null` is refused), or, without `Origin`, the `Referer`'s origin. A request with
+/// neither (not a browser: browsers send `Origin` on every POST) is let through, as a
+/// cross-site page cannot make a browser drop both.
+pub fn same_origin(req: &Request<'_>) -> Result<(), &'static str> {
+    let header = |n: &str| req.headers.get(n).and_then(|v| v.to_str().ok());
+    if header("sec-fetch-site").is_some_and(|v| v.eq_ignore_ascii_case("cross-site")) {
+        return Err("Sec-Fetch-Site is cross-site");
+    }
+    let origin_of = |u: &str| url::Url::parse(u).ok().map(|u| u.origin()).filter(url::Origin::is_tuple);
+    let own = origin_of(&req.origin());
+    match (header("origin"), header("referer")) {
+        (Some(o), _) if own.is_some() && origin_of(o) == own => Ok(()),
+        (Some(_), _) => Err("Origin is another site"),
+        (None, Some(r)) if own.is_some() && origin_of(r) == own => Ok(()),
+        (None, Some(_)) => Err("Referer is another site"),
+        (None, None) => Ok(()),
+    }
 }
 
 /// The nonce a refreshed ID token may carry: none, or the sign-in's own (OIDC Core
@@ -686,6 +836,41 @@ pub async fn session_for(rt: &Runtime, sessions: &Sessions, id: &str) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sign_out_posts_must_come_from_this_site() {
+        let cases: &[(&[(&str, &str)], bool, bool)] = &[
+            (&[("origin", "https://app.example")], true, true),
+            (&[("origin", "https://app.example:443")], true, true),
+            (&[("origin", "https://evil.example")], true, false),
+            (&[("origin", "http://app.example")], true, false),
+            (&[("origin", "null")], true, false),
+            (&[("origin", "https://sub.app.example")], true, false),
+            (&[("referer", "https://app.example/some/page?x=1")], true, true),
+            (&[("referer", "https://evil.example/app.example")], true, false),
+            (&[("origin", "https://app.example"), ("sec-fetch-site", "cross-site")], true, false),
+            (&[("origin", "https://app.example"), ("sec-fetch-site", "same-origin")], true, true),
+            (&[], true, true),
+            (&[("origin", "http://app.example")], false, true),
+        ];
+        for (headers, tls, ok) in cases {
+            let mut h = http::HeaderMap::new();
+            for (k, v) in *headers {
+                h.insert(http::HeaderName::from_static(k), v.parse().unwrap());
+            }
+            let req = Request {
+                method: "POST",
+                host: "app.example",
+                path: "/.idfabric/logout",
+                query: "",
+                headers: &h,
+                body: b"",
+                tls: *tls,
+                client: None,
+            };
+            assert_eq!(same_origin(&req).is_ok(), *ok, "{headers:?} tls={tls}");
+        }
+    }
 
     #[test]
     fn return_paths_cannot_leave_the_site() {

@@ -403,6 +403,22 @@ pub fn logout_confirm_page(theme: &Theme, action: &str, params: &[(&str, &str)])
             theme => ThemeCtx::new(theme),
             action,
             params,
+            own => false,
+        },
+    )
+}
+
+/// The gateway's own "Sign out?" page (`GET /.idfabric/logout`): one button that POSTs
+/// to `action`.
+pub fn sign_out_page(theme: &Theme, action: &str) -> String {
+    let params: &[(&str, &str)] = &[];
+    render(
+        "logout_confirm.html",
+        context! {
+            theme => ThemeCtx::new(theme),
+            action,
+            params,
+            own => true,
         },
     )
 }

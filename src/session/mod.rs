@@ -6,9 +6,13 @@
 //! `amr` on silent renew), and the upstream refresh token sealed with the session key
 //! (AES-256-GCM), so a store dump alone does not reveal it. Sessions have an idle
 //! (sliding) and an absolute expiry. Login transactions (`state`, `nonce`, PKCE
-//! verifier, return path) are single use: taking one deletes it atomically.
+//! verifier, return path, the digest of the browser-binding nonce) are single use:
+//! taking one deletes it atomically. They live in their own bounded space
+//! (`pending`), not beside sessions: anyone can start a sign-in, and a flood of starts
+//! must never push a signed-in user out.
 
 pub mod memory;
+pub mod pending;
 pub mod redis_store;
 
 use crate::identity::Identity;
@@ -118,6 +122,10 @@ pub struct LoginTxn {
     pub host: String,
     pub created_at: i64,
     pub step_up: bool,
+    /// SHA-256 (hex) of the nonce in the browser's `ltx` cookie (`crate::login::binding`);
+    /// empty never matches.
+    #[serde(default)]
+    pub browser: String,
 }
 
 /// The 32-byte session key from `session.key_file`.
@@ -177,9 +185,12 @@ fn now() -> i64 {
     crate::providers::now_secs()
 }
 
-/// Sessions and transactions over a `Store`.
+/// Sessions over a `Store`, sign-ins in progress in their own `Pending` space.
 pub struct Sessions {
     pub store: Arc<dyn Store>,
+    pub pending: Arc<dyn pending::Pending>,
+    /// `session.login_limits`: caps of the pending space.
+    pub caps: pending::Caps,
     pub key: SessionKey,
     /// Idle timeout (sliding) and absolute lifetime.
     pub idle: Duration,
@@ -187,7 +198,6 @@ pub struct Sessions {
 }
 
 const TXN_TTL: Duration = Duration::from_secs(600);
-const PENDING: &str = "idf:pending";
 
 impl Sessions {
     fn skey(id: &str) -> String {
@@ -264,27 +274,30 @@ impl Sessions {
         Ok(n)
     }
 
-    pub async fn begin_login(&self, state: &str, txn: &LoginTxn) -> Result<(), StoreError> {
+    /// Parks a login transaction for `client`, dropping the oldest beyond the caps.
+    pub async fn begin_login(&self, state: &str, txn: &LoginTxn, client: &str) -> Result<pending::Parked, StoreError> {
         let bytes = serde_json::to_vec(txn).map_err(|_| StoreError::Corrupt)?;
-        self.store.set(&format!("idf:t:{state}"), bytes, TXN_TTL).await?;
-        let pending = format!("{state}|{}|{}", txn.created_at, txn.provider);
-        self.store.add_member(PENDING, &pending, TXN_TTL * 6).await
+        self.pending.park(&format!("t:{state}"), client, &txn.provider, bytes, TXN_TTL, self.caps).await
     }
 
-    /// Transactions started but never finished within their lifetime: removes them
-    /// from the pending set and returns their providers (each counted by one replica).
-    pub async fn sweep_abandoned(&self) -> Result<Vec<String>, StoreError> {
+    /// Sign-ins in progress older than their lifetime: removed a page at a time (never
+    /// the whole space at once); returns their tags (a login's provider id, empty for a
+    /// parked broker request), each reported by one replica only.
+    pub async fn sweep_abandoned(&self) -> Result<pending::Swept, StoreError> {
+        const PAGE: usize = 500;
+        const PAGES_PER_SWEEP: usize = 40;
         let cutoff = now() - TXN_TTL.as_secs() as i64;
-        let mut out = Vec::new();
-        for m in self.store.members(PENDING).await? {
-            let mut parts = m.splitn(3, '|');
-            let (_, created, provider) = (parts.next(), parts.next(), parts.next());
-            let created: i64 = created.and_then(|c| c.parse().ok()).unwrap_or(0);
-            if created < cutoff && self.store.remove_member(PENDING, &m).await? {
-                out.push(provider.unwrap_or_default().to_string());
+        let mut all = pending::Swept::default();
+        for _ in 0..PAGES_PER_SWEEP {
+            let page = self.pending.sweep(cutoff, PAGE).await?;
+            let last = page.expired.len() < PAGE;
+            all.expired.extend(page.expired);
+            all.held = page.held;
+            if last {
+                break;
             }
         }
-        Ok(out)
+        Ok(all)
     }
 
     /// The transaction for `state`, at most once.
@@ -292,9 +305,8 @@ impl Sessions {
         if state.is_empty() || state.len() > 128 {
             return Ok(None);
         }
-        let Some(bytes) = self.store.take(&format!("idf:t:{state}")).await? else { return Ok(None) };
+        let Some(bytes) = self.pending.take(&format!("t:{state}")).await? else { return Ok(None) };
         let t: LoginTxn = serde_json::from_slice(&bytes).map_err(|_| StoreError::Corrupt)?;
-        self.store.remove_member(PENDING, &format!("{state}|{}|{}", t.created_at, t.provider)).await?;
         Ok((now() - t.created_at <= TXN_TTL.as_secs() as i64).then_some(t))
     }
 

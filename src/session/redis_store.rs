@@ -62,7 +62,7 @@ impl RedisStore {
         Ok(c.clone())
     }
 
-    async fn run<T, F>(&self, f: impl FnOnce(ConnectionManager) -> F) -> Result<T, StoreError>
+    pub(crate) async fn run<T, F>(&self, f: impl FnOnce(ConnectionManager) -> F) -> Result<T, StoreError>
     where
         F: std::future::Future<Output = redis::RedisResult<T>>,
     {

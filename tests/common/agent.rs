@@ -93,6 +93,21 @@ impl Agent {
         Agent { http: client(), jar: Mutex::new(HashMap::new()), browser: false }
     }
 
+    /// A browser that also speaks TLS to the gateway (`https://` URLs; the test
+    /// certificate is self-signed) and connects from `local` (a loopback address such as
+    /// 127.0.0.2, to be another client) when given.
+    pub fn browser_with(local: Option<std::net::IpAddr>) -> Agent {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .danger_accept_invalid_certs(true)
+            .local_address(local)
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .unwrap();
+        Agent { http, jar: Mutex::new(HashMap::new()), browser: true }
+    }
+
     pub fn cookie(&self, host: &str, name: &str) -> Option<String> {
         self.jar.lock().unwrap().get(host).and_then(|j| j.get(name).cloned())
     }
@@ -119,11 +134,16 @@ impl Agent {
         let u = Url::parse(url).unwrap();
         let host = u.host_str().unwrap().to_string();
         let port = u.port().expect("test URLs carry a port");
-        let target =
-            format!("http://127.0.0.1:{port}{}{}", u.path(), u.query().map(|q| format!("?{q}")).unwrap_or_default());
+        let target = format!(
+            "{}://127.0.0.1:{port}{}{}",
+            u.scheme(),
+            u.path(),
+            u.query().map(|q| format!("?{q}")).unwrap_or_default()
+        );
         let mut rb = match method {
             "POST" => self.http.post(&target),
-            _ => self.http.get(&target),
+            "GET" => self.http.get(&target),
+            m => self.http.request(reqwest::Method::from_bytes(m.as_bytes()).unwrap(), &target),
         };
         rb = rb.header(HOST, format!("{host}:{port}"));
         if self.browser {
@@ -208,6 +228,24 @@ impl Agent {
         let host = callback.host_str().unwrap();
         let sid = self.cookie(host, SESSION).unwrap_or_else(|| panic!("no session cookie: {:?}", r.set_cookies()));
         (self.get(back.as_str()).await, sid)
+    }
+}
+
+impl Agent {
+    /// Signs out at `url` (`…/.idfabric/logout`) as a browser does: the GET shows the
+    /// "Sign out?" page (and ends nothing), its button POSTs the form back with this
+    /// site's `Origin`. Returns the POST's response.
+    pub async fn log_out(&self, url: &str) -> Resp {
+        let page = self.get(url).await;
+        assert_eq!(page.status, 200, "sign-out page at {url}: {}", page.body);
+        assert!(page.is_html() && page.body.contains("Sign out?"), "{}", page.body);
+        assert!(page.set_cookies().is_empty(), "showing the page changes no cookie: {:?}", page.set_cookies());
+        let action =
+            page.url.join(&unescape(between(&page.body, "<form method=\"post\" action=\"", "\"").unwrap())).unwrap();
+        let fields = hidden_inputs(&page.body);
+        let form: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let origin = Url::parse(url).unwrap().origin().ascii_serialization();
+        self.send("POST", action.as_str(), Some(&form), &[("origin", &origin)]).await
     }
 }
 

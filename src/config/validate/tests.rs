@@ -161,3 +161,24 @@ fn admin_accepts_the_address_or_a_map_and_introspect_is_for_confidential_clients
     let errs = load(&d.path().join("routes.yaml")).unwrap_err().0;
     assert!(errs.iter().any(|e| e.message.contains("cannot introspect")), "{errs:?}");
 }
+
+#[test]
+fn login_limits_default_and_are_checked() {
+    let routes = |session: &str| format!("listen: {{ http: 127.0.0.1:8080 }}\nproviders: [corp-okta]\nsession: {session}\nroutes: []\n");
+    let d = dir_with(&routes("{ store: memory }"), &[("okta.yaml", OKTA)]);
+    let c = load(&d.path().join("routes.yaml")).unwrap();
+    assert_eq!(c.session.login_limits, crate::config::LoginLimits { per_client: 32, total: 20_000, rate_per_minute: 300 });
+    let d = dir_with(&routes("{ login_limits: { per_client: 5, rate_per_minute: 10 } }"), &[("okta.yaml", OKTA)]);
+    let c = load(&d.path().join("routes.yaml")).unwrap();
+    assert_eq!(c.session.login_limits, crate::config::LoginLimits { per_client: 5, total: 20_000, rate_per_minute: 10 });
+    let d = dir_with(&routes("{ login_limits: { per_client: 0, total: 10, rate_per_minute: 200000, burst: 3 } }"), &[("okta.yaml", OKTA)]);
+    let errs = load(&d.path().join("routes.yaml")).unwrap_err().0;
+    assert!(errs.iter().any(|e| e.message.contains("unknown field `burst`")), "{errs:?}");
+    let d = dir_with(&routes("{ login_limits: { per_client: 0, total: 10, rate_per_minute: 200000 } }"), &[("okta.yaml", OKTA)]);
+    let text: Vec<String> = load(&d.path().join("routes.yaml")).unwrap_err().0.iter().map(|e| e.to_string()).collect();
+    assert!(text.iter().any(|t| t.contains("per_client") && t.contains("`0`")), "{text:?}");
+    assert!(text.iter().any(|t| t.contains("rate_per_minute") && t.contains("`200000`")), "{text:?}");
+    let d = dir_with(&routes("{ login_limits: { per_client: 50, total: 10 } }"), &[("okta.yaml", OKTA)]);
+    let text: Vec<String> = load(&d.path().join("routes.yaml")).unwrap_err().0.iter().map(|e| e.to_string()).collect();
+    assert!(text.iter().any(|t| t.contains("more than total")), "{text:?}");
+}
