@@ -86,7 +86,7 @@ fn fixture(extra_routes: usize) -> Fixture {
 }
 
 fn load(path: &Path) -> Config {
-    match config::load(path) {
+    match config::load(path, idfabric::providers::KINDS) {
         Ok(c) => c,
         Err(e) => panic!("bench config invalid:\n{e}"),
     }

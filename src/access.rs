@@ -359,7 +359,7 @@ pub fn cli_report(
     admin: Option<&str>,
 ) -> Result<String, String> {
     let window = parse_since(since)?;
-    let config = crate::config::load(config_path).map_err(|e| e.to_string().trim_end().to_string())?;
+    let config = crate::config::load(config_path, crate::providers::KINDS).map_err(|e| e.to_string().trim_end().to_string())?;
     let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
     match (&config.session.store, admin) {
         (crate::config::SessionStore::Redis(url), None) => {

@@ -1,6 +1,7 @@
 //! The `idfabric` command line (INTERFACE.md, "Command line").
 
-use crate::config::{self, Config, KindSpec};
+use crate::config::{self, Config};
+use crate::providers::dev::section_of as dev_section;
 use crate::keys;
 use crate::pipeline;
 use crate::providers::{dev, now_secs};
@@ -167,7 +168,7 @@ pub fn init_tracing() {
 }
 
 fn load(path: &Path) -> Result<Config, ExitCode> {
-    config::load(path).map_err(|e| {
+    config::load(path, crate::providers::KINDS).map_err(|e| {
         eprint!("{e}");
         ExitCode::from(1)
     })
@@ -228,7 +229,7 @@ fn check(path: &Path, offline: bool, production: bool) -> Result<ExitCode, ExitC
     let mut failed = false;
     if production {
         for p in &config.providers {
-            if matches!(p.kind, KindSpec::Dev(_)) {
+            if p.kind() == crate::identity::ProviderKind::Dev {
                 eprintln!("{}: provider `{}` is a development provider and must not run in production", p.file.display(), p.id);
                 failed = true;
             }
@@ -435,7 +436,7 @@ pub fn mint_tokens(
         .iter()
         .find(|p| p.id == provider)
         .ok_or_else(|| format!("provider `{provider}` is not enabled in {}", config.path.display()))?;
-    let KindSpec::Dev(d) = &spec.kind else {
+    let Some(d) = dev_section(spec) else {
         return Err(format!("provider `{provider}` is kind `{}`; only dev providers mint tokens", spec.kind_name()));
     };
     let u = d.users.iter().find(|u| u.name == user).ok_or_else(|| {
@@ -614,7 +615,7 @@ fn print_demo(config: &Config) {
         }
     }
     for p in &config.providers {
-        if let KindSpec::Dev(d) = &p.kind {
+        if let Some(d) = dev_section(p) {
             out.push_str(&format!(
                 "\ndev provider {} ({} population, {}-shaped tokens), users: {}\n",
                 p.id,
@@ -635,9 +636,9 @@ fn print_demo(config: &Config) {
         let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
         Some((rt, tokio))
     });
-    let mut users: Vec<(String, &crate::config::ProviderSpec, &crate::config::DevUserSpec, String)> = Vec::new();
+    let mut users: Vec<(String, &crate::config::ProviderSpec, &crate::providers::dev::DevUserSpec, String)> = Vec::new();
     for p in &config.providers {
-        let KindSpec::Dev(d) = &p.kind else { continue };
+        let Some(d) = dev_section(p) else { continue };
         for u in d.users.iter().take(2) {
             let Ok(tokens) = mint_tokens(config, &p.id, &u.name, false, None, 1) else { continue };
             let var = format!("{}_TOKEN", u.name.to_ascii_uppercase().replace(['-', '.'], "_"));

@@ -73,7 +73,7 @@ pub fn config(routes: &[u8], provider: &[u8]) {
     let written = std::fs::write(dir.join("routes.yaml"), routes).is_ok()
         && std::fs::write(dir.join("providers/p.yaml"), provider).is_ok();
     if written {
-        let _ = crate::config::load(&dir.join("routes.yaml"));
+        let _ = crate::config::load(&dir.join("routes.yaml"), crate::providers::KINDS);
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -202,7 +202,7 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("providers")).unwrap();
         std::fs::write(dir.path().join("routes.yaml"), ROUTES).unwrap();
         std::fs::write(dir.path().join("providers/p.yaml"), PROVIDER).unwrap();
-        if let Err(e) = crate::config::load(&dir.path().join("routes.yaml")) {
+        if let Err(e) = crate::config::load(&dir.path().join("routes.yaml"), crate::providers::KINDS) {
             panic!("{e}");
         }
     }

@@ -1,5 +1,7 @@
 //! The normalised identity: the one claim schema every provider's token is mapped into
-//! (INTERFACE.md, "The normalised identity"). Field names here are the contract.
+//! (docs/configuration.md and docs/broker.md show it as headers and claims). Field names
+//! and the spellings of the enums below are the contract: headers, JSON, broker claims
+//! and audit lines carry them unchanged.
 //!
 //! This module knows nothing about any provider's dialect; `providers/` builds values
 //! of this type and everything after verification (policy, propagation, minting,
@@ -46,6 +48,97 @@ impl fmt::Display for Population {
     }
 }
 
+/// The provider kinds: the one list of kind labels (`kind:` in a provider file and
+/// `provider_kind` in an identity). What each kind does lives in `providers/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    Entra,
+    Okta,
+    Auth0,
+    Cognito,
+    AzureB2c,
+    Firebase,
+    Oidc,
+    Dev,
+    /// Not a provider file's kind: identities the broker vouches for itself
+    /// (client-credentials service clients).
+    Broker,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Entra => "entra",
+            ProviderKind::Okta => "okta",
+            ProviderKind::Auth0 => "auth0",
+            ProviderKind::Cognito => "cognito",
+            ProviderKind::AzureB2c => "azure_b2c",
+            ProviderKind::Firebase => "firebase",
+            ProviderKind::Oidc => "oidc",
+            ProviderKind::Dev => "dev",
+            ProviderKind::Broker => "broker",
+        }
+    }
+}
+
+impl fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the credential behind an identity was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenUse {
+    /// An OAuth access token (bearer).
+    Access,
+    /// An OpenID Connect ID token.
+    Id,
+    /// A browser session of this gateway.
+    Session,
+}
+
+impl TokenUse {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenUse::Access => "access",
+            TokenUse::Id => "id",
+            TokenUse::Session => "session",
+        }
+    }
+}
+
+impl fmt::Display for TokenUse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who is calling: a person, or software acting as itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PrincipalType {
+    User,
+    Service,
+}
+
+impl PrincipalType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PrincipalType::User => "user",
+            PrincipalType::Service => "service",
+        }
+    }
+}
+
+impl fmt::Display for PrincipalType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Where `mfa = true` came from; `none` means the provider gave no evidence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -65,7 +158,7 @@ pub struct Identity {
     /// The provider's stable user id (Entra `oid`, Okta user id, Auth0/Cognito `sub`).
     pub subject: String,
     pub provider: String,
-    pub provider_kind: String,
+    pub provider_kind: ProviderKind,
     pub population: Population,
     pub tenant: String,
     pub org: Option<String>,
@@ -75,7 +168,7 @@ pub struct Identity {
     pub email_verified: Option<bool>,
     pub name: Option<String>,
     pub username: Option<String>,
-    pub principal_type: String,
+    pub principal_type: PrincipalType,
     pub user_type: Option<String>,
     pub groups: Vec<String>,
     pub groups_complete: bool,
@@ -92,7 +185,7 @@ pub struct Identity {
     pub auth_time: Option<i64>,
     pub iat: Option<i64>,
     pub exp: Option<i64>,
-    pub token_use: String,
+    pub token_use: TokenUse,
     pub client_id: Option<String>,
     pub issuer: String,
     pub session_id: Option<String>,
@@ -102,12 +195,12 @@ pub struct Identity {
 
 impl Identity {
     /// An identity with every optional field empty; providers fill it in.
-    pub fn new(provider: &str, provider_kind: &str, population: Population, subject: String) -> Self {
+    pub fn new(provider: &str, provider_kind: ProviderKind, population: Population, subject: String) -> Self {
         Identity {
             sub: format!("{provider}:{subject}"),
             subject,
             provider: provider.to_string(),
-            provider_kind: provider_kind.to_string(),
+            provider_kind,
             population,
             tenant: String::new(),
             org: None,
@@ -117,7 +210,7 @@ impl Identity {
             email_verified: None,
             name: None,
             username: None,
-            principal_type: "user".into(),
+            principal_type: PrincipalType::User,
             user_type: None,
             groups: Vec::new(),
             groups_complete: false,
@@ -134,7 +227,7 @@ impl Identity {
             auth_time: None,
             iat: None,
             exp: None,
-            token_use: "access".into(),
+            token_use: TokenUse::Access,
             client_id: None,
             issuer: String::new(),
             session_id: None,

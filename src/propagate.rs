@@ -193,7 +193,7 @@ mod tests {
 
     #[test]
     fn headers_for_identity() {
-        let mut id = Identity::new("corp", "entra", Population::Workforce, "oid-1".into());
+        let mut id = Identity::new("corp", crate::identity::ProviderKind::Entra, Population::Workforce, "oid-1".into());
         id.tenant = "t".into();
         id.groups = vec!["hr".into(), "a,b".into()];
         id.mfa = true;

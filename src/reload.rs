@@ -41,7 +41,7 @@ pub fn reload(state: &ArcSwap<Runtime>, path: &Path) -> Result<String, String> {
 }
 
 fn load(old: &Runtime, path: &Path) -> Result<Runtime, String> {
-    let config = config::load(path).map_err(|e| e.to_string().trim_end().replace('\n', "; "))?;
+    let config = config::load(path, crate::providers::KINDS).map_err(|e| e.to_string().trim_end().replace('\n', "; "))?;
     check_start_only(&old.config, &config)?;
     check_tls(&config)?;
     let mut rt = Runtime::build(config).map_err(|e| e.to_string())?;
@@ -125,7 +125,7 @@ mod tests {
             format!("listen: {{ http: 127.0.0.1:18080 }}\nadmin: 127.0.0.1:19090\nroutes:\n  - {{ name: a, match: {{ host: a.test }}, upstream: [127.0.0.1:9] }}\n{extra}"),
         )
         .unwrap();
-        config::load(&dir.join("routes.yaml")).unwrap()
+        config::load(&dir.join("routes.yaml"), crate::providers::KINDS).unwrap()
     }
 
     #[test]

@@ -179,7 +179,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), String> {
     server.bootstrap();
 
     for p in &config.providers {
-        if p.kind_name() == "dev" {
+        if p.kind() == crate::identity::ProviderKind::Dev {
             tracing::warn!(
                 provider = p.id.as_str(),
                 "DEVELOPMENT PROVIDER ENABLED: it mints tokens for anyone who asks; never use it in production"

@@ -17,7 +17,7 @@
 //! reload a directory that is no longer the one watched (device and inode) is watched
 //! again.
 
-use crate::config::{AuditOutput, Config, KindSpec};
+use crate::config::{AuditOutput, Config};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::MetadataExt;
@@ -53,7 +53,7 @@ impl Interest {
         files.insert(absolute(&config.path));
         for p in &config.providers {
             files.insert(absolute(&p.file));
-            if let KindSpec::Dev(d) = &p.kind {
+            if let Some(d) = crate::providers::dev::section_of(p) {
                 keys.push(&d.signing_key);
             }
         }

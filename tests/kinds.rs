@@ -799,7 +799,7 @@ fn azure_b2c_config_errors() {
     let env = TestEnv::new();
     env.write("providers/shop-b2c.yaml", &format!("{base}issuer: {iss}\npolicies: [B2C_1_susi]\n"));
     env.write_routes(&["shop-b2c"], "  - name: app\n    upstream: [127.0.0.1:9]\n");
-    let config = idfabric::config::load(&env.routes_path()).unwrap();
+    let config = idfabric::config::load(&env.routes_path(), idfabric::providers::KINDS).unwrap();
     assert_eq!(
         config.providers[0].discovery_url.as_deref(),
         Some(format!("https://contosoretail.b2clogin.com/{B2C_TID}/{{policy}}/v2.0/.well-known/openid-configuration").as_str())
@@ -1060,11 +1060,11 @@ fn firebase_defaults_and_config_errors() {
     let env = TestEnv::new();
     env.write("providers/app-firebase.yaml", "id: app-firebase\nkind: firebase\nproject_id: acme-retail-prod\n");
     env.write_routes(&["app-firebase"], "  - name: app\n    upstream: [127.0.0.1:9]\n");
-    let config = idfabric::config::load(&env.routes_path()).unwrap();
+    let config = idfabric::config::load(&env.routes_path(), idfabric::providers::KINDS).unwrap();
     let p = &config.providers[0];
     assert_eq!(p.issuer, "https://securetoken.google.com/acme-retail-prod");
     assert_eq!(p.audiences, vec!["acme-retail-prod".to_string()]);
-    assert_eq!(p.jwks_url.as_deref(), Some(idfabric::config::FIREBASE_JWKS_URL));
+    assert_eq!(p.jwks_url.as_deref(), Some(idfabric::providers::firebase::JWKS_URL));
     assert_eq!(p.population, idfabric::identity::Population::Customer);
     for (name, extra, text) in [
         ("another audience", "audiences: [other]\n", "audiences"),

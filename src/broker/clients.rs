@@ -21,20 +21,8 @@ pub fn find<'a>(b: &'a BrokerSpec, client_id: &str) -> Option<&'a BrokerClientSp
     b.clients.iter().find(|c| c.client_id == client_id)
 }
 
-/// Whether `s` parses as an argon2 PHC string (config validation).
-pub fn valid_phc(s: &str) -> bool {
-    PasswordHash::new(s).is_ok_and(|h| {
-        h.algorithm.as_str().starts_with("argon2") && h.salt.is_some() && h.hash.is_some() && affordable(&h)
-    })
-}
-
-/// A hash whose cost a token request can afford: at most 64 MiB, 10 passes, 4 lanes
-/// (the defaults are 19 MiB, 2, 1). A configured hash beyond that would let every
-/// wrong-secret attempt cost the gateway seconds.
-fn affordable(h: &PasswordHash<'_>) -> bool {
-    let p = |name: &str, max: u64| h.params.get_decimal(name).is_none_or(|v| u64::from(v) <= max);
-    p("m", 64 * 1024) && p("t", 10) && p("p", 4)
-}
+/// Whether `s` parses as an argon2 PHC string (checked when the configuration loads).
+pub use crate::config::valid_phc;
 
 /// Concurrent argon2 checks: each costs tens of milliseconds and ~19 MiB, so they run
 /// on the blocking pool, two at a time; a flood of wrong secrets queues there instead

@@ -206,9 +206,9 @@ async fn refresh_grant(
 /// The identity of a service client (`principal_type: service`).
 fn service_identity(b: &BrokerSpec, client: &BrokerClientSpec) -> Identity {
     let population = client.populations.first().copied().unwrap_or(Population::Workforce);
-    let mut id = Identity::new(SERVICE_PROVIDER, SERVICE_PROVIDER, population, client.client_id.clone());
+    let mut id = Identity::new(SERVICE_PROVIDER, crate::identity::ProviderKind::Broker, population, client.client_id.clone());
     id.tenant = b.issuer.clone();
-    id.principal_type = "service".into();
+    id.principal_type = crate::identity::PrincipalType::Service;
     id.client_id = Some(client.client_id.clone());
     id.idp_kind = "service".into();
     id

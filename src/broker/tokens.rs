@@ -268,7 +268,7 @@ mod tests {
 
     #[test]
     fn identity_claims_are_exactly_the_normalised_claims() {
-        let id = Identity::new("wf", "dev", crate::identity::Population::Workforce, "u1".into());
+        let id = Identity::new("wf", crate::identity::ProviderKind::Dev, crate::identity::Population::Workforce, "u1".into());
         let mut c = Map::new();
         identity_claims(&mut c, &id);
         for k in c.keys() {

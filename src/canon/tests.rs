@@ -292,7 +292,7 @@ fn runtime() -> &'static crate::runtime::Runtime {
             yaml.push_str(&format!("  - {{ name: {name}, match: {{ path_prefix: {prefix} }}, auth: none, upstream: [127.0.0.1:1] }}\n"));
         }
         std::fs::write(d.path().join("routes.yaml"), yaml).unwrap();
-        let config = crate::config::load(&d.path().join("routes.yaml")).expect("config");
+        let config = crate::config::load(&d.path().join("routes.yaml"), crate::providers::KINDS).expect("config");
         crate::runtime::Runtime::build(config).expect("runtime")
     })
 }

@@ -8,14 +8,16 @@
 
 mod env;
 mod error;
+pub mod kind;
 mod raw;
 mod validate;
 
 pub use env::{expand, EnvString};
 pub use error::{ConfigError, ConfigErrors};
-pub use validate::{b2c_issuer_tenant, guid_from, load, FIREBASE_JWKS_URL};
+pub use kind::{KindLoader, KindSection, Kinds};
+pub use validate::{load, valid_phc};
 
-use crate::identity::Population;
+use crate::identity::{Population, ProviderKind};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -72,7 +74,7 @@ impl AdminToken {
     pub const MIN_LEN: usize = 16;
 
     pub fn new(secret: String) -> AdminToken {
-        let digest = crate::providers::token_hash(&secret);
+        let digest = sha256(&secret);
         AdminToken { secret, digest }
     }
 
@@ -83,8 +85,32 @@ impl AdminToken {
     /// Whether `presented` is the token: equal-length digests compared in constant
     /// time, so the comparison says nothing about how much of a guess was right.
     pub fn matches(&self, presented: &str) -> bool {
-        let d = crate::providers::token_hash(presented);
+        let d = sha256(presented);
         aws_lc_rs::constant_time::verify_slices_are_equal(&d, &self.digest).is_ok()
+    }
+}
+
+fn sha256(s: &str) -> [u8; 32] {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, s.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// A store URL fit for logs and error messages: the password, if any, is replaced by
+/// `***` (`redis://user:***@host:6379/0`). Text that does not parse as a URL with a
+/// host keeps only what follows its last `@`.
+pub fn redacted(url: &str) -> String {
+    match url::Url::parse(url) {
+        // Without a host (`redis:/:pw@h`, one slash) the credentials are not parsed as
+        // such: the fallback below applies.
+        Ok(mut u) if u.has_host() => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            u.to_string()
+        }
+        _ => url.rsplit_once('@').map_or(url.to_string(), |(_, host)| format!("***@{host}")),
     }
 }
 
@@ -206,213 +232,18 @@ pub struct ProviderSpec {
     pub mfa_acr: Vec<String>,
     /// Extra authorize parameters for browser sign-in.
     pub authorize_params: Vec<(String, String)>,
-    pub kind: KindSpec,
+    /// The kind's own validated keys (read back by the kind in `providers/`).
+    pub kind: KindSection,
 }
 
 impl ProviderSpec {
+    pub fn kind(&self) -> ProviderKind {
+        self.kind.kind()
+    }
+
     pub fn kind_name(&self) -> &'static str {
-        self.kind.name()
+        self.kind.kind().as_str()
     }
-
-    /// Where discovery is fetched from.
-    pub fn discovery_location(&self) -> String {
-        match &self.discovery_url {
-            Some(u) => u.clone(),
-            None => {
-                let base = match &self.kind {
-                    KindSpec::Entra(e) if e.discovery_authority.is_some() => {
-                        e.discovery_authority.clone().unwrap_or_default()
-                    }
-                    _ => self.issuer.clone(),
-                };
-                format!("{}/.well-known/openid-configuration", base.trim_end_matches('/'))
-            }
-        }
-    }
-}
-
-/// The kind-specific part of a provider: a closed set, one variant per kind.
-#[derive(Debug, Clone)]
-pub enum KindSpec {
-    Entra(EntraSpec),
-    Okta(OktaSpec),
-    Auth0(Auth0Spec),
-    Cognito(CognitoSpec),
-    Oidc(OidcSpec),
-    Dev(DevSpec),
-    AzureB2c(AzureB2cSpec),
-    Firebase(FirebaseSpec),
-}
-
-impl KindSpec {
-    pub fn name(&self) -> &'static str {
-        match self {
-            KindSpec::Entra(_) => "entra",
-            KindSpec::Okta(_) => "okta",
-            KindSpec::Auth0(_) => "auth0",
-            KindSpec::Cognito(_) => "cognito",
-            KindSpec::Oidc(_) => "oidc",
-            KindSpec::Dev(_) => "dev",
-            KindSpec::AzureB2c(_) => "azure_b2c",
-            KindSpec::Firebase(_) => "firebase",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EntraVariant {
-    Workforce,
-    External,
-}
-
-#[derive(Debug, Clone)]
-pub struct EntraSpec {
-    /// Allowed `tid` values (lower-case); empty = only the tenant in the issuer.
-    pub tenants: Vec<String>,
-    pub variant: EntraVariant,
-    /// For `common`/`organizations` authorities: the original issuer URL, used to
-    /// build the discovery URL while `issuer` holds the `{tenantid}` template.
-    pub discovery_authority: Option<String>,
-}
-
-#[derive(Debug, Clone)]
-pub struct OktaSpec {
-    pub org_id: Option<String>,
-}
-
-#[derive(Debug, Clone)]
-pub struct Auth0Spec {
-    pub tenant_domain: String,
-    pub extra_issuers: Vec<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TokenUse {
-    Access,
-    Id,
-    Any,
-}
-
-#[derive(Debug, Clone)]
-pub struct CognitoSpec {
-    pub token_use: TokenUse,
-    pub groups_are_roles: bool,
-}
-
-#[derive(Debug, Clone)]
-pub struct OidcSpec {
-    pub tenant: String,
-}
-
-#[derive(Debug, Clone)]
-pub struct AzureB2cSpec {
-    /// Accepted policies as written (compared case-insensitively).
-    pub policies: Vec<String>,
-    /// Policies that always enforce MFA (compared case-insensitively).
-    pub mfa_policies: Vec<String>,
-    /// Extra accepted issuers (exact strings, trailing slash included).
-    pub extra_issuers: Vec<String>,
-    /// The tenant GUID named by the issuer's path (lower-case).
-    pub tenant: String,
-}
-
-impl AzureB2cSpec {
-    /// The URLs keys come from, one per policy (deduplicated): `url` with `{policy}`
-    /// substituted, in the policies' configured spelling.
-    pub fn per_policy(&self, url: &str) -> Vec<String> {
-        let mut out: Vec<String> = Vec::new();
-        for p in &self.policies {
-            let u = url.replace("{policy}", p);
-            if !out.contains(&u) {
-                out.push(u);
-            }
-        }
-        out
-    }
-
-    pub fn allows(&self, policy: &str) -> bool {
-        self.policies.iter().any(|p| p.eq_ignore_ascii_case(policy))
-    }
-
-    pub fn enforces_mfa(&self, policy: &str) -> bool {
-        self.mfa_policies.iter().any(|p| p.eq_ignore_ascii_case(policy))
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct FirebaseSpec {
-    pub project_id: String,
-    /// Identity Platform tenants allowed; empty = project-level users only.
-    pub tenants: Vec<String>,
-    pub allow_anonymous: bool,
-    /// `https://session.firebase.google.com/{project_id}`: session cookies, refused here.
-    pub session_issuer: String,
-}
-
-/// The token dialect a dev provider imitates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Shape {
-    Entra,
-    Okta,
-    Auth0,
-    Cognito,
-    Firebase,
-    AzureB2c,
-}
-
-impl Shape {
-    pub const ALL: [Shape; 6] =
-        [Shape::Entra, Shape::Okta, Shape::Auth0, Shape::Cognito, Shape::Firebase, Shape::AzureB2c];
-
-    pub fn parse(s: &str) -> Option<Shape> {
-        match s {
-            "entra" => Some(Shape::Entra),
-            "okta" => Some(Shape::Okta),
-            "auth0" => Some(Shape::Auth0),
-            "cognito" => Some(Shape::Cognito),
-            "firebase" => Some(Shape::Firebase),
-            "azure_b2c" => Some(Shape::AzureB2c),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Shape::Entra => "entra",
-            Shape::Okta => "okta",
-            Shape::Auth0 => "auth0",
-            Shape::Cognito => "cognito",
-            Shape::Firebase => "firebase",
-            Shape::AzureB2c => "azure_b2c",
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct DevSpec {
-    pub shape: Shape,
-    pub signing_key: PathBuf,
-    pub users: Vec<DevUserSpec>,
-    pub token_ttl: Duration,
-    /// The tenant the shaped tokens carry (a GUID for the entra shape, a pool id for cognito …).
-    pub tenant: String,
-    /// Entra-shape tenant allow-list (defaults to `[tenant]`).
-    pub tenants: Vec<String>,
-}
-
-#[derive(Debug, Clone)]
-pub struct DevUserSpec {
-    pub name: String,
-    pub email: Option<String>,
-    pub display_name: Option<String>,
-    pub groups: Vec<String>,
-    pub roles: Vec<String>,
-    pub scopes: Vec<String>,
-    pub mfa: bool,
-    pub email_verified: Option<bool>,
-    pub connection: Option<String>,
-    pub org: Option<String>,
-    pub attributes: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,12 +1,12 @@
 //! The files exactly as written: strict serde structs (`deny_unknown_fields` on every
-//! struct, one struct per provider kind) that `validate` turns into immutable specs.
+//! struct) that `validate` turns into immutable specs. Each provider kind declares its
+//! own file struct beside its code (`crate::provider_file!`), so a kind's keys stay its own.
 //!
 //! Nothing here is used at request time; these types exist to reject typos with a
-//! position and to keep each provider kind's keys to itself (STYLE.md habit 5 and 9).
+//! position.
 
 use super::env::EnvString as S;
 use serde::Deserialize;
-use std::collections::BTreeMap;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -236,144 +236,6 @@ pub struct ProviderHead {
     pub id: Option<String>,
     pub kind: Option<String>,
 }
-
-/// Declares one provider file struct: the keys every kind shares, plus the kind's own.
-macro_rules! provider_file {
-    ($(#[$doc:meta])* $name:ident { $($(#[$fdoc:meta])* $field:ident : $ty:ty),* $(,)? }) => {
-        $(#[$doc])*
-        #[derive(Debug, Deserialize)]
-        #[serde(deny_unknown_fields)]
-        pub struct $name {
-            pub id: S,
-            #[allow(dead_code)] // read by ProviderHead to pick the struct
-            pub kind: S,
-            pub population: Option<S>,
-            pub issuer: Option<S>,
-            pub discovery_url: Option<S>,
-            pub jwks_url: Option<S>,
-            pub client_id: Option<S>,
-            pub client_secret: Option<S>,
-            pub audiences: Option<Vec<S>>,
-            pub domains: Option<Vec<S>>,
-            pub scopes: Option<Vec<S>>,
-            pub claims: Option<BTreeMap<String, S>>,
-            pub display_name: Option<S>,
-            /// How often keys are re-fetched in the background (default 10m).
-            pub jwks_refresh: Option<S>,
-            /// Extra authorize parameters for browser sign-in (Okta `idp`, Auth0
-            /// `connection`/`organization`, Cognito `identity_provider`, …).
-            pub authorize_params: Option<BTreeMap<String, S>>,
-            $($(#[$fdoc])* pub $field: $ty),*
-        }
-    };
-}
-
-provider_file!(
-    /// `kind: entra` (Microsoft Entra ID, workforce or External ID).
-    EntraFile {
-        tenants: Option<Vec<S>>,
-        variant: Option<S>,
-        mfa_acr: Option<Vec<S>>,
-    }
-);
-
-provider_file!(
-    /// `kind: okta` (custom authorization servers only).
-    OktaFile {
-        mfa_acr: Option<Vec<S>>,
-        /// The org id (`00o…`) that `idp` carries for users homed in Okta.
-        org_id: Option<S>,
-    }
-);
-
-provider_file!(
-    /// `kind: auth0`.
-    Auth0File {
-        mfa_acr: Option<Vec<S>>,
-        /// Canonical tenant domain (the issuer may be a custom domain).
-        tenant_domain: Option<S>,
-        /// Extra accepted issuers (custom domains of the same tenant).
-        issuers: Option<Vec<S>>,
-    }
-);
-
-provider_file!(
-    /// `kind: cognito`.
-    CognitoFile {
-        token_use: Option<S>,
-        mfa_acr: Option<Vec<S>>,
-        /// Treat `cognito:groups` as roles too.
-        groups_are_roles: Option<bool>,
-    }
-);
-
-provider_file!(
-    /// `kind: oidc` (any compliant provider).
-    OidcFile {
-        mfa_acr: Option<Vec<S>>,
-        /// Value of `tenant` for this provider (default: the issuer host).
-        tenant: Option<S>,
-    }
-);
-
-provider_file!(
-    /// `kind: dev`: the built-in development OpenID Provider.
-    DevFile {
-        shape: S,
-        signing_key: S,
-        users: Vec<DevUser>,
-        token_ttl: Option<S>,
-        tenant: Option<S>,
-        mfa_acr: Option<Vec<S>>,
-        tenants: Option<Vec<S>>,
-    }
-);
-
-#[derive(Debug, Deserialize, Clone)]
-#[serde(deny_unknown_fields)]
-pub struct DevUser {
-    pub name: S,
-    pub email: Option<S>,
-    pub display_name: Option<S>,
-    #[serde(default)]
-    pub groups: Vec<S>,
-    #[serde(default)]
-    pub roles: Vec<S>,
-    #[serde(default)]
-    pub scopes: Vec<S>,
-    #[serde(default)]
-    pub mfa: bool,
-    pub email_verified: Option<bool>,
-    /// For the auth0 shape: the connection strategy (`auth0`, `google-oauth2`, …).
-    pub connection: Option<S>,
-    pub org: Option<S>,
-    #[serde(default)]
-    pub attributes: BTreeMap<String, S>,
-}
-
-provider_file!(
-    /// `kind: azure_b2c` (Azure AD B2C: keys and discovery per policy).
-    AzureB2cFile {
-        /// The user flows / custom policies accepted (`tfp` or `acr`, case-insensitive).
-        policies: Vec<S>,
-        /// Policies configured with MFA always enforced: their tokens imply MFA.
-        mfa_policies: Option<Vec<S>>,
-        /// Extra accepted issuers (other host variants of the same tenant).
-        issuers: Option<Vec<S>>,
-        mfa_acr: Option<Vec<S>>,
-    }
-);
-
-provider_file!(
-    /// `kind: firebase` (Firebase Auth / Google Identity Platform ID tokens).
-    FirebaseFile {
-        project_id: S,
-        /// Identity Platform tenant ids allowed; absent = project-level users only.
-        tenants: Option<Vec<S>>,
-        allow_anonymous: Option<bool>,
-        mfa_acr: Option<Vec<S>>,
-    }
-);
 
 /// `audit:` in routes.yaml.
 #[derive(Debug, Deserialize)]

@@ -19,8 +19,8 @@ pub mod binding;
 pub mod pages;
 pub mod throttle;
 
-use crate::config::{HostMatch, KindSpec, Shape};
-use crate::identity::Population;
+use crate::config::HostMatch;
+use crate::identity::{Population, TokenUse};
 use crate::metrics::metrics;
 use crate::providers::{now_secs, Provider};
 use crate::runtime::{CompiledRoute, Runtime};
@@ -249,20 +249,6 @@ fn endpoints(p: &Provider) -> Option<crate::providers::jwks::Discovery> {
     p.status().discovery
 }
 
-fn shape_of(p: &Provider) -> &'static str {
-    match &p.spec.kind {
-        KindSpec::Dev(d) => match d.shape {
-            Shape::Entra => "entra",
-            Shape::Okta => "okta",
-            Shape::Auth0 => "auth0",
-            Shape::Cognito => "cognito",
-            Shape::Firebase => "firebase",
-            Shape::AzureB2c => "azure_b2c",
-        },
-        k => k.name(),
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn start(rt: &Runtime, sessions: &Sessions, req: &Request<'_>, p: &Provider, rd: &str, hint: Option<&str>, step_up: bool, fresh: bool) -> Reply {
     funnel(p, "started");
@@ -312,17 +298,17 @@ async fn start(rt: &Runtime, sessions: &Sessions, req: &Request<'_>, p: &Provide
             .append_pair("code_challenge_method", "S256");
         if let Some(h) = hint {
             q.append_pair("login_hint", h);
-            if shape_of(p) == "entra" {
-                if let Some((_, d)) = h.rsplit_once('@') {
-                    q.append_pair("domain_hint", d);
-                }
+            for (k, v) in p.kind().hint_params(h) {
+                q.append_pair(k, &v);
             }
         }
         for (k, v) in &p.spec.authorize_params {
             q.append_pair(k, v);
         }
         if step_up {
-            step_up_params(p, &mut q);
+            for (k, v) in p.kind().step_up_params(&p.spec) {
+                q.append_pair(k, &v);
+            }
         } else if fresh {
             q.append_pair("prompt", "login");
         }
@@ -336,37 +322,6 @@ async fn start(rt: &Runtime, sessions: &Sessions, req: &Request<'_>, p: &Provide
 
 /// How long the browser keeps a login's binding cookie: the transaction's lifetime.
 const TXN_COOKIE_SECS: i64 = 600;
-
-/// Asks the provider for a fresh second factor, the way each one understands it.
-fn step_up_params(p: &Provider, q: &mut url::form_urlencoded::Serializer<'_, url::UrlQuery<'_>>) {
-    let acr = p.spec.mfa_acr.first().cloned();
-    match shape_of(p) {
-        // Entra: a claims challenge for the auth context (Conditional Access).
-        "entra" => {
-            let value = acr.unwrap_or_else(|| "c1".into());
-            q.append_pair("claims", &format!(r#"{{"id_token":{{"acrs":{{"essential":true,"value":"{value}"}}}}}}"#));
-            q.append_pair("prompt", "login");
-        }
-        "okta" => {
-            q.append_pair("acr_values", &acr.unwrap_or_else(|| "urn:okta:loa:2fa:any".into()));
-            q.append_pair("max_age", "0");
-        }
-        "auth0" => {
-            q.append_pair(
-                "acr_values",
-                &acr.unwrap_or_else(|| "http://schemas.openid.net/pape/policies/2007/06/multi-factor".into()),
-            );
-            q.append_pair("prompt", "login");
-        }
-        _ => {
-            if let Some(a) = acr {
-                q.append_pair("acr_values", &a);
-            }
-            q.append_pair("prompt", "login");
-            q.append_pair("max_age", "0");
-        }
-    }
-}
 
 fn default_theme(population: Population) -> Theme {
     Theme { population, branding: Branding::default() }
@@ -463,7 +418,7 @@ async fn callback(rt: &Runtime, sessions: &Sessions, req: &Request<'_>, state: &
         return failed(Some(&p), &theme, 403, "Second factor not completed", "This page requires multi-factor authentication, and the identity provider did not confirm it.", "mfa_not_completed");
     }
     funnel(&p, "callback_ok");
-    identity.token_use = "session".into();
+    identity.token_use = TokenUse::Session;
     let refresh = tokens.get("refresh_token").and_then(Value::as_str).map(|r| sessions.key.seal(r, &identity.sub));
     let mfa = identity.mfa;
     let mut session = Session {
@@ -578,7 +533,7 @@ async fn session_from_id_token(rt: &Runtime, sessions: &Sessions, req: &Request<
     let Some(p) = rt.registry.providers.get(verified.provider).cloned() else {
         return session_problem(400, "not_a_session_provider", "The token's provider cannot create sessions.");
     };
-    if shape_of(&p) != "firebase" {
+    if !p.kind().creates_sessions() {
         return session_problem(400, "not_a_session_provider", "Sessions are created here only from Firebase ID tokens; other providers sign in through /.idfabric/login.");
     }
     let now = now_secs();
@@ -588,7 +543,7 @@ async fn session_from_id_token(rt: &Runtime, sessions: &Sessions, req: &Request<
         return session_problem(401, "stale_auth_time", "The sign-in behind this token is older than 5 minutes; sign in again.");
     }
     let mut identity = verified.identity.clone();
-    identity.token_use = "session".into();
+    identity.token_use = TokenUse::Session;
     let mfa = identity.mfa;
     let sub = identity.sub.clone();
     let session = Session {
@@ -717,14 +672,8 @@ async fn logout(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Reply {
         {
             let mut q = u.query_pairs_mut();
             let client = p.spec.client_id.clone().unwrap_or_default();
-            if shape_of(p) == "cognito" && p.dev_signer.is_none() {
-                // Cognito's /logout is not RP-initiated logout: client_id + logout_uri.
-                q.append_pair("client_id", &client).append_pair("logout_uri", &back);
-            } else {
-                q.append_pair("post_logout_redirect_uri", &back).append_pair("client_id", &client);
-                if let Some(h) = &s.id_token {
-                    q.append_pair("id_token_hint", h);
-                }
+            for (k, v) in p.kind().end_session_params(&client, &back, s.id_token.as_deref()) {
+                q.append_pair(k, &v);
             }
         }
         Some(u.to_string())
@@ -807,7 +756,7 @@ pub async fn session_for(rt: &Runtime, sessions: &Sessions, id: &str) -> Result<
                     let userinfo = endpoints(&p).and_then(|d| d.userinfo_endpoint);
                     let completed = crate::providers::oidc::complete_from_userinfo(&rt.registry.http, &p, userinfo, &mut identity, idt, access).await;
                     if identity.sub == s.identity.sub && completed.is_ok() {
-                        identity.token_use = "session".into();
+                        identity.token_use = TokenUse::Session;
                         // Refreshed tokens often drop `amr`: the login's MFA stands.
                         if s.mfa && !identity.mfa {
                             identity.mfa = true;

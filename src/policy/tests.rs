@@ -2,7 +2,7 @@ use super::*;
 use crate::identity::Population;
 
 fn person() -> Identity {
-    let mut id = Identity::new("corp", "entra", Population::Workforce, "u1".into());
+    let mut id = Identity::new("corp", crate::identity::ProviderKind::Entra, Population::Workforce, "u1".into());
     id.tenant = "t1".into();
     id.groups = vec!["hr".into(), "eng".into()];
     id.groups_complete = true;

@@ -1,14 +1,131 @@
 //! Auth0: issuer with trailing slash (plus custom domains), `aud` string or array,
 //! identity provider from the `sub` prefix, namespaced custom claims, Organizations,
-//! `amr: ["mfa"]` only on interactive MFA (PROVIDERS.md §3, §5.3, §5.5).
+//! `amr: ["mfa"]` only on interactive MFA, step-up with the PAPE multi-factor policy.
+//!
+//! Vendor references: <https://auth0.com/docs/secure/tokens/access-tokens/access-token-profiles>,
+//! <https://auth0.com/docs/secure/tokens/json-web-tokens/create-custom-claims> (namespaced
+//! claims), <https://auth0.com/docs/secure/multi-factor-authentication/step-up-authentication>,
+//! <https://auth0.com/docs/customize/custom-domains> (one tenant, several issuers).
 
 use super::claims::{apply_amr_acr, Claims};
-use super::{check_audience, Ctx};
-use crate::config::Auth0Spec;
-use crate::identity::Identity;
+use super::dev::{scopes, stable, with_slash, DevToken, Kind as MintKind};
+use super::kind::{check_audience, section, Ctx, Kind, Loader, Param};
+use crate::config::kind::{opt_strings, SectionCheck, S};
+use crate::config::{KindSection, ProviderSpec};
+use crate::identity::{Identity, Population, PrincipalType, ProviderKind, TokenUse};
 use crate::refusal::Refusal;
+use serde_json::{json, Map, Value};
 
-pub fn identity(ctx: &Ctx<'_>, k: &Auth0Spec, c: &Claims) -> Result<Identity, Refusal> {
+/// The `acr_values` Auth0 understands as "require MFA" (OpenID Provider
+/// Authentication Policy Extension 1.0).
+const PAPE_MULTI_FACTOR: &str = "http://schemas.openid.net/pape/policies/2007/06/multi-factor";
+
+crate::provider_file!(
+    /// `kind: auth0`.
+    Auth0File {
+        mfa_acr: Option<Vec<S>>,
+        /// Canonical tenant domain (the issuer may be a custom domain).
+        tenant_domain: Option<S>,
+        /// Extra accepted issuers (custom domains of the same tenant).
+        issuers: Option<Vec<S>>,
+    }
+);
+
+pub static LOADER: Loader<Auth0File> =
+    Loader { kind: ProviderKind::Auth0, population: Some(Population::Customer), issuer: None, check };
+
+fn check(f: &Auth0File, spec: &mut ProviderSpec, cx: &mut SectionCheck<'_, '_>) -> KindSection {
+    if !spec.issuer.ends_with('/') && !spec.issuer.is_empty() {
+        cx.at("issuer", "Auth0 issuers end with `/` (https://{domain}/)");
+    }
+    let extra = opt_strings(&f.issuers);
+    for i in &extra {
+        if !i.ends_with('/') {
+            cx.at("issuers", format!("`{i}`: Auth0 issuers end with `/`"));
+        }
+    }
+    if spec.audiences.is_empty() {
+        cx.at("audiences", "is required: the API identifier(s) tokens must carry in `aud`");
+    }
+    section(Auth0 {
+        tenant_domain: f.tenant_domain.as_ref().map(|s| s.to_string()).unwrap_or(cx.issuer_host.clone()),
+        extra_issuers: extra,
+    })
+}
+
+/// An Auth0 provider's rules.
+#[derive(Debug, Clone)]
+pub struct Auth0 {
+    pub tenant_domain: String,
+    pub extra_issuers: Vec<String>,
+}
+
+impl Kind for Auth0 {
+    fn label(&self) -> ProviderKind {
+        ProviderKind::Auth0
+    }
+
+    fn extra_issuers(&self) -> Vec<String> {
+        self.extra_issuers.clone()
+    }
+
+    fn identity(&self, ctx: &Ctx<'_>, c: &Claims) -> Result<Identity, Refusal> {
+        identity(ctx, self, c)
+    }
+
+    fn step_up_params(&self, spec: &ProviderSpec) -> Vec<Param> {
+        vec![
+            ("acr_values", spec.mfa_acr.first().cloned().unwrap_or_else(|| PAPE_MULTI_FACTOR.into())),
+            ("prompt", "login".into()),
+        ]
+    }
+
+    /// Namespaced custom claims, `permissions`, `amr: ["mfa"]` for MFA users.
+    fn dev_token(&self, t: &DevToken<'_>, c: &mut Map<String, Value>) {
+        let DevToken { spec, user, o, client_id, audience, seed, email, .. } = t;
+        let conn = user.connection.clone().unwrap_or_else(|| "auth0".into());
+        c.insert("sub".into(), json!(format!("{conn}|{}", stable(&seed, 24))));
+        if let Some(org) = &user.org {
+            c.insert("org_id".into(), json!(org));
+        }
+        if user.mfa {
+            c.insert("amr".into(), json!(["mfa"]));
+        }
+        let ns = "https://idfabric.dev/";
+        if !user.roles.is_empty() {
+            c.insert(format!("{ns}roles"), json!(user.roles));
+        }
+        if !user.groups.is_empty() {
+            c.insert(format!("{ns}groups"), json!(user.groups));
+        }
+        if o.kind == MintKind::Access {
+            c.insert("aud".into(), json!([audience, format!("{}userinfo", with_slash(&spec.issuer))]));
+            c.insert("azp".into(), json!(client_id));
+            c.insert("scope".into(), json!(scopes(user).join(" ")));
+            c.insert("permissions".into(), json!(user.scopes));
+            if let Some(e) = &email {
+                c.insert(format!("{ns}email"), json!(e));
+                c.insert(format!("{ns}email_verified"), json!(user.email_verified.unwrap_or(false)));
+            }
+        } else {
+            c.insert("aud".into(), json!(client_id));
+            c.insert("nickname".into(), json!(user.name));
+            c.insert("auth_time".into(), json!(o.now));
+            if let Some(e) = &email {
+                c.insert("email".into(), json!(e));
+                c.insert("email_verified".into(), json!(user.email_verified.unwrap_or(false)));
+            }
+            if let Some(n) = &user.display_name {
+                c.insert("name".into(), json!(n));
+            }
+        }
+        for (k, v) in &user.attributes {
+            c.insert(format!("{ns}{k}"), json!(v));
+        }
+    }
+}
+
+fn identity(ctx: &Ctx<'_>, k: &Auth0, c: &Claims) -> Result<Identity, Refusal> {
     let iss = c.str("iss").ok_or(Refusal::MissingClaim("iss"))?;
     if iss != ctx.spec.issuer && !k.extra_issuers.iter().any(|i| i == iss) {
         return Err(Refusal::IssuerMismatch);
@@ -24,11 +141,11 @@ pub fn identity(ctx: &Ctx<'_>, k: &Auth0Spec, c: &Claims) -> Result<Identity, Re
     }
     let service = c.str("gty") == Some("client-credentials") || sub.ends_with("@clients");
     if service {
-        id.principal_type = "service".into();
+        id.principal_type = PrincipalType::Service;
     }
     let rfc9068 = ctx.header.typ.as_deref().is_some_and(super::claims::is_at_jwt);
     let access = rfc9068 || c.has("scope") || c.has("permissions") || c.has("gty") || c.has("azp");
-    id.token_use = if access { "access" } else { "id" }.into();
+    id.token_use = if access { TokenUse::Access } else { TokenUse::Id };
     id.client_id = c.string("azp").or_else(|| c.string("client_id"));
     if !access {
         id.client_id = c.audiences().first().map(|s| s.to_string());
@@ -78,3 +195,6 @@ fn idp(sub: &str, provider: &str) -> (String, String) {
         other => (format!("auth0:{other}"), "unknown".into()),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,25 +1,215 @@
 //! Azure AD B2C: exact issuers (one tenant, several host variants, trailing slash),
 //! the policy in `tfp`/`acr` checked against the configured policies (never an
 //! assurance level), MFA only from configured `mfa_policies`, `emails` as an array,
-//! `idp` for social accounts and `extension_*` attributes (PROVIDERS-CIAM.md §9, §11).
+//! `idp` for social accounts and `extension_*` attributes; discovery and keys are
+//! published per policy, so keys come from every configured policy, merged.
+//!
+//! Vendor references: <https://learn.microsoft.com/en-us/azure/active-directory-b2c/tokens-overview>
+//! (claims, issuer forms, per-policy metadata), <https://learn.microsoft.com/en-us/azure/active-directory-b2c/claimsschema>.
 
 use super::claims::Claims;
-use super::{check_audience_or_client, Ctx};
-use crate::config::AzureB2cSpec;
-use crate::identity::{Identity, MfaSource};
+use super::dev::{guid, scopes, DevToken, Kind as MintKind, B2C_MFA_POLICY, B2C_POLICY};
+use super::kind::{check_audience_or_client, section, Ctx, Kind, Loader};
+use crate::config::kind::{check_scheme, is_guid, opt_strings, strings, SectionCheck, S};
+use crate::config::{KindSection, ProviderSpec};
+use crate::identity::{Identity, MfaSource, Population, ProviderKind, TokenUse};
 use crate::refusal::Refusal;
-use serde_json::Value;
+use serde_json::{json, Map, Value};
 
-/// What old B2C tenants put into `sub` when it is not mapped (§9.9 #6).
+/// What old B2C tenants put into `sub` when no subject claim is mapped: a constant
+/// sentence, never a user id
+/// (<https://learn.microsoft.com/en-us/azure/active-directory-b2c/tokens-overview#claims>).
 const LEGACY_SUB: &str = "Not supported currently. Use oid claim.";
 
-pub fn identity(ctx: &Ctx<'_>, k: &AzureB2cSpec, c: &Claims) -> Result<Identity, Refusal> {
+crate::provider_file!(
+    /// `kind: azure_b2c` (Azure AD B2C: keys and discovery per policy).
+    AzureB2cFile {
+        /// The user flows / custom policies accepted (`tfp` or `acr`, case-insensitive).
+        policies: Vec<S>,
+        /// Policies configured with MFA always enforced: their tokens imply MFA.
+        mfa_policies: Option<Vec<S>>,
+        /// Extra accepted issuers (other host variants of the same tenant).
+        issuers: Option<Vec<S>>,
+        mfa_acr: Option<Vec<S>>,
+    }
+);
+
+/// An Azure AD B2C provider's rules.
+#[derive(Debug, Clone)]
+pub struct AzureB2c {
+    /// Accepted policies as written (compared case-insensitively).
+    pub policies: Vec<String>,
+    /// Policies that always enforce MFA (compared case-insensitively).
+    pub mfa_policies: Vec<String>,
+    /// Extra accepted issuers (exact strings, trailing slash included).
+    pub extra_issuers: Vec<String>,
+    /// The tenant GUID named by the issuer's path (lower-case).
+    pub tenant: String,
+}
+
+impl AzureB2c {
+    /// The URLs keys come from, one per policy (deduplicated): `url` with `{policy}`
+    /// substituted, in the policies' configured spelling.
+    pub fn per_policy(&self, url: &str) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for p in &self.policies {
+            let u = url.replace("{policy}", p);
+            if !out.contains(&u) {
+                out.push(u);
+            }
+        }
+        out
+    }
+
+    pub fn allows(&self, policy: &str) -> bool {
+        self.policies.iter().any(|p| p.eq_ignore_ascii_case(policy))
+    }
+
+    pub fn enforces_mfa(&self, policy: &str) -> bool {
+        self.mfa_policies.iter().any(|p| p.eq_ignore_ascii_case(policy))
+    }
+}
+
+impl Kind for AzureB2c {
+    fn label(&self) -> ProviderKind {
+        ProviderKind::AzureB2c
+    }
+
+    fn extra_issuers(&self) -> Vec<String> {
+        self.extra_issuers.clone()
+    }
+
+    /// Every policy publishes its own discovery document and JWKS.
+    fn key_locations(&self, template: &str) -> Option<Vec<String>> {
+        Some(self.per_policy(template))
+    }
+
+    fn identity(&self, ctx: &Ctx<'_>, c: &Claims) -> Result<Identity, Refusal> {
+        identity(ctx, self, c)
+    }
+
+    /// A user-flow token: `tfp` (the MFA flow for MFA users), `emails`, `oid` = `sub`,
+    /// `idp` for social accounts.
+    fn dev_token(&self, t: &DevToken<'_>, c: &mut Map<String, Value>) {
+        let DevToken { user, o, client_id, audience, seed, email, .. } = t;
+        let oid = guid(&seed);
+        c.insert("nbf".into(), json!(o.now));
+        c.insert("ver".into(), json!("1.0"));
+        c.insert("sub".into(), json!(oid));
+        c.insert("oid".into(), json!(oid));
+        c.insert("tfp".into(), json!(if user.mfa { B2C_MFA_POLICY } else { B2C_POLICY }));
+        c.insert("auth_time".into(), json!(o.now));
+        if let Some(e) = &email {
+            c.insert("emails".into(), json!([e]));
+        }
+        if let Some(n) = &user.display_name {
+            c.insert("name".into(), json!(n));
+        }
+        if let Some(conn) = &user.connection {
+            c.insert("idp".into(), json!(conn));
+        }
+        if o.kind == MintKind::Access {
+            c.insert("aud".into(), json!(audience));
+            c.insert("azp".into(), json!(client_id));
+            c.insert("scp".into(), json!(scopes(user).join(" ")));
+        } else {
+            c.insert("aud".into(), json!(client_id));
+        }
+        for (k, v) in &user.attributes {
+            c.insert(format!("extension_{k}"), json!(v));
+        }
+    }
+}
+
+pub static LOADER: Loader<AzureB2cFile> =
+    Loader { kind: ProviderKind::AzureB2c, population: Some(Population::Customer), issuer: None, check };
+
+/// The tenant GUID an Azure AD B2C issuer names: the first GUID path segment (default
+/// pattern `https://{host}/{guid}/v2.0/`, `tfp` pattern `https://{host}/tfp/{guid}/{policy}/v2.0/`).
+pub fn issuer_tenant(issuer: &str) -> Option<String> {
+    let u = url::Url::parse(issuer).ok()?;
+    let seg = u.path_segments()?.find(|s| is_guid(s))?;
+    Some(seg.to_ascii_lowercase())
+}
+
+fn check(f: &AzureB2cFile, spec: &mut ProviderSpec, cx: &mut SectionCheck<'_, '_>) -> KindSection {
+    let policies = strings(&f.policies);
+    if policies.is_empty() {
+        cx.at("policies", "is required: the user flows / custom policies whose tokens are accepted");
+    }
+    for pol in &policies {
+        if pol.is_empty() || pol.contains('/') || pol.contains('{') {
+            cx.at("policies", format!("`{pol}` is not a policy name (e.g. B2C_1_susi)"));
+        }
+    }
+    let mfa_policies = opt_strings(&f.mfa_policies);
+    for m in &mfa_policies {
+        if !policies.iter().any(|x| x.eq_ignore_ascii_case(m)) {
+            cx.at("mfa_policies", format!("`{m}` is not one of `policies`"));
+        }
+    }
+    if f.mfa_acr.is_some() {
+        cx.at("mfa_acr", "B2C's `acr` is the policy name, not an assurance level: list MFA policies in `mfa_policies`");
+    }
+    spec.mfa_acr.clear();
+    let extra = opt_strings(&f.issuers);
+    let tenant = issuer_tenant(&spec.issuer);
+    check_issuers(spec, &extra, tenant.as_deref(), cx);
+    for (key, v) in [("discovery_url", &spec.discovery_url), ("jwks_url", &spec.jwks_url)] {
+        if let Some(v) = v {
+            if policies.len() > 1 && !v.contains("{policy}") {
+                cx.at(key, "B2C keys are per policy: put a `{policy}` placeholder in the URL");
+            }
+        }
+    }
+    if spec.discovery_url.is_none() && spec.jwks_url.is_none() {
+        // https://{host}/{guid}/v2.0/ -> https://{host}/{guid}/{policy}/v2.0/.well-known/openid-configuration
+        match spec.issuer.strip_suffix("/v2.0/") {
+            Some(base) if !base.contains("/tfp/") => {
+                spec.discovery_url = Some(format!("{base}/{{policy}}/v2.0/.well-known/openid-configuration"));
+            }
+            _ if spec.issuer.is_empty() => {}
+            _ => cx.at("discovery_url", "is required for this issuer (with a `{policy}` placeholder)"),
+        }
+    }
+    if spec.audiences.is_empty() && spec.client_id.is_none() {
+        cx.at("audiences", "is required (or client_id): the application id(s) tokens carry in `aud`");
+    }
+    section(AzureB2c { policies, mfa_policies, extra_issuers: extra, tenant: tenant.unwrap_or_default() })
+}
+
+/// The issuer and extra issuers: trailing slash, the tenant GUID in the path, the same
+/// tenant in every one.
+fn check_issuers(spec: &ProviderSpec, extra: &[String], tenant: Option<&str>, cx: &mut SectionCheck<'_, '_>) {
+    if !spec.issuer.is_empty() {
+        if !spec.issuer.ends_with('/') {
+            cx.at("issuer", "B2C issuers end with `/` (https://{host}/{tenant-guid}/v2.0/)");
+        }
+        if tenant.is_none() {
+            cx.at("issuer", "a B2C issuer names the tenant id (GUID) in its path: https://{host}/{tenant-guid}/v2.0/");
+        }
+    }
+    for i in extra {
+        match url::Url::parse(i) {
+            Ok(u) => check_scheme(cx, "issuers", &u),
+            Err(e) => cx.at("issuers", format!("`{i}` is not a URL: {e}")),
+        }
+        if !i.ends_with('/') {
+            cx.at("issuers", format!("`{i}`: B2C issuers end with `/`"));
+        }
+        if tenant.is_some() && issuer_tenant(i).as_deref() != tenant {
+            cx.at("issuers", format!("`{i}` does not name the issuer's tenant id"));
+        }
+    }
+}
+
+fn identity(ctx: &Ctx<'_>, k: &AzureB2c, c: &Claims) -> Result<Identity, Refusal> {
     let iss = c.str("iss").ok_or(Refusal::MissingClaim("iss"))?;
     if iss != ctx.spec.issuer && !k.extra_issuers.iter().any(|i| i == iss) {
         return Err(Refusal::IssuerMismatch);
     }
     // The tenant is the GUID in the issuer's path; a custom policy's `tid` must agree.
-    let tenant = crate::config::b2c_issuer_tenant(iss).ok_or(Refusal::IssuerMismatch)?;
+    let tenant = issuer_tenant(iss).ok_or(Refusal::IssuerMismatch)?;
     if !k.tenant.is_empty() && tenant != k.tenant {
         return Err(Refusal::IssuerMismatch);
     }
@@ -44,12 +234,12 @@ pub fn identity(ctx: &Ctx<'_>, k: &AzureB2cSpec, c: &Claims) -> Result<Identity,
     id.issuer = iss.to_string();
     id.tenant = tenant;
     id.email = c.list("emails").into_iter().next().or_else(|| c.string("email"));
-    // B2C asserts nothing about the address (§11.7).
+    // B2C asserts nothing about the address: `emails` is whatever the user flow collected.
     id.email_verified = None;
     id.name = c.string("name");
     id.scopes = c.scope_list("scp");
     let is_access = c.has("scp");
-    id.token_use = if is_access { "access" } else { "id" }.into();
+    id.token_use = if is_access { TokenUse::Access } else { TokenUse::Id };
     id.client_id = if is_access { c.string("azp") } else { c.audiences().first().map(|s| s.to_string()) };
     id.auth_time = c.i64("auth_time");
     // `acr` here is a policy name: never an `acr`, never MFA evidence by itself.
@@ -80,7 +270,8 @@ pub fn identity(ctx: &Ctx<'_>, k: &AzureB2cSpec, c: &Claims) -> Result<Identity,
     Ok(id)
 }
 
-/// PROVIDERS-CIAM.md §11.4: no `idp` = a local account; social domains; Entra tenants.
+/// Where the user signed in: no `idp` = a local account; social IdPs by domain;
+/// Entra tenants by their issuer (<https://learn.microsoft.com/en-us/azure/active-directory-b2c/tokens-overview#claims>).
 fn idp(v: Option<&str>, provider: &str) -> (String, String) {
     const SOCIAL: &[&str] = &[
         "google.com", "facebook.com", "live.com", "github.com", "amazon.com", "linkedin.com", "twitter.com",
@@ -95,7 +286,10 @@ fn idp(v: Option<&str>, provider: &str) -> (String, String) {
         .or_else(|| v.strip_prefix("https://login.microsoftonline.com/"))
         .map(|r| r.trim_end_matches('/').trim_end_matches("/v2.0"));
     match home {
-        Some(tid) if super::entra::is_guid(tid) => (format!("entra:{}", tid.to_ascii_lowercase()), "enterprise".into()),
+        Some(tid) if is_guid(tid) => (format!("entra:{}", tid.to_ascii_lowercase()), "enterprise".into()),
         _ => (format!("b2c-idp:{v}"), "unknown".into()),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,20 +1,155 @@
 //! Amazon Cognito user pools: `token_use` enforced, access tokens bound by `client_id`
 //! (they carry no `aud`), federated auto-groups stripped, string booleans and
-//! `custom:*` attributes (PROVIDERS.md §4, §5.3).
+//! `custom:*` attributes; sign-out through Cognito's own `/logout`.
+//!
+//! Vendor references:
+//! <https://docs.aws.amazon.com/cognito/latest/developerguide/amazon-cognito-user-pools-using-tokens-verifying-a-jwt.html>
+//! (verification: `token_use`, `client_id`, `aud`),
+//! <https://docs.aws.amazon.com/cognito/latest/developerguide/amazon-cognito-user-pools-using-the-access-token.html>,
+//! <https://docs.aws.amazon.com/cognito/latest/developerguide/logout-endpoint.html>.
 
 use super::claims::{apply_amr_acr, Claims};
-use super::{check_issuer_exact, Ctx};
-use crate::config::{CognitoSpec, TokenUse};
-use crate::identity::Identity;
+use super::dev::{guid, scopes, stable, DevToken, Kind as MintKind};
+use super::kind::{check_issuer_exact, section, Ctx, Kind, Loader, Param};
+use crate::config::kind::{SectionCheck, S};
+use crate::config::{KindSection, ProviderSpec};
+use crate::identity::{Identity, Population, PrincipalType, ProviderKind, TokenUse};
 use crate::refusal::Refusal;
-use serde_json::Value;
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
 
-pub fn identity(ctx: &Ctx<'_>, k: &CognitoSpec, c: &Claims) -> Result<Identity, Refusal> {
+/// The `acr` a dev provider shaped like Cognito puts on MFA users' tokens.
+const DEV_MFA_ACR: &str = "urn:cognito:loa:3";
+
+crate::provider_file!(
+    /// `kind: cognito`.
+    CognitoFile {
+        token_use: Option<S>,
+        mfa_acr: Option<Vec<S>>,
+        /// Treat `cognito:groups` as roles too.
+        groups_are_roles: Option<bool>,
+    }
+);
+
+/// Which Cognito tokens a provider accepts (`token_use:` in its file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcceptedUse {
+    Access,
+    Id,
+    Any,
+}
+
+pub static LOADER: Loader<CognitoFile> =
+    Loader { kind: ProviderKind::Cognito, population: Some(Population::Customer), issuer: None, check };
+
+fn check(f: &CognitoFile, spec: &mut ProviderSpec, cx: &mut SectionCheck<'_, '_>) -> KindSection {
+    let token_use = match f.token_use.as_deref() {
+        None | Some("access") => AcceptedUse::Access,
+        Some("id") => AcceptedUse::Id,
+        Some("any") => AcceptedUse::Any,
+        Some(v) => {
+            cx.at("token_use", format!("`{v}` is not one of access, id, any"));
+            AcceptedUse::Access
+        }
+    };
+    if spec.client_id.is_none() && spec.audiences.is_empty() {
+        cx.at("client_id", "is required: Cognito access tokens are bound to the app client id");
+    }
+    section(Cognito { token_use, groups_are_roles: f.groups_are_roles.unwrap_or(false) })
+}
+
+/// A Cognito user pool provider's rules.
+#[derive(Debug, Clone)]
+pub struct Cognito {
+    pub token_use: AcceptedUse,
+    pub groups_are_roles: bool,
+}
+
+impl Kind for Cognito {
+    fn label(&self) -> ProviderKind {
+        ProviderKind::Cognito
+    }
+
+    fn identity(&self, ctx: &Ctx<'_>, c: &Claims) -> Result<Identity, Refusal> {
+        identity(ctx, self, c)
+    }
+
+    /// Browser sign-in reads the ID token, whatever bearer tokens the provider takes.
+    fn for_sign_in(&self) -> Option<Arc<dyn Kind>> {
+        Some(Arc::new(Cognito { token_use: AcceptedUse::Id, ..self.clone() }))
+    }
+
+    /// Cognito's `/logout` is not RP-initiated logout: it takes `client_id` and
+    /// `logout_uri` (one of the app client's sign-out URLs), no `id_token_hint`.
+    fn end_session_params(&self, client_id: &str, back: &str, _id_token: Option<&str>) -> Vec<Param> {
+        vec![("client_id", client_id.to_string()), ("logout_uri", back.to_string())]
+    }
+
+    fn dev_mfa_acr(&self) -> Vec<String> {
+        vec![DEV_MFA_ACR.into()]
+    }
+
+    /// `token_use`, `client_id` (no `aud`) in access tokens, `cognito:groups` with the
+    /// federated auto-group, string booleans, `custom:*` attributes.
+    fn dev_token(&self, t: &DevToken<'_>, c: &mut Map<String, Value>) {
+        let DevToken { dev, user, o, client_id, seed, email, .. } = t;
+        let mut groups = user.groups.clone();
+        if let Some(conn) = &user.connection {
+            groups.push(format!("{}_{conn}", dev.tenant));
+        }
+        c.insert("sub".into(), json!(guid(&seed)));
+        if !groups.is_empty() {
+            c.insert("cognito:groups".into(), json!(groups));
+        }
+        c.insert("auth_time".into(), json!(o.now));
+        c.insert("jti".into(), json!(guid(&format!("{seed}/{}", o.now))));
+        c.insert("origin_jti".into(), json!(guid(&format!("origin/{seed}/{}", o.now))));
+        if user.mfa {
+            c.insert("acr".into(), json!(DEV_MFA_ACR));
+            c.insert("amr".into(), json!(["pwd", "otp", "mfa"]));
+        }
+        let username = match &user.connection {
+            Some(conn) => format!("{conn}_{}", stable(&seed, 21)),
+            None => user.name.clone(),
+        };
+        if o.kind == MintKind::Access {
+            c.insert("token_use".into(), json!("access"));
+            c.insert("version".into(), json!(2));
+            c.insert("client_id".into(), json!(client_id));
+            c.insert("scope".into(), json!(scopes(user).join(" ")));
+            c.insert("username".into(), json!(username));
+        } else {
+            c.insert("token_use".into(), json!("id"));
+            c.insert("aud".into(), json!(client_id));
+            c.insert("cognito:username".into(), json!(username));
+            if let Some(e) = &email {
+                c.insert("email".into(), json!(e));
+                // Cognito sends booleans as strings in places: exercise the coercion.
+                c.insert("email_verified".into(), json!(user.email_verified.unwrap_or(true).to_string()));
+            }
+            if let Some(n) = &user.display_name {
+                c.insert("name".into(), json!(n));
+            }
+            if let Some(conn) = &user.connection {
+                c.insert(
+                    "identities".into(),
+                    json!([{"userId": stable(&seed, 21), "providerName": conn, "providerType": conn,
+                            "issuer": null, "primary": "true", "dateCreated": "1716900000000"}]),
+                );
+            }
+            for (k, v) in &user.attributes {
+                c.insert(format!("custom:{k}"), json!(v));
+            }
+        }
+    }
+}
+
+fn identity(ctx: &Ctx<'_>, k: &Cognito, c: &Claims) -> Result<Identity, Refusal> {
     let iss = check_issuer_exact(ctx, c)?;
     let token_use = c.str("token_use").ok_or(Refusal::MissingClaim("token_use"))?;
     let is_access = match (token_use, k.token_use) {
-        ("access", TokenUse::Access | TokenUse::Any) => true,
-        ("id", TokenUse::Id | TokenUse::Any) => false,
+        ("access", AcceptedUse::Access | AcceptedUse::Any) => true,
+        ("id", AcceptedUse::Id | AcceptedUse::Any) => false,
         _ => return Err(Refusal::WrongTokenUse),
     };
     let allowed = |v: &str| ctx.spec.client_id.as_deref() == Some(v) || ctx.spec.audiences.iter().any(|a| a == v);
@@ -26,11 +161,11 @@ pub fn identity(ctx: &Ctx<'_>, k: &CognitoSpec, c: &Claims) -> Result<Identity, 
     let mut id = Identity::new(&ctx.spec.id, ctx.kind_label, ctx.spec.population, sub.to_string());
     id.issuer = iss.to_string();
     let pool = iss.rsplit('/').next().unwrap_or_default().to_string();
-    id.token_use = if is_access { "access" } else { "id" }.into();
+    id.token_use = if is_access { TokenUse::Access } else { TokenUse::Id };
     id.client_id = client.map(str::to_string);
     id.username = c.string(if is_access { "username" } else { "cognito:username" });
     if is_access && !c.has("username") && Some(sub) == c.str("client_id") {
-        id.principal_type = "service".into();
+        id.principal_type = PrincipalType::Service;
     }
     id.email = c.string("email");
     id.email_verified = c.bool_lenient("email_verified");
@@ -76,3 +211,6 @@ fn idp(c: &Claims, provider: &str) -> (String, String) {
     };
     (format!("cognito:{name}"), kind.into())
 }
+
+#[cfg(test)]
+mod tests;

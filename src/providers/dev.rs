@@ -3,12 +3,23 @@
 //! A real, minimal OP served by idfabric itself at `/.idfabric/dev/{id}/`: discovery
 //! and JWKS over HTTP, RSA-2048 tokens for the users in its file, shaped like a chosen
 //! real provider (`shape: entra|okta|auth0|cognito|firebase|azure_b2c`) so that demos and tests run the
-//! real verification and mapping code of that kind. It must never run in production:
-//! startup logs a warning and `idfabric check --production` refuses it.
+//! real verification and mapping code of that kind. Each kind writes its own token
+//! shape (`Kind::dev_token`); this file holds the users, the keys and the OP's
+//! documents. It must never run in production: startup logs a warning and
+//! `idfabric check --production` refuses it.
 
-use crate::config::{DevSpec, DevUserSpec, ProviderSpec, Shape};
+use super::kind::{self as kinds, section, Loader, Param};
+use super::{auth0, azure_b2c, cognito, entra, firebase, okta};
+use crate::config::kind::{is_guid, strings, valid_id, SectionCheck, S};
+use crate::config::{KindSection, ProviderSpec};
+use crate::identity::{Identity, ProviderKind};
 use crate::keys::Signer;
+use crate::refusal::Refusal;
 use serde_json::{json, Map, Value};
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// The path prefix the dev providers are served under on the proxy listener.
 pub const PATH_PREFIX: &str = "/.idfabric/dev/";
@@ -16,8 +27,278 @@ pub const PATH_PREFIX: &str = "/.idfabric/dev/";
 /// The user flow an `azure_b2c`-shaped dev provider signs users in with (`tfp`).
 pub const B2C_POLICY: &str = "B2C_1_susi";
 /// The user flow used for users with `mfa: true`: configured as MFA-enforcing in the
-/// dev mapper (`mfa_policies`), the only way B2C tokens can show MFA (PROVIDERS-CIAM §11).
+/// dev provider's B2C rules (`mfa_policies`), the only way B2C tokens show MFA (B2C's
+/// `acr` is the policy name, not an assurance level).
 pub const B2C_MFA_POLICY: &str = "B2C_1_susi_mfa";
+
+crate::provider_file!(
+    /// `kind: dev`: the built-in development OpenID Provider.
+    DevFile {
+        shape: S,
+        signing_key: S,
+        users: Vec<DevUser>,
+        token_ttl: Option<S>,
+        tenant: Option<S>,
+        mfa_acr: Option<Vec<S>>,
+        tenants: Option<Vec<S>>,
+    }
+);
+
+#[derive(Debug, serde::Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct DevUser {
+    pub name: S,
+    pub email: Option<S>,
+    pub display_name: Option<S>,
+    #[serde(default)]
+    pub groups: Vec<S>,
+    #[serde(default)]
+    pub roles: Vec<S>,
+    #[serde(default)]
+    pub scopes: Vec<S>,
+    #[serde(default)]
+    pub mfa: bool,
+    pub email_verified: Option<bool>,
+    /// For the auth0 shape: the connection strategy (`auth0`, `google-oauth2`, …).
+    pub connection: Option<S>,
+    pub org: Option<S>,
+    #[serde(default)]
+    pub attributes: BTreeMap<String, S>,
+}
+
+/// The token dialect a dev provider imitates: one of the real kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Shape {
+    Entra,
+    Okta,
+    Auth0,
+    Cognito,
+    Firebase,
+    AzureB2c,
+}
+
+impl Shape {
+    pub const ALL: [Shape; 6] =
+        [Shape::Entra, Shape::Okta, Shape::Auth0, Shape::Cognito, Shape::Firebase, Shape::AzureB2c];
+
+    /// The real kind this shape imitates.
+    pub fn kind(self) -> ProviderKind {
+        match self {
+            Shape::Entra => ProviderKind::Entra,
+            Shape::Okta => ProviderKind::Okta,
+            Shape::Auth0 => ProviderKind::Auth0,
+            Shape::Cognito => ProviderKind::Cognito,
+            Shape::Firebase => ProviderKind::Firebase,
+            Shape::AzureB2c => ProviderKind::AzureB2c,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        self.kind().as_str()
+    }
+
+    pub fn parse(s: &str) -> Option<Shape> {
+        Shape::ALL.into_iter().find(|shape| shape.as_str() == s)
+    }
+}
+
+/// A dev provider's validated keys; as a kind it reads tokens in its shape's dialect.
+#[derive(Debug, Clone)]
+pub struct DevSpec {
+    pub shape: Shape,
+    pub signing_key: PathBuf,
+    pub users: Vec<DevUserSpec>,
+    pub token_ttl: Duration,
+    /// The tenant the shaped tokens carry (a GUID for the entra shape, a pool id for cognito …).
+    pub tenant: String,
+    /// Entra-shape tenant allow-list (defaults to `[tenant]`).
+    pub tenants: Vec<String>,
+    /// The real kind whose rules read this provider's tokens.
+    pub shaped: Arc<dyn kinds::Kind>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DevUserSpec {
+    pub name: String,
+    pub email: Option<String>,
+    pub display_name: Option<String>,
+    pub groups: Vec<String>,
+    pub roles: Vec<String>,
+    pub scopes: Vec<String>,
+    pub mfa: bool,
+    pub email_verified: Option<bool>,
+    pub connection: Option<String>,
+    pub org: Option<String>,
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// The dev provider's keys, when `spec` is one.
+pub fn section_of(spec: &ProviderSpec) -> Option<&DevSpec> {
+    super::kind::kind_of(spec)?.as_dev()
+}
+
+/// Token checks, sign-in and step-up follow the shape; keys, issuers, discovery and
+/// sign-out are the dev OP's own.
+impl kinds::Kind for DevSpec {
+    fn label(&self) -> ProviderKind {
+        ProviderKind::Dev
+    }
+
+    fn as_dev(&self) -> Option<&DevSpec> {
+        Some(self)
+    }
+
+    fn precheck(&self, header: &super::jwt::JoseHeader, c: &super::claims::Claims) -> Result<(), Refusal> {
+        self.shaped.precheck(header, c)
+    }
+
+    fn identity(&self, ctx: &super::kind::Ctx<'_>, c: &super::claims::Claims) -> Result<Identity, Refusal> {
+        self.shaped.identity(ctx, c)
+    }
+
+    fn for_sign_in(&self) -> Option<Arc<dyn kinds::Kind>> {
+        let shaped = self.shaped.for_sign_in()?;
+        Some(Arc::new(DevSpec { shaped, ..self.clone() }))
+    }
+
+    fn hint_params(&self, login_hint: &str) -> Vec<Param> {
+        self.shaped.hint_params(login_hint)
+    }
+
+    fn step_up_params(&self, spec: &ProviderSpec) -> Vec<Param> {
+        self.shaped.step_up_params(spec)
+    }
+
+    fn creates_sessions(&self) -> bool {
+        self.shaped.creates_sessions()
+    }
+}
+
+pub static LOADER: Loader<DevFile> = Loader { kind: ProviderKind::Dev, population: None, issuer: None, check };
+
+fn check(f: &DevFile, spec: &mut ProviderSpec, cx: &mut SectionCheck<'_, '_>) -> KindSection {
+    let shape = Shape::parse(&f.shape).unwrap_or_else(|| {
+        let all: Vec<&str> = Shape::ALL.iter().map(|s| s.as_str()).collect();
+        cx.at("shape", format!("`{}` is not one of {}", &*f.shape, all.join(", ")));
+        Shape::Okta
+    });
+    let signing_key = cx.base_dir.join(&*f.signing_key);
+    if !signing_key.exists() {
+        cx.at("signing_key", format!("{} does not exist (run `idfabric keys generate`)", signing_key.display()));
+    }
+    if f.users.is_empty() {
+        cx.at("users", "a dev provider needs at least one user");
+    }
+    let users = users(&f.users, cx);
+    let tenant = match (&f.tenant, shape) {
+        (Some(t), _) => t.to_string(),
+        (None, Shape::Entra) => guid_from(&spec.id),
+        (None, Shape::Cognito) => spec.id.clone(),
+        (None, Shape::AzureB2c) => azure_b2c::issuer_tenant(&spec.issuer).unwrap_or_default(),
+        (None, _) => cx.issuer_host.clone(),
+    };
+    if shape == Shape::Entra && !is_guid(&tenant) {
+        cx.at("tenant", "the entra shape needs a GUID tenant id");
+    }
+    if shape == Shape::AzureB2c {
+        b2c_shape(spec, &tenant, cx);
+    }
+    let tenants = match &f.tenants {
+        Some(t) => strings(t).into_iter().map(|t| t.to_ascii_lowercase()).collect(),
+        None => vec![tenant.to_ascii_lowercase()],
+    };
+    if spec.audiences.is_empty() {
+        spec.audiences = vec!["api://idfabric".into()];
+    }
+    if spec.client_id.is_none() {
+        spec.client_id = Some(format!("{}-app", spec.id));
+    }
+    let shaped = shaped(shape, spec, &tenant, &tenants);
+    if spec.mfa_acr.is_empty() {
+        spec.mfa_acr = shaped.dev_mfa_acr();
+    }
+    let token_ttl = crate::config::kind::duration(cx, "token_ttl", f.token_ttl.as_ref(), Duration::from_secs(3600));
+    section(DevSpec { shape, signing_key, users, token_ttl, tenant, tenants, shaped })
+}
+
+fn users(list: &[DevUser], cx: &mut SectionCheck<'_, '_>) -> Vec<DevUserSpec> {
+    let mut names = HashSet::new();
+    list.iter()
+        .map(|u| {
+            if !names.insert(u.name.to_string()) || !valid_id(&u.name) {
+                cx.problems.at(
+                    Some(&format!("name: {}", &*u.name)),
+                    "users.name",
+                    format!("`{}` is duplicate or not a simple name", &*u.name),
+                );
+            }
+            DevUserSpec {
+                name: u.name.to_string(),
+                email: u.email.as_ref().map(|s| s.to_string()),
+                display_name: u.display_name.as_ref().map(|s| s.to_string()),
+                groups: strings(&u.groups),
+                roles: strings(&u.roles),
+                scopes: strings(&u.scopes),
+                mfa: u.mfa,
+                email_verified: u.email_verified,
+                connection: u.connection.as_ref().map(|s| s.to_string()),
+                org: u.org.as_ref().map(|s| s.to_string()),
+                attributes: u.attributes.iter().map(|(k, v)| (k.clone(), v.to_string())).collect(),
+            }
+        })
+        .collect()
+}
+
+/// B2C issuers name the tenant GUID in their path, so must an azure_b2c-shaped dev
+/// provider's; discovery does not live under such an issuer, so keys come from the
+/// dev OP's own JWKS.
+fn b2c_shape(spec: &mut ProviderSpec, tenant: &str, cx: &mut SectionCheck<'_, '_>) {
+    if azure_b2c::issuer_tenant(&spec.issuer).as_deref() != Some(tenant.to_ascii_lowercase().as_str()) {
+        cx.at(
+            "issuer",
+            format!("the azure_b2c shape needs an issuer naming its tenant GUID, e.g. `…/.idfabric/dev/{}/{{tenant-guid}}/v2.0/`", spec.id),
+        );
+    }
+    if spec.jwks_url.is_none() && spec.discovery_url.is_none() {
+        let marker = format!("/.idfabric/dev/{}", spec.id);
+        if let Some(i) = spec.issuer.find(&marker) {
+            spec.jwks_url = Some(format!("{}/jwks", &spec.issuer[..i + marker.len()]));
+        }
+    }
+}
+
+/// The rules of the real kind a shape imitates, as a dev provider configures them.
+fn shaped(shape: Shape, spec: &ProviderSpec, tenant: &str, tenants: &[String]) -> Arc<dyn kinds::Kind> {
+    match shape {
+        Shape::Entra => Arc::new(entra::Entra {
+            tenants: tenants.to_vec(),
+            variant: entra::EntraVariant::Workforce,
+            discovery_authority: None,
+        }),
+        Shape::Okta => Arc::new(okta::Okta { org_id: None }),
+        Shape::Auth0 => Arc::new(auth0::Auth0 { tenant_domain: tenant.to_string(), extra_issuers: Vec::new() }),
+        Shape::Cognito => {
+            Arc::new(cognito::Cognito { token_use: cognito::AcceptedUse::Access, groups_are_roles: false })
+        }
+        // The project id is the client id (Firebase `aud`); project-level users only.
+        Shape::Firebase => Arc::new(firebase::Firebase::new(spec.client_id.clone().unwrap_or_default(), Vec::new(), false)),
+        // One user flow, plus an MFA-enforcing one for users with `mfa: true`; the
+        // tenant is the GUID the dev issuer names (checked above).
+        Shape::AzureB2c => Arc::new(azure_b2c::AzureB2c {
+            policies: vec![B2C_POLICY.into(), B2C_MFA_POLICY.into()],
+            mfa_policies: vec![B2C_MFA_POLICY.into()],
+            extra_issuers: Vec::new(),
+            tenant: tenant.to_ascii_lowercase(),
+        }),
+    }
+}
+
+/// A stable GUID-shaped id derived from a provider id (dev tenants look real).
+pub fn guid_from(seed: &str) -> String {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, seed.as_bytes());
+    let h: String = d.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}-{}-4{}-8{}-{}", &h[0..8], &h[8..12], &h[13..16], &h[17..20], &h[20..32])
+}
 
 /// Where this dev provider's endpoints live: `{proxy}/.idfabric/dev/{id}`, also when the
 /// issuer continues below it (the azure_b2c shape's `…/{id}/{tenant-guid}/v2.0/`).
@@ -52,13 +333,13 @@ pub struct MintOptions {
 }
 
 /// A stable id derived from the provider and user names (hex).
-fn stable(seed: &str, len: usize) -> String {
+pub fn stable(seed: &str, len: usize) -> String {
     let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, seed.as_bytes());
     d.as_ref().iter().map(|b| format!("{b:02x}")).collect::<String>()[..len].to_string()
 }
 
-fn guid(seed: &str) -> String {
-    crate::config::guid_from(seed)
+pub fn guid(seed: &str) -> String {
+    guid_from(seed)
 }
 
 /// Mints a token for `user`, shaped like `dev.shape`.
@@ -71,282 +352,55 @@ pub fn mint(spec: &ProviderSpec, dev: &DevSpec, signer: &Signer, user: &DevUserS
     if let Some(n) = &o.nonce {
         c.insert("nonce".into(), json!(n));
     }
-    let client_id = spec.client_id.clone().unwrap_or_default();
-    let audience = spec.audiences.first().cloned().unwrap_or_default();
-    let seed = format!("{}/{}", spec.id, user.name);
-    let email = user.email.clone();
-    let c = &mut c;
-    shape_claims(c, spec, dev, user, o, &client_id, &audience, &seed, email);
+    let t = DevToken {
+        spec,
+        dev,
+        user,
+        o,
+        client_id: spec.client_id.clone().unwrap_or_default(),
+        audience: spec.audiences.first().cloned().unwrap_or_default(),
+        seed: format!("{}/{}", spec.id, user.name),
+        email: user.email.clone(),
+    };
+    dev.shaped.dev_token(&t, &mut c);
+    let (seed, c) = (&t.seed, &mut c);
     if let Some(n) = o.serial {
         c.insert("jti".into(), json!(format!("{}-{n}", stable(&format!("{seed}/{}", o.now), 12))));
     }
     signer.sign_jwt("JWT", &Value::Object(std::mem::take(c)))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn shape_claims(
-    c: &mut Map<String, Value>,
-    spec: &ProviderSpec,
-    dev: &DevSpec,
-    user: &DevUserSpec,
-    o: &MintOptions,
-    client_id: &str,
-    audience: &str,
-    seed: &str,
-    email: Option<String>,
-) {
-    let seed = seed.to_string();
-    match dev.shape {
-        Shape::Entra => {
-            c.insert("nbf".into(), json!(o.now));
-            c.insert("ver".into(), json!("2.0"));
-            c.insert("tid".into(), json!(dev.tenant));
-            c.insert("oid".into(), json!(guid(&seed)));
-            c.insert("sub".into(), json!(stable(&format!("pairwise/{seed}"), 43)));
-            c.insert("preferred_username".into(), json!(email.clone().unwrap_or(user.name.clone())));
-            c.insert("uti".into(), json!(stable(&format!("{seed}/{}", o.now), 22)));
-            if let Some(n) = &user.display_name {
-                c.insert("name".into(), json!(n));
-            }
-            if !user.groups.is_empty() {
-                c.insert("groups".into(), json!(user.groups));
-            }
-            if !user.roles.is_empty() {
-                c.insert("roles".into(), json!(user.roles));
-            }
-            if user.mfa {
-                c.insert("acrs".into(), json!(dev_mfa_values(spec)));
-            }
-            if let Some(e) = &email {
-                c.insert("email".into(), json!(e));
-                if user.email_verified == Some(true) {
-                    c.insert("xms_edov".into(), json!(true));
-                }
-            }
-            if o.kind == Kind::Access {
-                c.insert("aud".into(), json!(audience));
-                c.insert("azp".into(), json!(client_id));
-                c.insert("scp".into(), json!(scopes(user).join(" ")));
-                c.insert("idtyp".into(), json!("user"));
-            } else {
-                c.insert("aud".into(), json!(client_id));
-            }
-            for (k, v) in &user.attributes {
-                c.insert(format!("extension_{k}"), json!(v));
-            }
-        }
-        Shape::Okta => {
-            let uid = format!("00u{}", stable(&seed, 17));
-            c.insert("ver".into(), json!(1));
-            if !user.groups.is_empty() {
-                c.insert("groups".into(), json!(user.groups));
-            }
-            if user.mfa {
-                c.insert("acr".into(), json!("urn:okta:loa:2fa:any"));
-            }
-            if o.kind == Kind::Access {
-                c.insert("jti".into(), json!(format!("AT.{}", stable(&format!("{seed}/{}", o.now), 20))));
-                c.insert("aud".into(), json!(audience));
-                c.insert("cid".into(), json!(client_id));
-                c.insert("uid".into(), json!(uid));
-                c.insert("sub".into(), json!(email.clone().unwrap_or(user.name.clone())));
-                c.insert("scp".into(), json!(scopes(user)));
-                c.insert("auth_time".into(), json!(o.now));
-            } else {
-                c.insert("jti".into(), json!(format!("ID.{}", stable(&format!("{seed}/{}", o.now), 20))));
-                c.insert("aud".into(), json!(client_id));
-                c.insert("sub".into(), json!(uid));
-                c.insert("idp".into(), json!(format!("00o{}", stable(&spec.id, 17))));
-                c.insert("amr".into(), json!(if user.mfa { vec!["pwd", "otp", "mfa"] } else { vec!["pwd"] }));
-                c.insert("preferred_username".into(), json!(email.clone().unwrap_or(user.name.clone())));
-                c.insert("auth_time".into(), json!(o.now));
-                if let Some(e) = &email {
-                    c.insert("email".into(), json!(e));
-                    c.insert("email_verified".into(), json!(user.email_verified.unwrap_or(true)));
-                }
-            }
-            if let Some(n) = &user.display_name {
-                c.insert("name".into(), json!(n));
-            }
-            for (k, v) in &user.attributes {
-                c.insert(k.clone(), json!(v));
-            }
-        }
-        Shape::Auth0 => {
-            let conn = user.connection.clone().unwrap_or_else(|| "auth0".into());
-            c.insert("sub".into(), json!(format!("{conn}|{}", stable(&seed, 24))));
-            if let Some(org) = &user.org {
-                c.insert("org_id".into(), json!(org));
-            }
-            if user.mfa {
-                c.insert("amr".into(), json!(["mfa"]));
-            }
-            let ns = "https://idfabric.dev/";
-            if !user.roles.is_empty() {
-                c.insert(format!("{ns}roles"), json!(user.roles));
-            }
-            if !user.groups.is_empty() {
-                c.insert(format!("{ns}groups"), json!(user.groups));
-            }
-            if o.kind == Kind::Access {
-                c.insert("aud".into(), json!([audience, format!("{}userinfo", with_slash(&spec.issuer))]));
-                c.insert("azp".into(), json!(client_id));
-                c.insert("scope".into(), json!(scopes(user).join(" ")));
-                c.insert("permissions".into(), json!(user.scopes));
-                if let Some(e) = &email {
-                    c.insert(format!("{ns}email"), json!(e));
-                    c.insert(format!("{ns}email_verified"), json!(user.email_verified.unwrap_or(false)));
-                }
-            } else {
-                c.insert("aud".into(), json!(client_id));
-                c.insert("nickname".into(), json!(user.name));
-                c.insert("auth_time".into(), json!(o.now));
-                if let Some(e) = &email {
-                    c.insert("email".into(), json!(e));
-                    c.insert("email_verified".into(), json!(user.email_verified.unwrap_or(false)));
-                }
-                if let Some(n) = &user.display_name {
-                    c.insert("name".into(), json!(n));
-                }
-            }
-            for (k, v) in &user.attributes {
-                c.insert(format!("{ns}{k}"), json!(v));
-            }
-        }
-        Shape::Cognito => {
-            let mut groups = user.groups.clone();
-            if let Some(conn) = &user.connection {
-                groups.push(format!("{}_{conn}", dev.tenant));
-            }
-            c.insert("sub".into(), json!(guid(&seed)));
-            if !groups.is_empty() {
-                c.insert("cognito:groups".into(), json!(groups));
-            }
-            c.insert("auth_time".into(), json!(o.now));
-            c.insert("jti".into(), json!(guid(&format!("{seed}/{}", o.now))));
-            c.insert("origin_jti".into(), json!(guid(&format!("origin/{seed}/{}", o.now))));
-            if user.mfa {
-                c.insert("acr".into(), json!("urn:cognito:loa:3"));
-                c.insert("amr".into(), json!(["pwd", "otp", "mfa"]));
-            }
-            let username = match &user.connection {
-                Some(conn) => format!("{conn}_{}", stable(&seed, 21)),
-                None => user.name.clone(),
-            };
-            if o.kind == Kind::Access {
-                c.insert("token_use".into(), json!("access"));
-                c.insert("version".into(), json!(2));
-                c.insert("client_id".into(), json!(client_id));
-                c.insert("scope".into(), json!(scopes(user).join(" ")));
-                c.insert("username".into(), json!(username));
-            } else {
-                c.insert("token_use".into(), json!("id"));
-                c.insert("aud".into(), json!(client_id));
-                c.insert("cognito:username".into(), json!(username));
-                if let Some(e) = &email {
-                    c.insert("email".into(), json!(e));
-                    // Cognito sends booleans as strings in places: exercise the coercion.
-                    c.insert("email_verified".into(), json!(user.email_verified.unwrap_or(true).to_string()));
-                }
-                if let Some(n) = &user.display_name {
-                    c.insert("name".into(), json!(n));
-                }
-                if let Some(conn) = &user.connection {
-                    c.insert(
-                        "identities".into(),
-                        json!([{"userId": stable(&seed, 21), "providerName": conn, "providerType": conn,
-                                "issuer": null, "primary": "true", "dateCreated": "1716900000000"}]),
-                    );
-                }
-                for (k, v) in &user.attributes {
-                    c.insert(format!("custom:{k}"), json!(v));
-                }
-            }
-        }
-        // PROVIDERS-CIAM.md §8: a Firebase ID token (access and ID tokens are the same
-        // thing): `aud` = project (the client id), `user_id` = `sub`.
-        Shape::Firebase => {
-            let uid = stable(&seed, 28);
-            c.insert("aud".into(), json!(client_id));
-            c.insert("auth_time".into(), json!(o.now));
-            c.insert("user_id".into(), json!(uid));
-            c.insert("sub".into(), json!(uid));
-            if let Some(n) = &user.display_name {
-                c.insert("name".into(), json!(n));
-            }
-            let provider = user.connection.clone().unwrap_or_else(|| "password".into());
-            let mut identities = Map::new();
-            if let Some(e) = &email {
-                c.insert("email".into(), json!(e));
-                c.insert("email_verified".into(), json!(user.email_verified.unwrap_or(false)));
-                identities.insert("email".into(), json!([e]));
-            }
-            if provider != "password" && provider != "anonymous" {
-                identities.insert(provider.clone(), json!([stable(&format!("{seed}/{provider}"), 21)]));
-            }
-            let mut fb = Map::new();
-            fb.insert("identities".into(), Value::Object(identities));
-            fb.insert("sign_in_provider".into(), json!(provider));
-            if user.mfa {
-                fb.insert("sign_in_second_factor".into(), json!("phone"));
-                fb.insert("second_factor_identifier".into(), json!(guid(&format!("mfa/{seed}"))));
-            }
-            c.insert("firebase".into(), Value::Object(fb));
-            // Custom claims (set with the Admin SDK) sit at the top level.
-            if !user.roles.is_empty() {
-                c.insert("roles".into(), json!(user.roles));
-            }
-            if !user.groups.is_empty() {
-                c.insert("groups".into(), json!(user.groups));
-            }
-            for (k, v) in &user.attributes {
-                c.insert(k.clone(), json!(v));
-            }
-        }
-        // PROVIDERS-CIAM.md §12: a B2C user-flow token (issuer naming the tenant GUID,
-        // `tfp` = the policy, `emails` an array, `idp` for social accounts, `oid` = `sub`).
-        Shape::AzureB2c => {
-            let oid = guid(&seed);
-            c.insert("nbf".into(), json!(o.now));
-            c.insert("ver".into(), json!("1.0"));
-            c.insert("sub".into(), json!(oid));
-            c.insert("oid".into(), json!(oid));
-            c.insert("tfp".into(), json!(if user.mfa { B2C_MFA_POLICY } else { B2C_POLICY }));
-            c.insert("auth_time".into(), json!(o.now));
-            if let Some(e) = &email {
-                c.insert("emails".into(), json!([e]));
-            }
-            if let Some(n) = &user.display_name {
-                c.insert("name".into(), json!(n));
-            }
-            if let Some(conn) = &user.connection {
-                c.insert("idp".into(), json!(conn));
-            }
-            if o.kind == Kind::Access {
-                c.insert("aud".into(), json!(audience));
-                c.insert("azp".into(), json!(client_id));
-                c.insert("scp".into(), json!(scopes(user).join(" ")));
-            } else {
-                c.insert("aud".into(), json!(client_id));
-            }
-            for (k, v) in &user.attributes {
-                c.insert(format!("extension_{k}"), json!(v));
-            }
-        }
+/// What a kind's `dev_token` writes a token from.
+pub struct DevToken<'a> {
+    pub spec: &'a ProviderSpec,
+    pub dev: &'a DevSpec,
+    pub user: &'a DevUserSpec,
+    pub o: &'a MintOptions,
+    pub client_id: String,
+    /// The first configured audience (access tokens).
+    pub audience: String,
+    /// `{provider}/{user}`: stable ids derive from it.
+    pub seed: String,
+    pub email: Option<String>,
+}
+
+impl DevToken<'_> {
+    pub fn scopes(&self) -> Vec<String> {
+        scopes(self.user)
     }
 }
 
-fn dev_mfa_values(spec: &ProviderSpec) -> Vec<String> {
+pub fn dev_mfa_values(spec: &ProviderSpec) -> Vec<String> {
     spec.mfa_acr.first().cloned().into_iter().collect()
 }
 
-fn scopes(user: &DevUserSpec) -> Vec<String> {
+pub fn scopes(user: &DevUserSpec) -> Vec<String> {
     let mut s = vec!["openid".to_string(), "profile".to_string(), "email".to_string()];
     s.extend(user.scopes.iter().cloned());
     s
 }
 
-fn with_slash(s: &str) -> String {
+pub fn with_slash(s: &str) -> String {
     if s.ends_with('/') {
         s.to_string()
     } else {
@@ -374,4 +428,17 @@ pub fn discovery(spec: &ProviderSpec) -> Value {
 
 pub fn jwks(signer: &Signer) -> Value {
     json!({ "keys": [signer.public_jwk()] })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guid_from_is_stable_and_shaped() {
+        let g = guid_from("dev-workforce");
+        assert_eq!(g, guid_from("dev-workforce"));
+        assert_eq!(g.len(), 36);
+        assert_eq!(&g[14..15], "4");
+    }
 }

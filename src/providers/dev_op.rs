@@ -8,7 +8,7 @@
 
 use super::dev::{self, Kind, MintOptions};
 use super::{jwks, jwt, now_secs, Provider};
-use crate::config::{DevSpec, KindSpec};
+use super::dev::DevSpec;
 use crate::login::pages;
 use crate::web::{pkce_challenge, random, Reply, Request};
 use serde_json::{json, Value};
@@ -30,7 +30,7 @@ fn oauth_error(status: u16, error: &str, description: &str) -> Reply {
 /// `known_host` says whether a host belongs to a configured route (logout may only
 /// return there).
 pub fn handle(p: &Provider, sub: &str, req: &Request<'_>, known_host: &dyn Fn(&str) -> bool) -> Option<Reply> {
-    let KindSpec::Dev(d) = &p.spec.kind else { return None };
+    let d = dev::section_of(&p.spec)?;
     match sub {
         "authorize" => Some(authorize(p, d, req)),
         "token" if req.method == "POST" => Some(token(p, d, req)),

@@ -1,17 +1,205 @@
 //! Microsoft Entra ID (workforce and External ID): the `{tenantid}` issuer template
 //! bound to `tid` and to the key's own issuer, the tenant allow-list, `oid` as the
-//! subject, group overage, v1/v2 claim differences (PROVIDERS.md §1, §5.3).
+//! subject, group overage, v1/v2 claim differences, `domain_hint` and the `acrs`
+//! claims challenge at sign-in.
+//!
+//! Vendor references: token claims
+//! <https://learn.microsoft.com/en-us/entra/identity-platform/id-token-claims-reference>
+//! and <https://learn.microsoft.com/en-us/entra/identity-platform/access-token-claims-reference>;
+//! multi-tenant issuer validation
+//! <https://learn.microsoft.com/en-us/entra/identity-platform/access-tokens#validate-the-issuer>;
+//! group overage <https://learn.microsoft.com/en-us/security/zero-trust/develop/configure-tokens-group-claims-app-roles>;
+//! authentication-context claims challenges
+//! <https://learn.microsoft.com/en-us/entra/identity-platform/developer-guide-conditional-access-authentication-context>.
 
 use super::claims::{apply_amr_acr, Claims};
-use super::{check_audience, Ctx};
-use crate::config::EntraSpec;
-use crate::identity::{Identity, Population};
+use super::dev::{dev_mfa_values, guid, scopes, stable, DevToken, Kind as MintKind};
+use super::kind::{check_audience, section, Ctx, Kind, Loader, Param};
+use crate::config::kind::{is_guid, opt_strings, SectionCheck, S};
+use crate::config::{KindSection, ProviderSpec};
+use crate::identity::{Identity, PrincipalType, ProviderKind, TokenUse, Population};
 use crate::refusal::Refusal;
+use serde_json::{json, Map, Value};
 
-/// Tenant of personal Microsoft accounts (PROVIDERS.md §1.1).
+/// Tenant of personal Microsoft accounts (MSA), the `tid` of consumer users
+/// (<https://learn.microsoft.com/en-us/entra/identity-platform/id-token-claims-reference#payload-claims>).
 pub const MSA_TENANT: &str = "9188040d-6c67-4c5b-b112-36a304b66dad";
 
-pub fn identity(ctx: &Ctx<'_>, k: &EntraSpec, c: &Claims) -> Result<Identity, Refusal> {
+/// Auth context asked for at step-up when `mfa_acr` names none.
+const DEFAULT_AUTH_CONTEXT: &str = "c1";
+
+crate::provider_file!(
+    /// `kind: entra` (Microsoft Entra ID, workforce or External ID).
+    EntraFile {
+        tenants: Option<Vec<S>>,
+        variant: Option<S>,
+        mfa_acr: Option<Vec<S>>,
+    }
+);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntraVariant {
+    Workforce,
+    External,
+}
+
+/// An Entra provider's rules.
+#[derive(Debug, Clone)]
+pub struct Entra {
+    /// Allowed `tid` values (lower-case); empty = only the tenant in the issuer.
+    pub tenants: Vec<String>,
+    pub variant: EntraVariant,
+    /// For `common`/`organizations` authorities: the original issuer URL, used to
+    /// build the discovery URL while `issuer` holds the `{tenantid}` template.
+    pub discovery_authority: Option<String>,
+}
+
+impl Kind for Entra {
+    fn label(&self) -> ProviderKind {
+        ProviderKind::Entra
+    }
+
+    fn discovery_base<'a>(&'a self, spec: &'a ProviderSpec) -> &'a str {
+        self.discovery_authority.as_deref().unwrap_or(&spec.issuer)
+    }
+
+    fn identity(&self, ctx: &Ctx<'_>, c: &Claims) -> Result<Identity, Refusal> {
+        identity(ctx, self, c)
+    }
+
+    /// The typed address's domain skips Microsoft's own account picker.
+    fn hint_params(&self, login_hint: &str) -> Vec<Param> {
+        match login_hint.rsplit_once('@') {
+            Some((_, d)) => vec![("domain_hint", d.to_string())],
+            None => Vec::new(),
+        }
+    }
+
+    /// A claims challenge for the authentication context (Conditional Access decides
+    /// which second factor it needs); Entra ignores `acr_values`.
+    fn step_up_params(&self, spec: &ProviderSpec) -> Vec<Param> {
+        let value = spec.mfa_acr.first().cloned().unwrap_or_else(|| DEFAULT_AUTH_CONTEXT.into());
+        vec![
+            ("claims", format!(r#"{{"id_token":{{"acrs":{{"essential":true,"value":"{value}"}}}}}}"#)),
+            ("prompt", "login".into()),
+        ]
+    }
+
+    fn dev_mfa_acr(&self) -> Vec<String> {
+        vec![DEFAULT_AUTH_CONTEXT.into()]
+    }
+
+    /// A v2.0 token: `tid`, `oid`, a pairwise `sub`, `acrs` for MFA users.
+    fn dev_token(&self, t: &DevToken<'_>, c: &mut Map<String, Value>) {
+        let DevToken { spec, dev, user, o, client_id, audience, seed, email } = t;
+        c.insert("nbf".into(), json!(o.now));
+        c.insert("ver".into(), json!("2.0"));
+        c.insert("tid".into(), json!(dev.tenant));
+        c.insert("oid".into(), json!(guid(&seed)));
+        c.insert("sub".into(), json!(stable(&format!("pairwise/{seed}"), 43)));
+        c.insert("preferred_username".into(), json!(email.clone().unwrap_or(user.name.clone())));
+        c.insert("uti".into(), json!(stable(&format!("{seed}/{}", o.now), 22)));
+        if let Some(n) = &user.display_name {
+            c.insert("name".into(), json!(n));
+        }
+        if !user.groups.is_empty() {
+            c.insert("groups".into(), json!(user.groups));
+        }
+        if !user.roles.is_empty() {
+            c.insert("roles".into(), json!(user.roles));
+        }
+        if user.mfa {
+            c.insert("acrs".into(), json!(dev_mfa_values(spec)));
+        }
+        if let Some(e) = &email {
+            c.insert("email".into(), json!(e));
+            if user.email_verified == Some(true) {
+                c.insert("xms_edov".into(), json!(true));
+            }
+        }
+        if o.kind == MintKind::Access {
+            c.insert("aud".into(), json!(audience));
+            c.insert("azp".into(), json!(client_id));
+            c.insert("scp".into(), json!(scopes(user).join(" ")));
+            c.insert("idtyp".into(), json!("user"));
+        } else {
+            c.insert("aud".into(), json!(client_id));
+        }
+        for (k, v) in &user.attributes {
+            c.insert(format!("extension_{k}"), json!(v));
+        }
+    }
+}
+
+pub static LOADER: Loader<EntraFile> =
+    Loader { kind: ProviderKind::Entra, population: Some(Population::Workforce), issuer: None, check };
+
+fn check(f: &EntraFile, spec: &mut ProviderSpec, cx: &mut SectionCheck<'_, '_>) -> KindSection {
+    let variant = match f.variant.as_deref() {
+        None | Some("workforce") => EntraVariant::Workforce,
+        Some("external") => EntraVariant::External,
+        Some(v) => {
+            cx.at("variant", format!("`{v}` is not workforce or external"));
+            EntraVariant::Workforce
+        }
+    };
+    if variant == EntraVariant::External && spec.population == Population::Workforce && f.population.is_none() {
+        spec.population = Population::Customer;
+    }
+    // `common` / `organizations` authorities issue tokens for many tenants: the issuer
+    // becomes the `{tenantid}` template their discovery documents publish.
+    let mut discovery_authority = None;
+    for multi in ["/common/", "/organizations/"] {
+        if spec.issuer.contains(multi) {
+            discovery_authority = Some(spec.issuer.clone());
+            spec.issuer = spec.issuer.replacen(multi, "/{tenantid}/", 1);
+        }
+    }
+    let templated = spec.issuer.contains("{tenantid}");
+    let mut tenants: Vec<String> = opt_strings(&f.tenants).into_iter().map(|t| t.to_ascii_lowercase()).collect();
+    for t in &tenants {
+        if t != "*" && !is_guid(t) {
+            cx.at("tenants", format!("`{t}` is not a tenant id (GUID) or `*`"));
+        }
+    }
+    if tenants.is_empty() {
+        if templated {
+            cx.at("tenants", "a multi-tenant issuer needs an allow-list of tenant ids (or `*` for any tenant)");
+        } else if let Some(tid) = spec.issuer.split('/').find(|s| is_guid(s)) {
+            tenants.push(tid.to_ascii_lowercase());
+        }
+    }
+    if variant == EntraVariant::External {
+        check_external_issuer(&spec.issuer, templated, cx);
+    }
+    if spec.audiences.is_empty() {
+        cx.at("audiences", "is required: your API's application id or App ID URI");
+    }
+    section(Entra { tenants, variant, discovery_authority })
+}
+
+/// External ID issues `https://{tenantId}.ciamlogin.com/{tenantId}/v2.0`: the tenant
+/// GUID, not the subdomain, is the host label
+/// (<https://learn.microsoft.com/en-us/entra/external-id/customers/reference-tenant-type-comparison>).
+fn check_external_issuer(issuer: &str, templated: bool, cx: &mut SectionCheck<'_, '_>) {
+    if templated {
+        cx.at("issuer", "External ID tenants are single-tenant: no `{tenantid}` / common issuers");
+    }
+    if let Ok(u) = url::Url::parse(issuer) {
+        let label = u.host_str().and_then(|h| h.strip_suffix(".ciamlogin.com")).map(str::to_ascii_lowercase);
+        let segment = u.path_segments().and_then(|mut s| s.next()).map(str::to_ascii_lowercase);
+        if let Some(label) = label {
+            if !is_guid(&label) || segment.as_deref() != Some(label.as_str()) {
+                cx.at(
+                    "issuer",
+                    "External ID issuers are https://{tenantId}.ciamlogin.com/{tenantId}/v2.0 (the tenant GUID is the host label, not the subdomain)",
+                );
+            }
+        }
+    }
+}
+
+fn identity(ctx: &Ctx<'_>, k: &Entra, c: &Claims) -> Result<Identity, Refusal> {
     let iss = c.str("iss").ok_or(Refusal::MissingClaim("iss"))?;
     let tid = c.str("tid").ok_or(Refusal::MissingClaim("tid"))?.to_ascii_lowercase();
     if !is_guid(&tid) {
@@ -22,7 +210,8 @@ pub fn identity(ctx: &Ctx<'_>, k: &EntraSpec, c: &Claims) -> Result<Identity, Re
         return Err(Refusal::TenantNotAllowed);
     }
     check_audience(c, &ctx.spec.audiences)?;
-    // `sub` is pairwise per application; `oid` is the stable id (PROVIDERS.md §1.4).
+    // `sub` is pairwise per application; `oid` is the user's id across applications
+    // (https://learn.microsoft.com/en-us/entra/identity-platform/id-token-claims-reference).
     let oid = c.str("oid").ok_or(Refusal::MissingClaim("oid"))?;
     let population = if tid == MSA_TENANT { Population::Customer } else { ctx.spec.population };
     let mut id = Identity::new(&ctx.spec.id, ctx.kind_label, population, oid.to_string());
@@ -39,7 +228,7 @@ pub fn identity(ctx: &Ctx<'_>, k: &EntraSpec, c: &Claims) -> Result<Identity, Re
     let app_only = c.str("idtyp") == Some("app") || (!c.has("scp") && c.str("sub") == Some(oid) && c.has("roles"));
     let roles = c.list("roles");
     if app_only {
-        id.principal_type = "service".into();
+        id.principal_type = PrincipalType::Service;
         id.permissions = roles;
     } else {
         id.roles = roles;
@@ -57,7 +246,7 @@ pub fn identity(ctx: &Ctx<'_>, k: &EntraSpec, c: &Claims) -> Result<Identity, Re
     }
     id.client_id = c.string("azp").or_else(|| c.string("appid"));
     let is_id_token = !c.has("scp") && !app_only && ctx.spec.client_id.as_deref().is_some_and(|cid| c.audiences().contains(&cid));
-    id.token_use = if is_id_token { "id" } else { "access" }.into();
+    id.token_use = if is_id_token { TokenUse::Id } else { TokenUse::Access };
     if is_id_token {
         id.client_id = ctx.spec.client_id.clone();
     }
@@ -117,7 +306,9 @@ fn email_verified(c: &Claims, email: Option<&str>) -> Option<bool> {
     verified.then_some(true)
 }
 
-/// PROVIDERS.md §5.5 for Entra: (idp, idp_kind, is_guest).
+/// Where the user signed in (`idp`; absent for users of the token's own tenant):
+/// (idp, idp_kind, is_guest). MSA users, other Entra tenants (B2B guests) and
+/// federated enterprise IdPs are told apart.
 fn idp(c: &Claims, iss: &str, tid: &str, provider: &str) -> (String, &'static str, bool) {
     match c.str("idp") {
         None => (provider.to_string(), "native", false),
@@ -130,11 +321,5 @@ fn idp(c: &Claims, iss: &str, tid: &str, provider: &str) -> (String, &'static st
     }
 }
 
-pub fn is_guid(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() == 36
-        && b.iter().enumerate().all(|(i, ch)| match i {
-            8 | 13 | 18 | 23 => *ch == b'-',
-            _ => ch.is_ascii_hexdigit(),
-        })
-}
+#[cfg(test)]
+mod tests;

@@ -18,21 +18,20 @@ pub mod entra;
 pub mod firebase;
 pub mod jwks;
 pub mod jwt;
+pub mod kind;
 pub mod okta;
 pub mod oidc;
 
-use crate::config::{
-    Auth0Spec, AzureB2cSpec, CognitoSpec, FirebaseSpec, Config, EntraSpec, EntraVariant, KindSpec, OidcSpec, OktaSpec, ProviderSpec, Shape,
-    TokenUse,
-};
-use crate::identity::Identity;
+pub use kind::{check_audience, check_audience_or_client, check_issuer_exact, Ctx, Kind, KINDS};
+
+use crate::config::{Config, ProviderSpec};
+use crate::identity::{Identity, TokenUse};
 use crate::keys::Signer;
 use crate::metrics::metrics;
 use crate::refusal::Refusal;
 use arc_swap::ArcSwap;
 use claims::Claims;
-use jwks::{Discovery, FetchError, KeySet, VerifyKey};
-use jwt::JoseHeader;
+use jwks::{Discovery, FetchError, KeySet};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -46,125 +45,17 @@ pub fn now_secs() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
-/// What a kind's mapping function sees.
-pub struct Ctx<'a> {
-    pub spec: &'a ProviderSpec,
-    /// `provider_kind` in the identity (`dev` for dev providers, whatever their shape).
-    pub kind_label: &'static str,
-    pub header: &'a JoseHeader,
-    pub key: &'a VerifyKey,
-}
-
-pub fn check_issuer_exact<'c>(ctx: &Ctx<'_>, c: &'c Claims) -> Result<&'c str, Refusal> {
-    let iss = c.str("iss").ok_or(Refusal::MissingClaim("iss"))?;
-    if iss == ctx.spec.issuer {
-        Ok(iss)
-    } else {
-        Err(Refusal::IssuerMismatch)
+/// Maps verified claims with `kind`'s rules, then applies what every kind shares:
+/// the provider's `claims:` overrides, `iat`/`exp`, and a subject being present.
+fn map_identity(kind: &dyn Kind, ctx: &Ctx<'_>, c: &Claims) -> Result<Identity, Refusal> {
+    let mut id = kind.identity(ctx, c)?;
+    claims::apply_overrides(&mut id, c, ctx.spec);
+    id.iat = c.i64("iat");
+    id.exp = c.i64("exp");
+    if id.subject.is_empty() {
+        return Err(Refusal::MissingClaim("sub"));
     }
-}
-
-/// At least one `aud` value (string or array) must be one of `allowed`.
-pub fn check_audience(c: &Claims, allowed: &[String]) -> Result<(), Refusal> {
-    let auds = c.audiences();
-    if auds.is_empty() {
-        return Err(Refusal::MissingClaim("aud"));
-    }
-    if auds.iter().any(|a| allowed.iter().any(|x| x == a)) {
-        Ok(())
-    } else {
-        Err(Refusal::AudienceMismatch)
-    }
-}
-
-pub fn check_audience_or_client(ctx: &Ctx<'_>, c: &Claims) -> Result<(), Refusal> {
-    let mut allowed = ctx.spec.audiences.clone();
-    allowed.extend(ctx.spec.client_id.iter().cloned());
-    check_audience(c, &allowed)
-}
-
-/// The dialect a provider's tokens are read in: its kind's, or for `dev` its shape's.
-#[derive(Debug, Clone)]
-enum Mapper {
-    Entra(EntraSpec),
-    Okta(OktaSpec),
-    Auth0(Auth0Spec),
-    Cognito(CognitoSpec),
-    Oidc(OidcSpec),
-    AzureB2c(AzureB2cSpec),
-    Firebase(FirebaseSpec),
-}
-
-impl Mapper {
-    fn for_spec(spec: &ProviderSpec) -> Mapper {
-        match &spec.kind {
-            KindSpec::Entra(k) => Mapper::Entra(k.clone()),
-            KindSpec::Okta(k) => Mapper::Okta(k.clone()),
-            KindSpec::Auth0(k) => Mapper::Auth0(k.clone()),
-            KindSpec::Cognito(k) => Mapper::Cognito(k.clone()),
-            KindSpec::Oidc(k) => Mapper::Oidc(k.clone()),
-            KindSpec::AzureB2c(k) => Mapper::AzureB2c(k.clone()),
-            KindSpec::Firebase(k) => Mapper::Firebase(k.clone()),
-            KindSpec::Dev(d) => match d.shape {
-                Shape::Entra => Mapper::Entra(EntraSpec {
-                    tenants: d.tenants.clone(),
-                    variant: EntraVariant::Workforce,
-                    discovery_authority: None,
-                }),
-                Shape::Okta => Mapper::Okta(OktaSpec { org_id: None }),
-                Shape::Auth0 => {
-                    Mapper::Auth0(Auth0Spec { tenant_domain: d.tenant.clone(), extra_issuers: Vec::new() })
-                }
-                Shape::Cognito => Mapper::Cognito(CognitoSpec { token_use: TokenUse::Access, groups_are_roles: false }),
-                // The project id is the client id (Firebase `aud`); project-level users only.
-                Shape::Firebase => {
-                    let project_id = spec.client_id.clone().unwrap_or_default();
-                    Mapper::Firebase(FirebaseSpec {
-                        session_issuer: format!("https://session.firebase.google.com/{project_id}"),
-                        project_id,
-                        tenants: Vec::new(),
-                        allow_anonymous: false,
-                    })
-                }
-                // One user flow, plus an MFA-enforcing one for users with `mfa: true`; the
-                // tenant is the GUID the dev issuer names (checked at load).
-                Shape::AzureB2c => Mapper::AzureB2c(AzureB2cSpec {
-                    policies: vec![dev::B2C_POLICY.into(), dev::B2C_MFA_POLICY.into()],
-                    mfa_policies: vec![dev::B2C_MFA_POLICY.into()],
-                    extra_issuers: Vec::new(),
-                    tenant: d.tenant.to_ascii_lowercase(),
-                }),
-            },
-        }
-    }
-
-    fn identity(&self, ctx: &Ctx<'_>, c: &Claims) -> Result<Identity, Refusal> {
-        let mut id = match self {
-            Mapper::Entra(k) => entra::identity(ctx, k, c),
-            Mapper::Okta(k) => okta::identity(ctx, k, c),
-            Mapper::Auth0(k) => auth0::identity(ctx, k, c),
-            Mapper::Cognito(k) => cognito::identity(ctx, k, c),
-            Mapper::Oidc(k) => oidc::identity(ctx, k, c),
-            Mapper::AzureB2c(k) => azure_b2c::identity(ctx, k, c),
-            Mapper::Firebase(k) => firebase::identity(ctx, k, c),
-        }?;
-        claims::apply_overrides(&mut id, c, ctx.spec);
-        id.iat = c.i64("iat");
-        id.exp = c.i64("exp");
-        if id.subject.is_empty() {
-            return Err(Refusal::MissingClaim("sub"));
-        }
-        Ok(id)
-    }
-
-    /// Refusals decided before the key lookup, from the unverified token: only ever a
-    /// more specific refusal, never an acceptance.
-    fn precheck(&self, header: &JoseHeader, c: &Claims) -> Result<(), Refusal> {
-        match self {
-            Mapper::Firebase(k) => firebase::precheck(k, header, c),
-            _ => Ok(()),
-        }
-    }
+    Ok(id)
 }
 
 /// What `/providers` shows and readiness needs.
@@ -182,10 +73,10 @@ pub struct Status {
 pub struct Provider {
     pub spec: Arc<ProviderSpec>,
     pub index: usize,
-    mapper: Mapper,
-    /// The same dialect for ID tokens from browser sign-in: audience = our client id.
-    login: (Arc<ProviderSpec>, Mapper),
-    kind_label: &'static str,
+    /// The kind's rules for this provider (a dev provider's: its shape's).
+    kind: Arc<dyn Kind>,
+    /// The rules for ID tokens from browser sign-in: audience = our client id.
+    login: (Arc<ProviderSpec>, Arc<dyn Kind>),
     keys: ArcSwap<KeySet>,
     status: Mutex<Status>,
     refetch_gate: tokio::sync::Mutex<Option<Instant>>,
@@ -195,20 +86,19 @@ pub struct Provider {
 
 impl Provider {
     pub fn new(spec: Arc<ProviderSpec>, index: usize) -> Result<Provider, crate::keys::KeyError> {
-        let dev_signer = match &spec.kind {
-            KindSpec::Dev(d) => Some(Arc::new(Signer::load(&d.signing_key)?)),
-            _ => None,
+        let kind = kind::kind_of(&spec).cloned().ok_or_else(|| {
+            crate::keys::KeyError::Generate(format!("provider `{}` was not read by a provider kind", spec.id))
+        })?;
+        let dev_signer = match kind.as_dev() {
+            Some(d) => Some(Arc::new(Signer::load(&d.signing_key)?)),
+            None => None,
         };
         let mut login_spec = (*spec).clone();
         login_spec.audiences = spec.client_id.iter().cloned().collect();
-        let mut login_mapper = Mapper::for_spec(&spec);
-        if let Mapper::Cognito(c) = &mut login_mapper {
-            c.token_use = TokenUse::Id;
-        }
+        let login_kind = kind.for_sign_in().unwrap_or_else(|| kind.clone());
         Ok(Provider {
-            login: (Arc::new(login_spec), login_mapper),
-            mapper: Mapper::for_spec(&spec),
-            kind_label: spec.kind_name(),
+            login: (Arc::new(login_spec), login_kind),
+            kind,
             spec,
             index,
             keys: ArcSwap::from_pointee(KeySet::default()),
@@ -220,6 +110,22 @@ impl Provider {
 
     pub fn id(&self) -> &str {
         &self.spec.id
+    }
+
+    /// This provider's kind (its rules, sign-in parameters, dev token shape).
+    pub fn kind(&self) -> &dyn Kind {
+        &*self.kind
+    }
+
+    /// Where discovery is fetched from: `discovery_url`, else below the kind's base.
+    pub fn discovery_location(&self) -> String {
+        match &self.spec.discovery_url {
+            Some(u) => u.clone(),
+            None => {
+                let base = self.kind.discovery_base(&self.spec);
+                format!("{}/.well-known/openid-configuration", base.trim_end_matches('/'))
+            }
+        }
     }
 
     pub fn keys(&self) -> arc_swap::Guard<Arc<KeySet>> {
@@ -271,8 +177,9 @@ impl Provider {
     }
 
     async fn fetch_keys(&self, http: &reqwest::Client) -> Result<KeySet, FetchError> {
-        if let KindSpec::AzureB2c(b) = &self.spec.kind {
-            return self.fetch_b2c_keys(http, b).await;
+        let template = self.spec.jwks_url.clone().unwrap_or_else(|| self.discovery_location());
+        if let Some(locations) = self.kind.key_locations(&template) {
+            return self.fetch_merged_keys(http, locations).await;
         }
         let uri = match &self.spec.jwks_url {
             Some(u) => u.clone(),
@@ -285,18 +192,19 @@ impl Provider {
         Ok(set)
     }
 
-    /// Azure AD B2C publishes discovery and keys per policy: every configured policy's
-    /// key set is fetched (`{policy}` substituted) and the keys merged. One failing
-    /// policy fails the refresh, so the last good merged set stays in use.
-    async fn fetch_b2c_keys(&self, http: &reqwest::Client, b: &AzureB2cSpec) -> Result<KeySet, FetchError> {
+    /// Keys published in several places (the kind's `key_locations`: JWKS URLs when
+    /// `jwks_url` is configured, else discovery documents): every set is fetched and
+    /// the keys merged. One failing location fails the refresh, so the last good merged
+    /// set stays in use.
+    async fn fetch_merged_keys(&self, http: &reqwest::Client, locations: Vec<String>) -> Result<KeySet, FetchError> {
         let mut uris = Vec::new();
-        if let Some(u) = &self.spec.jwks_url {
-            uris = b.per_policy(u);
+        if self.spec.jwks_url.is_some() {
+            uris = locations;
         } else {
-            let template = self.spec.discovery_location();
-            for url in b.per_policy(&template) {
+            let extra = self.kind.extra_issuers();
+            for url in locations {
                 let d = jwks::fetch_discovery(http, &url).await?;
-                let ok = d.issuer == self.spec.issuer || b.extra_issuers.contains(&d.issuer);
+                let ok = d.issuer == self.spec.issuer || extra.contains(&d.issuer);
                 if !ok && d.issuer.trim_end_matches('/') != self.spec.issuer.trim_end_matches('/') {
                     return Err(FetchError::IssuerMismatch { found: d.issuer, expected: self.spec.issuer.clone() });
                 }
@@ -330,7 +238,7 @@ impl Provider {
                 }
             }
         }
-        let url = self.spec.discovery_location();
+        let url = self.discovery_location();
         let d = jwks::fetch_discovery(http, &url).await?;
         let expected = self.spec.issuer.as_str();
         if d.issuer.trim_end_matches('/') != expected.trim_end_matches('/') {
@@ -350,7 +258,7 @@ impl Provider {
         let same_source = self.spec.issuer == prev.spec.issuer
             && self.spec.jwks_url == prev.spec.jwks_url
             && self.spec.discovery_url == prev.spec.discovery_url
-            && self.spec.kind_name() == prev.spec.kind_name();
+            && self.spec.kind() == prev.spec.kind();
         if same_source {
             self.keys.store(prev.keys.load_full());
             if let (Ok(mut mine), Ok(theirs)) = (self.status.lock(), prev.status.lock()) {
@@ -472,19 +380,8 @@ impl Registry {
             } else {
                 by_issuer.entry(spec.issuer.clone()).or_default().push(i);
             }
-            if let KindSpec::Auth0(a) = &spec.kind {
-                for extra in &a.extra_issuers {
-                    by_issuer.entry(extra.clone()).or_default().push(i);
-                }
-            }
-            if let KindSpec::AzureB2c(b) = &spec.kind {
-                for extra in &b.extra_issuers {
-                    by_issuer.entry(extra.clone()).or_default().push(i);
-                }
-            }
-            // Session cookies are found by their own issuer, to be refused by name.
-            if let KindSpec::Firebase(f) = &spec.kind {
-                by_issuer.entry(f.session_issuer.clone()).or_default().push(i);
+            for extra in p.kind.extra_issuers() {
+                by_issuer.entry(extra).or_default().push(i);
             }
             providers.push(Arc::new(p));
         }
@@ -664,7 +561,7 @@ impl Registry {
     }
 
     async fn verify_with(&self, p: &Provider, parsed: &jwt::Parsed<'_>, hash: [u8; 32]) -> Result<Verified, Refusal> {
-        p.mapper.precheck(&parsed.header, &parsed.claims)?;
+        p.kind.precheck(&parsed.header, &parsed.claims)?;
         let kid = parsed.header.kid.as_deref();
         let key = match p.keys().find(kid).cloned() {
             Some(k) => k,
@@ -680,8 +577,8 @@ impl Registry {
         };
         jwt::verify_signature(parsed, &key)?;
         let exp = jwt::check_times(&parsed.claims, now_secs(), LEEWAY_SECS)?;
-        let ctx = Ctx { spec: &p.spec, kind_label: p.kind_label, header: &parsed.header, key: &key };
-        let identity = p.mapper.identity(&ctx, &parsed.claims)?;
+        let ctx = Ctx { spec: &p.spec, kind_label: p.spec.kind(), header: &parsed.header, key: &key };
+        let identity = map_identity(&*p.kind, &ctx, &parsed.claims)?;
         Ok(Verified::new(identity, p.index, key.kid.clone(), exp, hash))
     }
 
@@ -729,10 +626,10 @@ impl Registry {
                 return Err(Refusal::AtHashMismatch);
             }
         }
-        let (spec, mapper) = &p.login;
-        let ctx = Ctx { spec, kind_label: p.kind_label, header: &parsed.header, key: &key };
-        let mut identity = mapper.identity(&ctx, &parsed.claims)?;
-        identity.token_use = "id".into();
+        let (spec, login_kind) = &p.login;
+        let ctx = Ctx { spec, kind_label: p.spec.kind(), header: &parsed.header, key: &key };
+        let mut identity = map_identity(&**login_kind, &ctx, &parsed.claims)?;
+        identity.token_use = TokenUse::Id;
         Ok((identity, exp))
     }
 
@@ -929,7 +826,7 @@ mod tests {
         let routes = "listen: { http: 127.0.0.1:8080 }\nproviders: [dev-workforce, dev-customer]\n\
                       routes:\n  - { name: app, upstream: [127.0.0.1:9] }\n";
         std::fs::write(dir.path().join("routes.yaml"), routes).unwrap();
-        let config = crate::config::load(&dir.path().join("routes.yaml")).unwrap();
+        let config = crate::config::load(&dir.path().join("routes.yaml"), super::KINDS).unwrap();
         let registry = Registry::new(&config).unwrap();
         for p in &registry.providers {
             p.install_dev_keys();

@@ -3,27 +3,68 @@
 //!
 //! Browser sign-in also reads the UserInfo endpoint: in the code flow, a conforming OP
 //! returns the claims asked for with `scope` (email, profile, groups …) from UserInfo
-//! only, and puts little more than `sub` in the ID token (OIDC Core §5.4; oidc-provider
+//! only, and puts little more than `sub` in the ID token (OpenID Connect Core §5.4; oidc-provider
 //! does exactly this by default). Without UserInfo such a user would arrive with no
 //! email and no groups, and every group rule would fail closed.
 
 use super::claims::{apply_amr_acr, apply_overrides, Claims};
-use super::{check_audience_or_client, check_issuer_exact, Ctx};
-use crate::config::{OidcSpec, ProviderSpec};
-use crate::identity::Identity;
+use super::kind::{check_audience_or_client, check_issuer_exact, section, Ctx, Kind, Loader};
+use crate::config::kind::{SectionCheck, S};
+use crate::config::{KindSection, ProviderSpec};
+use crate::identity::{Identity, ProviderKind, TokenUse};
 use crate::refusal::Refusal;
 
-pub fn identity(ctx: &Ctx<'_>, k: &OidcSpec, c: &Claims) -> Result<Identity, Refusal> {
+crate::provider_file!(
+    /// `kind: oidc` (any compliant provider).
+    OidcFile {
+        mfa_acr: Option<Vec<S>>,
+        /// Value of `tenant` for this provider (default: the issuer host).
+        tenant: Option<S>,
+    }
+);
+
+pub static LOADER: Loader<OidcFile> = Loader { kind: ProviderKind::Oidc, population: None, issuer: None, check };
+
+fn check(f: &OidcFile, spec: &mut ProviderSpec, cx: &mut SectionCheck<'_, '_>) -> KindSection {
+    if spec.audiences.is_empty() && spec.client_id.is_none() {
+        cx.at("audiences", "is required (or client_id): the accepted `aud` values");
+    }
+    section(Oidc { tenant: f.tenant.as_ref().map(|s| s.to_string()).unwrap_or(cx.issuer_host.clone()) })
+}
+
+/// A `kind: oidc` provider: the standard mapping, plus UserInfo at sign-in.
+#[derive(Debug, Clone)]
+pub struct Oidc {
+    pub tenant: String,
+}
+
+impl Kind for Oidc {
+    fn label(&self) -> ProviderKind {
+        ProviderKind::Oidc
+    }
+
+    fn identity(&self, ctx: &Ctx<'_>, c: &Claims) -> Result<Identity, Refusal> {
+        standard_identity(ctx, c, &self.tenant)
+    }
+
+    fn reads_userinfo(&self) -> bool {
+        true
+    }
+}
+
+/// The standard mapping (OpenID Connect Core §5.1 claims, RFC 9068 access tokens):
+/// exact issuer, `aud` a configured audience or the client id, `sub` the subject.
+pub fn standard_identity(ctx: &Ctx<'_>, c: &Claims, tenant: &str) -> Result<Identity, Refusal> {
     let iss = check_issuer_exact(ctx, c)?;
     check_audience_or_client(ctx, c)?;
     let sub = c.str("sub").ok_or(Refusal::MissingClaim("sub"))?;
     let mut id = Identity::new(&ctx.spec.id, ctx.kind_label, ctx.spec.population, sub.to_string());
     id.issuer = iss.to_string();
-    id.tenant = k.tenant.clone();
+    id.tenant = tenant.to_string();
     let aud_is_client = ctx.spec.client_id.as_deref().is_some_and(|cid| c.audiences().contains(&cid));
     let access = c.has("scope") || c.has("scp") || c.has("client_id") || !aud_is_client
         || ctx.header.typ.as_deref().is_some_and(super::claims::is_at_jwt);
-    id.token_use = if access { "access" } else { "id" }.into();
+    id.token_use = if access { TokenUse::Access } else { TokenUse::Id };
     id.client_id = c.string("client_id").or_else(|| c.string("azp")).or_else(|| if access { None } else { ctx.spec.client_id.clone() });
     id.email = c.string("email");
     id.email_verified = c.bool_lenient("email_verified");
@@ -87,7 +128,7 @@ pub async fn fetch_userinfo(http: &reqwest::Client, endpoint: &str, access_token
     }
 }
 
-/// For a `kind: oidc` provider whose discovery names a UserInfo endpoint, completes a
+/// For a provider that reads UserInfo (`kind: oidc`) whose discovery names its endpoint, completes a
 /// browser sign-in's identity from it (see the module doc); other kinds are untouched.
 pub async fn complete_from_userinfo(
     http: &reqwest::Client,
@@ -97,7 +138,7 @@ pub async fn complete_from_userinfo(
     id_token: &str,
     access_token: Option<&str>,
 ) -> Result<(), UserinfoError> {
-    let (crate::config::KindSpec::Oidc(_), Some(endpoint), Some(at)) = (&p.spec.kind, endpoint, access_token) else {
+    let (true, Some(endpoint), Some(at)) = (p.kind().reads_userinfo(), endpoint, access_token) else {
         return Ok(());
     };
     let id_claims = super::jwt::parse(id_token).map(|t| t.claims).unwrap_or_default();
@@ -106,7 +147,7 @@ pub async fn complete_from_userinfo(
 }
 
 /// Completes a sign-in identity with UserInfo claims. The response must be about the
-/// ID token's user (`sub` equal, OIDC Core §5.3.4). The signed ID token wins: a claim
+/// ID token's user (`sub` equal, OpenID Connect Core §5.3.4). The signed ID token wins: a claim
 /// it carries is never replaced, UserInfo only fills what it lacks, including the
 /// sources of the provider's `claims:` mapping.
 pub fn merge_userinfo(id: &mut Identity, id_token: &Claims, ui: &Claims, spec: &ProviderSpec) -> Result<(), UserinfoError> {
@@ -167,10 +208,10 @@ mod tests {
             jwks_refresh: std::time::Duration::from_secs(60),
             mfa_acr: vec![],
             authorize_params: vec![],
-            kind: crate::config::KindSpec::Oidc(OidcSpec { tenant: "op.example".into() }),
+            kind: section(Oidc { tenant: "op.example".into() }),
         };
         let idt = claims(json!({"sub": "u1", "name": "From ID token"}));
-        let mut id = Identity::new("op", "oidc", crate::identity::Population::Workforce, "u1".into());
+        let mut id = Identity::new("op", ProviderKind::Oidc, crate::identity::Population::Workforce, "u1".into());
         id.name = Some("From ID token".into());
         let ui = claims(json!({"sub": "u1", "name": "Other", "email": "a@x.test", "email_verified": false, "groups": ["g1"], "department": "R&D"}));
         merge_userinfo(&mut id, &idt, &ui, &spec).unwrap();

@@ -1,22 +1,125 @@
 //! Okta custom authorization servers: `uid` (not `sub`) is the user in access tokens,
-//! `scp` is an array, org-server access tokens are refused (PROVIDERS.md §2, §5.3).
+//! `scp` is an array, org-server access tokens are refused (they are for Okta's own
+//! APIs and cannot be validated by anyone else), RSA SecurID in `amr` is a one-time
+//! password, step-up asks for `urn:okta:loa:2fa:any` with `max_age=0`.
+//!
+//! Vendor references: <https://developer.okta.com/docs/api/openapi/okta-oauth/guides/overview/>
+//! (token claims), <https://developer.okta.com/docs/concepts/auth-servers/> (org vs custom
+//! authorization servers), <https://developer.okta.com/docs/guides/step-up-authentication/main/>.
 
 use super::claims::{apply_amr_acr, issuer_host, Claims};
-use super::{check_audience, check_issuer_exact, Ctx};
-use crate::config::OktaSpec;
-use crate::identity::Identity;
+use super::dev::{scopes, stable, DevToken, Kind as MintKind};
+use super::kind::{check_audience, check_issuer_exact, section, Ctx, Kind, Loader, Param};
+use crate::config::kind::{SectionCheck, S};
+use crate::config::{KindSection, ProviderSpec};
+use crate::identity::{Identity, Population, PrincipalType, ProviderKind, TokenUse};
 use crate::refusal::Refusal;
+use serde_json::{json, Map, Value};
 
 /// The `typ` Okta puts on org authorization server access tokens.
 const ORG_AT_TYP: &str = "application/okta-internal-at+jwt";
 
-pub fn identity(ctx: &Ctx<'_>, k: &OktaSpec, c: &Claims) -> Result<Identity, Refusal> {
+/// Okta's assurance level for "two factors, any kind": the default strong `acr` and
+/// the one step-up asks for.
+pub const LOA_2FA: &str = "urn:okta:loa:2fa:any";
+
+crate::provider_file!(
+    /// `kind: okta` (custom authorization servers only).
+    OktaFile {
+        mfa_acr: Option<Vec<S>>,
+        /// The org id (`00o…`) that `idp` carries for users homed in Okta.
+        org_id: Option<S>,
+    }
+);
+
+pub static LOADER: Loader<OktaFile> =
+    Loader { kind: ProviderKind::Okta, population: Some(Population::Workforce), issuer: None, check };
+
+fn check(f: &OktaFile, spec: &mut ProviderSpec, cx: &mut SectionCheck<'_, '_>) -> KindSection {
+    if spec.audiences.is_empty() {
+        cx.at("audiences", "is required: the accepted `aud` values (e.g. api://default)");
+    }
+    if spec.mfa_acr.is_empty() {
+        spec.mfa_acr = vec![LOA_2FA.into(), "phr".into(), "phrh".into()];
+    }
+    section(Okta { org_id: f.org_id.as_ref().map(|s| s.to_string()) })
+}
+
+/// An Okta provider's rules.
+#[derive(Debug, Clone)]
+pub struct Okta {
+    pub org_id: Option<String>,
+}
+
+impl Kind for Okta {
+    fn label(&self) -> ProviderKind {
+        ProviderKind::Okta
+    }
+
+    fn identity(&self, ctx: &Ctx<'_>, c: &Claims) -> Result<Identity, Refusal> {
+        identity(ctx, self, c)
+    }
+
+    fn step_up_params(&self, spec: &ProviderSpec) -> Vec<Param> {
+        vec![
+            ("acr_values", spec.mfa_acr.first().cloned().unwrap_or_else(|| LOA_2FA.into())),
+            ("max_age", "0".into()),
+        ]
+    }
+
+    fn dev_mfa_acr(&self) -> Vec<String> {
+        vec![LOA_2FA.into()]
+    }
+
+    /// A custom authorization server's token: `uid`/`cid`/`scp` array in access
+    /// tokens, `idp` and `amr` in ID tokens.
+    fn dev_token(&self, t: &DevToken<'_>, c: &mut Map<String, Value>) {
+        let DevToken { spec, user, o, client_id, audience, seed, email, .. } = t;
+        let uid = format!("00u{}", stable(&seed, 17));
+        c.insert("ver".into(), json!(1));
+        if !user.groups.is_empty() {
+            c.insert("groups".into(), json!(user.groups));
+        }
+        if user.mfa {
+            c.insert("acr".into(), json!(LOA_2FA));
+        }
+        if o.kind == MintKind::Access {
+            c.insert("jti".into(), json!(format!("AT.{}", stable(&format!("{seed}/{}", o.now), 20))));
+            c.insert("aud".into(), json!(audience));
+            c.insert("cid".into(), json!(client_id));
+            c.insert("uid".into(), json!(uid));
+            c.insert("sub".into(), json!(email.clone().unwrap_or(user.name.clone())));
+            c.insert("scp".into(), json!(scopes(user)));
+            c.insert("auth_time".into(), json!(o.now));
+        } else {
+            c.insert("jti".into(), json!(format!("ID.{}", stable(&format!("{seed}/{}", o.now), 20))));
+            c.insert("aud".into(), json!(client_id));
+            c.insert("sub".into(), json!(uid));
+            c.insert("idp".into(), json!(format!("00o{}", stable(&spec.id, 17))));
+            c.insert("amr".into(), json!(if user.mfa { vec!["pwd", "otp", "mfa"] } else { vec!["pwd"] }));
+            c.insert("preferred_username".into(), json!(email.clone().unwrap_or(user.name.clone())));
+            c.insert("auth_time".into(), json!(o.now));
+            if let Some(e) = &email {
+                c.insert("email".into(), json!(e));
+                c.insert("email_verified".into(), json!(user.email_verified.unwrap_or(true)));
+            }
+        }
+        if let Some(n) = &user.display_name {
+            c.insert("name".into(), json!(n));
+        }
+        for (k, v) in &user.attributes {
+            c.insert(k.clone(), json!(v));
+        }
+    }
+}
+
+fn identity(ctx: &Ctx<'_>, k: &Okta, c: &Claims) -> Result<Identity, Refusal> {
     let iss = check_issuer_exact(ctx, c)?;
     let access = c.has("cid") || c.has("uid") || c.has("scp");
     // Org AS access tokens are for Okta only: recognisable by their typ or by an issuer
     // without an /oauth2/{server} path (okta/okta-jwt-verifier-java#93).
     let org_issuer = url::Url::parse(iss).map(|u| !u.path().contains("/oauth2/")).unwrap_or(false);
-    if ctx.header.typ.as_deref() == Some(ORG_AT_TYP) || (access && org_issuer && ctx.kind_label == "okta") {
+    if ctx.header.typ.as_deref() == Some(ORG_AT_TYP) || (access && org_issuer && ctx.kind_label == ProviderKind::Okta) {
         return Err(Refusal::OktaOrgAccessToken);
     }
     check_audience(c, &ctx.spec.audiences)?;
@@ -31,9 +134,9 @@ pub fn identity(ctx: &Ctx<'_>, k: &OktaSpec, c: &Claims) -> Result<Identity, Ref
     let mut id = Identity::new(&ctx.spec.id, ctx.kind_label, ctx.spec.population, subject);
     id.issuer = iss.to_string();
     id.tenant = issuer_host(iss);
-    id.token_use = if access { "access" } else { "id" }.into();
+    id.token_use = if access { TokenUse::Access } else { TokenUse::Id };
     if service {
-        id.principal_type = "service".into();
+        id.principal_type = PrincipalType::Service;
     }
     id.username = if access { c.string("sub").filter(|_| !service) } else { c.string("preferred_username") };
     id.email = c.string("email");
@@ -43,7 +146,8 @@ pub fn identity(ctx: &Ctx<'_>, k: &OktaSpec, c: &Claims) -> Result<Identity, Ref
     id.groups_complete = c.has("groups");
     id.scopes = c.scope_list("scp");
     apply_amr_acr(&mut id, c, &ctx.spec.mfa_acr);
-    // Okta's `rsa` is RSA SecurID, a one-time password (PROVIDERS.md §5.7), not key proof.
+    // Okta's `rsa` is RSA SecurID, a one-time password, not proof of a key
+    // (https://developer.okta.com/docs/reference/api/authn/#factor-type).
     if id.amr_raw.iter().any(|a| a == "rsa") {
         id.amr.retain(|a| a != "pop" || id.amr_raw.iter().any(|r| r == "pop" || r == "phr"));
         if !id.amr.iter().any(|a| a == "otp") {
@@ -58,7 +162,7 @@ pub fn identity(ctx: &Ctx<'_>, k: &OktaSpec, c: &Claims) -> Result<Identity, Ref
 }
 
 /// `idp` is the org id (`00o…`) for users homed in Okta, else an IdP id (`0oa…`).
-fn idp(c: &Claims, k: &OktaSpec, provider: &str) -> (String, String) {
+fn idp(c: &Claims, k: &Okta, provider: &str) -> (String, String) {
     match c.str("idp") {
         None => (provider.to_string(), "native".into()),
         Some(v) if k.org_id.as_deref() == Some(v) => (provider.to_string(), "native".into()),
@@ -66,3 +170,6 @@ fn idp(c: &Claims, k: &OktaSpec, provider: &str) -> (String, String) {
         Some(v) => (format!("okta-idp:{v}"), "federated".into()),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -26,19 +26,7 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 /// A store URL fit for logs and error messages: the password, if any, is replaced by
 /// `***` (`redis://user:***@host:6379/0`). Text that does not parse as a URL with a
 /// host keeps only what follows its last `@`.
-pub fn redacted(url: &str) -> String {
-    match url::Url::parse(url) {
-        // Without a host (`redis:/:pw@h`, one slash) the credentials are not parsed as
-        // such: the fallback below applies.
-        Ok(mut u) if u.has_host() => {
-            if u.password().is_some() {
-                let _ = u.set_password(Some("***"));
-            }
-            u.to_string()
-        }
-        _ => url.rsplit_once('@').map_or(url.to_string(), |(_, host)| format!("***@{host}")),
-    }
-}
+pub use crate::config::redacted;
 
 impl RedisStore {
     pub fn new(url: &str) -> Result<RedisStore, StoreError> {

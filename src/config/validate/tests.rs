@@ -1,5 +1,9 @@
 use super::*;
 
+fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    super::load(path, crate::providers::KINDS)
+}
+
 fn dir_with(routes: &str, providers: &[(&str, &str)]) -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(d.path().join("providers")).unwrap();
@@ -93,14 +97,6 @@ fn plain_http_issuers_only_on_loopback() {
     let d = dir_with("listen: { http: 127.0.0.1:8080 }\nproviders: [corp-okta]\nroutes: []\n", &[("o.yaml", okta)]);
     let errs = load(&d.path().join("routes.yaml")).unwrap_err().0;
     assert!(errs[0].message.contains("must be https"), "{errs:?}");
-}
-
-#[test]
-fn guid_from_is_stable_and_shaped() {
-    let g = guid_from("dev-workforce");
-    assert_eq!(g, guid_from("dev-workforce"));
-    assert_eq!(g.len(), 36);
-    assert_eq!(&g[14..15], "4");
 }
 
 #[test]
