@@ -19,8 +19,8 @@ pub const ACR_SFA: &str = "sfa";
 pub fn asks_for_mfa(acr_values: &str) -> bool {
     acr_values.split(' ').any(|v| {
         v == ACR_MFA
-            || v == "http://schemas.openid.net/pape/policies/2007/06/multi-factor"
-            || v == "urn:okta:loa:2fa:any"
+            || v == crate::providers::auth0::PAPE_MULTI_FACTOR
+            || v == crate::providers::okta::LOA_2FA
     })
 }
 

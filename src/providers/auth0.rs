@@ -18,7 +18,7 @@ use serde_json::{json, Map, Value};
 
 /// The `acr_values` Auth0 understands as "require MFA" (OpenID Provider
 /// Authentication Policy Extension 1.0).
-const PAPE_MULTI_FACTOR: &str = "http://schemas.openid.net/pape/policies/2007/06/multi-factor";
+pub const PAPE_MULTI_FACTOR: &str = "http://schemas.openid.net/pape/policies/2007/06/multi-factor";
 
 crate::provider_file!(
     /// `kind: auth0`.

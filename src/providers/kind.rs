@@ -220,3 +220,97 @@ pub fn check_issuer_exact<'c>(ctx: &Ctx<'_>, c: &'c Claims) -> Result<&'c str, R
         Err(Refusal::IssuerMismatch)
     }
 }
+
+/// For the kinds' unit tests: a provider file read through the real registry, and its
+/// kind's mapping run on claims as if their signature had verified.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::super::claims::Claims;
+    use super::super::jwks::VerifyKey;
+    use super::super::jwt::JoseHeader;
+    use super::{kind_of, Ctx, Kind};
+    use crate::config::ProviderSpec;
+    use crate::identity::Identity;
+    use crate::refusal::Refusal;
+    use serde_json::Value;
+    use std::sync::Arc;
+
+    pub struct Fixture {
+        _dir: tempfile::TempDir,
+        pub spec: Arc<ProviderSpec>,
+    }
+
+    /// Loads `yaml` (a provider file whose first line is `id: …`) with `config::load`.
+    pub fn provider(yaml: &str) -> Fixture {
+        let id = yaml.lines().next().and_then(|l| l.strip_prefix("id: ")).expect("first line is `id: …`").trim();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("providers")).unwrap();
+        std::fs::write(dir.path().join(format!("providers/{id}.yaml")), yaml).unwrap();
+        let routes = format!("listen: {{ http: 127.0.0.1:8080 }}\nproviders: [{id}]\nroutes: []\n");
+        std::fs::write(dir.path().join("routes.yaml"), routes).unwrap();
+        let config = match crate::config::load(&dir.path().join("routes.yaml"), super::KINDS) {
+            Ok(c) => c,
+            Err(e) => panic!("provider file refused:\n{e}"),
+        };
+        Fixture { spec: config.providers[0].clone(), _dir: dir }
+    }
+
+    /// The problems `config::load` reports for `yaml`, as text.
+    pub fn refused(yaml: &str) -> String {
+        let id = yaml.lines().next().and_then(|l| l.strip_prefix("id: ")).expect("first line is `id: …`").trim();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("providers")).unwrap();
+        std::fs::write(dir.path().join(format!("providers/{id}.yaml")), yaml).unwrap();
+        let routes = format!("listen: {{ http: 127.0.0.1:8080 }}\nproviders: [{id}]\nroutes: []\n");
+        std::fs::write(dir.path().join("routes.yaml"), routes).unwrap();
+        match crate::config::load(&dir.path().join("routes.yaml"), super::KINDS) {
+            Ok(_) => panic!("provider file accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// A verification key of algorithm `alg`, optionally bound to an issuer (Entra v2 JWKS).
+    pub fn key(alg: jsonwebtoken::Algorithm, issuer: Option<&str>) -> VerifyKey {
+        VerifyKey {
+            kid: "k1".into(),
+            alg,
+            key: jsonwebtoken::DecodingKey::from_secret(b"unused"),
+            parsed: None,
+            issuer: issuer.map(str::to_string),
+        }
+    }
+
+    fn claims(v: Value) -> Claims {
+        Claims(v.as_object().cloned().expect("claims are an object"))
+    }
+
+    impl Fixture {
+        pub fn kind(&self) -> &Arc<dyn Kind> {
+            kind_of(&self.spec).expect("loaded by the registry")
+        }
+
+        /// A bearer token's claims through the kind (RS256 key, `typ: JWT`).
+        pub fn map(&self, c: Value) -> Result<Identity, Refusal> {
+            self.map_with(Some("JWT"), &key(jsonwebtoken::Algorithm::RS256, None), c)
+        }
+
+        pub fn map_with(&self, typ: Option<&str>, key: &VerifyKey, c: Value) -> Result<Identity, Refusal> {
+            let header = JoseHeader { typ: typ.map(str::to_string), kid: Some(key.kid.clone()), ..JoseHeader::default() };
+            let ctx = Ctx { spec: &self.spec, kind_label: self.spec.kind(), header: &header, key };
+            let c = claims(c);
+            self.kind().precheck(&header, &c)?;
+            super::super::map_identity(&**self.kind(), &ctx, &c)
+        }
+
+        /// A sign-in ID token's claims: the kind's sign-in rules, `aud` = the client id.
+        pub fn sign_in(&self, c: Value) -> Result<Identity, Refusal> {
+            let mut spec = (*self.spec).clone();
+            spec.audiences = spec.client_id.iter().cloned().collect();
+            let kind = self.kind().for_sign_in().unwrap_or_else(|| self.kind().clone());
+            let header = JoseHeader { typ: Some("JWT".into()), kid: Some("k1".into()), ..JoseHeader::default() };
+            let k = key(jsonwebtoken::Algorithm::RS256, None);
+            let ctx = Ctx { spec: &spec, kind_label: spec.kind(), header: &header, key: &k };
+            super::super::map_identity(&*kind, &ctx, &claims(c))
+        }
+    }
+}
