@@ -433,6 +433,53 @@ pub fn jwks(signer: &Signer) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::kind::{kind_of, Ctx};
+    use crate::providers::{jwt, map_identity};
+
+    /// A dev provider of each shape: its tokens, minted with the shape's `dev_token`,
+    /// read back by the same kind's rules (the signature checked with its own key).
+    #[test]
+    fn every_shape_mints_tokens_its_kind_accepts() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::keys::generate_dev_set(&dir.path().join("certs"), false, false).unwrap();
+        std::fs::create_dir_all(dir.path().join("providers")).unwrap();
+        let mut ids = Vec::new();
+        for shape in Shape::ALL {
+            let id = format!("dev-{}", shape.as_str().replace('_', "-"));
+            let issuer = match shape {
+                Shape::AzureB2c => format!("http://127.0.0.1:8080/.idfabric/dev/{id}/{}/v2.0/", guid_from("b2c")),
+                _ => format!("http://127.0.0.1:8080/.idfabric/dev/{id}"),
+            };
+            let yaml = format!(
+                "id: {id}\nkind: dev\npopulation: customer\nshape: {}\nissuer: {issuer}\nsigning_key: certs/dev-idp-customer.pem\n\
+                 users:\n  - {{ name: ann, email: ann@example.net, email_verified: true, mfa: true, groups: [g1], scopes: [orders:read] }}\n",
+                shape.as_str()
+            );
+            std::fs::write(dir.path().join(format!("providers/{id}.yaml")), yaml).unwrap();
+            ids.push(id);
+        }
+        let routes = format!("listen: {{ http: 127.0.0.1:8080 }}\nproviders: [{}]\nroutes: []\n", ids.join(", "));
+        std::fs::write(dir.path().join("routes.yaml"), routes).unwrap();
+        let config = crate::config::load(&dir.path().join("routes.yaml"), crate::providers::KINDS).unwrap();
+        for spec in &config.providers {
+            let kind = kind_of(spec).unwrap();
+            let dev = kind.as_dev().unwrap();
+            assert_eq!(kind.label(), ProviderKind::Dev);
+            assert!(kind.extra_issuers().is_empty() && kind.key_locations("x").is_none(), "keys and issuers are the dev OP's own");
+            let signer = Signer::load(&dev.signing_key).unwrap();
+            let keys = super::super::jwks::parse_jwks(jwks(&signer).to_string().as_bytes(), "dev").unwrap();
+            let o = MintOptions { kind: Kind::Access, now: super::super::now_secs(), ttl: None, nonce: None, serial: None };
+            let token = mint(spec, dev, &signer, &dev.users[0], &o);
+            let parsed = jwt::parse(&token).unwrap();
+            let key = keys.find(parsed.header.kid.as_deref()).unwrap();
+            jwt::verify_signature(&parsed, key).unwrap();
+            let ctx = Ctx { spec, kind_label: spec.kind(), header: &parsed.header, key };
+            let id = map_identity(&**kind, &ctx, &parsed.claims).unwrap_or_else(|r| panic!("{}: {r:?}", dev.shape.as_str()));
+            assert_eq!(id.provider_kind, ProviderKind::Dev);
+            assert!(id.sub.starts_with(&format!("{}:", spec.id)) && !id.subject.is_empty());
+            assert!(id.mfa, "{}: an mfa user's token proves it in the shape's own way", dev.shape.as_str());
+        }
+    }
 
     #[test]
     fn guid_from_is_stable_and_shaped() {
