@@ -1,4 +1,4 @@
-//! The provider conformance suite (STYLE.md habit 12, dex `storage/conformance`): one
+//! The provider conformance suite (in the manner of dex `storage/conformance`): one
 //! function, `conformance(shape)`, run against a fake IdP of every provider kind through
 //! the real binary. It covers admission and identity headers, every header / signature /
 //! time / issuer / audience refusal with its `reason`, the unknown-`kid` refetch and its

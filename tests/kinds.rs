@@ -813,7 +813,8 @@ const CIAM_TID: &str = "7e1f3a5c-9b2d-4e6f-8a0c-2d4f6b8e0a13";
 const CIAM_CLIENT: &str = "b3c4d5e6-f7a8-4b9c-8d0e-1f2a3b4c5d6e";
 const CIAM_OID: &str = "2a4c6e8f-0b1d-4f3a-9c5e-7b9d1f3a5c7e";
 
-/// The External ID ID token of PROVIDERS-CIAM.md §10.9 for `issuer`.
+/// An External ID ID token for `issuer`, with the claims Microsoft documents for CIAM
+/// tenants (<https://learn.microsoft.com/en-us/entra/identity-platform/id-token-claims-reference>).
 fn ciam_id_token(issuer: &str) -> Token {
     let iat = now() - 300;
     Token::from_claims(

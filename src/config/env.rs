@@ -137,7 +137,7 @@ impl<'de> Deserialize<'de> for ScalarString {
 
 /// Makes `${VAR}` placeholders inside YAML flow collections parse, by double-quoting
 /// the plain scalars that contain one: `tenants: [${TENANT}]` and
-/// `{ client_secret: ${SECRET} }` (INTERFACE.md writes both) are otherwise YAML errors,
+/// `{ client_secret: ${SECRET} }` (docs/configuration.md writes both) are otherwise YAML errors,
 /// because `{` and `}` are flow indicators. Only the text's quoting changes (no line
 /// moves, so error positions stay right); expansion still happens per value, later.
 pub fn quote_flow_placeholders(text: &str) -> std::borrow::Cow<'_, str> {

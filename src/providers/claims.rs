@@ -1,5 +1,7 @@
 //! Reading claims without trusting their JSON types, and the provider-neutral parts of
-//! normalisation: `amr` (PROVIDERS.md §5.7), `mfa` (§5.8) and the `claims:` overrides.
+//! normalisation: `amr` mapped to the RFC 8176 values
+//! (<https://www.rfc-editor.org/rfc/rfc8176>), `mfa` only on positive evidence, and
+//! the `claims:` overrides.
 
 use crate::config::ProviderSpec;
 use crate::identity::{Identity, MfaSource};
