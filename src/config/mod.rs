@@ -2,9 +2,12 @@
 //! validation into immutable specs.
 //!
 //! `load` is the only entry point; `idfabric check`, `serve` and every test call it, so
-//! what `check` accepts is exactly what the gateway runs. Every problem in every file
-//! is collected (with file, line and key) before failing. Nothing here runs on the
-//! request path: the specs are compiled into the gateway's tables once per load.
+//! what `check` accepts is exactly what the gateway runs. Configuration knows no
+//! provider kind: each provider file is read by the kind it names, from the registry
+//! the caller passes (`providers::KINDS`; `kind.rs` here is the interface). Every
+//! problem in every file is collected (with file, line and key) before failing. Nothing
+//! here runs on the request path: the specs are compiled into the gateway's tables once
+//! per load.
 
 mod env;
 mod error;

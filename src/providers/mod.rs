@@ -1,6 +1,7 @@
 //! Upstream identity providers: the registry that finds a token's provider by its
 //! issuer, the key sets it keeps fresh, the verification every kind shares, the cache
-//! of verified identities, and one file per kind for that kind's dialect and quirks.
+//! of verified identities, and one file per kind for that kind's dialect and quirks
+//! (the `Kind` trait and the kind registry `KINDS` are in `kind.rs`).
 //!
 //! Order of checks for a bearer token (cheapest and most decisive first): size and
 //! shape → header rules (`jwt`) → provider by `iss` → key by `kid` (one rate-limited
