@@ -4,7 +4,7 @@
 //! - Authorize transactions (`b:{id}` in the pending space of `crate::session::pending`,
 //!   apart from sessions and capped): the authorize request parked while the user signs
 //!   in, with the SHA-256 of the browser-binding nonce (the `btx` cookie,
-//!   `crate::login::binding`); single use (`take`), 10 minutes.
+//!   `crate::web::binding`); single use (`take`), 10 minutes.
 //! - Codes (`idf:bc:{sha256}`): single use, 60 seconds, bound to the client, redirect
 //!   URI and PKCE challenge. Redeeming *claims* the code first: its used-marker
 //!   (`idf:bcu:{sha256}` → family) is set with the store's atomic set-if-absent, so of
@@ -155,7 +155,7 @@ pub async fn unpark(pending: &dyn Pending, id: &str, nonce: &str) -> Result<Unpa
     let key = format!("b:{id}");
     let Some(b) = pending.peek(&key).await? else { return Ok(Unparked::Expired) };
     let parked: AuthzRequest = parse(&b)?;
-    if !crate::login::binding::matches(&parked.browser, nonce) {
+    if !crate::web::binding::matches(&parked.browser, nonce) {
         return Ok(Unparked::Foreign);
     }
     let Some(b) = pending.take(&key).await? else { return Ok(Unparked::Expired) };
@@ -459,7 +459,7 @@ mod tests {
             browser: String::new(),
         };
         let caps = Caps { per_client: 4, total: 10 };
-        let digest = crate::login::binding::digest("nonce-of-the-browser");
+        let digest = crate::web::binding::digest("nonce-of-the-browser");
         park(&pending, caps, "10.0.0.1", "txn-1", &r, &digest).await.unwrap();
         assert!(pending
             .peek("b:txn-1")

@@ -15,8 +15,6 @@
 //! parked meanwhile is capped (`crate::session::pending`). Signing out is a POST from this
 //! site's own pages; a GET only asks.
 
-pub mod binding;
-pub mod pages;
 pub mod throttle;
 
 use crate::config::{HostMatch, KindSpec, Shape};
@@ -25,22 +23,14 @@ use crate::metrics::metrics;
 use crate::providers::{now_secs, Provider};
 use crate::runtime::{CompiledRoute, Runtime};
 use crate::session::{LoginTxn, Session, Sessions, StoreError};
-use crate::web::{self, pkce_challenge, random, Reply, Request};
-use pages::{Branding, ProviderButton, Theme};
+use crate::web::pages::{self, Branding, ProviderButton, Theme};
+use crate::web::{self, binding, clear_session_cookies, cookie_name, pkce_challenge, random, Reply, Request};
 use serde_json::Value;
 use std::sync::Arc;
 
 /// Remembers the provider last chosen on the home-realm discovery page.
 pub const IDP_COOKIE: &str = "idfabric_idp";
 
-/// The session cookie's name on this request: `__Host-` prefixed over TLS.
-pub fn cookie_name(base: &str, tls: bool) -> String {
-    if tls {
-        format!("__Host-{base}")
-    } else {
-        base.to_string()
-    }
-}
 
 /// Serves `/.idfabric/login`, `/callback`, `/logout`, `/logged-out` and `/session`.
 pub async fn handle(rt: &Runtime, req: &Request<'_>) -> Reply {
@@ -730,16 +720,6 @@ async fn logout(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Reply {
         Some(u.to_string())
     });
     clear_session_cookies(Reply::redirect(target.as_deref().unwrap_or("/.idfabric/logged-out"), "ok"), &rt.config.session.cookie, req.tls)
-}
-
-/// Clears every spelling of the session cookie the scheme can touch: over TLS the
-/// `__Host-` one and the plain one (both `Secure`), over plain HTTP the plain one (a
-/// plain-HTTP response cannot overwrite a `Secure` cookie, RFC 6265bis §5.7).
-pub fn clear_session_cookies(mut reply: Reply, base: &str, tls: bool) -> Reply {
-    if tls {
-        reply = reply.with_cookie(web::cookie(&cookie_name(base, true), "", Some(0), true));
-    }
-    reply.with_cookie(web::cookie(base, "", Some(0), tls))
 }
 
 /// Replaces (or adds) a header of a reply.

@@ -9,7 +9,7 @@
 use super::dev::{self, Kind, MintOptions};
 use super::{jwks, jwt, now_secs, Provider};
 use crate::config::{DevSpec, KindSpec};
-use crate::login::pages;
+use crate::web::pages;
 use crate::web::{pkce_challenge, random, Reply, Request};
 use serde_json::{json, Value};
 use std::sync::LazyLock;

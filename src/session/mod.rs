@@ -122,7 +122,7 @@ pub struct LoginTxn {
     pub host: String,
     pub created_at: i64,
     pub step_up: bool,
-    /// SHA-256 (hex) of the nonce in the browser's `ltx` cookie (`crate::login::binding`);
+    /// SHA-256 (hex) of the nonce in the browser's `ltx` cookie (`crate::web::binding`);
     /// empty never matches.
     #[serde(default)]
     pub browser: String,
