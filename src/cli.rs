@@ -158,13 +158,7 @@ pub enum SigningAlg {
     Eddsa,
 }
 
-pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("IDFABRIC_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,pingora_core=warn,pingora_proxy=warn,pingora=warn"));
-    let json = std::env::var("IDFABRIC_LOG_FORMAT").is_ok_and(|v| v == "json");
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
-    let _ = if json { builder.json().try_init() } else { builder.try_init() };
-}
+pub use crate::trace::init_tracing;
 
 fn load(path: &Path) -> Result<Config, ExitCode> {
     config::load(path).map_err(|e| {
