@@ -51,5 +51,6 @@ pub mod runtime;
 pub mod server;
 pub mod session;
 pub mod trace;
+pub mod upstream;
 pub mod watch;
 pub mod web;

@@ -186,7 +186,7 @@ async fn current_session(
     sid: Option<&str>,
 ) -> Result<Option<Session>, crate::session::StoreError> {
     match sid {
-        Some(id) => login::session_for(rt, sessions, id).await,
+        Some(id) => crate::session::session_for(&rt.registry, sessions, id).await,
         None => Ok(None),
     }
 }
@@ -476,7 +476,7 @@ async fn signed_in(
 ) -> Result<(String, Session), OAuthError> {
     let not_done = || err(ErrorCode::LoginRequired, "the sign-in did not complete");
     let sid = req.cookie(&web::cookie_name(&rt.config.session.cookie, req.tls)).ok_or_else(not_done)?;
-    match login::session_for(rt, sessions, sid).await? {
+    match crate::session::session_for(&rt.registry, sessions, sid).await? {
         Some(s) => Ok((sid.to_string(), s)),
         None => Err(not_done()),
     }

@@ -23,6 +23,7 @@ use crate::metrics::metrics;
 use crate::providers::{now_secs, Provider};
 use crate::runtime::{CompiledRoute, Runtime};
 use crate::session::{LoginTxn, Session, Sessions, StoreError};
+use crate::upstream::{endpoints, exchange};
 use crate::web::pages::{self, Branding, ProviderButton, Theme};
 use crate::web::{self, binding, clear_session_cookies, cookie_name, pkce_challenge, random, Reply, Request};
 use serde_json::Value;
@@ -231,14 +232,6 @@ fn buttons(providers: &[&Arc<Provider>], remembered: Option<&str>) -> Vec<Provid
         .collect()
 }
 
-/// The provider's endpoints from discovery (dev providers: their own).
-fn endpoints(p: &Provider) -> Option<crate::providers::jwks::Discovery> {
-    if p.dev_signer.is_some() {
-        return serde_json::from_value(crate::providers::dev::discovery(&p.spec)).ok();
-    }
-    p.status().discovery
-}
-
 fn shape_of(p: &Provider) -> &'static str {
     match &p.spec.kind {
         KindSpec::Dev(d) => match d.shape {
@@ -426,7 +419,7 @@ async fn callback(rt: &Runtime, sessions: &Sessions, req: &Request<'_>, state: &
         return failed(Some(&p), &theme, 400, "Sign-in failed", "The identity provider sent no authorization code.", "missing_code");
     };
     let redirect_uri = format!("{}/.idfabric/callback", req.origin());
-    let tokens = match exchange(rt, &p, &[
+    let tokens = match exchange(&rt.registry.http, &p, &[
         ("grant_type", "authorization_code"),
         ("code", &code),
         ("redirect_uri", &redirect_uri),
@@ -435,7 +428,7 @@ async fn callback(rt: &Runtime, sessions: &Sessions, req: &Request<'_>, state: &
     .await
     {
         Ok(t) => t,
-        Err(detail) => return failed(Some(&p), &theme, 502, "Sign-in failed", &detail, "token_exchange_failed"),
+        Err(e) => return failed(Some(&p), &theme, 502, "Sign-in failed", &e.to_string(), "token_exchange_failed"),
     };
     let Some(id_token) = tokens.get("id_token").and_then(Value::as_str) else {
         return failed(Some(&p), &theme, 502, "Sign-in failed", "The identity provider returned no ID token.", "missing_id_token");
@@ -615,47 +608,6 @@ async fn session_from_id_token(rt: &Runtime, sessions: &Sessions, req: &Request<
     }
 }
 
-/// POSTs to the provider's token endpoint; the client secret (if any) goes in the body.
-pub async fn exchange(rt: &Runtime, p: &Provider, params: &[(&str, &str)]) -> Result<Value, String> {
-    let discovered = endpoints(p);
-    let basic = discovered.as_ref().is_some_and(|d| d.wants_basic_auth());
-    let endpoint = discovered.and_then(|d| d.token_endpoint).ok_or("the provider has no token endpoint")?;
-    let client_id = p.spec.client_id.as_deref().unwrap_or_default();
-    let body = {
-        let mut s = url::form_urlencoded::Serializer::new(String::new());
-        for (k, v) in params {
-            s.append_pair(k, v);
-        }
-        s.append_pair("client_id", client_id);
-        if let (Some(secret), false) = (&p.spec.client_secret, basic) {
-            s.append_pair("client_secret", secret);
-        }
-        s.finish()
-    };
-    let mut request = rt.registry.http.post(&endpoint);
-    if let (Some(secret), true) = (&p.spec.client_secret, basic) {
-        // RFC 6749 §2.3.1: both parts form-urlencoded before the Basic encoding.
-        let enc = |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
-        request = request.basic_auth(enc(client_id), Some(enc(secret)));
-    }
-    let resp = request
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("accept", "application/json")
-        .body(body)
-        .send()
-        .await
-        .map_err(|_| "the identity provider's token endpoint cannot be reached".to_string())?;
-    let status = resp.status();
-    let bytes = resp.bytes().await.map_err(|_| "the token response was cut short".to_string())?;
-    let v: Value = serde_json::from_slice(&bytes).map_err(|_| "the token response is not JSON".to_string())?;
-    if !status.is_success() {
-        let err = v.get("error").and_then(Value::as_str).unwrap_or("error");
-        let err: String = err.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(64).collect();
-        return Err(format!("the identity provider refused the code ({err})"));
-    }
-    Ok(v)
-}
-
 /// `/.idfabric/logout`: a GET shows a "Sign out?" page whose button POSTs back; a POST
 /// from this site's own pages ends the session (and the broker token families issued
 /// from it), clears every spelling of the session cookie and goes on to the provider's
@@ -746,70 +698,6 @@ pub fn same_origin(req: &Request<'_>) -> Result<(), &'static str> {
         (None, Some(r)) if own.is_some() && origin_of(r) == own => Ok(()),
         (None, Some(_)) => Err("Referer is another site"),
         (None, None) => Ok(()),
-    }
-}
-
-/// The nonce a refreshed ID token may carry: none, or the sign-in's own (OIDC Core
-/// §12.2, errata 2; oidc-provider repeats it, most providers omit it).
-fn refreshed_nonce(first: Option<&str>, refreshed: &str) -> Option<String> {
-    let nonce_of = |t: &str| crate::providers::jwt::parse(t).ok().and_then(|p| p.claims.string("nonce"));
-    nonce_of(refreshed).and(first.and_then(nonce_of))
-}
-
-/// Loads the session behind a cookie, refreshing the upstream tokens shortly before
-/// they expire (once across replicas). `None`: no usable session.
-pub async fn session_for(rt: &Runtime, sessions: &Sessions, id: &str) -> Result<Option<Session>, StoreError> {
-    let Some(mut s) = sessions.load(id).await? else { return Ok(None) };
-    let now = now_secs();
-    let exp = s.upstream_exp.unwrap_or(i64::MAX);
-    if exp - now > 60 {
-        return Ok(Some(s));
-    }
-    let Some(sealed) = s.refresh_token.clone() else {
-        // Nothing to refresh with: the session ends with the provider's tokens.
-        if exp + crate::providers::LEEWAY_SECS < now {
-            sessions.destroy(id).await?;
-            return Ok(None);
-        }
-        return Ok(Some(s));
-    };
-    if !sessions.claim_refresh(id, std::time::Duration::from_secs(30)).await? {
-        return Ok(Some(s).filter(|_| exp + crate::providers::LEEWAY_SECS >= now));
-    }
-    let Some(p) = rt.registry.by_id(&s.identity.provider).cloned() else { return Ok(None) };
-    let Some(refresh) = sessions.key.open(&sealed, &s.identity.sub) else { return Ok(None) };
-    match exchange(rt, &p, &[("grant_type", "refresh_token"), ("refresh_token", &refresh)]).await {
-        Ok(tokens) => {
-            if let Some(idt) = tokens.get("id_token").and_then(Value::as_str) {
-                let nonce = refreshed_nonce(s.id_token.as_deref(), idt);
-                if let Ok((mut identity, new_exp)) = rt.registry.verify_id_token(p.index, idt, nonce.as_deref(), None).await {
-                    let access = tokens.get("access_token").and_then(Value::as_str);
-                    let userinfo = endpoints(&p).and_then(|d| d.userinfo_endpoint);
-                    let completed = crate::providers::oidc::complete_from_userinfo(&rt.registry.http, &p, userinfo, &mut identity, idt, access).await;
-                    if identity.sub == s.identity.sub && completed.is_ok() {
-                        identity.token_use = "session".into();
-                        // Refreshed tokens often drop `amr`: the login's MFA stands.
-                        if s.mfa && !identity.mfa {
-                            identity.mfa = true;
-                            identity.mfa_source = crate::identity::MfaSource::Session;
-                        }
-                        s.identity = identity;
-                        s.upstream_exp = Some(new_exp);
-                        s.id_token = Some(idt.to_string());
-                    }
-                }
-            }
-            if let Some(r) = tokens.get("refresh_token").and_then(Value::as_str) {
-                s.refresh_token = Some(sessions.key.seal(r, &s.identity.sub));
-            }
-            sessions.update(id, &s).await?;
-            Ok(Some(s))
-        }
-        Err(e) => {
-            tracing::info!(provider = p.id(), error = %e, "session refresh refused: ending the session");
-            sessions.destroy(id).await?;
-            Ok(None)
-        }
     }
 }
 

@@ -14,6 +14,9 @@
 pub mod memory;
 pub mod pending;
 pub mod redis_store;
+mod refresh;
+
+pub use refresh::session_for;
 
 use crate::identity::Identity;
 use async_trait::async_trait;
