@@ -16,7 +16,7 @@ use crate::config::{BrokerClientSpec, BrokerSpec};
 use crate::login;
 use crate::providers::now_secs;
 use crate::runtime::{normalise_host, Runtime};
-use crate::session::Session;
+use crate::session::{Session, SignInOffer};
 use crate::web::{self, binding, pages, random, Reply, Request};
 use std::collections::BTreeMap;
 
@@ -170,6 +170,7 @@ fn trusted_client<'b>(
         fresh: false,
         created_at: now_secs(),
         browser: String::new(),
+        offer: None,
     };
     Ok((client, early))
 }
@@ -242,9 +243,17 @@ async fn to_sign_in(
     req: &Request<'_>,
     sessions: &crate::session::Sessions,
     p: &BTreeMap<String, String>,
-    r: AuthzRequest,
+    mut r: AuthzRequest,
 ) -> Reply {
     let txn = random(binding::ID_BYTES);
+    let rd = format!("{}/authorize/resume?txn={txn}&client_id={}", b.path, urlencode(&r.client_id));
+    // The sign-in offers this client's providers: handed over in the parked request.
+    let providers = clients::find(b, &r.client_id).map(|c| clients::browser_providers(rt, c)).unwrap_or_default();
+    r.offer = Some(SignInOffer {
+        host: normalise_host(req.host).to_string(),
+        rd: rd.clone(),
+        providers: providers.iter().map(|p| p.spec.id.clone()).collect(),
+    });
     // The parked request belongs to this browser: a random nonce in a host-only cookie,
     // kept with the request as a digest, must come back on resume.
     let bind = binding::new();
@@ -255,7 +264,6 @@ async fn to_sign_in(
         }
         Err(e) => return back_err(b, &r, e.into()),
     }
-    let rd = format!("{}/authorize/resume?txn={txn}&client_id={}", b.path, urlencode(&r.client_id));
     let mut q = url::form_urlencoded::Serializer::new(String::new());
     q.append_pair("rd", &rd);
     if let Some(idp) = p.get("idp") {

@@ -54,6 +54,10 @@ pub struct AuthzRequest {
     /// matches) until parked.
     #[serde(default)]
     pub browser: String,
+    /// What the sign-in may offer the browser (the client's providers), read by
+    /// `/.idfabric/login` from the parked request.
+    #[serde(default)]
+    pub offer: Option<crate::session::SignInOffer>,
 }
 
 /// Outcome of resuming a parked authorize request.
@@ -142,7 +146,7 @@ pub async fn park(
     browser: &str,
 ) -> Result<Parked, StoreError> {
     let bound = AuthzRequest { browser: browser.to_string(), ..r.clone() };
-    pending.park(&format!("b:{id}"), client, "", json(&bound)?, TXN_TTL, caps).await
+    pending.park(&crate::session::parked_key(id), client, "", json(&bound)?, TXN_TTL, caps).await
 }
 
 /// Resumes the request parked as `id` for the browser presenting `nonce`. The nonce is
@@ -152,7 +156,7 @@ pub async fn unpark(pending: &dyn Pending, id: &str, nonce: &str) -> Result<Unpa
     if id.is_empty() || id.len() > 64 {
         return Ok(Unparked::Expired);
     }
-    let key = format!("b:{id}");
+    let key = crate::session::parked_key(id);
     let Some(b) = pending.peek(&key).await? else { return Ok(Unparked::Expired) };
     let parked: AuthzRequest = parse(&b)?;
     if !crate::web::binding::matches(&parked.browser, nonce) {
@@ -457,6 +461,7 @@ mod tests {
             fresh: false,
             created_at: now(),
             browser: String::new(),
+            offer: None,
         };
         let caps = Caps { per_client: 4, total: 10 };
         let digest = crate::web::binding::digest("nonce-of-the-browser");

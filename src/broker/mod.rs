@@ -267,6 +267,12 @@ pub async fn revoke_session_families(rt: &Runtime, sid: &str) -> Result<usize, c
     grants::Grants { store: &*s.store, family_ttl: authorize::family_ttl(b) }.revoke_session_lifetime(sid).await
 }
 
+/// [`revoke_session_families`] in the shape of `login::SignOutHook`, which the service
+/// assembly registers so that signing out at `/.idfabric/logout` revokes them.
+pub fn sign_out_hook<'a>(rt: &'a Runtime, sid: &'a str) -> crate::login::SignOutFuture<'a> {
+    Box::pin(revoke_session_families(rt, sid))
+}
+
 /// The reply to a body over `web::MAX_BODY` (the gateway stops reading it).
 pub fn too_large() -> Reply {
     let e = err(ErrorCode::InvalidRequest, "the request body is larger than 16 KiB");
@@ -425,26 +431,6 @@ fn no_query(req: &Request<'_>) -> Result<(), OAuthError> {
 fn digest(v: &str) -> String {
     let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, v.as_bytes());
     d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Providers that may sign a user in for the broker request behind `rd`, when `rd` is
-/// a broker resume path on the broker's host (used by `/.idfabric/login`); `None` when
-/// `rd` is not a broker path (the route's providers apply).
-pub fn login_providers<'a>(
-    rt: &'a Runtime,
-    host: &str,
-    rd: &str,
-) -> Option<Vec<&'a std::sync::Arc<crate::providers::Provider>>> {
-    let b = rt.config.broker.as_ref()?;
-    let (path, query) = rd.split_once('?').unwrap_or((rd, ""));
-    if path != format!("{}/authorize/resume", b.path) || !authorize::on_broker_host(b, host) {
-        return None;
-    }
-    let client = crate::web::param(query, "client_id").and_then(|c| clients::find(b, &c));
-    Some(match client {
-        Some(c) => clients::browser_providers(rt, c),
-        None => Vec::new(),
-    })
 }
 
 #[cfg(test)]

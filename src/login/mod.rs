@@ -7,8 +7,9 @@
 //! tokens (`Registry::verify_id_token`), so a provider's quirks apply to both doors.
 //! Open redirects are impossible: the return path `rd` is a path (never a URL) and the
 //! host is the one the browser used, which must be a configured route host or the
-//! broker's host (a broker sign-in returns to `{broker path}/authorize/resume` and offers
-//! the providers that broker client allows, see `crate::broker::login_providers`).
+//! host of a parked request (a broker sign-in returns to its resume path and offers the
+//! providers the parked request hands over in its [`crate::session::SignInOffer`]; sign-in knows
+//! nothing else of the broker).
 //!
 //! A sign-in is bound to the browser that started it (`binding`: a nonce cookie per
 //! transaction), starting sign-ins is rate limited per client (`throttle`) and what is
@@ -125,10 +126,13 @@ fn route_for<'a>(rt: &'a Runtime, host: &str, rd: &str) -> Option<&'a CompiledRo
 /// The look of pages for a request to `host` + `rd`: the route's population and branding.
 pub fn theme_for(rt: &Runtime, host: &str, rd: &str) -> Theme {
     let route = route_for(rt, host, rd);
-    let providers = match crate::broker::login_providers(rt, host, rd) {
-        Some(p) => p,
-        None => route.map(|r| login_providers(rt, r)).unwrap_or_default(),
-    };
+    let providers = route.map(|r| login_providers(rt, r)).unwrap_or_default();
+    theme_with(route, &providers)
+}
+
+/// The look of pages for a sign-in offering `providers` on `route`: the route's
+/// population, else workforce when every provider is a workforce one.
+fn theme_with(route: Option<&CompiledRoute>, providers: &[&Arc<Provider>]) -> Theme {
     let population = match route.and_then(|r| r.spec.require.population) {
         Some(p) => p,
         None if !providers.is_empty() && providers.iter().all(|p| p.spec.population == Population::Workforce) => {
@@ -139,6 +143,30 @@ pub fn theme_for(rt: &Runtime, host: &str, rd: &str) -> Theme {
     Theme { population, branding: route.map(|r| r.spec.branding.clone()).unwrap_or_default() }
 }
 
+/// The providers a parked request hands to the sign-in returning to `rd` on `host` (a
+/// broker `/authorize` waiting for sign-in), when `rd` is that request's resume path;
+/// `None` when `rd` names no such request (the route's providers apply).
+async fn offered<'a>(rt: &'a Runtime, sessions: &Sessions, host: &str, rd: &str) -> Option<Vec<&'a Arc<Provider>>> {
+    let (_, query) = rd.split_once('?')?;
+    let txn = web::param(query, "txn")?;
+    let offer = crate::session::parked_offer(&*sessions.pending, &txn).await.ok().flatten()?;
+    if offer.rd != rd || offer.host != crate::runtime::normalise_host(host) {
+        return None;
+    }
+    Some(offer.providers.iter().filter_map(|id| rt.registry.by_id(id)).collect())
+}
+
+/// The providers and look of a sign-in returning to `rd` on `host`: what a parked
+/// request offers, else the route's; `None` when neither exists.
+async fn sign_in_options<'a>(rt: &'a Runtime, sessions: &Sessions, host: &str, rd: &str) -> Option<(Vec<&'a Arc<Provider>>, Theme)> {
+    let route = route_for(rt, host, rd);
+    let providers = match offered(rt, sessions, host, rd).await {
+        Some(p) => p,
+        None => login_providers(rt, route?),
+    };
+    let theme = theme_with(route, &providers);
+    Some((providers, theme))
+}
 
 /// Providers that can sign a browser in on `route`: accepted by the route, of the
 /// route's population, with a client id and an authorization endpoint.
@@ -163,15 +191,10 @@ async fn login(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Reply {
     let Some(rd) = safe_rd(req.input("rd").as_deref()) else {
         return page(rt, req, 400, "Invalid return address", "The address to return to after sign-in must be a path on this site.", "invalid_rd");
     };
-    // A broker sign-in (rd = the broker's resume path on its host) offers the client's providers.
-    let providers = match crate::broker::login_providers(rt, req.host, &rd) {
-        Some(p) => p,
-        None => match route_for(rt, req.host, &rd) {
-            Some(route) => login_providers(rt, route),
-            None => return page(rt, req, 404, "Unknown site", "No application is configured at this address.", "no_route"),
-        },
+    // A parked request (a broker sign-in) offers its own providers, else the route's.
+    let Some((providers, theme)) = sign_in_options(rt, sessions, req.host, &rd).await else {
+        return page(rt, req, 404, "Unknown site", "No application is configured at this address.", "no_route");
     };
-    let theme = theme_for(rt, req.host, &rd);
     let step_up = req.input("step_up").as_deref() == Some("1");
     // The broker's `prompt=login` / `max_age`: ask the provider for a new sign-in.
     let fresh = req.input("prompt").as_deref() == Some("login");
@@ -386,7 +409,10 @@ async fn callback(rt: &Runtime, sessions: &Sessions, req: &Request<'_>, state: &
     let Some(p) = rt.registry.by_id(&txn.provider).cloned() else {
         return failed(None, &theme, 400, "Sign-in failed", "The identity provider is no longer configured.", "unknown_provider");
     };
-    let theme = theme_for(rt, req.host, &txn.rd);
+    let theme = match sign_in_options(rt, sessions, req.host, &txn.rd).await {
+        Some((_, theme)) => theme,
+        None => theme_with(None, &[]),
+    };
     if txn.host != req.host {
         return failed(Some(&p), &theme, 400, "Sign-in failed", "The sign-in returned to a different site than it started on.", "host_mismatch");
     }
@@ -608,6 +634,21 @@ async fn session_from_id_token(rt: &Runtime, sessions: &Sessions, req: &Request<
     }
 }
 
+/// What else ends when a browser signs out here: called with the ended session's id,
+/// returns how many grants it revoked. The service assembly registers the broker's
+/// (token families issued from the session), so sign-in calls it without knowing it.
+pub type SignOutHook = for<'a> fn(&'a Runtime, &'a str) -> SignOutFuture<'a>;
+
+/// The future a [`SignOutHook`] returns.
+pub type SignOutFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<usize, StoreError>> + Send + 'a>>;
+
+static SIGN_OUT: std::sync::OnceLock<SignOutHook> = std::sync::OnceLock::new();
+
+/// Registers the [`SignOutHook`] (once per process; later calls are ignored).
+pub fn on_sign_out(hook: SignOutHook) {
+    let _ = SIGN_OUT.set(hook);
+}
+
 /// `/.idfabric/logout`: a GET shows a "Sign out?" page whose button POSTs back; a POST
 /// from this site's own pages ends the session (and the broker token families issued
 /// from it), clears every spelling of the session cookie and goes on to the provider's
@@ -644,8 +685,8 @@ async fn logout(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Reply {
     if ended.is_some() {
         metrics().sessions_active.dec();
     }
-    if let Some(id) = sid {
-        match crate::broker::revoke_session_families(rt, id).await {
+    if let (Some(id), Some(hook)) = (sid, SIGN_OUT.get()) {
+        match hook(rt, id).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(families = n, "sign-out: broker token families issued from the session revoked"),
             Err(e) => tracing::warn!(error = %e, "sign-out: broker token families not revoked"),
