@@ -16,7 +16,10 @@
 //! parked meanwhile is capped (`crate::session::pending`). Signing out is a POST from this
 //! site's own pages; a GET only asks.
 
+mod failure;
 pub mod throttle;
+
+pub use failure::Failure;
 
 use crate::config::{HostMatch, KindSpec, Shape};
 use crate::identity::Population;
@@ -37,7 +40,7 @@ pub const IDP_COOKIE: &str = "idfabric_idp";
 /// Serves `/.idfabric/login`, `/callback`, `/logout`, `/logged-out` and `/session`.
 pub async fn handle(rt: &Runtime, req: &Request<'_>) -> Reply {
     let Some(sessions) = rt.sessions.clone() else {
-        return page(rt, req, 501, "Sign-in is not configured", "This gateway has no session store.", "sign_in_unavailable");
+        return page(rt, req, 501, "Sign-in is not configured", "This gateway has no session store.", Failure::SignInUnavailable);
     };
     match req.path {
         "/.idfabric/login" => match throttled(rt, req, "login") {
@@ -57,7 +60,7 @@ pub async fn handle(rt: &Runtime, req: &Request<'_>) -> Reply {
         // Each accepted token makes a session: limited per client like sign-in starts.
         "/.idfabric/session" => match throttle_wait(rt, req, "session") {
             Some(wait) => {
-                let mut r = session_problem(429, "sign_in_rate_limited", "Too many sessions were requested from your network; try again later.");
+                let mut r = session_problem(429, Failure::SignInRateLimited, "Too many sessions were requested from your network; try again later.");
                 r.headers.push(("retry-after", wait.to_string()));
                 r
             }
@@ -77,7 +80,7 @@ pub async fn handle(rt: &Runtime, req: &Request<'_>) -> Reply {
 pub fn throttled(rt: &Runtime, req: &Request<'_>, endpoint: &'static str) -> Option<Reply> {
     let wait = throttle_wait(rt, req, endpoint)?;
     let detail = format!("Too many sign-ins were started from your network. Please try again in {wait} seconds.");
-    let mut r = page(rt, req, 429, "Too many sign-in attempts", &detail, "sign_in_rate_limited");
+    let mut r = page(rt, req, 429, "Too many sign-in attempts", &detail, Failure::SignInRateLimited);
     r.headers.push(("retry-after", wait.to_string()));
     Some(r)
 }
@@ -100,7 +103,8 @@ pub fn count_abandoned(rt: &Runtime, tags: &[String]) {
     }
 }
 
-fn page(rt: &Runtime, req: &Request<'_>, status: u16, title: &str, detail: &str, reason: &'static str) -> Reply {
+fn page(rt: &Runtime, req: &Request<'_>, status: u16, title: &str, detail: &str, reason: Failure) -> Reply {
+    let reason = reason.as_str();
     let theme = theme_for(rt, req.host, "/");
     tracing::info!(status, reason, host = req.host, path = req.path, "sign-in refused");
     Reply::html(status, pages::error_page(&theme, status, title, detail, Some("/.idfabric/login")), reason)
@@ -189,17 +193,17 @@ fn funnel(p: &Provider, stage: &str) {
 
 async fn login(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Reply {
     let Some(rd) = safe_rd(req.input("rd").as_deref()) else {
-        return page(rt, req, 400, "Invalid return address", "The address to return to after sign-in must be a path on this site.", "invalid_rd");
+        return page(rt, req, 400, "Invalid return address", "The address to return to after sign-in must be a path on this site.", Failure::InvalidRd);
     };
     // A parked request (a broker sign-in) offers its own providers, else the route's.
     let Some((providers, theme)) = sign_in_options(rt, sessions, req.host, &rd).await else {
-        return page(rt, req, 404, "Unknown site", "No application is configured at this address.", "no_route");
+        return page(rt, req, 404, "Unknown site", "No application is configured at this address.", Failure::NoRoute);
     };
     let step_up = req.input("step_up").as_deref() == Some("1");
     // The broker's `prompt=login` / `max_age`: ask the provider for a new sign-in.
     let fresh = req.input("prompt").as_deref() == Some("login");
     if providers.is_empty() {
-        return page(rt, req, 501, "No sign-in available", "No identity provider of this application supports browser sign-in.", "sign_in_unavailable");
+        return page(rt, req, 501, "No sign-in available", "No identity provider of this application supports browser sign-in.", Failure::SignInUnavailable);
     }
     let chosen = req.input("provider").and_then(|id| providers.iter().find(|p| p.spec.id == id).copied());
     if let Some(p) = chosen {
@@ -221,7 +225,7 @@ async fn login(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Reply {
                     error: Some("No sign-in is configured for that email domain. Choose an option below."),
                     email: Some(&email),
                 });
-                Reply::html(400, body, "unknown_domain")
+                Reply::html(400, body, Failure::UnknownDomain.as_str())
             }
         };
     }
@@ -277,7 +281,7 @@ async fn start(rt: &Runtime, sessions: &Sessions, req: &Request<'_>, p: &Provide
         return Reply::html(
             503,
             pages::error_page(&default_theme(p.spec.population), 503, "Identity provider unavailable", "Its discovery document has not been loaded; try again shortly.", Some("/.idfabric/login")),
-            "provider_unavailable",
+            Failure::ProviderUnavailable.as_str(),
         );
     };
     let (state, nonce, verifier) = (random(binding::ID_BYTES), random(24), random(48));
@@ -300,7 +304,7 @@ async fn start(rt: &Runtime, sessions: &Sessions, req: &Request<'_>, p: &Provide
         Err(e) => return store_down(p.spec.population, &e),
     }
     let Ok(mut url) = url::Url::parse(&authz) else {
-        return Reply::html(502, pages::error_page(&default_theme(p.spec.population), 502, "Identity provider misconfigured", "Its authorization endpoint is not a URL.", None), "provider_misconfigured");
+        return Reply::html(502, pages::error_page(&default_theme(p.spec.population), 502, "Identity provider misconfigured", "Its authorization endpoint is not a URL.", None), Failure::ProviderMisconfigured.as_str());
     };
     let mut scopes = p.spec.scopes.clone();
     if !scopes.iter().any(|s| s == "openid") {
@@ -383,11 +387,12 @@ fn store_down(population: Population, e: &StoreError) -> Reply {
     Reply::html(
         503,
         pages::error_page(&default_theme(population), 503, "Sign-in is temporarily unavailable", "The session service cannot be reached. Please try again in a moment.", Some("/.idfabric/login")),
-        "session_store_unavailable",
+        Failure::SessionStoreUnavailable.as_str(),
     )
 }
 
-fn failed(p: Option<&Provider>, theme: &Theme, status: u16, title: &str, detail: &str, reason: &'static str) -> Reply {
+fn failed(p: Option<&Provider>, theme: &Theme, status: u16, title: &str, detail: &str, reason: Failure) -> Reply {
+    let reason = reason.as_str();
     if let Some(p) = p {
         funnel(p, "callback_error");
         metrics().logins_total.with_label_values(&[p.id(), p.spec.population.as_str(), "failure"]).inc();
@@ -402,19 +407,19 @@ async fn callback(rt: &Runtime, sessions: &Sessions, req: &Request<'_>, state: &
     let txn = match sessions.finish_login(state).await {
         Ok(Some(t)) if binding::plausible_id(state) => t,
         Ok(_) => {
-            return failed(None, &theme, 400, "This sign-in has expired", "The sign-in link was already used or is too old. Please start again.", "invalid_state")
+            return failed(None, &theme, 400, "This sign-in has expired", "The sign-in link was already used or is too old. Please start again.", Failure::InvalidState)
         }
         Err(e) => return store_down(theme.population, &e),
     };
     let Some(p) = rt.registry.by_id(&txn.provider).cloned() else {
-        return failed(None, &theme, 400, "Sign-in failed", "The identity provider is no longer configured.", "unknown_provider");
+        return failed(None, &theme, 400, "Sign-in failed", "The identity provider is no longer configured.", Failure::UnknownProvider);
     };
     let theme = match sign_in_options(rt, sessions, req.host, &txn.rd).await {
         Some((_, theme)) => theme,
         None => theme_with(None, &[]),
     };
     if txn.host != req.host {
-        return failed(Some(&p), &theme, 400, "Sign-in failed", "The sign-in returned to a different site than it started on.", "host_mismatch");
+        return failed(Some(&p), &theme, 400, "Sign-in failed", "The sign-in returned to a different site than it started on.", Failure::HostMismatch);
     }
     // Only the browser that started this sign-in may finish it; anyone else's session
     // (the victim's, in a login CSRF) is left exactly as it was.
@@ -422,10 +427,10 @@ async fn callback(rt: &Runtime, sessions: &Sessions, req: &Request<'_>, state: &
     match binding::check(req, name.as_deref(), &txn.browser) {
         binding::Presented::Bound => {}
         binding::Presented::Missing => {
-            return failed(Some(&p), &theme, 403, "This sign-in was started elsewhere", "This browser did not start this sign-in, so it was not completed. If you started it, sign in again from the application.", "state_not_bound")
+            return failed(Some(&p), &theme, 403, "This sign-in was started elsewhere", "This browser did not start this sign-in, so it was not completed. If you started it, sign in again from the application.", Failure::StateNotBound)
         }
         binding::Presented::Mismatch => {
-            return failed(Some(&p), &theme, 403, "This sign-in was started elsewhere", "This browser did not start this sign-in, so it was not completed. If you started it, sign in again from the application.", "login_csrf")
+            return failed(Some(&p), &theme, 403, "This sign-in was started elsewhere", "This browser did not start this sign-in, so it was not completed. If you started it, sign in again from the application.", Failure::LoginCsrf)
         }
     }
     // RFC 9207: an `iss` in the response must name the provider this sign-in went to,
@@ -434,15 +439,15 @@ async fn callback(rt: &Runtime, sessions: &Sessions, req: &Request<'_>, state: &
     let iss_required = discovered.as_ref().is_some_and(|d| d.authorization_response_iss_parameter_supported);
     let expected_iss = discovered.map(|d| d.issuer).unwrap_or_else(|| p.spec.issuer.clone());
     if req.param("iss").map_or(iss_required, |iss| iss != expected_iss) {
-        return failed(Some(&p), &theme, 400, "Sign-in failed", "The response names another identity provider than the one the sign-in was sent to.", "issuer_mismatch");
+        return failed(Some(&p), &theme, 400, "Sign-in failed", "The response names another identity provider than the one the sign-in was sent to.", Failure::IssuerMismatch);
     }
     if let Some(err) = req.param("error") {
-        let (status, reason) = if err == "access_denied" { (403, "access_denied") } else { (401, "provider_error") };
+        let (status, reason) = if err == "access_denied" { (403, Failure::AccessDenied) } else { (401, Failure::ProviderError) };
         let detail = format!("The identity provider answered: {}.", err.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').collect::<String>());
         return failed(Some(&p), &theme, status, "Sign-in was not completed", &detail, reason);
     }
     let Some(code) = req.param("code").filter(|c| !c.is_empty() && c.len() <= 4096) else {
-        return failed(Some(&p), &theme, 400, "Sign-in failed", "The identity provider sent no authorization code.", "missing_code");
+        return failed(Some(&p), &theme, 400, "Sign-in failed", "The identity provider sent no authorization code.", Failure::MissingCode);
     };
     let redirect_uri = format!("{}/.idfabric/callback", req.origin());
     let tokens = match exchange(&rt.registry.http, &p, &[
@@ -454,22 +459,22 @@ async fn callback(rt: &Runtime, sessions: &Sessions, req: &Request<'_>, state: &
     .await
     {
         Ok(t) => t,
-        Err(e) => return failed(Some(&p), &theme, 502, "Sign-in failed", &e.to_string(), "token_exchange_failed"),
+        Err(e) => return failed(Some(&p), &theme, 502, "Sign-in failed", &e.to_string(), Failure::TokenExchangeFailed),
     };
     let Some(id_token) = tokens.get("id_token").and_then(Value::as_str) else {
-        return failed(Some(&p), &theme, 502, "Sign-in failed", "The identity provider returned no ID token.", "missing_id_token");
+        return failed(Some(&p), &theme, 502, "Sign-in failed", "The identity provider returned no ID token.", Failure::MissingIdToken);
     };
     let access = tokens.get("access_token").and_then(Value::as_str);
     let (mut identity, exp) = match rt.registry.verify_id_token(p.index, id_token, Some(&txn.nonce), access).await {
         Ok(v) => v,
-        Err(r) => return failed(Some(&p), &theme, 401, "Sign-in failed", &r.to_string(), r.reason()),
+        Err(r) => return failed(Some(&p), &theme, 401, "Sign-in failed", &r.to_string(), Failure::IdToken(r)),
     };
     let userinfo = endpoints(&p).and_then(|d| d.userinfo_endpoint);
     if let Err(e) = crate::providers::oidc::complete_from_userinfo(&rt.registry.http, &p, userinfo, &mut identity, id_token, access).await {
-        return failed(Some(&p), &theme, 502, "Sign-in failed", &e.to_string(), e.reason());
+        return failed(Some(&p), &theme, 502, "Sign-in failed", &e.to_string(), Failure::from(&e));
     }
     if txn.step_up && !identity.mfa {
-        return failed(Some(&p), &theme, 403, "Second factor not completed", "This page requires multi-factor authentication, and the identity provider did not confirm it.", "mfa_not_completed");
+        return failed(Some(&p), &theme, 403, "Second factor not completed", "This page requires multi-factor authentication, and the identity provider did not confirm it.", Failure::MfaNotCompleted);
     }
     funnel(&p, "callback_ok");
     identity.token_use = "session".into();
@@ -495,7 +500,7 @@ async fn callback(rt: &Runtime, sessions: &Sessions, req: &Request<'_>, state: &
         if txn.step_up {
             if let Ok(Some(prev)) = sessions.load(&old).await {
                 if prev.identity.sub != session.identity.sub {
-                    return failed(Some(&p), &theme, 403, "Signed in as someone else", "The second factor was completed for a different account than the one signed in here.", "step_up_user_mismatch");
+                    return failed(Some(&p), &theme, 403, "Signed in as someone else", "The second factor was completed for a different account than the one signed in here.", Failure::StepUpUserMismatch);
                 }
             }
         }
@@ -516,7 +521,8 @@ async fn callback(rt: &Runtime, sessions: &Sessions, req: &Request<'_>, state: &
 pub const SESSION_MAX_AUTH_AGE: i64 = 300;
 
 /// A JSON problem for `/.idfabric/session` (an API for the app's script, not a page).
-fn session_problem(status: u16, reason: &'static str, detail: &str) -> Reply {
+fn session_problem(status: u16, reason: Failure, detail: &str) -> Reply {
+    let reason = reason.as_str();
     let title = match status {
         400 => "Bad Request",
         401 => "Unauthorized",
@@ -558,23 +564,23 @@ fn body_field(req: &Request<'_>, name: &str) -> Option<String> {
 /// (`Origin` must be this request's own), and the sign-in must be recent (`auth_time`).
 async fn session_from_id_token(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Reply {
     if req.method != "POST" {
-        let mut r = session_problem(405, "method_not_allowed", "POST an ID token to create a session.");
+        let mut r = session_problem(405, Failure::MethodNotAllowed, "POST an ID token to create a session.");
         r.headers.push(("allow", "POST".into()));
         return r;
     }
     let origin = req.headers.get(http::header::ORIGIN).and_then(|v| v.to_str().ok());
     if origin != Some(req.origin().as_str()) {
-        return session_problem(403, "cross_origin", "The request must come from a page of this site (same Origin).");
+        return session_problem(403, Failure::CrossOrigin, "The request must come from a page of this site (same Origin).");
     }
     let rd = match body_field(req, "rd") {
         Some(rd) => match safe_rd(Some(&rd)) {
             Some(rd) => Some(rd),
-            None => return session_problem(400, "invalid_rd", "The return address must be a path on this site."),
+            None => return session_problem(400, Failure::InvalidRd, "The return address must be a path on this site."),
         },
         None => None,
     };
     let Some(token) = body_field(req, "id_token").filter(|t| !t.is_empty()) else {
-        return session_problem(400, "missing_id_token", "The body names no id_token.");
+        return session_problem(400, Failure::MissingIdToken, "The body names no id_token.");
     };
     let verified = match rt.registry.verify(&token, None).await {
         Ok(v) => v,
@@ -585,16 +591,16 @@ async fn session_from_id_token(rt: &Runtime, sessions: &Sessions, req: &Request<
         }
     };
     let Some(p) = rt.registry.providers.get(verified.provider).cloned() else {
-        return session_problem(400, "not_a_session_provider", "The token's provider cannot create sessions.");
+        return session_problem(400, Failure::NotASessionProvider, "The token's provider cannot create sessions.");
     };
     if shape_of(&p) != "firebase" {
-        return session_problem(400, "not_a_session_provider", "Sessions are created here only from Firebase ID tokens; other providers sign in through /.idfabric/login.");
+        return session_problem(400, Failure::NotASessionProvider, "Sessions are created here only from Firebase ID tokens; other providers sign in through /.idfabric/login.");
     }
     let now = now_secs();
     let fresh = verified.identity.auth_time.is_some_and(|t| now - t <= SESSION_MAX_AUTH_AGE);
     if !fresh {
         metrics().logins_total.with_label_values(&[p.id(), p.spec.population.as_str(), "failure"]).inc();
-        return session_problem(401, "stale_auth_time", "The sign-in behind this token is older than 5 minutes; sign in again.");
+        return session_problem(401, Failure::StaleAuthTime, "The sign-in behind this token is older than 5 minutes; sign in again.");
     }
     let mut identity = verified.identity.clone();
     identity.token_use = "session".into();
@@ -621,7 +627,7 @@ async fn session_from_id_token(rt: &Runtime, sessions: &Sessions, req: &Request<
         Ok(id) => id,
         Err(e) => {
             tracing::warn!(error = %e, "session store unavailable: refusing new sessions");
-            return session_problem(503, "session_store_unavailable", "The session service cannot be reached.");
+            return session_problem(503, Failure::SessionStoreUnavailable, "The session service cannot be reached.");
         }
     };
     funnel(&p, "session_created");
@@ -665,7 +671,7 @@ async fn logout(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Reply {
         }
         "POST" => {}
         _ => {
-            let mut r = page(rt, req, 405, "Method not allowed", "Sign out with the button on the sign-out page.", "method_not_allowed");
+            let mut r = page(rt, req, 405, "Method not allowed", "Sign out with the button on the sign-out page.", Failure::MethodNotAllowed);
             r.headers.push(("allow", "GET, POST".into()));
             return r;
         }
@@ -674,7 +680,7 @@ async fn logout(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Reply {
         let origin = req.headers.get(http::header::ORIGIN).and_then(|v| v.to_str().ok()).unwrap_or("-");
         let origin: String = origin.chars().take(200).collect();
         tracing::info!(why, host = req.host, origin, "sign-out refused: not from this site");
-        return page(rt, req, 403, "Sign-out not accepted", "The sign-out request did not come from this site. Use the sign-out button here.", "cross_site_logout");
+        return page(rt, req, 403, "Sign-out not accepted", "The sign-out request did not come from this site. Use the sign-out button here.", Failure::CrossSiteLogout);
     }
     let name = cookie_name(&rt.config.session.cookie, req.tls);
     let sid = req.cookie(&name);
