@@ -22,6 +22,53 @@ static USED_CODES: LazyLock<moka::sync::Cache<String, ()>> = LazyLock::new(|| {
     moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(CODE_TTL as u64 * 2)).build()
 });
 
+/// Why `token mint` could not mint.
+#[derive(Debug, thiserror::Error)]
+pub enum MintError {
+    #[error("provider `{provider}` is not enabled in {config}")]
+    NotEnabled { provider: String, config: String },
+    #[error("provider `{provider}` is kind `{kind}`; only dev providers mint tokens")]
+    NotDev { provider: String, kind: String },
+    #[error("provider `{provider}` has no user `{user}` (users: {users})")]
+    NoUser { provider: String, user: String, users: String },
+    #[error(transparent)]
+    Key(#[from] crate::keys::KeyError),
+}
+
+/// Mints `count` tokens of the dev provider `provider` for its user `user` (`idfabric
+/// token mint`, and tests): access tokens, or ID tokens with `id_token`; `ttl` seconds
+/// instead of the provider's `token_ttl`.
+pub fn mint_tokens(
+    config: &crate::config::Config,
+    provider: &str,
+    user: &str,
+    id_token: bool,
+    ttl: Option<i64>,
+    count: u64,
+) -> Result<Vec<String>, MintError> {
+    let spec = config
+        .providers
+        .iter()
+        .find(|p| p.id == provider)
+        .ok_or_else(|| MintError::NotEnabled { provider: provider.into(), config: config.path.display().to_string() })?;
+    let KindSpec::Dev(d) = &spec.kind else {
+        return Err(MintError::NotDev { provider: provider.into(), kind: spec.kind_name().to_string() });
+    };
+    let u = d.users.iter().find(|u| u.name == user).ok_or_else(|| {
+        let names: Vec<&str> = d.users.iter().map(|u| u.name.as_str()).collect();
+        MintError::NoUser { provider: provider.into(), user: user.into(), users: names.join(", ") }
+    })?;
+    let signer = crate::keys::Signer::load(&d.signing_key)?;
+    let kind = if id_token { Kind::Id } else { Kind::Access };
+    let now = now_secs();
+    Ok((0..count)
+        .map(|i| {
+            let opts = MintOptions { kind, now, ttl, nonce: None, serial: (count > 1).then_some(i) };
+            dev::mint(spec, d, &signer, u, &opts)
+        })
+        .collect())
+}
+
 fn oauth_error(status: u16, error: &str, description: &str) -> Reply {
     Reply::json(status, &json!({"error": error, "error_description": description}), "dev_op_error")
 }

@@ -950,7 +950,7 @@ mod tests {
         let (_dir, config, reg) = two_providers();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let (wf, cu): (&[usize], &[usize]) = (&[0], &[1]);
-        let mint = |user: &str, ttl: Option<i64>| crate::cli::mint_tokens(&config, "dev-workforce", user, false, ttl, 1).unwrap().remove(0);
+        let mint = |user: &str, ttl: Option<i64>| super::dev_op::mint_tokens(&config, "dev-workforce", user, false, ttl, 1).unwrap().remove(0);
         // A refusal from the workforce provider's own checks (expired under its keys), in
         // both orders of routes, twice each so the second answer comes from the cache.
         let expired = mint("alice", Some(-3600));
