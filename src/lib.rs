@@ -41,6 +41,7 @@ pub mod identity;
 pub mod keys;
 pub mod login;
 pub mod metrics;
+pub mod op;
 pub mod pipeline;
 pub mod policy;
 pub mod propagate;

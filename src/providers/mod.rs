@@ -860,16 +860,7 @@ mod hot {
 
 /// OIDC Core 3.1.3.6: left half of the hash of the access token, base64url.
 fn at_hash_matches(at_hash: &str, access_token: &str, alg: jsonwebtoken::Algorithm) -> bool {
-    use base64::Engine;
-    use jsonwebtoken::Algorithm::*;
-    let algo = match alg {
-        RS384 | PS384 | ES384 => &aws_lc_rs::digest::SHA384,
-        RS512 | PS512 | EdDSA => &aws_lc_rs::digest::SHA512,
-        _ => &aws_lc_rs::digest::SHA256,
-    };
-    let d = aws_lc_rs::digest::digest(algo, access_token.as_bytes());
-    let half = &d.as_ref()[..d.as_ref().len() / 2];
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(half) == at_hash
+    crate::op::at_hash(crate::op::jws_name(alg), access_token) == at_hash
 }
 
 /// Refusals that the same token bytes will always get from the same registry.
