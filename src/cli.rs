@@ -1,4 +1,4 @@
-//! The `idfabric` command line (INTERFACE.md, "Command line").
+//! The `idfabric` command line (`serve`, `check`, `token`, `keys`, `report`, `demo`, `echo`).
 
 use crate::config::{self, Config, KindSpec};
 use crate::keys;
