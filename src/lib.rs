@@ -23,7 +23,7 @@
 //! - [`gateway`]: thin Pingora `ProxyHttp` glue; [`admin`]: metrics and health;
 //!   [`server`]: service assembly; [`cli`]: the command line.
 //! - [`keys`]: key generation and JWS signing; [`op`]: what the broker, the dev
-//!   provider and the relying party's checks share (`at_hash`); [`echo`]: the demo upstream.
+//!   provider and the relying party's checks share (discovery metadata, `at_hash`); [`echo`]: the demo upstream.
 //! - [`broker`]: idfabric as an OpenID Provider for downstream apps (code + PKCE,
 //!   refresh-token families, client credentials, userinfo, introspection, revocation).
 //! - [`reload`] and [`watch`]: SIGHUP and file-change reloads; [`audit`]: one JSON

@@ -13,7 +13,7 @@ use serde_json::Value;
 /// The provider's endpoints from discovery (dev providers: their own).
 pub fn endpoints(p: &Provider) -> Option<Discovery> {
     if p.dev_signer.is_some() {
-        return serde_json::from_value(crate::providers::dev::discovery(&p.spec)).ok();
+        return serde_json::from_value(crate::providers::dev_op::discovery(&p.spec)).ok();
     }
     p.status().discovery
 }

@@ -344,25 +344,22 @@ pub fn discovery(rt: &Runtime, b: &BrokerSpec) -> Value {
     // naming themselves (`none`), as `/revoke` does.
     let auth_methods = json!(["client_secret_basic", "client_secret_post"]);
     let revocation_methods = json!(["client_secret_basic", "client_secret_post", "none"]);
-    json!({
-        "issuer": i,
-        "authorization_endpoint": format!("{i}/authorize"),
-        "token_endpoint": format!("{i}/token"),
+    let mut doc = crate::op::Metadata {
+        issuer: i,
+        base: i,
+        signing_algs: algs,
+        grant_types: &["authorization_code", "refresh_token", "client_credentials"],
+        token_auth_methods: &["client_secret_basic", "client_secret_post", "none"],
+    }
+    .document();
+    let extra = json!({
         "userinfo_endpoint": format!("{i}/userinfo"),
-        "jwks_uri": format!("{i}/jwks"),
-        "end_session_endpoint": format!("{i}/logout"),
         "introspection_endpoint": format!("{i}/introspect"),
         "revocation_endpoint": format!("{i}/revoke"),
-        "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
-        "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": algs,
         "userinfo_signing_alg_values_supported": ["none"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "introspection_endpoint_auth_methods_supported": auth_methods,
         "revocation_endpoint_auth_methods_supported": revocation_methods,
-        "code_challenge_methods_supported": ["S256"],
         "scopes_supported": scopes,
         "claims_supported": claims_supported(),
         "acr_values_supported": [tokens::ACR_MFA, tokens::ACR_SFA],
@@ -374,7 +371,11 @@ pub fn discovery(rt: &Runtime, b: &BrokerSpec) -> Value {
         "authorization_response_iss_parameter_supported": true,
         "frontchannel_logout_supported": false,
         "backchannel_logout_supported": false,
-    })
+    });
+    if let Value::Object(extra) = extra {
+        doc.extend(extra);
+    }
+    Value::Object(doc)
 }
 
 /// The parameters of a request, refusing repeated ones (RFC 6749 §3.1: "MUST NOT be

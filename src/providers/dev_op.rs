@@ -1,5 +1,5 @@
 //! The dev provider's OpenID Provider endpoints, so browser sign-in runs locally:
-//! `authorize` (a page to pick a demo user; codes are short-lived, single-use and
+//! discovery and keys, `authorize` (a page to pick a demo user; codes are short-lived, single-use and
 //! bound to client, redirect URI, nonce and PKCE challenge), `token` (authorization
 //! code and refresh token grants) and `logout` (RP-initiated logout).
 //!
@@ -21,6 +21,27 @@ const REFRESH_TTL: i64 = 8 * 3600;
 static USED_CODES: LazyLock<moka::sync::Cache<String, ()>> = LazyLock::new(|| {
     moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(CODE_TTL as u64 * 2)).build()
 });
+
+/// The discovery document this dev provider serves: the metadata the broker publishes
+/// too (`op::Metadata`), with the dev provider's endpoints, RS256 and no client
+/// credentials grant.
+pub fn discovery(spec: &crate::config::ProviderSpec) -> Value {
+    let base = dev::base(spec);
+    let doc = crate::op::Metadata {
+        issuer: &spec.issuer,
+        base: &base,
+        signing_algs: vec!["RS256".into()],
+        grant_types: &["authorization_code", "refresh_token"],
+        token_auth_methods: &["client_secret_post", "client_secret_basic", "none"],
+    }
+    .document();
+    Value::Object(doc)
+}
+
+/// The dev provider's key set: its one signing key.
+pub fn jwks(signer: &crate::keys::Signer) -> Value {
+    json!({ "keys": [signer.public_jwk()] })
+}
 
 /// Why `token mint` could not mint.
 #[derive(Debug, thiserror::Error)]
@@ -156,7 +177,7 @@ fn back(redirect: &url::Url, state: &str, params: &[(&str, &str)]) -> Reply {
 /// Verifies one of our own code / refresh JWTs and returns its claims.
 fn open_own(p: &Provider, token: &str, typ: &str) -> Option<Value> {
     let signer = p.dev_signer.as_ref()?;
-    let set = jwks::parse_jwks(dev::jwks(signer).to_string().as_bytes(), "dev").ok()?;
+    let set = jwks::parse_jwks(self::jwks(signer).to_string().as_bytes(), "dev").ok()?;
     let parsed = jwt::parse(token).ok()?;
     let key = set.find(parsed.header.kid.as_deref())?;
     jwt::verify_signature(&parsed, key).ok()?;
