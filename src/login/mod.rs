@@ -150,26 +150,26 @@ fn theme_with(route: Option<&CompiledRoute>, providers: &[&Arc<Provider>]) -> Th
 /// The providers a parked request hands to the sign-in returning to `rd` on `host` (a
 /// broker `/authorize` waiting for sign-in), when `rd` is that request's resume path;
 /// `None` when `rd` names no such request (the route's providers apply).
-async fn offered<'a>(rt: &'a Runtime, sessions: &Sessions, host: &str, rd: &str) -> Option<Vec<&'a Arc<Provider>>> {
-    let (_, query) = rd.split_once('?')?;
-    let txn = web::param(query, "txn")?;
-    let offer = crate::session::parked_offer(&*sessions.pending, &txn).await.ok().flatten()?;
+async fn offered<'a>(rt: &'a Runtime, sessions: &Sessions, host: &str, rd: &str) -> Result<Option<Vec<&'a Arc<Provider>>>, StoreError> {
+    let Some(txn) = rd.split_once('?').and_then(|(_, query)| web::param(query, "txn")) else { return Ok(None) };
+    let Some(offer) = crate::session::parked_offer(&*sessions.pending, &txn).await? else { return Ok(None) };
     if offer.rd != rd || offer.host != crate::runtime::normalise_host(host) {
-        return None;
+        return Ok(None);
     }
-    Some(offer.providers.iter().filter_map(|id| rt.registry.by_id(id)).collect())
+    Ok(Some(offer.providers.iter().filter_map(|id| rt.registry.by_id(id)).collect()))
 }
 
 /// The providers and look of a sign-in returning to `rd` on `host`: what a parked
 /// request offers, else the route's; `None` when neither exists.
-async fn sign_in_options<'a>(rt: &'a Runtime, sessions: &Sessions, host: &str, rd: &str) -> Option<(Vec<&'a Arc<Provider>>, Theme)> {
+async fn sign_in_options<'a>(rt: &'a Runtime, sessions: &Sessions, host: &str, rd: &str) -> Result<Option<(Vec<&'a Arc<Provider>>, Theme)>, StoreError> {
     let route = route_for(rt, host, rd);
-    let providers = match offered(rt, sessions, host, rd).await {
-        Some(p) => p,
-        None => login_providers(rt, route?),
+    let providers = match (offered(rt, sessions, host, rd).await?, route) {
+        (Some(p), _) => p,
+        (None, Some(route)) => login_providers(rt, route),
+        (None, None) => return Ok(None),
     };
     let theme = theme_with(route, &providers);
-    Some((providers, theme))
+    Ok(Some((providers, theme)))
 }
 
 /// Providers that can sign a browser in on `route`: accepted by the route, of the
@@ -196,8 +196,10 @@ async fn login(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Reply {
         return page(rt, req, 400, "Invalid return address", "The address to return to after sign-in must be a path on this site.", Failure::InvalidRd);
     };
     // A parked request (a broker sign-in) offers its own providers, else the route's.
-    let Some((providers, theme)) = sign_in_options(rt, sessions, req.host, &rd).await else {
-        return page(rt, req, 404, "Unknown site", "No application is configured at this address.", Failure::NoRoute);
+    let (providers, theme) = match sign_in_options(rt, sessions, req.host, &rd).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return page(rt, req, 404, "Unknown site", "No application is configured at this address.", Failure::NoRoute),
+        Err(e) => return store_down(theme_for(rt, req.host, &rd).population, &e),
     };
     let step_up = req.input("step_up").as_deref() == Some("1");
     // The broker's `prompt=login` / `max_age`: ask the provider for a new sign-in.
@@ -415,8 +417,9 @@ async fn callback(rt: &Runtime, sessions: &Sessions, req: &Request<'_>, state: &
         return failed(None, &theme, 400, "Sign-in failed", "The identity provider is no longer configured.", Failure::UnknownProvider);
     };
     let theme = match sign_in_options(rt, sessions, req.host, &txn.rd).await {
-        Some((_, theme)) => theme,
-        None => theme_with(None, &[]),
+        Ok(Some((_, theme))) => theme,
+        // The look only: without the offer, the route's (the sign-in goes on).
+        Ok(None) | Err(_) => theme_for(rt, req.host, &txn.rd),
     };
     if txn.host != req.host {
         return failed(Some(&p), &theme, 400, "Sign-in failed", "The sign-in returned to a different site than it started on.", Failure::HostMismatch);
