@@ -1,10 +1,10 @@
-//! The `idfabric` command line (INTERFACE.md, "Command line").
+//! The `idfabric` command line (`serve`, `check`, `token`, `keys`, `report`, `demo`, `echo`).
 
 use crate::config::{self, Config};
 use crate::providers::dev::section_of as dev_section;
 use crate::keys;
 use crate::pipeline;
-use crate::providers::{dev, now_secs};
+use crate::providers::now_secs;
 use crate::runtime::Runtime;
 use crate::server;
 use clap::{Parser, Subcommand};
@@ -159,13 +159,7 @@ pub enum SigningAlg {
     Eddsa,
 }
 
-pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("IDFABRIC_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,pingora_core=warn,pingora_proxy=warn,pingora=warn"));
-    let json = std::env::var("IDFABRIC_LOG_FORMAT").is_ok_and(|v| v == "json");
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
-    let _ = if json { builder.json().try_init() } else { builder.try_init() };
-}
+pub use crate::trace::init_tracing;
 
 fn load(path: &Path) -> Result<Config, ExitCode> {
     config::load(path, crate::providers::KINDS).map_err(|e| {
@@ -422,37 +416,8 @@ fn inspect(path: &Path, token: Option<String>) -> Result<ExitCode, ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Mints tokens for a dev provider user.
-pub fn mint_tokens(
-    config: &Config,
-    provider: &str,
-    user: &str,
-    id_token: bool,
-    ttl: Option<i64>,
-    count: u64,
-) -> Result<Vec<String>, String> {
-    let spec = config
-        .providers
-        .iter()
-        .find(|p| p.id == provider)
-        .ok_or_else(|| format!("provider `{provider}` is not enabled in {}", config.path.display()))?;
-    let Some(d) = dev_section(spec) else {
-        return Err(format!("provider `{provider}` is kind `{}`; only dev providers mint tokens", spec.kind_name()));
-    };
-    let u = d.users.iter().find(|u| u.name == user).ok_or_else(|| {
-        let names: Vec<&str> = d.users.iter().map(|u| u.name.as_str()).collect();
-        format!("provider `{provider}` has no user `{user}` (users: {})", names.join(", "))
-    })?;
-    let signer = keys::Signer::load(&d.signing_key).map_err(|e| e.to_string())?;
-    let kind = if id_token { dev::Kind::Id } else { dev::Kind::Access };
-    let now = now_secs();
-    Ok((0..count)
-        .map(|i| {
-            let opts = dev::MintOptions { kind, now, ttl, nonce: None, serial: (count > 1).then_some(i) };
-            dev::mint(spec, d, &signer, u, &opts)
-        })
-        .collect())
-}
+pub use crate::providers::dev_op::mint_tokens;
+
 
 fn mint(path: &Path, provider: &str, user: &str, id_token: bool, ttl: Option<&str>, count: u64) -> Result<ExitCode, ExitCode> {
     let config = load(path)?;

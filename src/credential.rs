@@ -51,18 +51,9 @@ pub fn extract<'a>(headers: &'a HeaderMap, cookie_name: &str, tls: bool) -> Resu
     Ok(found.map(Credential::Session).unwrap_or(Credential::None))
 }
 
-/// The value of cookie `name`, from any `Cookie` header.
-pub fn session_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
-        .filter(|v| !v.is_empty())
-}
+/// The value of cookie `name`, from any `Cookie` header (parsing lives with the other
+/// web pieces).
+pub use crate::web::session_cookie;
 
 /// Whether the client is a browser that should be sent to the login page.
 pub fn wants_html(headers: &HeaderMap) -> bool {

@@ -1,6 +1,7 @@
 //! idfabric: an identity-fabric gateway on Pingora.
 //!
-//! Module map, in pipeline order (ARCHITECTURE.md):
+//! Module map, in pipeline order (docs/design.md has the boundaries and the import
+//! rules a test checks):
 //!
 //! - [`config`]: `routes.yaml` and `providers/*.yaml`, strict, `${ENV}`-expanded and
 //!   validated into immutable specs with every problem reported at once.
@@ -14,9 +15,15 @@
 //!   `token inspect`.
 //! - [`propagate`]: identity headers and the broker-minted `X-Identity-Token`.
 //! - [`refusal`]: every refusal with its status, reason and challenge.
+//! - [`web`]: request/reply values, cookies, the browser binding and the HTML pages
+//!   shared by every endpoint idfabric serves itself.
+//! - [`login`]: browser sign-in (the relying-party flow); [`session`]: browser sessions,
+//!   sign-ins in progress and `session_for`; [`upstream`]: requests to an upstream
+//!   provider's token endpoint.
 //! - [`gateway`]: thin Pingora `ProxyHttp` glue; [`admin`]: metrics and health;
 //!   [`server`]: service assembly; [`cli`]: the command line.
-//! - [`keys`]: key generation and JWS signing; [`echo`]: the demo upstream.
+//! - [`keys`]: key generation and JWS signing; [`op`]: what the broker, the dev
+//!   provider and the relying party's checks share (discovery metadata, `at_hash`); [`echo`]: the demo upstream.
 //! - [`broker`]: idfabric as an OpenID Provider for downstream apps (code + PKCE,
 //!   refresh-token families, client credentials, userinfo, introspection, revocation).
 //! - [`reload`] and [`watch`]: SIGHUP and file-change reloads; [`audit`]: one JSON
@@ -41,6 +48,7 @@ pub mod identity;
 pub mod keys;
 pub mod login;
 pub mod metrics;
+pub mod op;
 pub mod pipeline;
 pub mod policy;
 pub mod propagate;
@@ -51,5 +59,6 @@ pub mod runtime;
 pub mod server;
 pub mod session;
 pub mod trace;
+pub mod upstream;
 pub mod watch;
 pub mod web;

@@ -122,7 +122,7 @@ fn step_up(rt: &Runtime, mut d: Denial, browser: bool, pq: &str) -> Denial {
 /// The session behind a cookie as a verified credential.
 pub async fn session(rt: &Runtime, id: &str) -> Result<Arc<Verified>, Refusal> {
     let sessions = rt.sessions.as_ref().ok_or(Refusal::BadSession)?;
-    let s = crate::login::session_for(rt, sessions, id)
+    let s = crate::session::session_for(&rt.registry, sessions, id)
         .await
         .map_err(|_| Refusal::SessionStoreUnavailable)?
         .ok_or(Refusal::BadSession)?;

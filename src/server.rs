@@ -194,6 +194,9 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), String> {
     let admin = config.admin;
     let ops_listen = config.admin_guard.ops_listen;
     let runtime = Runtime::build(config).map_err(|e| e.to_string())?;
+    // Signing out at `/.idfabric/logout` also revokes the broker token families issued
+    // from the session (sign-in does not know the broker; it calls this hook).
+    crate::login::on_sign_out(crate::broker::sign_out_hook);
     preinitialise_series(&runtime);
     let state = Arc::new(ArcSwap::from_pointee(runtime));
 

@@ -149,24 +149,47 @@ pub fn request_id(h: &HeaderMap) -> (String, bool) {
     }
 }
 
-/// Installs the process's `tracing` subscriber: the log lines of `cli::init_tracing`
+/// The filter of the log lines when `IDFABRIC_LOG` is not set.
+const DEFAULT_LOG_FILTER: &str = "info,pingora_core=warn,pingora_proxy=warn,pingora=warn";
+
+/// Installs the log-line subscriber alone: stderr, filtered by `IDFABRIC_LOG` (default
+/// `info`, Pingora at `warn`), JSON lines when `IDFABRIC_LOG_FORMAT=json`. A second call
+/// is a no-op.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("IDFABRIC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
+    let json = std::env::var("IDFABRIC_LOG_FORMAT").is_ok_and(|v| v == "json");
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+}
+
+/// Why the tracing subscriber could not be installed.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    #[error("tracing.otlp_endpoint: this idfabric was built without OTLP export (the `otlp` feature)")]
+    OtlpNotBuilt,
+    #[error("tracing.otlp_endpoint {endpoint}: {source}")]
+    Exporter { endpoint: String, source: Box<dyn std::error::Error + Send + Sync> },
+    #[error("{0}")]
+    Subscriber(Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Installs the process's `tracing` subscriber: the log lines of [`init_tracing`]
 /// and, when `tracing.otlp_endpoint` is set (binary built with `--features otlp`), an
 /// OTLP/HTTP exporter of the per-request spans (`idfabric::request`).
 ///
 /// # Errors
 /// When the exporter cannot be built (the endpoint is validated at load).
-pub fn init(spec: &crate::config::TracingSpec) -> Result<(), String> {
+pub fn init(spec: &crate::config::TracingSpec) -> Result<(), TraceError> {
     match &spec.otlp_endpoint {
         None => {
-            crate::cli::init_tracing();
+            init_tracing();
             Ok(())
         }
         #[cfg(feature = "otlp")]
         Some(endpoint) => otlp::init(endpoint),
         #[cfg(not(feature = "otlp"))]
-        Some(_) => {
-            Err("tracing.otlp_endpoint: this idfabric was built without OTLP export (the `otlp` feature)".into())
-        }
+        Some(_) => Err(TraceError::OtlpNotBuilt),
     }
 }
 
@@ -226,22 +249,21 @@ mod otlp {
         rx.recv_timeout(limit).unwrap_or(false)
     }
 
-    pub fn init(endpoint: &str) -> Result<(), String> {
+    pub fn init(endpoint: &str) -> Result<(), super::TraceError> {
         use opentelemetry_otlp::WithExportConfig;
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .with_endpoint(traces_url(endpoint))
             .build()
-            .map_err(|e| format!("tracing.otlp_endpoint {endpoint}: {e}"))?;
+            .map_err(|e| super::TraceError::Exporter { endpoint: endpoint.to_string(), source: Box::new(e) })?;
         let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
             .with_batch_exporter(exporter)
             .with_resource(opentelemetry_sdk::Resource::builder().with_service_name("idfabric").build())
             .build();
         let tracer = provider.tracer("idfabric");
         let _ = PROVIDER.set(provider);
-        let filter = tracing_subscriber::EnvFilter::try_from_env("IDFABRIC_LOG").unwrap_or_else(|_| {
-            tracing_subscriber::EnvFilter::new("info,pingora_core=warn,pingora_proxy=warn,pingora=warn")
-        });
+        let filter = tracing_subscriber::EnvFilter::try_from_env("IDFABRIC_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(super::DEFAULT_LOG_FILTER));
         let json = std::env::var("IDFABRIC_LOG_FORMAT").is_ok_and(|v| v == "json");
         let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false);
         let fmt = if json { fmt.json().boxed() } else { fmt.boxed() };
@@ -250,7 +272,7 @@ mod otlp {
             .with(fmt.with_filter(filter))
             .with(tracing_opentelemetry::layer().with_tracer(tracer).with_filter(spans))
             .try_init()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| super::TraceError::Subscriber(Box::new(e)))?;
         tracing::info!(endpoint = %traces_url(endpoint), "exporting request spans over OTLP/HTTP");
         Ok(())
     }

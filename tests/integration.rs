@@ -13,6 +13,7 @@ mod common;
 
 mod access;
 mod admin;
+mod architecture;
 mod audit;
 mod broker;
 mod broker_openidconnect;

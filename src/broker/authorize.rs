@@ -13,11 +13,11 @@
 use super::grants::{self, AuthzRequest, CodeGrant, Grants, Unparked};
 use super::{clients, err, tokens, ErrorCode, OAuthError};
 use crate::config::{BrokerClientSpec, BrokerSpec};
-use crate::login::{self, binding, pages};
+use crate::login;
 use crate::providers::now_secs;
 use crate::runtime::{normalise_host, Runtime};
-use crate::session::Session;
-use crate::web::{random, Reply, Request};
+use crate::session::{Session, SignInOffer};
+use crate::web::{self, binding, pages, random, Reply, Request};
 use std::collections::BTreeMap;
 
 /// Whether `host` (as the browser sent it) is the broker issuer's host.
@@ -89,7 +89,7 @@ pub async fn authorize(rt: &Runtime, b: &BrokerSpec, req: &Request<'_>) -> Reply
         return back_err(b, &r, err(ErrorCode::TemporarilyUnavailable, "sign-in is not configured"));
     };
     let prompt = prompt_values(&p);
-    let sid = req.cookie(&login::cookie_name(&rt.config.session.cookie, req.tls)).map(str::to_string);
+    let sid = req.cookie(&web::cookie_name(&rt.config.session.cookie, req.tls)).map(str::to_string);
     let session = match current_session(rt, &sessions, sid.as_deref()).await {
         Ok(s) => s,
         Err(e) => return back_err(b, &r, e.into()),
@@ -170,6 +170,7 @@ fn trusted_client<'b>(
         fresh: false,
         created_at: now_secs(),
         browser: String::new(),
+        offer: None,
     };
     Ok((client, early))
 }
@@ -186,7 +187,7 @@ async fn current_session(
     sid: Option<&str>,
 ) -> Result<Option<Session>, crate::session::StoreError> {
     match sid {
-        Some(id) => login::session_for(rt, sessions, id).await,
+        Some(id) => crate::session::session_for(&rt.registry, sessions, id).await,
         None => Ok(None),
     }
 }
@@ -242,9 +243,17 @@ async fn to_sign_in(
     req: &Request<'_>,
     sessions: &crate::session::Sessions,
     p: &BTreeMap<String, String>,
-    r: AuthzRequest,
+    mut r: AuthzRequest,
 ) -> Reply {
     let txn = random(binding::ID_BYTES);
+    let rd = format!("{}/authorize/resume?txn={txn}&client_id={}", b.path, urlencode(&r.client_id));
+    // The sign-in offers this client's providers: handed over in the parked request.
+    let providers = clients::find(b, &r.client_id).map(|c| clients::browser_providers(rt, c)).unwrap_or_default();
+    r.offer = Some(SignInOffer {
+        host: normalise_host(req.host).to_string(),
+        rd: rd.clone(),
+        providers: providers.iter().map(|p| p.spec.id.clone()).collect(),
+    });
     // The parked request belongs to this browser: a random nonce in a host-only cookie,
     // kept with the request as a digest, must come back on resume.
     let bind = binding::new();
@@ -255,7 +264,6 @@ async fn to_sign_in(
         }
         Err(e) => return back_err(b, &r, e.into()),
     }
-    let rd = format!("{}/authorize/resume?txn={txn}&client_id={}", b.path, urlencode(&r.client_id));
     let mut q = url::form_urlencoded::Serializer::new(String::new());
     q.append_pair("rd", &rd);
     if let Some(idp) = p.get("idp") {
@@ -475,8 +483,8 @@ async fn signed_in(
     sessions: &crate::session::Sessions,
 ) -> Result<(String, Session), OAuthError> {
     let not_done = || err(ErrorCode::LoginRequired, "the sign-in did not complete");
-    let sid = req.cookie(&login::cookie_name(&rt.config.session.cookie, req.tls)).ok_or_else(not_done)?;
-    match login::session_for(rt, sessions, sid).await? {
+    let sid = req.cookie(&web::cookie_name(&rt.config.session.cookie, req.tls)).ok_or_else(not_done)?;
+    match crate::session::session_for(&rt.registry, sessions, sid).await? {
         Some(s) => Ok((sid.to_string(), s)),
         None => Err(not_done()),
     }

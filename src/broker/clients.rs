@@ -39,12 +39,21 @@ pub async fn secret_matches_async(configured: &str, presented: &str) -> bool {
     tokio::task::spawn_blocking(move || secret_matches(&c, &p)).await.unwrap_or(false)
 }
 
+/// Why a secret could not be hashed.
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    #[error("no randomness available")]
+    NoRandomness,
+    #[error("{0}")]
+    Argon2(argon2::password_hash::Error),
+}
+
 /// An argon2id PHC string for `secret` with a random salt (`idfabric keys hash-secret`).
-pub fn hash_secret(secret: &str) -> Result<String, String> {
+pub fn hash_secret(secret: &str) -> Result<String, HashError> {
     let mut salt = [0u8; 16];
-    aws_lc_rs::rand::fill(&mut salt).map_err(|_| "no randomness available".to_string())?;
-    let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
-    Argon2::default().hash_password(secret.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| e.to_string())
+    aws_lc_rs::rand::fill(&mut salt).map_err(|_| HashError::NoRandomness)?;
+    let salt = SaltString::encode_b64(&salt).map_err(HashError::Argon2)?;
+    Argon2::default().hash_password(secret.as_bytes(), &salt).map(|h| h.to_string()).map_err(HashError::Argon2)
 }
 
 /// Whether `presented` is the client's secret.

@@ -7,10 +7,10 @@ use super::grants::Grants;
 use super::tokens::{self, Kind};
 use super::{err, error_reply, Challenge, ErrorCode, OAuthError};
 use crate::config::BrokerSpec;
-use crate::login::{self, pages};
+use crate::login;
 use crate::metrics::metrics;
 use crate::runtime::Runtime;
-use crate::web::{Reply, Request};
+use crate::web::{self, pages, Reply, Request};
 use serde_json::{json, Map, Value};
 
 fn grants<'a>(rt: &'a Runtime, b: &BrokerSpec) -> Result<Grants<'a>, OAuthError> {
@@ -251,7 +251,7 @@ pub async fn logout(rt: &Runtime, b: &BrokerSpec, req: &Request<'_>) -> Reply {
     let reply = after_logout(&theme, &p, target);
     match clear {
         // Every spelling of the session cookie, as the gateway's own sign-out does.
-        Some(()) => login::clear_session_cookies(reply, &rt.config.session.cookie, req.tls),
+        Some(()) => web::clear_session_cookies(reply, &rt.config.session.cookie, req.tls),
         None => reply,
     }
 }
@@ -322,7 +322,7 @@ async fn end_session(
     p: &std::collections::BTreeMap<String, String>,
     hint_sub: Option<&str>,
 ) -> Ending {
-    let name = login::cookie_name(&rt.config.session.cookie, req.tls);
+    let name = web::cookie_name(&rt.config.session.cookie, req.tls);
     let (Some(sid), Some(sessions), true) = (req.cookie(&name), rt.sessions.as_ref(), on_broker_host(b, req.host))
     else {
         return Ending::NotSignedIn;

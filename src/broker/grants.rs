@@ -4,7 +4,7 @@
 //! - Authorize transactions (`b:{id}` in the pending space of `crate::session::pending`,
 //!   apart from sessions and capped): the authorize request parked while the user signs
 //!   in, with the SHA-256 of the browser-binding nonce (the `btx` cookie,
-//!   `crate::login::binding`); single use (`take`), 10 minutes.
+//!   `crate::web::binding`); single use (`take`), 10 minutes.
 //! - Codes (`idf:bc:{sha256}`): single use, 60 seconds, bound to the client, redirect
 //!   URI and PKCE challenge. Redeeming *claims* the code first: its used-marker
 //!   (`idf:bcu:{sha256}` → family) is set with the store's atomic set-if-absent, so of
@@ -54,6 +54,10 @@ pub struct AuthzRequest {
     /// matches) until parked.
     #[serde(default)]
     pub browser: String,
+    /// What the sign-in may offer the browser (the client's providers), read by
+    /// `/.idfabric/login` from the parked request.
+    #[serde(default)]
+    pub offer: Option<crate::session::SignInOffer>,
 }
 
 /// Outcome of resuming a parked authorize request.
@@ -142,7 +146,7 @@ pub async fn park(
     browser: &str,
 ) -> Result<Parked, StoreError> {
     let bound = AuthzRequest { browser: browser.to_string(), ..r.clone() };
-    pending.park(&format!("b:{id}"), client, "", json(&bound)?, TXN_TTL, caps).await
+    pending.park(&crate::session::parked_key(id), client, "", json(&bound)?, TXN_TTL, caps).await
 }
 
 /// Resumes the request parked as `id` for the browser presenting `nonce`. The nonce is
@@ -152,10 +156,10 @@ pub async fn unpark(pending: &dyn Pending, id: &str, nonce: &str) -> Result<Unpa
     if id.is_empty() || id.len() > 64 {
         return Ok(Unparked::Expired);
     }
-    let key = format!("b:{id}");
+    let key = crate::session::parked_key(id);
     let Some(b) = pending.peek(&key).await? else { return Ok(Unparked::Expired) };
     let parked: AuthzRequest = parse(&b)?;
-    if !crate::login::binding::matches(&parked.browser, nonce) {
+    if !crate::web::binding::matches(&parked.browser, nonce) {
         return Ok(Unparked::Foreign);
     }
     let Some(b) = pending.take(&key).await? else { return Ok(Unparked::Expired) };
@@ -457,9 +461,10 @@ mod tests {
             fresh: false,
             created_at: now(),
             browser: String::new(),
+            offer: None,
         };
         let caps = Caps { per_client: 4, total: 10 };
-        let digest = crate::login::binding::digest("nonce-of-the-browser");
+        let digest = crate::web::binding::digest("nonce-of-the-browser");
         park(&pending, caps, "10.0.0.1", "txn-1", &r, &digest).await.unwrap();
         assert!(pending
             .peek("b:txn-1")

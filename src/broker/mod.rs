@@ -267,6 +267,12 @@ pub async fn revoke_session_families(rt: &Runtime, sid: &str) -> Result<usize, c
     grants::Grants { store: &*s.store, family_ttl: authorize::family_ttl(b) }.revoke_session_lifetime(sid).await
 }
 
+/// [`revoke_session_families`] in the shape of `login::SignOutHook`, which the service
+/// assembly registers so that signing out at `/.idfabric/logout` revokes them.
+pub fn sign_out_hook<'a>(rt: &'a Runtime, sid: &'a str) -> crate::login::SignOutFuture<'a> {
+    Box::pin(revoke_session_families(rt, sid))
+}
+
 /// The reply to a body over `web::MAX_BODY` (the gateway stops reading it).
 pub fn too_large() -> Reply {
     let e = err(ErrorCode::InvalidRequest, "the request body is larger than 16 KiB");
@@ -338,25 +344,22 @@ pub fn discovery(rt: &Runtime, b: &BrokerSpec) -> Value {
     // naming themselves (`none`), as `/revoke` does.
     let auth_methods = json!(["client_secret_basic", "client_secret_post"]);
     let revocation_methods = json!(["client_secret_basic", "client_secret_post", "none"]);
-    json!({
-        "issuer": i,
-        "authorization_endpoint": format!("{i}/authorize"),
-        "token_endpoint": format!("{i}/token"),
+    let mut doc = crate::op::Metadata {
+        issuer: i,
+        base: i,
+        signing_algs: algs,
+        grant_types: &["authorization_code", "refresh_token", "client_credentials"],
+        token_auth_methods: &["client_secret_basic", "client_secret_post", "none"],
+    }
+    .document();
+    let extra = json!({
         "userinfo_endpoint": format!("{i}/userinfo"),
-        "jwks_uri": format!("{i}/jwks"),
-        "end_session_endpoint": format!("{i}/logout"),
         "introspection_endpoint": format!("{i}/introspect"),
         "revocation_endpoint": format!("{i}/revoke"),
-        "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
-        "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": algs,
         "userinfo_signing_alg_values_supported": ["none"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "introspection_endpoint_auth_methods_supported": auth_methods,
         "revocation_endpoint_auth_methods_supported": revocation_methods,
-        "code_challenge_methods_supported": ["S256"],
         "scopes_supported": scopes,
         "claims_supported": claims_supported(),
         "acr_values_supported": [tokens::ACR_MFA, tokens::ACR_SFA],
@@ -368,7 +371,11 @@ pub fn discovery(rt: &Runtime, b: &BrokerSpec) -> Value {
         "authorization_response_iss_parameter_supported": true,
         "frontchannel_logout_supported": false,
         "backchannel_logout_supported": false,
-    })
+    });
+    if let Value::Object(extra) = extra {
+        doc.extend(extra);
+    }
+    Value::Object(doc)
 }
 
 /// The parameters of a request, refusing repeated ones (RFC 6749 §3.1: "MUST NOT be
@@ -425,26 +432,6 @@ fn no_query(req: &Request<'_>) -> Result<(), OAuthError> {
 fn digest(v: &str) -> String {
     let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, v.as_bytes());
     d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Providers that may sign a user in for the broker request behind `rd`, when `rd` is
-/// a broker resume path on the broker's host (used by `/.idfabric/login`); `None` when
-/// `rd` is not a broker path (the route's providers apply).
-pub fn login_providers<'a>(
-    rt: &'a Runtime,
-    host: &str,
-    rd: &str,
-) -> Option<Vec<&'a std::sync::Arc<crate::providers::Provider>>> {
-    let b = rt.config.broker.as_ref()?;
-    let (path, query) = rd.split_once('?').unwrap_or((rd, ""));
-    if path != format!("{}/authorize/resume", b.path) || !authorize::on_broker_host(b, host) {
-        return None;
-    }
-    let client = crate::web::param(query, "client_id").and_then(|c| clients::find(b, &c));
-    Some(match client {
-        Some(c) => clients::browser_providers(rt, c),
-        None => Vec::new(),
-    })
 }
 
 #[cfg(test)]

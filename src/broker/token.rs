@@ -175,7 +175,7 @@ async fn refresh_grant(
     if let Some(sid) = &g.session {
         // Through sign-in's own loader: upstream tokens close to expiry are refreshed at
         // the provider (a disabled user ends the session there), expired ones end it.
-        match crate::login::session_for(rt, sessions, sid).await? {
+        match crate::session::session_for(&rt.registry, sessions, sid).await? {
             Some(s) if s.identity.sub == g.identity.sub => {
                 let mfa = g.identity.mfa;
                 g.identity = s.identity;

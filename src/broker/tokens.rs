@@ -7,8 +7,6 @@ use crate::config::{BrokerClientSpec, BrokerSpec};
 use crate::identity::Identity;
 use crate::propagate::Minter;
 use crate::providers::{jwks, jwt, now_secs};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use serde_json::{json, Map, Value};
 
 /// `acr` of a sign-in with a proven second factor, and without one.
@@ -123,19 +121,6 @@ pub fn access_token(m: &Minter, b: &BrokerSpec, g: &Grant<'_>, now: i64) -> (Str
     (m.signer.sign_jwt("at+jwt", &Value::Object(c)), exp)
 }
 
-/// `at_hash`: the left half of the access token's hash with the signing alg's hash.
-fn at_hash(alg: &str, access_token: &str) -> String {
-    let algo = match alg {
-        "EdDSA" => &aws_lc_rs::digest::SHA512,
-        a if a.ends_with("384") => &aws_lc_rs::digest::SHA384,
-        a if a.ends_with("512") => &aws_lc_rs::digest::SHA512,
-        _ => &aws_lc_rs::digest::SHA256,
-    };
-    let d = aws_lc_rs::digest::digest(algo, access_token.as_bytes());
-    let h = d.as_ref();
-    URL_SAFE_NO_PAD.encode(&h[..h.len() / 2])
-}
-
 /// An OpenID Connect ID token for `g.client`.
 pub fn id_token(m: &Minter, b: &BrokerSpec, g: &Grant<'_>, access_token: &str, now: i64) -> String {
     let id = g.identity;
@@ -150,7 +135,7 @@ pub fn id_token(m: &Minter, b: &BrokerSpec, g: &Grant<'_>, access_token: &str, n
     c.insert("sid".into(), json!(g.family));
     c.insert("acr".into(), json!(if id.mfa { ACR_MFA } else { ACR_SFA }));
     c.insert("amr".into(), json!(amr(id)));
-    c.insert("at_hash".into(), json!(at_hash(m.signer.alg, access_token)));
+    c.insert("at_hash".into(), json!(crate::op::at_hash(m.signer.alg, access_token)));
     if let Some(t) = g.auth_time {
         c.insert("auth_time".into(), json!(t));
     }
@@ -263,7 +248,7 @@ mod tests {
     #[test]
     fn at_hash_is_the_left_half() {
         // OpenID Connect Core A.3 example (RS256).
-        assert_eq!(at_hash("RS256", "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"), "77QmUPtjPfzWtF2AnpK9RQ");
+        assert_eq!(crate::op::at_hash("RS256", "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"), "77QmUPtjPfzWtF2AnpK9RQ");
     }
 
     #[test]

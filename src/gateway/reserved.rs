@@ -4,7 +4,7 @@
 use super::respond;
 use crate::pipeline::{self, Admission};
 use crate::propagate;
-use crate::providers::dev;
+use crate::providers::{dev, dev_op};
 use crate::canon::PathProblem;
 use crate::refusal::Refusal;
 use crate::runtime::Runtime;
@@ -81,8 +81,8 @@ async fn dev_provider(rt: &Runtime, session: &mut Session, rest: &str) -> Result
     };
     let signer = p.dev_signer.as_ref().expect("filtered on dev_signer");
     match sub {
-        ".well-known/openid-configuration" => ok_json(session, &dev::discovery(&p.spec)).await,
-        "jwks" => ok_json(session, &dev::jwks(signer)).await,
+        ".well-known/openid-configuration" => ok_json(session, &dev_op::discovery(&p.spec)).await,
+        "jwks" => ok_json(session, &dev_op::jwks(signer)).await,
         _ => {
             let Some(body) = read_body(session).await? else {
                 return refuse(session, Refusal::Malformed("request body larger than 16 KiB"), None).await;

@@ -68,7 +68,7 @@ pub async fn refusal_page(
             s => (s, "Sign-in required"),
         },
     };
-    let body = crate::login::pages::error_page(&theme, status, title, &r.to_string(), Some("/.idfabric/logout"));
+    let body = crate::web::pages::error_page(&theme, status, title, &r.to_string(), Some("/.idfabric/logout"));
     reply(session, &crate::web::Reply::html(status, body, r.reason())).await
 }
 

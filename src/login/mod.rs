@@ -7,17 +7,19 @@
 //! tokens (`Registry::verify_id_token`), so a provider's quirks apply to both doors.
 //! Open redirects are impossible: the return path `rd` is a path (never a URL) and the
 //! host is the one the browser used, which must be a configured route host or the
-//! broker's host (a broker sign-in returns to `{broker path}/authorize/resume` and offers
-//! the providers that broker client allows, see `crate::broker::login_providers`).
+//! host of a parked request (a broker sign-in returns to its resume path and offers the
+//! providers the parked request hands over in its [`crate::session::SignInOffer`]; sign-in knows
+//! nothing else of the broker).
 //!
 //! A sign-in is bound to the browser that started it (`binding`: a nonce cookie per
 //! transaction), starting sign-ins is rate limited per client (`throttle`) and what is
 //! parked meanwhile is capped (`crate::session::pending`). Signing out is a POST from this
 //! site's own pages; a GET only asks.
 
-pub mod binding;
-pub mod pages;
+mod failure;
 pub mod throttle;
+
+pub use failure::Failure;
 
 use crate::config::HostMatch;
 use crate::identity::{Population, TokenUse};
@@ -25,27 +27,20 @@ use crate::metrics::metrics;
 use crate::providers::{now_secs, Provider};
 use crate::runtime::{CompiledRoute, Runtime};
 use crate::session::{LoginTxn, Session, Sessions, StoreError};
-use crate::web::{self, pkce_challenge, random, Reply, Request};
-use pages::{Branding, ProviderButton, Theme};
+use crate::upstream::{endpoints, exchange};
+use crate::web::pages::{self, Branding, ProviderButton, Theme};
+use crate::web::{self, binding, clear_session_cookies, cookie_name, pkce_challenge, random, Reply, Request};
 use serde_json::Value;
 use std::sync::Arc;
 
 /// Remembers the provider last chosen on the home-realm discovery page.
 pub const IDP_COOKIE: &str = "idfabric_idp";
 
-/// The session cookie's name on this request: `__Host-` prefixed over TLS.
-pub fn cookie_name(base: &str, tls: bool) -> String {
-    if tls {
-        format!("__Host-{base}")
-    } else {
-        base.to_string()
-    }
-}
 
 /// Serves `/.idfabric/login`, `/callback`, `/logout`, `/logged-out` and `/session`.
 pub async fn handle(rt: &Runtime, req: &Request<'_>) -> Reply {
     let Some(sessions) = rt.sessions.clone() else {
-        return page(rt, req, 501, "Sign-in is not configured", "This gateway has no session store.", "sign_in_unavailable");
+        return page(rt, req, 501, "Sign-in is not configured", "This gateway has no session store.", Failure::SignInUnavailable);
     };
     match req.path {
         "/.idfabric/login" => match throttled(rt, req, "login") {
@@ -65,7 +60,7 @@ pub async fn handle(rt: &Runtime, req: &Request<'_>) -> Reply {
         // Each accepted token makes a session: limited per client like sign-in starts.
         "/.idfabric/session" => match throttle_wait(rt, req, "session") {
             Some(wait) => {
-                let mut r = session_problem(429, "sign_in_rate_limited", "Too many sessions were requested from your network; try again later.");
+                let mut r = session_problem(429, Failure::SignInRateLimited, "Too many sessions were requested from your network; try again later.");
                 r.headers.push(("retry-after", wait.to_string()));
                 r
             }
@@ -85,7 +80,7 @@ pub async fn handle(rt: &Runtime, req: &Request<'_>) -> Reply {
 pub fn throttled(rt: &Runtime, req: &Request<'_>, endpoint: &'static str) -> Option<Reply> {
     let wait = throttle_wait(rt, req, endpoint)?;
     let detail = format!("Too many sign-ins were started from your network. Please try again in {wait} seconds.");
-    let mut r = page(rt, req, 429, "Too many sign-in attempts", &detail, "sign_in_rate_limited");
+    let mut r = page(rt, req, 429, "Too many sign-in attempts", &detail, Failure::SignInRateLimited);
     r.headers.push(("retry-after", wait.to_string()));
     Some(r)
 }
@@ -108,7 +103,8 @@ pub fn count_abandoned(rt: &Runtime, tags: &[String]) {
     }
 }
 
-fn page(rt: &Runtime, req: &Request<'_>, status: u16, title: &str, detail: &str, reason: &'static str) -> Reply {
+fn page(rt: &Runtime, req: &Request<'_>, status: u16, title: &str, detail: &str, reason: Failure) -> Reply {
+    let reason = reason.as_str();
     let theme = theme_for(rt, req.host, "/");
     tracing::info!(status, reason, host = req.host, path = req.path, "sign-in refused");
     Reply::html(status, pages::error_page(&theme, status, title, detail, Some("/.idfabric/login")), reason)
@@ -134,10 +130,13 @@ fn route_for<'a>(rt: &'a Runtime, host: &str, rd: &str) -> Option<&'a CompiledRo
 /// The look of pages for a request to `host` + `rd`: the route's population and branding.
 pub fn theme_for(rt: &Runtime, host: &str, rd: &str) -> Theme {
     let route = route_for(rt, host, rd);
-    let providers = match crate::broker::login_providers(rt, host, rd) {
-        Some(p) => p,
-        None => route.map(|r| login_providers(rt, r)).unwrap_or_default(),
-    };
+    let providers = route.map(|r| login_providers(rt, r)).unwrap_or_default();
+    theme_with(route, &providers)
+}
+
+/// The look of pages for a sign-in offering `providers` on `route`: the route's
+/// population, else workforce when every provider is a workforce one.
+fn theme_with(route: Option<&CompiledRoute>, providers: &[&Arc<Provider>]) -> Theme {
     let population = match route.and_then(|r| r.spec.require.population) {
         Some(p) => p,
         None if !providers.is_empty() && providers.iter().all(|p| p.spec.population == Population::Workforce) => {
@@ -148,6 +147,30 @@ pub fn theme_for(rt: &Runtime, host: &str, rd: &str) -> Theme {
     Theme { population, branding: route.map(|r| r.spec.branding.clone()).unwrap_or_default() }
 }
 
+/// The providers a parked request hands to the sign-in returning to `rd` on `host` (a
+/// broker `/authorize` waiting for sign-in), when `rd` is that request's resume path;
+/// `None` when `rd` names no such request (the route's providers apply).
+async fn offered<'a>(rt: &'a Runtime, sessions: &Sessions, host: &str, rd: &str) -> Result<Option<Vec<&'a Arc<Provider>>>, StoreError> {
+    let Some(txn) = rd.split_once('?').and_then(|(_, query)| web::param(query, "txn")) else { return Ok(None) };
+    let Some(offer) = crate::session::parked_offer(&*sessions.pending, &txn).await? else { return Ok(None) };
+    if offer.rd != rd || offer.host != crate::runtime::normalise_host(host) {
+        return Ok(None);
+    }
+    Ok(Some(offer.providers.iter().filter_map(|id| rt.registry.by_id(id)).collect()))
+}
+
+/// The providers and look of a sign-in returning to `rd` on `host`: what a parked
+/// request offers, else the route's; `None` when neither exists.
+async fn sign_in_options<'a>(rt: &'a Runtime, sessions: &Sessions, host: &str, rd: &str) -> Result<Option<(Vec<&'a Arc<Provider>>, Theme)>, StoreError> {
+    let route = route_for(rt, host, rd);
+    let providers = match (offered(rt, sessions, host, rd).await?, route) {
+        (Some(p), _) => p,
+        (None, Some(route)) => login_providers(rt, route),
+        (None, None) => return Ok(None),
+    };
+    let theme = theme_with(route, &providers);
+    Ok(Some((providers, theme)))
+}
 
 /// Providers that can sign a browser in on `route`: accepted by the route, of the
 /// route's population, with a client id and an authorization endpoint.
@@ -170,22 +193,19 @@ fn funnel(p: &Provider, stage: &str) {
 
 async fn login(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Reply {
     let Some(rd) = safe_rd(req.input("rd").as_deref()) else {
-        return page(rt, req, 400, "Invalid return address", "The address to return to after sign-in must be a path on this site.", "invalid_rd");
+        return page(rt, req, 400, "Invalid return address", "The address to return to after sign-in must be a path on this site.", Failure::InvalidRd);
     };
-    // A broker sign-in (rd = the broker's resume path on its host) offers the client's providers.
-    let providers = match crate::broker::login_providers(rt, req.host, &rd) {
-        Some(p) => p,
-        None => match route_for(rt, req.host, &rd) {
-            Some(route) => login_providers(rt, route),
-            None => return page(rt, req, 404, "Unknown site", "No application is configured at this address.", "no_route"),
-        },
+    // A parked request (a broker sign-in) offers its own providers, else the route's.
+    let (providers, theme) = match sign_in_options(rt, sessions, req.host, &rd).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return page(rt, req, 404, "Unknown site", "No application is configured at this address.", Failure::NoRoute),
+        Err(e) => return store_down(theme_for(rt, req.host, &rd).population, &e),
     };
-    let theme = theme_for(rt, req.host, &rd);
     let step_up = req.input("step_up").as_deref() == Some("1");
     // The broker's `prompt=login` / `max_age`: ask the provider for a new sign-in.
     let fresh = req.input("prompt").as_deref() == Some("login");
     if providers.is_empty() {
-        return page(rt, req, 501, "No sign-in available", "No identity provider of this application supports browser sign-in.", "sign_in_unavailable");
+        return page(rt, req, 501, "No sign-in available", "No identity provider of this application supports browser sign-in.", Failure::SignInUnavailable);
     }
     let chosen = req.input("provider").and_then(|id| providers.iter().find(|p| p.spec.id == id).copied());
     if let Some(p) = chosen {
@@ -207,7 +227,7 @@ async fn login(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Reply {
                     error: Some("No sign-in is configured for that email domain. Choose an option below."),
                     email: Some(&email),
                 });
-                Reply::html(400, body, "unknown_domain")
+                Reply::html(400, body, Failure::UnknownDomain.as_str())
             }
         };
     }
@@ -241,14 +261,6 @@ fn buttons(providers: &[&Arc<Provider>], remembered: Option<&str>) -> Vec<Provid
         .collect()
 }
 
-/// The provider's endpoints from discovery (dev providers: their own).
-fn endpoints(p: &Provider) -> Option<crate::providers::jwks::Discovery> {
-    if p.dev_signer.is_some() {
-        return serde_json::from_value(crate::providers::dev::discovery(&p.spec)).ok();
-    }
-    p.status().discovery
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn start(rt: &Runtime, sessions: &Sessions, req: &Request<'_>, p: &Provider, rd: &str, hint: Option<&str>, step_up: bool, fresh: bool) -> Reply {
     funnel(p, "started");
@@ -257,7 +269,7 @@ async fn start(rt: &Runtime, sessions: &Sessions, req: &Request<'_>, p: &Provide
         return Reply::html(
             503,
             pages::error_page(&default_theme(p.spec.population), 503, "Identity provider unavailable", "Its discovery document has not been loaded; try again shortly.", Some("/.idfabric/login")),
-            "provider_unavailable",
+            Failure::ProviderUnavailable.as_str(),
         );
     };
     let (state, nonce, verifier) = (random(binding::ID_BYTES), random(24), random(48));
@@ -280,7 +292,7 @@ async fn start(rt: &Runtime, sessions: &Sessions, req: &Request<'_>, p: &Provide
         Err(e) => return store_down(p.spec.population, &e),
     }
     let Ok(mut url) = url::Url::parse(&authz) else {
-        return Reply::html(502, pages::error_page(&default_theme(p.spec.population), 502, "Identity provider misconfigured", "Its authorization endpoint is not a URL.", None), "provider_misconfigured");
+        return Reply::html(502, pages::error_page(&default_theme(p.spec.population), 502, "Identity provider misconfigured", "Its authorization endpoint is not a URL.", None), Failure::ProviderMisconfigured.as_str());
     };
     let mut scopes = p.spec.scopes.clone();
     if !scopes.iter().any(|s| s == "openid") {
@@ -332,11 +344,12 @@ fn store_down(population: Population, e: &StoreError) -> Reply {
     Reply::html(
         503,
         pages::error_page(&default_theme(population), 503, "Sign-in is temporarily unavailable", "The session service cannot be reached. Please try again in a moment.", Some("/.idfabric/login")),
-        "session_store_unavailable",
+        Failure::SessionStoreUnavailable.as_str(),
     )
 }
 
-fn failed(p: Option<&Provider>, theme: &Theme, status: u16, title: &str, detail: &str, reason: &'static str) -> Reply {
+fn failed(p: Option<&Provider>, theme: &Theme, status: u16, title: &str, detail: &str, reason: Failure) -> Reply {
+    let reason = reason.as_str();
     if let Some(p) = p {
         funnel(p, "callback_error");
         metrics().logins_total.with_label_values(&[p.id(), p.spec.population.as_str(), "failure"]).inc();
@@ -351,16 +364,20 @@ async fn callback(rt: &Runtime, sessions: &Sessions, req: &Request<'_>, state: &
     let txn = match sessions.finish_login(state).await {
         Ok(Some(t)) if binding::plausible_id(state) => t,
         Ok(_) => {
-            return failed(None, &theme, 400, "This sign-in has expired", "The sign-in link was already used or is too old. Please start again.", "invalid_state")
+            return failed(None, &theme, 400, "This sign-in has expired", "The sign-in link was already used or is too old. Please start again.", Failure::InvalidState)
         }
         Err(e) => return store_down(theme.population, &e),
     };
     let Some(p) = rt.registry.by_id(&txn.provider).cloned() else {
-        return failed(None, &theme, 400, "Sign-in failed", "The identity provider is no longer configured.", "unknown_provider");
+        return failed(None, &theme, 400, "Sign-in failed", "The identity provider is no longer configured.", Failure::UnknownProvider);
     };
-    let theme = theme_for(rt, req.host, &txn.rd);
+    let theme = match sign_in_options(rt, sessions, req.host, &txn.rd).await {
+        Ok(Some((_, theme))) => theme,
+        // The look only: without the offer, the route's (the sign-in goes on).
+        Ok(None) | Err(_) => theme_for(rt, req.host, &txn.rd),
+    };
     if txn.host != req.host {
-        return failed(Some(&p), &theme, 400, "Sign-in failed", "The sign-in returned to a different site than it started on.", "host_mismatch");
+        return failed(Some(&p), &theme, 400, "Sign-in failed", "The sign-in returned to a different site than it started on.", Failure::HostMismatch);
     }
     // Only the browser that started this sign-in may finish it; anyone else's session
     // (the victim's, in a login CSRF) is left exactly as it was.
@@ -368,10 +385,10 @@ async fn callback(rt: &Runtime, sessions: &Sessions, req: &Request<'_>, state: &
     match binding::check(req, name.as_deref(), &txn.browser) {
         binding::Presented::Bound => {}
         binding::Presented::Missing => {
-            return failed(Some(&p), &theme, 403, "This sign-in was started elsewhere", "This browser did not start this sign-in, so it was not completed. If you started it, sign in again from the application.", "state_not_bound")
+            return failed(Some(&p), &theme, 403, "This sign-in was started elsewhere", "This browser did not start this sign-in, so it was not completed. If you started it, sign in again from the application.", Failure::StateNotBound)
         }
         binding::Presented::Mismatch => {
-            return failed(Some(&p), &theme, 403, "This sign-in was started elsewhere", "This browser did not start this sign-in, so it was not completed. If you started it, sign in again from the application.", "login_csrf")
+            return failed(Some(&p), &theme, 403, "This sign-in was started elsewhere", "This browser did not start this sign-in, so it was not completed. If you started it, sign in again from the application.", Failure::LoginCsrf)
         }
     }
     // RFC 9207: an `iss` in the response must name the provider this sign-in went to,
@@ -380,18 +397,18 @@ async fn callback(rt: &Runtime, sessions: &Sessions, req: &Request<'_>, state: &
     let iss_required = discovered.as_ref().is_some_and(|d| d.authorization_response_iss_parameter_supported);
     let expected_iss = discovered.map(|d| d.issuer).unwrap_or_else(|| p.spec.issuer.clone());
     if req.param("iss").map_or(iss_required, |iss| iss != expected_iss) {
-        return failed(Some(&p), &theme, 400, "Sign-in failed", "The response names another identity provider than the one the sign-in was sent to.", "issuer_mismatch");
+        return failed(Some(&p), &theme, 400, "Sign-in failed", "The response names another identity provider than the one the sign-in was sent to.", Failure::IssuerMismatch);
     }
     if let Some(err) = req.param("error") {
-        let (status, reason) = if err == "access_denied" { (403, "access_denied") } else { (401, "provider_error") };
+        let (status, reason) = if err == "access_denied" { (403, Failure::AccessDenied) } else { (401, Failure::ProviderError) };
         let detail = format!("The identity provider answered: {}.", err.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').collect::<String>());
         return failed(Some(&p), &theme, status, "Sign-in was not completed", &detail, reason);
     }
     let Some(code) = req.param("code").filter(|c| !c.is_empty() && c.len() <= 4096) else {
-        return failed(Some(&p), &theme, 400, "Sign-in failed", "The identity provider sent no authorization code.", "missing_code");
+        return failed(Some(&p), &theme, 400, "Sign-in failed", "The identity provider sent no authorization code.", Failure::MissingCode);
     };
     let redirect_uri = format!("{}/.idfabric/callback", req.origin());
-    let tokens = match exchange(rt, &p, &[
+    let tokens = match exchange(&rt.registry.http, &p, &[
         ("grant_type", "authorization_code"),
         ("code", &code),
         ("redirect_uri", &redirect_uri),
@@ -400,22 +417,22 @@ async fn callback(rt: &Runtime, sessions: &Sessions, req: &Request<'_>, state: &
     .await
     {
         Ok(t) => t,
-        Err(detail) => return failed(Some(&p), &theme, 502, "Sign-in failed", &detail, "token_exchange_failed"),
+        Err(e) => return failed(Some(&p), &theme, 502, "Sign-in failed", &e.to_string(), Failure::TokenExchangeFailed),
     };
     let Some(id_token) = tokens.get("id_token").and_then(Value::as_str) else {
-        return failed(Some(&p), &theme, 502, "Sign-in failed", "The identity provider returned no ID token.", "missing_id_token");
+        return failed(Some(&p), &theme, 502, "Sign-in failed", "The identity provider returned no ID token.", Failure::MissingIdToken);
     };
     let access = tokens.get("access_token").and_then(Value::as_str);
     let (mut identity, exp) = match rt.registry.verify_id_token(p.index, id_token, Some(&txn.nonce), access).await {
         Ok(v) => v,
-        Err(r) => return failed(Some(&p), &theme, 401, "Sign-in failed", &r.to_string(), r.reason()),
+        Err(r) => return failed(Some(&p), &theme, 401, "Sign-in failed", &r.to_string(), Failure::IdToken(r)),
     };
     let userinfo = endpoints(&p).and_then(|d| d.userinfo_endpoint);
     if let Err(e) = crate::providers::oidc::complete_from_userinfo(&rt.registry.http, &p, userinfo, &mut identity, id_token, access).await {
-        return failed(Some(&p), &theme, 502, "Sign-in failed", &e.to_string(), e.reason());
+        return failed(Some(&p), &theme, 502, "Sign-in failed", &e.to_string(), Failure::from(&e));
     }
     if txn.step_up && !identity.mfa {
-        return failed(Some(&p), &theme, 403, "Second factor not completed", "This page requires multi-factor authentication, and the identity provider did not confirm it.", "mfa_not_completed");
+        return failed(Some(&p), &theme, 403, "Second factor not completed", "This page requires multi-factor authentication, and the identity provider did not confirm it.", Failure::MfaNotCompleted);
     }
     funnel(&p, "callback_ok");
     identity.token_use = TokenUse::Session;
@@ -441,7 +458,7 @@ async fn callback(rt: &Runtime, sessions: &Sessions, req: &Request<'_>, state: &
         if txn.step_up {
             if let Ok(Some(prev)) = sessions.load(&old).await {
                 if prev.identity.sub != session.identity.sub {
-                    return failed(Some(&p), &theme, 403, "Signed in as someone else", "The second factor was completed for a different account than the one signed in here.", "step_up_user_mismatch");
+                    return failed(Some(&p), &theme, 403, "Signed in as someone else", "The second factor was completed for a different account than the one signed in here.", Failure::StepUpUserMismatch);
                 }
             }
         }
@@ -462,7 +479,8 @@ async fn callback(rt: &Runtime, sessions: &Sessions, req: &Request<'_>, state: &
 pub const SESSION_MAX_AUTH_AGE: i64 = 300;
 
 /// A JSON problem for `/.idfabric/session` (an API for the app's script, not a page).
-fn session_problem(status: u16, reason: &'static str, detail: &str) -> Reply {
+fn session_problem(status: u16, reason: Failure, detail: &str) -> Reply {
+    let reason = reason.as_str();
     let title = match status {
         400 => "Bad Request",
         401 => "Unauthorized",
@@ -504,23 +522,23 @@ fn body_field(req: &Request<'_>, name: &str) -> Option<String> {
 /// (`Origin` must be this request's own), and the sign-in must be recent (`auth_time`).
 async fn session_from_id_token(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Reply {
     if req.method != "POST" {
-        let mut r = session_problem(405, "method_not_allowed", "POST an ID token to create a session.");
+        let mut r = session_problem(405, Failure::MethodNotAllowed, "POST an ID token to create a session.");
         r.headers.push(("allow", "POST".into()));
         return r;
     }
     let origin = req.headers.get(http::header::ORIGIN).and_then(|v| v.to_str().ok());
     if origin != Some(req.origin().as_str()) {
-        return session_problem(403, "cross_origin", "The request must come from a page of this site (same Origin).");
+        return session_problem(403, Failure::CrossOrigin, "The request must come from a page of this site (same Origin).");
     }
     let rd = match body_field(req, "rd") {
         Some(rd) => match safe_rd(Some(&rd)) {
             Some(rd) => Some(rd),
-            None => return session_problem(400, "invalid_rd", "The return address must be a path on this site."),
+            None => return session_problem(400, Failure::InvalidRd, "The return address must be a path on this site."),
         },
         None => None,
     };
     let Some(token) = body_field(req, "id_token").filter(|t| !t.is_empty()) else {
-        return session_problem(400, "missing_id_token", "The body names no id_token.");
+        return session_problem(400, Failure::MissingIdToken, "The body names no id_token.");
     };
     let verified = match rt.registry.verify(&token, None).await {
         Ok(v) => v,
@@ -531,16 +549,16 @@ async fn session_from_id_token(rt: &Runtime, sessions: &Sessions, req: &Request<
         }
     };
     let Some(p) = rt.registry.providers.get(verified.provider).cloned() else {
-        return session_problem(400, "not_a_session_provider", "The token's provider cannot create sessions.");
+        return session_problem(400, Failure::NotASessionProvider, "The token's provider cannot create sessions.");
     };
     if !p.kind().creates_sessions() {
-        return session_problem(400, "not_a_session_provider", "Sessions are created here only from Firebase ID tokens; other providers sign in through /.idfabric/login.");
+        return session_problem(400, Failure::NotASessionProvider, "Sessions are created here only from Firebase ID tokens; other providers sign in through /.idfabric/login.");
     }
     let now = now_secs();
     let fresh = verified.identity.auth_time.is_some_and(|t| now - t <= SESSION_MAX_AUTH_AGE);
     if !fresh {
         metrics().logins_total.with_label_values(&[p.id(), p.spec.population.as_str(), "failure"]).inc();
-        return session_problem(401, "stale_auth_time", "The sign-in behind this token is older than 5 minutes; sign in again.");
+        return session_problem(401, Failure::StaleAuthTime, "The sign-in behind this token is older than 5 minutes; sign in again.");
     }
     let mut identity = verified.identity.clone();
     identity.token_use = TokenUse::Session;
@@ -567,7 +585,7 @@ async fn session_from_id_token(rt: &Runtime, sessions: &Sessions, req: &Request<
         Ok(id) => id,
         Err(e) => {
             tracing::warn!(error = %e, "session store unavailable: refusing new sessions");
-            return session_problem(503, "session_store_unavailable", "The session service cannot be reached.");
+            return session_problem(503, Failure::SessionStoreUnavailable, "The session service cannot be reached.");
         }
     };
     funnel(&p, "session_created");
@@ -580,45 +598,19 @@ async fn session_from_id_token(rt: &Runtime, sessions: &Sessions, req: &Request<
     }
 }
 
-/// POSTs to the provider's token endpoint; the client secret (if any) goes in the body.
-pub async fn exchange(rt: &Runtime, p: &Provider, params: &[(&str, &str)]) -> Result<Value, String> {
-    let discovered = endpoints(p);
-    let basic = discovered.as_ref().is_some_and(|d| d.wants_basic_auth());
-    let endpoint = discovered.and_then(|d| d.token_endpoint).ok_or("the provider has no token endpoint")?;
-    let client_id = p.spec.client_id.as_deref().unwrap_or_default();
-    let body = {
-        let mut s = url::form_urlencoded::Serializer::new(String::new());
-        for (k, v) in params {
-            s.append_pair(k, v);
-        }
-        s.append_pair("client_id", client_id);
-        if let (Some(secret), false) = (&p.spec.client_secret, basic) {
-            s.append_pair("client_secret", secret);
-        }
-        s.finish()
-    };
-    let mut request = rt.registry.http.post(&endpoint);
-    if let (Some(secret), true) = (&p.spec.client_secret, basic) {
-        // RFC 6749 §2.3.1: both parts form-urlencoded before the Basic encoding.
-        let enc = |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
-        request = request.basic_auth(enc(client_id), Some(enc(secret)));
-    }
-    let resp = request
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("accept", "application/json")
-        .body(body)
-        .send()
-        .await
-        .map_err(|_| "the identity provider's token endpoint cannot be reached".to_string())?;
-    let status = resp.status();
-    let bytes = resp.bytes().await.map_err(|_| "the token response was cut short".to_string())?;
-    let v: Value = serde_json::from_slice(&bytes).map_err(|_| "the token response is not JSON".to_string())?;
-    if !status.is_success() {
-        let err = v.get("error").and_then(Value::as_str).unwrap_or("error");
-        let err: String = err.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(64).collect();
-        return Err(format!("the identity provider refused the code ({err})"));
-    }
-    Ok(v)
+/// What else ends when a browser signs out here: called with the ended session's id,
+/// returns how many grants it revoked. The service assembly registers the broker's
+/// (token families issued from the session), so sign-in calls it without knowing it.
+pub type SignOutHook = for<'a> fn(&'a Runtime, &'a str) -> SignOutFuture<'a>;
+
+/// The future a [`SignOutHook`] returns.
+pub type SignOutFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<usize, StoreError>> + Send + 'a>>;
+
+static SIGN_OUT: std::sync::OnceLock<SignOutHook> = std::sync::OnceLock::new();
+
+/// Registers the [`SignOutHook`] (once per process; later calls are ignored).
+pub fn on_sign_out(hook: SignOutHook) {
+    let _ = SIGN_OUT.set(hook);
 }
 
 /// `/.idfabric/logout`: a GET shows a "Sign out?" page whose button POSTs back; a POST
@@ -637,7 +629,7 @@ async fn logout(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Reply {
         }
         "POST" => {}
         _ => {
-            let mut r = page(rt, req, 405, "Method not allowed", "Sign out with the button on the sign-out page.", "method_not_allowed");
+            let mut r = page(rt, req, 405, "Method not allowed", "Sign out with the button on the sign-out page.", Failure::MethodNotAllowed);
             r.headers.push(("allow", "GET, POST".into()));
             return r;
         }
@@ -646,7 +638,7 @@ async fn logout(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Reply {
         let origin = req.headers.get(http::header::ORIGIN).and_then(|v| v.to_str().ok()).unwrap_or("-");
         let origin: String = origin.chars().take(200).collect();
         tracing::info!(why, host = req.host, origin, "sign-out refused: not from this site");
-        return page(rt, req, 403, "Sign-out not accepted", "The sign-out request did not come from this site. Use the sign-out button here.", "cross_site_logout");
+        return page(rt, req, 403, "Sign-out not accepted", "The sign-out request did not come from this site. Use the sign-out button here.", Failure::CrossSiteLogout);
     }
     let name = cookie_name(&rt.config.session.cookie, req.tls);
     let sid = req.cookie(&name);
@@ -657,8 +649,8 @@ async fn logout(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Reply {
     if ended.is_some() {
         metrics().sessions_active.dec();
     }
-    if let Some(id) = sid {
-        match crate::broker::revoke_session_families(rt, id).await {
+    if let (Some(id), Some(hook)) = (sid, SIGN_OUT.get()) {
+        match hook(rt, id).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(families = n, "sign-out: broker token families issued from the session revoked"),
             Err(e) => tracing::warn!(error = %e, "sign-out: broker token families not revoked"),
@@ -679,16 +671,6 @@ async fn logout(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Reply {
         Some(u.to_string())
     });
     clear_session_cookies(Reply::redirect(target.as_deref().unwrap_or("/.idfabric/logged-out"), "ok"), &rt.config.session.cookie, req.tls)
-}
-
-/// Clears every spelling of the session cookie the scheme can touch: over TLS the
-/// `__Host-` one and the plain one (both `Secure`), over plain HTTP the plain one (a
-/// plain-HTTP response cannot overwrite a `Secure` cookie, RFC 6265bis §5.7).
-pub fn clear_session_cookies(mut reply: Reply, base: &str, tls: bool) -> Reply {
-    if tls {
-        reply = reply.with_cookie(web::cookie(&cookie_name(base, true), "", Some(0), true));
-    }
-    reply.with_cookie(web::cookie(base, "", Some(0), tls))
 }
 
 /// Replaces (or adds) a header of a reply.
@@ -715,70 +697,6 @@ pub fn same_origin(req: &Request<'_>) -> Result<(), &'static str> {
         (None, Some(r)) if own.is_some() && origin_of(r) == own => Ok(()),
         (None, Some(_)) => Err("Referer is another site"),
         (None, None) => Ok(()),
-    }
-}
-
-/// The nonce a refreshed ID token may carry: none, or the sign-in's own (OIDC Core
-/// §12.2, errata 2; oidc-provider repeats it, most providers omit it).
-fn refreshed_nonce(first: Option<&str>, refreshed: &str) -> Option<String> {
-    let nonce_of = |t: &str| crate::providers::jwt::parse(t).ok().and_then(|p| p.claims.string("nonce"));
-    nonce_of(refreshed).and(first.and_then(nonce_of))
-}
-
-/// Loads the session behind a cookie, refreshing the upstream tokens shortly before
-/// they expire (once across replicas). `None`: no usable session.
-pub async fn session_for(rt: &Runtime, sessions: &Sessions, id: &str) -> Result<Option<Session>, StoreError> {
-    let Some(mut s) = sessions.load(id).await? else { return Ok(None) };
-    let now = now_secs();
-    let exp = s.upstream_exp.unwrap_or(i64::MAX);
-    if exp - now > 60 {
-        return Ok(Some(s));
-    }
-    let Some(sealed) = s.refresh_token.clone() else {
-        // Nothing to refresh with: the session ends with the provider's tokens.
-        if exp + crate::providers::LEEWAY_SECS < now {
-            sessions.destroy(id).await?;
-            return Ok(None);
-        }
-        return Ok(Some(s));
-    };
-    if !sessions.claim_refresh(id, std::time::Duration::from_secs(30)).await? {
-        return Ok(Some(s).filter(|_| exp + crate::providers::LEEWAY_SECS >= now));
-    }
-    let Some(p) = rt.registry.by_id(&s.identity.provider).cloned() else { return Ok(None) };
-    let Some(refresh) = sessions.key.open(&sealed, &s.identity.sub) else { return Ok(None) };
-    match exchange(rt, &p, &[("grant_type", "refresh_token"), ("refresh_token", &refresh)]).await {
-        Ok(tokens) => {
-            if let Some(idt) = tokens.get("id_token").and_then(Value::as_str) {
-                let nonce = refreshed_nonce(s.id_token.as_deref(), idt);
-                if let Ok((mut identity, new_exp)) = rt.registry.verify_id_token(p.index, idt, nonce.as_deref(), None).await {
-                    let access = tokens.get("access_token").and_then(Value::as_str);
-                    let userinfo = endpoints(&p).and_then(|d| d.userinfo_endpoint);
-                    let completed = crate::providers::oidc::complete_from_userinfo(&rt.registry.http, &p, userinfo, &mut identity, idt, access).await;
-                    if identity.sub == s.identity.sub && completed.is_ok() {
-                        identity.token_use = TokenUse::Session;
-                        // Refreshed tokens often drop `amr`: the login's MFA stands.
-                        if s.mfa && !identity.mfa {
-                            identity.mfa = true;
-                            identity.mfa_source = crate::identity::MfaSource::Session;
-                        }
-                        s.identity = identity;
-                        s.upstream_exp = Some(new_exp);
-                        s.id_token = Some(idt.to_string());
-                    }
-                }
-            }
-            if let Some(r) = tokens.get("refresh_token").and_then(Value::as_str) {
-                s.refresh_token = Some(sessions.key.seal(r, &s.identity.sub));
-            }
-            sessions.update(id, &s).await?;
-            Ok(Some(s))
-        }
-        Err(e) => {
-            tracing::info!(provider = p.id(), error = %e, "session refresh refused: ending the session");
-            sessions.destroy(id).await?;
-            Ok(None)
-        }
     }
 }
 

@@ -408,28 +408,6 @@ pub fn with_slash(s: &str) -> String {
     }
 }
 
-/// The discovery document this dev provider serves.
-pub fn discovery(spec: &ProviderSpec) -> Value {
-    let base = base(spec);
-    json!({
-        "issuer": spec.issuer,
-        "jwks_uri": format!("{base}/jwks"),
-        "authorization_endpoint": format!("{base}/authorize"),
-        "token_endpoint": format!("{base}/token"),
-        "response_types_supported": ["code"],
-        "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": ["RS256"],
-        "code_challenge_methods_supported": ["S256"],
-        "end_session_endpoint": format!("{base}/logout"),
-        "grant_types_supported": ["authorization_code", "refresh_token"],
-        "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic", "none"],
-    })
-}
-
-pub fn jwks(signer: &Signer) -> Value {
-    json!({ "keys": [signer.public_jwk()] })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -467,7 +445,7 @@ mod tests {
             assert_eq!(kind.label(), ProviderKind::Dev);
             assert!(kind.extra_issuers().is_empty() && kind.key_locations("x").is_none(), "keys and issuers are the dev OP's own");
             let signer = Signer::load(&dev.signing_key).unwrap();
-            let keys = super::super::jwks::parse_jwks(jwks(&signer).to_string().as_bytes(), "dev").unwrap();
+            let keys = super::super::jwks::parse_jwks(super::super::dev_op::jwks(&signer).to_string().as_bytes(), "dev").unwrap();
             let o = MintOptions { kind: Kind::Access, now: super::super::now_secs(), ttl: None, nonce: None, serial: None };
             let token = mint(spec, dev, &signer, &dev.users[0], &o);
             let parsed = jwt::parse(&token).unwrap();

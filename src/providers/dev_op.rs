@@ -1,5 +1,5 @@
 //! The dev provider's OpenID Provider endpoints, so browser sign-in runs locally:
-//! `authorize` (a page to pick a demo user; codes are short-lived, single-use and
+//! discovery and keys, `authorize` (a page to pick a demo user; codes are short-lived, single-use and
 //! bound to client, redirect URI, nonce and PKCE challenge), `token` (authorization
 //! code and refresh token grants) and `logout` (RP-initiated logout).
 //!
@@ -9,7 +9,7 @@
 use super::dev::{self, Kind, MintOptions};
 use super::{jwks, jwt, now_secs, Provider};
 use super::dev::DevSpec;
-use crate::login::pages;
+use crate::web::pages;
 use crate::web::{pkce_challenge, random, Reply, Request};
 use serde_json::{json, Value};
 use std::sync::LazyLock;
@@ -21,6 +21,74 @@ const REFRESH_TTL: i64 = 8 * 3600;
 static USED_CODES: LazyLock<moka::sync::Cache<String, ()>> = LazyLock::new(|| {
     moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(CODE_TTL as u64 * 2)).build()
 });
+
+/// The discovery document this dev provider serves: the metadata the broker publishes
+/// too (`op::Metadata`), with the dev provider's endpoints, RS256 and no client
+/// credentials grant.
+pub fn discovery(spec: &crate::config::ProviderSpec) -> Value {
+    let base = dev::base(spec);
+    let doc = crate::op::Metadata {
+        issuer: &spec.issuer,
+        base: &base,
+        signing_algs: vec!["RS256".into()],
+        grant_types: &["authorization_code", "refresh_token"],
+        token_auth_methods: &["client_secret_post", "client_secret_basic", "none"],
+    }
+    .document();
+    Value::Object(doc)
+}
+
+/// The dev provider's key set: its one signing key.
+pub fn jwks(signer: &crate::keys::Signer) -> Value {
+    json!({ "keys": [signer.public_jwk()] })
+}
+
+/// Why `token mint` could not mint.
+#[derive(Debug, thiserror::Error)]
+pub enum MintError {
+    #[error("provider `{provider}` is not enabled in {config}")]
+    NotEnabled { provider: String, config: String },
+    #[error("provider `{provider}` is kind `{kind}`; only dev providers mint tokens")]
+    NotDev { provider: String, kind: String },
+    #[error("provider `{provider}` has no user `{user}` (users: {users})")]
+    NoUser { provider: String, user: String, users: String },
+    #[error(transparent)]
+    Key(#[from] crate::keys::KeyError),
+}
+
+/// Mints `count` tokens of the dev provider `provider` for its user `user` (`idfabric
+/// token mint`, and tests): access tokens, or ID tokens with `id_token`; `ttl` seconds
+/// instead of the provider's `token_ttl`.
+pub fn mint_tokens(
+    config: &crate::config::Config,
+    provider: &str,
+    user: &str,
+    id_token: bool,
+    ttl: Option<i64>,
+    count: u64,
+) -> Result<Vec<String>, MintError> {
+    let spec = config
+        .providers
+        .iter()
+        .find(|p| p.id == provider)
+        .ok_or_else(|| MintError::NotEnabled { provider: provider.into(), config: config.path.display().to_string() })?;
+    let Some(d) = dev::section_of(spec) else {
+        return Err(MintError::NotDev { provider: provider.into(), kind: spec.kind_name().to_string() });
+    };
+    let u = d.users.iter().find(|u| u.name == user).ok_or_else(|| {
+        let names: Vec<&str> = d.users.iter().map(|u| u.name.as_str()).collect();
+        MintError::NoUser { provider: provider.into(), user: user.into(), users: names.join(", ") }
+    })?;
+    let signer = crate::keys::Signer::load(&d.signing_key)?;
+    let kind = if id_token { Kind::Id } else { Kind::Access };
+    let now = now_secs();
+    Ok((0..count)
+        .map(|i| {
+            let opts = MintOptions { kind, now, ttl, nonce: None, serial: (count > 1).then_some(i) };
+            dev::mint(spec, d, &signer, u, &opts)
+        })
+        .collect())
+}
 
 fn oauth_error(status: u16, error: &str, description: &str) -> Reply {
     Reply::json(status, &json!({"error": error, "error_description": description}), "dev_op_error")
@@ -109,7 +177,7 @@ fn back(redirect: &url::Url, state: &str, params: &[(&str, &str)]) -> Reply {
 /// Verifies one of our own code / refresh JWTs and returns its claims.
 fn open_own(p: &Provider, token: &str, typ: &str) -> Option<Value> {
     let signer = p.dev_signer.as_ref()?;
-    let set = jwks::parse_jwks(dev::jwks(signer).to_string().as_bytes(), "dev").ok()?;
+    let set = jwks::parse_jwks(self::jwks(signer).to_string().as_bytes(), "dev").ok()?;
     let parsed = jwt::parse(token).ok()?;
     let key = set.find(parsed.header.kid.as_deref())?;
     jwt::verify_signature(&parsed, key).ok()?;

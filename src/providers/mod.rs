@@ -758,16 +758,7 @@ mod hot {
 
 /// OIDC Core 3.1.3.6: left half of the hash of the access token, base64url.
 fn at_hash_matches(at_hash: &str, access_token: &str, alg: jsonwebtoken::Algorithm) -> bool {
-    use base64::Engine;
-    use jsonwebtoken::Algorithm::*;
-    let algo = match alg {
-        RS384 | PS384 | ES384 => &aws_lc_rs::digest::SHA384,
-        RS512 | PS512 | EdDSA => &aws_lc_rs::digest::SHA512,
-        _ => &aws_lc_rs::digest::SHA256,
-    };
-    let d = aws_lc_rs::digest::digest(algo, access_token.as_bytes());
-    let half = &d.as_ref()[..d.as_ref().len() / 2];
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(half) == at_hash
+    crate::op::at_hash(crate::op::jws_name(alg), access_token) == at_hash
 }
 
 /// Refusals that the same token bytes will always get from the same registry.
@@ -848,7 +839,7 @@ mod tests {
         let (_dir, config, reg) = two_providers();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let (wf, cu): (&[usize], &[usize]) = (&[0], &[1]);
-        let mint = |user: &str, ttl: Option<i64>| crate::cli::mint_tokens(&config, "dev-workforce", user, false, ttl, 1).unwrap().remove(0);
+        let mint = |user: &str, ttl: Option<i64>| super::dev_op::mint_tokens(&config, "dev-workforce", user, false, ttl, 1).unwrap().remove(0);
         // A refusal from the workforce provider's own checks (expired under its keys), in
         // both orders of routes, twice each so the second answer comes from the cache.
         let expired = mint("alice", Some(-3600));

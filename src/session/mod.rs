@@ -14,6 +14,9 @@
 pub mod memory;
 pub mod pending;
 pub mod redis_store;
+mod refresh;
+
+pub use refresh::session_for;
 
 use crate::identity::Identity;
 use async_trait::async_trait;
@@ -122,7 +125,7 @@ pub struct LoginTxn {
     pub host: String,
     pub created_at: i64,
     pub step_up: bool,
-    /// SHA-256 (hex) of the nonce in the browser's `ltx` cookie (`crate::login::binding`);
+    /// SHA-256 (hex) of the nonce in the browser's `ltx` cookie (`crate::web::binding`);
     /// empty never matches.
     #[serde(default)]
     pub browser: String,
@@ -198,6 +201,42 @@ pub struct Sessions {
 }
 
 const TXN_TTL: Duration = Duration::from_secs(600);
+
+/// The pending-space key of a request parked as `id` while its browser signs in (a
+/// broker `/authorize` request; its `btx` binding cookie names the same id).
+pub fn parked_key(id: &str) -> String {
+    format!("b:{id}")
+}
+
+/// What a request parked while its browser signs in hands to the sign-in page: the
+/// providers it may use. Parked inside the request's own record (as `offer`), so the
+/// sign-in reads it without knowing who parked it, and the record's caps, lifetime and
+/// single use apply to it unchanged.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignInOffer {
+    /// The host (normalised) the sign-in must run on.
+    pub host: String,
+    /// The return path (`rd`) of the sign-in: the parked request's resume path.
+    pub rd: String,
+    /// Ids of the providers that may sign the browser in.
+    pub providers: Vec<String>,
+}
+
+/// The offer of the request parked as `id`, left parked. `None` when there is no such
+/// request (expired, resumed) or it offers nothing.
+pub async fn parked_offer(pending: &dyn pending::Pending, id: &str) -> Result<Option<SignInOffer>, StoreError> {
+    #[derive(Deserialize)]
+    struct Parked {
+        #[serde(default)]
+        offer: Option<SignInOffer>,
+    }
+    if id.is_empty() || id.len() > 64 {
+        return Ok(None);
+    }
+    let Some(b) = pending.peek(&parked_key(id)).await? else { return Ok(None) };
+    let parked: Parked = serde_json::from_slice(&b).map_err(|_| StoreError::Corrupt)?;
+    Ok(parked.offer)
+}
 
 impl Sessions {
     fn skey(id: &str) -> String {

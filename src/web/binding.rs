@@ -53,7 +53,7 @@ pub fn plausible_id(id: &str) -> bool {
 /// `idfabric_{kind}_{first 16 characters of id}`, `__Host-` prefixed over TLS. `None`
 /// for an id that is not [`plausible_id`].
 pub fn cookie_name(kind: &str, id: &str, tls: bool) -> Option<String> {
-    plausible_id(id).then(|| crate::login::cookie_name(&format!("idfabric_{kind}_{}", &id[..16]), tls))
+    plausible_id(id).then(|| web::cookie_name(&format!("idfabric_{kind}_{}", &id[..16]), tls))
 }
 
 /// `Set-Cookie` for the binding, living as long as the transaction.

@@ -1,6 +1,15 @@
-//! Plain request/reply values for the endpoints idfabric serves itself (sign-in, the
-//! dev provider's OP endpoints), so their logic is testable without Pingora and the
-//! gateway only copies a `Reply` onto the wire.
+//! The web pieces shared by every endpoint idfabric serves itself (sign-in, the broker,
+//! the dev provider's OP endpoints, the gateway's own refusal pages): plain
+//! request/reply values, cookies, the browser binding of a transaction and the HTML
+//! pages. Their logic is testable without Pingora and the gateway only copies a
+//! `Reply` onto the wire.
+//!
+//! This module sits below `login`, `broker`, `gateway` and `providers::dev_op`, so it
+//! knows none of them: it depends only on `config` (branding), `identity` (population)
+//! and `refusal` (problem bodies).
+
+pub mod binding;
+pub mod pages;
 
 use http::HeaderMap;
 
@@ -55,7 +64,7 @@ impl Request<'_> {
     }
 
     pub fn cookie(&self, name: &str) -> Option<&str> {
-        crate::credential::session_cookie(self.headers, name)
+        session_cookie(self.headers, name)
     }
 
     /// The key under which this request's client is limited: [`client_key`].
@@ -156,6 +165,38 @@ pub fn cookie(name: &str, value: &str, max_age: Option<i64>, secure: bool) -> St
         None => {}
     }
     c
+}
+
+/// The value of cookie `name`, from any `Cookie` header.
+pub fn session_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+        .filter(|v| !v.is_empty())
+}
+
+/// A cookie's name on this request: `__Host-` prefixed over TLS.
+pub fn cookie_name(base: &str, tls: bool) -> String {
+    if tls {
+        format!("__Host-{base}")
+    } else {
+        base.to_string()
+    }
+}
+
+/// Clears every spelling of the session cookie the scheme can touch: over TLS the
+/// `__Host-` one and the plain one (both `Secure`), over plain HTTP the plain one (a
+/// plain-HTTP response cannot overwrite a `Secure` cookie, RFC 6265bis §5.7).
+pub fn clear_session_cookies(mut reply: Reply, base: &str, tls: bool) -> Reply {
+    if tls {
+        reply = reply.with_cookie(cookie(&cookie_name(base, true), "", Some(0), true));
+    }
+    reply.with_cookie(cookie(base, "", Some(0), tls))
 }
 
 /// Random URL-safe string of `bytes` random bytes.

@@ -6,7 +6,8 @@
 //! template. Every page extends `base.html`, which carries all CSS inline: no external
 //! asset, no web font, no JavaScript.
 //!
-//! Two themes, as the two identity worlds differ (issue 4, "Branding"):
+//! Two themes, as the two identity worlds differ: employees expect their company's one
+//! standard sign-in, customers the look of the brand they are signing in to:
 //! - **workforce**: one standardised corporate look. Of the per-route [`Branding`] only the
 //!   product name is used (default "Company sign-in"); colours, logo, tagline and copy are
 //!   ignored.
