@@ -392,7 +392,7 @@ fn inspect(path: &Path, token: Option<String>) -> Result<ExitCode, ExitCode> {
                 let r = crate::refusal::Refusal::ProviderNotAllowed;
                 return serde_json::json!({
                     "route": name,
-                    "decision": r.decision(),
+                    "decision": r.decision().as_str(),
                     "status": r.status(),
                     "reason": r.reason(),
                     "detail": r.to_string(),
@@ -402,7 +402,7 @@ fn inspect(path: &Path, token: Option<String>) -> Result<ExitCode, ExitCode> {
                 Ok(_) => serde_json::json!({"route": name, "decision": "allow", "reason": "ok"}),
                 Err(d) => serde_json::json!({
                     "route": name,
-                    "decision": d.refusal.decision(),
+                    "decision": d.refusal.decision().as_str(),
                     "status": d.refusal.status(),
                     "reason": d.refusal.reason(),
                     "detail": d.refusal.to_string(),

@@ -146,7 +146,7 @@ pub(super) async fn forward_auth_audited(rt: &Runtime, session: &mut Session, au
     audit.route(route.index, &host, path.path());
     if path.has_params() && !route.spec.path_params {
         let r = Refusal::InvalidPath(PathProblem::ParamsNotAllowed);
-        (audit.decision, audit.reason) = (r.decision(), r.reason());
+        audit.refused(&r);
         return refuse(session, r, Some(&route.spec.name)).await;
     }
     let original: http::Uri = match query {
