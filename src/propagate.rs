@@ -1,11 +1,14 @@
-//! What the upstream app receives: the `X-Identity-*` headers and the broker-minted
-//! `X-Identity-Token` (INTERFACE.md, "What the upstream app receives").
+//! What the upstream app receives: the `X-Identity-*` headers, the broker-minted
+//! `X-Identity-Token` and the `Authorization` the route asks for. [`route_headers`] is
+//! the one place these are decided, for the proxied request and for the forward-auth
+//! answer alike.
 //!
 //! Header values outside visible ASCII (and `%`) are percent-encoded UTF-8; list items
 //! are joined with `,` after encoding any `,` inside an item, so a list is always
 //! split unambiguously. Minted tokens are cached per verified token and route and
 //! reused until a minute before they expire, so a hot token pays no signature.
 
+use crate::config::{AuthorizationHeader, RouteSpec};
 use crate::identity::Identity;
 use crate::keys::Signer;
 use crate::providers::{now_secs, Verified};
@@ -63,6 +66,60 @@ pub fn identity_headers(id: &Identity) -> Vec<(&'static str, HeaderValue)> {
     push("x-identity-roles", list(&id.roles));
     push("x-identity-mfa", id.mfa.to_string());
     out
+}
+
+/// One change to the headers an admitted request carries upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// An identity header or `X-Identity-Token`.
+    Set(&'static str, HeaderValue),
+    /// `Authorization: Bearer <minted token>` (`authorization: identity_token`).
+    SetAuthorization(HeaderValue),
+    /// The client's `Authorization` must not reach the upstream (`strip`, or
+    /// `identity_token` with nothing to put in its place).
+    RemoveAuthorization,
+}
+
+/// The headers for an admitted request on `route`, in order, passed to `apply`:
+/// the identity headers and `X-Identity-Token` (`identity_token: true` with a broker)
+/// for a verified caller, then what becomes of `Authorization` (`keep` leaves it
+/// alone). `verified` is `None` on public routes (`auth: none`), where `strip` and
+/// `identity_token` both remove the header. The proxy applies the changes to the
+/// upstream request; forward-auth puts the `Set`s into its answer, for the front
+/// proxy to copy onto the request.
+pub fn route_headers<E>(
+    minter: Option<&Minter>,
+    route: &RouteSpec,
+    route_index: u32,
+    verified: Option<&Verified>,
+    mut apply: impl FnMut(Change) -> Result<(), E>,
+) -> Result<(), E> {
+    let Some(v) = verified else {
+        if route.authorization != AuthorizationHeader::Keep {
+            apply(Change::RemoveAuthorization)?;
+        }
+        return Ok(());
+    };
+    for (k, val) in v.headers.get_or_init(|| identity_headers(&v.identity)) {
+        apply(Change::Set(k, val.clone()))?;
+    }
+    let token = match (minter, route.identity_token || route.authorization == AuthorizationHeader::IdentityToken) {
+        (Some(m), true) => Some(m.token_for(v, &route.name, route_index)),
+        _ => None,
+    };
+    if let (Some(t), true) = (&token, route.identity_token) {
+        apply(Change::Set(TOKEN_HEADER, t.clone()))?;
+    }
+    match (route.authorization, token) {
+        (AuthorizationHeader::Keep, _) => Ok(()),
+        (AuthorizationHeader::Strip, _) | (AuthorizationHeader::IdentityToken, None) => apply(Change::RemoveAuthorization),
+        (AuthorizationHeader::IdentityToken, Some(t)) => {
+            // A compact JWS is base64url and dots: always a valid header value.
+            let bearer = HeaderValue::from_str(&format!("Bearer {}", t.to_str().unwrap_or_default()))
+                .unwrap_or_else(|_| HeaderValue::from_static(""));
+            apply(Change::SetAuthorization(bearer))
+        }
+    }
 }
 
 /// Mints `X-Identity-Token`s with the broker key.

@@ -772,6 +772,39 @@ async fn forward_auth_answers_with_identity_headers_or_a_refusal() {
     assert!(g.header("x-identity-sub").unwrap().starts_with("wf:"));
 }
 
+/// Forward-auth answers with the headers the proxy would send upstream, `Authorization`
+/// included: a route with `authorization: identity_token` gets `Bearer <minted token>`
+/// in the answer (for the front proxy to copy); `keep` and `strip` routes get none.
+#[tokio::test]
+async fn forward_auth_honours_the_route_authorization_setting() {
+    let f = fx();
+    let token = f.token("wf", "alice");
+    let fa = |route: &str| {
+        client()
+            .get(f.url("/.idfabric/auth"))
+            .header("x-forwarded-host", format!("{route}.test"))
+            .header("x-forwarded-uri", "/a")
+            .bearer_auth(&token)
+    };
+    for route in ["authz-default", "authz-keep", "authz-strip", "authz-idtoken"] {
+        let g = send(fa(route)).await;
+        assert_eq!(g.status, 200, "{route}: {}", g.body);
+        assert_eq!(g.header("x-identity-route").as_deref(), Some(route));
+        assert!(g.header("x-identity-sub").unwrap().starts_with("wf:"), "{route}");
+        let minted = g.header("x-identity-token").unwrap_or_else(|| panic!("{route}: no identity token"));
+        assert_eq!(jwt_claims(&minted)["aud"], route);
+        let auth = g.header("authorization");
+        if route == "authz-idtoken" {
+            assert_eq!(auth, Some(format!("Bearer {minted}")), "{route}: Authorization carries the identity token");
+        } else {
+            assert_eq!(auth, None, "{route}: the answer names no Authorization");
+        }
+        // The proxied request on the same route gets the same identity token.
+        let up = send(f.get(&format!("{route}.test"), "/a").bearer_auth(&token)).await.upstream_headers();
+        assert_eq!(up["x-identity-token"].as_str(), Some(minted.as_str()), "{route}");
+    }
+}
+
 #[tokio::test]
 async fn me_returns_the_normalised_identity() {
     let f = fx();

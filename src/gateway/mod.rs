@@ -20,7 +20,6 @@ pub mod respond;
 
 pub use reserved::is_reserved;
 
-use crate::config::AuthorizationHeader;
 use crate::metrics::{self, metrics, Outcome};
 use crate::pipeline::{self, Admission};
 use crate::propagate;
@@ -376,39 +375,16 @@ impl ProxyHttp for Gateway {
         let Some(route) = ctx.route(&rt) else {
             return Ok(());
         };
-        let Some(v) = &ctx.verified else {
-            if route.spec.authorization != AuthorizationHeader::Keep {
-                upstream.remove_header(&http::header::AUTHORIZATION);
-            }
-            return Ok(());
-        };
-        for (k, val) in v.headers.get_or_init(|| propagate::identity_headers(&v.identity)) {
-            upstream.insert_header(*k, val.clone())?;
-        }
-        let token = match (
-            &rt.minter,
-            route.spec.identity_token || route.spec.authorization == AuthorizationHeader::IdentityToken,
-        ) {
-            (Some(m), true) => Some(m.token_for(v, &route.spec.name, route.index)),
-            _ => None,
-        };
-        if let (Some(t), true) = (&token, route.spec.identity_token) {
-            upstream.insert_header(propagate::TOKEN_HEADER, t.clone())?;
-        }
-        match route.spec.authorization {
-            AuthorizationHeader::Keep => {}
-            AuthorizationHeader::Strip => {
-                upstream.remove_header(&http::header::AUTHORIZATION);
-            }
-            AuthorizationHeader::IdentityToken => match &token {
-                Some(t) => upstream
-                    .insert_header(http::header::AUTHORIZATION, format!("Bearer {}", t.to_str().unwrap_or_default()))?,
-                None => {
+        propagate::route_headers(rt.minter.as_ref(), &route.spec, route.index, ctx.verified.as_deref(), |change| {
+            match change {
+                propagate::Change::Set(name, value) => upstream.insert_header(name, value)?,
+                propagate::Change::SetAuthorization(value) => upstream.insert_header(http::header::AUTHORIZATION, value)?,
+                propagate::Change::RemoveAuthorization => {
                     upstream.remove_header(&http::header::AUTHORIZATION);
                 }
-            },
-        }
-        Ok(())
+            }
+            Ok(())
+        })
     }
 
     /// The upstream's answer carries the request's `X-Request-Id` unless it set its own.
