@@ -133,6 +133,44 @@ fn thumbprint(jwk: &Value) -> String {
     b64(digest.as_ref())[..16].to_string()
 }
 
+/// The OpenID Connect `at_hash` of `access_token` for an ID token signed with the JWS
+/// algorithm `alg`: base64url of the left half of the hash whose size matches the
+/// algorithm, SHA-256 for `RS256`/`ES256`/`PS256`, SHA-384 for `*384`, SHA-512 for
+/// `*512` and for `EdDSA` (Ed25519, as the OpenID Connect Core 1.0 errata set 2 rules).
+/// <https://openid.net/specs/openid-connect-core-1_0.html#CodeIDToken> (3.1.3.6).
+/// Algorithms outside this list hash with SHA-256.
+pub fn at_hash(alg: &str, access_token: &str) -> String {
+    let algo = match alg {
+        "EdDSA" => &aws_lc_rs::digest::SHA512,
+        a if a.ends_with("384") => &aws_lc_rs::digest::SHA384,
+        a if a.ends_with("512") => &aws_lc_rs::digest::SHA512,
+        _ => &aws_lc_rs::digest::SHA256,
+    };
+    let d = aws_lc_rs::digest::digest(algo, access_token.as_bytes());
+    let h = d.as_ref();
+    b64(&h[..h.len() / 2])
+}
+
+/// Whether an ID token's `at_hash` claim binds it to `access_token` ([`at_hash`]).
+pub fn at_hash_matches(claim: &str, access_token: &str, alg: jsonwebtoken::Algorithm) -> bool {
+    use jsonwebtoken::Algorithm::*;
+    let name = match alg {
+        HS256 => "HS256",
+        HS384 => "HS384",
+        HS512 => "HS512",
+        ES256 => "ES256",
+        ES384 => "ES384",
+        RS256 => "RS256",
+        RS384 => "RS384",
+        RS512 => "RS512",
+        PS256 => "PS256",
+        PS384 => "PS384",
+        PS512 => "PS512",
+        EdDSA => "EdDSA",
+    };
+    at_hash(name, access_token) == claim
+}
+
 /// Which algorithm a generated key is for.
 #[derive(Debug, Clone, Copy)]
 pub enum KeyKind {
@@ -329,6 +367,39 @@ fn restrict(path: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn at_hash_is_the_left_half() {
+        // OpenID Connect Core A.3 example (RS256).
+        assert_eq!(at_hash("RS256", "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"), "77QmUPtjPfzWtF2AnpK9RQ");
+    }
+
+    #[test]
+    fn at_hash_hash_follows_the_alg() {
+        let t = "access-token";
+        let half = |algo: &'static aws_lc_rs::digest::Algorithm| {
+            let d = aws_lc_rs::digest::digest(algo, t.as_bytes());
+            b64(&d.as_ref()[..d.as_ref().len() / 2])
+        };
+        use aws_lc_rs::digest::{SHA256, SHA384, SHA512};
+        for (alg, want) in [
+            ("RS256", half(&SHA256)),
+            ("ES256", half(&SHA256)),
+            ("PS256", half(&SHA256)),
+            ("RS384", half(&SHA384)),
+            ("ES384", half(&SHA384)),
+            ("PS384", half(&SHA384)),
+            ("RS512", half(&SHA512)),
+            ("PS512", half(&SHA512)),
+            ("EdDSA", half(&SHA512)),
+        ] {
+            assert_eq!(at_hash(alg, t), want, "{alg}");
+            let parsed: jsonwebtoken::Algorithm = alg.parse().unwrap();
+            assert!(at_hash_matches(&want, t, parsed), "{alg}");
+        }
+        assert_eq!(at_hash("EdDSA", t).len(), 43, "32 bytes of SHA-512, base64url");
+        assert!(!at_hash_matches(&at_hash("RS256", t), t, jsonwebtoken::Algorithm::EdDSA));
+    }
 
     #[test]
     fn every_kind_signs_and_verifies() {

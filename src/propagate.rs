@@ -122,6 +122,43 @@ pub fn route_headers<E>(
     }
 }
 
+/// The normalised identity as JWT claims (the field names of [`Identity`], `sub` the
+/// global `{provider}:{subject}`): the one mapping from identity to claims, used for
+/// `X-Identity-Token` here and, filtered to its listed claims, by the broker's tokens.
+/// Absent values are `null`.
+pub fn identity_claims(id: &Identity) -> serde_json::Map<String, serde_json::Value> {
+    let claims = json!({
+        "sub": id.sub,
+        "subject": id.subject,
+        "provider": id.provider,
+        "provider_kind": id.provider_kind,
+        "population": id.population,
+        "tenant": id.tenant,
+        "org": id.org,
+        "idp": id.idp,
+        "email": id.email,
+        "email_verified": id.email_verified,
+        "name": id.name,
+        "username": id.username,
+        "principal_type": id.principal_type,
+        "groups": id.groups,
+        "groups_complete": id.groups_complete,
+        "roles": id.roles,
+        "scopes": id.scopes,
+        "permissions": id.permissions,
+        "amr": id.amr,
+        "mfa": id.mfa,
+        "acr": id.acr,
+        "auth_time": id.auth_time,
+        "token_use": id.token_use,
+        "client_id": id.client_id,
+    });
+    match claims {
+        serde_json::Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    }
+}
+
 /// Mints `X-Identity-Token`s with the broker key.
 pub struct Minter {
     pub signer: Arc<Signer>,
@@ -188,39 +225,16 @@ impl Minter {
     pub fn mint(&self, id: &Identity, aud: &str, now: i64, exp: i64) -> String {
         let mut jti = [0u8; 12];
         let _ = aws_lc_rs::rand::fill(&mut jti);
-        let claims = json!({
-            "iss": self.issuer,
-            "aud": aud,
-            "sub": id.sub,
-            "iat": now,
-            "nbf": now,
-            "exp": exp,
-            "jti": jti.iter().map(|b| format!("{b:02x}")).collect::<String>(),
-            "subject": id.subject,
-            "provider": id.provider,
-            "provider_kind": id.provider_kind,
-            "population": id.population,
-            "tenant": id.tenant,
-            "org": id.org,
-            "idp": id.idp,
-            "email": id.email,
-            "email_verified": id.email_verified,
-            "name": id.name,
-            "username": id.username,
-            "principal_type": id.principal_type,
-            "groups": id.groups,
-            "groups_complete": id.groups_complete,
-            "roles": id.roles,
-            "scopes": id.scopes,
-            "permissions": id.permissions,
-            "amr": id.amr,
-            "mfa": id.mfa,
-            "acr": id.acr,
-            "auth_time": id.auth_time,
-            "token_use": id.token_use,
-            "client_id": id.client_id,
-        });
-        self.signer.sign_jwt("JWT", &claims)
+        let mut claims = identity_claims(id);
+        claims.extend([
+            ("iss".to_string(), json!(self.issuer)),
+            ("aud".to_string(), json!(aud)),
+            ("iat".to_string(), json!(now)),
+            ("nbf".to_string(), json!(now)),
+            ("exp".to_string(), json!(exp)),
+            ("jti".to_string(), json!(jti.iter().map(|b| format!("{b:02x}")).collect::<String>())),
+        ]);
+        self.signer.sign_jwt("JWT", &serde_json::Value::Object(claims))
     }
 
     /// The broker's public keys: the active key first, then retired keys in overlap.

@@ -7,8 +7,6 @@ use crate::config::{BrokerClientSpec, BrokerSpec};
 use crate::identity::Identity;
 use crate::propagate::Minter;
 use crate::providers::{jwks, jwt, now_secs};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use serde_json::{json, Map, Value};
 
 /// `acr` of a sign-in with a proven second factor, and without one.
@@ -67,22 +65,7 @@ pub const NORMALISED_CLAIMS: &[&str] = &[
 
 /// The normalised identity fields every broker token carries (`NORMALISED_CLAIMS`).
 fn identity_claims(c: &mut Map<String, Value>, id: &Identity) {
-    let fields = json!({
-        "subject": id.subject,
-        "provider": id.provider,
-        "provider_kind": id.provider_kind,
-        "population": id.population,
-        "tenant": id.tenant,
-        "org": id.org,
-        "idp": id.idp,
-        "groups": id.groups,
-        "roles": id.roles,
-        "mfa": id.mfa,
-        "principal_type": id.principal_type,
-    });
-    if let Value::Object(m) = fields {
-        c.extend(m.into_iter().filter(|(_, v)| !v.is_null()));
-    }
+    c.extend(crate::propagate::identity_claims(id).into_iter().filter(|(k, v)| NORMALISED_CLAIMS.contains(&k.as_str()) && !v.is_null()));
 }
 
 fn jti() -> String {
@@ -123,19 +106,6 @@ pub fn access_token(m: &Minter, b: &BrokerSpec, g: &Grant<'_>, now: i64) -> (Str
     (m.signer.sign_jwt("at+jwt", &Value::Object(c)), exp)
 }
 
-/// `at_hash`: the left half of the access token's hash with the signing alg's hash.
-fn at_hash(alg: &str, access_token: &str) -> String {
-    let algo = match alg {
-        "EdDSA" => &aws_lc_rs::digest::SHA512,
-        a if a.ends_with("384") => &aws_lc_rs::digest::SHA384,
-        a if a.ends_with("512") => &aws_lc_rs::digest::SHA512,
-        _ => &aws_lc_rs::digest::SHA256,
-    };
-    let d = aws_lc_rs::digest::digest(algo, access_token.as_bytes());
-    let h = d.as_ref();
-    URL_SAFE_NO_PAD.encode(&h[..h.len() / 2])
-}
-
 /// An OpenID Connect ID token for `g.client`.
 pub fn id_token(m: &Minter, b: &BrokerSpec, g: &Grant<'_>, access_token: &str, now: i64) -> String {
     let id = g.identity;
@@ -150,7 +120,7 @@ pub fn id_token(m: &Minter, b: &BrokerSpec, g: &Grant<'_>, access_token: &str, n
     c.insert("sid".into(), json!(g.family));
     c.insert("acr".into(), json!(if id.mfa { ACR_MFA } else { ACR_SFA }));
     c.insert("amr".into(), json!(amr(id)));
-    c.insert("at_hash".into(), json!(at_hash(m.signer.alg, access_token)));
+    c.insert("at_hash".into(), json!(crate::keys::at_hash(m.signer.alg, access_token)));
     if let Some(t) = g.auth_time {
         c.insert("auth_time".into(), json!(t));
     }
@@ -259,12 +229,6 @@ pub fn verify(m: &Minter, b: &BrokerSpec, token: &str, kind: Kind) -> Result<Map
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn at_hash_is_the_left_half() {
-        // OpenID Connect Core A.3 example (RS256).
-        assert_eq!(at_hash("RS256", "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"), "77QmUPtjPfzWtF2AnpK9RQ");
-    }
 
     #[test]
     fn identity_claims_are_exactly_the_normalised_claims() {

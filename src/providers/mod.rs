@@ -725,7 +725,7 @@ impl Registry {
             }
         }
         if let (Some(at_hash), Some(at)) = (parsed.claims.str("at_hash"), access_token) {
-            if !at_hash_matches(at_hash, at, key.alg) {
+            if !crate::keys::at_hash_matches(at_hash, at, key.alg) {
                 return Err(Refusal::AtHashMismatch);
             }
         }
@@ -856,20 +856,6 @@ mod hot {
     pub fn put(registry: usize, token: &str, v: &Arc<Verified>) {
         SLOTS_TL.with(|s| s.borrow_mut()[index(token)] = Some((registry, token.into(), v.clone())));
     }
-}
-
-/// OIDC Core 3.1.3.6: left half of the hash of the access token, base64url.
-fn at_hash_matches(at_hash: &str, access_token: &str, alg: jsonwebtoken::Algorithm) -> bool {
-    use base64::Engine;
-    use jsonwebtoken::Algorithm::*;
-    let algo = match alg {
-        RS384 | PS384 | ES384 => &aws_lc_rs::digest::SHA384,
-        RS512 | PS512 | EdDSA => &aws_lc_rs::digest::SHA512,
-        _ => &aws_lc_rs::digest::SHA256,
-    };
-    let d = aws_lc_rs::digest::digest(algo, access_token.as_bytes());
-    let half = &d.as_ref()[..d.as_ref().len() / 2];
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(half) == at_hash
 }
 
 /// Refusals that the same token bytes will always get from the same registry.
