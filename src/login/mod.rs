@@ -809,10 +809,7 @@ pub async fn session_for(rt: &Runtime, sessions: &Sessions, id: &str) -> Result<
                     if identity.sub == s.identity.sub && completed.is_ok() {
                         identity.token_use = "session".into();
                         // Refreshed tokens often drop `amr`: the login's MFA stands.
-                        if s.mfa && !identity.mfa {
-                            identity.mfa = true;
-                            identity.mfa_source = crate::identity::MfaSource::Session;
-                        }
+                        crate::session::carry_mfa(&mut identity, s.mfa);
                         s.identity = identity;
                         s.upstream_exp = Some(new_exp);
                         s.id_token = Some(idt.to_string());
