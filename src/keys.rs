@@ -19,8 +19,8 @@ pub enum KeyError {
     Load { path: PathBuf, reason: String },
     #[error("{0} already exist(s); pass --force to overwrite")]
     Exists(String),
-    #[error("cannot write {path}: {reason}")]
-    Write { path: PathBuf, reason: String },
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
     #[error("key generation failed: {0}")]
     Generate(String),
 }
@@ -217,7 +217,7 @@ pub const GENERATED: &[&str] = &[
 /// Writes the development key set into `dir`. With `only_missing`, existing files are
 /// kept (used by `idfabric demo`); otherwise existing files are an error unless `force`.
 pub fn generate_dev_set(dir: &Path, force: bool, only_missing: bool) -> Result<Vec<PathBuf>, KeyError> {
-    std::fs::create_dir_all(dir).map_err(|e| KeyError::Write { path: dir.to_path_buf(), reason: e.to_string() })?;
+    std::fs::create_dir_all(dir).map_err(|source| KeyError::Write { path: dir.to_path_buf(), source })?;
     let existing: Vec<&str> = GENERATED.iter().copied().filter(|f| dir.join(f).exists()).collect();
     if !existing.is_empty() && !force && !only_missing {
         return Err(KeyError::Exists(existing.iter().map(|f| dir.join(f).display().to_string()).collect::<Vec<_>>().join(", ")));
@@ -228,7 +228,7 @@ pub fn generate_dev_set(dir: &Path, force: bool, only_missing: bool) -> Result<V
         if only_missing && path.exists() {
             return Ok(());
         }
-        std::fs::write(&path, bytes).map_err(|e| KeyError::Write { path: path.clone(), reason: e.to_string() })?;
+        std::fs::write(&path, bytes).map_err(|source| KeyError::Write { path: path.clone(), source })?;
         #[cfg(unix)]
         if secret {
             use std::os::unix::fs::PermissionsExt;
@@ -329,7 +329,7 @@ pub struct Rotation {
 /// `RETIRED_KEY_KEEP` are deleted. The new key is written to a temporary file and
 /// renamed into place, so a running gateway (file watch, SIGHUP) never reads half a key.
 pub fn rotate(active: &Path, kind: KeyKind, now: i64) -> Result<Rotation, KeyError> {
-    let write_err = |path: &Path, e: std::io::Error| KeyError::Write { path: path.to_path_buf(), reason: e.to_string() };
+    let write_err = |path: &Path, source: std::io::Error| KeyError::Write { path: path.to_path_buf(), source };
     let new_pem = generate_pem(kind)?;
     let new_der = pem::parse(new_pem.as_bytes()).map_err(|e| KeyError::Generate(e.to_string()))?;
     let new = Signer::from_pkcs8(new_der.contents()).ok_or_else(|| KeyError::Generate("generated key unreadable".into()))?;
