@@ -1,4 +1,5 @@
-//! The `idfabric` command line (INTERFACE.md, "Command line").
+//! The `idfabric` command line (README.md lists the subcommands): each one parses its
+//! flags, calls the library and words the final message for a person.
 
 use crate::config::{self, Config, KindSpec};
 use crate::keys;

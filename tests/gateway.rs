@@ -1,11 +1,12 @@
 //! The gateway end to end, against the real binary: population routing, every
 //! `require` rule over HTTP, header spoofing, `authorization:` modes, the broker-minted
-//! `X-Identity-Token`, refusals (INTERFACE.md "Responses on refusal"), forward-auth and
+//! `X-Identity-Token`, refusals (problem+json, docs/refusals.md), forward-auth and
 //! `/me`, route matching, upstream failure and the admin listener.
 //!
 //! One gateway, one echo process (many ports, one app per port) and one config serve
-//! the whole file (STYLE.md habit 13); every test uses its own routes (by host), so
-//! tests can run in parallel and metric deltas stay attributable.
+//! the whole file (starting a gateway per test would cost more than the tests); every
+//! test uses its own routes (by host), so tests can run in parallel and metric deltas
+//! stay attributable.
 //!
 //! Providers: `wf` (workforce, Entra-shaped), `cu` (customer, Auth0-shaped),
 //! `cg` (customer, Cognito-shaped).
