@@ -262,6 +262,83 @@ mod tests {
         assert_eq!(encode_value("100%\n", false), "100%25%0A");
     }
 
+    fn route(authorization: AuthorizationHeader, identity_token: bool) -> RouteSpec {
+        RouteSpec {
+            name: "r".into(),
+            host: crate::config::HostMatch::Any,
+            path_prefix: "/".into(),
+            auth: crate::config::AuthMode::Either,
+            upstreams: Vec::new(),
+            by_population: None,
+            require: Default::default(),
+            providers: None,
+            authorization,
+            identity_token,
+            branding: Default::default(),
+            case_sensitive: false,
+            path_params: false,
+        }
+    }
+
+    fn changes(minter: Option<&Minter>, route: &RouteSpec, v: Option<&Verified>) -> Vec<Change> {
+        let mut out = Vec::new();
+        route_headers(minter, route, 0, v, |c| {
+            out.push(c);
+            Ok::<_, ()>(())
+        })
+        .unwrap();
+        out
+    }
+
+    /// What each `authorization` / `identity_token` combination sends, with and without
+    /// a broker and a verified caller: the one table the proxy and forward-auth share.
+    #[test]
+    fn route_headers_follow_the_route_settings() {
+        use AuthorizationHeader::*;
+        let pem = crate::keys::generate_pem(crate::keys::KeyKind::Es256).unwrap();
+        let signer = crate::keys::Signer::from_pkcs8(pem::parse(pem.as_bytes()).unwrap().contents()).unwrap();
+        let minter = Minter::new(Arc::new(signer), "https://gw.test/broker", Duration::from_secs(300), 16);
+        let id = Identity::new("wf", "entra", Population::Workforce, "u1".into());
+        let v = Verified::new(id, 0, String::new(), now_secs() + 600, [7; 32]);
+        let names = |c: &[Change]| -> Vec<String> {
+            c.iter()
+                .map(|c| match c {
+                    Change::Set(n, _) => n.to_string(),
+                    Change::SetAuthorization(v) => format!("authorization={}", &v.to_str().unwrap()[..7]),
+                    Change::RemoveAuthorization => "-authorization".into(),
+                })
+                .filter(|n| !n.starts_with("x-identity-") || n == TOKEN_HEADER)
+                .collect()
+        };
+        let cases: [(AuthorizationHeader, bool, Option<&Minter>, &[&str]); 8] = [
+            (Keep, true, Some(&minter), &["x-identity-token"]),
+            (Keep, false, Some(&minter), &[]),
+            (Strip, true, Some(&minter), &["x-identity-token", "-authorization"]),
+            (IdentityToken, true, Some(&minter), &["x-identity-token", "authorization=Bearer "]),
+            (IdentityToken, false, Some(&minter), &["authorization=Bearer "]),
+            (IdentityToken, true, None, &["-authorization"]),
+            (Keep, true, None, &[]),
+            (Strip, false, None, &["-authorization"]),
+        ];
+        for (authz, token, m, want) in cases {
+            let got = changes(m, &route(authz, token), Some(&v));
+            assert_eq!(names(&got), want, "{authz:?} identity_token={token} broker={}", m.is_some());
+            assert!(got.iter().any(|c| matches!(c, Change::Set("x-identity-sub", _))), "{authz:?}");
+        }
+        // Authorization carries exactly the X-Identity-Token.
+        let got = changes(Some(&minter), &route(IdentityToken, true), Some(&v));
+        let token = got.iter().find_map(|c| match c {
+            Change::Set(TOKEN_HEADER, t) => Some(t.to_str().unwrap().to_string()),
+            _ => None,
+        });
+        assert!(got.contains(&Change::SetAuthorization(HeaderValue::from_str(&format!("Bearer {}", token.unwrap())).unwrap())));
+        // Public routes: no identity; `keep` leaves the header, the others remove it.
+        assert!(changes(Some(&minter), &route(Keep, true), None).is_empty());
+        for authz in [Strip, IdentityToken] {
+            assert_eq!(changes(Some(&minter), &route(authz, true), None), [Change::RemoveAuthorization], "{authz:?}");
+        }
+    }
+
     #[test]
     fn headers_for_identity() {
         let mut id = Identity::new("corp", "entra", Population::Workforce, "oid-1".into());
