@@ -15,6 +15,10 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum KeyError {
+    #[error("{path}: cannot read: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: not a PEM file: {source}")]
+    NotPem { path: PathBuf, source: pem::PemError },
     #[error("{path}: {reason}")]
     Load { path: PathBuf, reason: String },
     #[error("{0} already exist(s); pass --force to overwrite")]
@@ -23,6 +27,8 @@ pub enum KeyError {
     Write { path: PathBuf, source: std::io::Error },
     #[error("key generation failed: {0}")]
     Generate(String),
+    #[error("key generation failed: {0}")]
+    Crypto(#[from] aws_lc_rs::error::Unspecified),
 }
 
 enum Inner {
@@ -54,8 +60,8 @@ impl Signer {
     /// Loads a PKCS#8 PEM private key (EC P-256, Ed25519 or RSA).
     pub fn load(path: &Path) -> Result<Signer, KeyError> {
         let err = |reason: String| KeyError::Load { path: path.to_path_buf(), reason };
-        let text = std::fs::read(path).map_err(|e| err(format!("cannot read: {e}")))?;
-        let pem = pem::parse(&text).map_err(|e| err(format!("not a PEM file: {e}")))?;
+        let text = std::fs::read(path).map_err(|source| KeyError::Read { path: path.to_path_buf(), source })?;
+        let pem = pem::parse(&text).map_err(|source| KeyError::NotPem { path: path.to_path_buf(), source })?;
         if pem.tag() != "PRIVATE KEY" {
             return Err(err(format!("expected a PKCS#8 `PRIVATE KEY`, found `{}`", pem.tag())));
         }
@@ -181,22 +187,15 @@ pub enum KeyKind {
 
 /// A new PKCS#8 private key as PEM.
 pub fn generate_pem(kind: KeyKind) -> Result<String, KeyError> {
-    let gen = |e: String| KeyError::Generate(e);
     let der: Vec<u8> = match kind {
-        KeyKind::Es256 => EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING)
-            .and_then(|k| k.to_pkcs8v1())
-            .map_err(|e| gen(e.to_string()))?
-            .as_ref()
-            .to_vec(),
-        KeyKind::Ed25519 => Ed25519KeyPair::generate()
-            .and_then(|k| k.to_pkcs8())
-            .map_err(|e| gen(e.to_string()))?
-            .as_ref()
-            .to_vec(),
+        KeyKind::Es256 => {
+            EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING).and_then(|k| k.to_pkcs8v1())?.as_ref().to_vec()
+        }
+        KeyKind::Ed25519 => Ed25519KeyPair::generate().and_then(|k| k.to_pkcs8())?.as_ref().to_vec(),
         KeyKind::Rsa2048 => {
             use aws_lc_rs::encoding::AsDer;
-            let k = RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).map_err(|e| gen(e.to_string()))?;
-            let der: aws_lc_rs::encoding::Pkcs8V1Der = k.as_der().map_err(|e| gen(e.to_string()))?;
+            let k = RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)?;
+            let der: aws_lc_rs::encoding::Pkcs8V1Der = k.as_der()?;
             der.as_ref().to_vec()
         }
     };
@@ -249,13 +248,13 @@ pub fn generate_dev_set(dir: &Path, force: bool, only_missing: bool) -> Result<V
     }
     if !(only_missing && dir.join("session.key").exists()) {
         let mut key = [0u8; 32];
-        aws_lc_rs::rand::fill(&mut key).map_err(|e| KeyError::Generate(e.to_string()))?;
+        aws_lc_rs::rand::fill(&mut key)?;
         write("session.key", &key, true)?;
     }
     // The admin listener's bearer token (`admin.token_file`): 32 random bytes as hex.
     if !(only_missing && dir.join("admin.token").exists()) {
         let mut key = [0u8; 32];
-        aws_lc_rs::rand::fill(&mut key).map_err(|e| KeyError::Generate(e.to_string()))?;
+        aws_lc_rs::rand::fill(&mut key)?;
         let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
         write("admin.token", format!("{hex}\n").as_bytes(), true)?;
     }
