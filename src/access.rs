@@ -335,9 +335,35 @@ pub fn window_start(now: i64, window: Duration) -> i64 {
     now.saturating_sub(i64::try_from(window.as_secs()).unwrap_or(i64::MAX)).max(0)
 }
 
+/// Why an access report could not be produced.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    #[error("--since `{given}`: {source} (examples: 90d, 24h, 30m)")]
+    Since { given: String, source: humantime::DurationError },
+    #[error("{}", .0.to_string().trim_end())]
+    Config(#[source] crate::config::ConfigErrors),
+    #[error(transparent)]
+    Runtime(std::io::Error),
+    #[error(transparent)]
+    Store(crate::session::StoreError),
+    /// Reading the evidence failed; `url` is the store address without its password.
+    #[error("reading access evidence from {url}: {source}")]
+    Scan { url: String, source: crate::session::StoreError },
+    #[error("the memory store lives in the gateway: pass --admin URL (the config has no `admin:` listener)")]
+    NoAdmin,
+    #[error(transparent)]
+    Client(reqwest::Error),
+    #[error("{url}: {source} (is the gateway running?)")]
+    Unreachable { url: String, source: reqwest::Error },
+    #[error("{url}: {source}")]
+    Read { url: String, source: reqwest::Error },
+    #[error("{url}: {status}: {body}")]
+    Refused { url: String, status: reqwest::StatusCode, body: String },
+}
+
 /// Parses a window such as `90d`, `12h`, `30m`.
-pub fn parse_since(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("--since `{s}`: {e} (examples: 90d, 24h, 30m)"))
+pub fn parse_since(s: &str) -> Result<Duration, AccessError> {
+    humantime::parse_duration(s).map_err(|source| AccessError::Since { given: s.to_string(), source })
 }
 
 /// A listen address to call: `0.0.0.0` / `[::]` are reached on loopback (and the admin
@@ -357,16 +383,16 @@ pub fn cli_report(
     since: &str,
     format: Format,
     admin: Option<&str>,
-) -> Result<String, String> {
+) -> Result<String, AccessError> {
     let window = parse_since(since)?;
-    let config = crate::config::load(config_path, crate::providers::KINDS).map_err(|e| e.to_string().trim_end().to_string())?;
-    let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let config = crate::config::load(config_path, crate::providers::KINDS).map_err(AccessError::Config)?;
+    let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(AccessError::Runtime)?;
     match (&config.session.store, admin) {
         (crate::config::SessionStore::Redis(url), None) => {
-            let store = crate::session::redis_store::RedisStore::new(url).map_err(|e| e.to_string())?;
-            let records =
-                tokio.block_on(store.scan_access()).map_err(|e| {
-                format!("reading access evidence from {}: {e}", crate::session::redis_store::redacted(url))
+            let store = crate::session::redis_store::RedisStore::new(url).map_err(AccessError::Store)?;
+            let records = tokio.block_on(store.scan_access()).map_err(|source| AccessError::Scan {
+                url: crate::session::redis_store::redacted(url),
+                source,
             })?;
             let now = now_secs();
             Ok(render(&build_report(&records, &config, window_start(now, window), now), format))
@@ -374,9 +400,7 @@ pub fn cli_report(
         (_, admin) => {
             let base = match admin {
                 Some(a) => a.trim_end_matches('/').to_string(),
-                None => config.admin_guard.ops_listen.or(config.admin).map(reachable).map(|a| format!("http://{a}")).ok_or(
-                    "the memory store lives in the gateway: pass --admin URL (the config has no `admin:` listener)",
-                )?,
+                None => config.admin_guard.ops_listen.or(config.admin).map(reachable).map(|a| format!("http://{a}")).ok_or(AccessError::NoAdmin)?,
             };
             // The admin token of the config (`IDFABRIC_ADMIN_TOKEN` when the gateway's is
             // elsewhere); it goes only into the Authorization header, never into output.
@@ -390,22 +414,19 @@ pub fn cli_report(
                     .no_proxy()
                     .timeout(Duration::from_secs(30))
                     .build()
-                    .map_err(|e| e.to_string())?
+                    .map_err(AccessError::Client)?
                     .get(&url);
                 let resp = match &token {
                     Some(t) => resp.bearer_auth(t),
                     None => resp,
                 };
-                let resp = resp
-                    .send()
-                    .await
-                    .map_err(|e| format!("{url}: {e} (is the gateway running?)"))?;
+                let resp = resp.send().await.map_err(|source| AccessError::Unreachable { url: url.clone(), source })?;
                 let status = resp.status();
-                let body = resp.text().await.map_err(|e| format!("{url}: {e}"))?;
+                let body = resp.text().await.map_err(|source| AccessError::Read { url: url.clone(), source })?;
                 if status.is_success() {
                     Ok(body)
                 } else {
-                    Err(format!("{url}: {status}: {}", body.trim()))
+                    Err(AccessError::Refused { url, status, body: body.trim().to_string() })
                 }
             })
         }

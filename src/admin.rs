@@ -179,7 +179,7 @@ async fn access(rt: &Runtime, session: &mut ServerSession) -> Response<Vec<u8>> 
     let since = crate::web::param(query, "since").unwrap_or_else(|| "90d".into());
     let window = match crate::access::parse_since(&since) {
         Ok(w) => w,
-        Err(e) => return json(400, &serde_json::json!({"status": 400, "detail": e})),
+        Err(e) => return json(400, &serde_json::json!({"status": 400, "detail": e.to_string()})),
     };
     let format = crate::web::param(query, "format").unwrap_or_else(|| "json".into());
     let Some(format) = crate::access::Format::parse(&format) else {

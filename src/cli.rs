@@ -1,4 +1,5 @@
-//! The `idfabric` command line (`serve`, `check`, `token`, `keys`, `report`, `demo`, `echo`).
+//! The `idfabric` command line (README.md lists the subcommands): each one parses its
+//! flags, calls the library and words the final message for a person.
 
 use crate::config::{self, Config};
 use crate::providers::dev::section_of as dev_section;
@@ -377,27 +378,18 @@ fn inspect(path: &Path, token: Option<String>) -> Result<ExitCode, ExitCode> {
         .iter()
         .map(|route| {
             let name = route.spec.name.as_str();
-            if route.spec.auth == crate::config::AuthMode::None {
-                return serde_json::json!({"route": name, "decision": "allow", "reason": "public route (auth: none)"});
-            }
-            if route.spec.auth == crate::config::AuthMode::Session {
-                return serde_json::json!({"route": name, "decision": "deny", "reason": "session route: bearer tokens are not accepted"});
-            }
-            if route.allowed.as_ref().is_some_and(|a| !a.contains(&verified.provider)) {
-                let r = crate::refusal::Refusal::ProviderNotAllowed;
-                return serde_json::json!({
-                    "route": name,
-                    "decision": r.decision(),
-                    "status": r.status(),
-                    "reason": r.reason(),
-                    "detail": r.to_string(),
-                });
-            }
-            match pipeline::decide(&rt, route, verified.clone()) {
-                Ok(_) => serde_json::json!({"route": name, "decision": "allow", "reason": "ok"}),
+            // The proxy's own decision for this token on this route.
+            match pipeline::admit_bearer(&rt, route, verified.clone()) {
+                Ok(pipeline::Admission::Public) => {
+                    serde_json::json!({"route": name, "decision": "allow", "reason": "public route (auth: none)"})
+                }
+                Ok(pipeline::Admission::Allowed { .. }) => serde_json::json!({"route": name, "decision": "allow", "reason": "ok"}),
+                Err(d) if d.refusal == crate::refusal::Refusal::NoSession => {
+                    serde_json::json!({"route": name, "decision": "deny", "reason": "session route: bearer tokens are not accepted"})
+                }
                 Err(d) => serde_json::json!({
                     "route": name,
-                    "decision": d.refusal.decision(),
+                    "decision": d.refusal.decision().as_str(),
                     "status": d.refusal.status(),
                     "reason": d.refusal.reason(),
                     "detail": d.refusal.to_string(),
@@ -673,10 +665,7 @@ fn expectation(rt: &Runtime, tokio: &tokio::runtime::Runtime, name: &str, token:
         Ok(v) => std::sync::Arc::new(v),
         Err(e) => return refused(&e.refusal),
     };
-    if route.allowed.as_ref().is_some_and(|a| !a.contains(&verified.provider)) {
-        return refused(&Refusal::ProviderNotAllowed);
-    }
-    match pipeline::decide(rt, route, verified) {
+    match pipeline::admit_bearer(rt, route, verified) {
         Ok(_) => "200 with X-Identity-* headers from the echo app".into(),
         Err(d) => refused(&d.refusal),
     }

@@ -15,14 +15,20 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum KeyError {
+    #[error("{path}: cannot read: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: not a PEM file: {source}")]
+    NotPem { path: PathBuf, source: pem::PemError },
     #[error("{path}: {reason}")]
     Load { path: PathBuf, reason: String },
     #[error("{0} already exist(s); pass --force to overwrite")]
     Exists(String),
-    #[error("cannot write {path}: {reason}")]
-    Write { path: PathBuf, reason: String },
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
     #[error("key generation failed: {0}")]
     Generate(String),
+    #[error("key generation failed: {0}")]
+    Crypto(#[from] aws_lc_rs::error::Unspecified),
 }
 
 enum Inner {
@@ -54,8 +60,8 @@ impl Signer {
     /// Loads a PKCS#8 PEM private key (EC P-256, Ed25519 or RSA).
     pub fn load(path: &Path) -> Result<Signer, KeyError> {
         let err = |reason: String| KeyError::Load { path: path.to_path_buf(), reason };
-        let text = std::fs::read(path).map_err(|e| err(format!("cannot read: {e}")))?;
-        let pem = pem::parse(&text).map_err(|e| err(format!("not a PEM file: {e}")))?;
+        let text = std::fs::read(path).map_err(|source| KeyError::Read { path: path.to_path_buf(), source })?;
+        let pem = pem::parse(&text).map_err(|source| KeyError::NotPem { path: path.to_path_buf(), source })?;
         if pem.tag() != "PRIVATE KEY" {
             return Err(err(format!("expected a PKCS#8 `PRIVATE KEY`, found `{}`", pem.tag())));
         }
@@ -133,6 +139,44 @@ fn thumbprint(jwk: &Value) -> String {
     b64(digest.as_ref())[..16].to_string()
 }
 
+/// The OpenID Connect `at_hash` of `access_token` for an ID token signed with the JWS
+/// algorithm `alg`: base64url of the left half of the hash whose size matches the
+/// algorithm, SHA-256 for `RS256`/`ES256`/`PS256`, SHA-384 for `*384`, SHA-512 for
+/// `*512` and for `EdDSA` (Ed25519, as the OpenID Connect Core 1.0 errata set 2 rules).
+/// <https://openid.net/specs/openid-connect-core-1_0.html#CodeIDToken> (3.1.3.6).
+/// Algorithms outside this list hash with SHA-256.
+pub fn at_hash(alg: &str, access_token: &str) -> String {
+    let algo = match alg {
+        "EdDSA" => &aws_lc_rs::digest::SHA512,
+        a if a.ends_with("384") => &aws_lc_rs::digest::SHA384,
+        a if a.ends_with("512") => &aws_lc_rs::digest::SHA512,
+        _ => &aws_lc_rs::digest::SHA256,
+    };
+    let d = aws_lc_rs::digest::digest(algo, access_token.as_bytes());
+    let h = d.as_ref();
+    b64(&h[..h.len() / 2])
+}
+
+/// Whether an ID token's `at_hash` claim binds it to `access_token` ([`at_hash`]).
+pub fn at_hash_matches(claim: &str, access_token: &str, alg: jsonwebtoken::Algorithm) -> bool {
+    use jsonwebtoken::Algorithm::*;
+    let name = match alg {
+        HS256 => "HS256",
+        HS384 => "HS384",
+        HS512 => "HS512",
+        ES256 => "ES256",
+        ES384 => "ES384",
+        RS256 => "RS256",
+        RS384 => "RS384",
+        RS512 => "RS512",
+        PS256 => "PS256",
+        PS384 => "PS384",
+        PS512 => "PS512",
+        EdDSA => "EdDSA",
+    };
+    at_hash(name, access_token) == claim
+}
+
 /// Which algorithm a generated key is for.
 #[derive(Debug, Clone, Copy)]
 pub enum KeyKind {
@@ -143,22 +187,15 @@ pub enum KeyKind {
 
 /// A new PKCS#8 private key as PEM.
 pub fn generate_pem(kind: KeyKind) -> Result<String, KeyError> {
-    let gen = |e: String| KeyError::Generate(e);
     let der: Vec<u8> = match kind {
-        KeyKind::Es256 => EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING)
-            .and_then(|k| k.to_pkcs8v1())
-            .map_err(|e| gen(e.to_string()))?
-            .as_ref()
-            .to_vec(),
-        KeyKind::Ed25519 => Ed25519KeyPair::generate()
-            .and_then(|k| k.to_pkcs8())
-            .map_err(|e| gen(e.to_string()))?
-            .as_ref()
-            .to_vec(),
+        KeyKind::Es256 => {
+            EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING).and_then(|k| k.to_pkcs8v1())?.as_ref().to_vec()
+        }
+        KeyKind::Ed25519 => Ed25519KeyPair::generate().and_then(|k| k.to_pkcs8())?.as_ref().to_vec(),
         KeyKind::Rsa2048 => {
             use aws_lc_rs::encoding::AsDer;
-            let k = RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).map_err(|e| gen(e.to_string()))?;
-            let der: aws_lc_rs::encoding::Pkcs8V1Der = k.as_der().map_err(|e| gen(e.to_string()))?;
+            let k = RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)?;
+            let der: aws_lc_rs::encoding::Pkcs8V1Der = k.as_der()?;
             der.as_ref().to_vec()
         }
     };
@@ -179,7 +216,7 @@ pub const GENERATED: &[&str] = &[
 /// Writes the development key set into `dir`. With `only_missing`, existing files are
 /// kept (used by `idfabric demo`); otherwise existing files are an error unless `force`.
 pub fn generate_dev_set(dir: &Path, force: bool, only_missing: bool) -> Result<Vec<PathBuf>, KeyError> {
-    std::fs::create_dir_all(dir).map_err(|e| KeyError::Write { path: dir.to_path_buf(), reason: e.to_string() })?;
+    std::fs::create_dir_all(dir).map_err(|source| KeyError::Write { path: dir.to_path_buf(), source })?;
     let existing: Vec<&str> = GENERATED.iter().copied().filter(|f| dir.join(f).exists()).collect();
     if !existing.is_empty() && !force && !only_missing {
         return Err(KeyError::Exists(existing.iter().map(|f| dir.join(f).display().to_string()).collect::<Vec<_>>().join(", ")));
@@ -190,7 +227,7 @@ pub fn generate_dev_set(dir: &Path, force: bool, only_missing: bool) -> Result<V
         if only_missing && path.exists() {
             return Ok(());
         }
-        std::fs::write(&path, bytes).map_err(|e| KeyError::Write { path: path.clone(), reason: e.to_string() })?;
+        std::fs::write(&path, bytes).map_err(|source| KeyError::Write { path: path.clone(), source })?;
         #[cfg(unix)]
         if secret {
             use std::os::unix::fs::PermissionsExt;
@@ -211,13 +248,13 @@ pub fn generate_dev_set(dir: &Path, force: bool, only_missing: bool) -> Result<V
     }
     if !(only_missing && dir.join("session.key").exists()) {
         let mut key = [0u8; 32];
-        aws_lc_rs::rand::fill(&mut key).map_err(|e| KeyError::Generate(e.to_string()))?;
+        aws_lc_rs::rand::fill(&mut key)?;
         write("session.key", &key, true)?;
     }
     // The admin listener's bearer token (`admin.token_file`): 32 random bytes as hex.
     if !(only_missing && dir.join("admin.token").exists()) {
         let mut key = [0u8; 32];
-        aws_lc_rs::rand::fill(&mut key).map_err(|e| KeyError::Generate(e.to_string()))?;
+        aws_lc_rs::rand::fill(&mut key)?;
         let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
         write("admin.token", format!("{hex}\n").as_bytes(), true)?;
     }
@@ -291,7 +328,7 @@ pub struct Rotation {
 /// `RETIRED_KEY_KEEP` are deleted. The new key is written to a temporary file and
 /// renamed into place, so a running gateway (file watch, SIGHUP) never reads half a key.
 pub fn rotate(active: &Path, kind: KeyKind, now: i64) -> Result<Rotation, KeyError> {
-    let write_err = |path: &Path, e: std::io::Error| KeyError::Write { path: path.to_path_buf(), reason: e.to_string() };
+    let write_err = |path: &Path, source: std::io::Error| KeyError::Write { path: path.to_path_buf(), source };
     let new_pem = generate_pem(kind)?;
     let new_der = pem::parse(new_pem.as_bytes()).map_err(|e| KeyError::Generate(e.to_string()))?;
     let new = Signer::from_pkcs8(new_der.contents()).ok_or_else(|| KeyError::Generate("generated key unreadable".into()))?;
@@ -329,6 +366,39 @@ fn restrict(path: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn at_hash_is_the_left_half() {
+        // OpenID Connect Core A.3 example (RS256).
+        assert_eq!(at_hash("RS256", "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"), "77QmUPtjPfzWtF2AnpK9RQ");
+    }
+
+    #[test]
+    fn at_hash_hash_follows_the_alg() {
+        let t = "access-token";
+        let half = |algo: &'static aws_lc_rs::digest::Algorithm| {
+            let d = aws_lc_rs::digest::digest(algo, t.as_bytes());
+            b64(&d.as_ref()[..d.as_ref().len() / 2])
+        };
+        use aws_lc_rs::digest::{SHA256, SHA384, SHA512};
+        for (alg, want) in [
+            ("RS256", half(&SHA256)),
+            ("ES256", half(&SHA256)),
+            ("PS256", half(&SHA256)),
+            ("RS384", half(&SHA384)),
+            ("ES384", half(&SHA384)),
+            ("PS384", half(&SHA384)),
+            ("RS512", half(&SHA512)),
+            ("PS512", half(&SHA512)),
+            ("EdDSA", half(&SHA512)),
+        ] {
+            assert_eq!(at_hash(alg, t), want, "{alg}");
+            let parsed: jsonwebtoken::Algorithm = alg.parse().unwrap();
+            assert!(at_hash_matches(&want, t, parsed), "{alg}");
+        }
+        assert_eq!(at_hash("EdDSA", t).len(), 43, "32 bytes of SHA-512, base64url");
+        assert!(!at_hash_matches(&at_hash("RS256", t), t, jsonwebtoken::Algorithm::EdDSA));
+    }
 
     #[test]
     fn every_kind_signs_and_verifies() {

@@ -1,7 +1,8 @@
-//! The Prometheus metric families of INTERFACE.md, registered once per process.
+//! The Prometheus metric families (docs/operations.md lists them), registered once per
+//! process.
 //!
-//! Label values come only from config ids (route, provider) and fixed `&'static str`
-//! reasons, never from request data, so cardinality is bounded by the config.
+//! Label values come only from config ids (route, provider) and closed enums (outcome,
+//! decision, reason), never from request data, so cardinality is bounded by the config.
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
@@ -139,10 +140,41 @@ pub struct RequestSeries {
     pub decision: Option<IntCounter>,
 }
 
+/// How a request ended: the `outcome` label of `requests_total` and
+/// `request_duration_seconds`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Outcome {
+    /// Admitted and proxied.
+    #[default]
+    Allow,
+    /// Refused by a rule, a credential check or the request's shape.
+    Refused,
+    /// Refused because a dependency (provider keys, session store) is unavailable.
+    Error,
+    /// No route matches the host and path.
+    NoRoute,
+    /// Answered by idfabric itself (reserved paths, `OPTIONS *`).
+    Internal,
+    /// Admitted, then the upstream failed.
+    UpstreamError,
+}
+
+impl Outcome {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Allow => "allow",
+            Outcome::Refused => "refused",
+            Outcome::Error => "error",
+            Outcome::NoRoute => "no_route",
+            Outcome::Internal => "internal",
+            Outcome::UpstreamError => "upstream_error",
+        }
+    }
+}
+
 /// Identifies a label combination without strings: runtime generation, route index,
-/// provider index, population index and the addresses of the `&'static str` outcome,
-/// reason and decision (equal strings at different addresses only cost a second entry).
-pub type SeriesKey = (u64, u32, u32, u8, usize, usize, usize);
+/// provider index, population index, outcome, reason and decision.
+pub type SeriesKey = (u64, u32, u32, u8, Outcome, crate::refusal::Reason, crate::refusal::Decision);
 
 thread_local! {
     static SERIES: std::cell::RefCell<std::collections::HashMap<SeriesKey, std::rc::Rc<RequestSeries>>> =
@@ -159,4 +191,36 @@ pub fn request_series(key: SeriesKey, labels: impl FnOnce() -> RequestSeries) ->
         }
         map.entry(key).or_insert_with(|| std::rc::Rc::new(labels())).clone()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::refusal::{Decision, Reason};
+
+    #[test]
+    fn outcome_labels() {
+        let all = [Outcome::Allow, Outcome::Refused, Outcome::Error, Outcome::NoRoute, Outcome::Internal, Outcome::UpstreamError];
+        let labels: Vec<&str> = all.iter().map(|o| o.as_str()).collect();
+        assert_eq!(labels, ["allow", "refused", "error", "no_route", "internal", "upstream_error"]);
+    }
+
+    #[test]
+    fn series_are_cached_per_key() {
+        let key = (u64::MAX - 7, 0, 0, 0, Outcome::Refused, Reason::MissingToken, Decision::Challenge);
+        let mut built = 0;
+        let series = || {
+            built += 1;
+            let m = metrics();
+            RequestSeries {
+                requests: m.requests_total.with_label_values(&["metrics-test", "none", "none", Outcome::Refused.as_str()]),
+                duration: m.request_duration_seconds.with_label_values(&["metrics-test", Outcome::Refused.as_str()]),
+                decision: None,
+            }
+        };
+        let a = request_series(key, series);
+        let b = request_series(key, || unreachable!("built once per key"));
+        assert!(std::rc::Rc::ptr_eq(&a, &b));
+        assert_eq!(built, 1);
+    }
 }

@@ -101,6 +101,26 @@ pub async fn admit(rt: &Runtime, route: &CompiledRoute, headers: &HeaderMap, uri
         .verify(token, route.allowed.as_deref())
         .await
         .map_err(|e| Denial { provider: e.provider, ..Denial::plain(e.refusal) })?;
+    admit_bearer(rt, route, verified)
+}
+
+/// What `admit` decides for a bearer token once it is verified: public routes admit
+/// without looking, session-only routes refuse it (`missing_session`), a route that
+/// does not accept the token's provider refuses it (`provider_not_allowed`), then the
+/// policy decides. `token inspect` asks this for every route.
+pub fn admit_bearer(rt: &Runtime, route: &CompiledRoute, verified: Arc<Verified>) -> Result<Admission, Denial> {
+    match route.spec.auth {
+        AuthMode::None => return Ok(Admission::Public),
+        AuthMode::Session => return Err(Denial::plain(Refusal::NoSession)),
+        AuthMode::Bearer | AuthMode::Either => {}
+    }
+    if route.allowed.as_ref().is_some_and(|a| !a.contains(&verified.provider)) {
+        return Err(Denial {
+            provider: Some(verified.provider),
+            verified: Some(verified.clone()),
+            ..Denial::plain(Refusal::ProviderNotAllowed)
+        });
+    }
     decide(rt, route, verified)
 }
 
@@ -128,10 +148,7 @@ pub async fn session(rt: &Runtime, id: &str) -> Result<Arc<Verified>, Refusal> {
         .ok_or(Refusal::BadSession)?;
     let provider = rt.registry.by_id(&s.identity.provider).ok_or(Refusal::BadSession)?.index;
     let mut identity = s.identity;
-    if s.mfa && !identity.mfa {
-        identity.mfa = true;
-        identity.mfa_source = crate::identity::MfaSource::Session;
-    }
+    crate::session::carry_mfa(&mut identity, s.mfa);
     Ok(Arc::new(Verified::new(identity, provider, String::new(), s.expires_at, crate::providers::token_hash(id))))
 }
 

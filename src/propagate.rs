@@ -1,11 +1,14 @@
-//! What the upstream app receives: the `X-Identity-*` headers and the broker-minted
-//! `X-Identity-Token` (INTERFACE.md, "What the upstream app receives").
+//! What the upstream app receives: the `X-Identity-*` headers, the broker-minted
+//! `X-Identity-Token` and the `Authorization` the route asks for. [`route_headers`] is
+//! the one place these are decided, for the proxied request and for the forward-auth
+//! answer alike.
 //!
 //! Header values outside visible ASCII (and `%`) are percent-encoded UTF-8; list items
 //! are joined with `,` after encoding any `,` inside an item, so a list is always
 //! split unambiguously. Minted tokens are cached per verified token and route and
 //! reused until a minute before they expire, so a hot token pays no signature.
 
+use crate::config::{AuthorizationHeader, RouteSpec};
 use crate::identity::Identity;
 use crate::keys::Signer;
 use crate::providers::{now_secs, Verified};
@@ -63,6 +66,97 @@ pub fn identity_headers(id: &Identity) -> Vec<(&'static str, HeaderValue)> {
     push("x-identity-roles", list(&id.roles));
     push("x-identity-mfa", id.mfa.to_string());
     out
+}
+
+/// One change to the headers an admitted request carries upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// An identity header or `X-Identity-Token`.
+    Set(&'static str, HeaderValue),
+    /// `Authorization: Bearer <minted token>` (`authorization: identity_token`).
+    SetAuthorization(HeaderValue),
+    /// The client's `Authorization` must not reach the upstream (`strip`, or
+    /// `identity_token` with nothing to put in its place).
+    RemoveAuthorization,
+}
+
+/// The headers for an admitted request on `route`, in order, passed to `apply`:
+/// the identity headers and `X-Identity-Token` (`identity_token: true` with a broker)
+/// for a verified caller, then what becomes of `Authorization` (`keep` leaves it
+/// alone). `verified` is `None` on public routes (`auth: none`), where `strip` and
+/// `identity_token` both remove the header. The proxy applies the changes to the
+/// upstream request; forward-auth puts the `Set`s into its answer, for the front
+/// proxy to copy onto the request.
+pub fn route_headers<E>(
+    minter: Option<&Minter>,
+    route: &RouteSpec,
+    route_index: u32,
+    verified: Option<&Verified>,
+    mut apply: impl FnMut(Change) -> Result<(), E>,
+) -> Result<(), E> {
+    let Some(v) = verified else {
+        if route.authorization != AuthorizationHeader::Keep {
+            apply(Change::RemoveAuthorization)?;
+        }
+        return Ok(());
+    };
+    for (k, val) in v.headers.get_or_init(|| identity_headers(&v.identity)) {
+        apply(Change::Set(k, val.clone()))?;
+    }
+    let token = match (minter, route.identity_token || route.authorization == AuthorizationHeader::IdentityToken) {
+        (Some(m), true) => Some(m.token_for(v, &route.name, route_index)),
+        _ => None,
+    };
+    if let (Some(t), true) = (&token, route.identity_token) {
+        apply(Change::Set(TOKEN_HEADER, t.clone()))?;
+    }
+    match (route.authorization, token) {
+        (AuthorizationHeader::Keep, _) => Ok(()),
+        (AuthorizationHeader::Strip, _) | (AuthorizationHeader::IdentityToken, None) => apply(Change::RemoveAuthorization),
+        (AuthorizationHeader::IdentityToken, Some(t)) => {
+            // A compact JWS is base64url and dots: always a valid header value.
+            let bearer = HeaderValue::from_str(&format!("Bearer {}", t.to_str().unwrap_or_default()))
+                .unwrap_or_else(|_| HeaderValue::from_static(""));
+            apply(Change::SetAuthorization(bearer))
+        }
+    }
+}
+
+/// The normalised identity as JWT claims (the field names of [`Identity`], `sub` the
+/// global `{provider}:{subject}`): the one mapping from identity to claims, used for
+/// `X-Identity-Token` here and, filtered to its listed claims, by the broker's tokens.
+/// Absent values are `null`.
+pub fn identity_claims(id: &Identity) -> serde_json::Map<String, serde_json::Value> {
+    let claims = json!({
+        "sub": id.sub,
+        "subject": id.subject,
+        "provider": id.provider,
+        "provider_kind": id.provider_kind,
+        "population": id.population,
+        "tenant": id.tenant,
+        "org": id.org,
+        "idp": id.idp,
+        "email": id.email,
+        "email_verified": id.email_verified,
+        "name": id.name,
+        "username": id.username,
+        "principal_type": id.principal_type,
+        "groups": id.groups,
+        "groups_complete": id.groups_complete,
+        "roles": id.roles,
+        "scopes": id.scopes,
+        "permissions": id.permissions,
+        "amr": id.amr,
+        "mfa": id.mfa,
+        "acr": id.acr,
+        "auth_time": id.auth_time,
+        "token_use": id.token_use,
+        "client_id": id.client_id,
+    });
+    match claims {
+        serde_json::Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    }
 }
 
 /// Mints `X-Identity-Token`s with the broker key.
@@ -131,39 +225,16 @@ impl Minter {
     pub fn mint(&self, id: &Identity, aud: &str, now: i64, exp: i64) -> String {
         let mut jti = [0u8; 12];
         let _ = aws_lc_rs::rand::fill(&mut jti);
-        let claims = json!({
-            "iss": self.issuer,
-            "aud": aud,
-            "sub": id.sub,
-            "iat": now,
-            "nbf": now,
-            "exp": exp,
-            "jti": jti.iter().map(|b| format!("{b:02x}")).collect::<String>(),
-            "subject": id.subject,
-            "provider": id.provider,
-            "provider_kind": id.provider_kind,
-            "population": id.population,
-            "tenant": id.tenant,
-            "org": id.org,
-            "idp": id.idp,
-            "email": id.email,
-            "email_verified": id.email_verified,
-            "name": id.name,
-            "username": id.username,
-            "principal_type": id.principal_type,
-            "groups": id.groups,
-            "groups_complete": id.groups_complete,
-            "roles": id.roles,
-            "scopes": id.scopes,
-            "permissions": id.permissions,
-            "amr": id.amr,
-            "mfa": id.mfa,
-            "acr": id.acr,
-            "auth_time": id.auth_time,
-            "token_use": id.token_use,
-            "client_id": id.client_id,
-        });
-        self.signer.sign_jwt("JWT", &claims)
+        let mut claims = identity_claims(id);
+        claims.extend([
+            ("iss".to_string(), json!(self.issuer)),
+            ("aud".to_string(), json!(aud)),
+            ("iat".to_string(), json!(now)),
+            ("nbf".to_string(), json!(now)),
+            ("exp".to_string(), json!(exp)),
+            ("jti".to_string(), json!(jti.iter().map(|b| format!("{b:02x}")).collect::<String>())),
+        ]);
+        self.signer.sign_jwt("JWT", &serde_json::Value::Object(claims))
     }
 
     /// The broker's public keys: the active key first, then retired keys in overlap.
@@ -189,6 +260,83 @@ mod tests {
         assert_eq!(encode_value("a,b", false), "a,b");
         assert_eq!(encode_value("a,b", true), "a%2Cb");
         assert_eq!(encode_value("100%\n", false), "100%25%0A");
+    }
+
+    fn route(authorization: AuthorizationHeader, identity_token: bool) -> RouteSpec {
+        RouteSpec {
+            name: "r".into(),
+            host: crate::config::HostMatch::Any,
+            path_prefix: "/".into(),
+            auth: crate::config::AuthMode::Either,
+            upstreams: Vec::new(),
+            by_population: None,
+            require: Default::default(),
+            providers: None,
+            authorization,
+            identity_token,
+            branding: Default::default(),
+            case_sensitive: false,
+            path_params: false,
+        }
+    }
+
+    fn changes(minter: Option<&Minter>, route: &RouteSpec, v: Option<&Verified>) -> Vec<Change> {
+        let mut out = Vec::new();
+        route_headers(minter, route, 0, v, |c| {
+            out.push(c);
+            Ok::<_, ()>(())
+        })
+        .unwrap();
+        out
+    }
+
+    /// What each `authorization` / `identity_token` combination sends, with and without
+    /// a broker and a verified caller: the one table the proxy and forward-auth share.
+    #[test]
+    fn route_headers_follow_the_route_settings() {
+        use AuthorizationHeader::*;
+        let pem = crate::keys::generate_pem(crate::keys::KeyKind::Es256).unwrap();
+        let signer = crate::keys::Signer::from_pkcs8(pem::parse(pem.as_bytes()).unwrap().contents()).unwrap();
+        let minter = Minter::new(Arc::new(signer), "https://gw.test/broker", Duration::from_secs(300), 16);
+        let id = Identity::new("wf", crate::identity::ProviderKind::Entra, Population::Workforce, "u1".into());
+        let v = Verified::new(id, 0, String::new(), now_secs() + 600, [7; 32]);
+        let names = |c: &[Change]| -> Vec<String> {
+            c.iter()
+                .map(|c| match c {
+                    Change::Set(n, _) => n.to_string(),
+                    Change::SetAuthorization(v) => format!("authorization={}", &v.to_str().unwrap()[..7]),
+                    Change::RemoveAuthorization => "-authorization".into(),
+                })
+                .filter(|n| !n.starts_with("x-identity-") || n == TOKEN_HEADER)
+                .collect()
+        };
+        let cases: [(AuthorizationHeader, bool, Option<&Minter>, &[&str]); 8] = [
+            (Keep, true, Some(&minter), &["x-identity-token"]),
+            (Keep, false, Some(&minter), &[]),
+            (Strip, true, Some(&minter), &["x-identity-token", "-authorization"]),
+            (IdentityToken, true, Some(&minter), &["x-identity-token", "authorization=Bearer "]),
+            (IdentityToken, false, Some(&minter), &["authorization=Bearer "]),
+            (IdentityToken, true, None, &["-authorization"]),
+            (Keep, true, None, &[]),
+            (Strip, false, None, &["-authorization"]),
+        ];
+        for (authz, token, m, want) in cases {
+            let got = changes(m, &route(authz, token), Some(&v));
+            assert_eq!(names(&got), want, "{authz:?} identity_token={token} broker={}", m.is_some());
+            assert!(got.iter().any(|c| matches!(c, Change::Set("x-identity-sub", _))), "{authz:?}");
+        }
+        // Authorization carries exactly the X-Identity-Token.
+        let got = changes(Some(&minter), &route(IdentityToken, true), Some(&v));
+        let token = got.iter().find_map(|c| match c {
+            Change::Set(TOKEN_HEADER, t) => Some(t.to_str().unwrap().to_string()),
+            _ => None,
+        });
+        assert!(got.contains(&Change::SetAuthorization(HeaderValue::from_str(&format!("Bearer {}", token.unwrap())).unwrap())));
+        // Public routes: no identity; `keep` leaves the header, the others remove it.
+        assert!(changes(Some(&minter), &route(Keep, true), None).is_empty());
+        for authz in [Strip, IdentityToken] {
+            assert_eq!(changes(Some(&minter), &route(authz, true), None), [Change::RemoveAuthorization], "{authz:?}");
+        }
     }
 
     #[test]

@@ -1,10 +1,13 @@
 //! Every way a request can be refused, with its status, reason string and challenge
-//! defined in one place (STYLE.md habits 6-8).
+//! defined in one place, so a refusal carries its own reason wherever it travels and
+//! no caller invents a status or a string for it.
 //!
 //! `reason()` is the stable machine-readable string used as the problem+json `reason`,
 //! the metric label and the log field; it is always a `&'static str`, never built from
-//! request data. Each mapping is one exhaustive `match`, so a new variant does not
-//! compile until its status and reason are chosen.
+//! request data. [`Reason`] and [`Decision`] are the same labels as values, so request
+//! state and metric series keys compare enums, not strings. Each mapping is one
+//! exhaustive `match`, so a new variant does not compile until its status and reason
+//! are chosen.
 
 use thiserror::Error;
 
@@ -120,6 +123,155 @@ pub enum Refusal {
     InvalidTarget(crate::canon::TargetProblem),
 }
 
+/// Every reason string, as a closed set: `ok` for an allowed request, then one per
+/// refusal. `as_str` is the only place the strings are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Reason {
+    #[default]
+    Ok,
+    MissingToken,
+    DuplicateAuthorization,
+    UnsupportedScheme,
+    TokenTooLarge,
+    MalformedToken,
+    MissingSession,
+    InvalidSession,
+    AlgNone,
+    AlgNotAllowed,
+    AlgMismatch,
+    UntrustedHeaderKey,
+    UnknownCrit,
+    UnknownIssuer,
+    ProviderNotAllowed,
+    UnknownKid,
+    BadSignature,
+    ProviderUnavailable,
+    KeyIssuerMismatch,
+    TokenExpired,
+    TokenNotYetValid,
+    TokenIssuedInFuture,
+    IssuerMismatch,
+    AudienceMismatch,
+    TenantNotAllowed,
+    WrongTokenUse,
+    OktaOrgAccessToken,
+    MissingClaim,
+    NonceMismatch,
+    SessionStoreUnavailable,
+    AtHashMismatch,
+    PolicyNotAllowed,
+    AnonymousNotAllowed,
+    FirebaseSessionCookie,
+    AuthTimeInFuture,
+    InvalidSubject,
+    PopulationNotAllowed,
+    MfaRequired,
+    GroupRequired,
+    GroupsIncomplete,
+    RoleRequired,
+    InsufficientScope,
+    TenantRequired,
+    EmailNotVerified,
+    RealUserRequired,
+    NoRoute,
+    InvalidPath,
+    InvalidTarget,
+}
+
+impl Reason {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Reason::Ok => "ok",
+            Reason::MissingToken => "missing_token",
+            Reason::DuplicateAuthorization => "duplicate_authorization",
+            Reason::UnsupportedScheme => "unsupported_scheme",
+            Reason::TokenTooLarge => "token_too_large",
+            Reason::MalformedToken => "malformed_token",
+            Reason::MissingSession => "missing_session",
+            Reason::InvalidSession => "invalid_session",
+            Reason::AlgNone => "alg_none",
+            Reason::AlgNotAllowed => "alg_not_allowed",
+            Reason::AlgMismatch => "alg_mismatch",
+            Reason::UntrustedHeaderKey => "untrusted_header_key",
+            Reason::UnknownCrit => "unknown_crit",
+            Reason::UnknownIssuer => "unknown_issuer",
+            Reason::ProviderNotAllowed => "provider_not_allowed",
+            Reason::UnknownKid => "unknown_kid",
+            Reason::BadSignature => "bad_signature",
+            Reason::ProviderUnavailable => "provider_unavailable",
+            Reason::KeyIssuerMismatch => "key_issuer_mismatch",
+            Reason::TokenExpired => "token_expired",
+            Reason::TokenNotYetValid => "token_not_yet_valid",
+            Reason::TokenIssuedInFuture => "token_issued_in_future",
+            Reason::IssuerMismatch => "issuer_mismatch",
+            Reason::AudienceMismatch => "audience_mismatch",
+            Reason::TenantNotAllowed => "tenant_not_allowed",
+            Reason::WrongTokenUse => "wrong_token_use",
+            Reason::OktaOrgAccessToken => "okta_org_access_token",
+            Reason::MissingClaim => "missing_claim",
+            Reason::NonceMismatch => "nonce_mismatch",
+            Reason::SessionStoreUnavailable => "session_store_unavailable",
+            Reason::AtHashMismatch => "at_hash_mismatch",
+            Reason::PolicyNotAllowed => "policy_not_allowed",
+            Reason::AnonymousNotAllowed => "anonymous_not_allowed",
+            Reason::FirebaseSessionCookie => "firebase_session_cookie",
+            Reason::AuthTimeInFuture => "auth_time_in_future",
+            Reason::InvalidSubject => "invalid_subject",
+            Reason::PopulationNotAllowed => "population_not_allowed",
+            Reason::MfaRequired => "mfa_required",
+            Reason::GroupRequired => "group_required",
+            Reason::GroupsIncomplete => "groups_incomplete",
+            Reason::RoleRequired => "role_required",
+            Reason::InsufficientScope => "insufficient_scope",
+            Reason::TenantRequired => "tenant_required",
+            Reason::EmailNotVerified => "email_not_verified",
+            Reason::RealUserRequired => "real_user_required",
+            Reason::NoRoute => "no_route",
+            Reason::InvalidPath => "invalid_path",
+            Reason::InvalidTarget => "invalid_target",
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The `decision` label of `auth_decisions_total` and the audit line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Decision {
+    #[default]
+    Allow,
+    /// 401 `invalid_token` or 400 `invalid_request`: present a (better) credential.
+    Challenge,
+    /// 401 `insufficient_user_authentication`: authenticate again with a second factor.
+    StepUp,
+    /// 403: the identity does not meet the route's rules.
+    Deny,
+    /// 503, 404 or 400 without a challenge: not a judgement on the identity.
+    Error,
+}
+
+impl Decision {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allow => "allow",
+            Decision::Challenge => "challenge",
+            Decision::StepUp => "step_up",
+            Decision::Deny => "deny",
+            Decision::Error => "error",
+        }
+    }
+}
+
+impl std::fmt::Display for Decision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// How the client is told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
@@ -142,55 +294,61 @@ pub enum Class {
 }
 
 impl Refusal {
+    /// The stable reason string (problem+json `reason`, metric label, log field).
     pub fn reason(&self) -> &'static str {
+        self.code().as_str()
+    }
+
+    /// The reason as a value: compared and hashed without strings (metric series keys).
+    pub fn code(&self) -> Reason {
         match self {
-            Refusal::NoCredential => "missing_token",
-            Refusal::DuplicateAuthorization => "duplicate_authorization",
-            Refusal::UnsupportedScheme => "unsupported_scheme",
-            Refusal::TokenTooLarge => "token_too_large",
-            Refusal::Malformed(_) => "malformed_token",
-            Refusal::NoSession => "missing_session",
-            Refusal::BadSession => "invalid_session",
-            Refusal::AlgNone => "alg_none",
-            Refusal::AlgNotAllowed => "alg_not_allowed",
-            Refusal::AlgMismatch => "alg_mismatch",
-            Refusal::UntrustedHeaderKey => "untrusted_header_key",
-            Refusal::UnknownCrit => "unknown_crit",
-            Refusal::UnknownIssuer => "unknown_issuer",
-            Refusal::ProviderNotAllowed => "provider_not_allowed",
-            Refusal::UnknownKid => "unknown_kid",
-            Refusal::BadSignature => "bad_signature",
-            Refusal::ProviderUnavailable => "provider_unavailable",
-            Refusal::KeyIssuerMismatch => "key_issuer_mismatch",
-            Refusal::Expired => "token_expired",
-            Refusal::NotYetValid => "token_not_yet_valid",
-            Refusal::IssuedInFuture => "token_issued_in_future",
-            Refusal::IssuerMismatch => "issuer_mismatch",
-            Refusal::AudienceMismatch => "audience_mismatch",
-            Refusal::TenantNotAllowed => "tenant_not_allowed",
-            Refusal::WrongTokenUse => "wrong_token_use",
-            Refusal::OktaOrgAccessToken => "okta_org_access_token",
-            Refusal::MissingClaim(_) => "missing_claim",
-            Refusal::NonceMismatch => "nonce_mismatch",
-            Refusal::SessionStoreUnavailable => "session_store_unavailable",
-            Refusal::AtHashMismatch => "at_hash_mismatch",
-            Refusal::PolicyNotAllowed => "policy_not_allowed",
-            Refusal::AnonymousNotAllowed => "anonymous_not_allowed",
-            Refusal::SessionCookieNotIdToken => "firebase_session_cookie",
-            Refusal::AuthTimeInFuture => "auth_time_in_future",
-            Refusal::InvalidSubject => "invalid_subject",
-            Refusal::PopulationNotAllowed(_) => "population_not_allowed",
-            Refusal::MfaRequired { .. } => "mfa_required",
-            Refusal::GroupRequired(_) => "group_required",
-            Refusal::GroupsIncomplete => "groups_incomplete",
-            Refusal::RoleRequired(_) => "role_required",
-            Refusal::InsufficientScope(_) => "insufficient_scope",
-            Refusal::TenantRequired => "tenant_required",
-            Refusal::EmailNotVerified => "email_not_verified",
-            Refusal::RealUserRequired => "real_user_required",
-            Refusal::NoRoute => "no_route",
-            Refusal::InvalidPath(_) => "invalid_path",
-            Refusal::InvalidTarget(_) => "invalid_target",
+            Refusal::NoCredential => Reason::MissingToken,
+            Refusal::DuplicateAuthorization => Reason::DuplicateAuthorization,
+            Refusal::UnsupportedScheme => Reason::UnsupportedScheme,
+            Refusal::TokenTooLarge => Reason::TokenTooLarge,
+            Refusal::Malformed(_) => Reason::MalformedToken,
+            Refusal::NoSession => Reason::MissingSession,
+            Refusal::BadSession => Reason::InvalidSession,
+            Refusal::AlgNone => Reason::AlgNone,
+            Refusal::AlgNotAllowed => Reason::AlgNotAllowed,
+            Refusal::AlgMismatch => Reason::AlgMismatch,
+            Refusal::UntrustedHeaderKey => Reason::UntrustedHeaderKey,
+            Refusal::UnknownCrit => Reason::UnknownCrit,
+            Refusal::UnknownIssuer => Reason::UnknownIssuer,
+            Refusal::ProviderNotAllowed => Reason::ProviderNotAllowed,
+            Refusal::UnknownKid => Reason::UnknownKid,
+            Refusal::BadSignature => Reason::BadSignature,
+            Refusal::ProviderUnavailable => Reason::ProviderUnavailable,
+            Refusal::KeyIssuerMismatch => Reason::KeyIssuerMismatch,
+            Refusal::Expired => Reason::TokenExpired,
+            Refusal::NotYetValid => Reason::TokenNotYetValid,
+            Refusal::IssuedInFuture => Reason::TokenIssuedInFuture,
+            Refusal::IssuerMismatch => Reason::IssuerMismatch,
+            Refusal::AudienceMismatch => Reason::AudienceMismatch,
+            Refusal::TenantNotAllowed => Reason::TenantNotAllowed,
+            Refusal::WrongTokenUse => Reason::WrongTokenUse,
+            Refusal::OktaOrgAccessToken => Reason::OktaOrgAccessToken,
+            Refusal::MissingClaim(_) => Reason::MissingClaim,
+            Refusal::NonceMismatch => Reason::NonceMismatch,
+            Refusal::SessionStoreUnavailable => Reason::SessionStoreUnavailable,
+            Refusal::AtHashMismatch => Reason::AtHashMismatch,
+            Refusal::PolicyNotAllowed => Reason::PolicyNotAllowed,
+            Refusal::AnonymousNotAllowed => Reason::AnonymousNotAllowed,
+            Refusal::SessionCookieNotIdToken => Reason::FirebaseSessionCookie,
+            Refusal::AuthTimeInFuture => Reason::AuthTimeInFuture,
+            Refusal::InvalidSubject => Reason::InvalidSubject,
+            Refusal::PopulationNotAllowed(_) => Reason::PopulationNotAllowed,
+            Refusal::MfaRequired { .. } => Reason::MfaRequired,
+            Refusal::GroupRequired(_) => Reason::GroupRequired,
+            Refusal::GroupsIncomplete => Reason::GroupsIncomplete,
+            Refusal::RoleRequired(_) => Reason::RoleRequired,
+            Refusal::InsufficientScope(_) => Reason::InsufficientScope,
+            Refusal::TenantRequired => Reason::TenantRequired,
+            Refusal::EmailNotVerified => Reason::EmailNotVerified,
+            Refusal::RealUserRequired => Reason::RealUserRequired,
+            Refusal::NoRoute => Reason::NoRoute,
+            Refusal::InvalidPath(_) => Reason::InvalidPath,
+            Refusal::InvalidTarget(_) => Reason::InvalidTarget,
         }
     }
 
@@ -255,12 +413,12 @@ impl Refusal {
     }
 
     /// The decision label for `auth_decisions_total`.
-    pub fn decision(&self) -> &'static str {
+    pub fn decision(&self) -> Decision {
         match self.class() {
-            Class::InvalidToken | Class::InvalidRequest => "challenge",
-            Class::StepUp => "step_up",
-            Class::Forbidden | Class::Scope => "deny",
-            Class::Unavailable | Class::NotFound | Class::BadRequest => "error",
+            Class::InvalidToken | Class::InvalidRequest => Decision::Challenge,
+            Class::StepUp => Decision::StepUp,
+            Class::Forbidden | Class::Scope => Decision::Deny,
+            Class::Unavailable | Class::NotFound | Class::BadRequest => Decision::Error,
         }
     }
 
@@ -375,5 +533,16 @@ mod tests {
         assert_eq!(body["reason"], "group_required");
         assert_eq!(body["requirement"], "groups");
         assert_eq!(body["route"], "hr");
+    }
+
+    #[test]
+    fn reason_values_keep_their_strings() {
+        assert_eq!(Reason::Ok.as_str(), "ok");
+        assert_eq!(Refusal::NoCredential.code(), Reason::MissingToken);
+        assert_eq!(Refusal::SessionCookieNotIdToken.reason(), "firebase_session_cookie");
+        assert_eq!(Refusal::MfaRequired { acr_values: None }.decision().as_str(), "step_up");
+        assert_eq!(Refusal::NoRoute.decision(), Decision::Error);
+        assert_eq!(Refusal::GroupsIncomplete.decision().as_str(), "deny");
+        assert_eq!(Refusal::Expired.decision().as_str(), "challenge");
     }
 }

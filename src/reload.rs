@@ -16,7 +16,7 @@ use crate::config::{self, Config};
 use crate::metrics::metrics;
 use crate::runtime::Runtime;
 use arc_swap::ArcSwap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Loads `path` and swaps the new runtime into `state`; returns a description of the
@@ -25,10 +25,10 @@ use std::sync::Arc;
 /// # Errors
 /// Every reason the new configuration was refused, on one line (file, line and key
 /// where known); the running configuration is then unchanged.
-pub fn reload(state: &ArcSwap<Runtime>, path: &Path) -> Result<String, String> {
+pub fn reload(state: &ArcSwap<Runtime>, path: &Path) -> Result<String, ReloadError> {
     let old = state.load_full();
     let result = load(&old, path).and_then(|rt| {
-        let sink = crate::audit::prepare(&rt.config.audit).map_err(|e| e.to_string())?;
+        let sink = crate::audit::prepare(&rt.config.audit)?;
         Ok((rt, sink))
     });
     let label = if result.is_ok() { "success" } else { "failure" };
@@ -40,11 +40,31 @@ pub fn reload(state: &ArcSwap<Runtime>, path: &Path) -> Result<String, String> {
     Ok(summary)
 }
 
-fn load(old: &Runtime, path: &Path) -> Result<Runtime, String> {
-    let config = config::load(path, crate::providers::KINDS).map_err(|e| e.to_string().trim_end().replace('\n', "; "))?;
+/// Why a new configuration was refused; the running one is then unchanged. Each
+/// message is one line (file, line and key where known), for the reload log line.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{}", .0.to_string().trim_end().replace('\n', "; "))]
+    Config(#[source] config::ConfigErrors),
+    #[error("{} cannot change on reload (read at start only): restart (or `serve --upgrade`) instead", .0.join(", "))]
+    StartOnly(Vec<&'static str>),
+    #[error("{}: key `listen.https`: cannot read: {source}", path.display())]
+    TlsRead { path: PathBuf, source: std::io::Error },
+    #[error("{}: key `listen.https`: not PEM: {source}", path.display())]
+    TlsPem { path: PathBuf, source: pem::PemError },
+    #[error("{}: key `listen.https`: holds no {what}", path.display())]
+    TlsMissing { path: PathBuf, what: &'static str },
+    #[error(transparent)]
+    Build(#[from] crate::runtime::BuildError),
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
+}
+
+fn load(old: &Runtime, path: &Path) -> Result<Runtime, ReloadError> {
+    let config = config::load(path, crate::providers::KINDS).map_err(ReloadError::Config)?;
     check_start_only(&old.config, &config)?;
     check_tls(&config)?;
-    let mut rt = Runtime::build(config).map_err(|e| e.to_string())?;
+    let mut rt = Runtime::build(config)?;
     for p in &rt.registry.providers {
         if let Some(prev) = old.registry.by_id(&p.spec.id) {
             p.adopt_keys(prev);
@@ -67,9 +87,9 @@ fn load(old: &Runtime, path: &Path) -> Result<Runtime, String> {
 
 /// What is read only at start: a reload that changes it would report success and not
 /// apply it, so it is refused, naming every such key, with the way to apply it.
-fn check_start_only(old: &Config, new: &Config) -> Result<(), String> {
+fn check_start_only(old: &Config, new: &Config) -> Result<(), ReloadError> {
     let same_https = old.listen_https.as_ref().map(|t| t.addr) == new.listen_https.as_ref().map(|t| t.addr);
-    let changed: Vec<&str> = [
+    let changed: Vec<&'static str> = [
         ("listen", old.listen_http != new.listen_http || !same_https),
         ("admin", old.admin != new.admin),
         ("admin.ops_listen", old.admin_guard.ops_listen != new.admin_guard.ops_listen),
@@ -85,30 +105,27 @@ fn check_start_only(old: &Config, new: &Config) -> Result<(), String> {
     if changed.is_empty() {
         return Ok(());
     }
-    Err(format!(
-        "{} cannot change on reload (read at start only): restart (or `serve --upgrade`) instead",
-        changed.join(", ")
-    ))
+    Err(ReloadError::StartOnly(changed))
 }
 
 /// The TLS certificate and key must still be readable PEM of the right kind, so the
 /// next restart does not fail on what a reload accepted.
-fn check_tls(config: &Config) -> Result<(), String> {
+fn check_tls(config: &Config) -> Result<(), ReloadError> {
     match &config.listen_https {
         Some(t) => check_tls_files(&t.cert, &t.key),
         None => Ok(()),
     }
 }
 
-fn check_tls_files(cert: &Path, key: &Path) -> Result<(), String> {
-    let read = |p: &Path, want: &dyn Fn(&str) -> bool, what: &str| -> Result<(), String> {
-        let text = std::fs::read(p).map_err(|e| format!("{}: key `listen.https`: cannot read: {e}", p.display()))?;
-        let blocks =
-            pem::parse_many(&text).map_err(|e| format!("{}: key `listen.https`: not PEM: {e}", p.display()))?;
+fn check_tls_files(cert: &Path, key: &Path) -> Result<(), ReloadError> {
+    let read = |p: &Path, want: &dyn Fn(&str) -> bool, what: &'static str| -> Result<(), ReloadError> {
+        let path = || p.to_path_buf();
+        let text = std::fs::read(p).map_err(|source| ReloadError::TlsRead { path: path(), source })?;
+        let blocks = pem::parse_many(&text).map_err(|source| ReloadError::TlsPem { path: path(), source })?;
         if blocks.iter().any(|b| want(b.tag())) {
             Ok(())
         } else {
-            Err(format!("{}: key `listen.https`: holds no {what}", p.display()))
+            Err(ReloadError::TlsMissing { path: path(), what })
         }
     };
     read(cert, &|tag| tag == "CERTIFICATE", "CERTIFICATE block")?;
@@ -118,6 +135,15 @@ fn check_tls_files(cert: &Path, key: &Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // The checks' messages, as the reload log line shows them.
+    fn check_start_only(old: &Config, new: &Config) -> Result<(), String> {
+        super::check_start_only(old, new).map_err(|e| e.to_string())
+    }
+
+    fn check_tls_files(cert: &Path, key: &Path) -> Result<(), String> {
+        super::check_tls_files(cert, key).map_err(|e| e.to_string())
+    }
 
     fn config(dir: &Path, extra: &str) -> Config {
         std::fs::write(

@@ -22,8 +22,10 @@ pub const PEER_DOWN_FOR: Duration = Duration::from_secs(10);
 pub enum BuildError {
     #[error(transparent)]
     Key(#[from] crate::keys::KeyError),
-    #[error("session key {path}: {reason}")]
-    SessionKey { path: String, reason: String },
+    #[error("session key {path}: {source}")]
+    SessionKeyRead { path: String, source: std::io::Error },
+    #[error("session key {path}: must hold exactly 32 bytes, found {found}")]
+    SessionKeySize { path: String, found: usize },
     #[error(transparent)]
     Store(#[from] crate::session::StoreError),
 }
@@ -45,11 +47,9 @@ fn sessions(config: &Config) -> Result<crate::session::Sessions, BuildError> {
     let key = match &config.session.key_file {
         Some(path) => {
             let bytes = std::fs::read(path)
-                .map_err(|e| BuildError::SessionKey { path: path.display().to_string(), reason: e.to_string() })?;
-            SessionKey::from_bytes(&bytes).ok_or_else(|| BuildError::SessionKey {
-                path: path.display().to_string(),
-                reason: format!("must hold exactly 32 bytes, found {}", bytes.len()),
-            })?
+                .map_err(|source| BuildError::SessionKeyRead { path: path.display().to_string(), source })?;
+            SessionKey::from_bytes(&bytes)
+                .ok_or_else(|| BuildError::SessionKeySize { path: path.display().to_string(), found: bytes.len() })?
         }
         None => {
             tracing::warn!("no session.key_file: using a random session key (sessions end on restart)");

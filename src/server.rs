@@ -162,8 +162,19 @@ pub struct RunOptions {
     pub no_watch: bool,
 }
 
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
+    #[error(transparent)]
+    Build(#[from] crate::runtime::BuildError),
+    #[error("TLS listener {addr}: {source}")]
+    Tls { addr: SocketAddr, source: Box<pingora::Error> },
+}
+
 /// Builds and runs the server; returns only on error.
-pub fn run(config: Config, opts: RunOptions) -> Result<(), String> {
+pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
     let conf = ServerConf {
         threads: config.server.threads,
         upstream_keepalive_pool_size: config.server.upstream_keepalive,
@@ -188,12 +199,12 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), String> {
     }
     let config_path = config.path.clone();
     let watch = config.reload.watch && !opts.no_watch;
-    crate::audit::configure(&config.audit).map_err(|e| e.to_string())?;
+    crate::audit::configure(&config.audit)?;
     let listen_http = config.listen_http;
     let listen_https = config.listen_https.clone();
     let admin = config.admin;
     let ops_listen = config.admin_guard.ops_listen;
-    let runtime = Runtime::build(config).map_err(|e| e.to_string())?;
+    let runtime = Runtime::build(config)?;
     // Signing out at `/.idfabric/logout` also revokes the broker token families issued
     // from the session (sign-in does not know the broker; it calls this hook).
     crate::login::on_sign_out(crate::broker::sign_out_hook);
@@ -210,7 +221,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), String> {
             &tls.cert.to_string_lossy(),
             &tls.key.to_string_lossy(),
         )
-        .map_err(|e| format!("TLS listener {}: {e}", tls.addr))?;
+        .map_err(|source| StartError::Tls { addr: tls.addr, source })?;
         settings.enable_h2();
         proxy.add_tls_with_settings(&tls.addr.to_string(), None, settings);
     }

@@ -5,7 +5,7 @@
 //! client credentials, introspection, revocation, RP-initiated logout, every bad input
 //! with its RFC error code and status, the metrics, and no secret in any body or log.
 //!
-//! One gateway serves every test (STYLE.md habit 13); each test signs in with its own
+//! One gateway serves every test (started once per file); each test signs in with its own
 //! cookie-keeping agent, so tests run in parallel. Relying parties are plain HTTP calls
 //! here; their redirect URIs (`http://rp.test/...`) are never fetched, only read.
 //!

@@ -378,7 +378,8 @@ fn keys_generate_writes_the_set_and_refuses_to_overwrite_without_force() {
     assert_ne!(std::fs::read_to_string(k.join("broker-signing.pem")).unwrap(), pem, "--force did not regenerate");
 }
 
-/// INTERFACE.md's own examples, written the way it writes them: `${VAR}` unquoted inside
+/// The documented configuration examples, written the way docs/configuration.md writes
+/// them: `${VAR}` unquoted inside
 /// flow collections (`tenants: [${ENTRA_TENANT_ID}]`, `{ client_secret: ${PORTAL_SECRET} }`).
 #[test]
 fn check_accepts_the_interface_examples_verbatim() {

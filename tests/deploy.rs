@@ -1087,7 +1087,7 @@ async fn dashboard_and_alert_queries_name_only_metrics_the_gateway_exports() {
     }
     assert!(problems.is_empty(), "queries that do not match what idfabric exports:\n  {}", problems.join("\n  "));
 
-    // The dashboard shows every metric family of the contract (INTERFACE.md).
+    // The dashboard shows every metric family idfabric exports (docs/operations.md).
     for family in [
         "requests_total",
         "request_duration_seconds_bucket",

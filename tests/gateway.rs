@@ -1,11 +1,12 @@
 //! The gateway end to end, against the real binary: population routing, every
 //! `require` rule over HTTP, header spoofing, `authorization:` modes, the broker-minted
-//! `X-Identity-Token`, refusals (INTERFACE.md "Responses on refusal"), forward-auth and
+//! `X-Identity-Token`, refusals (problem+json, docs/refusals.md), forward-auth and
 //! `/me`, route matching, upstream failure and the admin listener.
 //!
 //! One gateway, one echo process (many ports, one app per port) and one config serve
-//! the whole file (STYLE.md habit 13); every test uses its own routes (by host), so
-//! tests can run in parallel and metric deltas stay attributable.
+//! the whole file (starting a gateway per test would cost more than the tests); every
+//! test uses its own routes (by host), so tests can run in parallel and metric deltas
+//! stay attributable.
 //!
 //! Providers: `wf` (workforce, Entra-shaped), `cu` (customer, Auth0-shaped),
 //! `cg` (customer, Cognito-shaped).
@@ -770,6 +771,39 @@ async fn forward_auth_answers_with_identity_headers_or_a_refusal() {
     .await;
     assert_eq!(g.status, 200, "{}", g.body);
     assert!(g.header("x-identity-sub").unwrap().starts_with("wf:"));
+}
+
+/// Forward-auth answers with the headers the proxy would send upstream, `Authorization`
+/// included: a route with `authorization: identity_token` gets `Bearer <minted token>`
+/// in the answer (for the front proxy to copy); `keep` and `strip` routes get none.
+#[tokio::test]
+async fn forward_auth_honours_the_route_authorization_setting() {
+    let f = fx();
+    let token = f.token("wf", "alice");
+    let fa = |route: &str| {
+        client()
+            .get(f.url("/.idfabric/auth"))
+            .header("x-forwarded-host", format!("{route}.test"))
+            .header("x-forwarded-uri", "/a")
+            .bearer_auth(&token)
+    };
+    for route in ["authz-default", "authz-keep", "authz-strip", "authz-idtoken"] {
+        let g = send(fa(route)).await;
+        assert_eq!(g.status, 200, "{route}: {}", g.body);
+        assert_eq!(g.header("x-identity-route").as_deref(), Some(route));
+        assert!(g.header("x-identity-sub").unwrap().starts_with("wf:"), "{route}");
+        let minted = g.header("x-identity-token").unwrap_or_else(|| panic!("{route}: no identity token"));
+        assert_eq!(jwt_claims(&minted)["aud"], route);
+        let auth = g.header("authorization");
+        if route == "authz-idtoken" {
+            assert_eq!(auth, Some(format!("Bearer {minted}")), "{route}: Authorization carries the identity token");
+        } else {
+            assert_eq!(auth, None, "{route}: the answer names no Authorization");
+        }
+        // The proxied request on the same route gets the same identity token.
+        let up = send(f.get(&format!("{route}.test"), "/a").bearer_auth(&token)).await.upstream_headers();
+        assert_eq!(up["x-identity-token"].as_str(), Some(minted.as_str()), "{route}");
+    }
 }
 
 #[tokio::test]

@@ -172,7 +172,8 @@ async fn an_old_sign_in_a_foreign_kind_and_bad_tokens_are_refused() {
 }
 
 /// The dev provider's `shape: firebase`: `idfabric token mint` emits a Firebase ID token
-/// (PROVIDERS-CIAM.md §8) that the Firebase mapper reads, and that `/.idfabric/session`
+/// (<https://firebase.google.com/docs/auth/admin/verify-id-tokens>) that the Firebase
+/// mapper reads, and that `/.idfabric/session`
 /// takes like a real one.
 #[tokio::test]
 async fn the_dev_provider_emits_firebase_shaped_tokens() {

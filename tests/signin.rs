@@ -9,7 +9,7 @@
 //! `Location`, `Set-Cookie`) is asserted. Every request goes to the gateway on
 //! 127.0.0.1 with the `Host` the URL names (route hosts `*.test`), like a browser would.
 //!
-//! One gateway with a memory store serves the memory tests (STYLE.md habit 13); each test
+//! One gateway with a memory store serves the memory tests (started once); each test
 //! uses its own users or routes, so tests can run in parallel. The Redis tests start their
 //! own `redis-server` and gateways.
 //!

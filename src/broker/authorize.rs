@@ -504,10 +504,7 @@ async fn issue(
     };
     let at = auth_time(&s);
     let mut identity = s.identity;
-    if s.mfa && !identity.mfa {
-        identity.mfa = true;
-        identity.mfa_source = crate::identity::MfaSource::Session;
-    }
+    crate::session::carry_mfa(&mut identity, s.mfa);
     let code = random(32);
     let grant = CodeGrant {
         client_id: client.client_id.clone(),

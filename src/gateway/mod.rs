@@ -20,12 +20,11 @@ pub mod respond;
 
 pub use reserved::is_reserved;
 
-use crate::config::AuthorizationHeader;
-use crate::metrics::{self, metrics};
+use crate::metrics::{self, metrics, Outcome};
 use crate::pipeline::{self, Admission};
 use crate::propagate;
 use crate::providers::Verified;
-use crate::refusal::Refusal;
+use crate::refusal::{Decision, Reason, Refusal};
 use crate::runtime::Runtime;
 use crate::trace::{self, TraceContext};
 use arc_swap::ArcSwap;
@@ -51,9 +50,12 @@ pub struct RequestCtx {
     /// Index of the chosen peer in the route's pool, for passive health.
     peer: Option<usize>,
     tries: usize,
-    outcome: &'static str,
-    reason: &'static str,
-    decision: &'static str,
+    outcome: Outcome,
+    reason: Reason,
+    decision: Decision,
+    /// The reason a reserved path's own reply gave (sign-in and broker pages), for the
+    /// log line; routed requests and refusals carry theirs in `reason`.
+    reply_reason: Option<&'static str>,
     provider: Option<usize>,
     population: Option<crate::identity::Population>,
     request_id: String,
@@ -75,8 +77,8 @@ pub(crate) struct ForwardDecision {
     verified: Option<Arc<Verified>>,
     provider: Option<usize>,
     population: Option<crate::identity::Population>,
-    decision: &'static str,
-    reason: &'static str,
+    decision: Decision,
+    reason: Reason,
 }
 
 impl ForwardDecision {
@@ -85,7 +87,7 @@ impl ForwardDecision {
     }
 
     fn allowed(&mut self, adm: &Admission) {
-        (self.decision, self.reason) = ("allow", "ok");
+        (self.decision, self.reason) = (Decision::Allow, Reason::Ok);
         if let Admission::Allowed { verified, .. } = adm {
             (self.provider, self.population) = (Some(verified.provider), Some(verified.identity.population));
             self.verified = Some(verified.clone());
@@ -93,9 +95,13 @@ impl ForwardDecision {
     }
 
     fn denied(&mut self, d: &pipeline::Denial) {
-        (self.decision, self.reason) = (d.refusal.decision(), d.refusal.reason());
+        self.refused(&d.refusal);
         (self.provider, self.population) = (d.provider, d.population);
         self.verified = d.verified.clone();
+    }
+
+    fn refused(&mut self, r: &Refusal) {
+        (self.decision, self.reason) = (r.decision(), r.code());
     }
 }
 
@@ -193,9 +199,10 @@ impl ProxyHttp for Gateway {
             verified: None,
             peer: None,
             tries: 0,
-            outcome: "allow",
-            reason: "ok",
-            decision: "allow",
+            outcome: Outcome::Allow,
+            reason: Reason::Ok,
+            decision: Decision::Allow,
+            reply_reason: None,
             provider: None,
             population: None,
             request_id: String::new(),
@@ -232,8 +239,8 @@ impl ProxyHttp for Gateway {
             Ok(r) => r,
             Err((refusal, route)) => {
                 ctx.route = route;
-                ctx.outcome = "refused";
-                ctx.reason = refusal.reason();
+                ctx.outcome = Outcome::Refused;
+                ctx.reason = refusal.code();
                 ctx.decision = refusal.decision();
                 let name = route.map(|i| rt.routes.routes[i as usize].spec.name.as_str());
                 respond::refusal(session, &refusal, name).await?;
@@ -253,7 +260,7 @@ impl ProxyHttp for Gateway {
             Resolved::Asterisk => {
                 // `OPTIONS *` asks about the server, not a resource: answered here.
                 respond::send(session, 200, &[("allow", ALLOW), ("cache-control", "no-store")], Default::default()).await?;
-                ctx.outcome = "internal";
+                ctx.outcome = Outcome::Internal;
                 return Ok(true);
             }
             Resolved::Reserved(path) => {
@@ -265,13 +272,13 @@ impl ProxyHttp for Gateway {
                 } else {
                     reserved::handle(&rt, session, &path).await?
                 };
-                ctx.outcome = if h.status < 400 { "internal" } else { "refused" };
-                ctx.reason = h.reason;
+                ctx.outcome = if h.status < 400 { Outcome::Internal } else { Outcome::Refused };
+                ctx.reply_reason = Some(h.reason);
                 return Ok(true);
             }
             Resolved::NoRoute => {
-                ctx.outcome = "no_route";
-                ctx.reason = Refusal::NoRoute.reason();
+                ctx.outcome = Outcome::NoRoute;
+                ctx.reason = Refusal::NoRoute.code();
                 respond::refusal(session, &Refusal::NoRoute, None).await?;
                 return Ok(true);
             }
@@ -292,8 +299,8 @@ impl ProxyHttp for Gateway {
                 ctx.provider = d.provider;
                 ctx.population = d.population;
                 ctx.verified = d.verified.clone();
-                ctx.outcome = if d.refusal.status() == 503 { "error" } else { "refused" };
-                ctx.reason = d.refusal.reason();
+                ctx.outcome = if d.refusal.status() == 503 { Outcome::Error } else { Outcome::Refused };
+                ctx.reason = d.refusal.code();
                 ctx.decision = d.refusal.decision();
                 if d.refusal.class() == crate::refusal::Class::InvalidToken
                     && !matches!(d.refusal, Refusal::NoCredential | Refusal::NoSession | Refusal::BadSession)
@@ -368,39 +375,16 @@ impl ProxyHttp for Gateway {
         let Some(route) = ctx.route(&rt) else {
             return Ok(());
         };
-        let Some(v) = &ctx.verified else {
-            if route.spec.authorization != AuthorizationHeader::Keep {
-                upstream.remove_header(&http::header::AUTHORIZATION);
-            }
-            return Ok(());
-        };
-        for (k, val) in v.headers.get_or_init(|| propagate::identity_headers(&v.identity)) {
-            upstream.insert_header(*k, val.clone())?;
-        }
-        let token = match (
-            &rt.minter,
-            route.spec.identity_token || route.spec.authorization == AuthorizationHeader::IdentityToken,
-        ) {
-            (Some(m), true) => Some(m.token_for(v, &route.spec.name, route.index)),
-            _ => None,
-        };
-        if let (Some(t), true) = (&token, route.spec.identity_token) {
-            upstream.insert_header(propagate::TOKEN_HEADER, t.clone())?;
-        }
-        match route.spec.authorization {
-            AuthorizationHeader::Keep => {}
-            AuthorizationHeader::Strip => {
-                upstream.remove_header(&http::header::AUTHORIZATION);
-            }
-            AuthorizationHeader::IdentityToken => match &token {
-                Some(t) => upstream
-                    .insert_header(http::header::AUTHORIZATION, format!("Bearer {}", t.to_str().unwrap_or_default()))?,
-                None => {
+        propagate::route_headers(rt.minter.as_ref(), &route.spec, route.index, ctx.verified.as_deref(), |change| {
+            match change {
+                propagate::Change::Set(name, value) => upstream.insert_header(name, value)?,
+                propagate::Change::SetAuthorization(value) => upstream.insert_header(http::header::AUTHORIZATION, value)?,
+                propagate::Change::RemoveAuthorization => {
                     upstream.remove_header(&http::header::AUTHORIZATION);
                 }
-            },
-        }
-        Ok(())
+            }
+            Ok(())
+        })
     }
 
     /// The upstream's answer carries the request's `X-Request-Id` unless it set its own.
@@ -426,7 +410,7 @@ impl ProxyHttp for Gateway {
             },
         };
         // The auth decision (allow) stands; the outcome records the upstream failure.
-        ctx.outcome = "upstream_error";
+        ctx.outcome = Outcome::UpstreamError;
         let rt = ctx.rt.clone();
         let route = ctx.route(&rt).map(|r| r.spec.name.as_str());
         if let Some(r) = route {
@@ -461,9 +445,9 @@ impl ProxyHttp for Gateway {
             ctx.route.unwrap_or(u32::MAX),
             ctx.provider.map(|p| p as u32).unwrap_or(u32::MAX),
             ctx.population.map(|p| p.index() as u8).unwrap_or(u8::MAX),
-            ctx.outcome.as_ptr() as usize,
-            ctx.reason.as_ptr() as usize,
-            ctx.decision.as_ptr() as usize,
+            ctx.outcome,
+            ctx.reason,
+            ctx.decision,
         );
         let route = ctx.route(rt).map(|r| r.spec.name.as_str()).unwrap_or("none");
         let provider = ctx.provider.map(|i| rt.registry.providers[i].id()).unwrap_or("none");
@@ -471,11 +455,11 @@ impl ProxyHttp for Gateway {
         let series = metrics::request_series(key, || {
             let m = metrics::metrics();
             metrics::RequestSeries {
-                requests: m.requests_total.with_label_values(&[route, population, provider, ctx.outcome]),
-                duration: m.request_duration_seconds.with_label_values(&[route, ctx.outcome]),
+                requests: m.requests_total.with_label_values(&[route, population, provider, ctx.outcome.as_str()]),
+                duration: m.request_duration_seconds.with_label_values(&[route, ctx.outcome.as_str()]),
                 decision: ctx
                     .route
-                    .map(|_| m.auth_decisions_total.with_label_values(&[route, ctx.decision, ctx.reason])),
+                    .map(|_| m.auth_decisions_total.with_label_values(&[route, ctx.decision.as_str(), ctx.reason.as_str()])),
             }
         });
         series.requests.inc();
@@ -486,10 +470,10 @@ impl ProxyHttp for Gateway {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         // Access evidence is what was allowed (a refused request keeps its identity for
         // the audit line, but is no access).
-        if let (Some(r), Some(v), "allow") = (ctx.route(rt), &ctx.verified, ctx.decision) {
+        if let (Some(r), Some(v), Decision::Allow) = (ctx.route(rt), &ctx.verified, ctx.decision) {
             crate::access::observe(&r.spec.name, v);
         }
-        if let Some(f) = ctx.forward.as_deref().filter(|f| f.decision == "allow") {
+        if let Some(f) = ctx.forward.as_deref().filter(|f| f.decision == Decision::Allow) {
             if let (Some(r), Some(v)) = (f.route.map(|i| &rt.routes.routes[i as usize]), &f.verified) {
                 crate::access::observe(&r.spec.name, v);
             }
@@ -497,15 +481,15 @@ impl ProxyHttp for Gateway {
         if crate::audit::enabled() {
             audit(session, ctx, route, provider, status);
         }
-        if ctx.outcome == "refused" || ctx.outcome == "error" || ctx.outcome == "no_route" {
+        if matches!(ctx.outcome, Outcome::Refused | Outcome::Error | Outcome::NoRoute) {
             tracing::info!(
                 parent: &ctx.span,
                 route,
                 provider,
                 population,
                 status,
-                reason = ctx.reason,
-                decision = ctx.decision,
+                reason = ctx.reply_reason.unwrap_or(ctx.reason.as_str()),
+                decision = ctx.decision.as_str(),
                 method = %session.req_header().method,
                 path = session.req_header().uri.path(),
                 request_id = ctx.request_id.as_str(),
@@ -530,8 +514,8 @@ fn audit(session: &Session, ctx: &RequestCtx, route: &str, provider: &str, statu
         provider: None,
         population: None,
         verified: None,
-        decision: "allow",
-        reason: "ok",
+        decision: Decision::Allow,
+        reason: Reason::Ok,
         status,
         started: ctx.started,
         method: req.method.as_str(),

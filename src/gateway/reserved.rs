@@ -2,7 +2,7 @@
 //! discovery and keys, the broker's discovery and keys, forward-auth and `/me`.
 
 use super::respond;
-use crate::pipeline::{self, Admission};
+use crate::pipeline;
 use crate::propagate;
 use crate::providers::{dev, dev_op};
 use crate::canon::PathProblem;
@@ -146,7 +146,7 @@ pub(super) async fn forward_auth_audited(rt: &Runtime, session: &mut Session, au
     audit.route(route.index, &host, path.path());
     if path.has_params() && !route.spec.path_params {
         let r = Refusal::InvalidPath(PathProblem::ParamsNotAllowed);
-        (audit.decision, audit.reason) = (r.decision(), r.reason());
+        audit.refused(&r);
         return refuse(session, r, Some(&route.spec.name)).await;
     }
     let original: http::Uri = match query {
@@ -160,14 +160,17 @@ pub(super) async fn forward_auth_audited(rt: &Runtime, session: &mut Session, au
             audit.allowed(&adm);
             let mut h = pingora::http::ResponseHeader::build(200, Some(16))?;
             h.insert_header("x-identity-route", route.spec.name.as_str())?;
-            if let Admission::Allowed { verified, .. } = &adm {
-                for (k, v) in verified.headers.get_or_init(|| propagate::identity_headers(&verified.identity)) {
-                    h.insert_header(*k, v.clone())?;
+            // The same headers the proxy would send upstream; `Authorization` only when the
+            // route replaces it (a removal is the absence of one in this answer).
+            let verified = adm.verified().map(|v| &**v);
+            propagate::route_headers(rt.minter.as_ref(), &route.spec, route.index, verified, |change| {
+                match change {
+                    propagate::Change::Set(name, value) => h.insert_header(name, value)?,
+                    propagate::Change::SetAuthorization(value) => h.insert_header(http::header::AUTHORIZATION, value)?,
+                    propagate::Change::RemoveAuthorization => {}
                 }
-                if let (Some(m), true) = (&rt.minter, route.spec.identity_token) {
-                    h.insert_header(propagate::TOKEN_HEADER, m.token_for(verified, &route.spec.name, route.index))?;
-                }
-            }
+                Ok::<_, Box<pingora::Error>>(())
+            })?;
             h.insert_header("content-length", "0")?;
             h.insert_header("cache-control", "no-store")?;
             session.write_response_header(Box::new(h), true).await?;

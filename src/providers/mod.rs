@@ -623,7 +623,7 @@ impl Registry {
             }
         }
         if let (Some(at_hash), Some(at)) = (parsed.claims.str("at_hash"), access_token) {
-            if !at_hash_matches(at_hash, at, key.alg) {
+            if !crate::keys::at_hash_matches(at_hash, at, key.alg) {
                 return Err(Refusal::AtHashMismatch);
             }
         }
@@ -754,11 +754,6 @@ mod hot {
     pub fn put(registry: usize, token: &str, v: &Arc<Verified>) {
         SLOTS_TL.with(|s| s.borrow_mut()[index(token)] = Some((registry, token.into(), v.clone())));
     }
-}
-
-/// OIDC Core 3.1.3.6: left half of the hash of the access token, base64url.
-fn at_hash_matches(at_hash: &str, access_token: &str, alg: jsonwebtoken::Algorithm) -> bool {
-    crate::op::at_hash(crate::op::jws_name(alg), access_token) == at_hash
 }
 
 /// Refusals that the same token bytes will always get from the same registry.

@@ -113,6 +113,16 @@ pub struct Session {
     pub touched_at: i64,
 }
 
+/// The session's MFA still counts: an identity rebuilt from a session (each request,
+/// a broker sign-in, a token refresh whose ID token dropped `amr`) keeps the second
+/// factor its login proved, marked as coming from the session.
+pub fn carry_mfa(identity: &mut Identity, login_mfa: bool) {
+    if login_mfa && !identity.mfa {
+        identity.mfa = true;
+        identity.mfa_source = crate::identity::MfaSource::Session;
+    }
+}
+
 /// A login in progress, keyed by its `state`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LoginTxn {

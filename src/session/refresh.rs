@@ -48,10 +48,7 @@ pub async fn session_for(registry: &Registry, sessions: &Sessions, id: &str) -> 
                     if identity.sub == s.identity.sub && completed.is_ok() {
                         identity.token_use = crate::identity::TokenUse::Session;
                         // Refreshed tokens often drop `amr`: the login's MFA stands.
-                        if s.mfa && !identity.mfa {
-                            identity.mfa = true;
-                            identity.mfa_source = crate::identity::MfaSource::Session;
-                        }
+                        super::carry_mfa(&mut identity, s.mfa);
                         s.identity = identity;
                         s.upstream_exp = Some(new_exp);
                         s.id_token = Some(idt.to_string());

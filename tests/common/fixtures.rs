@@ -1,8 +1,12 @@
-//! Token fixtures per upstream shape (STYLE.md habit 11): a named baseline for each
-//! IdP dialect, taken from the example tokens in PROVIDERS.md (§1.9 Entra v2 access
-//! token, §2.8 Okta custom-AS access token, §3.8 Auth0 access token, §4.8 Cognito
-//! access token) plus plain OIDC, with fresh times, tweaked by a small builder and
-//! signed on demand. `provider_yaml` writes the matching provider file and `Stack`
+//! Token fixtures per upstream shape: a named baseline for each IdP dialect, shaped
+//! like the vendors' documented tokens (Entra v2 access token,
+//! <https://learn.microsoft.com/en-us/entra/identity-platform/access-token-claims-reference>;
+//! Okta custom authorization server access token,
+//! <https://developer.okta.com/docs/api/openapi/okta-oauth/guides/overview/>; Auth0 access
+//! token, <https://auth0.com/docs/secure/tokens/access-tokens>; Cognito access token,
+//! <https://docs.aws.amazon.com/cognito/latest/developerguide/amazon-cognito-user-pools-using-the-access-token.html>)
+//! plus plain OIDC, with fresh times, tweaked by a small builder and signed on demand,
+//! so a test states only how its token differs from a real one. `provider_yaml` writes the matching provider file and `Stack`
 //! runs a fake IdP, the echo app and the real gateway for one shape.
 
 use super::fakeidp::{new_signer, sign_with_header, FakeIdp};
@@ -13,7 +17,7 @@ use idfabric::keys::{KeyKind, Signer};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
-// --- the made-up tenants, clients and users of PROVIDERS.md's examples ----------------
+// --- made-up tenants, clients and users, shaped like the vendors' examples -------------
 
 pub const ENTRA_TID: &str = "3c1a9e47-5b2d-4f8e-9a61-0d7c2e4b8f15";
 pub const ENTRA_OID: &str = "f0e1d2c3-b4a5-4968-8776-655443322110";
@@ -46,7 +50,8 @@ pub const OIDC_CLIENT: &str = "acme-portal";
 pub const OIDC_TENANT: &str = "acme";
 pub const OIDC_SUB: &str = "6a1f0c2e-3b4d-4e5f-8a9b-0c1d2e3f4a5b";
 
-/// Azure AD B2C tenant `contosoretail` (PROVIDERS-CIAM.md §9.10).
+/// Azure AD B2C tenant `contosoretail`
+/// (<https://learn.microsoft.com/en-us/azure/active-directory-b2c/tokens-overview>).
 pub const B2C_TID: &str = "8d2f4a6c-1e3b-4c5d-9f7a-2b4c6d8e0f13";
 /// The client app: `aud` of its ID tokens.
 pub const B2C_CLIENT: &str = "a1b2c3d4-5e6f-4a7b-8c9d-0e1f2a3b4c5d";
@@ -55,7 +60,8 @@ pub const B2C_API: &str = "e7f6d5c4-b3a2-4190-8f7e-6d5c4b3a2910";
 pub const B2C_OID: &str = "4c7e9a1b-3d5f-4a2c-8e6b-0d1f3a5c7e9b";
 pub const B2C_POLICY: &str = "B2C_1_susi";
 
-/// Firebase project `acme-retail-prod` with a GCIP tenant (PROVIDERS-CIAM.md §8.11).
+/// Firebase project `acme-retail-prod` with an Identity Platform tenant
+/// (<https://cloud.google.com/identity-platform/docs/multi-tenancy-authentication>).
 pub const FIREBASE_PROJECT: &str = "acme-retail-prod";
 pub const FIREBASE_UID: &str = "Hq3ZtY8vLm2Xc7Rb9Nw4Pk1Js6Df";
 pub const FIREBASE_TENANT: &str = "eu-stores-x7k2p";
@@ -258,7 +264,7 @@ pub fn claims(shape: Shape, issuer: &str, audience: &str) -> Value {
             "email": "kim@acme.example", "email_verified": true, "name": "Kim Park",
             "preferred_username": "kim", "groups": ["staff"],
         }),
-        // §9.10: ID token of user flow B2C_1_susi, Google sign-in.
+        // An ID token of user flow B2C_1_susi, Google sign-in.
         Shape::B2c => json!({
             "exp": exp, "nbf": iat, "ver": "1.0", "iss": issuer,
             "sub": B2C_OID, "aud": audience, "nonce": "f9Kd2Lp7Qx4Rz8Tw",
@@ -267,7 +273,7 @@ pub fn claims(shape: Shape, issuer: &str, audience: &str) -> Value {
             "emails": ["tomas.alvarez@gmail.com"], "extension_LoyaltyTier": "gold",
             "tfp": B2C_POLICY, "at_hash": "Qm3Zr8Tn1Vb6Xc4Lp9Wd2A",
         }),
-        // §8.11: GCIP tenant user, Google sign-in + SMS second factor.
+        // An Identity Platform tenant user, Google sign-in + SMS second factor.
         Shape::Firebase => json!({
             "org_role": "store_manager", "org_id": "org_4821", "name": "Lena Fischer",
             "picture": "https://lh3.googleusercontent.com/a/ACg8ocK7exampleFirebase=s96-c",
@@ -284,7 +290,8 @@ pub fn claims(shape: Shape, issuer: &str, audience: &str) -> Value {
     }
 }
 
-/// The Cognito ID token of §4.8 (Google-federated user) for `issuer` and app `client`.
+/// A Cognito ID token of a Google-federated user for `issuer` and app `client`
+/// (<https://docs.aws.amazon.com/cognito/latest/developerguide/amazon-cognito-user-pools-using-the-id-token.html>).
 pub fn cognito_id_claims(issuer: &str, client: &str) -> Value {
     let pool = issuer.rsplit('/').next().unwrap_or(COGNITO_POOL);
     let iat = now() - 300;

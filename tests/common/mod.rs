@@ -299,7 +299,7 @@ impl Drop for Echo {
     }
 }
 
-// --- Processes shared by every test of one file (STYLE.md habit 13) -----------------
+// --- Processes shared by every test of one file (one start, tests in parallel) -------
 //
 // A server kept in a `static` is never dropped, so it is started behind a small `sh`
 // watchdog that kills it when the test process exits (its stdin pipe closes then).
