@@ -134,7 +134,8 @@ impl Default for LoginLimits {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionStore {
     Memory,
-    Redis(String),
+    /// `redis://`, `rediss://`, `redis+sentinel://`, `redis[s]+cluster://` with `session.tls`.
+    Redis(crate::session::redis_conn::RedisTarget),
 }
 
 #[derive(Debug, Clone)]

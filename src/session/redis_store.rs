@@ -1,22 +1,93 @@
-//! `session.store: redis://host:port`: shared by every replica, so a session created on
-//! one replica works on another and a logout or revocation ends it everywhere.
+//! `session.store: redis://…` (or `rediss://`, `redis+sentinel://`, `redis+cluster://`,
+//! see `super::redis_conn`): shared by every replica, so a session created on one
+//! replica works on another and a logout or revocation ends it everywhere.
 //!
-//! Uses a `ConnectionManager` (reconnects by itself). Every call has a short timeout:
-//! when Redis is down, sign-ins fail closed with a clear page and bearer traffic,
-//! which never touches the store, is unaffected.
+//! Every call has a short timeout: when Redis is down, sign-ins fail closed with a
+//! clear page and bearer traffic, which never touches the store, is unaffected. Every
+//! call is counted (`idfabric_session_store_ops_total{op,result}`) and timed
+//! (`idfabric_session_store_op_duration_seconds{op}`); failures are logged at most once
+//! a second, with the operation and the error, never a key or a value.
 
+use super::redis_conn::{Backend, Conn, RedisTarget};
 use super::{AccessRecord, Store, StoreError};
+use crate::metrics::metrics;
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
-use std::time::Duration;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
 use tokio::sync::OnceCell;
 
 const OP_TIMEOUT: Duration = Duration::from_millis(1500);
 
+/// How long a write on a Sentinel-managed master waits for one replica to confirm it.
+const REPLICA_WAIT_MS: u64 = 500;
+
+/// The operations counted in `idfabric_session_store_ops_total` (a fixed set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Get,
+    Set,
+    Take,
+    Delete,
+    SetIfAbsent,
+    AddMember,
+    Members,
+    RemoveMember,
+    Ping,
+    PendingPark,
+    PendingPeek,
+    PendingTake,
+    PendingSweep,
+    AccessWrite,
+    AccessRead,
+}
+
+impl Op {
+    pub fn label(self) -> &'static str {
+        match self {
+            Op::Get => "get",
+            Op::Set => "set",
+            Op::Take => "take",
+            Op::Delete => "delete",
+            Op::SetIfAbsent => "set_if_absent",
+            Op::AddMember => "add_member",
+            Op::Members => "members",
+            Op::RemoveMember => "remove_member",
+            Op::Ping => "ping",
+            Op::PendingPark => "pending_park",
+            Op::PendingPeek => "pending_peek",
+            Op::PendingTake => "pending_take",
+            Op::PendingSweep => "pending_sweep",
+            Op::AccessWrite => "access_write",
+            Op::AccessRead => "access_read",
+        }
+    }
+
+    fn writes(self) -> bool {
+        !matches!(self, Op::Get | Op::Members | Op::Ping | Op::PendingPeek | Op::AccessRead)
+    }
+}
+
+/// Counts one operation's result (`ok`, `miss` or `error`).
+pub fn count(op: Op, result: &'static str) {
+    metrics().session_store_ops_total.with_label_values(&[op.label(), result]).inc();
+}
+
+/// Counts a read that may find nothing: `miss` when it did.
+pub(crate) fn count_found<T>(op: Op, r: &Result<Option<T>, StoreError>) {
+    if let Ok(v) = r {
+        count(op, if v.is_some() { "ok" } else { "miss" });
+    }
+}
+
 pub struct RedisStore {
-    client: redis::Client,
-    conn: OnceCell<ConnectionManager>,
+    backend: Backend,
+    /// The single or cluster connection, made on first use (each reconnects by itself).
+    conn: OnceCell<Conn>,
+    /// The URL with its password hidden, for logs.
+    shown: String,
+    /// When a failure was last logged (milliseconds since the epoch).
+    last_log: AtomicI64,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -26,58 +97,146 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 /// A store URL fit for logs and error messages: the password, if any, is replaced by
 /// `***` (`redis://user:***@host:6379/0`). Text that does not parse as a URL with a
 /// host keeps only what follows its last `@`.
-pub fn redacted(url: &str) -> String {
+pub fn redacted(url: impl AsRef<str>) -> String {
+    let url = url.as_ref();
     match url::Url::parse(url) {
         // Without a host (`redis:/:pw@h`, one slash) the credentials are not parsed as
         // such: the fallback below applies.
-        Ok(mut u) if u.has_host() => {
+        Ok(mut u) if u.has_host() && !u.host_str().unwrap_or_default().contains(',') => {
             if u.password().is_some() {
                 let _ = u.set_password(Some("***"));
             }
             u.to_string()
         }
-        _ => url.rsplit_once('@').map_or(url.to_string(), |(_, host)| format!("***@{host}")),
+        // Sentinel and Cluster URLs list several hosts: what precedes the last `@` goes.
+        _ => match url.split_once("://") {
+            Some((scheme, rest)) if rest.contains('@') => {
+                format!("{scheme}://***@{}", rest.rsplit_once('@').map_or(rest, |(_, h)| h))
+            }
+            Some(_) => url.to_string(),
+            None => url.rsplit_once('@').map_or(url.to_string(), |(_, host)| format!("***@{host}")),
+        },
     }
 }
 
 impl RedisStore {
-    pub fn new(url: &str) -> Result<RedisStore, StoreError> {
-        Ok(RedisStore { client: redis::Client::open(url).map_err(unavailable)?, conn: OnceCell::new() })
+    /// A store for `target`; connects on first use. Fails only on configuration that
+    /// cannot work (unreadable TLS files, a URL the client rejects).
+    pub fn new(target: &RedisTarget) -> Result<RedisStore, StoreError> {
+        Ok(RedisStore {
+            backend: Backend::new(target, OP_TIMEOUT).map_err(StoreError::Unavailable)?,
+            conn: OnceCell::new(),
+            shown: redacted(&target.url),
+            last_log: AtomicI64::new(0),
+        })
     }
 
-    async fn conn(&self) -> Result<ConnectionManager, StoreError> {
-        let c = self
-            .conn
-            .get_or_try_init(|| async {
-                let cfg = redis::aio::ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(OP_TIMEOUT))
-                    .set_response_timeout(Some(OP_TIMEOUT))
-                    .set_number_of_retries(1);
-                tokio::time::timeout(OP_TIMEOUT, ConnectionManager::new_with_config(self.client.clone(), cfg))
-                    .await
-                    .map_err(|_| StoreError::Unavailable("connect timeout".into()))?
-                    .map_err(unavailable)
-            })
-            .await?;
-        Ok(c.clone())
+    /// A store on a plain `redis://` or `rediss://` URL.
+    pub fn open(url: &str) -> Result<RedisStore, StoreError> {
+        let target = RedisTarget::parse(url, Default::default()).map_err(StoreError::Unavailable)?;
+        RedisStore::new(&target)
     }
 
-    pub(crate) async fn run<T, F>(&self, f: impl FnOnce(ConnectionManager) -> F) -> Result<T, StoreError>
+    async fn conn(&self) -> Result<Conn, StoreError> {
+        let connect = || async {
+            tokio::time::timeout(OP_TIMEOUT, self.backend.connect(OP_TIMEOUT))
+                .await
+                .map_err(|_| StoreError::Unavailable("connect timeout".into()))?
+                .map_err(|e| {
+                    self.backend.failed(Some(&e));
+                    unavailable(e)
+                })
+        };
+        if self.backend.is_sentinel() {
+            return connect().await;
+        }
+        Ok(self.conn.get_or_try_init(connect).await?.clone())
+    }
+
+    /// Runs one operation with the timeout; counts an error (the caller counts success,
+    /// which may be a miss) and times it.
+    pub(crate) async fn run<T, F>(&self, op: Op, f: impl FnOnce(Conn) -> F) -> Result<T, StoreError>
+    where
+        F: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let started = Instant::now();
+        let r = self.attempt(op, f).await;
+        metrics().session_store_op_duration_seconds.with_label_values(&[op.label()]).observe(started.elapsed().as_secs_f64());
+        if let Err(e) = &r {
+            count(op, "error");
+            self.log_failure(op, e);
+        }
+        r
+    }
+
+    /// [`Self::run`] for operations whose every success is `ok`.
+    pub(crate) async fn run_ok<T, F>(&self, op: Op, f: impl FnOnce(Conn) -> F) -> Result<T, StoreError>
+    where
+        F: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let r = self.run(op, f).await;
+        if r.is_ok() {
+            count(op, "ok");
+        }
+        r
+    }
+
+    async fn attempt<T, F>(&self, op: Op, f: impl FnOnce(Conn) -> F) -> Result<T, StoreError>
     where
         F: std::future::Future<Output = redis::RedisResult<T>>,
     {
         let conn = self.conn().await?;
-        tokio::time::timeout(OP_TIMEOUT, f(conn))
-            .await
-            .map_err(|_| StoreError::Unavailable("timeout".into()))?
-            .map_err(unavailable)
+        let mut after = conn.clone();
+        let out = match tokio::time::timeout(OP_TIMEOUT, f(conn)).await {
+            Err(_) => {
+                self.backend.failed(None);
+                return Err(StoreError::Unavailable("timeout".into()));
+            }
+            Ok(Err(e)) => {
+                self.backend.failed(Some(&e));
+                return Err(unavailable(e));
+            }
+            Ok(Ok(v)) => v,
+        };
+        if self.backend.is_sentinel() && op.writes() {
+            self.replicated(&mut after).await;
+        }
+        Ok(out)
+    }
+
+    /// Waits until one replica holds every write made so far on this connection, so a
+    /// failover keeps it. Without a replica (all down) the write stands, logged: the
+    /// master still serves it, and refusing every sign-in would be worse.
+    async fn replicated(&self, conn: &mut Conn) {
+        let waited: redis::RedisResult<i64> =
+            redis::cmd("WAIT").arg(1).arg(REPLICA_WAIT_MS).query_async(conn).await;
+        match waited {
+            Ok(n) if n >= 1 => {}
+            Ok(_) => self.log_rate_limited(|| tracing::warn!(store = %self.shown, "session store: no replica confirmed a write within {REPLICA_WAIT_MS} ms; a failover now would lose it")),
+            Err(e) => self.backend.failed(Some(&e)),
+        }
+    }
+
+    fn log_failure(&self, op: Op, e: &StoreError) {
+        self.log_rate_limited(|| tracing::warn!(store = %self.shown, op = op.label(), error = %e, "session store operation failed"));
+    }
+
+    fn log_rate_limited(&self, log: impl FnOnce()) {
+        let now = crate::providers::now_secs();
+        let last = self.last_log.load(Ordering::Relaxed);
+        if now > last && self.last_log.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+            log();
+        }
     }
 }
 
-/// Access evidence layout: `idf:acc:{route}:{sub}` (hash: first, last, count) per row,
-/// `idf:accid:{sub}` (hash: last, provider, username, name, groups as JSON) per
-/// identity, and the set `idf:acc:index` of row keys. Route names hold no `:`.
-const ACCESS_INDEX: &str = "idf:acc:index";
+/// Access evidence layout: `idf:{acc}:r:<route>:<sub>` (hash: first, last, count) per
+/// row, `idf:{acc}:id:<sub>` (hash: last, provider, username, name, groups as JSON) per
+/// identity, and the set `idf:{acc}:index` of row keys. Route names hold no `:`. The
+/// `{acc}` hash tag puts them in one Cluster slot: the merge script and the report's
+/// pipelines touch several at once.
+const ACCESS_INDEX: &str = "idf:{acc}:index";
+const ROW_PREFIX: &str = "idf:{acc}:r:";
 
 /// Records per script invocation and keys per report read: bounded, so neither one
 /// Lua call nor one reply holds Redis (or our memory) for long, and large enough that
@@ -120,12 +279,16 @@ fn merge_script() -> &'static redis::Script {
 }
 
 fn access_keys(route: &str, sub: &str) -> (String, String) {
-    (format!("idf:acc:{route}:{sub}"), format!("idf:accid:{sub}"))
+    (format!("{ROW_PREFIX}{route}:{sub}"), identity_key(sub))
 }
 
-/// `idf:acc:{route}:{sub}` → (route, sub); `None` for anything else in the index.
+fn identity_key(sub: &str) -> String {
+    format!("idf:{{acc}}:id:{sub}")
+}
+
+/// `idf:{acc}:r:<route>:<sub>` → (route, sub); `None` for anything else in the index.
 fn parse_row_key(key: &str) -> Option<(&str, &str)> {
-    key.strip_prefix("idf:acc:")
+    key.strip_prefix(ROW_PREFIX)
         .and_then(|r| r.split_once(':'))
         .filter(|(route, sub)| !route.is_empty() && !sub.is_empty())
 }
@@ -190,24 +353,28 @@ fn secs(ttl: Duration) -> u64 {
 #[async_trait]
 impl Store for RedisStore {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.run(|mut c| async move { c.get(key).await }).await
+        let r = self.run(Op::Get, |mut c| async move { c.get(key).await }).await;
+        count_found(Op::Get, &r);
+        r
     }
 
     async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StoreError> {
-        self.run(|mut c| async move { c.set_ex(key, value, secs(ttl)).await }).await
+        self.run_ok(Op::Set, |mut c| async move { c.set_ex(key, value, secs(ttl)).await }).await
     }
 
     async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.run(|mut c| async move { c.get_del(key).await }).await
+        let r = self.run(Op::Take, |mut c| async move { c.get_del(key).await }).await;
+        count_found(Op::Take, &r);
+        r
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.run(|mut c| async move { c.del(key).await }).await
+        self.run_ok(Op::Delete, |mut c| async move { c.del(key).await }).await
     }
 
     async fn set_if_absent(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<bool, StoreError> {
         // `SET NX` is one atomic command: one caller across every replica gets `OK`.
-        self.run(|mut c| async move {
+        self.run_ok(Op::SetIfAbsent, |mut c| async move {
             let r: Option<String> = redis::cmd("SET")
                 .arg(key)
                 .arg(value)
@@ -222,7 +389,8 @@ impl Store for RedisStore {
     }
 
     async fn add_member(&self, key: &str, member: &str, ttl: Duration) -> Result<(), StoreError> {
-        self.run(|mut c| async move {
+        // Two commands on one key: one slot, so a Cluster pipeline holds them together.
+        self.run_ok(Op::AddMember, |mut c| async move {
             redis::pipe()
                 .sadd(key, member)
                 .ignore()
@@ -235,15 +403,15 @@ impl Store for RedisStore {
     }
 
     async fn members(&self, key: &str) -> Result<Vec<String>, StoreError> {
-        self.run(|mut c| async move { c.smembers(key).await }).await
+        self.run_ok(Op::Members, |mut c| async move { c.smembers(key).await }).await
     }
 
     async fn remove_member(&self, key: &str, member: &str) -> Result<bool, StoreError> {
-        self.run(|mut c| async move { c.srem::<_, _, i64>(key, member).await.map(|n| n > 0) }).await
+        self.run_ok(Op::RemoveMember, |mut c| async move { c.srem::<_, _, i64>(key, member).await.map(|n| n > 0) }).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.run(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await.map(|_| ()) }).await
+        self.run_ok(Op::Ping, |mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await.map(|_| ()) }).await
     }
 
     async fn record_access(&self, records: &[AccessRecord]) -> Result<(), StoreError> {
@@ -259,7 +427,7 @@ impl Store for RedisStore {
             // error is returned (`crate::access::flush` keeps the records for the next
             // flush: delivery is at least once).
             let invocations = pipe.len();
-            self.run(|mut c| async move {
+            self.run_ok(Op::AccessWrite, |mut c| async move {
                 match pipe.query_async::<()>(&mut c).await {
                     Err(e) if all_noscript(&e, invocations) => {
                         merge_script().prepare_invoke().load_async(&mut c).await?;
@@ -284,7 +452,7 @@ impl Store for RedisStore {
             // One SSCAN page, then one pipeline: every row of the page and every identity
             // not read yet (two round trips per page of about ACCESS_BATCH rows).
             let (next, page): (u64, Vec<String>) = self
-                .run(|mut c| async move {
+                .run_ok(Op::AccessRead, |mut c| async move {
                     redis::cmd("SSCAN")
                         .arg(ACCESS_INDEX)
                         .arg(cursor)
@@ -311,10 +479,10 @@ impl Store for RedisStore {
                 for (_, _, sub) in batch {
                     if !idents.contains_key(sub) && asked.insert(sub) {
                         wanted.push(sub);
-                        pipe.hgetall(format!("idf:accid:{sub}"));
+                        pipe.hgetall(identity_key(sub));
                     }
                 }
-                let mut replies: Vec<Hash> = self.run(|mut c| async move { pipe.query_async(&mut c).await }).await?;
+                let mut replies: Vec<Hash> = self.run_ok(Op::AccessRead, |mut c| async move { pipe.query_async(&mut c).await }).await?;
                 let fetched = replies.split_off(batch.len());
                 idents.extend(wanted.into_iter().map(String::from).zip(fetched));
                 let mut expired = redis::pipe();
@@ -329,7 +497,7 @@ impl Store for RedisStore {
                 }
                 if !expired.is_empty() {
                     // Index entries of rows that expired; best effort (the next report retries).
-                    let _ = self.run(|mut c| async move { expired.query_async::<()>(&mut c).await }).await;
+                    let _ = self.run_ok(Op::AccessWrite, |mut c| async move { expired.query_async::<()>(&mut c).await }).await;
                 }
             }
             cursor = next;
@@ -397,7 +565,7 @@ mod access_tests {
 
     async fn commandstat(store: &RedisStore, cmd: &str) -> u64 {
         let info: String = store
-            .run(|mut c| async move { redis::cmd("INFO").arg("commandstats").query_async(&mut c).await })
+            .run(Op::Get, |mut c| async move { redis::cmd("INFO").arg("commandstats").query_async(&mut c).await })
             .await
             .unwrap();
         info.lines()
@@ -410,7 +578,7 @@ mod access_tests {
     #[tokio::test]
     async fn many_records_merge_in_batches_and_read_back_whole() {
         let Some(server) = redis_server() else { return };
-        let store = RedisStore::new(&format!("redis://127.0.0.1:{}", server.1)).unwrap();
+        let store = RedisStore::open(&format!("redis://127.0.0.1:{}", server.1)).unwrap();
         let n = 1_234;
         let first: Vec<AccessRecord> = (0..n).map(|i| record(i, 2, 5_000)).collect();
         store.record_access(&first).await.unwrap();
@@ -420,7 +588,7 @@ mod access_tests {
         store.record_access(&again).await.unwrap();
         // A script cache flush (Redis restart, failover) is survived by reloading it.
         store
-            .run(|mut c| async move { redis::cmd("SCRIPT").arg("FLUSH").query_async::<()>(&mut c).await })
+            .run(Op::Set, |mut c| async move { redis::cmd("SCRIPT").arg("FLUSH").query_async::<()>(&mut c).await })
             .await
             .unwrap();
         store.record_access(&[record(1, 1, 6_500)]).await.unwrap();
@@ -449,9 +617,9 @@ mod access_tests {
         assert!(commandstat(&store, "sscan").await >= 1);
 
         // A row that expired leaves the index at the next report.
-        store.run(|mut c| async move { c.del::<_, ()>("idf:acc:hr:sub-0").await }).await.unwrap();
+        store.run(Op::Delete, |mut c| async move { c.del::<_, ()>("idf:{acc}:r:hr:sub-0").await }).await.unwrap();
         assert_eq!(store.scan_access().await.unwrap().len(), n - 1);
-        let left: u64 = store.run(|mut c| async move { c.scard(ACCESS_INDEX).await }).await.unwrap();
+        let left: u64 = store.run(Op::Members, |mut c| async move { c.scard(ACCESS_INDEX).await }).await.unwrap();
         assert_eq!(left, n as u64 - 1);
 
         // The backlog after an outage: several pipelines; when all succeed every
