@@ -101,13 +101,16 @@ fn auth_and_hosts(s: &str, default_port: u16) -> Result<(Option<String>, Option<
     };
     let mut out = Vec::new();
     for h in hosts.split(',') {
+        if h.is_empty() {
+            return Err("an empty entry in the list of host:port".into());
+        }
         let u = url::Url::parse(&format!("redis://{h}")).map_err(|_| format!("`{h}` is not host:port"))?;
         let host = match u.host() {
             Some(url::Host::Ipv6(a)) => a.to_string(),
             Some(other) => other.to_string(),
             None => return Err(format!("`{h}` has no host")),
         };
-        if h.is_empty() || u.path() != "" && u.path() != "/" || u.query().is_some() || !u.username().is_empty() {
+        if u.path() != "" && u.path() != "/" || u.query().is_some() || !u.username().is_empty() {
             return Err(format!("`{h}` is not host:port"));
         }
         out.push((host, u.port().unwrap_or(default_port)));

@@ -646,5 +646,8 @@ mod tests {
         assert_eq!(redacted("rdis//:s3cret@host"), "***@host");
         assert_eq!(redacted("redis:/:s3cret@127.0.0.1:6379"), "***@127.0.0.1:6379");
         assert!(!redacted("redis://u:p%40ss@h").contains("p%40ss"));
+        assert_eq!(redacted("redis+sentinel://:pw@h1:26379,h2:26379/m"), "redis+sentinel://***@h1:26379,h2:26379/m");
+        assert_eq!(redacted("rediss+cluster://app:pw@h1:7000,h2:7001"), "rediss+cluster://***@h1:7000,h2:7001");
+        assert_eq!(redacted("redis+cluster://h1:7000,h2:7001"), "redis+cluster://h1:7000,h2:7001");
     }
 }
