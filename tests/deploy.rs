@@ -668,6 +668,7 @@ fn alert_rules_are_complete_and_point_at_their_runbooks() {
         "IdfabricUpstreamErrors",
         "IdfabricSignInConversionDrop",
         "IdfabricDown",
+        "IdfabricSessionStoreErrors",
     ] {
         assert!(names.contains(want), "alert {want} missing: {names:?}");
     }
@@ -1070,6 +1071,11 @@ async fn gateway_with_traffic() -> (TestEnv, Gateway, Echo, String, RedisServer)
     let other = Agent::browser();
     other.sign_in(&format!("http://staff.test:{}/", env.http_port), "alice").await;
     other.log_out(&format!("http://staff.test:{}/.idfabric/logout", env.http_port)).await;
+    // Redis goes away: the signed-in browser is refused (503) and the store error counted.
+    let mut redis = redis;
+    redis.stop();
+    let refused = browser.get(&format!("http://staff.test:{}/", env.http_port)).await;
+    assert_eq!(refused.status, 503, "store down: {}", refused.body);
 
     let text = scrape_metrics(&env).await;
     (env, gw, echo, text, redis)
