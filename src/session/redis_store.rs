@@ -88,6 +88,9 @@ pub struct RedisStore {
     shown: String,
     /// When a failure was last logged (milliseconds since the epoch).
     last_log: AtomicI64,
+    /// Access evidence in the layout of earlier versions has been moved (or there is
+    /// none to move: Cluster).
+    access_migrated: std::sync::atomic::AtomicBool,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -128,6 +131,7 @@ impl RedisStore {
             conn: OnceCell::new(),
             shown: redacted(&target.url),
             last_log: AtomicI64::new(0),
+            access_migrated: std::sync::atomic::AtomicBool::new(matches!(target.topology, super::redis_conn::Topology::Cluster { .. })),
         })
     }
 
@@ -217,6 +221,24 @@ impl RedisStore {
         }
     }
 
+    /// Moves access evidence written by earlier versions to the hash-tagged layout, a
+    /// page at a time, once per process (again after a failure).
+    async fn migrate_access(&self) -> Result<(), StoreError> {
+        if self.access_migrated.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        static S: std::sync::OnceLock<redis::Script> = std::sync::OnceLock::new();
+        let script = S.get_or_init(|| redis::Script::new(MIGRATE_ACCESS));
+        loop {
+            let left: u64 =
+                self.run_ok(Op::AccessWrite, |mut c| async move { script.arg(ACCESS_BATCH).invoke_async(&mut c).await }).await?;
+            if left == 0 {
+                self.access_migrated.store(true, Ordering::Relaxed);
+                return Ok(());
+            }
+        }
+    }
+
     fn log_failure(&self, op: Op, e: &StoreError) {
         self.log_rate_limited(|| tracing::warn!(store = %self.shown, op = op.label(), error = %e, "session store operation failed"));
     }
@@ -271,6 +293,38 @@ for i = 1, (#KEYS - 1) / 2 do
   redis.call('EXPIRE', ident, keep)
 end
 return 1
+"#;
+
+/// Moves one page of access evidence from the layout before the `{acc}` hash tag
+/// (`idf:acc:index`, `idf:acc:<route>:<sub>`, `idf:accid:<sub>`) to the current one,
+/// merging with rows already written under the new names (earliest first, latest last,
+/// summed count; a newer identity wins). ARGV: page size. Returns the rows left. Only
+/// outside Cluster, the one place where the old layout could exist: it names keys in
+/// other slots.
+const MIGRATE_ACCESS: &str = r#"
+for _, row in ipairs(redis.call('SPOP', 'idf:acc:index', tonumber(ARGV[1]))) do
+  local rest = string.sub(row, 9)
+  local sub = string.match(rest, '^[^:]+:(.+)$')
+  if sub and redis.call('EXISTS', row) == 1 then
+    local new = 'idf:{acc}:r:' .. rest
+    if redis.call('EXISTS', new) == 0 then
+      redis.call('RENAME', row, new)
+    else
+      local o = redis.call('HMGET', row, 'first', 'last', 'count')
+      local n = redis.call('HMGET', new, 'first', 'last', 'count')
+      if tonumber(o[1] or '0') < tonumber(n[1] or '0') then redis.call('HSET', new, 'first', o[1]) end
+      if tonumber(o[2] or '0') > tonumber(n[2] or '0') then redis.call('HSET', new, 'last', o[2]) end
+      redis.call('HINCRBY', new, 'count', tonumber(o[3] or '0'))
+      redis.call('DEL', row)
+    end
+    redis.call('SADD', 'idf:{acc}:index', new)
+    local oid, nid = 'idf:accid:' .. sub, 'idf:{acc}:id:' .. sub
+    if redis.call('EXISTS', oid) == 1 then
+      if redis.call('EXISTS', nid) == 0 then redis.call('RENAME', oid, nid) else redis.call('DEL', oid) end
+    end
+  end
+end
+return redis.call('SCARD', 'idf:acc:index')
 "#;
 
 fn merge_script() -> &'static redis::Script {
@@ -418,6 +472,7 @@ impl Store for RedisStore {
         if records.is_empty() {
             return Ok(());
         }
+        self.migrate_access().await?;
         let keep = secs(super::ACCESS_RETENTION);
         for part in records.chunks(ACCESS_BATCH * FLUSH_INVOCATIONS) {
             let pipe = merge_pipeline(part, keep)?;
@@ -442,6 +497,7 @@ impl Store for RedisStore {
     }
 
     async fn scan_access(&self) -> Result<Vec<AccessRecord>, StoreError> {
+        self.migrate_access().await?;
         let mut out = Vec::new();
         // Identities already read in this report (most have several routes).
         let mut idents: std::collections::HashMap<String, Hash> = std::collections::HashMap::new();
@@ -576,9 +632,53 @@ mod access_tests {
     }
 
     #[tokio::test]
+    async fn evidence_in_the_layout_before_the_hash_tag_is_moved_and_merged() {
+        let Some(server) = redis_server() else { return };
+        let store = RedisStore::open(&format!("redis://127.0.0.1:{}", server.1)).unwrap();
+        // Written by an earlier version: three rows of two identities.
+        store
+            .run_ok(Op::Set, |mut c| async move {
+                redis::pipe()
+                    .hset_multiple("idf:acc:wiki:dev-wf:u1", &[("first", "100"), ("last", "200"), ("count", "3")]).ignore()
+                    .hset_multiple("idf:acc:hr:dev-wf:u1", &[("first", "150"), ("last", "150"), ("count", "1")]).ignore()
+                    .hset_multiple("idf:acc:wiki:dev-wf:u2", &[("first", "120"), ("last", "130"), ("count", "2")]).ignore()
+                    .hset_multiple("idf:accid:dev-wf:u1", &[("last", "200"), ("provider", "dev-wf"), ("username", "old"), ("name", ""), ("groups", "[]")]).ignore()
+                    .hset_multiple("idf:accid:dev-wf:u2", &[("last", "130"), ("provider", "dev-wf"), ("username", "u2"), ("name", ""), ("groups", "[]")]).ignore()
+                    .expire("idf:acc:wiki:dev-wf:u2", 1000).ignore()
+                    .sadd("idf:acc:index", &["idf:acc:wiki:dev-wf:u1", "idf:acc:hr:dev-wf:u1", "idf:acc:wiki:dev-wf:u2"]).ignore()
+                    .query_async::<()>(&mut c)
+                    .await
+            })
+            .await
+            .unwrap();
+        // A new replica already wrote u1 on wiki under the new names.
+        let mut newer = record(0, 5, 300);
+        (newer.sub, newer.route, newer.username) = ("dev-wf:u1".into(), "wiki".into(), Some("new".into()));
+        let fresh = RedisStore::open(&format!("redis://127.0.0.1:{}", server.1)).unwrap();
+        fresh.access_migrated.store(true, Ordering::Relaxed);
+        fresh.record_access(&[newer]).await.unwrap();
+
+        let mut got = store.scan_access().await.unwrap();
+        got.sort_by(|a, b| (&a.sub, &a.route).cmp(&(&b.sub, &b.route)));
+        let rows: Vec<(&str, &str, i64, i64, u64)> =
+            got.iter().map(|r| (r.sub.as_str(), r.route.as_str(), r.first_seen, r.last_seen, r.count)).collect();
+        assert_eq!(
+            rows,
+            [("dev-wf:u1", "hr", 150, 150, 1), ("dev-wf:u1", "wiki", 100, 300, 8), ("dev-wf:u2", "wiki", 120, 130, 2)]
+        );
+        assert_eq!(got[1].username.as_deref(), Some("new"), "the newer identity wins");
+        let old: Vec<String> = store.run_ok(Op::Members, |mut c| async move { c.keys("idf:acc*").await }).await.unwrap();
+        assert!(old.is_empty(), "nothing left in the old layout: {old:?}");
+        let ttl: i64 = store.run_ok(Op::Get, |mut c| async move { c.ttl("idf:{acc}:r:wiki:dev-wf:u2").await }).await.unwrap();
+        assert!((1..=1000).contains(&ttl), "a moved row keeps its expiry: {ttl}");
+    }
+
+    #[tokio::test]
     async fn many_records_merge_in_batches_and_read_back_whole() {
         let Some(server) = redis_server() else { return };
         let store = RedisStore::open(&format!("redis://127.0.0.1:{}", server.1)).unwrap();
+        // Only the merge script is counted below (the move from the old layout has its own test).
+        store.access_migrated.store(true, Ordering::Relaxed);
         let n = 1_234;
         let first: Vec<AccessRecord> = (0..n).map(|i| record(i, 2, 5_000)).collect();
         store.record_access(&first).await.unwrap();
