@@ -25,13 +25,13 @@ const SECRET: &str = "managed-redis-portal-secret";
 /// routes.yaml with `session:` given whole (store, tls, limits) and a broker client.
 fn routes(env: &TestEnv, session: &str, echo: &str) -> String {
     format!(
-        "listen: {{ http: 127.0.0.1:{http} }}\nadmin: 127.0.0.1:{admin}\nproviders: [rwf]\n\
+        "listen: {{ http: 127.0.0.1:{http} }}\n{admin}\nproviders: [rwf]\n\
          session:\n  cookie: idfabric_session\n  key_file: certs/session.key\n{session}\
          broker:\n  issuer: http://127.0.0.1:{http}/broker\n  signing_key: certs/broker-signing.pem\n  clients:\n\
          \x20   - {{ client_id: portal, client_secret: {SECRET}, redirect_uris: [{CB}] }}\n\
          routes:\n  - name: wf\n    match: {{ host: wf.test }}\n    upstream: [{echo}]\n",
         http = env.http_port,
-        admin = env.admin_port,
+        admin = env.admin_line(),
     )
 }
 
@@ -309,6 +309,15 @@ async fn a_three_master_cluster_carries_sign_in_logout_pending_caps_and_broker_g
     assert_eq!(s, 400, "reuse revoked the family");
     let (s, _, _) = post_form(&token, &form, Some(("portal", SECRET))).await;
     assert_eq!(s, 400, "a code is single use");
+
+    // Access evidence: the admin report flushes it (one script over the {acc} slot) and
+    // reads it back (pipelines over the same slot).
+    let resp = env.admin_call(reqwest::Method::GET, "/access?format=csv").send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let csv = resp.text().await.unwrap();
+    assert!(csv.contains("alice@corp.test") && csv.contains(",wf,"), "{csv}");
+    let acc: std::collections::BTreeSet<usize> = cluster.keys("idf:{acc}:*").into_iter().map(|(n, _)| n).collect();
+    assert_eq!(acc.len(), 1, "access evidence is one slot");
 
     let m = scrape_metrics(&env).await;
     assert_eq!(sum_series(&m, "idfabric_session_store_ops_total", "result=\"error\""), 0.0, "no store error: {m}");
