@@ -179,6 +179,9 @@ async fn sentinel_failover_during_sign_ins_loses_no_acknowledged_session() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let before_kill = signed.lock().unwrap().len();
     assert!(before_kill > 5, "sign-ins run before the kill: {before_kill}, failures {:?}", failed.lock().unwrap());
+    // Writes were confirmed by the replica before they were acknowledged.
+    let waits = group.master.info("commandstats", "cmdstat_wait").unwrap_or_default();
+    assert!(waits.starts_with("calls="), "the master saw WAIT: {waits:?}");
     let killed = Instant::now();
     group.master.kill();
 
