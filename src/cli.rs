@@ -32,7 +32,7 @@ pub enum Command {
         no_watch: bool,
     },
     /// Validate routes.yaml and the enabled provider files; without --offline also fetch
-    /// each provider's discovery document and keys.
+    /// each provider's discovery document and keys, and ping a Redis session store.
     Check {
         #[arg(long, default_value = "routes.yaml")]
         config: PathBuf,
