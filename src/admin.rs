@@ -165,7 +165,6 @@ async fn revoke(rt: &Runtime, session: &mut ServerSession) -> Response<Vec<u8>> 
     match revoked.await {
         Ok((n, families)) => {
             tracing::info!(revoked = n, broker_families = families, "sessions revoked by admin");
-            metrics().sessions_active.sub(n as i64);
             json(200, &serde_json::json!({"sub": sub, "revoked": n, "broker_token_families": families}))
         }
         Err(e) => json(503, &serde_json::json!({"status": 503, "detail": e.to_string()})),

@@ -34,7 +34,7 @@ pub enum Command {
         no_watch: bool,
     },
     /// Validate routes.yaml and the enabled provider files; without --offline also fetch
-    /// each provider's discovery document and keys.
+    /// each provider's discovery document and keys, and ping a Redis session store.
     Check {
         #[arg(long, default_value = "routes.yaml")]
         config: PathBuf,
@@ -253,6 +253,9 @@ fn check(path: &Path, offline: bool, production: bool) -> Result<ExitCode, ExitC
             }
         };
         let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|_| ExitCode::from(1))?;
+        if !check_store(&config, &tokio) {
+            failed = true;
+        }
         for p in &rt.registry.providers {
             if let Some(signer) = &p.dev_signer {
                 println!("  {:<20} ok: dev provider, served by idfabric itself (key {})", p.id(), signer.kid);
@@ -268,6 +271,25 @@ fn check(path: &Path, offline: bool, production: bool) -> Result<ExitCode, ExitC
         }
     }
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// `check` without `--offline`: a Redis session store answers `PING` over the same
+/// connection idfabric will use (TLS, Sentinel, Cluster included).
+fn check_store(config: &Config, tokio: &tokio::runtime::Runtime) -> bool {
+    use crate::session::{redis_store::RedisStore, Store};
+    let crate::config::SessionStore::Redis(target) = &config.session.store else { return true };
+    let shown = crate::session::redis_store::redacted(target);
+    let pinged = RedisStore::new(target).map(|s| tokio.block_on(async move { s.ping().await }));
+    match pinged.and_then(|r| r) {
+        Ok(()) => {
+            println!("  {:<20} ok: {} store {shown} answers", "session.store", target.kind());
+            true
+        }
+        Err(e) => {
+            println!("  {:<20} FAILED: {shown}: {e}", "session.store");
+            false
+        }
+    }
 }
 
 fn read_token(arg: Option<String>) -> Result<String, ExitCode> {

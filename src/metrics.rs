@@ -22,7 +22,18 @@ pub struct Metrics {
     pub verify_cache_hits_total: IntCounter,
     pub verify_cache_misses_total: IntCounter,
     pub logins_total: IntCounterVec,
+    /// Sessions this replica created minus those it saw end. Per process: behind several
+    /// replicas sum it, and sessions that idle out in Redis unseen stay counted; for
+    /// rates read `sessions_created_total` and `sessions_ended_total`.
     pub sessions_active: IntGauge,
+    /// Browser sessions created (sum over replicas: right across replicas).
+    pub sessions_created_total: IntCounter,
+    /// Browser sessions ended, by reason (`logout`, `revoked`, `expired`).
+    pub sessions_ended_total: IntCounterVec,
+    /// Session store operations by operation and result (`ok`, `miss`, `error`).
+    pub session_store_ops_total: IntCounterVec,
+    /// Session store operation latency by operation (errors and timeouts included).
+    pub session_store_op_duration_seconds: HistogramVec,
     pub upstream_errors_total: IntCounterVec,
     pub config_reloads_total: IntCounterVec,
     pub login_funnel_total: IntCounterVec,
@@ -86,6 +97,14 @@ impl Metrics {
             r.register(Box::new(m.clone())).expect("registered once");
         }
         r.register(Box::new(sessions.clone())).expect("registered once");
+        let store_duration = HistogramVec::new(
+            HistogramOpts::new("session_store_op_duration_seconds", "Session store operation latency, by operation")
+                .namespace("idfabric")
+                .buckets(vec![0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
+            &["op"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(store_duration.clone())).expect("registered once");
         let pending = IntGauge::with_opts(
             Opts::new("login_pending", "Sign-ins in progress held (login transactions and parked broker requests)")
                 .namespace("idfabric"),
@@ -104,6 +123,10 @@ impl Metrics {
             verify_cache_misses_total: misses,
             logins_total: counter(&r, "logins_total", "Browser sign-ins by provider, population and result", &["provider", "population", "result"]),
             sessions_active: sessions,
+            sessions_created_total: plain_counter(&r, "sessions_created_total", "Browser sessions created"),
+            sessions_ended_total: counter(&r, "sessions_ended_total", "Browser sessions ended, by reason (logout, revoked, expired)", &["reason"]),
+            session_store_ops_total: counter(&r, "session_store_ops_total", "Session store operations by operation and result (ok, miss, error)", &["op", "result"]),
+            session_store_op_duration_seconds: store_duration,
             upstream_errors_total: counter(&r, "upstream_errors_total", "Failures talking to upstream apps, by route", &["route"]),
             config_reloads_total: counter(&r, "config_reloads_total", "Configuration loads by result", &["result"]),
             login_funnel_total: counter(&r, "login_funnel_total", "Sign-in funnel stages by population and provider", &["population", "provider", "stage"]),

@@ -200,7 +200,7 @@ async fn redis_store_report_reads_redis_directly() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     check_full_report(&r, &p);
-    assert_eq!(redis.cmd(&["SCARD", "idf:acc:index"]).trim(), "4");
+    assert_eq!(redis.cmd(&["SCARD", "idf:{acc}:index"]).trim(), "4");
 
     // Evidence survives the gateway: stop it and the report still answers from Redis.
     drop(gw);
@@ -267,10 +267,10 @@ async fn a_redis_report_over_20k_identities_is_a_few_hundred_round_trips() {
     let seed = "local now = ARGV[2]
         for i = 1, tonumber(ARGV[1]) do
           local sub = 'dev-wf:seed-' .. i
-          local row = 'idf:acc:wiki:' .. sub
+          local row = 'idf:{acc}:r:wiki:' .. sub
           redis.call('HSET', row, 'first', now, 'last', now, 'count', i)
-          redis.call('SADD', 'idf:acc:index', row)
-          redis.call('HSET', 'idf:accid:' .. sub, 'last', now, 'provider', 'dev-wf', 'username', 'seed' .. i .. '@example.com', 'name', '', 'groups', '[]')
+          redis.call('SADD', 'idf:{acc}:index', row)
+          redis.call('HSET', 'idf:{acc}:id:' .. sub, 'last', now, 'provider', 'dev-wf', 'username', 'seed' .. i .. '@example.com', 'name', '', 'groups', '[]')
         end
         return 1";
     let now = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() - 60).to_string();

@@ -22,6 +22,7 @@
 
 use crate::common;
 use common::agent::Agent;
+use common::redis::RedisServer;
 use common::*;
 
 use serde::Deserialize;
@@ -667,6 +668,7 @@ fn alert_rules_are_complete_and_point_at_their_runbooks() {
         "IdfabricUpstreamErrors",
         "IdfabricSignInConversionDrop",
         "IdfabricDown",
+        "IdfabricSessionStoreErrors",
     ] {
         assert!(names.contains(want), "alert {want} missing: {names:?}");
     }
@@ -1014,8 +1016,10 @@ fn check_expr(place: &str, expr: &str, exported: &Exported, used: &mut BTreeSet<
 }
 
 /// A gateway with traffic of every kind the dashboard and the alerts look at.
-async fn gateway_with_traffic() -> (TestEnv, Gateway, Echo, String) {
+async fn gateway_with_traffic() -> (TestEnv, Gateway, Echo, String, RedisServer) {
     let echo = Echo::start();
+    // Sessions in a real Redis: the session-store series exist only with a shared store.
+    let redis = RedisServer::start();
     let env = TestEnv::new();
     env.write_wf_provider(
         "\
@@ -1038,6 +1042,8 @@ async fn gateway_with_traffic() -> (TestEnv, Gateway, Echo, String) {
         up = echo.addr()
     );
     env.write_routes(&["wf", "cu"], &routes);
+    let text = std::fs::read_to_string(env.routes_path()).unwrap();
+    env.write("routes.yaml", &format!("{text}session: {{ store: \"{}\" }}\n", redis.url()));
     let gw = Gateway::start(&env);
 
     let http = client();
@@ -1061,14 +1067,23 @@ async fn gateway_with_traffic() -> (TestEnv, Gateway, Echo, String) {
     let browser = Agent::browser();
     let (page, _) = browser.sign_in(&format!("http://staff.test:{}/", env.http_port), "alice").await;
     assert_eq!(page.status, 200, "signed-in page: {}", page.body);
+    // A second sign-in ends by logout: sessions_ended_total{reason} appears.
+    let other = Agent::browser();
+    other.sign_in(&format!("http://staff.test:{}/", env.http_port), "alice").await;
+    other.log_out(&format!("http://staff.test:{}/.idfabric/logout", env.http_port)).await;
+    // Redis goes away: the signed-in browser is refused (503) and the store error counted.
+    let mut redis = redis;
+    redis.stop();
+    let refused = browser.get(&format!("http://staff.test:{}/", env.http_port)).await;
+    assert_eq!(refused.status, 503, "store down: {}", refused.body);
 
     let text = scrape_metrics(&env).await;
-    (env, gw, echo, text)
+    (env, gw, echo, text, redis)
 }
 
 #[tokio::test]
 async fn dashboard_and_alert_queries_name_only_metrics_the_gateway_exports() {
-    let (_env, _gw, _echo, text) = gateway_with_traffic().await;
+    let (_env, _gw, _echo, text, _redis) = gateway_with_traffic().await;
     let exported = parse_exposition(&text);
     // The traffic above really produced the series the rules' literal matchers name.
     assert!(text.contains("outcome=\"refused\"") && text.contains("stage=\"session_created\""), "{text}");
@@ -1099,7 +1114,10 @@ async fn dashboard_and_alert_queries_name_only_metrics_the_gateway_exports() {
         "verify_cache_hits_total",
         "verify_cache_misses_total",
         "logins_total",
-        "sessions_active",
+        "sessions_created_total",
+        "sessions_ended_total",
+        "session_store_ops_total",
+        "session_store_op_duration_seconds_bucket",
         "upstream_errors_total",
         "config_reloads_total",
         "login_funnel_total",

@@ -29,6 +29,7 @@ mod keys_rotate;
 mod kinds;
 #[cfg(feature = "otlp")]
 mod otlp;
+mod redis_managed;
 mod reload;
 mod replicas;
 mod security_paths;

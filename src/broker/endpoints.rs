@@ -8,7 +8,6 @@ use super::tokens::{self, Kind};
 use super::{err, error_reply, Challenge, ErrorCode, OAuthError};
 use crate::config::BrokerSpec;
 use crate::login;
-use crate::metrics::metrics;
 use crate::runtime::Runtime;
 use crate::web::{self, pages, Reply, Request};
 use serde_json::{json, Map, Value};
@@ -340,8 +339,7 @@ async fn end_session(
         return Ending::AskFirst;
     }
     match sessions.destroy(sid).await {
-        Ok(Some(_)) => metrics().sessions_active.dec(),
-        Ok(None) => {}
+        Ok(_) => {}
         Err(e) => {
             tracing::warn!(error = %e, "broker logout: session store unavailable");
             return Ending::Unavailable;

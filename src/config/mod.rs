@@ -13,11 +13,13 @@ mod env;
 mod error;
 pub mod kind;
 mod raw;
+mod redis_target;
 mod validate;
 
 pub use env::{expand, EnvString};
 pub use error::{ConfigError, ConfigErrors};
 pub use kind::{KindLoader, KindSection, Kinds};
+pub use redis_target::{RedisTarget, TlsFiles, Topology, SCHEMES};
 pub use validate::{load, valid_phc};
 
 use crate::identity::{Population, ProviderKind};
@@ -103,17 +105,25 @@ fn sha256(s: &str) -> [u8; 32] {
 /// A store URL fit for logs and error messages: the password, if any, is replaced by
 /// `***` (`redis://user:***@host:6379/0`). Text that does not parse as a URL with a
 /// host keeps only what follows its last `@`.
-pub fn redacted(url: &str) -> String {
+pub fn redacted(url: impl AsRef<str>) -> String {
+    let url = url.as_ref();
     match url::Url::parse(url) {
         // Without a host (`redis:/:pw@h`, one slash) the credentials are not parsed as
         // such: the fallback below applies.
-        Ok(mut u) if u.has_host() => {
+        Ok(mut u) if u.has_host() && !u.host_str().unwrap_or_default().contains(',') => {
             if u.password().is_some() {
                 let _ = u.set_password(Some("***"));
             }
             u.to_string()
         }
-        _ => url.rsplit_once('@').map_or(url.to_string(), |(_, host)| format!("***@{host}")),
+        // Sentinel and Cluster URLs list several hosts: what precedes the last `@` goes.
+        _ => match url.split_once("://") {
+            Some((scheme, rest)) if rest.contains('@') => {
+                format!("{scheme}://***@{}", rest.rsplit_once('@').map_or(rest, |(_, h)| h))
+            }
+            Some(_) => url.to_string(),
+            None => url.rsplit_once('@').map_or(url.to_string(), |(_, host)| format!("***@{host}")),
+        },
     }
 }
 
@@ -163,7 +173,8 @@ impl Default for LoginLimits {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionStore {
     Memory,
-    Redis(String),
+    /// `redis://`, `rediss://`, `redis+sentinel://`, `redis[s]+cluster://` with `session.tls`.
+    Redis(RedisTarget),
 }
 
 #[derive(Debug, Clone)]

@@ -99,6 +99,16 @@ pub struct Session {
     pub key_file: Option<S>,
     /// Bounds on sign-ins in progress and their rate (docs/configuration.md).
     pub login_limits: Option<LoginLimits>,
+    /// PEM files for a `rediss://` store (docs/configuration.md).
+    pub tls: Option<SessionTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionTls {
+    pub ca_file: Option<S>,
+    pub cert_file: Option<S>,
+    pub key_file: Option<S>,
 }
 
 #[derive(Debug, Deserialize)]

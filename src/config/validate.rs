@@ -229,14 +229,13 @@ pub(super) fn duration(p: &mut Problems, anchor: Option<&str>, key: &str, value:
 
 fn session(s: Option<&raw::Session>, base_dir: &Path, p: &mut Problems) -> SessionSpec {
     let store = match s.and_then(|s| s.store.as_deref()) {
-        None | Some("memory") => SessionStore::Memory,
-        Some(v) if v.starts_with("redis://") || v.starts_with("rediss://") => SessionStore::Redis(v.to_string()),
-        Some(v) => {
-            // A mistyped URL may still carry a password.
-            let shown = super::redacted(v);
-            p.at(None, "session.store", format!("`{shown}` is neither `memory` nor a redis:// URL"));
+        None | Some("memory") => {
+            if s.is_some_and(|s| s.tls.is_some()) {
+                p.at(None, "session.tls", "applies to a rediss:// store only".to_string());
+            }
             SessionStore::Memory
         }
+        Some(v) => redis_store(v, s.and_then(|s| s.tls.as_ref()), base_dir, p),
     };
     SessionSpec {
         store,
@@ -245,6 +244,31 @@ fn session(s: Option<&raw::Session>, base_dir: &Path, p: &mut Problems) -> Sessi
         idle: duration(p, None, "session.idle", s.and_then(|s| s.idle.as_ref()), Duration::from_secs(3600)),
         key_file: s.and_then(|s| s.key_file.as_deref()).map(|k| base_dir.join(k)),
         login_limits: login_limits(s.and_then(|s| s.login_limits.as_ref()), p),
+    }
+}
+
+/// `session.store` as a Redis URL with `session.tls`: the form, and the TLS files read
+/// and parsed now, so what `check` accepts also starts.
+fn redis_store(v: &str, tls: Option<&raw::SessionTls>, base_dir: &Path, p: &mut Problems) -> SessionStore {
+    use crate::config::{RedisTarget, TlsFiles, SCHEMES};
+    let file = |f: Option<&EnvString>| f.map(|f| base_dir.join(&**f));
+    let files = tls.map_or_else(TlsFiles::default, |t| TlsFiles {
+        ca_file: file(t.ca_file.as_ref()),
+        cert_file: file(t.cert_file.as_ref()),
+        key_file: file(t.key_file.as_ref()),
+    });
+    // A mistyped URL may still carry a password.
+    let shown = super::redacted(v);
+    if !SCHEMES.iter().any(|s| v.starts_with(s)) {
+        p.at(None, "session.store", format!("`{shown}` is neither `memory` nor a Redis URL ({})", SCHEMES.join(", ")));
+        return SessionStore::Memory;
+    }
+    match RedisTarget::parse(v, files).and_then(|t| t.certificates().map(|_| t)) {
+        Ok(t) => SessionStore::Redis(t),
+        Err(e) => {
+            p.at(None, "session.store", format!("`{shown}`: {e}"));
+            SessionStore::Memory
+        }
     }
 }
 

@@ -470,7 +470,6 @@ async fn callback(rt: &Runtime, sessions: &Sessions, req: &Request<'_>, state: &
     };
     funnel(&p, "session_created");
     metrics().logins_total.with_label_values(&[p.id(), p.spec.population.as_str(), "success"]).inc();
-    metrics().sessions_active.inc();
     let cookie = web::cookie(&cookie_name(&rt.config.session.cookie, req.tls), &id, Some(sessions.absolute.as_secs() as i64), req.tls);
     Reply::redirect(&txn.rd, "ok").with_cookie(cookie)
 }
@@ -577,9 +576,7 @@ async fn session_from_id_token(rt: &Runtime, sessions: &Sessions, req: &Request<
     };
     let name = cookie_name(&rt.config.session.cookie, req.tls);
     if let Some(old) = req.cookie(&name) {
-        if let Ok(Some(_)) = sessions.destroy(old).await {
-            metrics().sessions_active.dec();
-        }
+        let _ = sessions.destroy(old).await;
     }
     let id = match sessions.create(session).await {
         Ok(id) => id,
@@ -590,7 +587,6 @@ async fn session_from_id_token(rt: &Runtime, sessions: &Sessions, req: &Request<
     };
     funnel(&p, "session_created");
     metrics().logins_total.with_label_values(&[p.id(), p.spec.population.as_str(), "success"]).inc();
-    metrics().sessions_active.inc();
     let cookie = web::cookie(&name, &id, Some(sessions.absolute.as_secs() as i64), req.tls);
     match rd {
         Some(rd) => Reply::redirect(&rd, "ok").with_cookie(cookie),
@@ -646,9 +642,6 @@ async fn logout(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Reply {
         Some(id) => sessions.destroy(id).await.ok().flatten(),
         None => None,
     };
-    if ended.is_some() {
-        metrics().sessions_active.dec();
-    }
     if let (Some(id), Some(hook)) = (sid, SIGN_OUT.get()) {
         match hook(rt, id).await {
             Ok(0) => {}

@@ -13,6 +13,7 @@
 
 pub mod memory;
 pub mod pending;
+pub mod redis_conn;
 pub mod redis_store;
 mod refresh;
 
@@ -198,6 +199,16 @@ fn now() -> i64 {
     crate::providers::now_secs()
 }
 
+/// Counts sessions ended (`idfabric_sessions_ended_total{reason}`). Counted where the
+/// ending happens, once, by the replica that ended it, so the sum over replicas is right.
+/// Sessions that run out their idle time in the store are not seen ending.
+fn ended(reason: &'static str, n: u64) {
+    if n > 0 {
+        crate::metrics::metrics().sessions_ended_total.with_label_values(&[reason]).inc_by(n);
+        crate::metrics::metrics().sessions_active.sub(n as i64);
+    }
+}
+
 /// Sessions over a `Store`, sign-ins in progress in their own `Pending` space.
 pub struct Sessions {
     pub store: Arc<dyn Store>,
@@ -265,6 +276,8 @@ impl Sessions {
         s.expires_at = s.created_at + self.absolute.as_secs() as i64;
         self.save(&id, &s).await?;
         self.store.add_member(&Self::subkey(&s.identity.sub), &id, self.absolute).await?;
+        crate::metrics::metrics().sessions_created_total.inc();
+        crate::metrics::metrics().sessions_active.inc();
         Ok(id)
     }
 
@@ -285,6 +298,7 @@ impl Sessions {
         let now = now();
         if s.expires_at <= now {
             self.store.delete(&Self::skey(id)).await?;
+            ended("expired", 1);
             return Ok(None);
         }
         if now - s.touched_at >= 60 {
@@ -305,6 +319,7 @@ impl Sessions {
         let old = self.store.take(&Self::skey(id)).await?;
         let s: Option<Session> = old.and_then(|b| serde_json::from_slice(&b).ok());
         if let Some(s) = &s {
+            ended("logout", 1);
             let _ = self.store.remove_member(&Self::subkey(&s.identity.sub), id).await?;
         }
         Ok(s)
@@ -320,6 +335,7 @@ impl Sessions {
             }
         }
         self.store.delete(&Self::subkey(sub)).await?;
+        ended("revoked", n as u64);
         Ok(n)
     }
 

@@ -18,6 +18,7 @@
 //!   the sorted set in pages (`ZRANGEBYSCORE … LIMIT`), never whole. Every key carries the
 //!   `{txn}` hash tag so the scripts touch one slot.
 
+use super::redis_store::{count_found, Op};
 use super::StoreError;
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap};
@@ -303,28 +304,32 @@ impl Pending for RedisPending {
         call.key(value_key(key)).key(PENDING).key(client_key(client));
         call.arg(value).arg(ttl.as_secs().max(1)).arg(now_ms()).arg(format!("{key}|{tag}|{client}"));
         call.arg(caps.per_client.max(1)).arg(caps.total.max(1));
-        let reply: Vec<redis::Value> = self.store.run(|mut c| async move { call.invoke_async(&mut c).await }).await?;
+        let reply: Vec<redis::Value> = self.store.run_ok(Op::PendingPark, |mut c| async move { call.invoke_async(&mut c).await }).await?;
         let (held, members) = held_and_members(reply)?;
         Ok(Parked { evicted: members.iter().map(|m| tag_of(m)).collect(), held })
     }
 
     async fn peek(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let k = value_key(key);
-        self.store.run(|mut c| async move { redis::AsyncCommands::hget(&mut c, k, "v").await }).await
+        let r = self.store.run(Op::PendingPeek, |mut c| async move { redis::AsyncCommands::hget(&mut c, k, "v").await }).await;
+        count_found(Op::PendingPeek, &r);
+        r
     }
 
     async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         static S: std::sync::OnceLock<redis::Script> = std::sync::OnceLock::new();
         let mut call = script(&S, TAKE).prepare_invoke();
         call.key(value_key(key)).key(PENDING);
-        self.store.run(|mut c| async move { call.invoke_async(&mut c).await }).await
+        let r = self.store.run(Op::PendingTake, |mut c| async move { call.invoke_async(&mut c).await }).await;
+        count_found(Op::PendingTake, &r);
+        r
     }
 
     async fn sweep(&self, cutoff: i64, max: usize) -> Result<Swept, StoreError> {
         static S: std::sync::OnceLock<redis::Script> = std::sync::OnceLock::new();
         let mut call = script(&S, SWEEP).prepare_invoke();
         call.key(PENDING).arg(cutoff.saturating_mul(1000)).arg(max.max(1));
-        let reply: Vec<redis::Value> = self.store.run(|mut c| async move { call.invoke_async(&mut c).await }).await?;
+        let reply: Vec<redis::Value> = self.store.run_ok(Op::PendingSweep, |mut c| async move { call.invoke_async(&mut c).await }).await?;
         let (held, members) = held_and_members(reply)?;
         Ok(Swept { expired: members.iter().map(|m| tag_of(m)).collect(), held })
     }

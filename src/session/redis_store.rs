@@ -1,22 +1,96 @@
-//! `session.store: redis://host:port`: shared by every replica, so a session created on
-//! one replica works on another and a logout or revocation ends it everywhere.
+//! `session.store: redis://…` (or `rediss://`, `redis+sentinel://`, `redis+cluster://`,
+//! see `super::redis_conn`): shared by every replica, so a session created on one
+//! replica works on another and a logout or revocation ends it everywhere.
 //!
-//! Uses a `ConnectionManager` (reconnects by itself). Every call has a short timeout:
-//! when Redis is down, sign-ins fail closed with a clear page and bearer traffic,
-//! which never touches the store, is unaffected.
+//! Every call has a short timeout: when Redis is down, sign-ins fail closed with a
+//! clear page and bearer traffic, which never touches the store, is unaffected. Every
+//! call is counted (`idfabric_session_store_ops_total{op,result}`) and timed
+//! (`idfabric_session_store_op_duration_seconds{op}`); failures are logged at most once
+//! a second, with the operation and the error, never a key or a value.
 
+use super::redis_conn::{Backend, Conn, RedisTarget};
 use super::{AccessRecord, Store, StoreError};
+use crate::metrics::metrics;
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
-use std::time::Duration;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
 use tokio::sync::OnceCell;
 
 const OP_TIMEOUT: Duration = Duration::from_millis(1500);
 
+/// How long a write on a Sentinel-managed master waits for one replica to confirm it.
+const REPLICA_WAIT_MS: u64 = 500;
+
+/// The operations counted in `idfabric_session_store_ops_total` (a fixed set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Get,
+    Set,
+    Take,
+    Delete,
+    SetIfAbsent,
+    AddMember,
+    Members,
+    RemoveMember,
+    Ping,
+    PendingPark,
+    PendingPeek,
+    PendingTake,
+    PendingSweep,
+    AccessWrite,
+    AccessRead,
+}
+
+impl Op {
+    pub fn label(self) -> &'static str {
+        match self {
+            Op::Get => "get",
+            Op::Set => "set",
+            Op::Take => "take",
+            Op::Delete => "delete",
+            Op::SetIfAbsent => "set_if_absent",
+            Op::AddMember => "add_member",
+            Op::Members => "members",
+            Op::RemoveMember => "remove_member",
+            Op::Ping => "ping",
+            Op::PendingPark => "pending_park",
+            Op::PendingPeek => "pending_peek",
+            Op::PendingTake => "pending_take",
+            Op::PendingSweep => "pending_sweep",
+            Op::AccessWrite => "access_write",
+            Op::AccessRead => "access_read",
+        }
+    }
+
+    fn writes(self) -> bool {
+        !matches!(self, Op::Get | Op::Members | Op::Ping | Op::PendingPeek | Op::AccessRead)
+    }
+}
+
+/// Counts one operation's result (`ok`, `miss` or `error`).
+pub fn count(op: Op, result: &'static str) {
+    metrics().session_store_ops_total.with_label_values(&[op.label(), result]).inc();
+}
+
+/// Counts a read that may find nothing: `miss` when it did.
+pub(crate) fn count_found<T>(op: Op, r: &Result<Option<T>, StoreError>) {
+    if let Ok(v) = r {
+        count(op, if v.is_some() { "ok" } else { "miss" });
+    }
+}
+
 pub struct RedisStore {
-    client: redis::Client,
-    conn: OnceCell<ConnectionManager>,
+    backend: Backend,
+    /// The single or cluster connection, made on first use (each reconnects by itself).
+    conn: OnceCell<Conn>,
+    /// The URL with its password hidden, for logs.
+    shown: String,
+    /// When a failure was last logged (milliseconds since the epoch).
+    last_log: AtomicI64,
+    /// Access evidence in the layout of earlier versions has been moved (or there is
+    /// none to move: Cluster).
+    access_migrated: std::sync::atomic::AtomicBool,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -29,43 +103,142 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 pub use crate::config::redacted;
 
 impl RedisStore {
-    pub fn new(url: &str) -> Result<RedisStore, StoreError> {
-        Ok(RedisStore { client: redis::Client::open(url).map_err(unavailable)?, conn: OnceCell::new() })
+    /// A store for `target`; connects on first use. Fails only on configuration that
+    /// cannot work (unreadable TLS files, a URL the client rejects).
+    pub fn new(target: &RedisTarget) -> Result<RedisStore, StoreError> {
+        Ok(RedisStore {
+            backend: Backend::new(target, OP_TIMEOUT).map_err(StoreError::Unavailable)?,
+            conn: OnceCell::new(),
+            shown: redacted(&target.url),
+            last_log: AtomicI64::new(0),
+            access_migrated: std::sync::atomic::AtomicBool::new(matches!(target.topology, super::redis_conn::Topology::Cluster { .. })),
+        })
     }
 
-    async fn conn(&self) -> Result<ConnectionManager, StoreError> {
-        let c = self
-            .conn
-            .get_or_try_init(|| async {
-                let cfg = redis::aio::ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(OP_TIMEOUT))
-                    .set_response_timeout(Some(OP_TIMEOUT))
-                    .set_number_of_retries(1);
-                tokio::time::timeout(OP_TIMEOUT, ConnectionManager::new_with_config(self.client.clone(), cfg))
-                    .await
-                    .map_err(|_| StoreError::Unavailable("connect timeout".into()))?
-                    .map_err(unavailable)
-            })
-            .await?;
-        Ok(c.clone())
+    /// A store on a plain `redis://` or `rediss://` URL.
+    pub fn open(url: &str) -> Result<RedisStore, StoreError> {
+        let target = RedisTarget::parse(url, Default::default()).map_err(StoreError::Unavailable)?;
+        RedisStore::new(&target)
     }
 
-    pub(crate) async fn run<T, F>(&self, f: impl FnOnce(ConnectionManager) -> F) -> Result<T, StoreError>
+    async fn conn(&self) -> Result<Conn, StoreError> {
+        let connect = || async {
+            tokio::time::timeout(OP_TIMEOUT, self.backend.connect(OP_TIMEOUT))
+                .await
+                .map_err(|_| StoreError::Unavailable("connect timeout".into()))?
+                .map_err(|e| {
+                    self.backend.failed(Some(&e));
+                    unavailable(e)
+                })
+        };
+        if self.backend.is_sentinel() {
+            return connect().await;
+        }
+        Ok(self.conn.get_or_try_init(connect).await?.clone())
+    }
+
+    /// Runs one operation with the timeout; counts an error (the caller counts success,
+    /// which may be a miss) and times it.
+    pub(crate) async fn run<T, F>(&self, op: Op, f: impl FnOnce(Conn) -> F) -> Result<T, StoreError>
+    where
+        F: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let started = Instant::now();
+        let r = self.attempt(op, f).await;
+        metrics().session_store_op_duration_seconds.with_label_values(&[op.label()]).observe(started.elapsed().as_secs_f64());
+        if let Err(e) = &r {
+            count(op, "error");
+            self.log_failure(op, e);
+        }
+        r
+    }
+
+    /// [`Self::run`] for operations whose every success is `ok`.
+    pub(crate) async fn run_ok<T, F>(&self, op: Op, f: impl FnOnce(Conn) -> F) -> Result<T, StoreError>
+    where
+        F: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let r = self.run(op, f).await;
+        if r.is_ok() {
+            count(op, "ok");
+        }
+        r
+    }
+
+    async fn attempt<T, F>(&self, op: Op, f: impl FnOnce(Conn) -> F) -> Result<T, StoreError>
     where
         F: std::future::Future<Output = redis::RedisResult<T>>,
     {
         let conn = self.conn().await?;
-        tokio::time::timeout(OP_TIMEOUT, f(conn))
-            .await
-            .map_err(|_| StoreError::Unavailable("timeout".into()))?
-            .map_err(unavailable)
+        let mut after = conn.clone();
+        let out = match tokio::time::timeout(OP_TIMEOUT, f(conn)).await {
+            Err(_) => {
+                self.backend.failed(None);
+                return Err(StoreError::Unavailable("timeout".into()));
+            }
+            Ok(Err(e)) => {
+                self.backend.failed(Some(&e));
+                return Err(unavailable(e));
+            }
+            Ok(Ok(v)) => v,
+        };
+        if self.backend.is_sentinel() && op.writes() {
+            self.replicated(&mut after).await;
+        }
+        Ok(out)
+    }
+
+    /// Waits until one replica holds every write made so far on this connection, so a
+    /// failover keeps it. Without a replica (all down) the write stands, logged: the
+    /// master still serves it, and refusing every sign-in would be worse.
+    async fn replicated(&self, conn: &mut Conn) {
+        let waited: redis::RedisResult<i64> =
+            redis::cmd("WAIT").arg(1).arg(REPLICA_WAIT_MS).query_async(conn).await;
+        match waited {
+            Ok(n) if n >= 1 => {}
+            Ok(_) => self.log_rate_limited(|| tracing::warn!(store = %self.shown, "session store: no replica confirmed a write within {REPLICA_WAIT_MS} ms; a failover now would lose it")),
+            Err(e) => self.backend.failed(Some(&e)),
+        }
+    }
+
+    /// Moves access evidence written by earlier versions to the hash-tagged layout, a
+    /// page at a time, once per process (again after a failure).
+    async fn migrate_access(&self) -> Result<(), StoreError> {
+        if self.access_migrated.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        static S: std::sync::OnceLock<redis::Script> = std::sync::OnceLock::new();
+        let script = S.get_or_init(|| redis::Script::new(MIGRATE_ACCESS));
+        loop {
+            let left: u64 =
+                self.run_ok(Op::AccessWrite, |mut c| async move { script.arg(ACCESS_BATCH).invoke_async(&mut c).await }).await?;
+            if left == 0 {
+                self.access_migrated.store(true, Ordering::Relaxed);
+                return Ok(());
+            }
+        }
+    }
+
+    fn log_failure(&self, op: Op, e: &StoreError) {
+        self.log_rate_limited(|| tracing::warn!(store = %self.shown, op = op.label(), error = %e, "session store operation failed"));
+    }
+
+    fn log_rate_limited(&self, log: impl FnOnce()) {
+        let now = crate::providers::now_secs();
+        let last = self.last_log.load(Ordering::Relaxed);
+        if now > last && self.last_log.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+            log();
+        }
     }
 }
 
-/// Access evidence layout: `idf:acc:{route}:{sub}` (hash: first, last, count) per row,
-/// `idf:accid:{sub}` (hash: last, provider, username, name, groups as JSON) per
-/// identity, and the set `idf:acc:index` of row keys. Route names hold no `:`.
-const ACCESS_INDEX: &str = "idf:acc:index";
+/// Access evidence layout: `idf:{acc}:r:<route>:<sub>` (hash: first, last, count) per
+/// row, `idf:{acc}:id:<sub>` (hash: last, provider, username, name, groups as JSON) per
+/// identity, and the set `idf:{acc}:index` of row keys. Route names hold no `:`. The
+/// `{acc}` hash tag puts them in one Cluster slot: the merge script and the report's
+/// pipelines touch several at once.
+const ACCESS_INDEX: &str = "idf:{acc}:index";
+const ROW_PREFIX: &str = "idf:{acc}:r:";
 
 /// Records per script invocation and keys per report read: bounded, so neither one
 /// Lua call nor one reply holds Redis (or our memory) for long, and large enough that
@@ -102,18 +275,54 @@ end
 return 1
 "#;
 
+/// Moves one page of access evidence from the layout before the `{acc}` hash tag
+/// (`idf:acc:index`, `idf:acc:<route>:<sub>`, `idf:accid:<sub>`) to the current one,
+/// merging with rows already written under the new names (earliest first, latest last,
+/// summed count; a newer identity wins). ARGV: page size. Returns the rows left. Only
+/// outside Cluster, the one place where the old layout could exist: it names keys in
+/// other slots.
+const MIGRATE_ACCESS: &str = r#"
+for _, row in ipairs(redis.call('SPOP', 'idf:acc:index', tonumber(ARGV[1]))) do
+  local rest = string.sub(row, 9)
+  local sub = string.match(rest, '^[^:]+:(.+)$')
+  if sub and redis.call('EXISTS', row) == 1 then
+    local new = 'idf:{acc}:r:' .. rest
+    if redis.call('EXISTS', new) == 0 then
+      redis.call('RENAME', row, new)
+    else
+      local o = redis.call('HMGET', row, 'first', 'last', 'count')
+      local n = redis.call('HMGET', new, 'first', 'last', 'count')
+      if tonumber(o[1] or '0') < tonumber(n[1] or '0') then redis.call('HSET', new, 'first', o[1]) end
+      if tonumber(o[2] or '0') > tonumber(n[2] or '0') then redis.call('HSET', new, 'last', o[2]) end
+      redis.call('HINCRBY', new, 'count', tonumber(o[3] or '0'))
+      redis.call('DEL', row)
+    end
+    redis.call('SADD', 'idf:{acc}:index', new)
+    local oid, nid = 'idf:accid:' .. sub, 'idf:{acc}:id:' .. sub
+    if redis.call('EXISTS', oid) == 1 then
+      if redis.call('EXISTS', nid) == 0 then redis.call('RENAME', oid, nid) else redis.call('DEL', oid) end
+    end
+  end
+end
+return redis.call('SCARD', 'idf:acc:index')
+"#;
+
 fn merge_script() -> &'static redis::Script {
     static SCRIPT: std::sync::OnceLock<redis::Script> = std::sync::OnceLock::new();
     SCRIPT.get_or_init(|| redis::Script::new(MERGE_ACCESS))
 }
 
 fn access_keys(route: &str, sub: &str) -> (String, String) {
-    (format!("idf:acc:{route}:{sub}"), format!("idf:accid:{sub}"))
+    (format!("{ROW_PREFIX}{route}:{sub}"), identity_key(sub))
 }
 
-/// `idf:acc:{route}:{sub}` → (route, sub); `None` for anything else in the index.
+fn identity_key(sub: &str) -> String {
+    format!("idf:{{acc}}:id:{sub}")
+}
+
+/// `idf:{acc}:r:<route>:<sub>` → (route, sub); `None` for anything else in the index.
 fn parse_row_key(key: &str) -> Option<(&str, &str)> {
-    key.strip_prefix("idf:acc:")
+    key.strip_prefix(ROW_PREFIX)
         .and_then(|r| r.split_once(':'))
         .filter(|(route, sub)| !route.is_empty() && !sub.is_empty())
 }
@@ -178,24 +387,28 @@ fn secs(ttl: Duration) -> u64 {
 #[async_trait]
 impl Store for RedisStore {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.run(|mut c| async move { c.get(key).await }).await
+        let r = self.run(Op::Get, |mut c| async move { c.get(key).await }).await;
+        count_found(Op::Get, &r);
+        r
     }
 
     async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StoreError> {
-        self.run(|mut c| async move { c.set_ex(key, value, secs(ttl)).await }).await
+        self.run_ok(Op::Set, |mut c| async move { c.set_ex(key, value, secs(ttl)).await }).await
     }
 
     async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.run(|mut c| async move { c.get_del(key).await }).await
+        let r = self.run(Op::Take, |mut c| async move { c.get_del(key).await }).await;
+        count_found(Op::Take, &r);
+        r
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.run(|mut c| async move { c.del(key).await }).await
+        self.run_ok(Op::Delete, |mut c| async move { c.del(key).await }).await
     }
 
     async fn set_if_absent(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<bool, StoreError> {
         // `SET NX` is one atomic command: one caller across every replica gets `OK`.
-        self.run(|mut c| async move {
+        self.run_ok(Op::SetIfAbsent, |mut c| async move {
             let r: Option<String> = redis::cmd("SET")
                 .arg(key)
                 .arg(value)
@@ -210,7 +423,8 @@ impl Store for RedisStore {
     }
 
     async fn add_member(&self, key: &str, member: &str, ttl: Duration) -> Result<(), StoreError> {
-        self.run(|mut c| async move {
+        // Two commands on one key: one slot, so a Cluster pipeline holds them together.
+        self.run_ok(Op::AddMember, |mut c| async move {
             redis::pipe()
                 .sadd(key, member)
                 .ignore()
@@ -223,21 +437,22 @@ impl Store for RedisStore {
     }
 
     async fn members(&self, key: &str) -> Result<Vec<String>, StoreError> {
-        self.run(|mut c| async move { c.smembers(key).await }).await
+        self.run_ok(Op::Members, |mut c| async move { c.smembers(key).await }).await
     }
 
     async fn remove_member(&self, key: &str, member: &str) -> Result<bool, StoreError> {
-        self.run(|mut c| async move { c.srem::<_, _, i64>(key, member).await.map(|n| n > 0) }).await
+        self.run_ok(Op::RemoveMember, |mut c| async move { c.srem::<_, _, i64>(key, member).await.map(|n| n > 0) }).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.run(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await.map(|_| ()) }).await
+        self.run_ok(Op::Ping, |mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await.map(|_| ()) }).await
     }
 
     async fn record_access(&self, records: &[AccessRecord]) -> Result<(), StoreError> {
         if records.is_empty() {
             return Ok(());
         }
+        self.migrate_access().await?;
         let keep = secs(super::ACCESS_RETENTION);
         for part in records.chunks(ACCESS_BATCH * FLUSH_INVOCATIONS) {
             let pipe = merge_pipeline(part, keep)?;
@@ -247,7 +462,7 @@ impl Store for RedisStore {
             // error is returned (`crate::access::flush` keeps the records for the next
             // flush: delivery is at least once).
             let invocations = pipe.len();
-            self.run(|mut c| async move {
+            self.run_ok(Op::AccessWrite, |mut c| async move {
                 match pipe.query_async::<()>(&mut c).await {
                     Err(e) if all_noscript(&e, invocations) => {
                         merge_script().prepare_invoke().load_async(&mut c).await?;
@@ -262,6 +477,7 @@ impl Store for RedisStore {
     }
 
     async fn scan_access(&self) -> Result<Vec<AccessRecord>, StoreError> {
+        self.migrate_access().await?;
         let mut out = Vec::new();
         // Identities already read in this report (most have several routes).
         let mut idents: std::collections::HashMap<String, Hash> = std::collections::HashMap::new();
@@ -272,7 +488,7 @@ impl Store for RedisStore {
             // One SSCAN page, then one pipeline: every row of the page and every identity
             // not read yet (two round trips per page of about ACCESS_BATCH rows).
             let (next, page): (u64, Vec<String>) = self
-                .run(|mut c| async move {
+                .run_ok(Op::AccessRead, |mut c| async move {
                     redis::cmd("SSCAN")
                         .arg(ACCESS_INDEX)
                         .arg(cursor)
@@ -299,10 +515,10 @@ impl Store for RedisStore {
                 for (_, _, sub) in batch {
                     if !idents.contains_key(sub) && asked.insert(sub) {
                         wanted.push(sub);
-                        pipe.hgetall(format!("idf:accid:{sub}"));
+                        pipe.hgetall(identity_key(sub));
                     }
                 }
-                let mut replies: Vec<Hash> = self.run(|mut c| async move { pipe.query_async(&mut c).await }).await?;
+                let mut replies: Vec<Hash> = self.run_ok(Op::AccessRead, |mut c| async move { pipe.query_async(&mut c).await }).await?;
                 let fetched = replies.split_off(batch.len());
                 idents.extend(wanted.into_iter().map(String::from).zip(fetched));
                 let mut expired = redis::pipe();
@@ -317,7 +533,7 @@ impl Store for RedisStore {
                 }
                 if !expired.is_empty() {
                     // Index entries of rows that expired; best effort (the next report retries).
-                    let _ = self.run(|mut c| async move { expired.query_async::<()>(&mut c).await }).await;
+                    let _ = self.run_ok(Op::AccessWrite, |mut c| async move { expired.query_async::<()>(&mut c).await }).await;
                 }
             }
             cursor = next;
@@ -385,7 +601,7 @@ mod access_tests {
 
     async fn commandstat(store: &RedisStore, cmd: &str) -> u64 {
         let info: String = store
-            .run(|mut c| async move { redis::cmd("INFO").arg("commandstats").query_async(&mut c).await })
+            .run(Op::Get, |mut c| async move { redis::cmd("INFO").arg("commandstats").query_async(&mut c).await })
             .await
             .unwrap();
         info.lines()
@@ -396,9 +612,53 @@ mod access_tests {
     }
 
     #[tokio::test]
+    async fn evidence_in_the_layout_before_the_hash_tag_is_moved_and_merged() {
+        let Some(server) = redis_server() else { return };
+        let store = RedisStore::open(&format!("redis://127.0.0.1:{}", server.1)).unwrap();
+        // Written by an earlier version: three rows of two identities.
+        store
+            .run_ok(Op::Set, |mut c| async move {
+                redis::pipe()
+                    .hset_multiple("idf:acc:wiki:dev-wf:u1", &[("first", "100"), ("last", "200"), ("count", "3")]).ignore()
+                    .hset_multiple("idf:acc:hr:dev-wf:u1", &[("first", "150"), ("last", "150"), ("count", "1")]).ignore()
+                    .hset_multiple("idf:acc:wiki:dev-wf:u2", &[("first", "120"), ("last", "130"), ("count", "2")]).ignore()
+                    .hset_multiple("idf:accid:dev-wf:u1", &[("last", "200"), ("provider", "dev-wf"), ("username", "old"), ("name", ""), ("groups", "[]")]).ignore()
+                    .hset_multiple("idf:accid:dev-wf:u2", &[("last", "130"), ("provider", "dev-wf"), ("username", "u2"), ("name", ""), ("groups", "[]")]).ignore()
+                    .expire("idf:acc:wiki:dev-wf:u2", 1000).ignore()
+                    .sadd("idf:acc:index", &["idf:acc:wiki:dev-wf:u1", "idf:acc:hr:dev-wf:u1", "idf:acc:wiki:dev-wf:u2"]).ignore()
+                    .query_async::<()>(&mut c)
+                    .await
+            })
+            .await
+            .unwrap();
+        // A new replica already wrote u1 on wiki under the new names.
+        let mut newer = record(0, 5, 300);
+        (newer.sub, newer.route, newer.username) = ("dev-wf:u1".into(), "wiki".into(), Some("new".into()));
+        let fresh = RedisStore::open(&format!("redis://127.0.0.1:{}", server.1)).unwrap();
+        fresh.access_migrated.store(true, Ordering::Relaxed);
+        fresh.record_access(&[newer]).await.unwrap();
+
+        let mut got = store.scan_access().await.unwrap();
+        got.sort_by(|a, b| (&a.sub, &a.route).cmp(&(&b.sub, &b.route)));
+        let rows: Vec<(&str, &str, i64, i64, u64)> =
+            got.iter().map(|r| (r.sub.as_str(), r.route.as_str(), r.first_seen, r.last_seen, r.count)).collect();
+        assert_eq!(
+            rows,
+            [("dev-wf:u1", "hr", 150, 150, 1), ("dev-wf:u1", "wiki", 100, 300, 8), ("dev-wf:u2", "wiki", 120, 130, 2)]
+        );
+        assert_eq!(got[1].username.as_deref(), Some("new"), "the newer identity wins");
+        let old: Vec<String> = store.run_ok(Op::Members, |mut c| async move { c.keys("idf:acc*").await }).await.unwrap();
+        assert!(old.is_empty(), "nothing left in the old layout: {old:?}");
+        let ttl: i64 = store.run_ok(Op::Get, |mut c| async move { c.ttl("idf:{acc}:r:wiki:dev-wf:u2").await }).await.unwrap();
+        assert!((1..=1000).contains(&ttl), "a moved row keeps its expiry: {ttl}");
+    }
+
+    #[tokio::test]
     async fn many_records_merge_in_batches_and_read_back_whole() {
         let Some(server) = redis_server() else { return };
-        let store = RedisStore::new(&format!("redis://127.0.0.1:{}", server.1)).unwrap();
+        let store = RedisStore::open(&format!("redis://127.0.0.1:{}", server.1)).unwrap();
+        // Only the merge script is counted below (the move from the old layout has its own test).
+        store.access_migrated.store(true, Ordering::Relaxed);
         let n = 1_234;
         let first: Vec<AccessRecord> = (0..n).map(|i| record(i, 2, 5_000)).collect();
         store.record_access(&first).await.unwrap();
@@ -408,7 +668,7 @@ mod access_tests {
         store.record_access(&again).await.unwrap();
         // A script cache flush (Redis restart, failover) is survived by reloading it.
         store
-            .run(|mut c| async move { redis::cmd("SCRIPT").arg("FLUSH").query_async::<()>(&mut c).await })
+            .run(Op::Set, |mut c| async move { redis::cmd("SCRIPT").arg("FLUSH").query_async::<()>(&mut c).await })
             .await
             .unwrap();
         store.record_access(&[record(1, 1, 6_500)]).await.unwrap();
@@ -437,9 +697,9 @@ mod access_tests {
         assert!(commandstat(&store, "sscan").await >= 1);
 
         // A row that expired leaves the index at the next report.
-        store.run(|mut c| async move { c.del::<_, ()>("idf:acc:hr:sub-0").await }).await.unwrap();
+        store.run(Op::Delete, |mut c| async move { c.del::<_, ()>("idf:{acc}:r:hr:sub-0").await }).await.unwrap();
         assert_eq!(store.scan_access().await.unwrap().len(), n - 1);
-        let left: u64 = store.run(|mut c| async move { c.scard(ACCESS_INDEX).await }).await.unwrap();
+        let left: u64 = store.run(Op::Members, |mut c| async move { c.scard(ACCESS_INDEX).await }).await.unwrap();
         assert_eq!(left, n as u64 - 1);
 
         // The backlog after an outage: several pipelines; when all succeed every
@@ -466,5 +726,8 @@ mod tests {
         assert_eq!(redacted("rdis//:s3cret@host"), "***@host");
         assert_eq!(redacted("redis:/:s3cret@127.0.0.1:6379"), "***@127.0.0.1:6379");
         assert!(!redacted("redis://u:p%40ss@h").contains("p%40ss"));
+        assert_eq!(redacted("redis+sentinel://:pw@h1:26379,h2:26379/m"), "redis+sentinel://***@h1:26379,h2:26379/m");
+        assert_eq!(redacted("rediss+cluster://app:pw@h1:7000,h2:7001"), "rediss+cluster://***@h1:7000,h2:7001");
+        assert_eq!(redacted("redis+cluster://h1:7000,h2:7001"), "redis+cluster://h1:7000,h2:7001");
     }
 }

@@ -11,6 +11,7 @@ pub mod fakeidp;
 pub mod fixtures;
 pub mod oidc;
 pub mod redis;
+pub mod redis_topology;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
