@@ -122,6 +122,10 @@ pub enum TokenCommand {
         /// Print this many distinct tokens, one per line.
         #[arg(long, default_value_t = 1)]
         count: u64,
+        /// With --count: each token is a different user `{user}-{n}` (own `sub` and ids,
+        /// the rest of `--user`'s claims), e.g. for load tests of per-user work.
+        #[arg(long)]
+        distinct_users: bool,
     },
 }
 
@@ -194,8 +198,8 @@ pub fn run(cli: Cli) -> ExitCode {
             Some(url) => inspect_url(&config, &url, token),
             None => inspect(&config, token),
         },
-        Command::Token { command: TokenCommand::Mint { provider, user, config, id_token, ttl, count } } => {
-            mint(&config, &provider, &user, id_token, ttl.as_deref(), count)
+        Command::Token { command: TokenCommand::Mint { provider, user, config, id_token, ttl, count, distinct_users } } => {
+            mint(&config, &provider, &user, id_token, ttl.as_deref(), count, distinct_users)
         }
         Command::Keys { command: KeysCommand::Generate { dir, force } } => generate(&dir, force),
         Command::Keys { command: KeysCommand::Rotate { config, key, alg } } => rotate(&config, key, alg),
@@ -431,6 +435,19 @@ pub fn mint_tokens(
     ttl: Option<i64>,
     count: u64,
 ) -> Result<Vec<String>, String> {
+    mint_tokens_for(config, provider, user, id_token, ttl, count, false)
+}
+
+/// [`mint_tokens`]; with `distinct_users`, token `n` is for user `{user}-{n}`.
+pub fn mint_tokens_for(
+    config: &Config,
+    provider: &str,
+    user: &str,
+    id_token: bool,
+    ttl: Option<i64>,
+    count: u64,
+    distinct_users: bool,
+) -> Result<Vec<String>, String> {
     let spec = config
         .providers
         .iter()
@@ -449,12 +466,16 @@ pub fn mint_tokens(
     Ok((0..count)
         .map(|i| {
             let opts = dev::MintOptions { kind, now, ttl, nonce: None, serial: (count > 1).then_some(i) };
+            if distinct_users {
+                let each = dev::DevUserSpec { name: format!("{}-{i}", u.name), ..u.clone() };
+                return dev::mint(spec, d, &signer, &each, &opts);
+            }
             dev::mint(spec, d, &signer, u, &opts)
         })
         .collect())
 }
 
-fn mint(path: &Path, provider: &str, user: &str, id_token: bool, ttl: Option<&str>, count: u64) -> Result<ExitCode, ExitCode> {
+fn mint(path: &Path, provider: &str, user: &str, id_token: bool, ttl: Option<&str>, count: u64, distinct_users: bool) -> Result<ExitCode, ExitCode> {
     let config = load(path)?;
     let ttl = match ttl {
         None => None,
@@ -463,7 +484,7 @@ fn mint(path: &Path, provider: &str, user: &str, id_token: bool, ttl: Option<&st
             ExitCode::from(2)
         })?.as_secs() as i64),
     };
-    match mint_tokens(&config, provider, user, id_token, ttl, count) {
+    match mint_tokens_for(&config, provider, user, id_token, ttl, count, distinct_users) {
         Ok(tokens) => {
             use std::io::Write;
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
