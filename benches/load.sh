@@ -363,7 +363,7 @@ cached_tokens() {
 cached_tokens valid "$TOKENS" dev-idp-workforce.pem --provider bench-wf
 VALID=$CACHED
 if want distinct_users mix; then
-    "$IDF" token mint --help | grep -q -- --distinct-users || { echo "$IDF has no \`token mint --distinct-users\`" >&2; exit 1; }
+    "$IDF" token mint --help 2>&1 | grep -- --distinct-users >/dev/null || { echo "$IDF has no \`token mint --distinct-users\`" >&2; exit 1; }
     cached_tokens users "$USERS" dev-idp-workforce.pem --provider bench-wf --distinct-users
     USERS_FILE=$CACHED
 fi
@@ -423,7 +423,7 @@ fi
 # $WORK/cookie-NAME.txt (the Cookie header wrk sends).
 signin() {
     local name=$1 base="http://127.0.0.1:$2" jar="$WORK/jar-$1" login authz page cb back value
-    local c=(curl -s -o /dev/null -w '%{http_code} %{redirect_url}' -c "$jar" -b "$jar" -H 'Accept: text/html')
+    local c=(curl -s -o /dev/null -w '%{http_code} %{redirect_url}\n' -c "$jar" -b "$jar" -H 'Accept: text/html')
     fail() { echo "sign-in on $name ($base): $*" >&2; exit 1; }
     rm -f "$jar"
     # 1. the session route sends a browser without a session to the login page
@@ -467,6 +467,11 @@ if want replicas; then
     start_idf replica_b session "$IDF" "redis://127.0.0.1:$REDIS_PORT" "${IPORT[replica_a]}"
     IPID[replica_b]=$IDF_PID; IPORT[replica_b]=$IDF_PORT; IADMIN[replica_b]=$IDF_ADMIN
     signin replicas "${IPORT[replica_a]}"
+fi
+if [[ -n $REDIS_PID ]] && command -v redis-cli >/dev/null 2>&1; then
+    n=$(redis-cli -p "$REDIS_PORT" dbsize)
+    ((n >= 1)) || { echo "the Redis store holds no keys after the sign-ins" >&2; exit 1; }
+    log "redis: $n keys after the sign-ins"
 fi
 log "backend :$BACKEND_PORT  nginx :$NGINX_PORT (worker $NGINX_WORKER)  bare-pingora :$BARE_PORT (pid $BARE_PID)"
 for v in "${!IPID[@]}"; do log "idfabric $v :${IPORT[$v]} (pid ${IPID[$v]})"; done
@@ -591,11 +596,11 @@ scenario() {
         nginx) S_PID=$NGINX_WORKER; S_URL="http://127.0.0.1:$NGINX_PORT/"; S_ADMIN=- ;;
         bare) S_PID=$BARE_PID; S_URL="http://127.0.0.1:$BARE_PORT/"; S_ADMIN=- ;;
         hot|noid|r1000|p100|audit|es256_hot|session_mem|session_redis)
-            v=$sc; [[ $sc == hot ]] && v=base; [[ $sc == es256_hot ]] && v=es256
+            case $sc in hot) v=base ;; es256_hot) v=es256 ;; *) v=$sc ;; esac
             S_PID=${IPID[$v]}; S_URL="http://127.0.0.1:${IPORT[$v]}/"; S_ADMIN=${IADMIN[$v]}
-            [[ $sc == es256_hot ]] && S_ARGS=("$WORK/hot-es256.txt")
+            if [[ $sc == es256_hot ]]; then S_ARGS=("$WORK/hot-es256.txt"); fi
             if [[ $sc == session_* ]]; then S_ARGS=("$WORK/cookie-$sc.txt" Cookie); fi
-            [[ $sc == session_redis ]] && S_EXTRA=$REDIS_PID ;;
+            if [[ $sc == session_redis ]]; then S_EXTRA=$REDIS_PID; fi ;;
         base_hot) S_PID=$BL_PID; S_URL="http://127.0.0.1:$BL_PORT/"; S_ADMIN=$BL_ADMIN ;;
         distinct) fresh "distinct" base; S_SCRIPT=$TOKLUA; S_ARGS=("$VALID") ;;
         base_distinct) fresh "base-distinct" base "$BASELINE"; S_SCRIPT=$TOKLUA; S_ARGS=("$VALID") ;;

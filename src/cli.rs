@@ -122,7 +122,7 @@ pub enum TokenCommand {
         /// Print this many distinct tokens, one per line.
         #[arg(long, default_value_t = 1)]
         count: u64,
-        /// With --count: each token is a different user `{user}-{n}` (own `sub` and ids,
+        /// With --count: each token is a different user, `<user>-<n>` (own `sub` and ids,
         /// the rest of `--user`'s claims), e.g. for load tests of per-user work.
         #[arg(long)]
         distinct_users: bool,
