@@ -570,6 +570,12 @@ load_replicas() {
     wrk_run "$2" $((CONNS - half > 0 ? CONNS - half : 1)) "$3" "http://127.0.0.1:${IPORT[replica_b]}/" "$HOTLUA" "$cookie" Cookie
     wait "$wa" || true; untrack "$wa"
 }
+# merge_bench WRKOUT_A WRKOUT_B: one BENCH line for both replicas (requests summed,
+# the longer duration, the worse p50 / p99)
+merge_bench() {
+    { bench_line "$1"; bench_line "$2"; } | awk '{ n += $1; if ($2 > d) d = $2; if ($3 > p50) p50 = $3; if ($4 > p99) p99 = $4; e += $5; s += $6; k++ }
+        END { if (k == 2) printf "BENCH requests=%d duration_us=%d p50_us=%d p99_us=%d non2xx=%d sockerr=%d\n", n, d, p50, p99, e, s }'
+}
 # run_replicas ROUND: CPU of both replicas summed, requests summed, rps summed,
 # latency the worse of the two
 run_replicas() {
@@ -577,8 +583,7 @@ run_replicas() {
     t0=$(( $(cpu_ticks "${IPID[replica_a]}") + $(cpu_ticks "${IPID[replica_b]}") )); x0=$(cpu_ticks "$REDIS_PID")
     load_replicas "$a" "$b" "$DUR_S"
     t1=$(( $(cpu_ticks "${IPID[replica_a]}") + $(cpu_ticks "${IPID[replica_b]}") )); x1=$(cpu_ticks "$REDIS_PID")
-    { bench_line "$a"; bench_line "$b"; } | awk '{ n += $1; if ($2 > d) d = $2; if ($3 > p50) p50 = $3; if ($4 > p99) p99 = $4; e += $5; s += $6; k++ }
-        END { if (k == 2) printf "BENCH requests=%d duration_us=%d p50_us=%d p99_us=%d non2xx=%d sockerr=%d\n", n, d, p50, p99, e, s }' >"$out"
+    merge_bench "$a" "$b" >"$out"
     # rps = the sum of both replicas' request rates (requests over the longer duration)
     record "$r" idfabric replicas "$out" $((t1 - t0)) - "${IPID[replica_a]}" - 0 0 $((x1 - x0))
     sleep 1
@@ -625,7 +630,8 @@ if [[ -n "${PROFILE:-}" ]]; then
         perf_pid=$!
         PIDS+=("$perf_pid")
         if [[ $sc == replicas ]]; then
-            load_replicas "$RUN/wrk/profile-replicas-a.txt" "$RUN/wrk/profile-$sc.txt" "$DUR_S"
+            load_replicas "$RUN/wrk/profile-replicas-a.txt" "$RUN/wrk/profile-replicas-b.txt" "$DUR_S"
+            merge_bench "$RUN/wrk/profile-replicas-a.txt" "$RUN/wrk/profile-replicas-b.txt" >"$RUN/wrk/profile-$sc.txt"
         else
             wrk_run "$RUN/wrk/profile-$sc.txt" "$CONNS" "$DUR_S" "$S_URL" "$S_SCRIPT" "${S_ARGS[@]}"
         fi
