@@ -484,6 +484,11 @@ check() { # check URL EXPECTED [TOKEN | "Cookie: ..."]
     else code=$(curl -s -o /dev/null -w '%{http_code}' "$1"); fi
     [[ $code == "$2" ]] || { echo "sanity check failed: $1 answered $code, expected $2" >&2; exit 1; }
 }
+jwt_claim() { # jwt_claim NAME [PART] < TOKEN: a string member of the payload (PART 2) or header (1), unverified
+    local p; p=$(cut -d. -f"${2:-2}" | tr '_-' '/+')
+    while (( ${#p} % 4 )); do p+="="; done
+    base64 -d <<<"$p" 2>/dev/null | grep -o "\"$1\":\"[^\"]*\"" | head -n1 | cut -d'"' -f4 || true
+}
 HOT=$(head -n1 "$WORK/hot.txt")
 head -n 1 "$VALID" >"$WORK/flood-base.txt"
 check "http://127.0.0.1:$NGINX_PORT/" 200
@@ -494,12 +499,15 @@ check "http://127.0.0.1:${IPORT[base]}/" 401 "$(head -n1 "$INVALID")"
 check "http://127.0.0.1:${IPORT[base]}/" 401
 if [[ -n ${USERS_FILE:-} ]]; then
     check "http://127.0.0.1:${IPORT[base]}/" 200 "$(sed -n 2p "$USERS_FILE")"
-    [[ $(head -n1 "$USERS_FILE" | cut -d. -f2) != $(sed -n 2p "$USERS_FILE" | cut -d. -f2) ]] || { echo "distinct users: identical payloads" >&2; exit 1; }
+    s1=$(head -n1 "$USERS_FILE" | jwt_claim sub); s2=$(sed -n 2p "$USERS_FILE" | jwt_claim sub)
+    [[ -n $s1 && $s1 != "$s2" ]] || { echo "distinct users: the first two tokens have the same sub ($s1)" >&2; exit 1; }
 fi
 if want es256_hot; then
     check "http://127.0.0.1:${IPORT[es256]}/" 200 "$(head -n1 "$WORK/hot-es256.txt")"
     check "http://127.0.0.1:${IPORT[es256]}/" 200 "$(head -n1 "$VALID_ES")"
-    [[ $(head -n1 "$WORK/hot-es256.txt" | cut -d. -f1 | base64 -d 2>/dev/null) == *'"ES256"'* ]] || { echo "bench-es does not sign ES256" >&2; exit 1; }
+    [[ $(head -n1 "$WORK/hot-es256.txt" | jwt_claim alg 1) == ES256 && $(head -n1 "$VALID_ES" | jwt_claim alg 1) == ES256 ]] \
+        || { echo "bench-es does not sign ES256" >&2; exit 1; }
+    [[ $(head -n1 "$WORK/hot.txt" | jwt_claim alg 1) == RS256 ]] || { echo "bench-wf does not sign RS256" >&2; exit 1; }
 fi
 for v in session_mem session_redis replicas; do
     want "$v" || continue
