@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# idfabric load benchmark (issue 3): nginx, a bare Pingora passthrough and idfabric on
+# idfabric load benchmark: nginx, a bare Pingora passthrough and idfabric on
 # loopback, each proxy pinned to one core, wrk on the other, interleaved rounds.
 #
 #   benches/load.sh                                   # default: 3 rounds of 10 s, 100k tokens
-#   ROUNDS=1 DURATION=3s TOKENS=5000 benches/load.sh  # quick check (~1 minute after the build)
+#   ROUNDS=1 DURATION=3s TOKENS=5000 benches/load.sh  # quick check (~2 minutes after the build)
+#   SCENARIOS=hot,session_mem,mix benches/load.sh     # a subset (nginx and bare Pingora always run)
+#   PROFILE=session_mem,distinct_users benches/load.sh  # perf record instead of the rounds
 #
 # Environment (defaults in brackets):
 #   ROUNDS [3]  DURATION [10s]  CONNS [32]  THREADS [1] (wrk threads)
-#   TOKENS [100000]   distinct valid tokens for the cache-miss scenario
+#   TOKENS [100000]   distinct valid tokens for the cache-miss scenarios (distinct, es256_distinct)
+#   USERS [TOKENS]    distinct users for distinct_users and mix
 #   FLOOD_CONNS [32]  connections of the invalid-token flood
 #   PROXY_CPU [0]  LOAD_CPU [1] (wrk and the backend)
 #   OUT [benches/out] where raw results go;  SKIP_BUILD [0];  SKIP_INSTALL [0]

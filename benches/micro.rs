@@ -1,4 +1,4 @@
-//! Criterion micro-benchmarks of idfabric's request hot path (issue 3), through the
+//! Criterion micro-benchmarks of idfabric's request hot path, through the
 //! library API only: route match, credential extraction, verification (thread-local hot
 //! slot / shared cache / uncached per dev shape), policy decision, header propagation and
 //! `X-Identity-Token` minting (cached and fresh), plus the whole `pipeline::admit`.
