@@ -1,4 +1,4 @@
-//! Criterion micro-benchmarks of idfabric's request hot path (issue 3), through the
+//! Criterion micro-benchmarks of idfabric's request hot path, through the
 //! library API only: route match, credential extraction, verification (thread-local hot
 //! slot / shared cache / uncached per dev shape), policy decision, header propagation and
 //! `X-Identity-Token` minting (cached and fresh), plus the whole `pipeline::admit`.
@@ -7,6 +7,7 @@
 //! cargo bench --bench micro                 # everything
 //! cargo bench --bench micro -- verify       # one group
 //! cargo bench --bench micro -- --quick      # fast, noisier
+//! cargo bench --bench micro -- floor        # the signature floor load.sh prints
 //! ```
 //!
 //! The fixture is a temp directory with `keys generate` output, four dev providers (one
@@ -259,6 +260,40 @@ fn decide_and_propagate(c: &mut Criterion) {
     g.finish();
 }
 
+/// The signature floor a cache miss cannot go below: one RS256 and one ES256
+/// verification of a realistic access token through the gateway's own signature check
+/// (key parsed once, as the key set holds it), and one ES256 signature (the least a
+/// newly minted `X-Identity-Token` costs). `benches/load.sh` runs this group in every
+/// run and prints it above its table, with the targets computed from it.
+fn floor(c: &mut Criterion) {
+    use idfabric::keys::Signer;
+    use idfabric::providers::{jwks, jwt};
+    let f = fixture(0);
+    let certs = f._dir.path().join("certs");
+    let rs_signer = Signer::load(&certs.join("dev-idp-workforce.pem")).expect("RSA key");
+    let es_signer = Signer::load(&certs.join("broker-signing.pem")).expect("P-256 key");
+    assert_eq!((rs_signer.alg, es_signer.alg), ("RS256", "ES256"));
+    // The same claims under both algorithms: an Entra-shaped access token of the fixture.
+    let rs = mint(&f, "bench-entra", 1).remove(0);
+    let payload = rs.split('.').nth(1).expect("payload");
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload).expect("base64"),
+    )
+    .expect("claims");
+    let es = es_signer.sign_jwt("JWT", &claims);
+    let mut g = c.benchmark_group("floor");
+    for (name, token, signer) in [("rs256_verify", &rs, &rs_signer), ("es256_verify", &es, &es_signer)] {
+        let set = jwks::parse_jwks(idfabric::providers::dev_op::jwks(signer).to_string().as_bytes(), "bench").expect("jwks");
+        let parsed = jwt::parse(token).expect("parse");
+        let key = set.find(parsed.header.kid.as_deref()).expect("kid");
+        jwt::verify_signature(&parsed, key).expect("valid signature");
+        g.bench_function(name, |b| b.iter(|| black_box(jwt::verify_signature(black_box(&parsed), key).is_ok())));
+    }
+    let input = es.rsplit_once('.').expect("jws").0.to_string();
+    g.bench_function("es256_sign", |b| b.iter(|| black_box(es_signer.sign(black_box(input.as_bytes())))));
+    g.finish();
+}
+
 fn admit(c: &mut Criterion) {
     let mut g = c.benchmark_group("pipeline_admit");
     for n in [0usize, 999] {
@@ -279,5 +314,5 @@ fn admit(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, route_match, canon_path, credential_extract, verify, decide_and_propagate, admit);
+criterion_group!(benches, route_match, canon_path, credential_extract, verify, decide_and_propagate, admit, floor);
 criterion_main!(benches);

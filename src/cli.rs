@@ -123,6 +123,10 @@ pub enum TokenCommand {
         /// Print this many distinct tokens, one per line.
         #[arg(long, default_value_t = 1)]
         count: u64,
+        /// With --count: each token is a different user, `<user>-<n>` (own `sub` and ids,
+        /// the rest of `--user`'s claims), e.g. for load tests of per-user work.
+        #[arg(long)]
+        distinct_users: bool,
     },
 }
 
@@ -189,8 +193,8 @@ pub fn run(cli: Cli) -> ExitCode {
             Some(url) => inspect_url(&config, &url, token),
             None => inspect(&config, token),
         },
-        Command::Token { command: TokenCommand::Mint { provider, user, config, id_token, ttl, count } } => {
-            mint(&config, &provider, &user, id_token, ttl.as_deref(), count)
+        Command::Token { command: TokenCommand::Mint { provider, user, config, id_token, ttl, count, distinct_users } } => {
+            mint(&config, &provider, &user, id_token, ttl.as_deref(), count, distinct_users)
         }
         Command::Keys { command: KeysCommand::Generate { dir, force } } => generate(&dir, force),
         Command::Keys { command: KeysCommand::Rotate { config, key, alg } } => rotate(&config, key, alg),
@@ -430,10 +434,10 @@ fn inspect(path: &Path, token: Option<String>) -> Result<ExitCode, ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub use crate::providers::dev_op::mint_tokens;
+pub use crate::providers::dev_op::{mint_tokens, mint_tokens_for};
 
 
-fn mint(path: &Path, provider: &str, user: &str, id_token: bool, ttl: Option<&str>, count: u64) -> Result<ExitCode, ExitCode> {
+fn mint(path: &Path, provider: &str, user: &str, id_token: bool, ttl: Option<&str>, count: u64, distinct_users: bool) -> Result<ExitCode, ExitCode> {
     let config = load(path)?;
     let ttl = match ttl {
         None => None,
@@ -442,7 +446,7 @@ fn mint(path: &Path, provider: &str, user: &str, id_token: bool, ttl: Option<&st
             ExitCode::from(2)
         })?.as_secs() as i64),
     };
-    match mint_tokens(&config, provider, user, id_token, ttl, count) {
+    match mint_tokens_for(&config, provider, user, id_token, ttl, count, distinct_users) {
         Ok(tokens) => {
             use std::io::Write;
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());

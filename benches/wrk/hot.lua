@@ -1,10 +1,16 @@
--- wrk script: one bearer token on every request (a static request: wrk formats it
--- once after init). Usage: wrk ... -s hot.lua URL -- TOKEN_FILE (first line is used).
+-- wrk script: one credential on every request (a static request: wrk formats it once
+-- after init). Usage: wrk ... -s hot.lua URL -- FILE [HEADER]
+-- The first line of FILE is sent as `Authorization: Bearer <line>`, or with HEADER as
+-- that header's whole value (e.g. `Cookie` and a line `idfabric_session=...`).
 function init(args)
   local f = assert(io.open(args[1], "r"))
-  local token = f:read("*l")
+  local line = f:read("*l")
   f:close()
-  wrk.headers["Authorization"] = "Bearer " .. token
+  if args[2] then
+    wrk.headers[args[2]] = line
+  else
+    wrk.headers["Authorization"] = "Bearer " .. line
+  end
 end
 
 function done(summary, latency, requests)

@@ -67,6 +67,20 @@ pub fn mint_tokens(
     ttl: Option<i64>,
     count: u64,
 ) -> Result<Vec<String>, MintError> {
+    mint_tokens_for(config, provider, user, id_token, ttl, count, false)
+}
+
+/// [`mint_tokens`]; with `distinct_users`, token `n` is for user `{user}-{n}` (its own
+/// `sub` and ids, the rest of the user's claims), for load tests of per-user work.
+pub fn mint_tokens_for(
+    config: &crate::config::Config,
+    provider: &str,
+    user: &str,
+    id_token: bool,
+    ttl: Option<i64>,
+    count: u64,
+    distinct_users: bool,
+) -> Result<Vec<String>, MintError> {
     let spec = config
         .providers
         .iter()
@@ -85,6 +99,10 @@ pub fn mint_tokens(
     Ok((0..count)
         .map(|i| {
             let opts = MintOptions { kind, now, ttl, nonce: None, serial: (count > 1).then_some(i) };
+            if distinct_users {
+                let each = dev::DevUserSpec { name: format!("{}-{i}", u.name), ..u.clone() };
+                return dev::mint(spec, d, &signer, &each, &opts);
+            }
             dev::mint(spec, d, &signer, u, &opts)
         })
         .collect())
