@@ -1,4 +1,4 @@
-//! The broker as an OpenID Provider (issue 5), against the real binary: discovery, the
+//! The broker as an OpenID Provider, against the real binary: discovery, the
 //! code flow with PKCE for confidential and public clients through a real sign-in at
 //! the dev provider, the `idp` and `login_hint` shortcuts, `prompt`, `max_age`,
 //! `acr_values` step-up, userinfo, refresh rotation and reuse detection, code replay,

@@ -1,4 +1,4 @@
-//! Browser sign-in in a real headless Chromium (issue 4, "Real parts"), driven over
+//! Browser sign-in in a real headless Chromium, driven over
 //! WebDriver (fantoccini → chromedriver → /usr/bin/chromium): workforce sign-in by email
 //! domain, customer sign-in by button, customer step-up, logout. Every page is
 //! screenshotted per theme (workforce and branded customer home-realm pages, the dev

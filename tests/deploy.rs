@@ -1,4 +1,4 @@
-//! The deployment artefacts of `deploy/` (issue 6), checked with real tools and the real
+//! The deployment artefacts of `deploy/`, checked with real tools and the real
 //! binary, since no container engine or cluster runs here:
 //!
 //! - Kubernetes: every manifest of `deploy/kubernetes/base` validated strictly against

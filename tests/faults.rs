@@ -1,4 +1,4 @@
-//! Faults the gateway must ride out (issue 6, "Bad input and faults"): an identity
+//! Faults the gateway must ride out: an identity
 //! provider that hangs for 10 s or answers 500s, and Redis restarted mid-traffic. In
 //! every case the gateway keeps serving what it can, refuses the rest clearly, says so
 //! in metrics and logs, and loses no session data that Redis kept.

@@ -1,4 +1,4 @@
-//! Interop with OpenID software nobody here wrote (issue 5), against the real binary.
+//! Interop with OpenID software nobody here wrote, against the real binary.
 //!
 //! - **Upstream**: panva's `oidc-provider` (OpenID Certified OP, `tests/interop/op.mjs`)
 //!   is a `kind: oidc` provider of idfabric. A cookie-keeping agent drives the whole

@@ -1,4 +1,4 @@
-//! The multi-replica proof (issue 6): two gateway processes and one real Redis on
+//! The multi-replica proof: two gateway processes and one real Redis on
 //! loopback, as two Kubernetes replicas behind a Service would run. Sessions, logout,
 //! broker refresh-token families live in Redis, so any replica serves any request; when
 //! one replica dies, nothing that the other could serve is lost.

@@ -1,4 +1,4 @@
-//! `POST /.idfabric/session` (issue 7): an app that signed in with the Firebase SDK posts
+//! `POST /.idfabric/session`: an app that signed in with the Firebase SDK posts
 //! the fresh ID token and gets a browser session, through the real binary. A fake IdP
 //! publishes the keys (the provider's `jwks_url`), an echo app sits behind an
 //! `auth: session` route. Same-origin only, `auth_time` at most 5 minutes old, only

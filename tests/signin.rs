@@ -1,4 +1,4 @@
-//! Browser sign-in over HTTP (issue 4), against the real binary: home-realm discovery,
+//! Browser sign-in over HTTP, against the real binary: home-realm discovery,
 //! the authorization code flow through the dev provider's own login page, sessions,
 //! the remembered choice, step-up, logout, admin revocation, bad input (forged and
 //! replayed state, reused codes, nonce mismatches, provider errors, tampered / foreign /
@@ -348,7 +348,7 @@ async fn workforce_without_mfa_gets_a_403_page_when_the_provider_cannot_step_up(
     assert_eq!(p.json()["reason"], "mfa_required");
     assert_eq!(
         r.status, 403,
-        "issue 4: a workforce route requiring MFA, reached without it where the provider cannot step up, \
+        "a workforce route requiring MFA, reached without it where the provider cannot step up, \
          answers 403 with a clear page (got {} titled {:?})",
         r.status,
         between(&r.body, "<h1>", "</h1>")

@@ -1,4 +1,4 @@
-//! Browser sign-in for the CIAM platforms (issue 7) against the real binary, through a
+//! Browser sign-in for the CIAM platforms against the real binary, through a
 //! loopback OP shaped like each: an Azure AD B2C user flow (`shape: azure_b2c`: issuer
 //! naming the tenant GUID, `tfp`, `emails`, `idp`, `extension_*`) and Entra External ID
 //! (the Entra v2 dialect on a customer tenant). Session, identity headers upstream,

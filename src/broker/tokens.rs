@@ -1,5 +1,5 @@
 //! The broker's own JWTs: RFC 9068 access tokens (`typ: at+jwt`) and OpenID Connect ID
-//! tokens, both carrying the normalised identity under INTERFACE.md names, signed with
+//! tokens, both carrying the normalised identity under the names of the normalised claim schema (docs/identity.md), signed with
 //! the broker key (`rt.minter.signer`) and verified against the published keys
 //! (`rt.minter.public_keys()`, so tokens of a retired key stay valid through rotation).
 
@@ -47,7 +47,7 @@ fn amr(id: &Identity) -> Vec<String> {
     amr
 }
 
-/// The normalised identity fields (INTERFACE.md names) every broker token carries,
+/// The normalised identity fields (the normalised claim names) every broker token carries,
 /// beside the standard claims; userinfo and discovery list them from here.
 pub const NORMALISED_CLAIMS: &[&str] = &[
     "subject",

@@ -1,6 +1,6 @@
 //! A real `redis-server` for tests: started on a free loopback port with persistence
 //! off (`--save '' --appendonly no`), in its own temp directory, killed on drop.
-//! No Redis mock anywhere (issue 4, "Real parts").
+//! No Redis mock anywhere.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
