@@ -19,7 +19,7 @@ mod validate;
 pub use env::{expand, EnvString};
 pub use error::{ConfigError, ConfigErrors};
 pub use kind::{KindLoader, KindSection, Kinds};
-pub use redis_target::{RedisTarget, TlsFiles, Topology, SCHEMES};
+pub use redis_target::{RedisTarget, StoreUrlError, TlsFiles, Topology, SCHEMES};
 pub use validate::{load, valid_phc};
 
 use crate::identity::{Population, ProviderKind};

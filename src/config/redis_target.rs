@@ -62,10 +62,45 @@ fn pem_key(pem: &[u8]) -> bool {
     rustls::pki_types::PrivateKeyDer::from_pem_slice(pem).is_ok()
 }
 
+/// Why `session.store` or `session.tls` cannot be used. No message repeats a password.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreUrlError {
+    #[error("a Sentinel URL names its master: redis+sentinel://h1:26379,h2:26379/<master>")]
+    SentinelMaster,
+    #[error("`{0}` is not a Sentinel master name")]
+    MasterName(String),
+    #[error("a Cluster URL lists seed nodes only (Cluster has no databases): redis+cluster://h1:7000,h2:7001")]
+    ClusterPath,
+    /// The redis crate's error kind (never the URL).
+    #[error("not a Redis URL ({0})")]
+    NotRedis(String),
+    #[error("the scheme is none of {}", SCHEMES.join(", "))]
+    Scheme,
+    #[error("session.tls applies to rediss:// and rediss+cluster:// stores only")]
+    TlsWithoutTls,
+    #[error("session.tls: cert_file and key_file go together (mutual TLS)")]
+    HalfClientCert,
+    #[error("an empty entry in the list of host:port")]
+    EmptyHost,
+    #[error("`{0}` is not host:port")]
+    NotHostPort(String),
+    #[error("`{0}` has no host")]
+    NoHost(String),
+    #[error("session.tls.{key} {}: {source}", path.display())]
+    Read { key: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("session.tls.{key} {}: no PEM certificate in it", path.display())]
+    NoCertificate { key: &'static str, path: PathBuf },
+    #[error("session.tls.key_file {}: no PEM private key in it", path.display())]
+    NoKey { path: PathBuf },
+    /// The client refused the target; `url` is redacted.
+    #[error("{url}: {source}")]
+    Client { url: String, source: redis::RedisError },
+}
+
 /// `user:pass@h1:p1,h2:p2` → (username, password, hosts), each host checked as
 /// `host:port` (IPv6 in brackets) with `default_port` when none is given.
 #[allow(clippy::type_complexity)]
-fn auth_and_hosts(s: &str, default_port: u16) -> Result<(Option<String>, Option<String>, Vec<(String, u16)>), String> {
+fn auth_and_hosts(s: &str, default_port: u16) -> Result<(Option<String>, Option<String>, Vec<(String, u16)>), StoreUrlError> {
     let (auth, hosts) = match s.rsplit_once('@') {
         Some((a, h)) => (Some(a), h),
         None => (None, s),
@@ -80,16 +115,16 @@ fn auth_and_hosts(s: &str, default_port: u16) -> Result<(Option<String>, Option<
     let mut out = Vec::new();
     for h in hosts.split(',') {
         if h.is_empty() {
-            return Err("an empty entry in the list of host:port".into());
+            return Err(StoreUrlError::EmptyHost);
         }
-        let u = url::Url::parse(&format!("redis://{h}")).map_err(|_| format!("`{h}` is not host:port"))?;
+        let u = url::Url::parse(&format!("redis://{h}")).map_err(|_| StoreUrlError::NotHostPort(h.into()))?;
         let host = match u.host() {
             Some(url::Host::Ipv6(a)) => a.to_string(),
             Some(other) => other.to_string(),
-            None => return Err(format!("`{h}` has no host")),
+            None => return Err(StoreUrlError::NoHost(h.into())),
         };
         if u.path() != "" && u.path() != "/" || u.query().is_some() || !u.username().is_empty() {
-            return Err(format!("`{h}` is not host:port"));
+            return Err(StoreUrlError::NotHostPort(h.into()));
         }
         out.push((host, u.port().unwrap_or(default_port)));
     }
@@ -106,15 +141,15 @@ fn node_url(scheme: &str, (host, port): &(String, u16)) -> String {
 
 impl RedisTarget {
     /// Reads `session.store`; the error says what is wrong without repeating a password.
-    pub fn parse(url: &str, tls: TlsFiles) -> Result<RedisTarget, String> {
+    pub fn parse(url: &str, tls: TlsFiles) -> Result<RedisTarget, StoreUrlError> {
         let topology = if let Some(rest) = url.strip_prefix("redis+sentinel://") {
             let (hosts, master) = rest
                 .rsplit_once('/')
                 .filter(|(_, m)| !m.is_empty())
-                .ok_or("a Sentinel URL names its master: redis+sentinel://h1:26379,h2:26379/<master>")?;
+                .ok_or(StoreUrlError::SentinelMaster)?;
             let (username, password, hosts) = auth_and_hosts(hosts, 26379)?;
             if master.contains(['/', '?', '#', '@']) {
-                return Err(format!("`{master}` is not a Sentinel master name"));
+                return Err(StoreUrlError::MasterName(master.into()));
             }
             Topology::Sentinel { sentinels: hosts.iter().map(|h| node_url("redis", h)).collect(), master: master.into(), username, password }
         } else if let Some((tls_on, rest)) =
@@ -122,23 +157,23 @@ impl RedisTarget {
         {
             let rest = rest.strip_suffix('/').unwrap_or(rest);
             if rest.contains('/') {
-                return Err("a Cluster URL lists seed nodes only (Cluster has no databases): redis+cluster://h1:7000,h2:7001".into());
+                return Err(StoreUrlError::ClusterPath);
             }
             let (username, password, hosts) = auth_and_hosts(rest, 6379)?;
             let scheme = if tls_on { "rediss" } else { "redis" };
             Topology::Cluster { nodes: hosts.iter().map(|h| node_url(scheme, h)).collect(), tls: tls_on, username, password }
         } else if url.starts_with("redis://") || url.starts_with("rediss://") {
-            redis::Client::open(url).map_err(|e| format!("not a Redis URL ({:?})", e.kind()))?;
+            redis::Client::open(url).map_err(|e| StoreUrlError::NotRedis(format!("{:?}", e.kind())))?;
             Topology::Single { url: url.to_string() }
         } else {
-            return Err(format!("the scheme is none of {}", SCHEMES.join(", ")));
+            return Err(StoreUrlError::Scheme);
         };
         let target = RedisTarget { url: url.to_string(), topology, tls };
         if !target.tls.is_empty() && !target.uses_tls() {
-            return Err("session.tls applies to rediss:// and rediss+cluster:// stores only".into());
+            return Err(StoreUrlError::TlsWithoutTls);
         }
         if target.tls.cert_file.is_some() != target.tls.key_file.is_some() {
-            return Err("session.tls: cert_file and key_file go together (mutual TLS)".into());
+            return Err(StoreUrlError::HalfClientCert);
         }
         Ok(target)
     }
@@ -162,16 +197,16 @@ impl RedisTarget {
 
     /// The PEM material of `session.tls`, read and parsed now, so a bad file stops
     /// `check` and start-up rather than the first sign-in.
-    pub fn certificates(&self) -> Result<Option<redis::TlsCertificates>, String> {
+    pub fn certificates(&self) -> Result<Option<redis::TlsCertificates>, StoreUrlError> {
         if self.tls.is_empty() {
             return Ok(None);
         }
-        let read = |key: &str, p: &Path| std::fs::read(p).map_err(|e| format!("session.tls.{key} {}: {e}", p.display()));
+        let read = |key: &'static str, p: &Path| std::fs::read(p).map_err(|source| StoreUrlError::Read { key, path: p.into(), source });
         let root_cert = match &self.tls.ca_file {
             Some(p) => {
                 let pem = read("ca_file", p)?;
                 if pem_certs(&pem) == 0 {
-                    return Err(format!("session.tls.ca_file {}: no PEM certificate in it", p.display()));
+                    return Err(StoreUrlError::NoCertificate { key: "ca_file", path: p.clone() });
                 }
                 Some(pem)
             }
@@ -181,11 +216,11 @@ impl RedisTarget {
             (Some(c), Some(k)) => {
                 let cert = read("cert_file", c)?;
                 if pem_certs(&cert) == 0 {
-                    return Err(format!("session.tls.cert_file {}: no PEM certificate in it", c.display()));
+                    return Err(StoreUrlError::NoCertificate { key: "cert_file", path: c.clone() });
                 }
                 let key = read("key_file", k)?;
                 if !pem_key(&key) {
-                    return Err(format!("session.tls.key_file {}: no PEM private key in it", k.display()));
+                    return Err(StoreUrlError::NoKey { path: k.clone() });
                 }
                 Some(redis::ClientTlsConfig { client_cert: cert, client_key: key })
             }

@@ -25,7 +25,7 @@ use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServer
 use redis::{Cmd, RedisFuture, Value};
 use std::time::Duration;
 
-pub use crate::config::{RedisTarget, TlsFiles, Topology, SCHEMES};
+pub use crate::config::{RedisTarget, StoreUrlError, TlsFiles, Topology, SCHEMES};
 
 /// One connection of whichever shape; the store's commands, pipelines and scripts run
 /// on it as on any redis connection.
@@ -82,12 +82,12 @@ fn crypto_provider() {
 }
 
 impl Backend {
-    pub fn new(target: &RedisTarget, op_timeout: Duration) -> Result<Backend, String> {
+    pub fn new(target: &RedisTarget, op_timeout: Duration) -> Result<Backend, StoreUrlError> {
         let certs = target.certificates()?;
         if target.uses_tls() {
             crypto_provider();
         }
-        let e = |e: redis::RedisError| format!("{}: {e}", super::redis_store::redacted(&target.url));
+        let e = |source: redis::RedisError| StoreUrlError::Client { url: super::redis_store::redacted(&target.url), source };
         Ok(match &target.topology {
             Topology::Single { url } => Backend::Single(match certs {
                 Some(c) => redis::Client::build_with_tls(url.as_str(), c).map_err(e)?,
@@ -191,7 +191,7 @@ impl Backend {
 mod tests {
     use super::*;
 
-    fn parse(u: &str) -> Result<RedisTarget, String> {
+    fn parse(u: &str) -> Result<RedisTarget, StoreUrlError> {
         RedisTarget::parse(u, TlsFiles::default())
     }
 
@@ -227,14 +227,14 @@ mod tests {
             ("redis+sentinel://:pw@h1:26379,,h2/m", "host:port"),
             ("memcached://h", "scheme"),
         ] {
-            let e = parse(u).unwrap_err();
+            let e = parse(u).unwrap_err().to_string();
             assert!(e.contains(why), "{u}: {e}");
             assert!(!e.contains("pw"), "{u}: {e}");
         }
         let tls = TlsFiles { ca_file: Some("ca.pem".into()), ..TlsFiles::default() };
-        assert!(RedisTarget::parse("redis://h:6379", tls.clone()).unwrap_err().contains("rediss://"));
+        assert!(RedisTarget::parse("redis://h:6379", tls.clone()).unwrap_err().to_string().contains("rediss://"));
         assert!(RedisTarget::parse("rediss://h:6379", tls).is_ok());
         let half = TlsFiles { cert_file: Some("c.pem".into()), ..TlsFiles::default() };
-        assert!(RedisTarget::parse("rediss://h:6379", half).unwrap_err().contains("go together"));
+        assert!(RedisTarget::parse("rediss://h:6379", half).unwrap_err().to_string().contains("go together"));
     }
 }

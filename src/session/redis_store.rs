@@ -107,7 +107,7 @@ impl RedisStore {
     /// cannot work (unreadable TLS files, a URL the client rejects).
     pub fn new(target: &RedisTarget) -> Result<RedisStore, StoreError> {
         Ok(RedisStore {
-            backend: Backend::new(target, OP_TIMEOUT).map_err(StoreError::Unavailable)?,
+            backend: Backend::new(target, OP_TIMEOUT).map_err(|e| StoreError::Unavailable(e.to_string()))?,
             conn: OnceCell::new(),
             shown: redacted(&target.url),
             last_log: AtomicI64::new(0),
@@ -117,7 +117,7 @@ impl RedisStore {
 
     /// A store on a plain `redis://` or `rediss://` URL.
     pub fn open(url: &str) -> Result<RedisStore, StoreError> {
-        let target = RedisTarget::parse(url, Default::default()).map_err(StoreError::Unavailable)?;
+        let target = RedisTarget::parse(url, Default::default()).map_err(|e| StoreError::Unavailable(e.to_string()))?;
         RedisStore::new(&target)
     }
 
