@@ -171,7 +171,7 @@ http {{
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let caddyfile = format!(
-            "{{\n\tadmin off\n\tauto_https off\n\tpersist_config off\n}}\n\
+            "{{\n\tadmin off\n\tauto_https off\n}}\n\
              http://:{port} {{\n\tbind 127.0.0.1\n\
              \thandle /.idfabric/auth* {{\n\t\trespond 404\n\t}}\n\
              \thandle /.idfabric/* {{\n\t\treverse_proxy 127.0.0.1:{gw}\n\t}}\n\
@@ -259,9 +259,9 @@ fn bearer(user: &str) -> String {
 }
 
 /// The whole sign-in through a front proxy: the browser asks the app at `app_url`, is
-/// sent to sign in (`first` is that answer, a `302` to the login page on the app's
-/// host), picks `user` at the dev provider and comes back through the proxy; returns
-/// what the app then saw.
+/// sent to the login page on the app's host, picks `user` at the dev provider and comes
+/// back through the proxy (every hop asserted by `Agent::sign_in`); returns what the app
+/// then saw.
 async fn sign_in_through(b: &Agent, app_url: &str, user: &str) -> serde_json::Map<String, serde_json::Value> {
     let (page, _sid) = b.sign_in(app_url, user).await;
     page.upstream()
