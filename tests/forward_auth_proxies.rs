@@ -286,6 +286,8 @@ async fn nginx_auth_request_refuses_api_calls_and_signs_browsers_in() {
     let r = api.send("GET", &ng.url("app.test", "/reports"), None, &[("accept", "application/json")]).await;
     assert_eq!(r.status, 401, "{}\nnginx log:\n{}", r.body, ng.log());
     assert!(!r.body.contains("\"app\""), "the app was not asked: {}", r.body);
+    // nginx passes the check's challenge on with its own 401.
+    assert!(r.header("www-authenticate").is_some_and(|c| c.contains("invalid_token")), "{r:?}");
     // With a token the app sees the identity headers nginx copied from the answer.
     let r = api.send("GET", &ng.url("app.test", "/reports"), None, &[("authorization", bearer("alice").as_str())]).await;
     assert_identity_reached_the_app(&r.upstream(), "nginx bearer");
@@ -297,6 +299,11 @@ async fn nginx_auth_request_refuses_api_calls_and_signs_browsers_in() {
     // The whole sign-in through nginx, then the app sees who it is.
     let seen = sign_in_through(&b, &app_url, "alice").await;
     assert_identity_reached_the_app(&seen, "nginx session");
+    // The route's `require` holds through nginx too: bob signs in, and is refused.
+    let b = Agent::browser();
+    let (r, _) = b.sign_in(&ng.url("hr.test", "/payroll"), "bob").await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(!r.body.contains("\"app\""), "the app was not asked: {}", r.body);
     // The check location is internal: a client cannot ask it through nginx.
     let r = api.send("GET", &ng.url("app.test", "/.idfabric/auth"), None, &[("x-original-uri", "/")]).await;
     assert_eq!(r.status, 404, "{}", r.body);
@@ -322,6 +329,11 @@ async fn caddy_forward_auth_redirects_browsers_and_copies_identity_headers() {
     assert_eq!(r.header("x-idfabric-signin").as_deref(), Some(login.as_str()));
     let seen = sign_in_through(&b, &app_url, "alice").await;
     assert_identity_reached_the_app(&seen, "caddy session");
+    // An unknown or expired session sends the browser to sign in again.
+    let stale = Agent::browser();
+    stale.set("app.test", SESSION, "no-such-session");
+    let r = stale.get(&cd.url("app.test", "/docs")).await;
+    assert_eq!(r.redirect().as_str(), cd.url("app.test", "/.idfabric/login?rd=%2Fdocs"));
     // The check is for Caddy only.
     let r = api.send("GET", &cd.url("app.test", "/.idfabric/auth/x"), None, &[]).await;
     assert_eq!(r.status, 404, "{}", r.body);
