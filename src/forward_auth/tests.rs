@@ -165,3 +165,76 @@ fn oauth2_proxy_aliases_and_no_access_token() {
     assert_eq!(alias("x-identity-groups"), Some("x-auth-request-groups"));
     assert_eq!(alias("x-identity-token"), None, "the identity token has no alias: no X-Auth-Request-Access-Token");
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn uri() -> impl Strategy<Value = Option<String>> {
+        prop::option::of(prop_oneof![
+            Just("/a".to_string()),
+            Just("/a?x=1".to_string()),
+            Just("/b/../a".to_string()),
+            Just("//a".to_string()),
+            Just("/%61".to_string()),
+            Just("/a%2fb".to_string()),
+            Just("a".to_string()),
+            "/[a-c./%;?=]{0,8}",
+        ])
+    }
+
+    fn host() -> impl Strategy<Value = Option<String>> {
+        prop::option::of(prop_oneof![Just("app.test".to_string()), Just("APP.test:8080".to_string()), Just("other.test".to_string()), Just("a, b".to_string())])
+    }
+
+    fn method() -> impl Strategy<Value = Option<String>> {
+        prop::option::of(prop_oneof![Just("GET".to_string()), Just("OPTIONS".to_string()), Just("get".to_string())])
+    }
+
+    /// The canonical path and query a `/path?query` names, if it has one.
+    fn canonical(target: &str) -> Option<(String, Option<String>)> {
+        let (p, q) = match target.split_once('?') {
+            Some((p, q)) => (p, Some(q.to_string())),
+            None => (target, None),
+        };
+        Some((canon::canonicalize(p).ok()?.path().to_string(), q))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2048, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Whatever mix of conventions a check carries, it never panics, and a request it
+        /// accepts is the one every convention present names: no header can change it.
+        #[test]
+        fn every_convention_present_names_the_request_judged(
+            url_host in host(), url_path in uri(), fwd in uri(), orig in uri(), rest in uri(),
+            host_header in host(), xfh in host(), m1 in method(), m2 in method(), check_options in any::<bool>(),
+        ) {
+            let mut list: Vec<(&str, String)> = Vec::new();
+            // A URL's path starts with `/` (else it would run into the host).
+            let url_path = url_path.filter(|p| p.starts_with('/'));
+            if let (Some(h), Some(p)) = (&url_host, &url_path) {
+                list.push(("x-original-url", format!("https://{h}{p}")));
+            }
+            for (name, v) in [("x-forwarded-uri", &fwd), ("x-original-uri", &orig), ("host", &host_header), ("x-forwarded-host", &xfh), ("x-original-method", &m1), ("x-forwarded-method", &m2)] {
+                if let Some(v) = v {
+                    list.push((name, v.clone()));
+                }
+            }
+            let rest = rest.filter(|r| r.starts_with('/') && !check_options).unwrap_or_default();
+            let (path, query) = rest.split_once('?').map(|(p, q)| (p.to_string(), Some(q))).unwrap_or((rest.clone(), None));
+            let pairs: Vec<(&str, &str)> = list.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let Ok(o) = parse("GET", &path, query, &pairs) else { return Ok(()) };
+            let judged = (o.path.path().to_string(), o.uri.query().map(str::to_string));
+            for named in [url_path.filter(|_| url_host.is_some()), fwd, orig, (!path.is_empty()).then(|| rest.clone())].into_iter().flatten() {
+                prop_assert_eq!(canonical(&named), Some(judged.clone()), "{:?} judged as {:?}", pairs, judged);
+            }
+            for m in [m1, m2].into_iter().flatten() {
+                prop_assert_eq!(m.as_str(), o.method.as_str());
+            }
+            if !path.is_empty() {
+                prop_assert_eq!(o.method.as_str(), "GET", "an Envoy check keeps its own method");
+            }
+        }
+    }
+}
