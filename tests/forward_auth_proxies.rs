@@ -85,7 +85,7 @@ impl Fixture {
 
 /// A front proxy process (nginx or Caddy) on a free loopback port, tethered to this test
 /// process: a `sh` watchdog kills it when the test process exits (its stdin closes), so
-/// it can live in a `static`. Its temp directory goes with it.
+/// it can live in a `static`. Its temp directory (config, logs) goes with it.
 struct Front {
     child: Child,
     port: u16,
@@ -96,9 +96,12 @@ impl Front {
     fn spawn(program: &str, args: &[&str], dir: tempfile::TempDir, port: u16, envs: &[(&str, String)]) -> Front {
         let found = Command::new("sh").arg("-c").arg(format!("command -v {program}")).output().is_ok_and(|o| o.status.success());
         assert!(found, "`{program}` is not installed: run `make deps-test` (Debian package `{program}`)");
-        let script = r#""$@" </dev/null & c=$!; read _ignored; kill $c 2>/dev/null; wait $c"#;
+        // A `static` is never dropped: the watchdog also removes the directory.
+        let script = r#""$@" </dev/null & c=$!; read _ignored; kill $c 2>/dev/null; wait $c
+            case "$FRONT_RMDIR" in /tmp/*) rm -rf "$FRONT_RMDIR";; esac"#;
         let mut cmd = Command::new("sh");
         cmd.arg("-c").arg(script).arg("front-tether").arg(program).args(args).current_dir(dir.path());
+        cmd.env("FRONT_RMDIR", dir.path());
         for (k, v) in envs {
             cmd.env(k, v);
         }
