@@ -14,7 +14,8 @@
 //!
 //! Routes (echo app per route): `app.test` (workforce provider `wf`, any signed-in
 //! user), `hr.test` (group `hr`), `idt.test` (`authorization: identity_token`),
-//! `cors.test` (bearer, `cors_preflight: allow`), `nocors.test` (bearer, default).
+//! `cors.test` (bearer, `cors_preflight: allow`), `nocors.test` (bearer, default),
+//! `mfa.test` (`mfa: true`).
 
 use crate::common;
 use common::agent::*;
@@ -29,7 +30,8 @@ const HR: usize = 1;
 const IDT: usize = 2;
 const CORS: usize = 3;
 const NOCORS: usize = 4;
-const N_APPS: usize = 5;
+const MFA: usize = 5;
+const N_APPS: usize = 6;
 
 struct Fixture {
     env: TestEnv,
@@ -59,12 +61,14 @@ impl Fixture {
              \x20 - {{ name: hr, match: {{ host: hr.test }}, upstream: [{hr}], providers: [wf], require: {{ groups_any: [hr] }} }}\n\
              \x20 - {{ name: idt, match: {{ host: idt.test }}, upstream: [{idt}], providers: [wf], authorization: identity_token }}\n\
              \x20 - {{ name: cors, match: {{ host: cors.test }}, auth: bearer, cors_preflight: allow, upstream: [{cors}] }}\n\
-             \x20 - {{ name: nocors, match: {{ host: nocors.test }}, auth: bearer, upstream: [{nocors}] }}\n",
+             \x20 - {{ name: nocors, match: {{ host: nocors.test }}, auth: bearer, upstream: [{nocors}] }}\n\
+             \x20 - {{ name: mfa, match: {{ host: mfa.test }}, upstream: [{mfa}], providers: [wf], require: {{ mfa: true }} }}\n",
             app = a(APP),
             hr = a(HR),
             idt = a(IDT),
             cors = a(CORS),
             nocors = a(NOCORS),
+            mfa = a(MFA),
         );
         env.write_routes(&["wf"], &routes);
         let (code, out, err) = env.run(&["check", "--offline", "--config", "routes.yaml"]);
@@ -337,6 +341,14 @@ async fn caddy_forward_auth_redirects_browsers_and_copies_identity_headers() {
     stale.set("app.test", SESSION, "no-such-session");
     let r = stale.get(&cd.url("app.test", "/docs")).await;
     assert_eq!(r.redirect().as_str(), cd.url("app.test", "/.idfabric/login?rd=%2Fdocs"));
+    // A session without a second factor on a route that requires one: the browser is
+    // sent back to its provider to step up, through the same redirect.
+    let b = Agent::browser();
+    let (r, _) = b.sign_in(&cd.url("mfa.test", "/vault"), "bob").await;
+    let step_up = r.redirect();
+    assert_eq!((step_up.host_str(), step_up.path()), (Some("mfa.test"), "/.idfabric/login"), "{step_up}");
+    let q = query_of(&step_up);
+    assert_eq!((q["step_up"].as_str(), q["provider"].as_str(), q["rd"].as_str()), ("1", "wf", "/vault"), "{step_up}");
     // The check is for Caddy only.
     let r = api.send("GET", &cd.url("app.test", "/.idfabric/auth/x"), None, &[]).await;
     assert_eq!(r.status, 404, "{}", r.body);
