@@ -121,6 +121,20 @@ pub enum TargetProblem {
     NoHost,
     /// The request target is not valid UTF-8.
     NotUtf8,
+    // --- the original request a forward-auth check names (`crate::forward_auth`) ---
+    /// `X-Original-URL` is not an absolute `http`/`https` URL without user information.
+    ForwardedUrl,
+    /// `X-Forwarded-Uri` / `X-Original-URI` is not origin-form (`/path?query`).
+    ForwardedUri,
+    /// The original host (`X-Forwarded-Host`, `Host`) is not one host name.
+    ForwardedHost,
+    /// `X-Forwarded-Proto` is neither `http` nor `https`.
+    ForwardedProto,
+    /// `X-Original-Method` / `X-Forwarded-Method` is not a method token.
+    ForwardedMethod,
+    /// Two headers (or a header and the check path) name different original requests,
+    /// or one of them is repeated.
+    ForwardedConflict,
 }
 
 impl TargetProblem {
@@ -132,6 +146,14 @@ impl TargetProblem {
             TargetProblem::HostMismatch => "the Host header differs from the request target's authority",
             TargetProblem::NoHost => "the request names no host (no Host header, not absolute-form)",
             TargetProblem::NotUtf8 => "the request target is not valid UTF-8",
+            TargetProblem::ForwardedUrl => "X-Original-URL is not an absolute http(s) URL without user information",
+            TargetProblem::ForwardedUri => "the forwarded URI (X-Forwarded-Uri, X-Original-URI) is not a path starting with `/`",
+            TargetProblem::ForwardedHost => "the forwarded host (X-Forwarded-Host, Host) is not one host name",
+            TargetProblem::ForwardedProto => "X-Forwarded-Proto is neither http nor https",
+            TargetProblem::ForwardedMethod => "the forwarded method (X-Original-Method, X-Forwarded-Method) is not an HTTP method",
+            TargetProblem::ForwardedConflict => {
+                "the forwarded headers and the check path name different original requests, or one is repeated"
+            }
         }
     }
 }

@@ -56,11 +56,12 @@ pub fn extract<'a>(headers: &'a HeaderMap, cookie_name: &str, tls: bool) -> Resu
 pub use crate::web::session_cookie;
 
 /// Whether the client is a browser that should be sent to the login page.
+/// It accepts `text/html`, or the browser says it is navigating
+/// (`Sec-Fetch-Mode: navigate`, <https://www.w3.org/TR/fetch-metadata/#sec-fetch-mode-header>).
 pub fn wants_html(headers: &HeaderMap) -> bool {
-    headers
-        .get(http::header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("text/html"))
+    let value = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    value("accept").is_some_and(|a| a.contains("text/html"))
+        || value("sec-fetch-mode").is_some_and(|m| m.trim().eq_ignore_ascii_case("navigate"))
 }
 
 #[cfg(test)]
@@ -119,6 +120,20 @@ mod tests {
         ];
         for (name, h, tls, want) in cases {
             assert_eq!(extract(h, "idfabric_session", tls), Ok(want), "{name}");
+        }
+    }
+
+    #[test]
+    fn browsers_by_accept_or_navigation() {
+        let cases: [(&[(&str, &[u8])], bool); 5] = [
+            (&[("accept", b"text/html,application/xhtml+xml,*/*;q=0.8")], true),
+            (&[("sec-fetch-mode", b"navigate")], true),
+            (&[("accept", b"application/json"), ("sec-fetch-mode", b"cors")], false),
+            (&[("accept", b"*/*")], false),
+            (&[], false),
+        ];
+        for (list, want) in cases {
+            assert_eq!(wants_html(&headers(list)), want, "{list:?}");
         }
     }
 }

@@ -14,6 +14,8 @@
 //! - [`pipeline`]: credential → verify → decide, shared by the proxy, forward-auth and
 //!   `token inspect`.
 //! - [`propagate`]: identity headers and the broker-minted `X-Identity-Token`.
+//! - [`forward_auth`]: `/.idfabric/auth` for front proxies: which request a check is
+//!   about (each proxy's headers), answered by the same pipeline.
 //! - [`refusal`]: every refusal with its status, reason and challenge.
 //! - [`web`]: request/reply values, cookies, the browser binding and the HTML pages
 //!   shared by every endpoint idfabric serves itself.
@@ -41,6 +43,7 @@ pub mod cli;
 pub mod config;
 pub mod credential;
 pub mod echo;
+pub mod forward_auth;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gateway;

@@ -3,7 +3,7 @@
 //! The gateway, forward-auth (`/.idfabric/auth`) and `token inspect` all call these
 //! functions, so a decision is made the same way whichever door a request uses.
 
-use crate::config::AuthMode;
+use crate::config::{AuthMode, CorsPreflight};
 use crate::credential::{self, Credential};
 use crate::identity::Population;
 use crate::policy::{self, Permit};
@@ -16,7 +16,7 @@ use std::sync::Arc;
 /// The request may proceed.
 #[derive(Debug)]
 pub enum Admission {
-    /// `auth: none`.
+    /// `auth: none`, or a CORS preflight on a route with `cors_preflight: allow`.
     Public,
     Allowed { verified: Arc<Verified>, permit: Permit },
 }
@@ -50,7 +50,8 @@ pub struct Denial {
 }
 
 impl Denial {
-    fn plain(refusal: Refusal) -> Denial {
+    /// A refusal with nothing more known (no identity, no page, no redirect).
+    pub fn plain(refusal: Refusal) -> Denial {
         Denial { refusal, provider: None, population: None, redirect: None, html: false, verified: None }
     }
 }
@@ -58,6 +59,33 @@ impl Denial {
 fn login_url(path_and_query: &str, extra: &str) -> String {
     let rd: String = url::form_urlencoded::byte_serialize(path_and_query.as_bytes()).collect();
     format!("/.idfabric/login?{extra}rd={rd}")
+}
+
+/// [`admit`] for a request whose method is known: a CORS preflight on a route with
+/// `cors_preflight: allow` is admitted as public (no credential is read, no identity
+/// header is sent), everything else goes to [`admit`]. The proxy and forward-auth (with
+/// the original method) both ask this, so a preflight passes or not the same way.
+pub async fn admit_request(
+    rt: &Runtime,
+    route: &CompiledRoute,
+    method: &http::Method,
+    headers: &HeaderMap,
+    uri: &http::Uri,
+    tls: bool,
+) -> Result<Admission, Denial> {
+    if route.spec.cors_preflight == CorsPreflight::Allow && is_cors_preflight(method, headers) {
+        return Ok(Admission::Public);
+    }
+    admit(rt, route, headers, uri, tls).await
+}
+
+/// A CORS preflight: `OPTIONS` with `Origin` and `Access-Control-Request-Method`
+/// (<https://fetch.spec.whatwg.org/#cors-preflight-fetch>). A plain `OPTIONS` without
+/// them is an ordinary request.
+pub fn is_cors_preflight(method: &http::Method, headers: &HeaderMap) -> bool {
+    method == http::Method::OPTIONS
+        && headers.contains_key(http::header::ORIGIN)
+        && headers.contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD)
 }
 
 /// Authenticates and authorises one request for `route`. `uri` gives the return address

@@ -115,6 +115,10 @@ pub enum Refusal {
     // --- routing -------------------------------------------------------------------
     #[error("no route matches this host and path")]
     NoRoute,
+    /// A forward-auth check for a host and path no route protects: 403, not 404, because
+    /// nginx `auth_request` turns any status but 2xx, 401 and 403 into a 500.
+    #[error("no route matches the original host and path; idfabric does not protect it")]
+    ForwardNoRoute,
     /// The path has no safe canonical form (`crate::canon`).
     #[error("{0}")]
     InvalidPath(crate::canon::PathProblem),
@@ -346,7 +350,7 @@ impl Refusal {
             Refusal::TenantRequired => Reason::TenantRequired,
             Refusal::EmailNotVerified => Reason::EmailNotVerified,
             Refusal::RealUserRequired => Reason::RealUserRequired,
-            Refusal::NoRoute => Reason::NoRoute,
+            Refusal::NoRoute | Refusal::ForwardNoRoute => Reason::NoRoute,
             Refusal::InvalidPath(_) => Reason::InvalidPath,
             Refusal::InvalidTarget(_) => Reason::InvalidTarget,
         }
@@ -397,7 +401,8 @@ impl Refusal {
             | Refusal::RoleRequired(_)
             | Refusal::TenantRequired
             | Refusal::EmailNotVerified
-            | Refusal::RealUserRequired => Class::Forbidden,
+            | Refusal::RealUserRequired
+            | Refusal::ForwardNoRoute => Class::Forbidden,
             Refusal::NoRoute => Class::NotFound,
         }
     }
@@ -542,6 +547,8 @@ mod tests {
         assert_eq!(Refusal::SessionCookieNotIdToken.reason(), "firebase_session_cookie");
         assert_eq!(Refusal::MfaRequired { acr_values: None }.decision().as_str(), "step_up");
         assert_eq!(Refusal::NoRoute.decision(), Decision::Error);
+        assert_eq!((Refusal::ForwardNoRoute.status(), Refusal::ForwardNoRoute.reason()), (403, "no_route"));
+        assert!(Refusal::ForwardNoRoute.challenge().is_none());
         assert_eq!(Refusal::GroupsIncomplete.decision().as_str(), "deny");
         assert_eq!(Refusal::Expired.decision().as_str(), "challenge");
     }

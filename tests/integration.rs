@@ -23,6 +23,7 @@ mod conformance;
 mod demo;
 mod deploy;
 mod faults;
+mod forward_auth_proxies;
 mod gateway;
 mod interop;
 mod keys_rotate;

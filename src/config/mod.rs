@@ -343,6 +343,21 @@ pub struct RouteSpec {
     pub case_sensitive: bool,
     /// `;` path parameters are accepted (and ignored by matching); default: refused.
     pub path_params: bool,
+    /// What a CORS preflight needs on this route.
+    pub cors_preflight: CorsPreflight,
+}
+
+/// `cors_preflight`: a browser's CORS preflight (`OPTIONS` with `Origin` and
+/// `Access-Control-Request-Method`) never carries credentials (Fetch standard,
+/// <https://fetch.spec.whatwg.org/#cors-preflight-fetch>), so an API that browsers call
+/// cross-origin can only answer it if it reaches the app unauthenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CorsPreflight {
+    /// Judged like any other request (the default).
+    #[default]
+    Authenticate,
+    /// Admitted without a credential and without identity headers.
+    Allow,
 }
 
 /// Validated branding (colours checked, logo loaded as a data URI).

@@ -189,6 +189,9 @@ pub struct Route {
     pub case_sensitive: Option<bool>,
     /// Accept `;` path parameters (`/app;jsessionid=1/x`); matching ignores them (default false).
     pub path_params: Option<bool>,
+    /// `allow`: CORS preflights pass without a credential; `authenticate` (default):
+    /// judged like any request.
+    pub cors_preflight: Option<S>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -411,6 +411,18 @@ fn route(r: &raw::Route, enabled: &HashSet<&str>, p: &mut Problems) -> Option<Ro
             AuthorizationHeader::Keep
         }
     };
+    let cors_preflight = match r.cors_preflight.as_deref() {
+        None | Some("authenticate") => CorsPreflight::Authenticate,
+        Some("allow") => CorsPreflight::Allow,
+        Some(v) => {
+            p.at(a, "routes.cors_preflight", format!("`{v}` is not one of allow, authenticate"));
+            CorsPreflight::Authenticate
+        }
+    };
+    if cors_preflight == CorsPreflight::Allow && r.upstream.is_none() {
+        // A preflight carries no identity, so no `by_population` upstream can be picked.
+        p.at(a, "routes.cors_preflight", "`allow` needs a default `upstream` (a preflight has no population to pick a `by_population` upstream)");
+    }
     Some(RouteSpec {
         name,
         host,
@@ -425,6 +437,7 @@ fn route(r: &raw::Route, enabled: &HashSet<&str>, p: &mut Problems) -> Option<Ro
         branding: branding(r.branding.as_ref(), a, p),
         case_sensitive: r.case_sensitive.unwrap_or(false),
         path_params: r.path_params.unwrap_or(false),
+        cors_preflight,
     })
 }
 

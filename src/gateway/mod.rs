@@ -3,7 +3,7 @@
 //!
 //! | phase | does |
 //! | --- | --- |
-//! | `request_filter` | request target and canonical path (`crate::canon`; the request is rewritten to it, so the upstream reads the routed path); reserved paths; route; credential, verify, decide (`pipeline::admit`); on refusal writes the response and returns `Ok(true)` |
+//! | `request_filter` | request target and canonical path (`crate::canon`; the request is rewritten to it, so the upstream reads the routed path); reserved paths and forward-auth checks (`crate::forward_auth`); route; credential, verify, decide (`pipeline::admit_request`); on refusal writes the response and returns `Ok(true)` |
 //! | `upstream_peer` | picks the upstream for the identity's population (round-robin, passive health) |
 //! | `upstream_request_filter` | removes client-sent `X-Identity-*`, adds the identity headers and token |
 //! | `response_filter` | the request's `X-Request-Id` on the upstream's answer |
@@ -68,10 +68,13 @@ pub struct RequestCtx {
     span: tracing::Span,
 }
 
-/// What a forward-auth check decided, for its audit line (filled by `reserved`).
+/// What a forward-auth check decided, for its audit line and metrics (filled by
+/// `reserved`).
 #[derive(Default)]
 pub(crate) struct ForwardDecision {
     route: Option<u32>,
+    /// The original request's method, host and canonical path.
+    method: String,
     host: String,
     path: String,
     verified: Option<Arc<Verified>>,
@@ -82,8 +85,20 @@ pub(crate) struct ForwardDecision {
 }
 
 impl ForwardDecision {
-    fn route(&mut self, index: u32, host: &str, path: &str) {
-        (self.route, self.host, self.path) = (Some(index), host.to_string(), path.to_string());
+    fn target(&mut self, t: &crate::forward_auth::Target) {
+        (self.route, self.host, self.path) = (Some(t.route), t.host.clone(), t.path.clone());
+        self.method = t.method.as_str().to_string();
+    }
+
+    /// The check counts like a proxied request on its route: `allow`, `refused`,
+    /// `error` (503) or `no_route`.
+    fn outcome(&self, status: u16) -> Outcome {
+        match (self.decision, self.reason) {
+            (Decision::Allow, _) => Outcome::Allow,
+            (_, Reason::NoRoute) => Outcome::NoRoute,
+            _ if status == 503 => Outcome::Error,
+            _ => Outcome::Refused,
+        }
     }
 
     fn allowed(&mut self, adm: &Admission) {
@@ -121,6 +136,8 @@ const ALLOW: &str = "OPTIONS, GET, HEAD, POST, PUT, PATCH, DELETE";
 /// Where a request goes, decided on its canonical target.
 enum Resolved {
     Route(u32),
+    /// A forward-auth check: the check path's part below `/.idfabric/auth`.
+    ForwardAuth(String),
     /// A path idfabric answers itself (canonical, without parameters).
     Reserved(String),
     NoRoute,
@@ -163,6 +180,11 @@ fn resolve(rt: &Runtime, req: &RequestHeader) -> std::result::Result<(Resolved, 
     if !req.raw_path_is_utf8() {
         return Err((Refusal::InvalidTarget(TargetProblem::NotUtf8), None));
     }
+    // A check's path below `/.idfabric/auth` is the original request's path (Envoy), so
+    // it is canonicalised as that path, on its own: `/.idfabric/auth/../x` asks about `/x`.
+    if let Some(rest) = crate::forward_auth::below_check_path(req.uri.path()) {
+        return Ok((Resolved::ForwardAuth(rest.to_string()), None));
+    }
     let path = canon::canonicalize(req.uri.path()).map_err(|p| (Refusal::InvalidPath(p), None))?;
     // `unchanged` is false for canonical paths that took the slow path (`/.well-known/x`).
     let rewrite = ((!path.unchanged() && path.path() != req.uri.path()) || absolute).then(|| Rewrite {
@@ -173,6 +195,9 @@ fn resolve(rt: &Runtime, req: &RequestHeader) -> std::result::Result<(Resolved, 
         host: (absolute && header_host.is_none()).then(|| host.to_string()),
     });
     let params = Refusal::InvalidPath(PathProblem::ParamsNotAllowed);
+    if let Some(rest) = crate::forward_auth::below_check_path(path.path()) {
+        return Ok((Resolved::ForwardAuth(rest.to_string()), rewrite));
+    }
     if reserved::is_reserved(rt, path.route_path()) {
         if path.has_params() {
             return Err((params, None));
@@ -263,15 +288,17 @@ impl ProxyHttp for Gateway {
                 ctx.outcome = Outcome::Internal;
                 return Ok(true);
             }
+            Resolved::ForwardAuth(rest) => {
+                let mut fwd = Box::<ForwardDecision>::default();
+                let h = reserved::forward_auth(&rt, session, &rest, &mut fwd).await?;
+                // Counted under the route it was about, like a proxied request.
+                (ctx.route, ctx.provider, ctx.population) = (fwd.route, fwd.provider, fwd.population);
+                (ctx.outcome, ctx.reason, ctx.decision) = (fwd.outcome(h.status), fwd.reason, fwd.decision);
+                ctx.forward = Some(fwd);
+                return Ok(true);
+            }
             Resolved::Reserved(path) => {
-                let h = if path == "/.idfabric/auth" {
-                    let mut fwd = Box::<ForwardDecision>::default();
-                    let h = reserved::forward_auth_audited(&rt, session, &mut fwd).await?;
-                    ctx.forward = Some(fwd);
-                    h
-                } else {
-                    reserved::handle(&rt, session, &path).await?
-                };
+                let h = reserved::handle(&rt, session, &path).await?;
                 ctx.outcome = if h.status < 400 { Outcome::Internal } else { Outcome::Refused };
                 ctx.reply_reason = Some(h.reason);
                 return Ok(true);
@@ -285,7 +312,8 @@ impl ProxyHttp for Gateway {
         };
         ctx.route = Some(route.index);
         ctx.span.record("route", route.spec.name.as_str());
-        match pipeline::admit(&rt, route, &session.req_header().headers, &session.req_header().uri, reserved::is_tls(session)).await {
+        let req = session.req_header();
+        match pipeline::admit_request(&rt, route, &req.method, &req.headers, &req.uri, reserved::is_tls(session)).await {
             Ok(adm) => {
                 tarpit::forgive(session);
                 ctx.population = adm.population();
@@ -534,6 +562,7 @@ fn audit(session: &Session, ctx: &RequestCtx, route: &str, provider: &str, statu
             verified: f.verified.as_deref(),
             decision: f.decision,
             reason: f.reason,
+            method: f.method.as_str(),
             ..base("forward_auth", &r.spec.name, &f.host, &f.path)
         });
         return;

@@ -1,11 +1,12 @@
 //! The paths idfabric answers itself on the proxy listener: the dev providers'
 //! discovery and keys, the broker's discovery and keys, forward-auth and `/me`.
+//! (Forward-auth checks reach [`forward_auth`] straight from the gateway's resolver,
+//! which recognises the check path before canonicalising it.)
 
 use super::respond;
 use crate::pipeline;
-use crate::propagate;
 use crate::providers::{dev, dev_op};
-use crate::canon::PathProblem;
+use crate::forward_auth;
 use crate::refusal::Refusal;
 use crate::runtime::Runtime;
 use pingora::proxy::Session;
@@ -58,7 +59,6 @@ pub async fn handle(rt: &Runtime, session: &mut Session, path: &str) -> Result<H
         }
     }
     match path {
-        "/.idfabric/auth" => forward_auth(rt, session).await,
         "/.idfabric/me" => me(rt, session).await,
         _ => refuse(session, Refusal::NoRoute, None).await,
     }
@@ -118,67 +118,56 @@ async fn broker(rt: &Runtime, session: &mut Session, _rest: &str) -> Result<Hand
     Ok(Handled { status: reply.status, reason: reply.reason })
 }
 
-/// nginx `auth_request`, Traefik ForwardAuth, Envoy ext_authz (HTTP): the original
-/// host and URI come from `X-Forwarded-Host` / `X-Forwarded-Uri` (or `X-Original-URI`).
-async fn forward_auth(rt: &Runtime, session: &mut Session) -> Result<Handled> {
-    forward_auth_audited(rt, session, &mut super::ForwardDecision::default()).await
-}
-
-/// Forward-auth, recording its decision in `audit` for the audit line.
-pub(super) async fn forward_auth_audited(rt: &Runtime, session: &mut Session, audit: &mut super::ForwardDecision) -> Result<Handled> {
-    let req = session.req_header();
-    let header = |n: &str| req.headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
-    let host = header("x-forwarded-host").or_else(|| header("host")).unwrap_or_default();
-    let uri = header("x-forwarded-uri").or_else(|| header("x-original-uri")).unwrap_or_else(|| "/".into());
-    let (raw_path, query) = match uri.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (uri.as_str(), None),
+/// A forward-auth check (`crate::forward_auth` decides), written for the proxy that
+/// asked and recorded in `audit`: `200` with the headers to copy, the refusal as
+/// problem+json, and for a browser that must sign in a `302` or a `401` naming the
+/// sign-in URL in `X-Idfabric-Signin`.
+pub(super) async fn forward_auth(rt: &Runtime, session: &mut Session, rest: &str, audit: &mut super::ForwardDecision) -> Result<Handled> {
+    let checked = {
+        let req = session.req_header();
+        let check = forward_auth::CheckRequest {
+            method: &req.method,
+            rest,
+            query: req.uri.query(),
+            headers: &req.headers,
+            tls: is_tls(session),
+        };
+        forward_auth::check(rt, &check).await
     };
-    // The same canonical path the proxy would route on (`crate::canon`).
-    let path = match crate::canon::canonicalize(raw_path) {
-        Ok(p) => p,
-        Err(problem) => return refuse(session, Refusal::InvalidPath(problem), None).await,
-    };
-    let Some(route) = rt.routes.find(&host, path.route_path()) else {
-        let r = if path.has_params() { Refusal::InvalidPath(PathProblem::ParamsNotAllowed) } else { Refusal::NoRoute };
-        return refuse(session, r, None).await;
-    };
-    audit.route(route.index, &host, path.path());
-    if path.has_params() && !route.spec.path_params {
-        let r = Refusal::InvalidPath(PathProblem::ParamsNotAllowed);
-        audit.refused(&r);
-        return refuse(session, r, Some(&route.spec.name)).await;
+    if let Some(t) = &checked.target {
+        audit.target(t);
     }
-    let original: http::Uri = match query {
-        Some(q) => format!("{}?{q}", path.path()),
-        None => path.path().to_string(),
-    }
-    .parse()
-    .unwrap_or_else(|_| http::Uri::from_static("/"));
-    match pipeline::admit(rt, route, &session.req_header().headers, &original, is_tls(session)).await {
-        Ok(adm) => {
-            audit.allowed(&adm);
-            let mut h = pingora::http::ResponseHeader::build(200, Some(16))?;
-            h.insert_header("x-identity-route", route.spec.name.as_str())?;
-            // The same headers the proxy would send upstream; `Authorization` only when the
-            // route replaces it (a removal is the absence of one in this answer).
-            let verified = adm.verified().map(|v| &**v);
-            propagate::route_headers(rt.minter.as_ref(), &route.spec, route.index, verified, |change| {
-                match change {
-                    propagate::Change::Set(name, value) => h.insert_header(name, value)?,
-                    propagate::Change::SetAuthorization(value) => h.insert_header(http::header::AUTHORIZATION, value)?,
-                    propagate::Change::RemoveAuthorization => {}
-                }
-                Ok::<_, Box<pingora::Error>>(())
-            })?;
+    let route = checked.target.as_ref().map(|t| rt.routes.routes[t.route as usize].spec.name.as_str());
+    match checked.answer {
+        forward_auth::Answer::Allow { admission, headers } => {
+            audit.allowed(&admission);
+            let mut h = pingora::http::ResponseHeader::build(200, Some(headers.len() + 3))?;
+            for (name, value) in headers {
+                h.append_header(name, value)?;
+            }
+            if let Some(id) = session.req_header().headers.get(crate::trace::REQUEST_ID_NAME) {
+                h.insert_header(crate::trace::REQUEST_ID, id.clone())?;
+            }
             h.insert_header("content-length", "0")?;
             h.insert_header("cache-control", "no-store")?;
             session.write_response_header(Box::new(h), true).await?;
             Ok(Handled { status: 200, reason: "ok" })
         }
-        Err(d) => {
-            audit.denied(&d);
-            refuse(session, d.refusal, Some(&route.spec.name)).await
+        forward_auth::Answer::Refuse { denial, signin } => {
+            audit.denied(&denial);
+            let r = &denial.refusal;
+            match signin {
+                Some(s) if s.redirect => {
+                    let headers = [("location", s.url.as_str()), (forward_auth::SIGNIN_HEADER, s.url.as_str()), ("cache-control", "no-store")];
+                    respond::send(session, 302, &headers, Default::default()).await?;
+                    Ok(Handled { status: 302, reason: r.reason() })
+                }
+                Some(s) => {
+                    respond::refusal_with(session, r, route, &[(forward_auth::SIGNIN_HEADER, s.url.as_str())]).await?;
+                    Ok(Handled { status: r.status(), reason: r.reason() })
+                }
+                None => refuse(session, r.clone(), route).await,
+            }
         }
     }
 }

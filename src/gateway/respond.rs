@@ -33,12 +33,18 @@ pub async fn json(session: &mut Session, status: u16, body: &serde_json::Value) 
 
 /// problem+json with `WWW-Authenticate` where the refusal has a challenge.
 pub async fn refusal(session: &mut Session, r: &Refusal, route: Option<&str>) -> Result<()> {
+    refusal_with(session, r, route, &[]).await
+}
+
+/// [`refusal`] with more headers (forward-auth's sign-in URL).
+pub async fn refusal_with(session: &mut Session, r: &Refusal, route: Option<&str>, extra: &[(&str, &str)]) -> Result<()> {
     let body = r.problem_json(route);
     let challenge = r.challenge();
     let mut headers = vec![("content-type", "application/problem+json"), ("cache-control", "no-store")];
     if let Some(c) = &challenge {
         headers.push(("www-authenticate", c.as_str()));
     }
+    headers.extend_from_slice(extra);
     send(session, r.status(), &headers, body.into()).await
 }
 

@@ -178,3 +178,28 @@ fn login_limits_default_and_are_checked() {
     let text: Vec<String> = load(&d.path().join("routes.yaml")).unwrap_err().0.iter().map(|e| e.to_string()).collect();
     assert!(text.iter().any(|t| t.contains("more than total")), "{text:?}");
 }
+
+#[test]
+fn cors_preflight_takes_allow_or_authenticate_and_needs_a_default_upstream() {
+    let base = "listen: { http: 127.0.0.1:8080 }\nproviders: [corp-okta]\nroutes:\n";
+    let ok = format!(
+        "{base}  - {{ name: a, match: {{ host: a.test }}, cors_preflight: allow, upstream: [127.0.0.1:1] }}\n\
+         \x20 - {{ name: b, match: {{ host: b.test }}, cors_preflight: authenticate, upstream: [127.0.0.1:1] }}\n\
+         \x20 - {{ name: c, match: {{ host: c.test }}, upstream: [127.0.0.1:1] }}\n"
+    );
+    let d = dir_with(&ok, &[("okta.yaml", OKTA)]);
+    let c = load(&d.path().join("routes.yaml")).unwrap();
+    let modes: Vec<CorsPreflight> = c.routes.iter().map(|r| r.cors_preflight).collect();
+    assert_eq!(modes, [CorsPreflight::Allow, CorsPreflight::Authenticate, CorsPreflight::Authenticate]);
+    let bad = format!(
+        "{base}  - {{ name: a, cors_preflight: open, upstream: [127.0.0.1:1] }}\n\
+         \x20 - {{ name: b, cors_preflight: allow, by_population: {{ workforce: {{ upstream: [127.0.0.1:1] }} }} }}\n"
+    );
+    let d = dir_with(&bad, &[("okta.yaml", OKTA)]);
+    let errs = load(&d.path().join("routes.yaml")).unwrap_err().0;
+    let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    assert_eq!(errs.len(), 2, "{text:?}");
+    assert!(text.iter().all(|t| t.contains("cors_preflight")), "{text:?}");
+    assert!(text.iter().any(|t| t.contains("`open` is not one of allow, authenticate")), "{text:?}");
+    assert!(text.iter().any(|t| t.contains("needs a default `upstream`")), "{text:?}");
+}
