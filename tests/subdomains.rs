@@ -1,0 +1,265 @@
+//! One sign-in across hosts, against the real binary and the dev provider:
+//!
+//! - `session.auth_host`: an anonymous browser on `a.test` is sent to the sign-in host
+//!   `auth.test`, signs in there (the provider's one redirect URI is auth.test's
+//!   callback), and comes back to `a.test` through a one-time code that `a.test` redeems
+//!   for its own host-only cookie; `b.test` then gets its session without the provider.
+//!   A replayed code, a code opened in another browser (login CSRF), a code for another
+//!   host and a return address on no route are refused with their reasons. The codes
+//!   live in the session store: the flow runs once on a real Redis, once on memory.
+//! - `session.cookie_domain`: the cookie carries `Domain=`, is `__Secure-` over TLS,
+//!   works on a sibling host and is cleared (with its `Domain`) at sign-out; a route
+//!   outside the domain is refused at load.
+//!
+//! Every request goes to 127.0.0.1 with the `Host` its URL names, as the sign-in tests do.
+
+use crate::common;
+use common::agent::*;
+use common::redis::RedisServer;
+use common::*;
+use url::Url;
+
+const START: &str = "/.idfabric/session-handoff/start";
+const REDEEM: &str = "/.idfabric/session-handoff";
+
+/// A gateway with routes on `a.test` and `b.test` (one echo app), the workforce dev
+/// provider, and `session:` as given.
+fn gateway(hosts: [&str; 2], session: &str) -> (TestEnv, Gateway, Echo) {
+    let echo = Echo::start();
+    let env = TestEnv::new();
+    env.write_wf_provider(
+        "  - { name: alice, email: alice@corp.test, email_verified: true, groups: [hr], mfa: true }\n\
+         \x20 - { name: mallory, email: mallory@corp.test, groups: [staff], mfa: true }\n",
+    );
+    let routes = format!(
+        "  - name: a\n    match: {{ host: {a} }}\n    upstream: [{up}]\n\
+         \x20 - name: b\n    match: {{ host: {b} }}\n    upstream: [{up}]\n",
+        a = hosts[0],
+        b = hosts[1],
+        up = echo.addr()
+    );
+    env.write_routes(&["wf"], &routes);
+    let text = std::fs::read_to_string(env.routes_path()).unwrap();
+    env.write("routes.yaml", &format!("{text}session: {session}\n"));
+    let gw = Gateway::start(&env);
+    (env, gw, echo)
+}
+
+/// From an anonymous request on an app host to the sign-in host's start URL: asserts
+/// the app host's own login hop and its binding cookie.
+async fn to_start(b: &Agent, app: &str) -> Url {
+    let app = Url::parse(app).unwrap();
+    let login = b.get(app.as_str()).await.redirect();
+    assert_eq!((login.host_str(), login.path()), (app.host_str(), "/.idfabric/login"));
+    let r = b.get(login.as_str()).await;
+    let start = r.redirect();
+    assert_eq!((start.host_str(), start.path()), (Some("auth.test"), START), "to the sign-in host");
+    let q = query_of(&start);
+    assert_eq!(q["to"], app.as_str(), "the original URL travels along");
+    let hx = &q["hx"];
+    let bind = r.set_cookie(&format!("idfabric_hx_{}", &hx[..16])).expect("a binding cookie on the app host");
+    assert!(bind.contains("HttpOnly") && !bind.contains("Domain"), "{bind}");
+    start
+}
+
+/// The whole first sign-in through the sign-in host; returns the redeem URL (not yet
+/// opened) and the sign-in host's session id.
+async fn sign_in_via_auth_host(b: &Agent, app: &str, user: &str) -> (Url, String) {
+    let start = to_start(b, app).await;
+    let login = b.get(start.as_str()).await.redirect();
+    assert_eq!((login.host_str(), login.path()), (Some("auth.test"), "/.idfabric/login"), "no session yet: sign in");
+    let authz = b.get(login.as_str()).await.redirect();
+    assert!(authz.path().ends_with("/authorize"), "{authz}");
+    let redirect_uri = query_of(&authz)["redirect_uri"].clone();
+    let port = Url::parse(app).unwrap().port().unwrap();
+    assert_eq!(redirect_uri, format!("http://auth.test:{port}/.idfabric/callback"), "one redirect URI for every app");
+    let callback = b.pick_user(&authz, user).await;
+    let back = b.get(callback.as_str()).await.redirect();
+    assert_eq!((back.host_str(), back.path()), (Some("auth.test"), START), "back to the start URL after sign-in");
+    let sid = b.cookie("auth.test", SESSION).expect("a session on the sign-in host");
+    let redeem = b.get(back.as_str()).await.redirect();
+    (redeem, sid)
+}
+
+#[tokio::test]
+async fn auth_host_signs_in_once_and_hands_sessions_to_each_app_host() {
+    let redis = RedisServer::start();
+    let (env, gw, _echo) = gateway(["a.test", "b.test"], &format!("{{ store: \"{}\", auth_host: auth.test }}", redis.url()));
+    let port = env.http_port;
+    let app_a = format!("http://a.test:{port}/hello?x=1");
+    let app_b = format!("http://b.test:{port}/there");
+    let b = Agent::browser();
+
+    let (redeem, sid) = sign_in_via_auth_host(&b, &app_a, "alice").await;
+    assert_eq!((redeem.host_str(), redeem.path()), (Some("a.test"), REDEEM));
+    let r = b.get(redeem.as_str()).await;
+    assert_eq!(r.redirect().as_str(), app_a, "on to the page that asked");
+    let cookie = r.set_cookie(SESSION).expect("a.test's own session cookie");
+    assert!(!cookie.contains("Domain"), "host-only: {cookie}");
+    assert_eq!(b.cookie("a.test", SESSION).as_deref(), Some(sid.as_str()), "the one session");
+    assert!(r.set_cookies().iter().any(|c| c.starts_with("idfabric_hx_") && c.contains("Max-Age=0")), "binding cleared");
+    let page = b.get(&app_a).await;
+    assert_eq!(decoded(&page.upstream()["x-identity-email"]), "alice@corp.test");
+
+    // b.test: to the sign-in host and straight back, no provider in between.
+    let start = to_start(&b, &app_b).await;
+    let redeem_b = b.get(start.as_str()).await.redirect();
+    assert_eq!((redeem_b.host_str(), redeem_b.path()), (Some("b.test"), REDEEM), "already signed in: a code at once");
+    assert_eq!(b.get(redeem_b.as_str()).await.redirect().as_str(), app_b);
+    assert_eq!(decoded(&b.get(&app_b).await.upstream()["x-identity-email"]), "alice@corp.test");
+
+    // A code works once.
+    let again = b.get(redeem.as_str()).await;
+    assert_eq!(again.status, 400, "{}", again.body);
+    assert!(again.is_html() && again.body.contains("already used"), "{}", again.body);
+    assert!(gw.log().contains("handoff_replayed"), "{}", gw.log());
+
+    // Signing out on b.test ends the one session: a.test is anonymous again.
+    b.log_out(&format!("http://b.test:{port}/.idfabric/logout")).await;
+    let anon = b.get(&app_a).await.redirect();
+    assert_eq!(anon.path(), "/.idfabric/login", "the shared session ended");
+}
+
+#[tokio::test]
+async fn handoff_codes_are_bound_to_their_browser_and_host() {
+    let (env, gw, _echo) = gateway(["a.test", "b.test"], "{ auth_host: auth.test }");
+    let port = env.http_port;
+    let app_a = format!("http://a.test:{port}/");
+
+    // Login CSRF: mallory's code, opened in alice's browser, signs nobody in.
+    let mallory = Agent::browser();
+    let (code_url, _) = sign_in_via_auth_host(&mallory, &app_a, "mallory").await;
+    let victim = Agent::browser();
+    let r = victim.get(code_url.as_str()).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.contains("started elsewhere"), "{}", r.body);
+    assert!(victim.cookie("a.test", SESSION).is_none(), "no session planted");
+    assert!(gw.log().contains("handoff_not_bound"), "{}", gw.log());
+    // It was used up by that attempt.
+    let r = mallory.get(code_url.as_str()).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+
+    // A code for a.test redeemed on b.test.
+    let start = to_start(&mallory, &app_a).await;
+    let code_url = mallory.get(start.as_str()).await.redirect();
+    let code = query_of(&code_url)["code"].clone();
+    let r = mallory.get(&format!("http://b.test:{port}{REDEEM}?code={code}")).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("another application"), "{}", r.body);
+    assert!(gw.log().contains("handoff_host_mismatch"), "{}", gw.log());
+    assert!(mallory.cookie("b.test", SESSION).is_none());
+
+    // Codes that never existed.
+    let r = mallory.get(&format!("http://a.test:{port}{REDEEM}?code=nonsense")).await;
+    assert_eq!(r.status, 400);
+    assert!(gw.log().contains("handoff_invalid"), "{}", gw.log());
+
+    // No open redirect: the return address must be on a route host, with this scheme and port.
+    let hx = "0a".repeat(32);
+    for to in [
+        format!("http://evil.test:{port}/"),
+        format!("https://a.test:{port}/"),
+        format!("http://a.test:{}/", port + 1),
+        format!("http://user@a.test:{port}/"),
+        "javascript:alert(1)".to_string(),
+    ] {
+        let q = url::form_urlencoded::Serializer::new(String::new()).append_pair("to", &to).append_pair("hx", &hx).finish();
+        let r = mallory.get(&format!("http://auth.test:{port}{START}?{q}")).await;
+        assert_eq!(r.status, 400, "{to}: {}", r.body);
+        assert!(r.raw_location().is_none());
+    }
+    assert!(gw.log().contains("handoff_target_not_allowed"), "{}", gw.log());
+    // Without the app host's binding digest nothing is issued.
+    let q = url::form_urlencoded::Serializer::new(String::new()).append_pair("to", &app_a).finish();
+    let r = mallory.get(&format!("http://auth.test:{port}{START}?{q}")).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    // The start URL is the sign-in host's alone.
+    let r = mallory.get(&format!("http://a.test:{port}{START}?to=x")).await;
+    assert_eq!(r.status, 404, "{}", r.body);
+}
+
+#[tokio::test]
+async fn cookie_domain_shares_one_cookie_and_clears_it_at_logout() {
+    let (env, _gw, _echo) = gateway(["a.sso.test", "b.sso.test"], "{ cookie_domain: .SSO.test }");
+    let port = env.http_port;
+    let b = Agent::browser();
+    let authz = b.to_provider(&format!("http://a.sso.test:{port}/")).await;
+    let callback = b.pick_user(&authz, "alice").await;
+    let r = b.get(callback.as_str()).await;
+    let cookie = r.set_cookie(SESSION).expect("session cookie");
+    assert!(cookie.contains("; Domain=sso.test"), "{cookie}");
+    let sid = b.cookie("a.sso.test", SESSION).unwrap();
+
+    // The browser sends a Domain cookie to the sibling host too.
+    b.set("b.sso.test", SESSION, &sid);
+    assert_eq!(decoded(&b.get(&format!("http://b.sso.test:{port}/")).await.upstream()["x-identity-email"]), "alice@corp.test");
+
+    let out = b.log_out(&format!("http://b.sso.test:{port}/.idfabric/logout")).await;
+    let cleared: Vec<String> = out.set_cookies().into_iter().filter(|c| c.starts_with(&format!("{SESSION}=;"))).collect();
+    assert!(
+        cleared.iter().any(|c| c.contains("Domain=sso.test") && c.contains("Max-Age=0")),
+        "the Domain cookie is cleared with its Domain: {cleared:?}"
+    );
+    b.set("a.sso.test", SESSION, &sid);
+    assert_eq!(b.get(&format!("http://a.sso.test:{port}/")).await.redirect().path(), "/.idfabric/login", "session ended");
+}
+
+#[tokio::test]
+async fn cookie_domain_over_tls_is_secure_prefixed() {
+    let echo = Echo::start();
+    let env = TestEnv::new();
+    env.write_wf_provider("  - { name: alice, email: alice@corp.test, groups: [hr], mfa: true }\n");
+    let tls = free_port();
+    env.write(
+        "routes.yaml",
+        &format!(
+            "listen: {{ http: 127.0.0.1:{http}, https: {{ addr: 127.0.0.1:{tls}, cert: certs/dev-tls.crt, key: certs/dev-tls.key }} }}\n\
+             {admin}\nproviders: [wf]\nsession: {{ cookie_domain: sso.test }}\n\
+             routes:\n  - name: a\n    match: {{ host: a.sso.test }}\n    upstream: [{up}]\n",
+            http = env.http_port,
+            admin = env.admin_line(),
+            up = echo.addr()
+        ),
+    );
+    let _gw = Gateway::start(&env);
+    let b = Agent::browser_with(None);
+    let authz = b.to_provider(&format!("https://a.sso.test:{tls}/")).await;
+    let callback = b.pick_user(&authz, "alice").await;
+    let r = b.get(callback.as_str()).await;
+    let name = format!("__Secure-{SESSION}");
+    let cookie = r.set_cookie(&name).unwrap_or_else(|| panic!("{name}: {:?}", r.set_cookies()));
+    assert!(cookie.contains("; Secure") && cookie.contains("; Domain=sso.test"), "{cookie}");
+    assert!(r.set_cookie(&format!("__Host-{SESSION}")).is_none(), "a Domain cookie cannot be __Host-");
+    let page = b.get(&format!("https://a.sso.test:{tls}/")).await;
+    assert_eq!(decoded(&page.upstream()["x-identity-email"]), "alice@corp.test");
+}
+
+#[test]
+fn sign_in_hosts_are_checked_at_load() {
+    let env = TestEnv::new();
+    env.write_wf_provider("  - { name: alice, email: alice@corp.test }\n");
+    let routes = "  - name: a\n    match: { host: a.sso.test }\n    upstream: [127.0.0.1:9]\n\
+                  \x20 - name: other\n    match: { host: app.other.test }\n    upstream: [127.0.0.1:9]\n\
+                  \x20 - name: api\n    match: { host: api.other.test }\n    auth: bearer\n    upstream: [127.0.0.1:9]\n";
+    env.write_routes(&["wf"], routes);
+    let base = std::fs::read_to_string(env.routes_path()).unwrap();
+    let check = |session: &str| {
+        env.write("routes.yaml", &format!("{base}session: {session}\n"));
+        env.run(&["check", "--offline", "--config", "routes.yaml"])
+    };
+    let (code, out, err) = check("{ cookie_domain: sso.test }");
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("session.cookie_domain") && err.contains("`other`") && err.contains("app.other.test"), "{err}");
+    assert!(!err.contains("`api`"), "a bearer route uses no cookie: {err}");
+    let (code, _, err) = check("{ cookie_domain: test }");
+    assert_eq!(code, 1);
+    assert!(err.contains("two labels"), "{err}");
+    let (code, _, err) = check("{ cookie_domain: sso.test, auth_host: auth.sso.test }");
+    assert_eq!(code, 1);
+    assert!(err.contains("not both"), "{err}");
+    let (code, _, err) = check("{ auth_host: \"https://auth.test/\" }");
+    assert_eq!(code, 1);
+    assert!(err.contains("session.auth_host"), "{err}");
+    let (code, out, err) = check("{ auth_host: auth.other.test }");
+    assert_eq!(code, 0, "{out}{err}");
+}
