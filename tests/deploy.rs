@@ -461,6 +461,57 @@ fn the_deployment_is_hardened_and_probes_the_admin_listener() {
     assert_eq!(admin_svc["metadata"]["labels"][sm["spec"]["jobLabel"].as_str().unwrap()], "idfabric");
 }
 
+#[test]
+fn only_the_probe_port_is_open_to_the_cluster_and_the_ops_port_is_fenced() {
+    let routes = yaml(&base().join("config/routes.yaml"));
+    let port_of = |v: &Value| -> u64 { v.as_str().unwrap().rsplit_once(':').unwrap().1.parse().unwrap() };
+    let admin = &routes["admin"];
+    let (probe_port, ops_port) = (port_of(&admin["listen"]), port_of(&admin["ops_listen"]));
+    let hosts = strs(&admin["hosts"]);
+    assert!(hosts.iter().any(|h| h == "idfabric-ops.idfabric.svc"), "the ops Service's name is an allowed Host: {hosts:?}");
+    assert!(admin["token_file"].is_string(), "the operator paths need the token");
+
+    let d = deployment();
+    let c = &d["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container_port(c, "admin"), probe_port);
+    assert_eq!(container_port(c, "ops"), ops_port);
+    for probe in ["readinessProbe", "livenessProbe", "startupProbe"] {
+        assert_eq!(c[probe]["httpGet"]["port"], "admin", "{probe} on the probe port");
+    }
+
+    // Each Service exposes exactly one of the two ports; Prometheus selects the first only.
+    let ports = |f: &str| -> Vec<String> {
+        yaml(&base().join(f))["spec"]["ports"].as_array().unwrap().iter().map(|p| p["targetPort"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(ports("service-admin.yaml"), ["admin"]);
+    assert_eq!(ports("service-ops.yaml"), ["ops"]);
+    let sm = yaml(&base().join("servicemonitor.yaml"));
+    let ops_labels = &yaml(&base().join("service-ops.yaml"))["metadata"]["labels"];
+    let selected = sm["spec"]["selector"]["matchLabels"].as_object().unwrap().iter().all(|(k, v)| &ops_labels[k] == v);
+    assert!(!selected, "the ServiceMonitor must not scrape the ops Service");
+
+    // The NetworkPolicy: the ops port only from labelled operator pods, the probe port
+    // only from the monitoring namespace; no rule opens either to everyone.
+    let policies = yaml_docs(&read(&base().join("networkpolicy.yaml")));
+    let gw = policies.iter().find(|p| p["metadata"]["name"] == "idfabric").expect("the gateway's NetworkPolicy");
+    let rules = gw["spec"]["ingress"].as_array().unwrap();
+    let rules_for = |port: u64| -> Vec<&Value> {
+        rules.iter().filter(|r| r["ports"].as_array().unwrap().iter().any(|p| p["port"] == port)).collect()
+    };
+    for (port, what) in [(probe_port, "probe"), (ops_port, "ops")] {
+        let found = rules_for(port);
+        assert!(!found.is_empty(), "no ingress rule admits the {what} port {port}: it would be unreachable");
+        for r in found {
+            assert!(r["from"].as_array().is_some_and(|f| !f.is_empty()), "the {what} port {port} is open to everyone: {r}");
+        }
+    }
+    let ops_from = &rules_for(ops_port)[0]["from"][0];
+    assert_eq!(ops_from["podSelector"]["matchLabels"]["idfabric.io/ops-client"], "true", "{ops_from}");
+    assert!(ops_from["namespaceSelector"].is_null(), "operator pods of this namespace only");
+    let probe_from = &rules_for(probe_port)[0]["from"][0];
+    assert_eq!(probe_from["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"], "monitoring");
+}
+
 /// `KEY=value` lines of an env file (comments and blanks skipped).
 fn env_file(p: &Path) -> Vec<(String, String)> {
     read(p)
