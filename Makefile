@@ -40,6 +40,7 @@ deps-test:
 	command -v chromedriver >/dev/null 2>&1 || missing="$$missing chromium-driver"; \
 	command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
 	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	command -v nginx >/dev/null 2>&1 || missing="$$missing nginx"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing test dependencies:$$missing"; \
 	  sudo=""; [ "$$(id -u)" -eq 0 ] || { command -v sudo >/dev/null 2>&1 && sudo=sudo; }; \
