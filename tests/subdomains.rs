@@ -6,7 +6,8 @@
 //!   for its own host-only cookie; `b.test` then gets its session without the provider.
 //!   A replayed code, a code opened in another browser (login CSRF), a code for another
 //!   host and a return address on no route are refused with their reasons. The codes
-//!   live in the session store: the flow runs once on a real Redis, once on memory.
+//!   live in the session store: the flow runs on a real Redis and on memory, and a code
+//!   issued by one replica is redeemed (once) by another sharing the Redis.
 //! - `session.cookie_domain`: the cookie carries `Domain=`, is `__Secure-` over TLS,
 //!   works on a sibling host and is cleared (with its `Domain`) at sign-out; a route
 //!   outside the domain is refused at load.
@@ -118,6 +119,39 @@ async fn auth_host_signs_in_once_and_hands_sessions_to_each_app_host() {
     b.log_out(&format!("http://b.test:{port}/.idfabric/logout")).await;
     let anon = b.get(&app_a).await.redirect();
     assert_eq!(anon.path(), "/.idfabric/login", "the shared session ended");
+}
+
+#[tokio::test]
+async fn a_code_issued_by_one_replica_is_redeemed_once_by_another() {
+    // Two replicas on one Redis, as behind a load balancer: the code lives in the store.
+    let redis = RedisServer::start();
+    let session = format!("{{ store: \"{}\", key_file: certs/session.key, auth_host: auth.test }}", redis.url());
+    let (one, _gw1, _echo) = gateway(["a.test", "b.test"], &session);
+    let two = TestEnv::new();
+    for dir in ["certs", "providers"] {
+        for e in std::fs::read_dir(one.path().join(dir)).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), two.path().join(dir).join(e.file_name())).unwrap();
+        }
+    }
+    let routes = std::fs::read_to_string(one.routes_path())
+        .unwrap()
+        .replace(&format!("127.0.0.1:{}", one.http_port), &format!("127.0.0.1:{}", two.http_port))
+        .replace(&format!("127.0.0.1:{}", one.admin_port), &format!("127.0.0.1:{}", two.admin_port));
+    two.write("routes.yaml", &routes);
+    let _gw2 = Gateway::start(&two);
+
+    let b = Agent::browser();
+    let (redeem, _) = sign_in_via_auth_host(&b, &format!("http://a.test:{}/x", one.http_port), "alice").await;
+    let code = query_of(&redeem)["code"].clone();
+    let on_two = format!("http://a.test:{}{REDEEM}?code={code}", two.http_port);
+    let r = b.get(&on_two).await;
+    assert_eq!(r.redirect().path(), "/x", "redeemed by the other replica: {}", r.body);
+    let page = b.get(&format!("http://a.test:{}/x", two.http_port)).await;
+    assert_eq!(decoded(&page.upstream()["x-identity-email"]), "alice@corp.test");
+    let again = b.get(redeem.as_str()).await;
+    assert_eq!(again.status, 400, "used up on every replica: {}", again.body);
+    assert!(again.body.contains("already used"), "{}", again.body);
 }
 
 #[tokio::test]
