@@ -511,6 +511,12 @@ fn only_the_probe_port_is_open_to_the_cluster_and_the_ops_port_is_fenced() {
     let ops_labels = &yaml(&base().join("service-ops.yaml"))["metadata"]["labels"];
     let selected = sm["spec"]["selector"]["matchLabels"].as_object().unwrap().iter().all(|(k, v)| &ops_labels[k] == v);
     assert!(!selected, "the ServiceMonitor must not scrape the ops Service");
+    // Without the operator, Prometheus discovers the pods and keeps the admin port only.
+    let prom = yaml(&deploy("prometheus/prometheus-kubernetes.yml"));
+    let keeps_admin_port = prom["scrape_configs"][0]["relabel_configs"].as_array().unwrap().iter().any(|r| {
+        strs(&r["source_labels"]) == ["__meta_kubernetes_pod_container_port_name"] && r["regex"] == "admin" && r["action"] == "keep"
+    });
+    assert!(keeps_admin_port, "prometheus-kubernetes.yml must keep only the container port named admin");
 
     // The NetworkPolicy: the ops port only from labelled operator pods, the probe port
     // only from the monitoring namespace; no rule opens either to everyone.
