@@ -3,7 +3,8 @@
 //! - `session.auth_host`: an anonymous browser on `a.test` is sent to the sign-in host
 //!   `auth.test`, signs in there (the provider's one redirect URI is auth.test's
 //!   callback), and comes back to `a.test` through a one-time code that `a.test` redeems
-//!   for its own host-only cookie; `b.test` then gets its session without the provider.
+//!   for its own host-only cookie; `b.test` then gets its session without the provider,
+//!   and a step-up asked for on an app host runs on the sign-in host.
 //!   A replayed code, a code opened in another browser (login CSRF), a code for another
 //!   host and a return address on no route are refused with their reasons. The codes
 //!   live in the session store: the flow runs on a real Redis and on memory, and a code
@@ -23,18 +24,21 @@ use url::Url;
 const START: &str = "/.idfabric/session-handoff/start";
 const REDEEM: &str = "/.idfabric/session-handoff";
 
-/// A gateway with routes on `a.test` and `b.test` (one echo app), the workforce dev
-/// provider, and `session:` as given.
+/// A gateway with routes on `a.test`, `b.test` and `vault.a.test` (which requires MFA;
+/// one echo app for all), the workforce dev provider (Entra-shaped: it can step up), and
+/// `session:` as given.
 fn gateway(hosts: [&str; 2], session: &str) -> (TestEnv, Gateway, Echo) {
     let echo = Echo::start();
     let env = TestEnv::new();
     env.write_wf_provider(
         "  - { name: alice, email: alice@corp.test, email_verified: true, groups: [hr], mfa: true }\n\
-         \x20 - { name: mallory, email: mallory@corp.test, groups: [staff], mfa: true }\n",
+         \x20 - { name: mallory, email: mallory@corp.test, groups: [staff], mfa: true }\n\
+         \x20 - { name: bob, email: bob@corp.test, groups: [staff], mfa: false }\n",
     );
     let routes = format!(
         "  - name: a\n    match: {{ host: {a} }}\n    upstream: [{up}]\n\
-         \x20 - name: b\n    match: {{ host: {b} }}\n    upstream: [{up}]\n",
+         \x20 - name: b\n    match: {{ host: {b} }}\n    upstream: [{up}]\n\
+         \x20 - name: vault\n    match: {{ host: vault.{a} }}\n    upstream: [{up}]\n    require: {{ mfa: true }}\n",
         a = hosts[0],
         b = hosts[1],
         up = echo.addr()
@@ -119,6 +123,39 @@ async fn auth_host_signs_in_once_and_hands_sessions_to_each_app_host() {
     b.log_out(&format!("http://b.test:{port}/.idfabric/logout")).await;
     let anon = b.get(&app_a).await.redirect();
     assert_eq!(anon.path(), "/.idfabric/login", "the shared session ended");
+}
+
+#[tokio::test]
+async fn a_step_up_on_an_app_host_runs_on_the_sign_in_host_and_hands_over_the_new_session() {
+    let (env, _gw, _echo) = gateway(["a.test", "b.test"], "{ auth_host: auth.test }");
+    let port = env.http_port;
+    let vault = format!("http://vault.a.test:{port}/safe");
+    let b = Agent::browser();
+    // bob signs in without a second factor; the vault asks for one.
+    let (redeem, first) = sign_in_via_auth_host(&b, &vault, "bob").await;
+    assert_eq!(b.get(redeem.as_str()).await.redirect().as_str(), vault);
+    let step = b.get(&vault).await.redirect();
+    assert_eq!((step.host_str(), step.path()), (Some("vault.a.test"), "/.idfabric/login"));
+    assert_eq!(query_of(&step)["step_up"], "1");
+    // The app host hands the step-up to the sign-in host, which asks the provider.
+    let start = b.get(step.as_str()).await.redirect();
+    assert_eq!((start.host_str(), start.path()), (Some("auth.test"), START));
+    assert_eq!((query_of(&start)["step_up"].as_str(), query_of(&start)["provider"].as_str()), ("1", "wf"));
+    let login = b.get(start.as_str()).await.redirect();
+    assert_eq!((login.host_str(), login.path()), (Some("auth.test"), "/.idfabric/login"), "no second factor yet");
+    let authz = b.get(login.as_str()).await.redirect();
+    let claims = query_of(&authz)["claims"].clone();
+    assert!(claims.contains("acrs"), "a claims challenge for the auth context: {claims}");
+    let callback = b.pick_user(&authz, "bob").await;
+    let back = b.get(callback.as_str()).await.redirect();
+    assert_eq!((back.host_str(), back.path()), (Some("auth.test"), START));
+    let second = b.cookie("auth.test", SESSION).unwrap();
+    assert_ne!(first, second, "the step-up made a new session");
+    let redeem = b.get(back.as_str()).await.redirect();
+    assert_eq!(b.get(redeem.as_str()).await.redirect().as_str(), vault);
+    let page = b.get(&vault).await;
+    assert_eq!(page.upstream()["x-identity-mfa"], "true", "{}", page.body);
+    assert_eq!(b.cookie("vault.a.test", SESSION), Some(second));
 }
 
 #[tokio::test]
