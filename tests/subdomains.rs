@@ -119,6 +119,9 @@ async fn auth_host_signs_in_once_and_hands_sessions_to_each_app_host() {
     assert!(again.is_html() && again.body.contains("already used"), "{}", again.body);
     assert!(gw.log().contains("handoff_replayed"), "{}", gw.log());
 
+    let text = scrape_metrics(&env).await;
+    assert_eq!(metric_value(&text, "idfabric_session_handoffs_total{result=\"redeemed\"}"), 2.0);
+
     // Signing out on b.test ends the one session: a.test is anonymous again.
     b.log_out(&format!("http://b.test:{port}/.idfabric/logout")).await;
     let anon = b.get(&app_a).await.redirect();
@@ -247,6 +250,20 @@ async fn handoff_codes_are_bound_to_their_browser_and_host() {
     // The start URL is the sign-in host's alone.
     let r = mallory.get(&format!("http://a.test:{port}{START}?to=x")).await;
     assert_eq!(r.status, 404, "{}", r.body);
+
+    // Every outcome is counted by its reason.
+    let text = scrape_metrics(&env).await;
+    for (result, at_least) in [
+        ("issued", 2.0),
+        ("handoff_not_bound", 2.0),
+        ("handoff_replayed", 1.0),
+        ("handoff_host_mismatch", 1.0),
+        ("handoff_invalid", 1.0),
+        ("handoff_target_not_allowed", 5.0),
+    ] {
+        let n = metric_value(&text, &format!("idfabric_session_handoffs_total{{result=\"{result}\"}}"));
+        assert!(n >= at_least, "{result}: {n}");
+    }
 }
 
 #[tokio::test]

@@ -22,6 +22,7 @@
 //! request's own offer of providers applies there).
 
 use super::{login_providers, page, route_for, safe_rd, store_down, Failure};
+use crate::metrics::metrics;
 use crate::runtime::{normalise_host, Runtime};
 use crate::session::handoff::{Handoff, Redeemed};
 use crate::session::Sessions;
@@ -63,6 +64,11 @@ pub fn home_origin(rt: &Runtime, req: &Request<'_>) -> String {
         Some(auth) => auth_origin(auth, req),
         None => req.origin(),
     }
+}
+
+/// Counts a handoff outcome (`idfabric_session_handoffs_total{result}`).
+fn count(result: &'static str) {
+    metrics().session_handoffs_total.with_label_values(&[result]).inc();
 }
 
 /// The binding cookie of a handoff: named after its digest's first 16 hex characters.
@@ -155,9 +161,11 @@ pub async fn start(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Repl
         return page(rt, req, 404, "Unknown site", "Sessions are handed over by the sign-in host only.", Failure::NoRoute);
     }
     let Some(t) = req.param("to").and_then(|to| target(rt, req, &to)) else {
+        count(Failure::HandoffTargetNotAllowed.as_str());
         return page(rt, req, 400, "Invalid return address", "The address to return to after sign-in is not an application of this gateway.", Failure::HandoffTargetNotAllowed);
     };
     let Some(hx) = req.param("hx").filter(|d| is_digest(d)) else {
+        count(Failure::HandoffNotBound.as_str());
         return page(rt, req, 400, "Sign-in cannot continue", "The application did not bind this sign-in to your browser. Go back to the application and try again.", Failure::HandoffNotBound);
     };
     let step_up = req.param("step_up").as_deref() == Some("1");
@@ -203,6 +211,7 @@ pub async fn start(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Repl
     let h = Handoff { host: t.host.clone(), session: sid, browser: hx, rd: t.rd.clone(), created_at: crate::providers::now_secs() };
     match sessions.issue_handoff(&h).await {
         Ok(code) => {
+            count("issued");
             tracing::info!(host = %t.host, "session handed off");
             Reply::redirect(&format!("{}{REDEEM}?code={code}", t.origin), "ok")
         }
@@ -212,7 +221,10 @@ pub async fn start(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Repl
 
 /// Step 4, on a route host: the code becomes this host's own session cookie.
 pub async fn redeem(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Reply {
-    let refused = |status, title: &str, detail: &str, why| page(rt, req, status, title, detail, why);
+    let refused = |status, title: &str, detail: &str, why: Failure| {
+        count(why.as_str());
+        page(rt, req, status, title, detail, why)
+    };
     let expired = "This sign-in link was already used or is too old. Open the application again to sign in.";
     let h = match sessions.redeem_handoff(&req.param("code").unwrap_or_default()).await {
         Ok(Redeemed::Valid(h)) => h,
@@ -235,6 +247,7 @@ pub async fn redeem(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Rep
         Ok(None) => return refused(400, "This sign-in has expired", expired, Failure::HandoffInvalid).with_cookie(clear),
         Err(e) => return store_down(super::theme_for(rt, req.host, &h.rd).population, &e),
     }
+    count("redeemed");
     let cookie = web::set_session_cookie(&rt.config.session, &h.session, sessions.absolute.as_secs() as i64, req.tls);
     Reply::redirect(&h.rd, "ok").with_cookie(cookie).with_cookie(clear)
 }
