@@ -50,6 +50,19 @@ fn gateway(hosts: [&str; 2], session: &str) -> (TestEnv, Gateway, Echo) {
     (env, gw, echo)
 }
 
+/// Whether the gateway's log shows `what` within two seconds (the log is read from its
+/// stderr by another thread, so a line may arrive just after the response).
+fn logged(gw: &Gateway, what: &str) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while !gw.log().contains(what) {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    true
+}
+
 /// From an anonymous request on an app host to the sign-in host's start URL: asserts
 /// the app host's own login hop and its binding cookie.
 async fn to_start(b: &Agent, app: &str) -> Url {
@@ -117,7 +130,7 @@ async fn auth_host_signs_in_once_and_hands_sessions_to_each_app_host() {
     let again = b.get(redeem.as_str()).await;
     assert_eq!(again.status, 400, "{}", again.body);
     assert!(again.is_html() && again.body.contains("already used"), "{}", again.body);
-    assert!(gw.log().contains("handoff_replayed"), "{}", gw.log());
+    assert!(logged(&gw, "handoff_replayed"), "{}", gw.log());
 
     let text = scrape_metrics(&env).await;
     assert_eq!(metric_value(&text, "idfabric_session_handoffs_total{result=\"redeemed\"}"), 2.0);
@@ -208,7 +221,7 @@ async fn handoff_codes_are_bound_to_their_browser_and_host() {
     assert_eq!(r.status, 403, "{}", r.body);
     assert!(r.body.contains("started elsewhere"), "{}", r.body);
     assert!(victim.cookie("a.test", SESSION).is_none(), "no session planted");
-    assert!(gw.log().contains("handoff_not_bound"), "{}", gw.log());
+    assert!(logged(&gw, "handoff_not_bound"), "{}", gw.log());
     // It was used up by that attempt.
     let r = mallory.get(code_url.as_str()).await;
     assert_eq!(r.status, 400, "{}", r.body);
@@ -220,13 +233,13 @@ async fn handoff_codes_are_bound_to_their_browser_and_host() {
     let r = mallory.get(&format!("http://b.test:{port}{REDEEM}?code={code}")).await;
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(r.body.contains("another application"), "{}", r.body);
-    assert!(gw.log().contains("handoff_host_mismatch"), "{}", gw.log());
+    assert!(logged(&gw, "handoff_host_mismatch"), "{}", gw.log());
     assert!(mallory.cookie("b.test", SESSION).is_none());
 
     // Codes that never existed.
     let r = mallory.get(&format!("http://a.test:{port}{REDEEM}?code=nonsense")).await;
     assert_eq!(r.status, 400);
-    assert!(gw.log().contains("handoff_invalid"), "{}", gw.log());
+    assert!(logged(&gw, "handoff_invalid"), "{}", gw.log());
 
     // No open redirect: the return address must be on a route host, with this scheme and port.
     let hx = "0a".repeat(32);
@@ -242,7 +255,7 @@ async fn handoff_codes_are_bound_to_their_browser_and_host() {
         assert_eq!(r.status, 400, "{to}: {}", r.body);
         assert!(r.raw_location().is_none());
     }
-    assert!(gw.log().contains("handoff_target_not_allowed"), "{}", gw.log());
+    assert!(logged(&gw, "handoff_target_not_allowed"), "{}", gw.log());
     // Without the app host's binding digest nothing is issued.
     let q = url::form_urlencoded::Serializer::new(String::new()).append_pair("to", &app_a).finish();
     let r = mallory.get(&format!("http://auth.test:{port}{START}?{q}")).await;
@@ -350,4 +363,23 @@ fn sign_in_hosts_are_checked_at_load() {
     assert!(err.contains("session.auth_host"), "{err}");
     let (code, out, err) = check("{ auth_host: auth.other.test }");
     assert_eq!(code, 0, "{out}{err}");
+}
+
+#[tokio::test]
+async fn handoff_starts_are_rate_limited_per_client() {
+    // Each start may write a code into the store: it draws on the client's sign-in budget.
+    let (env, _gw, _echo) = gateway(["a.test", "b.test"], "{ auth_host: auth.test, login_limits: { rate_per_minute: 2 } }");
+    let port = env.http_port;
+    let q = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("to", &format!("http://a.test:{port}/"))
+        .append_pair("hx", &"0a".repeat(32))
+        .finish();
+    let b = Agent::browser();
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(b.get(&format!("http://auth.test:{port}{START}?{q}")).await.status);
+    }
+    assert_eq!(statuses, [302, 302, 429], "two starts, then the limit");
+    let text = scrape_metrics(&env).await;
+    assert_eq!(metric_value(&text, "idfabric_sign_in_rate_limited_total{endpoint=\"handoff\"}"), 1.0);
 }

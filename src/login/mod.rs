@@ -79,7 +79,11 @@ pub async fn handle(rt: &Runtime, req: &Request<'_>) -> Reply {
             }
             None => session_from_id_token(rt, &sessions, req).await,
         },
-        handoff::START => handoff::start(rt, &sessions, req).await,
+        // Each start may write a code: limited per client like sign-in starts.
+        handoff::START => match throttled(rt, req, "handoff") {
+            Some(refused) => refused,
+            None => handoff::start(rt, &sessions, req).await,
+        },
         handoff::REDEEM => handoff::redeem(rt, &sessions, req).await,
         "/.idfabric/logged-out" => {
             let theme = theme_for(rt, req.host, "/");
