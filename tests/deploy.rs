@@ -1557,7 +1557,7 @@ fn provider_templates() -> Vec<PathBuf> {
 #[test]
 fn provider_templates_are_plain_yaml_and_cite_only_documents_that_exist() {
     let md_ref = |text: &str| -> Vec<String> {
-        // `docs/providers.md#okta`, `PROVIDERS.md`: any token ending in .md (and its anchor).
+        // `docs/providers.md#okta`, `NOTES.md`: any token ending in .md (and its anchor).
         text.split(|c: char| c.is_whitespace() || "()[],;`'\"".contains(c))
             .filter(|t| t.contains(".md"))
             .map(|t| t.trim_end_matches(['.', ':']).to_string())
