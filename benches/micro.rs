@@ -145,14 +145,14 @@ fn credential_extract(c: &mut Criterion) {
     let f = fixture(0);
     let token = mint(&f, "bench-entra", 1).remove(0);
     let h = headers_with(&token);
-    let cookie = f.rt.config.session.cookie.clone();
+    let cookie = f.rt.config.session.cookie_name(false);
     c.bench_function("credential/extract_bearer", |b| {
-        b.iter(|| black_box(credential::extract(black_box(&h), &cookie, false).is_ok()))
+        b.iter(|| black_box(credential::extract(black_box(&h), &cookie).is_ok()))
     });
     let mut none = http::HeaderMap::new();
     none.insert(http::header::COOKIE, http::HeaderValue::from_static("a=1; theme=dark; idfabric_session=abc"));
     c.bench_function("credential/extract_cookie", |b| {
-        b.iter(|| black_box(credential::extract(black_box(&none), &cookie, false).is_ok()))
+        b.iter(|| black_box(credential::extract(black_box(&none), &cookie).is_ok()))
     });
 }
 

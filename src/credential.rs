@@ -17,11 +17,12 @@ pub enum Credential<'a> {
 /// A malformed Authorization header is a refusal, not "no credential": a client that
 /// tried to authenticate and got it wrong must hear why.
 ///
-/// The request's scheme decides the cookie's one accepted name: over TLS only
-/// `__Host-{cookie_name}` (the prefix makes the browser refuse it unless it is `Secure`,
-/// `Path=/` and host-only, so a sibling subdomain or a plain-HTTP hop cannot plant it);
-/// over plain HTTP only `{cookie_name}` (browsers never send a `__Host-` cookie there).
-pub fn extract<'a>(headers: &'a HeaderMap, cookie_name: &str, tls: bool) -> Result<Credential<'a>, Refusal> {
+/// `cookie_name` is the session cookie's one accepted name on this request, from
+/// [`crate::config::SessionSpec::cookie_name`]: the scheme and `session.cookie_domain`
+/// decide it (over TLS `__Host-…`, which the browser refuses unless it is `Secure`,
+/// `Path=/` and host-only, so a sibling subdomain or a plain-HTTP hop cannot plant it;
+/// `__Secure-…` when the cookie is shared by a domain; over plain HTTP the bare name).
+pub fn extract<'a>(headers: &'a HeaderMap, cookie_name: &str) -> Result<Credential<'a>, Refusal> {
     let mut auth = headers.get_all(http::header::AUTHORIZATION).iter();
     if let Some(value) = auth.next() {
         if auth.next().is_some() {
@@ -43,11 +44,7 @@ pub fn extract<'a>(headers: &'a HeaderMap, cookie_name: &str, tls: bool) -> Resu
         // token matched byte for byte a token that parsed.
         return Ok(Credential::Bearer(token));
     }
-    let found = if tls {
-        session_cookie(headers, &format!("__Host-{cookie_name}"))
-    } else {
-        session_cookie(headers, cookie_name)
-    };
+    let found = session_cookie(headers, cookie_name);
     Ok(found.map(Credential::Session).unwrap_or(Credential::None))
 }
 
@@ -102,7 +99,7 @@ mod tests {
             ),
         ];
         for (name, h, want) in cases {
-            assert_eq!(extract(&h, "idfabric_session", false), want, "{name}");
+            assert_eq!(extract(&h, "idfabric_session"), want, "{name}");
         }
     }
 
@@ -111,15 +108,29 @@ mod tests {
         let both = headers(&[("cookie", b"idfabric_session=plain; __Host-idfabric_session=prefixed")]);
         let plain = headers(&[("cookie", b"idfabric_session=planted")]);
         let prefixed = headers(&[("cookie", b"__Host-idfabric_session=prefixed")]);
+        let shared = headers(&[("cookie", b"__Host-idfabric_session=host; __Secure-idfabric_session=domain")]);
         let cases = [
-            ("tls, both", &both, true, Credential::Session("prefixed")),
-            ("tls, plain only: ignored", &plain, true, Credential::None),
-            ("tls, prefixed", &prefixed, true, Credential::Session("prefixed")),
-            ("http, both", &both, false, Credential::Session("plain")),
-            ("http, prefixed only: ignored", &prefixed, false, Credential::None),
+            ("tls, both", &both, true, None, Credential::Session("prefixed")),
+            ("tls, plain only: ignored", &plain, true, None, Credential::None),
+            ("tls, prefixed", &prefixed, true, None, Credential::Session("prefixed")),
+            ("http, both", &both, false, None, Credential::Session("plain")),
+            ("http, prefixed only: ignored", &prefixed, false, None, Credential::None),
+            ("tls, host-only: __Host-", &shared, true, None, Credential::Session("host")),
+            ("tls, cookie_domain: __Secure-", &shared, true, Some("example.com"), Credential::Session("domain")),
+            ("tls, cookie_domain, __Host- only: ignored", &prefixed, true, Some("example.com"), Credential::None),
         ];
-        for (name, h, tls, want) in cases {
-            assert_eq!(extract(h, "idfabric_session", tls), Ok(want), "{name}");
+        for (name, h, tls, domain, want) in cases {
+            let spec = crate::config::SessionSpec {
+                store: crate::config::SessionStore::Memory,
+                cookie: "idfabric_session".into(),
+                ttl: std::time::Duration::from_secs(60),
+                idle: std::time::Duration::from_secs(60),
+                key_file: None,
+                login_limits: Default::default(),
+                cookie_domain: domain.map(String::from),
+                auth_host: None,
+            };
+            assert_eq!(extract(h, &spec.cookie_name(tls)), Ok(want), "{name}");
         }
     }
 

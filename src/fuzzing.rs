@@ -16,7 +16,7 @@ pub fn token(data: &[u8]) {
     if let Ok(v) = HeaderValue::from_bytes(data) {
         let mut h = HeaderMap::new();
         h.insert(http::header::AUTHORIZATION, v);
-        if let Ok(crate::credential::Credential::Bearer(t)) = crate::credential::extract(&h, "idfabric_session", false) {
+        if let Ok(crate::credential::Credential::Bearer(t)) = crate::credential::extract(&h, "idfabric_session") {
             parse_token(t);
         }
     }
@@ -47,8 +47,8 @@ pub fn cookie(data: &[u8]) {
             let _ = req.append_header(http::header::COOKIE, v);
         }
     }
-    let _ = crate::credential::extract(&h, "idfabric_session", false);
-    let _ = crate::credential::extract(&h, "idfabric_session", true);
+    let _ = crate::credential::extract(&h, "idfabric_session");
+    let _ = crate::credential::extract(&h, "__Host-idfabric_session");
     let _ = crate::credential::session_cookie(&h, "__Host-idfabric_session");
     crate::gateway::strip_own_cookies(&mut req, "idfabric_session");
 }

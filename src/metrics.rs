@@ -52,6 +52,9 @@ pub struct Metrics {
     pub access_flushes_total: IntCounterVec,
     /// Guarded admin requests refused, by reason (`admin_token_invalid`, ...).
     pub admin_refusals_total: IntCounterVec,
+    /// Session handoffs between hosts (`session.auth_host`), by result: `issued`,
+    /// `redeemed` or the refusal's reason (`handoff_replayed`, ...).
+    pub session_handoffs_total: IntCounterVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -138,6 +141,7 @@ impl Metrics {
             access_dropped_total: plain_counter(&r, "access_dropped_total", "Access-review observations dropped"),
             access_flushes_total: counter(&r, "access_flushes_total", "Access-review evidence flushes into the session store, by result", &["result"]),
             admin_refusals_total: counter(&r, "admin_refusals_total", "Guarded admin requests refused, by reason", &["reason"]),
+            session_handoffs_total: counter(&r, "session_handoffs_total", "Session handoffs from the sign-in host, by result (issued, redeemed or the refusal reason)", &["result"]),
             registry: r,
         }
     }

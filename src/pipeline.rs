@@ -99,7 +99,7 @@ pub async fn admit(rt: &Runtime, route: &CompiledRoute, headers: &HeaderMap, uri
     }
     let browser = credential::wants_html(headers);
     let to_login = |r: Refusal| Denial { redirect: browser.then(|| login_url(pq(), "")), ..Denial::plain(r) };
-    let cred = credential::extract(headers, &rt.config.session.cookie, tls).map_err(Denial::plain)?;
+    let cred = credential::extract(headers, &rt.config.session.cookie_name(tls)).map_err(Denial::plain)?;
     let token = match (mode, cred) {
         (AuthMode::Bearer | AuthMode::Either, Credential::Bearer(t)) => t,
         (AuthMode::Bearer, _) => return Err(Denial::plain(Refusal::NoCredential)),

@@ -70,8 +70,14 @@ fn load(old: &Runtime, path: &Path) -> Result<Runtime, ReloadError> {
             p.adopt_keys(prev);
         }
     }
-    // The login limits apply to the store in place: changing them keeps every session.
-    let same_store = crate::config::SessionSpec { login_limits: old.config.session.login_limits, ..rt.config.session.clone() };
+    // The login limits, the cookie domain and the sign-in host apply to the store in
+    // place: changing them keeps every session.
+    let same_store = crate::config::SessionSpec {
+        login_limits: old.config.session.login_limits,
+        cookie_domain: old.config.session.cookie_domain.clone(),
+        auth_host: old.config.session.auth_host.clone(),
+        ..rt.config.session.clone()
+    };
     if same_store == old.config.session {
         // Same store (sessions and sign-ins in progress survive), with the key file as it
         // reads now and the new limits.

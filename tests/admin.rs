@@ -136,6 +136,34 @@ async fn ops_listen_takes_the_operator_paths() {
     // The probes stay on the first listener.
     assert_eq!(c.get(format!("{ops}/metrics")).send().await.unwrap().status(), 404);
     assert_eq!(c.get(format!("{}/metrics", env.admin())).send().await.unwrap().status(), 200);
+
+    // Every path on exactly one listener: the first serves the probes and metrics only
+    // (with or without the token), the ops listener the guarded paths only, each still
+    // guarded there (token, Host).
+    for (method, path, guarded) in [
+        (Method::GET, "/metrics", false),
+        (Method::GET, "/healthz", false),
+        (Method::GET, "/readyz", false),
+        (Method::GET, "/providers", true),
+        (Method::GET, "/access?since=1d", true),
+        (Method::POST, "/sessions/revoke?sub=wf:nobody", true),
+    ] {
+        let on_admin = c.request(method.clone(), format!("{}{path}", env.admin())).bearer_auth(&token).send().await.unwrap();
+        let on_ops = c.request(method.clone(), format!("{ops}{path}")).bearer_auth(&token).send().await.unwrap();
+        let (a, o) = (on_admin.status().as_u16(), on_ops.status().as_u16());
+        if guarded {
+            assert_eq!((a, o), (404, 200), "{method} {path}: admin {a}, ops {o}");
+            let (s, reason, _) = outcome(c.request(method.clone(), format!("{ops}{path}"))).await;
+            assert_eq!((s, reason.as_str()), (401, "admin_token_missing"), "{method} {path} without the token");
+            let foreign = c.request(method.clone(), format!("{ops}{path}")).bearer_auth(&token).header(HOST, "evil.example");
+            let (s, reason, _) = outcome(foreign).await;
+            assert_eq!((s, reason.as_str()), (421, "admin_host_not_allowed"), "{method} {path} with a foreign Host");
+        } else {
+            assert_eq!((a, o), (200, 404), "{method} {path}: admin {a}, ops {o}");
+            let open = c.request(method.clone(), format!("{}{path}", env.admin())).send().await.unwrap();
+            assert_eq!(open.status(), 200, "{method} {path} needs no token");
+        }
+    }
 }
 
 #[test]

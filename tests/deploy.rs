@@ -365,6 +365,18 @@ fn the_production_overlay_renders_and_validates() {
     }
 }
 
+/// A Kubernetes CPU quantity (`"2"`, `"1500m"`, `0.5`) in millicores.
+fn millicores(q: &Value) -> u64 {
+    match q {
+        Value::Number(n) => (n.as_f64().unwrap() * 1000.0).round() as u64,
+        Value::String(s) => match s.strip_suffix('m') {
+            Some(m) => m.parse().unwrap_or_else(|_| panic!("cpu {s}")),
+            None => (s.parse::<f64>().unwrap_or_else(|_| panic!("cpu {s}")) * 1000.0).round() as u64,
+        },
+        other => panic!("cpu quantity {other}"),
+    }
+}
+
 fn deployment() -> Value {
     yaml(&base().join("deployment.yaml"))
 }
@@ -391,6 +403,13 @@ fn the_deployment_is_hardened_and_probes_the_admin_listener() {
     assert_eq!(sc["allowPrivilegeEscalation"], false);
     assert_eq!(strs(&sc["capabilities"]["drop"]), ["ALL"]);
     assert!(c["resources"]["requests"]["cpu"].is_string() && c["resources"]["limits"]["memory"].is_string());
+    // The CPU request is one core per worker thread (docs/deployment.md#scaling-and-state):
+    // the HPA's utilisation target is a share of the request, so a request below what
+    // the threads can use would scale out on an idle-ish pod, and one above it never.
+    let threads = yaml(&base().join("config/routes.yaml"))["server"]["threads"].as_u64().expect("server.threads");
+    let cpu = millicores(&c["resources"]["requests"]["cpu"]);
+    assert_eq!(cpu, threads * 1000, "requests.cpu ({cpu}m) must be server.threads ({threads}) × 1000m");
+    assert_eq!(millicores(&c["resources"]["limits"]["cpu"]), cpu, "limits.cpu = requests.cpu: the threads are never throttled");
 
     // Probes hit the admin listener that routes.yaml configures.
     let routes = yaml(&base().join("config/routes.yaml"));
@@ -450,7 +469,10 @@ fn the_deployment_is_hardened_and_probes_the_admin_listener() {
     assert!(hpa["spec"]["minReplicas"].as_u64().unwrap() >= 2);
     assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], d["metadata"]["name"]);
     let pdb = yaml(&base().join("pdb.yaml"));
-    assert_eq!(pdb["spec"]["minAvailable"], 1);
+    // One replica at a time, whatever the HPA scaled to (minAvailable: 1 would let a
+    // drain take nine of ten at once).
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+    assert!(pdb["spec"]["minAvailable"].is_null(), "maxUnavailable only");
     assert_eq!(pdb["spec"]["selector"]["matchLabels"], d["spec"]["selector"]["matchLabels"]);
 
     // The ServiceMonitor scrapes the admin Service's port, with job="idfabric" for the alerts.
@@ -459,6 +481,63 @@ fn the_deployment_is_hardened_and_probes_the_admin_listener() {
     assert_eq!(sm["spec"]["selector"]["matchLabels"], admin_svc["metadata"]["labels"]);
     assert_eq!(sm["spec"]["endpoints"][0]["port"], admin_svc["spec"]["ports"][0]["name"]);
     assert_eq!(admin_svc["metadata"]["labels"][sm["spec"]["jobLabel"].as_str().unwrap()], "idfabric");
+}
+
+#[test]
+fn only_the_probe_port_is_open_to_the_cluster_and_the_ops_port_is_fenced() {
+    let routes = yaml(&base().join("config/routes.yaml"));
+    let port_of = |v: &Value| -> u64 { v.as_str().unwrap().rsplit_once(':').unwrap().1.parse().unwrap() };
+    let admin = &routes["admin"];
+    let (probe_port, ops_port) = (port_of(&admin["listen"]), port_of(&admin["ops_listen"]));
+    let hosts = strs(&admin["hosts"]);
+    assert!(hosts.iter().any(|h| h == "idfabric-ops.idfabric.svc"), "the ops Service's name is an allowed Host: {hosts:?}");
+    assert!(admin["token_file"].is_string(), "the operator paths need the token");
+
+    let d = deployment();
+    let c = &d["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container_port(c, "admin"), probe_port);
+    assert_eq!(container_port(c, "ops"), ops_port);
+    for probe in ["readinessProbe", "livenessProbe", "startupProbe"] {
+        assert_eq!(c[probe]["httpGet"]["port"], "admin", "{probe} on the probe port");
+    }
+
+    // Each Service exposes exactly one of the two ports; Prometheus selects the first only.
+    let ports = |f: &str| -> Vec<String> {
+        yaml(&base().join(f))["spec"]["ports"].as_array().unwrap().iter().map(|p| p["targetPort"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(ports("service-admin.yaml"), ["admin"]);
+    assert_eq!(ports("service-ops.yaml"), ["ops"]);
+    let sm = yaml(&base().join("servicemonitor.yaml"));
+    let ops_labels = &yaml(&base().join("service-ops.yaml"))["metadata"]["labels"];
+    let selected = sm["spec"]["selector"]["matchLabels"].as_object().unwrap().iter().all(|(k, v)| &ops_labels[k] == v);
+    assert!(!selected, "the ServiceMonitor must not scrape the ops Service");
+    // Without the operator, Prometheus discovers the pods and keeps the admin port only.
+    let prom = yaml(&deploy("prometheus/prometheus-kubernetes.yml"));
+    let keeps_admin_port = prom["scrape_configs"][0]["relabel_configs"].as_array().unwrap().iter().any(|r| {
+        strs(&r["source_labels"]) == ["__meta_kubernetes_pod_container_port_name"] && r["regex"] == "admin" && r["action"] == "keep"
+    });
+    assert!(keeps_admin_port, "prometheus-kubernetes.yml must keep only the container port named admin");
+
+    // The NetworkPolicy: the ops port only from labelled operator pods, the probe port
+    // only from the monitoring namespace; no rule opens either to everyone.
+    let policies = yaml_docs(&read(&base().join("networkpolicy.yaml")));
+    let gw = policies.iter().find(|p| p["metadata"]["name"] == "idfabric").expect("the gateway's NetworkPolicy");
+    let rules = gw["spec"]["ingress"].as_array().unwrap();
+    let rules_for = |port: u64| -> Vec<&Value> {
+        rules.iter().filter(|r| r["ports"].as_array().unwrap().iter().any(|p| p["port"] == port)).collect()
+    };
+    for (port, what) in [(probe_port, "probe"), (ops_port, "ops")] {
+        let found = rules_for(port);
+        assert!(!found.is_empty(), "no ingress rule admits the {what} port {port}: it would be unreachable");
+        for r in found {
+            assert!(r["from"].as_array().is_some_and(|f| !f.is_empty()), "the {what} port {port} is open to everyone: {r}");
+        }
+    }
+    let ops_from = &rules_for(ops_port)[0]["from"][0];
+    assert_eq!(ops_from["podSelector"]["matchLabels"]["idfabric.io/ops-client"], "true", "{ops_from}");
+    assert!(ops_from["namespaceSelector"].is_null(), "operator pods of this namespace only");
+    let probe_from = &rules_for(probe_port)[0]["from"][0];
+    assert_eq!(probe_from["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"], "monitoring");
 }
 
 /// `KEY=value` lines of an env file (comments and blanks skipped).
@@ -521,7 +600,7 @@ fn the_compose_file_follows_the_compose_spec_and_its_mounts_exist() {
     let c = yaml(&file);
     let dir = deploy("compose");
     let services = c["services"].as_object().unwrap();
-    for want in ["idfabric", "redis", "prometheus", "grafana"] {
+    for want in ["nginx", "idfabric", "redis", "prometheus", "grafana"] {
         assert!(services.contains_key(want), "compose has no {want} service");
     }
     let build = &services["idfabric"]["build"];
@@ -562,6 +641,159 @@ fn the_compose_file_follows_the_compose_spec_and_its_mounts_exist() {
     assert_eq!(code, 0, "compose routes.yaml: {out}{err}");
 }
 
+/// A process killed (SIGTERM, then waited for) on drop.
+struct Proc(std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // nginx's master stops its workers on TERM; a KILL would leave them listening.
+        let _ = Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_port(port: u16, what: &str, log: &Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "{what} did not listen on {port}: {}", std::fs::read_to_string(log).unwrap_or_default());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// The source file of the bind mount of `service` whose target is `target`.
+fn mount_source(service: &Value, target: &str) -> String {
+    strs(&service["volumes"])
+        .into_iter()
+        .find_map(|v| {
+            let mut parts = v.split(':');
+            let (src, dst) = (parts.next()?, parts.next()?);
+            (dst == target).then(|| src.to_string())
+        })
+        .unwrap_or_else(|| panic!("no volume mounted at {target}"))
+}
+
+#[tokio::test]
+async fn the_compose_stack_signs_in_through_its_nginx_over_tls_with_redis_sessions() {
+    // No container engine here: the compose file's own pieces run as processes. Its
+    // Redis command, its routes.yaml (and the repository's providers) under `idfabric
+    // serve`, its nginx.conf under a real nginx; only service names and published
+    // ports become loopback addresses.
+    let nginx = on_path("nginx").or_else(|| Some(PathBuf::from("/usr/sbin/nginx")).filter(|p| p.is_file()));
+    let nginx = nginx.expect("nginx is not installed (make deps-test installs it): the compose stack cannot be tried");
+    let dir = deploy("compose");
+    let c = yaml(&dir.join("compose.yaml"));
+    let svc = &c["services"];
+
+    // Redis, with the compose command's arguments.
+    let redis_port = free_port();
+    let cmd = strs(&svc["redis"]["command"]);
+    assert_eq!(cmd[0], "redis-server");
+    let redis_dir = tempfile::tempdir().unwrap();
+    let mut args: Vec<String> = cmd[1..].to_vec();
+    args.extend(["--port".into(), redis_port.to_string(), "--bind".into(), "127.0.0.1".into()]);
+    let _redis = Proc(
+        Command::new("redis-server").args(&args).current_dir(redis_dir.path()).stdout(std::process::Stdio::null()).spawn().expect("redis-server"),
+    );
+    wait_port(redis_port, "redis-server", Path::new("/dev/null"));
+
+    // idfabric, on the routes.yaml compose mounts at /etc/idfabric/routes.yaml.
+    let echo = Echo::start();
+    let env = TestEnv::new();
+    let tls_port = free_port();
+    let routes_src = mount_source(&svc["idfabric"], "/etc/idfabric/routes.yaml");
+    let mut routes = read(&dir.join(&routes_src))
+        .replace("0.0.0.0:8080", &format!("127.0.0.1:{}", env.http_port))
+        .replace("0.0.0.0:8443", &format!("127.0.0.1:{tls_port}"))
+        .replace("0.0.0.0:9090", &format!("127.0.0.1:{}", env.admin_port))
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{}", env.http_port))
+        .replace("redis://redis:6379", &format!("redis://127.0.0.1:{redis_port}"));
+    for port in 3001..=3009 {
+        routes = routes.replace(&format!("127.0.0.1:{port}"), &echo.addr());
+    }
+    env.write("routes.yaml", &routes);
+    let providers_src = mount_source(&svc["idfabric"], "/etc/idfabric/providers");
+    for p in files_under(&dir.join(&providers_src)) {
+        let text = read(&p).replace("127.0.0.1:8080", &format!("127.0.0.1:{}", env.http_port));
+        env.write(&format!("providers/{}", p.file_name().unwrap().to_string_lossy()), &text);
+    }
+    let _gw = Gateway::start(&env);
+
+    // nginx, on the nginx.conf compose mounts, with the certs volume idfabric shares.
+    assert_eq!(mount_source(&svc["nginx"], "/etc/nginx/certs"), mount_source(&svc["idfabric"], "/etc/idfabric/certs"), "one certs volume");
+    let conf_src = mount_source(&svc["nginx"], "/etc/nginx/nginx.conf");
+    let published: Vec<String> = strs(&svc["nginx"]["ports"]);
+    assert!(published.iter().any(|p| p.ends_with(":443")), "nginx publishes 443: {published:?}");
+    let run = tempfile::tempdir().unwrap();
+    let nginx_port = free_port();
+    let certs = env.path().join("certs");
+    let conf = read(&dir.join(&conf_src));
+    assert!(conf.contains("server idfabric:8443;") && conf.contains("listen 443 ssl;"), "{conf}");
+    let conf = conf
+        .replace("server idfabric:8443;", &format!("server 127.0.0.1:{tls_port};"))
+        .replace("listen 443 ssl;", &format!("listen 127.0.0.1:{nginx_port} ssl;"))
+        .replace("/etc/nginx/certs/", &format!("{}/", certs.display()))
+        .replace("access_log /dev/stdout;", &format!("access_log {}/access.log;", run.path().display()))
+        // Writable places for a process that is not the container's.
+        .replacen(
+            "http {",
+            &format!("http {{\n    client_body_temp_path {0}/body;\n    proxy_temp_path {0}/proxy;\n    fastcgi_temp_path {0}/fastcgi;\n    uwsgi_temp_path {0}/uwsgi;\n    scgi_temp_path {0}/scgi;", run.path().display()),
+            1,
+        );
+    let conf_file = run.path().join("nginx.conf");
+    std::fs::write(&conf_file, &conf).unwrap();
+    let log = run.path().join("nginx.stderr");
+    let (code, out, err) = run_cmd_nginx(&nginx, run.path(), &conf_file, true);
+    assert_eq!(code, 0, "nginx -t on the compose nginx.conf:\n{out}{err}");
+    let _nginx = Proc(
+        Command::new(&nginx)
+            .arg("-p").arg(run.path()).arg("-c").arg(&conf_file)
+            .args(["-g", &format!("daemon off; pid {}/nginx.pid;", run.path().display())])
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("nginx"),
+    );
+    wait_port(nginx_port, "nginx", &log);
+
+    // A browser signs in on https://hr.localhost through nginx.
+    let b = Agent::browser_with(None);
+    let app = format!("https://hr.localhost:{nginx_port}/");
+    let authz = b.to_provider(&app).await;
+    let redirect_uri = common::agent::query_of(&authz)["redirect_uri"].clone();
+    assert_eq!(redirect_uri, format!("https://hr.localhost:{nginx_port}/.idfabric/callback"), "idfabric sees the browser's https URL");
+    let callback = b.pick_user(&authz, "alice").await;
+    let done = b.get(callback.as_str()).await;
+    assert_eq!(done.redirect().as_str(), app, "{}", done.body);
+    let cookie = done.set_cookie("__Host-idfabric_session").unwrap_or_else(|| panic!("{:?}", done.set_cookies()));
+    assert!(cookie.contains("Secure"), "{cookie}");
+    let page = b.get(&app).await;
+    let up = page.upstream();
+    assert_eq!(common::agent::decoded(&up["x-identity-email"]), "alice@contoso.example");
+
+    // The session lives in Redis.
+    let client = ::redis::Client::open(format!("redis://127.0.0.1:{redis_port}")).unwrap();
+    let mut con = client.get_connection().unwrap();
+    let keys: Vec<String> = ::redis::cmd("KEYS").arg("idf:s:*").query(&mut con).unwrap();
+    assert_eq!(keys.len(), 1, "one session in Redis: {keys:?}");
+}
+
+/// `nginx -t` with this prefix and config (the same flags as the run).
+fn run_cmd_nginx(nginx: &Path, prefix: &Path, conf: &Path, test: bool) -> (i32, String, String) {
+    let mut cmd = Command::new(nginx);
+    cmd.arg("-p").arg(prefix).arg("-c").arg(conf).args(["-g", &format!("pid {}/nginx.pid;", prefix.display())]);
+    if test {
+        cmd.arg("-t");
+    }
+    run(&mut cmd)
+}
+
 #[test]
 fn the_dockerfile_is_multi_stage_non_root_and_copies_existing_files() {
     let text = read(&deploy("Dockerfile"));
@@ -592,6 +824,20 @@ fn the_dockerfile_is_multi_stage_non_root_and_copies_existing_files() {
             assert!(repo().join(src).exists(), "COPY {src}: no such file in the build context");
         }
     }
+    // A second target builds OTLP export in (`--features otlp`), from a feature that exists.
+    let stage = |name: &str| -> Vec<&str> {
+        let start = lines.iter().position(|l| l.starts_with("FROM ") && l.ends_with(&format!(" AS {name}"))).unwrap_or_else(|| panic!("no stage {name}"));
+        lines[start..].iter().skip(1).take_while(|l| !l.starts_with("FROM ")).copied().collect()
+    };
+    let otlp_build = stage("build-otlp").join("\n");
+    assert!(otlp_build.contains("cargo build --release --locked --features otlp"), "{otlp_build}");
+    let otlp_runtime = stage("runtime-otlp");
+    assert!(otlp_runtime.iter().any(|l| l.starts_with("COPY --from=build-otlp ")), "{otlp_runtime:?}");
+    assert!(otlp_runtime.contains(&"USER nonroot") && otlp_runtime.contains(&r#"ENTRYPOINT ["idfabric"]"#), "{otlp_runtime:?}");
+    let cargo = read(&repo().join("Cargo.toml"));
+    let features = cargo.split_once("\n[features]\n").map(|(_, f)| f.split("\n[").next().unwrap_or("")).unwrap_or("");
+    assert!(features.lines().any(|l| l.starts_with("otlp = [")), "Cargo.toml has no `otlp` feature");
+    assert!(last.ends_with(" AS runtime"), "the default (last) stage is the plain runtime: {last}");
     let ignore = read(&repo().join(".dockerignore"));
     for must in ["target/", ".tools/", "node_modules/"] {
         assert!(ignore.lines().any(|l| l.trim() == must), ".dockerignore lacks {must}");
@@ -631,9 +877,12 @@ fn anchors(markdown: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// Where alert runbooks live: absolute, so a link in a page or a chat message works.
+const RUNBOOK_BASE: &str = "https://github.com/idfabric/idfabric/blob/main/docs/operations.md#";
+
 #[test]
 fn alert_rules_are_complete_and_point_at_their_runbooks() {
-    let docs = anchors(&read(&repo().join("docs/deployment.md")));
+    let docs = anchors(&read(&repo().join("docs/operations.md")));
     let mut names = BTreeSet::new();
     for f in rule_files() {
         let rules = yaml(&f);
@@ -650,15 +899,24 @@ fn alert_rules_are_complete_and_point_at_their_runbooks() {
                     assert!(r["annotations"][a].as_str().is_some_and(|s| !s.is_empty()), "{name}: annotation {a}");
                 }
                 let runbook = r["annotations"]["runbook_url"].as_str().unwrap();
-                let anchor =
-                    runbook.strip_prefix("docs/deployment.md#").unwrap_or_else(|| panic!("{name}: runbook {runbook}"));
-                assert!(docs.contains(anchor), "{name}: docs/deployment.md has no section #{anchor}");
+                let anchor = runbook
+                    .strip_prefix(RUNBOOK_BASE)
+                    .unwrap_or_else(|| panic!("{name}: runbook {runbook} is not an absolute {RUNBOOK_BASE}… URL"));
+                assert!(docs.contains(anchor), "{name}: docs/operations.md has no section #{anchor}");
+                assert!(url::Url::parse(runbook).is_ok_and(|u| u.scheme() == "https"), "{name}: {runbook}");
                 if name != "IdfabricReloadFailed" {
                     assert!(r["for"].as_str().is_some(), "{name}: a `for` duration, so one bad scrape does not page");
                 }
                 assert!(names.insert(name.clone()), "{name} defined twice");
             }
         }
+    }
+    // The alert unit tests expect the same annotations.
+    let tests = read(&deploy("prometheus/alerts.test.yml"));
+    for line in tests.lines().filter(|l| l.contains("runbook_url")) {
+        let url = line.split_once("runbook_url:").unwrap().1.trim().trim_matches('"');
+        let anchor = url.strip_prefix(RUNBOOK_BASE).unwrap_or_else(|| panic!("alerts.test.yml: {url}"));
+        assert!(docs.contains(anchor), "alerts.test.yml: docs/operations.md has no section #{anchor}");
     }
     for want in [
         "IdfabricJwksStale",
@@ -914,7 +1172,7 @@ fn promql_names(expr: &str) -> Names {
 /// Grafana's variables, replaced by what Grafana would send for "All".
 fn grafana_to_promql(expr: &str) -> String {
     let mut s = expr.replace("$__rate_interval", "5m").replace("$__range", "6h").replace("$__interval", "1m");
-    for var in ["route", "provider", "population"] {
+    for var in ["namespace", "job", "route", "provider", "population"] {
         s = s.replace(&format!("${{{var}}}"), ".*").replace(&format!("${var}"), ".*");
     }
     s
@@ -946,10 +1204,10 @@ fn dashboard_exprs(d: &Value) -> Vec<(String, String)> {
             .strip_prefix("label_values(")
             .and_then(|r| r.strip_suffix(')'))
             .unwrap_or_else(|| panic!("variable query {q}"));
-        let (metric, label) = args.split_once(',').unwrap();
+        let (metric, label) = args.rsplit_once(',').unwrap();
         out.push((
             format!("variable ${}", v["name"].as_str().unwrap()),
-            format!("group by ({}) ({})", label.trim(), metric.trim()),
+            grafana_to_promql(&format!("group by ({}) ({})", label.trim(), metric.trim())),
         ));
     }
     out
@@ -1042,8 +1300,15 @@ async fn gateway_with_traffic() -> (TestEnv, Gateway, Echo, String, RedisServer)
         up = echo.addr()
     );
     env.write_routes(&["wf", "cu"], &routes);
-    let text = std::fs::read_to_string(env.routes_path()).unwrap();
-    env.write("routes.yaml", &format!("{text}session: {{ store: \"{}\" }}\n", redis.url()));
+    let text = std::fs::read_to_string(env.routes_path()).unwrap().replace(
+        "  signing_key: certs/broker-signing.pem\n",
+        "  signing_key: certs/broker-signing.pem\n  clients:\n    - { client_id: svc, client_secret: svc-secret-0123456789, grant_types: [client_credentials] }\n",
+    );
+    // A low sign-in start rate, so the rate-limit series appears below.
+    env.write(
+        "routes.yaml",
+        &format!("{text}session: {{ store: \"{}\", login_limits: {{ rate_per_minute: 5 }} }}\n", redis.url()),
+    );
     let gw = Gateway::start(&env);
 
     let http = client();
@@ -1071,6 +1336,27 @@ async fn gateway_with_traffic() -> (TestEnv, Gateway, Echo, String, RedisServer)
     let other = Agent::browser();
     other.sign_in(&format!("http://staff.test:{}/", env.http_port), "alice").await;
     other.log_out(&format!("http://staff.test:{}/.idfabric/logout", env.http_port)).await;
+    // The broker issues a service token; the admin listener refuses a call without
+    // its token and flushes the access evidence for a report.
+    let t = http
+        .post(format!("{}/broker/token", env.proxy()))
+        .basic_auth("svc", Some("svc-secret-0123456789"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("grant_type=client_credentials")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(t.status(), 200, "client_credentials: {}", t.text().await.unwrap());
+    assert_eq!(http.get(format!("{}/providers", env.admin())).send().await.unwrap().status(), 401);
+    let report = env.admin_call(reqwest::Method::GET, "/access?since=1d").send().await.unwrap();
+    assert_eq!(report.status(), 200, "access report");
+    // More sign-in starts than the client's budget: the rate limit refuses some.
+    let mut limited = 0;
+    for _ in 0..8 {
+        let r = Agent::browser().get(&format!("http://staff.test:{}/.idfabric/login?rd=/", env.http_port)).await;
+        limited += usize::from(r.status == 429);
+    }
+    assert!(limited > 0, "the sign-in rate limit never applied");
     // Redis goes away: the signed-in browser is refused (503) and the store error counted.
     let mut redis = redis;
     redis.stop();
@@ -1121,6 +1407,11 @@ async fn dashboard_and_alert_queries_name_only_metrics_the_gateway_exports() {
         "upstream_errors_total",
         "config_reloads_total",
         "login_funnel_total",
+        "broker_requests_total",
+        "broker_tokens_issued_total",
+        "audit_dropped_total",
+        "access_dropped_total",
+        "login_pending",
     ] {
         assert!(
             used_by_dashboard.contains(&format!("idfabric_{family}")),
@@ -1178,6 +1469,59 @@ fn the_dashboard_is_well_formed() {
     assert_eq!(prov["providers"][0]["options"]["path"], "/var/lib/grafana/dashboards");
 }
 
+/// Every query of the dashboard, as written (Grafana variables in place).
+fn raw_dashboard_queries(d: &Value) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    fn walk(panels: &Value, out: &mut Vec<(String, String)>) {
+        for p in panels.as_array().into_iter().flatten() {
+            for t in p["targets"].as_array().into_iter().flatten() {
+                out.push((format!("panel \"{}\"", p["title"].as_str().unwrap()), t["expr"].as_str().unwrap().to_string()));
+            }
+            walk(&p["panels"], out);
+        }
+    }
+    walk(&d["panels"], &mut out);
+    out
+}
+
+#[test]
+fn every_dashboard_query_is_scoped_to_the_namespace_and_job_variables() {
+    // One Prometheus often scrapes several idfabric installations (staging and
+    // production, or one per team): every series the dashboard reads must be narrowed
+    // to the chosen namespace and job, or panels would silently add them together.
+    let d: Value = serde_json::from_str(&read(&deploy("grafana/idfabric.json"))).unwrap();
+    let vars: Vec<&Value> = d["templating"]["list"].as_array().unwrap().iter().collect();
+    let names: Vec<&str> = vars.iter().map(|v| v["name"].as_str().unwrap()).collect();
+    let pos = |n: &str| names.iter().position(|x| *x == n).unwrap_or_else(|| panic!("no ${n} variable: {names:?}"));
+    assert!(pos("namespace") < pos("job") && pos("job") < pos("route"), "namespace, then job, then the rest: {names:?}");
+    for v in ["namespace", "job"] {
+        let var = vars[pos(v)];
+        assert_eq!((var["type"].as_str(), var["includeAll"].as_bool()), (Some("query"), Some(true)), "${v}");
+        // "All" must also match series without the label (compose has no namespace).
+        assert_eq!(var["allValue"], ".*", "${v}");
+    }
+    let mut queries = raw_dashboard_queries(&d);
+    for v in &vars[pos("job")..] {
+        let q = v["query"]["query"].as_str().unwrap();
+        let args = q.strip_prefix("label_values(").and_then(|r| r.strip_suffix(')')).unwrap();
+        queries.push((format!("variable ${}", v["name"].as_str().unwrap()), args.rsplit_once(',').unwrap().0.to_string()));
+    }
+    let mut problems = Vec::new();
+    for (place, expr) in &queries {
+        for sel in promql_names(expr).selectors {
+            for (label, want) in [("namespace", "$namespace"), ("job", "$job")] {
+                let scoped = sel.matchers.iter().any(|(l, (op, v))| l == label && op == "=~" && v == want);
+                // The job variable itself is chosen within the namespace only.
+                if !scoped && !(place == "variable $job" && label == "job") {
+                    problems.push(format!("{place}: {} lacks {label}=~\"{want}\"", sel.metric));
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "unscoped dashboard queries:\n  {}", problems.join("\n  "));
+    assert!(queries.len() >= 40, "{} queries", queries.len());
+}
+
 #[test]
 fn promtool_parses_every_dashboard_query() {
     let Some(promtool) = promtool() else {
@@ -1196,4 +1540,66 @@ fn promtool_parses_every_dashboard_query() {
     std::fs::write(&f, serde_json::json!({"groups": [{"name": "dashboard", "rules": rules}]}).to_string()).unwrap();
     let (code, out, err) = run(Command::new(&promtool).args(["check", "rules"]).arg(&f));
     assert_eq!(code, 0, "promtool cannot parse a dashboard query:\n{out}{err}");
+}
+
+// --- Provider templates ---------------------------------------------------------------
+
+/// Every provider template a user copies: the repository's `providers/` and the
+/// Kubernetes config's.
+fn provider_templates() -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = files_under(&repo().join("providers"));
+    out.extend(files_under(&base().join("config/providers")));
+    out.retain(|p| p.extension().is_some_and(|e| e == "yaml"));
+    assert!(out.len() >= 8, "{out:?}");
+    out
+}
+
+#[test]
+fn provider_templates_are_plain_yaml_and_cite_only_documents_that_exist() {
+    let md_ref = |text: &str| -> Vec<String> {
+        // `docs/providers.md#okta`, `NOTES.md`: any token ending in .md (and its anchor).
+        text.split(|c: char| c.is_whitespace() || "()[],;`'\"".contains(c))
+            .filter(|t| t.contains(".md"))
+            .map(|t| t.trim_end_matches(['.', ':']).to_string())
+            .collect()
+    };
+    let mut problems = Vec::new();
+    for f in provider_templates() {
+        let rel = f.strip_prefix(repo()).unwrap().display().to_string();
+        let text = read(&f);
+        // As written, without idfabric's own quoting of `${…}` placeholders: what any
+        // YAML tool (an editor, yamllint, kustomize) sees must parse too.
+        match serde_norway::from_str::<Value>(&text) {
+            Ok(v) => {
+                for key in ["id", "kind", "population"] {
+                    if !v[key].is_string() {
+                        problems.push(format!("{rel}: no `{key}`"));
+                    }
+                }
+            }
+            Err(e) => problems.push(format!("{rel}: not YAML as written ({e}); quote ${{…}} inside [ ] and {{ }}")),
+        }
+        // A commented-out key is meant to be uncommented: it must parse as well.
+        for (n, line) in text.lines().enumerate() {
+            let Some(rest) = line.strip_prefix("# ") else { continue };
+            let looks_like_key = rest.split_once(": ").is_some_and(|(k, _)| !k.is_empty() && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+            if looks_like_key && serde_norway::from_str::<Value>(rest).is_err() {
+                problems.push(format!("{rel}:{}: `{rest}` does not parse once uncommented", n + 1));
+            }
+        }
+        for r in md_ref(&text) {
+            let (doc, anchor) = r.split_once('#').map_or((r.as_str(), None), |(d, a)| (d, Some(a)));
+            let path = if doc.starts_with("http") { continue } else { repo().join(doc) };
+            if !path.is_file() {
+                problems.push(format!("{rel}: cites {doc}, which is not in the repository"));
+            } else if let Some(a) = anchor {
+                if !anchors(&read(&path)).contains(a) {
+                    problems.push(format!("{rel}: cites {doc}#{a}, which has no such section"));
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "provider templates:\n  {}", problems.join("\n  "));
+    // The scanner catches an unquoted placeholder in a flow list.
+    assert!(serde_norway::from_str::<Value>("tenants: [${ENTRA_TENANT_ID}]\n").is_err(), "negative control");
 }

@@ -39,6 +39,7 @@ mod session_endpoint;
 mod signin;
 mod signin_ciam;
 mod smoke;
+mod subdomains;
 mod upgrade;
 mod watch;
 

@@ -17,7 +17,7 @@ use crate::login;
 use crate::providers::now_secs;
 use crate::runtime::{normalise_host, Runtime};
 use crate::session::{Session, SignInOffer};
-use crate::web::{self, binding, pages, random, Reply, Request};
+use crate::web::{binding, pages, random, Reply, Request};
 use std::collections::BTreeMap;
 
 /// Whether `host` (as the browser sent it) is the broker issuer's host.
@@ -89,7 +89,7 @@ pub async fn authorize(rt: &Runtime, b: &BrokerSpec, req: &Request<'_>) -> Reply
         return back_err(b, &r, err(ErrorCode::TemporarilyUnavailable, "sign-in is not configured"));
     };
     let prompt = prompt_values(&p);
-    let sid = req.cookie(&web::cookie_name(&rt.config.session.cookie, req.tls)).map(str::to_string);
+    let sid = req.cookie(&rt.config.session.cookie_name(req.tls)).map(str::to_string);
     let session = match current_session(rt, &sessions, sid.as_deref()).await {
         Ok(s) => s,
         Err(e) => return back_err(b, &r, e.into()),
@@ -483,7 +483,7 @@ async fn signed_in(
     sessions: &crate::session::Sessions,
 ) -> Result<(String, Session), OAuthError> {
     let not_done = || err(ErrorCode::LoginRequired, "the sign-in did not complete");
-    let sid = req.cookie(&web::cookie_name(&rt.config.session.cookie, req.tls)).ok_or_else(not_done)?;
+    let sid = req.cookie(&rt.config.session.cookie_name(req.tls)).ok_or_else(not_done)?;
     match crate::session::session_for(&rt.registry, sessions, sid).await? {
         Some(s) => Ok((sid.to_string(), s)),
         None => Err(not_done()),

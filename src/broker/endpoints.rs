@@ -250,7 +250,7 @@ pub async fn logout(rt: &Runtime, b: &BrokerSpec, req: &Request<'_>) -> Reply {
     let reply = after_logout(&theme, &p, target);
     match clear {
         // Every spelling of the session cookie, as the gateway's own sign-out does.
-        Some(()) => web::clear_session_cookies(reply, &rt.config.session.cookie, req.tls),
+        Some(()) => web::clear_session_cookies(reply, &rt.config.session, req.tls),
         None => reply,
     }
 }
@@ -321,7 +321,7 @@ async fn end_session(
     p: &std::collections::BTreeMap<String, String>,
     hint_sub: Option<&str>,
 ) -> Ending {
-    let name = web::cookie_name(&rt.config.session.cookie, req.tls);
+    let name = rt.config.session.cookie_name(req.tls);
     let (Some(sid), Some(sessions), true) = (req.cookie(&name), rt.sessions.as_ref(), on_broker_host(b, req.host))
     else {
         return Ending::NotSignedIn;

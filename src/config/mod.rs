@@ -148,6 +148,27 @@ pub struct SessionSpec {
     pub idle: Duration,
     pub key_file: Option<PathBuf>,
     pub login_limits: LoginLimits,
+    /// `session.cookie_domain`: the session cookie is set with `Domain=` this (lowercase,
+    /// no leading dot) and is then `__Secure-` (not `__Host-`) prefixed over TLS.
+    pub cookie_domain: Option<String>,
+    /// `session.auth_host`: sign-ins run on this host (lowercase, optional `:port`) and
+    /// sessions are handed to route hosts with a one-time code.
+    pub auth_host: Option<String>,
+}
+
+impl SessionSpec {
+    /// The session cookie's one accepted name on a request. Over TLS `__Host-{cookie}`
+    /// (the browser insists on `Secure`, `Path=/` and no `Domain`, so a sibling
+    /// subdomain cannot plant it), or `__Secure-{cookie}` with `cookie_domain` (a
+    /// `Domain` cookie cannot be `__Host-`: RFC 6265bis §4.1.3.2). Over plain HTTP the
+    /// bare name (browsers never send prefixed cookies there).
+    pub fn cookie_name(&self, tls: bool) -> String {
+        match (tls, &self.cookie_domain) {
+            (false, _) => self.cookie.clone(),
+            (true, None) => format!("__Host-{}", self.cookie),
+            (true, Some(_)) => format!("__Secure-{}", self.cookie),
+        }
+    }
 }
 
 /// `session.login_limits`: what one client, and everyone together, may hold of sign-ins

@@ -101,6 +101,10 @@ pub struct Session {
     pub login_limits: Option<LoginLimits>,
     /// PEM files for a `rediss://` store (docs/configuration.md).
     pub tls: Option<SessionTls>,
+    /// One session cookie for every subdomain of this domain (`Domain=` attribute).
+    pub cookie_domain: Option<S>,
+    /// The one host that runs sign-ins and hands sessions to the other hosts.
+    pub auth_host: Option<S>,
 }
 
 #[derive(Debug, Deserialize)]

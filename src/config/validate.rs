@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 mod broker;
 #[path = "validate/providers.rs"]
 mod providers;
+#[path = "validate/sso.rs"]
+mod sso;
 
 pub use broker::valid_phc;
 pub(super) use providers::common;
@@ -101,6 +103,14 @@ fn build(
             routes.push(spec);
         }
     }
+    let mut session = session;
+    let raw_session = file.session.as_ref();
+    session.cookie_domain = sso::cookie_domain(raw_session.and_then(|s| s.cookie_domain.as_deref()), &routes, p);
+    session.auth_host = sso::auth_host(
+        raw_session.and_then(|s| s.auth_host.as_deref()),
+        raw_session.and_then(|s| s.cookie_domain.as_deref()),
+        p,
+    );
     Config {
         path: path.to_path_buf(),
         base_dir: base_dir.to_path_buf(),
@@ -244,6 +254,9 @@ fn session(s: Option<&raw::Session>, base_dir: &Path, p: &mut Problems) -> Sessi
         idle: duration(p, None, "session.idle", s.and_then(|s| s.idle.as_ref()), Duration::from_secs(3600)),
         key_file: s.and_then(|s| s.key_file.as_deref()).map(|k| base_dir.join(k)),
         login_limits: login_limits(s.and_then(|s| s.login_limits.as_ref()), p),
+        // Checked against the routes once they are read (`build`).
+        cookie_domain: None,
+        auth_host: None,
     }
 }
 

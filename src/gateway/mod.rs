@@ -610,21 +610,26 @@ pub fn strip_identity_headers(req: &mut RequestHeader) {
     }
 }
 
-/// Removes idfabric's own cookies (the session id in either spelling, the remembered
-/// provider, the sign-in binding nonces) from what the upstream receives: an app behind
+/// Removes idfabric's own cookies (the session id in any spelling, the remembered
+/// provider, the sign-in and handoff binding nonces) from what the upstream receives: an app behind
 /// the gateway must not be able to replay a session or finish someone's sign-in.
 pub fn strip_own_cookies(req: &mut RequestHeader, session_cookie: &str) {
     let ours = |name: &str| {
-        let bare = name.strip_prefix("__Host-").unwrap_or(name);
+        let bare = name.strip_prefix("__Host-").or_else(|| name.strip_prefix("__Secure-")).unwrap_or(name);
         bare == session_cookie
             || name == crate::login::IDP_COOKIE
             || bare.starts_with("idfabric_ltx_")
             || bare.starts_with("idfabric_btx_")
+            || bare.starts_with("idfabric_hx_")
     };
     let values: Vec<String> =
         req.headers.get_all(http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()).map(str::to_string).collect();
     let mention = |v: &String| {
-        v.contains(session_cookie) || v.contains(crate::login::IDP_COOKIE) || v.contains("idfabric_ltx_") || v.contains("idfabric_btx_")
+        v.contains(session_cookie)
+            || v.contains(crate::login::IDP_COOKIE)
+            || v.contains("idfabric_ltx_")
+            || v.contains("idfabric_btx_")
+            || v.contains("idfabric_hx_")
     };
     if !values.iter().any(mention) {
         return;

@@ -39,7 +39,7 @@ pub async fn handle(rt: &Runtime, session: &mut Session, path: &str) -> Result<H
     if let Some(rest) = path.strip_prefix(dev::PATH_PREFIX) {
         return dev_provider(rt, session, rest).await;
     }
-    if matches!(path, "/.idfabric/login" | "/.idfabric/callback" | "/.idfabric/logout" | "/.idfabric/logged-out" | "/.idfabric/session") {
+    if crate::login::PATHS.contains(&path) {
         let body = read_body(session).await?;
         let Some(body) = body else {
             return refuse(session, Refusal::Malformed("request body larger than 16 KiB"), None).await;
@@ -175,7 +175,7 @@ pub(super) async fn forward_auth(rt: &Runtime, session: &mut Session, rest: &str
 /// The caller's normalised identity (bearer token from any enabled provider).
 async fn me(rt: &Runtime, session: &mut Session) -> Result<Handled> {
     let headers = session.req_header().headers.clone();
-    let cred = match crate::credential::extract(&headers, &rt.config.session.cookie, is_tls(session)) {
+    let cred = match crate::credential::extract(&headers, &rt.config.session.cookie_name(is_tls(session))) {
         Ok(crate::credential::Credential::Bearer(t)) => t.to_string(),
         Ok(crate::credential::Credential::Session(id)) => {
             return match pipeline::session(rt, id).await {

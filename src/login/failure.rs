@@ -62,6 +62,18 @@ pub enum Failure {
     NotASessionProvider,
     /// The sign-in behind a posted ID token is too old.
     StaleAuthTime,
+    /// A session handoff names a return address that is not on a configured route host
+    /// (or uses another scheme or port than the sign-in host).
+    HandoffTargetNotAllowed,
+    /// A session handoff without the target host's browser binding: no binding digest
+    /// on the way out, or, on the way back, no binding cookie or another browser's.
+    HandoffNotBound,
+    /// The handoff code names nothing: expired (60 s), never issued or malformed.
+    HandoffInvalid,
+    /// The handoff code was redeemed before.
+    HandoffReplayed,
+    /// The handoff code was issued for another host.
+    HandoffHostMismatch,
 }
 
 impl Failure {
@@ -97,6 +109,11 @@ impl Failure {
             Failure::StepUpUserMismatch => "step_up_user_mismatch",
             Failure::NotASessionProvider => "not_a_session_provider",
             Failure::StaleAuthTime => "stale_auth_time",
+            Failure::HandoffTargetNotAllowed => "handoff_target_not_allowed",
+            Failure::HandoffNotBound => "handoff_not_bound",
+            Failure::HandoffInvalid => "handoff_invalid",
+            Failure::HandoffReplayed => "handoff_replayed",
+            Failure::HandoffHostMismatch => "handoff_host_mismatch",
         }
     }
 }

@@ -17,6 +17,7 @@
 //! site's own pages; a GET only asks.
 
 mod failure;
+pub mod handoff;
 pub mod throttle;
 
 pub use failure::Failure;
@@ -29,7 +30,7 @@ use crate::runtime::{CompiledRoute, Runtime};
 use crate::session::{LoginTxn, Session, Sessions, StoreError};
 use crate::upstream::{endpoints, exchange};
 use crate::web::pages::{self, Branding, ProviderButton, Theme};
-use crate::web::{self, binding, clear_session_cookies, cookie_name, pkce_challenge, random, Reply, Request};
+use crate::web::{self, binding, clear_session_cookies, pkce_challenge, random, Reply, Request};
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -37,7 +38,19 @@ use std::sync::Arc;
 pub const IDP_COOKIE: &str = "idfabric_idp";
 
 
-/// Serves `/.idfabric/login`, `/callback`, `/logout`, `/logged-out` and `/session`.
+/// The paths [`handle`] serves.
+pub const PATHS: &[&str] = &[
+    "/.idfabric/login",
+    "/.idfabric/callback",
+    "/.idfabric/logout",
+    "/.idfabric/logged-out",
+    "/.idfabric/session",
+    handoff::START,
+    handoff::REDEEM,
+];
+
+/// Serves `/.idfabric/login`, `/callback`, `/logout`, `/logged-out`, `/session` and the
+/// session handoff between hosts (`/session-handoff`, `/session-handoff/start`).
 pub async fn handle(rt: &Runtime, req: &Request<'_>) -> Reply {
     let Some(sessions) = rt.sessions.clone() else {
         return page(rt, req, 501, "Sign-in is not configured", "This gateway has no session store.", Failure::SignInUnavailable);
@@ -66,6 +79,12 @@ pub async fn handle(rt: &Runtime, req: &Request<'_>) -> Reply {
             }
             None => session_from_id_token(rt, &sessions, req).await,
         },
+        // Each start may write a code: limited per client like sign-in starts.
+        handoff::START => match throttled(rt, req, "handoff") {
+            Some(refused) => refused,
+            None => handoff::start(rt, &sessions, req).await,
+        },
+        handoff::REDEEM => handoff::redeem(rt, &sessions, req).await,
         "/.idfabric/logged-out" => {
             let theme = theme_for(rt, req.host, "/");
             Reply::html(200, pages::logged_out_page(&theme, "/.idfabric/login"), "ok")
@@ -162,6 +181,13 @@ async fn offered<'a>(rt: &'a Runtime, sessions: &Sessions, host: &str, rd: &str)
 /// The providers and look of a sign-in returning to `rd` on `host`: what a parked
 /// request offers, else the route's; `None` when neither exists.
 async fn sign_in_options<'a>(rt: &'a Runtime, sessions: &Sessions, host: &str, rd: &str) -> Result<Option<(Vec<&'a Arc<Provider>>, Theme)>, StoreError> {
+    // On the sign-in host, a sign-in for another host's handoff: that host's route.
+    if let Some((host, rd)) = handoff::signs_in_for(rt, host, rd) {
+        let Some(route) = route_for(rt, &host, &rd) else { return Ok(None) };
+        let providers = login_providers(rt, route);
+        let theme = theme_with(Some(route), &providers);
+        return Ok(Some((providers, theme)));
+    }
     let route = route_for(rt, host, rd);
     let providers = match (offered(rt, sessions, host, rd).await?, route) {
         (Some(p), _) => p,
@@ -195,6 +221,18 @@ async fn login(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Reply {
     let Some(rd) = safe_rd(req.input("rd").as_deref()) else {
         return page(rt, req, 400, "Invalid return address", "The address to return to after sign-in must be a path on this site.", Failure::InvalidRd);
     };
+    // With a sign-in host, other hosts hand the sign-in to it, except to resume a
+    // parked broker request (its offer of providers is kept on this host).
+    if let Some(auth) = handoff::auth_host_for(rt, req.host) {
+        match offered(rt, sessions, req.host, &rd).await {
+            Ok(Some(_)) => {}
+            Ok(None) if route_for(rt, req.host, &rd).is_none() => {
+                return page(rt, req, 404, "Unknown site", "No application is configured at this address.", Failure::NoRoute)
+            }
+            Ok(None) => return handoff::begin(auth, req, &rd),
+            Err(e) => return store_down(theme_for(rt, req.host, &rd).population, &e),
+        }
+    }
     // A parked request (a broker sign-in) offers its own providers, else the route's.
     let (providers, theme) = match sign_in_options(rt, sessions, req.host, &rd).await {
         Ok(Some(found)) => found,
@@ -452,7 +490,7 @@ async fn callback(rt: &Runtime, sessions: &Sessions, req: &Request<'_>, state: &
         // Without a refresh token the session cannot outlive what the provider vouched for.
         session.upstream_exp = Some(exp);
     }
-    let old = req.cookie(&cookie_name(&rt.config.session.cookie, req.tls)).map(str::to_string);
+    let old = req.cookie(&rt.config.session.cookie_name(req.tls)).map(str::to_string);
     if let Some(old) = old {
         // A step-up must be completed by the person who was already signed in.
         if txn.step_up {
@@ -470,7 +508,7 @@ async fn callback(rt: &Runtime, sessions: &Sessions, req: &Request<'_>, state: &
     };
     funnel(&p, "session_created");
     metrics().logins_total.with_label_values(&[p.id(), p.spec.population.as_str(), "success"]).inc();
-    let cookie = web::cookie(&cookie_name(&rt.config.session.cookie, req.tls), &id, Some(sessions.absolute.as_secs() as i64), req.tls);
+    let cookie = web::set_session_cookie(&rt.config.session, &id, sessions.absolute.as_secs() as i64, req.tls);
     Reply::redirect(&txn.rd, "ok").with_cookie(cookie)
 }
 
@@ -574,7 +612,7 @@ async fn session_from_id_token(rt: &Runtime, sessions: &Sessions, req: &Request<
         mfa,
         touched_at: 0,
     };
-    let name = cookie_name(&rt.config.session.cookie, req.tls);
+    let name = rt.config.session.cookie_name(req.tls);
     if let Some(old) = req.cookie(&name) {
         let _ = sessions.destroy(old).await;
     }
@@ -587,7 +625,7 @@ async fn session_from_id_token(rt: &Runtime, sessions: &Sessions, req: &Request<
     };
     funnel(&p, "session_created");
     metrics().logins_total.with_label_values(&[p.id(), p.spec.population.as_str(), "success"]).inc();
-    let cookie = web::cookie(&name, &id, Some(sessions.absolute.as_secs() as i64), req.tls);
+    let cookie = web::set_session_cookie(&rt.config.session, &id, sessions.absolute.as_secs() as i64, req.tls);
     match rd {
         Some(rd) => Reply::redirect(&rd, "ok").with_cookie(cookie),
         None => Reply::json(200, &serde_json::json!({"status": "ok", "sub": sub}), "ok").with_cookie(cookie),
@@ -636,7 +674,7 @@ async fn logout(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Reply {
         tracing::info!(why, host = req.host, origin, "sign-out refused: not from this site");
         return page(rt, req, 403, "Sign-out not accepted", "The sign-out request did not come from this site. Use the sign-out button here.", Failure::CrossSiteLogout);
     }
-    let name = cookie_name(&rt.config.session.cookie, req.tls);
+    let name = rt.config.session.cookie_name(req.tls);
     let sid = req.cookie(&name);
     let ended = match sid {
         Some(id) => sessions.destroy(id).await.ok().flatten(),
@@ -649,7 +687,8 @@ async fn logout(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Reply {
             Err(e) => tracing::warn!(error = %e, "sign-out: broker token families not revoked"),
         }
     }
-    let back = format!("{}/.idfabric/logged-out", req.origin());
+    // With a sign-in host, providers return there (its one registered address).
+    let back = format!("{}/.idfabric/logged-out", handoff::home_origin(rt, req));
     let target = ended.as_ref().and_then(|s| {
         let p = rt.registry.by_id(&s.identity.provider)?;
         let end = endpoints(p)?.end_session_endpoint?;
@@ -663,7 +702,7 @@ async fn logout(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Reply {
         }
         Some(u.to_string())
     });
-    clear_session_cookies(Reply::redirect(target.as_deref().unwrap_or("/.idfabric/logged-out"), "ok"), &rt.config.session.cookie, req.tls)
+    clear_session_cookies(Reply::redirect(target.as_deref().unwrap_or("/.idfabric/logged-out"), "ok"), &rt.config.session, req.tls)
 }
 
 /// Replaces (or adds) a header of a reply.

@@ -11,6 +11,7 @@
 //! (`pending`), not beside sessions: anyone can start a sign-in, and a flood of starts
 //! must never push a signed-in user out.
 
+pub mod handoff;
 pub mod memory;
 pub mod pending;
 pub mod redis_conn;

@@ -11,6 +11,7 @@
 pub mod binding;
 pub mod pages;
 
+use crate::config::SessionSpec;
 use http::HeaderMap;
 
 /// The parts of a request an endpoint may read.
@@ -189,12 +190,27 @@ pub fn cookie_name(base: &str, tls: bool) -> String {
     }
 }
 
+/// `Set-Cookie` for the session id: named by [`SessionSpec::cookie_name`], host-only,
+/// or with `Domain=` the `session.cookie_domain` when one is configured.
+pub fn set_session_cookie(spec: &SessionSpec, id: &str, max_age: i64, tls: bool) -> String {
+    let mut c = cookie(&spec.cookie_name(tls), id, Some(max_age), tls);
+    if let Some(d) = &spec.cookie_domain {
+        c.push_str(&format!("; Domain={d}"));
+    }
+    c
+}
+
 /// Clears every spelling of the session cookie the scheme can touch: over TLS the
-/// `__Host-` one and the plain one (both `Secure`), over plain HTTP the plain one (a
-/// plain-HTTP response cannot overwrite a `Secure` cookie, RFC 6265bis §5.7).
-pub fn clear_session_cookies(mut reply: Reply, base: &str, tls: bool) -> Reply {
+/// `__Host-` one, the `__Secure-` one with `session.cookie_domain` (same `Domain`, or
+/// the browser keeps it) and the plain one (all `Secure`), over plain HTTP the plain one
+/// (a plain-HTTP response cannot overwrite a `Secure` cookie, RFC 6265bis §5.7).
+pub fn clear_session_cookies(mut reply: Reply, spec: &SessionSpec, tls: bool) -> Reply {
+    let base = &spec.cookie;
     if tls {
         reply = reply.with_cookie(cookie(&cookie_name(base, true), "", Some(0), true));
+    }
+    if spec.cookie_domain.is_some() {
+        reply = reply.with_cookie(set_session_cookie(spec, "", 0, tls));
     }
     reply.with_cookie(cookie(base, "", Some(0), tls))
 }
