@@ -277,6 +277,7 @@ mod tests {
             branding: Default::default(),
             case_sensitive: false,
             path_params: false,
+            upstream: Default::default(),
         }
     }
 

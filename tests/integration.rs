@@ -39,6 +39,7 @@ mod signin;
 mod signin_ciam;
 mod smoke;
 mod upgrade;
+mod upstreams;
 mod watch;
 
 /// Every `tests/*.rs` file is a module above: with `autotests = false` a file left out
