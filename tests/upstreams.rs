@@ -2,13 +2,14 @@
 //! binary and real servers: `https://` upstreams verified against a route's `ca_file`
 //! (SNI checked) with `upstream_host`; `host:port` names resolved while serving (and
 //! one that never resolves); `timeouts` (504) and refused connections (502); WebSocket
-//! upgrades and gRPC (HTTP/2 over TLS from the client, h2c to the upstream, trailers)
+//! upgrades and gRPC (HTTP/2 over TLS from the client, h2c or h2 over TLS to the
+//! upstream, trailers)
 //! through authenticated routes; the TLS listener's certificate reloaded on a
 //! cert-manager style symlink swap and on SIGHUP without dropping open connections.
 //!
 //! Each test starts its own gateway and the upstream servers it needs, in-process:
-//! an HTTPS echo (tokio-rustls), a WebSocket echo (tokio-tungstenite), an h2c gRPC-style
-//! echo (`h2`), a silent and a slow TCP server.
+//! an HTTPS echo (tokio-rustls), a WebSocket echo (tokio-tungstenite), a gRPC-style
+//! HTTP/2 echo (`h2`, cleartext or TLS), and a TCP server that never answers.
 
 use crate::common;
 use bytes::Bytes;
@@ -259,44 +260,68 @@ async fn ws_echo(accepted: Arc<AtomicUsize>) -> u16 {
     port
 }
 
-/// An h2c (HTTP/2 with prior knowledge) gRPC-style echo: answers `application/grpc`
-/// with the request body, `x-seen-sub` (the identity header it received) and the
-/// trailers `grpc-status: 0`, `grpc-message: echoed`. Counts requests.
-async fn h2c_echo(requests: Arc<AtomicUsize>) -> u16 {
+/// A gRPC-style echo over HTTP/2: answers `application/grpc` with the request body,
+/// `x-seen-sub` (the identity header it received) and the trailers `grpc-status: 0`,
+/// `grpc-message: echoed`. Cleartext with prior knowledge (h2c) without `tls`, else TLS
+/// with ALPN `h2` only. Counts requests.
+async fn h2_echo(requests: Arc<AtomicUsize>, tls: Option<&Pair>) -> u16 {
+    let acceptor = tls.map(|pair| {
+        let key = {
+            use rustls::pki_types::pem::PemObject;
+            PrivateKeyDer::from_pem_slice(pair.key.as_bytes()).unwrap()
+        };
+        let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![CertificateDer::from(pair.der.clone())], key)
+            .unwrap();
+        cfg.alpn_protocols = vec![b"h2".to_vec()];
+        tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
+    });
     let (l, port) = listener().await;
     tokio::spawn(async move {
         while let Ok((tcp, _)) = l.accept().await {
             let requests = requests.clone();
-            tokio::spawn(async move {
-                let Ok(mut conn) = h2::server::handshake(tcp).await else { return };
-                while let Some(Ok((req, mut respond))) = conn.accept().await {
-                    requests.fetch_add(1, Ordering::SeqCst);
-                    tokio::spawn(async move {
-                        let (parts, mut body) = req.into_parts();
-                        let mut data = Vec::new();
-                        while let Some(Ok(chunk)) = body.data().await {
-                            let _ = body.flow_control().release_capacity(chunk.len());
-                            data.extend_from_slice(&chunk);
-                        }
-                        let sub = parts.headers.get("x-identity-sub").cloned().unwrap_or(http::HeaderValue::from_static(""));
-                        let resp = http::Response::builder()
-                            .status(200)
-                            .header("content-type", "application/grpc")
-                            .header("x-seen-sub", sub)
-                            .body(())
-                            .unwrap();
-                        let Ok(mut send) = respond.send_response(resp, false) else { return };
-                        let _ = send.send_data(Bytes::from(data), false);
-                        let mut trailers = http::HeaderMap::new();
-                        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
-                        trailers.insert("grpc-message", http::HeaderValue::from_static("echoed"));
-                        let _ = send.send_trailers(trailers);
-                    });
-                }
-            });
+            match acceptor.clone() {
+                None => drop(tokio::spawn(serve_h2(tcp, requests))),
+                Some(a) => drop(tokio::spawn(async move {
+                    if let Ok(tls) = a.accept(tcp).await {
+                        serve_h2(tls, requests).await;
+                    }
+                })),
+            }
         }
     });
     port
+}
+
+async fn serve_h2<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(io: T, requests: Arc<AtomicUsize>) {
+    let Ok(mut conn) = h2::server::handshake(io).await else { return };
+    while let Some(Ok((req, mut respond))) = conn.accept().await {
+        requests.fetch_add(1, Ordering::SeqCst);
+        tokio::spawn(async move {
+            let (parts, mut body) = req.into_parts();
+            let mut data = Vec::new();
+            while let Some(Ok(chunk)) = body.data().await {
+                let _ = body.flow_control().release_capacity(chunk.len());
+                data.extend_from_slice(&chunk);
+            }
+            let sub = parts.headers.get("x-identity-sub").cloned().unwrap_or(http::HeaderValue::from_static(""));
+            let resp = http::Response::builder()
+                .status(200)
+                .header("content-type", "application/grpc")
+                .header("x-seen-sub", sub)
+                .body(())
+                .unwrap();
+            let Ok(mut send) = respond.send_response(resp, false) else { return };
+            let _ = send.send_data(Bytes::from(data), false);
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+            trailers.insert("grpc-message", http::HeaderValue::from_static("echoed"));
+            let _ = send.send_trailers(trailers);
+        });
+    }
 }
 
 // --- the gateway ---------------------------------------------------------------------------------
@@ -491,13 +516,14 @@ async fn websocket_upgrades_pass_after_the_auth_decision() {
 /// One gRPC-style unary call over `client`: (status, x-seen-sub, body, trailers).
 async fn grpc_call(
     client: h2::client::SendRequest<Bytes>,
+    host: &str,
     token: Option<&str>,
     payload: &[u8],
 ) -> (u16, String, Vec<u8>, Option<http::HeaderMap>) {
     let mut client = client.ready().await.unwrap();
     let mut req = http::Request::builder()
         .method("POST")
-        .uri("https://grpc.test/echo.Echo/Say")
+        .uri(format!("https://{host}/echo.Echo/Say"))
         .header("content-type", "application/grpc")
         .header("te", "trailers");
     if let Some(t) = token {
@@ -522,14 +548,18 @@ async fn grpc_call(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn grpc_over_h2_reaches_an_h2c_upstream_with_its_trailers() {
-    let requests = Arc::new(AtomicUsize::new(0));
-    let up = h2c_echo(requests.clone()).await;
+async fn grpc_over_h2_reaches_h2c_and_h2_upstreams_with_their_trailers() {
+    let (h2c_calls, tls_calls) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let h2c = h2_echo(h2c_calls.clone(), None).await;
+    let (ca, leaf) = ca_and_leaf();
+    let h2tls = h2_echo(tls_calls.clone(), Some(&leaf)).await;
     let https = free_port();
     let routes = format!(
-        "  - {{ name: grpc, match: {{ host: grpc.test }}, auth: bearer, upstream: [127.0.0.1:{up}], upstream_protocol: h2c }}\n"
+        "  - {{ name: grpc, match: {{ host: grpc.test }}, auth: bearer, upstream: [127.0.0.1:{h2c}], upstream_protocol: h2c }}\n\
+         \x20 - {{ name: grpc-tls, match: {{ host: grpc-tls.test }}, auth: bearer, upstream: [\"https://localhost:{h2tls}\"], ca_file: certs/up-ca.pem, upstream_protocol: h2 }}\n"
     );
     let env = env_with(&routes, Some((https, "certs/dev-tls.crt", "certs/dev-tls.key")), "");
+    env.write("certs/up-ca.pem", &ca);
     let _gw = Gateway::start(&env);
     let token = env.mint("wf", "alice", &[]);
 
@@ -538,22 +568,24 @@ async fn grpc_over_h2_reaches_an_h2c_upstream_with_its_trailers() {
     let (client, conn) = h2::client::handshake(tls).await.unwrap();
     tokio::spawn(conn);
 
-    // Unauthenticated: 401 before the upstream.
-    let (status, _, _, _) = grpc_call(client.clone(), None, b"nope").await;
-    assert_eq!(status, 401);
-    assert_eq!(requests.load(Ordering::SeqCst), 0, "the refused call reached the upstream");
+    for (host, calls) in [("grpc.test", &h2c_calls), ("grpc-tls.test", &tls_calls)] {
+        // Unauthenticated: 401 before the upstream.
+        let (status, _, _, _) = grpc_call(client.clone(), host, None, b"nope").await;
+        assert_eq!(status, 401, "{host}");
+        assert_eq!(calls.load(Ordering::SeqCst), 0, "{host}: the refused call reached the upstream");
 
-    // Two calls on the one connection: body both ways, identity, trailers.
-    for payload in [&b"hello"[..], &[7u8; 20_000][..]] {
-        let (status, sub, data, trailers) = grpc_call(client.clone(), Some(&token), payload).await;
-        assert_eq!(status, 200);
-        assert!(sub.starts_with("wf:"), "identity headers reach the upstream: {sub:?}");
-        assert_eq!(&data[5..], payload);
-        let trailers = trailers.expect("gRPC trailers reach the client");
-        assert_eq!(trailers.get("grpc-status").map(|v| v.as_bytes()), Some(&b"0"[..]), "{trailers:?}");
-        assert_eq!(trailers.get("grpc-message").map(|v| v.as_bytes()), Some(&b"echoed"[..]));
+        // Two calls on the one client connection: body both ways, identity, trailers.
+        for payload in [&b"hello"[..], &[7u8; 20_000][..]] {
+            let (status, sub, data, trailers) = grpc_call(client.clone(), host, Some(&token), payload).await;
+            assert_eq!(status, 200, "{host}");
+            assert!(sub.starts_with("wf:"), "{host}: identity headers reach the upstream: {sub:?}");
+            assert_eq!(&data[5..], payload, "{host}");
+            let trailers = trailers.expect("gRPC trailers reach the client");
+            assert_eq!(trailers.get("grpc-status").map(|v| v.as_bytes()), Some(&b"0"[..]), "{host}: {trailers:?}");
+            assert_eq!(trailers.get("grpc-message").map(|v| v.as_bytes()), Some(&b"echoed"[..]), "{host}");
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "{host}");
     }
-    assert_eq!(requests.load(Ordering::SeqCst), 2);
 }
 
 // --- the listener's certificate ---------------------------------------------------------------------
@@ -605,8 +637,10 @@ async fn a_renewed_certificate_is_served_without_dropping_connections() {
     assert_eq!(h1_get(&mut open, "plain.test", "/1").await.0, 200);
 
     // cert-manager renews: B is served to new connections, the open one keeps working.
+    let renewed = Instant::now();
     publish(&dir, "b", &b.cert, &b.key);
     eventually_served(https, &b.der).await;
+    eprintln!("renewed certificate served {} ms after the swap", renewed.elapsed().as_millis());
     wait_log(&gw, "TLS certificate reloaded").await;
     assert!(gw.log().contains("cert-b"), "the log names the new certificate:\n{}", gw.log());
     let (status, body) = h1_get(&mut open, "plain.test", "/2").await;
