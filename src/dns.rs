@@ -161,6 +161,42 @@ mod tests {
         }
     }
 
+    async fn settle(n: &Name) {
+        for _ in 0..100 {
+            if !n.refreshing.load(Ordering::Acquire) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the refresh never finished");
+    }
+
+    #[tokio::test]
+    async fn addresses_older_than_resolve_every_are_refreshed_in_the_background() {
+        let n = Arc::new(Name::new("localhost", 8080));
+        let every = Duration::from_millis(50);
+        n.addr(every, Duration::from_secs(5)).await.unwrap();
+        let first = n.cache.load_full().unwrap().at;
+        tokio::time::sleep(every).await;
+        // Due: answered from the cache at once, refreshed behind it.
+        n.addr(every, Duration::from_secs(5)).await.unwrap();
+        settle(&n).await;
+        assert!(n.cache.load_full().unwrap().at > first, "the name was resolved again");
+    }
+
+    #[tokio::test]
+    async fn a_failed_refresh_keeps_the_last_addresses() {
+        let n = Arc::new(Name::new("upstream.invalid", 80));
+        let known: SocketAddr = "10.0.0.9:80".parse().unwrap();
+        n.cache.store(Some(Arc::new(Resolved::new(vec![known], 0))));
+        n.connect_failed(); // due now
+        assert_eq!(n.addr(Duration::from_secs(30), Duration::from_secs(5)).await.unwrap(), known);
+        settle(&n).await;
+        let kept = n.cache.load_full().unwrap();
+        assert_eq!(kept.addrs, vec![known]);
+        assert!(!kept.suspect.load(Ordering::Relaxed), "kept for another period, not retried at every request");
+    }
+
     #[tokio::test]
     async fn a_name_that_does_not_resolve_is_an_error_not_a_panic() {
         // RFC 6761 §6.4: `.invalid` never resolves.
