@@ -13,6 +13,11 @@
 //!
 //! A name with several addresses is used one address at a time; a connect failure
 //! moves on to the next address and makes the next request refresh the name.
+//!
+//! A name that has never resolved is looked up by one request at a time, and a failed
+//! lookup is remembered for a few seconds: while the resolver is down, requests get
+//! their 502 at once instead of each starting a lookup (each of which holds a thread of
+//! the blocking pool until the resolver gives up).
 
 use arc_swap::ArcSwapOption;
 use std::net::SocketAddr;
@@ -22,10 +27,10 @@ use std::time::{Duration, Instant};
 
 /// Why a name gave no address. The messages name the host (from the configuration),
 /// never request data.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ResolveError {
-    #[error("`{host}` does not resolve: {source}")]
-    Lookup { host: String, source: std::io::Error },
+    #[error("`{host}` does not resolve: {why}")]
+    Lookup { host: String, why: String },
     #[error("`{host}` resolves to no address")]
     NoAddress { host: String },
     #[error("`{host}` did not resolve within {limit:?}")]
@@ -40,7 +45,15 @@ pub struct Name {
     cache: ArcSwapOption<Resolved>,
     /// A background refresh is running (one per name at a time).
     refreshing: AtomicBool,
+    /// Held by the request doing the first lookup.
+    first: tokio::sync::Mutex<()>,
+    /// The last failed first lookup, answered again for `NEGATIVE_FOR`.
+    failed: std::sync::Mutex<Option<(Instant, ResolveError)>>,
 }
+
+/// How long a failed first lookup is answered without asking again (at most the
+/// route's `resolve_every`).
+const NEGATIVE_FOR: Duration = Duration::from_secs(5);
 
 #[derive(Debug)]
 struct Resolved {
@@ -64,16 +77,24 @@ impl Resolved {
 
 impl Name {
     pub fn new(host: &str, port: u16) -> Name {
-        Name { host: host.to_string(), port, cache: ArcSwapOption::empty(), refreshing: AtomicBool::new(false) }
+        Name {
+            host: host.to_string(),
+            port,
+            cache: ArcSwapOption::empty(),
+            refreshing: AtomicBool::new(false),
+            first: tokio::sync::Mutex::new(()),
+            failed: std::sync::Mutex::new(None),
+        }
     }
 
     pub fn host(&self) -> &str {
         &self.host
     }
 
-    /// The address to connect to now. Waits (at most `limit`) only when the name has
-    /// never resolved; otherwise answers from the cache and, when the addresses are
-    /// older than `every` or one failed, refreshes them in the background.
+    /// The address to connect to now. Waits (at most `limit`, behind any other request
+    /// doing the same) only when the name has never resolved; otherwise answers from
+    /// the cache and, when the addresses are older than `every` or one failed,
+    /// refreshes them in the background.
     pub async fn addr(self: &Arc<Self>, every: Duration, limit: Duration) -> Result<SocketAddr, ResolveError> {
         if let Some(r) = self.cache.load_full() {
             let due = r.at.elapsed() >= every || r.suspect.load(Ordering::Relaxed);
@@ -86,11 +107,27 @@ impl Name {
             }
             return Ok(r.current());
         }
-        let addrs = self.lookup(limit).await?;
-        let r = Arc::new(Resolved::new(addrs, 0));
-        let addr = r.current();
-        self.cache.store(Some(r));
-        Ok(addr)
+        let _first = self.first.lock().await;
+        if let Some(r) = self.cache.load_full() {
+            return Ok(r.current());
+        }
+        if let Some((at, e)) = self.failed.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            if at.elapsed() < every.min(NEGATIVE_FOR) {
+                return Err(e.clone());
+            }
+        }
+        match self.lookup(limit).await {
+            Ok(addrs) => {
+                let r = Arc::new(Resolved::new(addrs, 0));
+                let addr = r.current();
+                self.cache.store(Some(r));
+                Ok(addr)
+            }
+            Err(e) => {
+                *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), e.clone()));
+                Err(e)
+            }
+        }
     }
 
     /// How many addresses the name has now (1 before it first resolved).
@@ -130,7 +167,7 @@ impl Name {
         let found = tokio::time::timeout(limit, tokio::net::lookup_host((self.host.as_str(), self.port)))
             .await
             .map_err(|_| ResolveError::TimedOut { host: host(), limit })?
-            .map_err(|source| ResolveError::Lookup { host: host(), source })?;
+            .map_err(|e| ResolveError::Lookup { host: host(), why: e.to_string() })?;
         let mut addrs: Vec<SocketAddr> = Vec::new();
         for a in found {
             if !addrs.contains(&a) {
@@ -203,5 +240,10 @@ mod tests {
         let n = Arc::new(Name::new("upstream.invalid", 80));
         let e = n.addr(Duration::from_secs(30), Duration::from_secs(5)).await.unwrap_err();
         assert!(e.to_string().contains("upstream.invalid"), "{e}");
+        // Remembered: the next request gets the same answer without a lookup.
+        let at = n.failed.lock().unwrap().as_ref().map(|(at, _)| *at).expect("the failure is remembered");
+        let again = n.addr(Duration::from_secs(30), Duration::from_secs(5)).await.unwrap_err();
+        assert_eq!(again.to_string(), e.to_string());
+        assert_eq!(n.failed.lock().unwrap().as_ref().map(|(at, _)| *at), Some(at), "no second lookup");
     }
 }
