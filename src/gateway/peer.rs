@@ -5,8 +5,8 @@
 //!   (TLS handshake included); `timeouts.read` bounds each read of the response.
 //! - `https://` entries: SNI and certificate name are the entry's host; the certificate
 //!   is verified against the route's `ca_file` when set, else the system roots
-//!   (`SSL_CERT_FILE` / `SSL_CERT_DIR` honoured). Connections verified against one CA
-//!   file are never reused for a route with another (`group_key`).
+//!   (`SSL_CERT_FILE` / `SSL_CERT_DIR` honoured). Connections verified against one set
+//!   of CA certificates are never reused for a route with another (`group_key`).
 //! - `upstream_protocol: h2c` speaks HTTP/2 with prior knowledge on cleartext; `h2`
 //!   offers only `h2` in ALPN.
 
@@ -31,7 +31,7 @@ const H2_STREAMS: usize = 128;
 
 /// The peer for entry `up` of a route at `addr` (the entry's address, or what its
 /// name resolved to).
-pub(super) fn http_peer(opts: &UpstreamOptions, up: &Upstream, addr: SocketAddr, ca: Option<Arc<CaType>>) -> HttpPeer {
+pub(super) fn http_peer(opts: &UpstreamOptions, up: &Upstream, addr: SocketAddr, ca: Option<RouteCa>) -> HttpPeer {
     let mut peer = HttpPeer::new(addr, up.tls, up.sni.clone());
     let o = &mut peer.options;
     o.connection_timeout = Some(opts.connect_timeout);
@@ -42,11 +42,9 @@ pub(super) fn http_peer(opts: &UpstreamOptions, up: &Upstream, addr: SocketAddr,
         o.set_http_version(2, 2);
         o.max_h2_streams = H2_STREAMS;
     }
-    if let (Some(ca), Some(file)) = (ca, &opts.ca_file) {
-        o.ca = Some(ca);
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        file.hash(&mut h);
-        peer.group_key = h.finish();
+    if let Some(ca) = ca {
+        o.ca = Some(ca.certs);
+        peer.group_key = ca.group;
     }
     peer
 }
@@ -69,20 +67,29 @@ pub(super) fn classify(e: &Error) -> UpstreamFailure {
     }
 }
 
-/// Each route's `ca_file` certificates in the form Pingora's TLS connector takes, built
-/// once per runtime (the configuration layer knows no Pingora type).
+/// A route's `ca_file` certificates in the form Pingora's TLS connector takes, and the
+/// connection-pool group of the connections verified against them (a digest of the
+/// certificates: a changed file never reuses a connection the old one verified).
+#[derive(Clone)]
+pub(super) struct RouteCa {
+    certs: Arc<CaType>,
+    group: u64,
+}
+
+/// Each route's [`RouteCa`], built once per runtime (the configuration layer knows no
+/// Pingora type).
 #[derive(Default)]
 pub(super) struct CaCache {
-    built: ArcSwapOption<(u64, Vec<Option<Arc<CaType>>>)>,
+    built: ArcSwapOption<(u64, Vec<Option<RouteCa>>)>,
 }
 
 impl CaCache {
-    pub(super) fn for_route(&self, rt: &Runtime, route: &CompiledRoute) -> Option<Arc<CaType>> {
+    pub(super) fn for_route(&self, rt: &Runtime, route: &CompiledRoute) -> Option<RouteCa> {
         route.spec.upstream.ca_certs.as_ref()?;
         if let Some(b) = self.built.load().as_ref().filter(|b| b.0 == rt.generation) {
             return b.1.get(route.index as usize).cloned().flatten();
         }
-        let table: Vec<Option<Arc<CaType>>> =
+        let table: Vec<Option<RouteCa>> =
             rt.routes.routes.iter().map(|r| r.spec.upstream.ca_certs.as_deref().map(|c| wrap(c))).collect();
         let ca = table.get(route.index as usize).cloned().flatten();
         self.built.store(Some(Arc::new((rt.generation, table))));
@@ -93,15 +100,17 @@ impl CaCache {
 /// DER certificates (checked with the same parser when the configuration was loaded)
 /// as Pingora's CA list. A certificate that would not parse is left out, never a panic:
 /// an empty list fails every handshake (fail closed).
-fn wrap(ders: &[Vec<u8>]) -> Arc<CaType> {
+fn wrap(ders: &[Vec<u8>]) -> RouteCa {
     use x509_parser::prelude::FromDer;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    ders.hash(&mut h);
     let certs: Vec<WrappedX509> = ders
         .iter()
         .filter_map(|d| {
             WrappedX509::try_new(d.clone(), |raw| x509_parser::certificate::X509Certificate::from_der(raw).map(|(_, c)| c)).ok()
         })
         .collect();
-    Arc::from(certs)
+    RouteCa { certs: Arc::from(certs), group: h.finish() }
 }
 
 #[cfg(test)]
