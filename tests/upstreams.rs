@@ -483,7 +483,8 @@ async fn websocket_upgrades_pass_after_the_auth_decision() {
     let accepted = Arc::new(AtomicUsize::new(0));
     let ws = ws_echo(accepted.clone()).await;
     let routes = format!("  - {{ name: ws, match: {{ host: ws.test }}, auth: bearer, upstream: [127.0.0.1:{ws}] }}\n");
-    let env = env_with(&routes, None, "");
+    let https = free_port();
+    let env = env_with(&routes, Some((https, "certs/dev-tls.crt", "certs/dev-tls.key")), "");
     let _gw = Gateway::start(&env);
     let token = env.mint("wf", "alice", &[]);
 
@@ -509,6 +510,18 @@ async fn websocket_upgrades_pass_after_the_auth_decision() {
     conn.send(Message::binary(vec![0u8, 1, 2, 255])).await.unwrap();
     assert_eq!(conn.next().await.unwrap().unwrap().into_data().as_ref(), &[0u8, 1, 2, 255]);
     conn.close(None).await.unwrap();
+
+    // wss: the same over the TLS listener (ALPN http/1.1).
+    let mut req = "wss://ws.test/chat".into_client_request().unwrap();
+    req.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let tls = tls_connect(https, b"http/1.1").await;
+    let (mut conn, resp) = tokio_tungstenite::client_async(req, tls).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    assert!(conn.next().await.unwrap().unwrap().to_text().unwrap().starts_with("sub=wf:"));
+    conn.send(Message::text("over tls")).await.unwrap();
+    assert_eq!(conn.next().await.unwrap().unwrap().to_text().unwrap(), "over tls");
+    conn.close(None).await.unwrap();
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }
 
 // --- gRPC: HTTP/2 over TLS to the gateway, h2c to the upstream ---------------------------------------
