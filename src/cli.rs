@@ -550,9 +550,9 @@ fn demo(path: &Path) -> Result<ExitCode, ExitCode> {
         .routes
         .iter()
         .flat_map(|r| {
-            let mut v: Vec<_> = r.upstreams.iter().map(|u| u.addr).collect();
+            let mut v: Vec<_> = r.upstreams.iter().filter_map(|u| u.addr()).collect();
             for t in r.by_population.iter().flatten().flatten() {
-                v.extend(t.upstreams.iter().map(|u| u.addr));
+                v.extend(t.upstreams.iter().filter_map(|u| u.addr()));
             }
             v
         })

@@ -6,7 +6,8 @@
 //! - [`config`]: `routes.yaml` and `providers/*.yaml`, strict, `${ENV}`-expanded and
 //!   validated into immutable specs with every problem reported at once.
 //! - [`runtime`]: one config compiled for the request path (route table, upstream
-//!   pools, registry, minter); swapped whole on reload.
+//!   pools, registry, minter); swapped whole on reload. [`dns`]: upstream names
+//!   resolved while serving.
 //! - [`credential`]: finds the bearer token or session cookie.
 //! - [`providers`]: the provider registry, JWKS caching, verification and one file per
 //!   provider kind mapping its dialect to the one [`identity::Identity`].
@@ -28,7 +29,8 @@
 //!   provider and the relying party's checks share (discovery metadata, `at_hash`); [`echo`]: the demo upstream.
 //! - [`broker`]: idfabric as an OpenID Provider for downstream apps (code + PKCE,
 //!   refresh-token families, client credentials, userinfo, introspection, revocation).
-//! - [`reload`] and [`watch`]: SIGHUP and file-change reloads; [`audit`]: one JSON
+//! - [`reload`] and [`watch`]: SIGHUP and file-change reloads; [`tls`]: the listener
+//!   certificate, swapped in when its files change; [`audit`]: one JSON
 //!   line per auth decision; [`trace`]: `X-Request-Id` and W3C `traceparent`;
 //!   [`access`]: access-review evidence and `report access`.
 
@@ -42,6 +44,7 @@ pub mod canon;
 pub mod cli;
 pub mod config;
 pub mod credential;
+pub mod dns;
 pub mod echo;
 pub mod forward_auth;
 #[doc(hidden)]
@@ -61,6 +64,7 @@ pub mod reload;
 pub mod runtime;
 pub mod server;
 pub mod session;
+pub mod tls;
 pub mod trace;
 pub mod upstream;
 pub mod watch;

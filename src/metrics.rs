@@ -36,6 +36,8 @@ pub struct Metrics {
     pub session_store_op_duration_seconds: HistogramVec,
     pub upstream_errors_total: IntCounterVec,
     pub config_reloads_total: IntCounterVec,
+    /// TLS listener certificate reloads that found changed files, by result.
+    pub tls_cert_reloads_total: IntCounterVec,
     pub login_funnel_total: IntCounterVec,
     /// Sign-ins in progress held (login transactions and parked broker requests).
     pub login_pending: IntGauge,
@@ -132,6 +134,7 @@ impl Metrics {
             session_store_op_duration_seconds: store_duration,
             upstream_errors_total: counter(&r, "upstream_errors_total", "Failures talking to upstream apps, by route", &["route"]),
             config_reloads_total: counter(&r, "config_reloads_total", "Configuration loads by result", &["result"]),
+            tls_cert_reloads_total: counter(&r, "tls_cert_reloads_total", "TLS listener certificate reloads of changed files, by result", &["result"]),
             login_funnel_total: counter(&r, "login_funnel_total", "Sign-in funnel stages by population and provider", &["population", "provider", "stage"]),
             login_pending: pending,
             sign_in_rate_limited_total: counter(&r, "sign_in_rate_limited_total", "Sign-in starts refused by the per-client rate limit, by endpoint", &["endpoint"]),

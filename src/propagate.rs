@@ -278,6 +278,7 @@ mod tests {
             case_sensitive: false,
             path_params: false,
             cors_preflight: Default::default(),
+            upstream: Default::default(),
         }
     }
 

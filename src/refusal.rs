@@ -494,6 +494,70 @@ impl Refusal {
     }
 }
 
+/// Why an admitted request got no answer from its upstream. Not a refusal (the auth
+/// decision stands: `allow`), but a reason all the same: the problem+json `reason` and
+/// the log line's, while `idfabric_upstream_errors_total{route}` counts them all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum UpstreamFailure {
+    /// Connecting (TLS handshake included) or waiting for a read took longer than the
+    /// route's `timeouts`.
+    #[error("the upstream application did not answer in time")]
+    Timeout,
+    /// The connection was refused or could not be made.
+    #[error("the upstream application could not be reached")]
+    Unreachable,
+    /// No entry's name resolves.
+    #[error("the upstream application's name does not resolve")]
+    Unresolved,
+    /// The upstream's certificate does not verify (CA, name, validity) or the TLS
+    /// handshake failed.
+    #[error("the TLS connection to the upstream application failed")]
+    Tls,
+    /// Anything else: the upstream closed the connection, or answered with something
+    /// that is not HTTP.
+    #[error("the upstream application could not be reached or failed")]
+    Failed,
+}
+
+impl UpstreamFailure {
+    pub const fn status(self) -> u16 {
+        match self {
+            UpstreamFailure::Timeout => 504,
+            _ => 502,
+        }
+    }
+
+    pub const fn reason(self) -> &'static str {
+        match self {
+            UpstreamFailure::Timeout => "upstream_timeout",
+            UpstreamFailure::Unreachable => "upstream_unreachable",
+            UpstreamFailure::Unresolved => "upstream_unresolved",
+            UpstreamFailure::Tls => "upstream_tls_failed",
+            UpstreamFailure::Failed => "upstream_error",
+        }
+    }
+
+    pub const fn title(self) -> &'static str {
+        match self {
+            UpstreamFailure::Timeout => "Gateway Timeout",
+            _ => "Bad Gateway",
+        }
+    }
+
+    /// The problem+json body (RFC 9457) for this failure on `route`.
+    pub fn problem_json(self, route: Option<&str>) -> String {
+        serde_json::json!({
+            "type": format!("urn:idfabric:problem:{}", self.reason()),
+            "title": self.title(),
+            "status": self.status(),
+            "detail": self.to_string(),
+            "reason": self.reason(),
+            "route": route,
+        })
+        .to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,8 +9,8 @@
 //! cannot change without a restart (Pingora binds them at start), nor can the other
 //! settings read only at start (`server.threads`, …); such a change is refused with a
 //! clear log line naming the keys, never reported as reloaded and silently ignored.
-//! The TLS certificate is checked (a garbage PEM is refused) but served from the new
-//! files only after a restart or `serve --upgrade`.
+//! The TLS certificate is checked here too (a garbage PEM is refused); the listener
+//! swaps in renewed certificate files itself (`crate::tls`), on the same triggers.
 
 use crate::config::{self, Config};
 use crate::metrics::metrics;

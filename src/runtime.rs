@@ -4,12 +4,13 @@
 //! A `Runtime` is immutable once built; a reload builds a new one and swaps it in
 //! (arc-swap), so requests in flight finish on the runtime they started with.
 
-use crate::config::{Config, HostMatch, Requirements, RouteSpec, Upstream};
+use crate::config::{Config, HostMatch, Requirements, RouteSpec, Upstream, UpstreamOptions, UpstreamTarget};
 use crate::identity::Population;
 use crate::keys::Signer;
 use crate::propagate::Minter;
 use crate::providers::Registry;
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -63,6 +64,8 @@ fn sessions(config: &Config) -> Result<crate::session::Sessions, BuildError> {
 #[derive(Debug)]
 pub struct Pool {
     pub peers: Vec<Upstream>,
+    /// Per peer: the resolver of an entry written as a name (`None`: an IP address).
+    names: Vec<Option<Arc<crate::dns::Name>>>,
     next: AtomicUsize,
     down_until_ms: Vec<AtomicI64>,
 }
@@ -74,7 +77,37 @@ fn now_ms() -> i64 {
 impl Pool {
     pub fn new(peers: Vec<Upstream>) -> Pool {
         let down_until_ms = peers.iter().map(|_| AtomicI64::new(0)).collect();
-        Pool { peers, next: AtomicUsize::new(0), down_until_ms }
+        let names = peers
+            .iter()
+            .map(|p| match &p.target {
+                UpstreamTarget::Name { host, port } => Some(Arc::new(crate::dns::Name::new(host, *port))),
+                UpstreamTarget::Addr(_) => None,
+            })
+            .collect();
+        Pool { peers, names, next: AtomicUsize::new(0), down_until_ms }
+    }
+
+    /// The address to connect to for peer `i` (a name is resolved: `crate::dns`).
+    pub async fn resolve(&self, i: usize, opts: &UpstreamOptions) -> Result<SocketAddr, crate::dns::ResolveError> {
+        match (&self.peers[i].target, &self.names[i]) {
+            (_, Some(name)) => name.addr(opts.resolve_every, opts.connect_timeout).await,
+            (UpstreamTarget::Addr(a), None) => Ok(*a),
+            (UpstreamTarget::Name { host, .. }, None) => Err(crate::dns::ResolveError::NoAddress { host: host.clone() }),
+        }
+    }
+
+    /// How many connection attempts a request may make: one per address of every peer.
+    pub fn attempts(&self) -> usize {
+        self.names.iter().map(|n| n.as_ref().map_or(1, |n| n.address_count())).sum()
+    }
+
+    /// A connection to peer `i` failed: skip it for a while, and a name moves on to its
+    /// next address.
+    pub fn connect_failed(&self, i: usize) {
+        self.mark_down(i);
+        if let Some(Some(name)) = self.names.get(i) {
+            name.connect_failed();
+        }
     }
 
     /// The next healthy peer; when every peer is marked down, the next one anyway.

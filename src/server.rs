@@ -20,6 +20,8 @@ struct Refresher {
     config_path: std::path::PathBuf,
     /// Reload on file change too (`reload.watch` and not `serve --no-watch`).
     watch: bool,
+    /// The TLS listener's certificate, reloaded with the configuration.
+    cert: Option<Arc<crate::tls::CertStore>>,
 }
 
 /// What asked for a reload.
@@ -58,10 +60,8 @@ impl Refresher {
             Ok(summary) => {
                 let rt = self.state.load_full();
                 tracing::info!(file = %self.config_path.display(), trigger = by, ?changed, %summary, "configuration reloaded");
-                if let Trigger::Files(paths) = trigger {
-                    if paths.iter().any(|p| crate::watch::Watch::is_tls_file(&rt.config, p)) {
-                        tracing::warn!("the TLS certificate changed: it is loaded at start; restart or `serve --upgrade` to serve it");
-                    }
+                if let (Some(store), Some(t)) = (&self.cert, &rt.config.listen_https) {
+                    store.set_files(&t.cert, &t.key);
                 }
                 if let Some(w) = watch {
                     w.update(&rt.config);
@@ -79,6 +79,23 @@ impl Refresher {
                     w.resync();
                 }
             }
+        }
+        // The certificate is reloaded whatever became of the rest: a renewal must not
+        // wait for an unrelated configuration mistake to be fixed.
+        if let Some(store) = &self.cert {
+            reload_cert(store, by);
+        }
+    }
+}
+
+/// Swaps in a renewed listener certificate, with its log line.
+fn reload_cert(store: &crate::tls::CertStore, by: &str) {
+    use crate::tls::Reloaded;
+    match store.reload() {
+        Reloaded::Unchanged => {}
+        Reloaded::Swapped(cert) => tracing::info!(trigger = by, %cert, "TLS certificate reloaded: new connections get it"),
+        Reloaded::Kept(e) => {
+            tracing::error!(trigger = by, error = %e, "TLS certificate reload failed; keeping the running certificate")
         }
     }
 }
@@ -171,6 +188,8 @@ pub enum StartError {
     Build(#[from] crate::runtime::BuildError),
     #[error("TLS listener {addr}: {source}")]
     Tls { addr: SocketAddr, source: Box<pingora::Error> },
+    #[error("TLS listener {addr}: {source}")]
+    Cert { addr: SocketAddr, source: crate::tls::CertError },
 }
 
 /// Builds and runs the server; returns only on error.
@@ -211,19 +230,27 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
     preinitialise_series(&runtime);
     let state = Arc::new(ArcSwap::from_pointee(runtime));
 
-    let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, Gateway { state: state.clone() });
+    let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, Gateway::new(state.clone()));
     if let Some(a) = listen_http {
         proxy.add_tcp(&a.to_string());
     }
+    let mut cert = None;
     if let Some(tls) = &listen_https {
+        // The certificate comes from the store at each handshake (`crate::tls`), so a
+        // renewal is served without a restart.
+        let (store, summary) =
+            crate::tls::CertStore::open(&tls.cert, &tls.key).map_err(|source| StartError::Cert { addr: tls.addr, source })?;
+        if summary.expired {
+            tracing::warn!(cert = %summary, "the TLS certificate has expired: clients will refuse it until it is renewed");
+        }
+        let store = Arc::new(store);
+        let mut settings =
+            pingora::listeners::tls::TlsSettings::intermediate("", "").map_err(|source| StartError::Tls { addr: tls.addr, source })?;
+        settings.set_cert_resolver(store.clone());
         // HTTP/2 is offered through ALPN next to HTTP/1.1.
-        let mut settings = pingora::listeners::tls::TlsSettings::intermediate(
-            &tls.cert.to_string_lossy(),
-            &tls.key.to_string_lossy(),
-        )
-        .map_err(|source| StartError::Tls { addr: tls.addr, source })?;
         settings.enable_h2();
         proxy.add_tls_with_settings(&tls.addr.to_string(), None, settings);
+        cert = Some(store);
     }
     server.add_service(proxy);
     if let Some(a) = admin {
@@ -242,7 +269,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
         svc.add_tcp(&addr.to_string());
         server.add_service(svc);
     }
-    server.add_service(background_service("jwks refresher", Refresher { state, config_path, watch }));
+    server.add_service(background_service("jwks refresher", Refresher { state, config_path, watch, cert }));
     tracing::info!(http = ?listen_http, https = ?listen_https.map(|t| t.addr), admin = ?admin, admin_ops = ?ops_listen, "idfabric listening");
     // `run` returns once Pingora has shut down (SIGTERM, SIGINT, or handed its sockets to
     // a new process on SIGQUIT); the audit lines still queued are written before exit.
@@ -288,6 +315,10 @@ fn preinitialise_series(rt: &Runtime) {
         m.upstream_errors_total.with_label_values(&[r.spec.name.as_str()]);
     }
     m.config_reloads_total.with_label_values(&["failure"]);
+    if rt.config.listen_https.is_some() {
+        m.tls_cert_reloads_total.with_label_values(&["success"]);
+        m.tls_cert_reloads_total.with_label_values(&["failure"]);
+    }
 }
 
 /// Counts sign-ins that were started and never came back (`abandoned` funnel stage).

@@ -5,7 +5,7 @@
 //! Watched (non-recursively, with the OS notifier: inotify on Linux): the directory of
 //! `routes.yaml`, the `providers/` directory beside it and the directories of the key
 //! and certificate files. A change counts when it touches a file the configuration
-//! reads (routes.yaml, any `providers/*.yaml`, a key or certificate, a key's retired
+//! reads (routes.yaml, any `providers/*.yaml`, a key or certificate (a route's `ca_file` too), a key's retired
 //! siblings), or a `..`-prefixed entry (Kubernetes ConfigMap and Secret volumes swap a
 //! `..data` symlink). Everything else in those directories (an audit log, an editor's
 //! swap file) is ignored. Editors save by writing a temporary file and renaming it,
@@ -66,6 +66,7 @@ impl Interest {
         if let Some(k) = &config.session.key_file {
             keys.push(k);
         }
+        keys.extend(config.routes.iter().filter_map(|r| r.upstream.ca_file.as_deref()));
         let mut key_dirs = BTreeSet::new();
         for k in keys {
             let k = absolute(k);
@@ -239,12 +240,6 @@ impl Watch {
             }
         }
         h.finish()
-    }
-
-    /// Whether `path` is the TLS listener's certificate or key (read only at start).
-    pub fn is_tls_file(config: &Config, path: &Path) -> bool {
-        let p = absolute(path);
-        config.listen_https.as_ref().is_some_and(|t| absolute(&t.cert) == p || absolute(&t.key) == p)
     }
 }
 

@@ -916,14 +916,14 @@ async fn a_closed_upstream_is_skipped_and_all_down_is_a_502_problem() {
     let series = "idfabric_upstream_errors_total{route=\"up-down\"}";
     let before = metric_value(&scrape_metrics(&f.env).await, series);
     let g = send(f.get("up-down.test", "/d")).await;
-    g.assert_problem(502, "upstream_error");
+    g.assert_problem(502, "upstream_unreachable");
     assert_eq!(g.json()["route"], "up-down");
     let after = metric_value(&scrape_metrics(&f.env).await, series);
     assert!(after >= before + 1.0, "{series}: {before} -> {after}");
     // An authenticated route whose upstream is down: still 502, never the token in the body.
     let token = f.token("wf", "alice");
     let g = send(f.get("up-down-auth.test", "/d").bearer_auth(&token)).await;
-    g.assert_problem(502, "upstream_error");
+    g.assert_problem(502, "upstream_unreachable");
     assert!(!g.body.contains(&token));
     still_serving().await;
 }

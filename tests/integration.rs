@@ -41,6 +41,7 @@ mod signin_ciam;
 mod smoke;
 mod subdomains;
 mod upgrade;
+mod upstreams;
 mod watch;
 
 /// Every `tests/*.rs` file is a module above: with `autotests = false` a file left out

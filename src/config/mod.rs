@@ -316,13 +316,88 @@ pub enum HostMatch {
     Wildcard(String),
 }
 
+/// Where one upstream entry points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamTarget {
+    /// An IP address and port, used as written.
+    Addr(SocketAddr),
+    /// A DNS name, resolved while serving (the first request that needs it, then again
+    /// every `resolve_every`), so an upstream that moves is followed without a reload.
+    Name { host: String, port: u16 },
+}
+
+/// One entry of a route's `upstream` list: `host:port`, `http://host[:port]` or
+/// `https://host[:port]`.
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    pub addr: SocketAddr,
+    pub target: UpstreamTarget,
     pub tls: bool,
+    /// The URL's host: the TLS server name (SNI) sent to an `https://` upstream, and
+    /// the name its certificate must carry.
     pub sni: String,
     /// What was written in the file (for logs and `/providers`-style output).
     pub label: String,
+}
+
+impl Upstream {
+    /// The address of an entry written as an IP address; `None` for a name.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        match self.target {
+            UpstreamTarget::Addr(a) => Some(a),
+            UpstreamTarget::Name { .. } => None,
+        }
+    }
+}
+
+/// The HTTP version spoken to a route's upstreams (`upstream_protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 (the default; WebSocket upgrades need it).
+    #[default]
+    Http1,
+    /// HTTP/2 over cleartext with prior knowledge (RFC 9113 §3.3), e.g. a gRPC server
+    /// behind `http://` entries.
+    H2c,
+    /// HTTP/2 negotiated with ALPN `h2` on `https://` entries.
+    H2,
+}
+
+/// How a route talks to its upstreams: `upstream_host`, `timeouts`, `resolve_every`,
+/// `ca_file`, `upstream_protocol`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamOptions {
+    /// The `Host` header sent upstream; `None`: the client's.
+    pub host_header: Option<String>,
+    /// Connecting, TLS handshake included (`timeouts.connect`, default 3s).
+    pub connect_timeout: Duration,
+    /// Waiting for each read from the upstream (`timeouts.read`); `None`: no limit.
+    pub read_timeout: Option<Duration>,
+    /// How long a name's addresses are used before it is resolved again.
+    pub resolve_every: Duration,
+    /// CA certificates `https://` entries are verified against instead of the system
+    /// roots: the file, and its certificates (DER) as read and checked at load.
+    pub ca_file: Option<PathBuf>,
+    pub ca_certs: Option<Arc<Vec<Vec<u8>>>>,
+    pub protocol: UpstreamProtocol,
+}
+
+impl UpstreamOptions {
+    pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+    pub const RESOLVE_EVERY: Duration = Duration::from_secs(30);
+}
+
+impl Default for UpstreamOptions {
+    fn default() -> Self {
+        UpstreamOptions {
+            host_header: None,
+            connect_timeout: Self::CONNECT_TIMEOUT,
+            read_timeout: None,
+            resolve_every: Self::RESOLVE_EVERY,
+            ca_file: None,
+            ca_certs: None,
+            protocol: UpstreamProtocol::Http1,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -366,6 +441,8 @@ pub struct RouteSpec {
     pub path_params: bool,
     /// What a CORS preflight needs on this route.
     pub cors_preflight: CorsPreflight,
+    /// How the route's upstreams are reached.
+    pub upstream: UpstreamOptions,
 }
 
 /// `cors_preflight`: a browser's CORS preflight (`OPTIONS` with `Origin` and

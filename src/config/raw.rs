@@ -196,6 +196,24 @@ pub struct Route {
     /// `allow`: CORS preflights pass without a credential; `authenticate` (default):
     /// judged like any request.
     pub cors_preflight: Option<S>,
+    /// The `Host` header sent upstream (default: the client's).
+    pub upstream_host: Option<S>,
+    /// `{ connect: 5s, read: 30s }`.
+    pub timeouts: Option<Timeouts>,
+    /// How often upstream names are resolved again (default 30s).
+    pub resolve_every: Option<S>,
+    /// PEM CA certificates that `https://` upstreams are verified against (default: the system roots).
+    pub ca_file: Option<S>,
+    /// `http1` (default), `h2c` or `h2`.
+    pub upstream_protocol: Option<S>,
+}
+
+/// A route's upstream `timeouts:`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    pub connect: Option<S>,
+    pub read: Option<S>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -16,6 +16,8 @@ mod broker;
 mod providers;
 #[path = "validate/sso.rs"]
 mod sso;
+#[path = "validate/upstreams.rs"]
+mod upstreams;
 
 pub use broker::valid_phc;
 pub(super) use providers::common;
@@ -384,14 +386,14 @@ fn route(r: &raw::Route, enabled: &HashSet<&str>, p: &mut Problems) -> Option<Ro
         }
     };
     let require = requirements(r.require.as_ref(), a, "routes.require", p);
-    let default_upstreams = r.upstream.as_ref().map(|u| upstreams(u, a, "routes.upstream", p)).unwrap_or_default();
+    let default_upstreams = r.upstream.as_ref().map(|u| upstreams::list(u, a, "routes.upstream", p)).unwrap_or_default();
     let by_population = r.by_population.as_ref().map(|bp| {
         let mut out: [Option<PopulationTarget>; 2] = [None, None];
         for (pop, target) in [(Population::Workforce, &bp.workforce), (Population::Customer, &bp.customer)] {
             if let Some(t) = target {
                 let key = format!("routes.by_population.{pop}");
                 out[pop.index()] = Some(PopulationTarget {
-                    upstreams: upstreams(&t.upstream, a, &format!("{key}.upstream"), p),
+                    upstreams: upstreams::list(&t.upstream, a, &format!("{key}.upstream"), p),
                     require: requirements(t.require.as_ref(), a, &format!("{key}.require"), p),
                 });
             }
@@ -436,6 +438,11 @@ fn route(r: &raw::Route, enabled: &HashSet<&str>, p: &mut Problems) -> Option<Ro
         // A preflight carries no identity, so no `by_population` upstream can be picked.
         p.at(a, "routes.cors_preflight", "`allow` needs a default `upstream` (a preflight has no population to pick a `by_population` upstream)");
     }
+    let entries: Vec<&Upstream> = default_upstreams
+        .iter()
+        .chain(by_population.iter().flatten().flatten().flat_map(|t| t.upstreams.iter()))
+        .collect();
+    let upstream = upstreams::options(r, &entries, a, p);
     Some(RouteSpec {
         name,
         host,
@@ -451,6 +458,7 @@ fn route(r: &raw::Route, enabled: &HashSet<&str>, p: &mut Problems) -> Option<Ro
         case_sensitive: r.case_sensitive.unwrap_or(false),
         path_params: r.path_params.unwrap_or(false),
         cors_preflight,
+        upstream,
     })
 }
 
@@ -520,36 +528,6 @@ fn branding(b: Option<&raw::Branding>, anchor: Option<&str>, p: &mut Problems) -
         logo_data_uri,
         tagline: b.tagline.as_ref().map(|s| s.to_string()),
         support_text: b.support_text.as_ref().map(|s| s.to_string()),
-    }
-}
-
-fn upstreams(list: &[EnvString], anchor: Option<&str>, key: &str, p: &mut Problems) -> Vec<Upstream> {
-    if list.is_empty() {
-        p.at(anchor, key, "must list at least one address");
-    }
-    list.iter().filter_map(|u| upstream(u, anchor, key, p)).collect()
-}
-
-fn upstream(value: &str, anchor: Option<&str>, key: &str, p: &mut Problems) -> Option<Upstream> {
-    let (tls, rest) = if let Some(r) = value.strip_prefix("https://") {
-        (true, r)
-    } else {
-        (false, value.strip_prefix("http://").unwrap_or(value))
-    };
-    let rest = rest.trim_end_matches('/');
-    let with_port = if rest.rsplit_once(':').is_some_and(|(_, port)| port.parse::<u16>().is_ok()) {
-        rest.to_string()
-    } else {
-        format!("{rest}:{}", if tls { 443 } else { 80 })
-    };
-    let host = with_port.rsplit_once(':').map(|(h, _)| h.trim_matches(['[', ']'])).unwrap_or("").to_string();
-    let addr = with_port.parse::<SocketAddr>().ok().or_else(|| with_port.to_socket_addrs().ok()?.next());
-    match addr {
-        Some(addr) => Some(Upstream { addr, tls, sni: host, label: value.to_string() }),
-        None => {
-            p.at(anchor, key, format!("`{value}` is not a reachable host:port"));
-            None
-        }
     }
 }
 

@@ -4,17 +4,18 @@
 //! | phase | does |
 //! | --- | --- |
 //! | `request_filter` | request target and canonical path (`crate::canon`; the request is rewritten to it, so the upstream reads the routed path); reserved paths and forward-auth checks (`crate::forward_auth`); route; credential, verify, decide (`pipeline::admit_request`); on refusal writes the response and returns `Ok(true)` |
-//! | `upstream_peer` | picks the upstream for the identity's population (round-robin, passive health) |
-//! | `upstream_request_filter` | removes client-sent `X-Identity-*`, adds the identity headers and token |
+//! | `upstream_peer` | picks the upstream for the identity's population (round-robin, passive health), resolves a name (`crate::dns`) and sets the route's timeouts, TLS and HTTP version (`peer`) |
+//! | `upstream_request_filter` | removes client-sent `X-Identity-*`, adds the identity headers and token, sets `upstream_host` |
 //! | `response_filter` | the request's `X-Request-Id` on the upstream's answer |
-//! | `fail_to_connect` | marks the peer down and retries another one |
-//! | `fail_to_proxy` | problem+json instead of Pingora's bare error page |
+//! | `fail_to_connect` | marks the peer (or the name's address) down and retries another one |
+//! | `fail_to_proxy` | problem+json naming the failure (`upstream_timeout` 504, `upstream_unreachable` 502, …) instead of Pingora's bare error page |
 //! | `logging` | metrics, the audit line, access evidence and the one log line per refused request |
 //!
 //! Every request gets an `X-Request-Id` (the client's when sane) and a W3C trace
 //! context (`crate::trace`) in `request_filter`; both go upstream and into the audit
 //! line, and the id comes back on every response (`response_filter`, `respond::send`).
 
+mod peer;
 mod reserved;
 pub mod respond;
 
@@ -24,7 +25,7 @@ use crate::metrics::{self, metrics, Outcome};
 use crate::pipeline::{self, Admission};
 use crate::propagate;
 use crate::providers::Verified;
-use crate::refusal::{Decision, Reason, Refusal};
+use crate::refusal::{Decision, Reason, Refusal, UpstreamFailure};
 use crate::runtime::Runtime;
 use crate::trace::{self, TraceContext};
 use arc_swap::ArcSwap;
@@ -34,11 +35,18 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// The proxy service.
 pub struct Gateway {
     pub state: Arc<ArcSwap<Runtime>>,
+    cas: peer::CaCache,
+}
+
+impl Gateway {
+    pub fn new(state: Arc<ArcSwap<Runtime>>) -> Gateway {
+        Gateway { state, cas: Default::default() }
+    }
 }
 
 /// Facts about one request, filled in phase order and read by later phases.
@@ -50,6 +58,9 @@ pub struct RequestCtx {
     /// Index of the chosen peer in the route's pool, for passive health.
     peer: Option<usize>,
     tries: usize,
+    /// Set when the failure is known before Pingora reports it (a name that does not
+    /// resolve); otherwise `fail_to_proxy` reads it from the error.
+    upstream_failure: Option<UpstreamFailure>,
     outcome: Outcome,
     reason: Reason,
     decision: Decision,
@@ -224,6 +235,7 @@ impl ProxyHttp for Gateway {
             verified: None,
             peer: None,
             tries: 0,
+            upstream_failure: None,
             outcome: Outcome::Allow,
             reason: Reason::Ok,
             decision: Decision::Allow,
@@ -353,14 +365,26 @@ impl ProxyHttp for Gateway {
         let pool = route
             .pool(ctx.population)
             .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(403), "no upstream for population"))?;
-        let i = pool.pick().ok_or_else(|| Error::explain(ErrorType::InternalError, "empty pool"))?;
-        ctx.peer = Some(i);
-        ctx.tries += 1;
-        let up = &pool.peers[i];
-        let mut peer = HttpPeer::new(up.addr, up.tls, up.sni.clone());
-        peer.options.connection_timeout = Some(Duration::from_secs(3));
-        peer.options.idle_timeout = Some(Duration::from_secs(60));
-        Ok(Box::new(peer))
+        let opts = &route.spec.upstream;
+        // An entry whose name does not resolve is skipped like one that refuses connections.
+        let mut unresolved = String::new();
+        for _ in 0..pool.peers.len() {
+            let i = pool.pick().ok_or_else(|| Error::explain(ErrorType::InternalError, "empty pool"))?;
+            match pool.resolve(i, opts).await {
+                Ok(addr) => {
+                    ctx.peer = Some(i);
+                    ctx.tries += 1;
+                    let ca = self.cas.for_route(&rt, route);
+                    return Ok(Box::new(peer::http_peer(opts, &pool.peers[i], addr, ca)));
+                }
+                Err(e) => {
+                    pool.mark_down(i);
+                    unresolved = e.to_string();
+                }
+            }
+        }
+        ctx.upstream_failure = Some(UpstreamFailure::Unresolved);
+        Err(peer::unresolved(unresolved))
     }
 
     fn fail_to_connect(
@@ -373,8 +397,8 @@ impl ProxyHttp for Gateway {
         let rt = ctx.rt.clone();
         if let (Some(route), Some(i)) = (ctx.route(&rt), ctx.peer) {
             if let Some(pool) = route.pool(ctx.population) {
-                pool.mark_down(i);
-                if ctx.tries < pool.peers.len() {
+                pool.connect_failed(i);
+                if ctx.tries < pool.attempts() {
                     e.set_retry(true);
                 }
             }
@@ -403,6 +427,9 @@ impl ProxyHttp for Gateway {
         let Some(route) = ctx.route(&rt) else {
             return Ok(());
         };
+        if let Some(host) = &route.spec.upstream.host_header {
+            upstream.insert_header(http::header::HOST, host.as_str())?;
+        }
         propagate::route_headers(rt.minter.as_ref(), &route.spec, route.index, ctx.verified.as_deref(), |change| {
             match change {
                 propagate::Change::Set(name, value) => upstream.insert_header(name, value)?,
@@ -429,13 +456,15 @@ impl ProxyHttp for Gateway {
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
-        let code = match e.etype() {
-            ErrorType::HTTPStatus(c) => *c,
-            _ => match e.esource() {
-                pingora::ErrorSource::Upstream => 502,
-                pingora::ErrorSource::Downstream => 0,
-                _ => 500,
-            },
+        let failure = match e.esource() {
+            pingora::ErrorSource::Upstream => Some(ctx.upstream_failure.unwrap_or_else(|| peer::classify(e))),
+            _ => ctx.upstream_failure,
+        };
+        let code = match (e.etype(), failure) {
+            (ErrorType::HTTPStatus(c), _) => *c,
+            (_, Some(f)) => f.status(),
+            _ if e.esource() == &pingora::ErrorSource::Downstream => 0,
+            _ => 500,
         };
         // The auth decision (allow) stands; the outcome records the upstream failure.
         ctx.outcome = Outcome::UpstreamError;
@@ -444,25 +473,37 @@ impl ProxyHttp for Gateway {
         if let Some(r) = route {
             metrics().upstream_errors_total.with_label_values(&[r]).inc();
         }
+        let failure = failure.unwrap_or(UpstreamFailure::Failed);
         if code > 0 {
-            let title = if code == 502 { "Bad Gateway" } else { "Gateway error" };
-            let body = serde_json::json!({
-                "type": "urn:idfabric:problem:upstream_error",
-                "title": title,
-                "status": code,
-                "detail": "the upstream application could not be reached or failed",
-                "reason": "upstream_error",
-                "route": route,
-            });
+            let body = if code == failure.status() {
+                failure.problem_json(route)
+            } else {
+                serde_json::json!({
+                    "type": "urn:idfabric:problem:upstream_error",
+                    "title": "Gateway error",
+                    "status": code,
+                    "detail": "the upstream application could not be reached or failed",
+                    "reason": "upstream_error",
+                    "route": route,
+                })
+                .to_string()
+            };
             let _ = respond::send(
                 session,
                 code,
                 &[("content-type", "application/problem+json"), ("cache-control", "no-store")],
-                body.to_string().into(),
+                body.into(),
             )
             .await;
         }
-        tracing::warn!(parent: &ctx.span, route = route.unwrap_or("none"), status = code, error_type = ?e.etype(), "upstream failure");
+        tracing::warn!(
+            parent: &ctx.span,
+            route = route.unwrap_or("none"),
+            status = code,
+            reason = failure.reason(),
+            error = %e,
+            "upstream failure"
+        );
         FailToProxy { error_code: code, can_reuse_downstream: false }
     }
 
