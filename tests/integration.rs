@@ -38,6 +38,7 @@ mod session_endpoint;
 mod signin;
 mod signin_ciam;
 mod smoke;
+mod trusted_proxies;
 mod upgrade;
 mod watch;
 
