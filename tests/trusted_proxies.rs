@@ -255,12 +255,17 @@ async fn behind_nginx_sign_in_is_https_with_host_cookies_and_the_upstream_sees_t
     assert!(!session.contains("Domain"), "a __Host- cookie names no domain: {session}");
     assert!(done.set_cookie(SESSION).is_none(), "no plain-HTTP session cookie: {:?}", done.set_cookies());
 
-    // The upstream sees the client through both hops.
-    let page = b.get(&app).await;
+    // The upstream sees the client through both hops, whatever the client claimed:
+    // nginx appends the client to its forged X-Forwarded-For (idfabric drops what is
+    // left of the client) and relays its forged `Forwarded` untouched (idfabric drops it).
+    let forged = [("x-forwarded-for", "6.6.6.6"), ("forwarded", "for=6.6.6.6;proto=http;host=evil.test")];
+    let page = b.send("GET", &app, None, &forged).await;
     let up = page.upstream();
     assert_eq!(up["x-forwarded-proto"], "https");
     assert_eq!(up["x-forwarded-host"], format!("app.test:{}", ng.port));
     assert_eq!(up["x-forwarded-for"], "127.0.0.2, 127.0.0.1", "the client (first), then nginx");
+    assert!(!up.contains_key("forwarded"), "{up:?}");
+    assert_eq!(up["x-forwarded-port"], ng.port.to_string(), "nginx's own other headers pass");
     assert_eq!(up["x-identity-email"], "alice@corp.test");
     let line = audit_line(&env, &request_id(&page));
     assert_eq!((line["route"].as_str(), line["client_ip"].as_str()), (Some("app"), Some("127.0.0.2")), "{line}");

@@ -591,7 +591,8 @@ pub fn strip_identity_headers(req: &mut RequestHeader) {
 
 /// `X-Forwarded-For/Proto/Host` for the upstream (`crate::forwarded`): forwarding
 /// headers are removed unless the peer is a trusted proxy, then ours are set unless the
-/// route says `forwarded_headers: false`.
+/// route says `forwarded_headers: false`. With ours goes any `Forwarded`: a proxy may
+/// relay a client's own untouched (nginx does), and it could contradict ours.
 fn set_forwarding_headers(upstream: &mut RequestHeader, origin: &crate::forwarded::Origin, add: bool) -> Result<()> {
     if !origin.peer_trusted {
         let names: Vec<http::HeaderName> =
@@ -601,6 +602,7 @@ fn set_forwarding_headers(upstream: &mut RequestHeader, origin: &crate::forwarde
         }
     }
     if add {
+        upstream.remove_header(&http::header::FORWARDED);
         for (name, value) in origin.upstream_headers() {
             upstream.insert_header(name, value)?;
         }
