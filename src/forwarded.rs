@@ -24,8 +24,9 @@
 //! Configuration types live here too ([`TrustedProxies`], [`PublicUrl`]) so that what
 //! `config` accepts is exactly what this module reads.
 
-use http::header::HeaderMap;
+use http::header::{HeaderMap, HeaderName, FORWARDED};
 use ipnet::IpNet;
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 /// Most hops walked in a forwarding chain; a longer run of trusted hops ends the walk
@@ -219,7 +220,7 @@ pub fn derive(
     let peer_trusted = peer.is_some_and(|p| trusted.contains(p));
     let mut o = Origin { client_ip: peer, https: tls, authority: host.to_string(), peer_trusted, peer, via: Vec::new() };
     if peer_trusted {
-        let claims = if X_FORWARDED.iter().any(|h| headers.contains_key(*h)) {
+        let claims = if X_FORWARDED.iter().any(|h| headers.contains_key(h)) {
             x_forwarded(headers, trusted)
         } else {
             forwarded(headers, trusted)
@@ -243,7 +244,12 @@ pub fn derive(
     o
 }
 
-const X_FORWARDED: [&str; 4] = ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port"];
+// Looked up as `HeaderName`s: a `&str` name is parsed and validated on every lookup.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+const X_FORWARDED: [HeaderName; 4] = [X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_HOST, X_FORWARDED_PORT];
 
 /// What trusted headers said.
 #[derive(Debug, Default)]
@@ -258,7 +264,7 @@ struct Claims {
 /// Every value of a list header, rightmost first, across its lines (RFC 9110 §5.3: the
 /// lines are one comma-separated list, in order). A line that is not visible ASCII is
 /// one unreadable entry (`None`).
-fn list_from_right<'a>(headers: &'a HeaderMap, name: &str) -> Vec<Option<&'a str>> {
+fn list_from_right<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Vec<Option<&'a str>> {
     let mut out = Vec::new();
     for line in headers.get_all(name) {
         match line.to_str() {
@@ -273,7 +279,7 @@ fn list_from_right<'a>(headers: &'a HeaderMap, name: &str) -> Vec<Option<&'a str
 /// The rightmost value of a single-valued header that some proxies append to instead of
 /// overwrite: the one the nearest (trusted) proxy wrote. Anything left of it may be
 /// the client's.
-fn rightmost<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+fn rightmost<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
     list_from_right(headers, name).into_iter().next().flatten().filter(|v| !v.is_empty())
 }
 
@@ -281,7 +287,7 @@ fn rightmost<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// nearest proxy (their rightmost value).
 fn x_forwarded(headers: &HeaderMap, trusted: &TrustedProxies) -> Claims {
     let mut via = Vec::new();
-    for entry in list_from_right(headers, "x-forwarded-for") {
+    for entry in list_from_right(headers, &X_FORWARDED_FOR) {
         let Some(ip) = entry.and_then(xff_address) else { break };
         via.push(ip);
         if !trusted.contains(ip) || via.len() >= MAX_HOPS {
@@ -291,9 +297,9 @@ fn x_forwarded(headers: &HeaderMap, trusted: &TrustedProxies) -> Claims {
     via.reverse();
     Claims {
         via,
-        https: rightmost(headers, "x-forwarded-proto").and_then(proto),
-        host: rightmost(headers, "x-forwarded-host").and_then(valid_authority).map(str::to_string),
-        port: rightmost(headers, "x-forwarded-port").and_then(|p| p.parse::<u16>().ok()).filter(|p| *p != 0),
+        https: rightmost(headers, &X_FORWARDED_PROTO).and_then(proto),
+        host: rightmost(headers, &X_FORWARDED_HOST).and_then(valid_authority).map(str::to_string),
+        port: rightmost(headers, &X_FORWARDED_PORT).and_then(|p| p.parse::<u16>().ok()).filter(|p| *p != 0),
     }
 }
 
@@ -357,78 +363,73 @@ fn split_port(authority: &str) -> (&str, Option<u16>) {
 
 // === RFC 7239 `Forwarded` ===
 
-/// One `forwarded-element`: its parameters (names lowercased), or `None` when it does
-/// not follow the grammar.
-type Element = Option<Vec<(String, String)>>;
+/// One `forwarded-element`'s parameters (names as sent; compared case-insensitively).
+type Params<'a> = Vec<(&'a str, Cow<'a, str>)>;
 
 /// `Forwarded` walked from the right by `for=`. The element the walk ends on was
 /// written by a trusted proxy (the one whose client it names), so its `proto=` and
-/// `host=` are what the client used.
+/// `host=` are what the client used. Elements are parsed only as far as the walk goes.
 fn forwarded(headers: &HeaderMap, trusted: &TrustedProxies) -> Claims {
-    let mut elements = Vec::new();
-    for line in headers.get_all("forwarded") {
+    // `None`: a line that is not visible ASCII.
+    let mut elements: Vec<Option<&str>> = Vec::new();
+    for line in headers.get_all(&FORWARDED) {
         match line.to_str() {
-            Ok(l) => elements.extend(split_elements(l).into_iter().map(|e| parse_element(&e))),
+            Ok(l) => elements.extend(split_outside_quotes(l, b',').into_iter().map(Some)),
             Err(_) => elements.push(None),
         }
     }
     let mut via = Vec::new();
-    let mut last: Option<&Vec<(String, String)>> = None;
-    for e in elements.iter().rev() {
-        let Some(params) = e else { break };
+    let mut last: Option<Params<'_>> = None;
+    for e in elements.into_iter().rev() {
+        let Some(params) = e.and_then(parse_element) else { break };
+        let ip = param(&params, "for").and_then(node_address);
         last = Some(params);
-        let Some(ip) = param(params, "for").and_then(node_address) else { break };
+        let Some(ip) = ip else { break };
         via.push(ip);
         if !trusted.contains(ip) || via.len() >= MAX_HOPS {
             break;
         }
     }
     via.reverse();
-    let (https, host) = match last {
+    let (https, host) = match &last {
         Some(p) => (param(p, "proto").and_then(proto), param(p, "host").and_then(valid_authority).map(str::to_string)),
         None => (None, None),
     };
     Claims { via, https, host, port: None }
 }
 
-fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
-}
-
-/// Splits a `Forwarded` value at the commas outside quoted strings.
-fn split_elements(value: &str) -> Vec<String> {
-    split_outside_quotes(value, ',')
+fn param<'a>(params: &'a Params<'_>, name: &str) -> Option<&'a str> {
+    params.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_ref())
 }
 
 /// Splits at `sep` outside `"…"` (a backslash escapes the next byte inside quotes).
-/// Values are visible ASCII here (`to_str` succeeded), so byte-wise is char-wise.
-fn split_outside_quotes(s: &str, sep: char) -> Vec<String> {
+/// The separators and quotes are ASCII, so every cut is at a character boundary.
+fn split_outside_quotes(s: &str, sep: u8) -> Vec<&str> {
     let mut out = Vec::new();
-    let mut cur = String::new();
-    let (mut quoted, mut escaped) = (false, false);
-    for c in s.chars() {
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, b) in s.bytes().enumerate() {
         if escaped {
             escaped = false;
-        } else if quoted && c == '\\' {
+        } else if quoted && b == b'\\' {
             escaped = true;
-        } else if c == '"' {
+        } else if b == b'"' {
             quoted = !quoted;
-        } else if c == sep && !quoted {
-            out.push(std::mem::take(&mut cur));
-            continue;
+        } else if b == sep && !quoted {
+            out.push(&s[start..i]);
+            start = i + 1;
         }
-        cur.push(c);
     }
-    out.push(cur);
+    out.push(&s[start..]);
     out
 }
 
 /// `forwarded-element = [ forwarded-pair ] *( ";" [ forwarded-pair ] )`,
 /// `forwarded-pair = token "=" value`, `value = token / quoted-string`; a parameter
-/// may not repeat within an element (RFC 7239 §4).
-fn parse_element(e: &str) -> Element {
-    let mut params: Vec<(String, String)> = Vec::new();
-    for pair in split_outside_quotes(e, ';') {
+/// may not repeat within an element (RFC 7239 §4). `None` when the element does not
+/// follow the grammar.
+fn parse_element(e: &str) -> Option<Params<'_>> {
+    let mut params: Params<'_> = Vec::new();
+    for pair in split_outside_quotes(e, b';') {
         let pair = pair.trim_matches([' ', '\t']);
         if pair.is_empty() {
             continue;
@@ -440,12 +441,11 @@ fn parse_element(e: &str) -> Element {
         let value = if let Some(q) = value.strip_prefix('"') {
             unquote(q.strip_suffix('"')?)?
         } else if !value.is_empty() && value.bytes().all(is_tchar) {
-            value.to_string()
+            Cow::Borrowed(value)
         } else {
             return None;
         };
-        let name = name.to_ascii_lowercase();
-        if params.iter().any(|(k, _)| *k == name) {
+        if params.iter().any(|(k, _)| k.eq_ignore_ascii_case(name)) {
             return None;
         }
         params.push((name, value));
@@ -455,7 +455,10 @@ fn parse_element(e: &str) -> Element {
 
 /// The inside of a `quoted-string` (RFC 9110 §5.6.4) without its escapes, or `None`
 /// when a quote is left unescaped or an escape dangles.
-fn unquote(s: &str) -> Option<String> {
+fn unquote(s: &str) -> Option<Cow<'_, str>> {
+    if !s.contains(['\\', '"']) {
+        return Some(Cow::Borrowed(s));
+    }
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars();
     while let Some(c) = chars.next() {
@@ -465,7 +468,7 @@ fn unquote(s: &str) -> Option<String> {
             c => out.push(c),
         }
     }
-    Some(out)
+    Some(Cow::Owned(out))
 }
 
 fn is_tchar(b: u8) -> bool {
