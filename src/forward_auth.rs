@@ -74,7 +74,7 @@ pub struct CheckRequest<'a> {
     /// The check request's query.
     pub query: Option<&'a str>,
     pub headers: &'a HeaderMap,
-    /// The check arrived over TLS (decides the session cookie's name, as for sign-in).
+    /// The check arrived over TLS, or (behind a trusted proxy) the client used https.
     pub tls: bool,
 }
 
@@ -285,7 +285,8 @@ pub async fn check(rt: &Runtime, req: &CheckRequest<'_>) -> Checked {
     if original.path.has_params() && !route.spec.path_params {
         return refused(params(), target);
     }
-    let answer = match pipeline::admit_request(rt, route, &original.method, req.headers, &original.uri, req.tls).await {
+    // The session cookie's name follows the scheme the browser used (`__Host-` over https).
+    let answer = match pipeline::admit_request(rt, route, &original.method, req.headers, &original.uri, original.https).await {
         Ok(admission) => Answer::Allow { headers: answer_headers(rt, route, &admission), admission },
         Err(denial) => {
             let signin = denial.redirect.as_deref().map(|to| SignIn {

@@ -60,6 +60,23 @@ pub fn header_name(data: &[u8]) {
     }
 }
 
+/// Forwarding headers from a trusted proxy (`crate::forwarded::derive`): each line of
+/// `data` is one header line, its first byte choosing `X-Forwarded-For`, `-Proto`,
+/// `-Host`, `-Port` or `Forwarded`. The result must be a usable origin.
+pub fn forwarded(data: &[u8]) {
+    const NAMES: [&str; 5] = ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port", "forwarded"];
+    let mut h = HeaderMap::new();
+    for line in data.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        if let Ok(v) = HeaderValue::from_bytes(&line[1..]) {
+            h.append(NAMES[line[0] as usize % NAMES.len()], v);
+        }
+    }
+    let trusted = crate::forwarded::TrustedProxies::new(vec!["10.0.0.0/8".parse().expect("a CIDR"), "fd00::/8".parse().expect("a CIDR")]);
+    let o = crate::forwarded::derive(Some([10, 0, 0, 1].into()), false, "app.test", &h, &trusted, None);
+    let _ = (o.origin(), o.host(), o.port(), o.x_forwarded_for());
+    assert!(o.authority.parse::<http::uri::Authority>().is_ok(), "{}", o.authority);
+}
+
 /// `routes.yaml` and one provider file (`providers/p.yaml`, enabled when the routes
 /// name it) through the whole loader: YAML, `${ENV}` expansion, strict structs and
 /// validation. The files go to a fresh temporary directory (the loader reads paths).
@@ -168,6 +185,17 @@ mod tests {
         #[test]
         fn header_names_never_panic(data in prop::collection::vec(any::<u8>(), 0..64)) {
             header_name(&data);
+        }
+
+        #[test]
+        fn forwarding_headers_never_panic(data in prop::collection::vec(any::<u8>(), 0..512)) {
+            forwarded(&data);
+        }
+
+        #[test]
+        fn forwarding_header_shapes_never_panic(lines in prop::collection::vec(("[0-4]", "[ -~]{0,40}|(for|proto|host|by)=(\"?[\\[\\]0-9a-f:._,;=\"]{0,30}\"?;?){1,3}"), 0..6)) {
+            let text: Vec<String> = lines.iter().map(|(k, v)| format!("{k}{v}")).collect();
+            forwarded(text.join("\n").as_bytes());
         }
     }
 

@@ -23,6 +23,8 @@
 //! - [`login`]: browser sign-in (the relying-party flow); [`session`]: browser sessions,
 //!   sign-ins in progress and `session_for`; [`upstream`]: requests to an upstream
 //!   provider's token endpoint.
+//! - [`forwarded`]: the client's address, scheme and host behind trusted proxies
+//!   (`server.trusted_proxies`, `server.public_url`).
 //! - [`gateway`]: thin Pingora `ProxyHttp` glue; [`admin`]: metrics and health;
 //!   [`server`]: service assembly; [`cli`]: the command line.
 //! - [`keys`]: key generation and JWS signing; [`op`]: what the broker, the dev
@@ -47,6 +49,7 @@ pub mod credential;
 pub mod dns;
 pub mod echo;
 pub mod forward_auth;
+pub mod forwarded;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gateway;

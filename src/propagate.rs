@@ -273,6 +273,7 @@ mod tests {
             require: Default::default(),
             providers: None,
             authorization,
+            forwarded_headers: true,
             identity_token,
             branding: Default::default(),
             case_sensitive: false,

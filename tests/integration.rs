@@ -40,6 +40,7 @@ mod signin;
 mod signin_ciam;
 mod smoke;
 mod subdomains;
+mod trusted_proxies;
 mod upgrade;
 mod upstreams;
 mod watch;

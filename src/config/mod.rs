@@ -237,6 +237,10 @@ pub struct BrokerClientSpec {
 
 #[derive(Debug, Clone)]
 pub struct ServerSpec {
+    /// `server.trusted_proxies`: TCP peers whose forwarding headers are believed (`crate::forwarded`).
+    pub trusted_proxies: crate::forwarded::TrustedProxies,
+    /// `server.public_url`: the external origin, whatever the headers say.
+    pub public_url: Option<crate::forwarded::PublicUrl>,
     pub threads: usize,
     pub verify_cache_entries: u64,
     pub upstream_keepalive: usize,
@@ -433,6 +437,8 @@ pub struct RouteSpec {
     /// Provider ids accepted on this route; `None` = every enabled provider.
     pub providers: Option<Vec<String>>,
     pub authorization: AuthorizationHeader,
+    /// The upstream receives `X-Forwarded-For/Proto/Host` (`forwarded_headers`, default true).
+    pub forwarded_headers: bool,
     pub identity_token: bool,
     pub branding: BrandingSpec,
     /// `path_prefix` compares case-sensitively (default: ASCII case-insensitively).

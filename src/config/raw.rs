@@ -164,6 +164,9 @@ pub struct BrokerClient {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerTuning {
+    /// Proxies whose forwarding headers are believed, and the pinned external origin (docs/deployment.md).
+    pub trusted_proxies: Option<Vec<S>>,
+    pub public_url: Option<S>,
     pub threads: Option<usize>,
     pub verify_cache_entries: Option<u64>,
     pub upstream_keepalive: Option<usize>,
@@ -185,6 +188,8 @@ pub struct Route {
     pub providers: Option<Vec<S>>,
     /// What happens to the client's `Authorization` header: keep | strip | identity_token.
     pub authorization: Option<S>,
+    /// Send `X-Forwarded-For/Proto/Host` upstream (default true).
+    pub forwarded_headers: Option<bool>,
     /// Mint `X-Identity-Token` for this route (default true).
     pub identity_token: Option<bool>,
     /// Look of this route's sign-in pages (customer routes: white label).

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 
 #[path = "validate/broker.rs"]
 mod broker;
+#[path = "validate/edge.rs"]
+mod edge;
 #[path = "validate/providers.rs"]
 mod providers;
 #[path = "validate/sso.rs"]
@@ -80,6 +82,8 @@ fn build(
     let session = session(file.session.as_ref(), base_dir, p);
     let broker = file.broker.as_ref().and_then(|b| broker::broker(b, base_dir, &providers, p));
     let server = ServerSpec {
+        trusted_proxies: edge::trusted_proxies(file.server.as_ref().and_then(|s| s.trusted_proxies.as_deref()), p),
+        public_url: edge::public_url(file.server.as_ref().and_then(|s| s.public_url.as_deref()), p),
         threads: file.server.as_ref().and_then(|s| s.threads).unwrap_or(1).max(1),
         verify_cache_entries: file
             .server
@@ -453,6 +457,7 @@ fn route(r: &raw::Route, enabled: &HashSet<&str>, p: &mut Problems) -> Option<Ro
         require,
         providers,
         authorization,
+        forwarded_headers: r.forwarded_headers.unwrap_or(true),
         identity_token: r.identity_token.unwrap_or(true),
         branding: branding(r.branding.as_ref(), a, p),
         case_sensitive: r.case_sensitive.unwrap_or(false),

@@ -5,7 +5,7 @@
 //! | --- | --- |
 //! | `request_filter` | request target and canonical path (`crate::canon`; the request is rewritten to it, so the upstream reads the routed path); reserved paths and forward-auth checks (`crate::forward_auth`); route; credential, verify, decide (`pipeline::admit_request`); on refusal writes the response and returns `Ok(true)` |
 //! | `upstream_peer` | picks the upstream for the identity's population (round-robin, passive health), resolves a name (`crate::dns`) and sets the route's timeouts, TLS and HTTP version (`peer`) |
-//! | `upstream_request_filter` | removes client-sent `X-Identity-*`, adds the identity headers and token, sets `upstream_host` |
+//! | `upstream_request_filter` | removes client-sent `X-Identity-*`, adds the identity headers and token, sets `upstream_host`, and `X-Forwarded-For/Proto/Host` (`crate::forwarded`) |
 //! | `response_filter` | the request's `X-Request-Id` on the upstream's answer |
 //! | `fail_to_connect` | marks the peer (or the name's address) down and retries another one |
 //! | `fail_to_proxy` | problem+json naming the failure (`upstream_timeout` 504, `upstream_unreachable` 502, …) instead of Pingora's bare error page |
@@ -73,6 +73,9 @@ pub struct RequestCtx {
     trace: TraceContext,
     /// Set when the request was a forward-auth check.
     forward: Option<Box<ForwardDecision>>,
+    /// The client's address, scheme and host (behind trusted proxies, what they said),
+    /// set first in `request_filter`.
+    origin: crate::forwarded::Origin,
     /// The request's `tracing` span (target `idfabric::request`, debug level: free
     /// unless enabled, e.g. `IDFABRIC_LOG=info,idfabric::request=debug`); the request's
     /// log lines are emitted inside it.
@@ -245,6 +248,7 @@ impl ProxyHttp for Gateway {
             request_id: String::new(),
             trace: TraceContext::default(),
             forward: None,
+            origin: Default::default(),
             span: tracing::Span::none(),
         }
     }
@@ -275,6 +279,7 @@ impl ProxyHttp for Gateway {
         let (resolved, rewrite) = match resolve(&rt, session.req_header()) {
             Ok(r) => r,
             Err((refusal, route)) => {
+                ctx.origin = reserved::origin(&rt, session);
                 ctx.route = route;
                 ctx.outcome = Outcome::Refused;
                 ctx.reason = refusal.code();
@@ -292,6 +297,8 @@ impl ProxyHttp for Gateway {
                 req.insert_header(http::header::HOST, host)?;
             }
         }
+        // Read on the canonical request (an absolute-form target's `Host` is set now).
+        ctx.origin = reserved::origin(&rt, session);
         let route = match resolved {
             Resolved::Route(i) => &rt.routes.routes[i as usize],
             Resolved::Asterisk => {
@@ -302,7 +309,7 @@ impl ProxyHttp for Gateway {
             }
             Resolved::ForwardAuth(rest) => {
                 let mut fwd = Box::<ForwardDecision>::default();
-                let h = reserved::forward_auth(&rt, session, &rest, &mut fwd).await?;
+                let h = reserved::forward_auth(&rt, session, &rest, &ctx.origin, &mut fwd).await?;
                 // Counted under the route it was about, like a proxied request.
                 (ctx.route, ctx.provider, ctx.population) = (fwd.route, fwd.provider, fwd.population);
                 (ctx.outcome, ctx.reason, ctx.decision) = (fwd.outcome(h.status), fwd.reason, fwd.decision);
@@ -310,7 +317,7 @@ impl ProxyHttp for Gateway {
                 return Ok(true);
             }
             Resolved::Reserved(path) => {
-                let h = reserved::handle(&rt, session, &path).await?;
+                let h = reserved::handle(&rt, session, &path, &ctx.origin).await?;
                 ctx.outcome = if h.status < 400 { Outcome::Internal } else { Outcome::Refused };
                 ctx.reply_reason = Some(h.reason);
                 return Ok(true);
@@ -325,9 +332,9 @@ impl ProxyHttp for Gateway {
         ctx.route = Some(route.index);
         ctx.span.record("route", route.spec.name.as_str());
         let req = session.req_header();
-        match pipeline::admit_request(&rt, route, &req.method, &req.headers, &req.uri, reserved::is_tls(session)).await {
+        match pipeline::admit_request(&rt, route, &req.method, &req.headers, &req.uri, ctx.origin.https).await {
             Ok(adm) => {
-                tarpit::forgive(session);
+                tarpit::forgive(tarpit::key(session, &ctx.origin));
                 ctx.population = adm.population();
                 if let Admission::Allowed { verified, .. } = adm {
                     ctx.provider = Some(verified.provider);
@@ -345,7 +352,7 @@ impl ProxyHttp for Gateway {
                 if d.refusal.class() == crate::refusal::Class::InvalidToken
                     && !matches!(d.refusal, Refusal::NoCredential | Refusal::NoSession | Refusal::BadSession)
                 {
-                    tarpit::strike(session).await;
+                    tarpit::strike(tarpit::key(session, &ctx.origin)).await;
                 }
                 if let Some(location) = &d.redirect {
                     respond::redirect(session, location).await?;
@@ -430,6 +437,7 @@ impl ProxyHttp for Gateway {
         if let Some(host) = &route.spec.upstream.host_header {
             upstream.insert_header(http::header::HOST, host.as_str())?;
         }
+        set_forwarding_headers(upstream, &ctx.origin, route.spec.forwarded_headers)?;
         propagate::route_headers(rt.minter.as_ref(), &route.spec, route.index, ctx.verified.as_deref(), |change| {
             match change {
                 propagate::Change::Set(name, value) => upstream.insert_header(name, value)?,
@@ -573,7 +581,7 @@ impl ProxyHttp for Gateway {
 fn audit(session: &Session, ctx: &RequestCtx, route: &str, provider: &str, status: u16) {
     let rt = &ctx.rt;
     let req = session.req_header();
-    let client_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+    let client_ip = ctx.origin.client_ip.or_else(|| session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
     let include_email = rt.config.audit.include_email;
     let base = |kind, route, host, path| crate::audit::Event {
         kind,
@@ -651,6 +659,27 @@ pub fn strip_identity_headers(req: &mut RequestHeader) {
     }
 }
 
+/// `X-Forwarded-For/Proto/Host` for the upstream (`crate::forwarded`): forwarding
+/// headers are removed unless the peer is a trusted proxy, then ours are set unless the
+/// route says `forwarded_headers: false`. With ours goes any `Forwarded`: a proxy may
+/// relay a client's own untouched (nginx does), and it could contradict ours.
+fn set_forwarding_headers(upstream: &mut RequestHeader, origin: &crate::forwarded::Origin, add: bool) -> Result<()> {
+    if !origin.peer_trusted {
+        let names: Vec<http::HeaderName> =
+            upstream.headers.keys().filter(|k| crate::forwarded::is_forwarding_header(k.as_str())).cloned().collect();
+        for n in names {
+            upstream.remove_header(&n);
+        }
+    }
+    if add {
+        upstream.remove_header(&http::header::FORWARDED);
+        for (name, value) in origin.upstream_headers() {
+            upstream.insert_header(name, value)?;
+        }
+    }
+    Ok(())
+}
+
 /// Removes idfabric's own cookies (the session id in any spelling, the remembered
 /// provider, the sign-in and handoff binding nonces) from what the upstream receives: an app behind
 /// the gateway must not be able to replay a session or finish someone's sign-in.
@@ -693,7 +722,8 @@ pub fn strip_own_cookies(req: &mut RequestHeader, session_cookie: &str) {
 /// would hand the flooder the CPU that valid traffic needs. After `FREE_STRIKES`
 /// consecutive invalid tokens on one connection (client address and port), each further
 /// refusal on it waits a little longer (up to a second). A valid request resets the
-/// count. The table is per worker thread and bounded.
+/// count. Behind a trusted proxy, whose connections carry many clients, the count is
+/// per forwarded client address instead. The table is per worker thread and bounded.
 mod tarpit {
     use pingora::proxy::Session;
     use std::cell::RefCell;
@@ -708,21 +738,26 @@ mod tarpit {
         static STRIKES: RefCell<HashMap<SocketAddr, u32>> = RefCell::new(HashMap::new());
     }
 
-    fn peer(session: &Session) -> Option<SocketAddr> {
+    /// Whose strikes a request counts: its connection, or behind a trusted proxy its
+    /// client's address (port 0).
+    pub fn key(session: &Session, origin: &crate::forwarded::Origin) -> Option<SocketAddr> {
+        if origin.peer_trusted {
+            return origin.client_ip.map(|ip| SocketAddr::new(ip, 0));
+        }
         session.client_addr().and_then(|a| a.as_inet()).copied()
     }
 
-    pub fn forgive(session: &Session) {
+    pub fn forgive(key: Option<SocketAddr>) {
         let empty = STRIKES.with(|s| s.borrow().is_empty());
         if !empty {
-            if let Some(p) = peer(session) {
+            if let Some(p) = key {
                 STRIKES.with(|s| s.borrow_mut().remove(&p));
             }
         }
     }
 
-    pub async fn strike(session: &Session) {
-        let Some(p) = peer(session) else { return };
+    pub async fn strike(key: Option<SocketAddr>) {
+        let Some(p) = key else { return };
         let n = STRIKES.with(|s| {
             let mut map = s.borrow_mut();
             if map.len() >= MAX_ENTRIES {

@@ -7,6 +7,7 @@ use super::respond;
 use crate::pipeline;
 use crate::providers::{dev, dev_op};
 use crate::forward_auth;
+use crate::forwarded::Origin;
 use crate::refusal::Refusal;
 use crate::runtime::Runtime;
 use pingora::proxy::Session;
@@ -35,9 +36,11 @@ fn under_ci(path: &str, base: &str) -> bool {
     p.len() >= b.len() && p[..b.len()].eq_ignore_ascii_case(b) && (p.len() == b.len() || p[b.len()] == b'/')
 }
 
-pub async fn handle(rt: &Runtime, session: &mut Session, path: &str) -> Result<Handled> {
+/// `origin` is the request as the client made it (`crate::forwarded`): sign-in, the
+/// broker and the dev provider build their URLs and cookie names from it.
+pub async fn handle(rt: &Runtime, session: &mut Session, path: &str, origin: &Origin) -> Result<Handled> {
     if let Some(rest) = path.strip_prefix(dev::PATH_PREFIX) {
-        return dev_provider(rt, session, rest).await;
+        return dev_provider(rt, session, rest, origin).await;
     }
     if crate::login::PATHS.contains(&path) {
         let body = read_body(session).await?;
@@ -45,7 +48,7 @@ pub async fn handle(rt: &Runtime, session: &mut Session, path: &str) -> Result<H
             return refuse(session, Refusal::Malformed("request body larger than 16 KiB"), None).await;
         };
         let (reply, status) = {
-            let req = web_request(session, path, &body);
+            let req = web_request(session, origin, path, &body);
             let r = crate::login::handle(rt, &req).await;
             let s = r.status;
             (r, s)
@@ -55,11 +58,11 @@ pub async fn handle(rt: &Runtime, session: &mut Session, path: &str) -> Result<H
     }
     if let Some(b) = &rt.config.broker {
         if under(path, &b.path) {
-            return broker(rt, session, &path[b.path.len()..]).await;
+            return broker(rt, session, &path[b.path.len()..], origin).await;
         }
     }
     match path {
-        "/.idfabric/me" => me(rt, session).await,
+        "/.idfabric/me" => me(rt, session, origin).await,
         _ => refuse(session, Refusal::NoRoute, None).await,
     }
 }
@@ -74,7 +77,7 @@ async fn ok_json(session: &mut Session, body: &serde_json::Value) -> Result<Hand
     Ok(Handled { status: 200, reason: "ok" })
 }
 
-async fn dev_provider(rt: &Runtime, session: &mut Session, rest: &str) -> Result<Handled> {
+async fn dev_provider(rt: &Runtime, session: &mut Session, rest: &str, origin: &Origin) -> Result<Handled> {
     let (id, sub) = rest.split_once('/').unwrap_or((rest, ""));
     let Some(p) = rt.registry.by_id(id).filter(|p| p.dev_signer.is_some()) else {
         return refuse(session, Refusal::NoRoute, None).await;
@@ -89,7 +92,7 @@ async fn dev_provider(rt: &Runtime, session: &mut Session, rest: &str) -> Result
             };
             let path = session.req_header().uri.path().to_string();
             let reply = {
-                let req = web_request(session, &path, &body);
+                let req = web_request(session, origin, &path, &body);
                 let known = |h: &str| rt.routes.find(h, "/.idfabric/logged-out").is_some();
                 crate::providers::dev_op::handle(p, sub, &req, &known)
             };
@@ -105,12 +108,12 @@ async fn dev_provider(rt: &Runtime, session: &mut Session, rest: &str) -> Result
 }
 
 /// Everything under the broker's issuer path goes to `crate::broker` (bodies up to 16 KiB).
-async fn broker(rt: &Runtime, session: &mut Session, _rest: &str) -> Result<Handled> {
+async fn broker(rt: &Runtime, session: &mut Session, _rest: &str, origin: &Origin) -> Result<Handled> {
     let reply = match read_body(session).await? {
         None => crate::broker::too_large(),
         Some(body) => {
             let path = session.req_header().uri.path().to_string();
-            let req = web_request(session, &path, &body);
+            let req = web_request(session, origin, &path, &body);
             crate::broker::handle(rt, &req).await
         }
     };
@@ -122,7 +125,7 @@ async fn broker(rt: &Runtime, session: &mut Session, _rest: &str) -> Result<Hand
 /// asked and recorded in `audit`: `200` with the headers to copy, the refusal as
 /// problem+json, and for a browser that must sign in a `302` or a `401` naming the
 /// sign-in URL in `X-Idfabric-Signin`.
-pub(super) async fn forward_auth(rt: &Runtime, session: &mut Session, rest: &str, audit: &mut super::ForwardDecision) -> Result<Handled> {
+pub(super) async fn forward_auth(rt: &Runtime, session: &mut Session, rest: &str, origin: &Origin, audit: &mut super::ForwardDecision) -> Result<Handled> {
     let checked = {
         let req = session.req_header();
         let check = forward_auth::CheckRequest {
@@ -130,7 +133,8 @@ pub(super) async fn forward_auth(rt: &Runtime, session: &mut Session, rest: &str
             rest,
             query: req.uri.query(),
             headers: &req.headers,
-            tls: is_tls(session),
+            // Behind a trusted TLS-terminating proxy: what the client used.
+            tls: origin.https,
         };
         forward_auth::check(rt, &check).await
     };
@@ -173,9 +177,9 @@ pub(super) async fn forward_auth(rt: &Runtime, session: &mut Session, rest: &str
 }
 
 /// The caller's normalised identity (bearer token from any enabled provider).
-async fn me(rt: &Runtime, session: &mut Session) -> Result<Handled> {
+async fn me(rt: &Runtime, session: &mut Session, origin: &Origin) -> Result<Handled> {
     let headers = session.req_header().headers.clone();
-    let cred = match crate::credential::extract(&headers, &rt.config.session.cookie_name(is_tls(session))) {
+    let cred = match crate::credential::extract(&headers, &rt.config.session.cookie_name(origin.https)) {
         Ok(crate::credential::Credential::Bearer(t)) => t.to_string(),
         Ok(crate::credential::Credential::Session(id)) => {
             return match pipeline::session(rt, id).await {
@@ -204,27 +208,34 @@ async fn read_body(session: &mut Session) -> Result<Option<Vec<u8>>> {
     Ok(Some(body))
 }
 
-/// Whether the request arrived over TLS (the scheme decides cookie names).
+/// Whether the request arrived over TLS on this connection. Behind a TLS-terminating
+/// proxy the client's scheme is [`origin`]'s `https` instead.
 pub fn is_tls(session: &Session) -> bool {
     session.digest().and_then(|d| d.ssl_digest.as_ref()).is_some()
 }
 
-fn web_request<'a>(session: &'a Session, path: &'a str, body: &'a [u8]) -> crate::web::Request<'a> {
+/// The request as the client made it (`crate::forwarded`): the TCP peer, TLS and `Host`
+/// of this connection, or what a peer in `server.trusted_proxies` says about them;
+/// `server.public_url` pins the scheme and host.
+pub fn origin(rt: &Runtime, session: &Session) -> Origin {
     let req = session.req_header();
-    let host = req
-        .uri
-        .host()
-        .or_else(|| req.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()))
-        .unwrap_or("");
-    let tls = is_tls(session);
+    let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+    let server = &rt.config.server;
+    crate::forwarded::derive(peer, is_tls(session), super::host_of(req), &req.headers, &server.trusted_proxies, server.public_url.as_ref())
+}
+
+/// The request for an endpoint idfabric serves itself, as the client made it: host,
+/// scheme and client address from `origin`.
+fn web_request<'a>(session: &'a Session, origin: &'a Origin, path: &'a str, body: &'a [u8]) -> crate::web::Request<'a> {
+    let req = session.req_header();
     crate::web::Request {
         method: req.method.as_str(),
-        host,
+        host: &origin.authority,
         path,
         query: req.uri.query().unwrap_or(""),
         headers: &req.headers,
         body,
-        tls,
-        client: session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()),
+        tls: origin.https,
+        client: origin.client_ip,
     }
 }

@@ -2,7 +2,8 @@
 //! `/authorize`): each start parks server-side state, so one client must not be able to
 //! start them as fast as it can send requests.
 //!
-//! A token bucket per client key (`web::client_key`): `rate_per_minute` tokens, refilled
+//! A token bucket per client key (`web::client_key`; behind `server.trusted_proxies` the
+//! forwarded client's address, not the proxy's): `rate_per_minute` tokens, refilled
 //! continuously, one per start; an empty bucket is a 429 with `Retry-After`. The table is
 //! a bounded cache (least recently used clients leave first when it is full, and an idle
 //! client's bucket is dropped after it would have refilled anyway), so a flood from many

@@ -17,16 +17,19 @@ use http::HeaderMap;
 /// The parts of a request an endpoint may read.
 pub struct Request<'a> {
     pub method: &'a str,
-    /// Host as the client sent it (with port), e.g. `app.localhost:8080`.
+    /// Host the client addressed (with port), e.g. `app.localhost:8080`: `Host`, or
+    /// behind a trusted proxy the host it names, or `server.public_url`'s.
     pub host: &'a str,
     pub path: &'a str,
     pub query: &'a str,
     pub headers: &'a HeaderMap,
     /// The request body (only read for POST, at most `MAX_BODY` bytes).
     pub body: &'a [u8],
-    /// The request arrived over TLS.
+    /// The client used https: this connection is TLS, or a trusted proxy terminated
+    /// TLS for it, or `server.public_url` is https. Decides `Secure` and `__Host-`.
     pub tls: bool,
-    /// The TCP peer's address (`None` on a Unix socket).
+    /// The client's address: the TCP peer, or behind trusted proxies the forwarded
+    /// client (`None` on a Unix socket).
     pub client: Option<std::net::IpAddr>,
 }
 
@@ -74,9 +77,9 @@ impl Request<'_> {
     }
 }
 
-/// Who "one client" is for per-client limits: the TCP peer's address; for IPv6 its /64
+/// Who "one client" is for per-client limits: the client's address (the TCP peer, or
+/// behind trusted proxies the forwarded client: `Request::client`); for IPv6 its /64
 /// (one subscriber's usual allocation, which a client can otherwise walk through).
-/// The one place to change when clients are identified behind trusted proxies.
 pub fn client_key(peer: Option<std::net::IpAddr>) -> String {
     match peer {
         Some(std::net::IpAddr::V4(a)) => a.to_string(),
