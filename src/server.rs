@@ -315,10 +315,10 @@ fn preinitialise_series(rt: &Runtime) {
         m.upstream_errors_total.with_label_values(&[r.spec.name.as_str()]);
     }
     m.config_reloads_total.with_label_values(&["failure"]);
-    if rt.config.listen_https.is_some() {
-        m.tls_cert_reloads_total.with_label_values(&["success"]);
-        m.tls_cert_reloads_total.with_label_values(&["failure"]);
-    }
+    // Exported at zero without a TLS listener too, so the dashboard and alert read the
+    // same series everywhere.
+    m.tls_cert_reloads_total.with_label_values(&["success"]);
+    m.tls_cert_reloads_total.with_label_values(&["failure"]);
 }
 
 /// Counts sign-ins that were started and never came back (`abandoned` funnel stage).

@@ -927,6 +927,7 @@ fn alert_rules_are_complete_and_point_at_their_runbooks() {
         "IdfabricSignInConversionDrop",
         "IdfabricDown",
         "IdfabricSessionStoreErrors",
+        "IdfabricTlsCertificateRenewalRefused",
     ] {
         assert!(names.contains(want), "alert {want} missing: {names:?}");
     }
