@@ -40,6 +40,7 @@ pub mod canon;
 pub mod cli;
 pub mod config;
 pub mod credential;
+pub mod deny;
 pub mod echo;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -55,6 +56,7 @@ pub mod propagate;
 pub mod providers;
 pub mod refusal;
 pub mod reload;
+pub mod revocation;
 pub mod runtime;
 pub mod server;
 pub mod session;

@@ -52,6 +52,10 @@ pub struct Metrics {
     pub access_flushes_total: IntCounterVec,
     /// Guarded admin requests refused, by reason (`admin_token_invalid`, ...).
     pub admin_refusals_total: IntCounterVec,
+    /// Revocations by who asked and what happened (`crate::revocation`).
+    pub revocations_total: IntCounterVec,
+    /// Back-channel logout requests by result (`ok` or why the token was refused).
+    pub backchannel_logouts_total: IntCounterVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -138,6 +142,8 @@ impl Metrics {
             access_dropped_total: plain_counter(&r, "access_dropped_total", "Access-review observations dropped"),
             access_flushes_total: counter(&r, "access_flushes_total", "Access-review evidence flushes into the session store, by result", &["result"]),
             admin_refusals_total: counter(&r, "admin_refusals_total", "Guarded admin requests refused, by reason", &["reason"]),
+            revocations_total: counter(&r, "revocations_total", "Revocations by source (admin, backchannel_logout) and event", &["source", "event"]),
+            backchannel_logouts_total: counter(&r, "backchannel_logouts_total", "Back-channel logout requests by result (ok or the refusal reason)", &["result"]),
             registry: r,
         }
     }

@@ -40,6 +40,9 @@ pub enum Op {
     PendingSweep,
     AccessWrite,
     AccessRead,
+    LogAppend,
+    LogRead,
+    Publish,
 }
 
 impl Op {
@@ -60,11 +63,14 @@ impl Op {
             Op::PendingSweep => "pending_sweep",
             Op::AccessWrite => "access_write",
             Op::AccessRead => "access_read",
+            Op::LogAppend => "log_append",
+            Op::LogRead => "log_read",
+            Op::Publish => "publish",
         }
     }
 
     fn writes(self) -> bool {
-        !matches!(self, Op::Get | Op::Members | Op::Ping | Op::PendingPeek | Op::AccessRead)
+        !matches!(self, Op::Get | Op::Members | Op::Ping | Op::PendingPeek | Op::AccessRead | Op::LogRead)
     }
 }
 
@@ -541,6 +547,59 @@ impl Store for RedisStore {
                 return Ok(out);
             }
         }
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    async fn log_append(&self, key: &str, score: i64, member: &str, keep: Duration) -> Result<(), StoreError> {
+        // One key: one slot, so a Cluster pipeline holds the three commands together.
+        let oldest = score - keep.as_millis() as i64;
+        self.run_ok(Op::LogAppend, |mut c| async move {
+            redis::pipe()
+                .zadd(key, member, score)
+                .ignore()
+                .zrembyscore(key, "-inf", format!("({oldest}"))
+                .ignore()
+                .pexpire(key, keep.as_millis().max(1) as i64)
+                .ignore()
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await
+    }
+
+    async fn log_since(&self, key: &str, after: i64) -> Result<Vec<(String, i64)>, StoreError> {
+        self.run_ok(Op::LogRead, |mut c| async move { c.zrangebyscore_withscores(key, format!("({after}"), "+inf").await }).await
+    }
+
+    async fn publish(&self, channel: &str, message: &str) -> Result<(), StoreError> {
+        self.run_ok(Op::Publish, |mut c| async move { c.publish::<_, _, i64>(channel, message).await.map(|_| ()) }).await
+    }
+
+    async fn subscribe(&self, channel: &str, tx: tokio::sync::mpsc::Sender<String>) -> Result<bool, StoreError> {
+        use futures_util::StreamExt;
+        let connect = async {
+            let Some(client) = self.backend.pubsub_client().await.map_err(unavailable)? else { return Ok(None) };
+            let mut ps = client.get_async_pubsub().await.map_err(unavailable)?;
+            ps.subscribe(channel).await.map_err(unavailable)?;
+            Ok::<_, StoreError>(Some(ps))
+        };
+        let ps = match tokio::time::timeout(OP_TIMEOUT, connect).await {
+            Err(_) => return Err(StoreError::Unavailable("subscribe timeout".into())),
+            Ok(r) => r?,
+        };
+        let Some(ps) = ps else { return Ok(false) };
+        let mut messages = ps.into_on_message();
+        while let Some(m) = messages.next().await {
+            if let Ok(text) = m.get_payload::<String>() {
+                if tx.send(text).await.is_err() {
+                    break;
+                }
+            }
+        }
+        Ok(true)
     }
 
     fn kind(&self) -> &'static str {
