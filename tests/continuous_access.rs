@@ -101,14 +101,13 @@ fn form(token: &str) -> String {
     format!("logout_token={}", url::form_urlencoded::byte_serialize(token.as_bytes()).collect::<String>())
 }
 
-async fn bearer(env: &TestEnv, token: &str) -> reqwest::Response {
-    client().get(on(env, "/")).bearer_auth(token).send().await.unwrap()
+async fn bearer(env: &TestEnv, token: &str) -> Resp {
+    Agent::api().send("GET", &on(env, "/"), None, &[("authorization", &format!("Bearer {token}"))]).await
 }
 
-async fn reason_of(r: reqwest::Response) -> (u16, String) {
-    let s = r.status().as_u16();
-    let body: Value = r.json().await.unwrap_or(Value::Null);
-    (s, body["reason"].as_str().unwrap_or("").to_string())
+async fn reason_of(r: Resp) -> (u16, String) {
+    let body: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
+    (r.status, body["reason"].as_str().unwrap_or("").to_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -130,7 +129,7 @@ async fn backchannel_logout_on_one_replica_ends_access_on_the_other_within_a_sec
     let alice_token = ea.mint("rwf", "alice", &[]);
     let bob_token = ea.mint("rwf", "bob", &[]);
     for env in [&ea, &eb] {
-        assert_eq!(bearer(env, &alice_token).await.status(), 200, "{}", ga.log());
+        assert_eq!(bearer(env, &alice_token).await.status, 200, "{}", ga.log());
     }
 
     // The provider tells replica A that alice signed out (sub only: every session).
@@ -160,14 +159,14 @@ async fn backchannel_logout_on_one_replica_ends_access_on_the_other_within_a_sec
     // Bob is untouched on both.
     assert_eq!(bob.get(&on(&eb, "/")).await.status, 200);
     for env in [&ea, &eb] {
-        assert_eq!(bearer(env, &bob_token).await.status(), 200);
+        assert_eq!(bearer(env, &bob_token).await.status, 200);
     }
 
     // A token issued after the logout (a later second) passes on both.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let fresh = ea.mint("rwf", "alice", &[]);
     for env in [&ea, &eb] {
-        assert_eq!(bearer(env, &fresh).await.status(), 200, "a token issued after the revocation");
+        assert_eq!(bearer(env, &fresh).await.status, 200, "a token issued after the revocation");
     }
     // And she can sign in again.
     let again = Agent::browser();
@@ -247,7 +246,7 @@ async fn bad_logout_tokens_get_the_spec_error_and_change_nothing() {
 
     // Nothing changed: alice's session and token work, no revocation counted.
     assert_eq!(alice.get(&on(&ea, "/")).await.status, 200, "{}", ga.log());
-    assert_eq!(bearer(&ea, &alice_token).await.status(), 200);
+    assert_eq!(bearer(&ea, &alice_token).await.status, 200);
     let metrics = scrape_metrics(&ea).await;
     assert_eq!(metric_value(&metrics, "idfabric_revocations_total{event=\"logout\",source=\"backchannel_logout\"}"), 1.0, "only the one good token");
     assert!(!ga.log().contains(&secret_part), "no logout token in the log");
