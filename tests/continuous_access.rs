@@ -18,6 +18,7 @@ use common::fixtures::now;
 use idfabric::keys::Signer;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
+use url::Url;
 
 const EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
 
@@ -254,4 +255,48 @@ async fn bad_logout_tokens_get_the_spec_error_and_change_nothing() {
 
 fn json_error(body: &str) -> String {
     serde_json::from_str::<Value>(body).ok().and_then(|v| v["error"].as_str().map(str::to_string)).unwrap_or_default()
+}
+
+/// Node `oidc-provider` (OpenID Certified) sends a real logout token when the user's
+/// session at the OP ends: the idfabric session signed in through that OP session is
+/// gone and the next request is sent to sign in.
+#[tokio::test]
+async fn oidc_provider_back_channel_logout_ends_the_idfabric_session() {
+    let up = crate::interop::Upstream::start_with_backchannel_logout();
+    let b = Agent::browser();
+    let (_, callback) = up.through_op(&b, "/reports", "ada").await;
+    let r = b.get(callback.as_str()).await;
+    assert_eq!(r.status, 302, "callback refused: {}\n{}", r.body, up.log());
+    assert_eq!(b.get(&up.at("/reports")).await.status, 200, "signed in");
+    let me = b.get(&up.at("/.idfabric/me")).await.json();
+    assert!(me["session_id"].as_str().is_some_and(|s| !s.is_empty()), "the OP's sid is on the session: {me}");
+
+    // Another browser of the same user, signed in through its own OP session, stays.
+    let other = Agent::browser();
+    let (_, cb) = up.through_op(&other, "/reports", "ada").await;
+    assert_eq!(other.get(cb.as_str()).await.status, 302);
+
+    // The user ends the session at the OP itself (not at idfabric): its end-session
+    // confirmation, then `logout=yes`. The OP posts the logout token before answering.
+    let end = Url::parse(&format!("{}/session/end", up.issuer)).unwrap();
+    let confirm = b.get(end.as_str()).await;
+    assert_eq!(confirm.status, 200, "oidc-provider's logout confirmation: {}", confirm.body);
+    let action = end.join(&unescape(between(&confirm.body, "action=\"", "\"").expect("logout form"))).unwrap();
+    let mut form = hidden_inputs(&confirm.body);
+    form.push(("logout".into(), "yes".into()));
+    let fields: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let done = b.post(action.as_str(), &fields).await;
+    assert!(matches!(done.status, 200 | 302 | 303), "{}: {}", done.status, done.body);
+
+    let next = b.get(&up.at("/reports")).await;
+    assert_eq!(next.status, 302, "{}\n{}", next.body, up.log());
+    assert_eq!(next.redirect().path(), "/.idfabric/login", "sent to sign in\n{}", up.log());
+    assert_eq!(other.get(&up.at("/reports")).await.status, 200, "the other OP session is untouched");
+    let metrics = scrape_metrics(&up.env).await;
+    assert_eq!(
+        metric_value(&metrics, "idfabric_backchannel_logouts_total{result=\"ok\"}"),
+        1.0,
+        "one logout token, accepted\n{}",
+        up.log()
+    );
 }
