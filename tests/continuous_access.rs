@@ -174,9 +174,31 @@ async fn backchannel_logout_on_one_replica_ends_access_on_the_other_within_a_sec
     let (r, _) = again.sign_in(&on(&eb, "/"), "alice").await;
     assert_eq!(r.status, 200);
 
+    // A missed message is caught by the log poll: the subscriptions are cut, then the
+    // admin revokes bob on A; B still refuses his token within the poll interval.
+    redis.cmd(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    let bob_sub = {
+        let r = bob.get(&on(&eb, "/")).await;
+        decoded(&r.upstream()["x-identity-sub"])
+    };
+    let r = ea.admin_call(reqwest::Method::POST, &format!("/sessions/revoke?sub={bob_sub}")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let sent = Instant::now();
+    loop {
+        if reason_of(bearer(&eb, &bob_token).await).await == (401, "revoked".to_string()) {
+            break;
+        }
+        assert!(sent.elapsed() < Duration::from_secs(3), "B never learned of the admin revocation\n{}", gb.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("continuous_access: without the channel, B refused the token {} ms after the admin revocation", sent.elapsed().as_millis());
+    assert!(sent.elapsed() < Duration::from_millis(1600), "{:?}", sent.elapsed());
+    assert_eq!(bob.get(&on(&eb, "/")).await.redirect().path(), "/.idfabric/login");
+
     // A replica started after the logout learns of it from the log.
     let metrics = scrape_metrics(&ea).await;
     assert_eq!(metric_value(&metrics, "idfabric_revocations_total{event=\"logout\",source=\"backchannel_logout\"}"), 1.0, "{metrics}");
+    assert_eq!(metric_value(&metrics, "idfabric_revocations_total{event=\"session_revoked\",source=\"admin\"}"), 1.0, "{metrics}");
     drop(gb);
     let gb2 = Gateway::start(&eb);
     assert_eq!(reason_of(bearer(&eb, &alice_token).await).await, (401, "revoked".to_string()), "{}", gb2.log());
