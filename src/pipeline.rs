@@ -121,10 +121,6 @@ pub fn admit_bearer(rt: &Runtime, route: &CompiledRoute, verified: Arc<Verified>
             ..Denial::plain(Refusal::ProviderNotAllowed)
         });
     }
-    // A token of a revoked subject or upstream session, issued before the revocation.
-    if let Err(r) = crate::deny::check(&verified.identity, verified.identity.iat) {
-        return Err(Denial { provider: Some(verified.provider), verified: Some(verified.clone()), ..Denial::plain(r) });
-    }
     decide(rt, route, verified)
 }
 

@@ -156,6 +156,8 @@ async fn backchannel_logout_on_one_replica_ends_access_on_the_other_within_a_sec
     assert_eq!(alice.get(&on(&eb, "/")).await.redirect().path(), "/.idfabric/login", "B sends her to sign in");
     assert_eq!(alice.get(&on(&ea, "/")).await.redirect().path(), "/.idfabric/login", "A too");
     assert_eq!(reason_of(bearer(&ea, &alice_token).await).await, (401, "revoked".to_string()));
+    let me = Agent::api().send("GET", &on(&eb, "/.idfabric/me"), None, &[("authorization", &format!("Bearer {alice_token}"))]).await;
+    assert_eq!(reason_of(me).await, (401, "revoked".to_string()), "every door refuses it");
 
     // Bob is untouched on both.
     assert_eq!(bob.get(&on(&eb, "/")).await.status, 200);

@@ -463,8 +463,18 @@ impl Registry {
     }
 
     /// Verifies a bearer token, answering from the cache when it can. `allowed` limits
-    /// the providers a route accepts (indices); `None` accepts every provider.
+    /// the providers a route accepts (indices); `None` accepts every provider. A token
+    /// of a revoked subject or upstream session issued before its revocation is refused
+    /// (`revoked`, `crate::deny`), whichever cache answered.
     pub async fn verify(&self, token: &str, allowed: Option<&[usize]>) -> Result<Arc<Verified>, VerifyError> {
+        let v = self.verify_signed(token, allowed).await?;
+        if let Err(r) = crate::deny::check(&v.identity, v.identity.iat) {
+            return Err(self.refused(r, Some(v.provider)));
+        }
+        Ok(v)
+    }
+
+    async fn verify_signed(&self, token: &str, allowed: Option<&[usize]>) -> Result<Arc<Verified>, VerifyError> {
         if token.len() > jwt::MAX_TOKEN_BYTES {
             return Err(self.refused(Refusal::TokenTooLarge, None));
         }
