@@ -251,6 +251,8 @@ async fn bad_logout_tokens_get_the_spec_error_and_change_nothing() {
         ("neither sub nor sid", key.sign_jwt("logout+jwt", &without("sub")), "sub or sid"),
         ("other audience", key.sign_jwt("logout+jwt", &with("aud", json!("someone-else"))), "aud"),
         ("expired", key.sign_jwt("logout+jwt", &with("exp", json!(now() - 3600))), "expired"),
+        ("too old, no exp", key.sign_jwt("logout+jwt", &{ let mut c = without("exp"); c["iat"] = json!(now() - 3600); c }), "older than"),
+        ("issued in the future", key.sign_jwt("logout+jwt", &with("iat", json!(now() + 3600))), "future"),
         ("access token typ", key.sign_jwt("at+jwt", &good()), "typ"),
         ("not a JWT", "not-a-jwt".to_string(), "three"),
     ];
