@@ -40,16 +40,40 @@ pub struct Entry {
     pub until: i64,
 }
 
+/// (revoked at, lapses at), seconds.
+type Span = (i64, i64);
+
+/// The entries, laid out so the per-request lookup borrows the identity's strings
+/// (no allocation): subjects by sub, upstream sessions by provider, then `sid`.
+#[derive(Default)]
+struct Entries {
+    subjects: HashMap<String, Span>,
+    sessions: HashMap<String, HashMap<String, Span>>,
+}
+
+impl Entries {
+    fn slot(&mut self, key: &Key) -> &mut Span {
+        match key {
+            Key::Subject(s) => self.subjects.entry(s.clone()).or_insert((i64::MIN, i64::MIN)),
+            Key::Session(p, sid) => self.sessions.entry(p.clone()).or_default().entry(sid.clone()).or_insert((i64::MIN, i64::MIN)),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.subjects.len() + self.sessions.values().map(HashMap::len).sum::<usize>()
+    }
+}
+
 /// The entries of one replica.
 pub struct DenyList {
     /// Set while `entries` may be non-empty: the per-request check reads only this.
     any: AtomicBool,
-    entries: RwLock<HashMap<Key, (i64, i64)>>,
+    entries: RwLock<Entries>,
 }
 
 impl Default for DenyList {
     fn default() -> Self {
-        DenyList { any: AtomicBool::new(false), entries: RwLock::new(HashMap::new()) }
+        DenyList { any: AtomicBool::new(false), entries: RwLock::new(Entries::default()) }
     }
 }
 
@@ -60,17 +84,9 @@ impl DenyList {
             return false;
         }
         let mut map = self.entries.write().unwrap_or_else(|p| p.into_inner());
-        let news = match map.get_mut(&e.key) {
-            Some((at, until)) if *at >= e.at && *until >= e.until => false,
-            Some((at, until)) => {
-                (*at, *until) = ((*at).max(e.at), (*until).max(e.until));
-                true
-            }
-            None => {
-                map.insert(e.key.clone(), (e.at, e.until));
-                true
-            }
-        };
+        let (at, until) = map.slot(&e.key);
+        let news = e.at > *at || e.until > *until;
+        (*at, *until) = ((*at).max(e.at), (*until).max(e.until));
         self.any.store(true, Ordering::Release);
         news
     }
@@ -81,8 +97,12 @@ impl DenyList {
             return;
         }
         let mut map = self.entries.write().unwrap_or_else(|p| p.into_inner());
-        map.retain(|_, (_, until)| *until > now);
-        if map.is_empty() {
+        map.subjects.retain(|_, (_, until)| *until > now);
+        map.sessions.retain(|_, sids| {
+            sids.retain(|_, (_, until)| *until > now);
+            !sids.is_empty()
+        });
+        if map.len() == 0 {
             self.any.store(false, Ordering::Release);
         }
     }
@@ -103,12 +123,12 @@ impl DenyList {
             return Ok(());
         }
         let map = self.entries.read().unwrap_or_else(|p| p.into_inner());
-        let hit = |k: &Key| map.get(k).is_some_and(|(at, until)| *until > now && issued_at.is_none_or(|iat| iat <= *at));
-        if hit(&Key::Subject(identity.sub.clone())) {
+        let hit = |span: Option<&Span>| span.is_some_and(|(at, until)| *until > now && issued_at.is_none_or(|iat| iat <= *at));
+        if hit(map.subjects.get(identity.sub.as_str())) {
             return Err(Refusal::Revoked);
         }
         if let Some(sid) = &identity.session_id {
-            if hit(&Key::Session(identity.provider.clone(), sid.clone())) {
+            if hit(map.sessions.get(identity.provider.as_str()).and_then(|m| m.get(sid.as_str()))) {
                 return Err(Refusal::Revoked);
             }
         }
