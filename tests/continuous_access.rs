@@ -326,3 +326,50 @@ async fn oidc_provider_back_channel_logout_ends_the_idfabric_session() {
         up.log()
     );
 }
+
+/// With the memory store (one process) the admin revocation is complete in the process:
+/// sessions end, bearer tokens issued so far are refused, later ones pass, and the
+/// audit line names the source.
+#[tokio::test]
+async fn admin_revocation_on_the_memory_store_refuses_earlier_bearer_tokens() {
+    let echo = Echo::start();
+    let env = TestEnv::new();
+    env.write("providers/rwf.yaml", &WF.replace("{ISSUER}", &env.dev_issuer("rwf")));
+    env.write(
+        "routes.yaml",
+        &format!(
+            "listen: {{ http: 127.0.0.1:{} }}\n{}\nproviders: [rwf]\naudit: {{ output: audit.log }}\n\
+             routes:\n  - name: wf\n    match: {{ host: wf.test }}\n    upstream: [{}]\n",
+            env.http_port,
+            env.admin_line(),
+            echo.addr()
+        ),
+    );
+    let gw = Gateway::start(&env);
+    let alice = Agent::browser();
+    let (r, _) = alice.sign_in(&on(&env, "/"), "alice").await;
+    let sub = decoded(&r.upstream()["x-identity-sub"]);
+    let token = env.mint("rwf", "alice", &[]);
+    assert_eq!(bearer(&env, &token).await.status, 200);
+
+    let r = env.admin_call(reqwest::Method::POST, &format!("/sessions/revoke?sub={sub}")).send().await.unwrap();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["revoked"], 1, "{body}");
+    assert_eq!(reason_of(bearer(&env, &token).await).await, (401, "revoked".to_string()), "{}", gw.log());
+    assert_eq!(alice.get(&on(&env, "/")).await.redirect().path(), "/.idfabric/login");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(bearer(&env, &env.mint("rwf", "alice", &[])).await.status, 200, "issued after the revocation");
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let line = loop {
+        let text = std::fs::read_to_string(env.path().join("audit.log")).unwrap_or_default();
+        if let Some(l) = text.lines().find(|l| l.contains("\"kind\":\"revocation\"")) {
+            break l.to_string();
+        }
+        assert!(Instant::now() < deadline, "no revocation audit line: {text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let v: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!((v["source"].as_str(), v["event"].as_str(), v["target"].as_str()), (Some("admin"), Some("session_revoked"), Some("subject")));
+    assert_eq!((v["sub"].as_str(), v["sessions"].as_u64(), v["complete"].as_bool()), (Some(sub.as_str()), Some(1), Some(true)));
+}
