@@ -5,10 +5,12 @@
 //!   second; another user is untouched; a token issued after the logout passes.
 //! - Bad logout tokens (unsigned, wrong key, replayed, with a nonce, without the
 //!   event, oversized) get the spec's 400 JSON and change nothing.
+//! - Node `oidc-provider` (the OP of `tests/interop.rs`, started the same way) sends a
+//!   real logout token when the user ends the session at the OP.
+//! - The admin revocation on the memory store.
 //!
-//! The logout tokens are signed with the dev provider's real key (the one its JWKS
-//! publishes), as a provider signs them. The interop with node `oidc-provider`, which
-//! sends real logout tokens itself, is in `tests/interop.rs`.
+//! Except for `oidc-provider`'s, the logout tokens are signed with the dev provider's
+//! real key (the one its JWKS publishes), as a provider signs them.
 
 use crate::common;
 use common::agent::*;
