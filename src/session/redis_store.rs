@@ -615,7 +615,13 @@ mod access_tests {
     use std::process::{Child, Command, Stdio};
 
     /// The child, its port, and its directory (removed on drop).
-    struct Server(Child, u16, #[allow(dead_code)] tempfile::TempDir);
+    pub(super) struct Server(Child, u16, #[allow(dead_code)] tempfile::TempDir);
+
+    impl Server {
+        pub(super) fn port(&self) -> u16 {
+            self.1
+        }
+    }
 
     impl Drop for Server {
         fn drop(&mut self) {
@@ -624,7 +630,7 @@ mod access_tests {
         }
     }
 
-    fn redis_server() -> Option<Server> {
+    pub(super) fn redis_server() -> Option<Server> {
         let dir = tempfile::tempdir().ok()?;
         let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
         let child = Command::new("redis-server")
@@ -770,6 +776,42 @@ mod access_tests {
         let all = store.scan_access().await.unwrap();
         assert_eq!(all.iter().filter(|r| r.route == "big" && r.count == 1).count(), 12_000);
         assert_eq!(all.len(), n - 1 + 12_000);
+    }
+}
+
+#[cfg(test)]
+mod log_tests {
+    //! The revocation log and channel against a real `redis-server`.
+    use super::access_tests::redis_server;
+    use super::*;
+
+    #[tokio::test]
+    async fn the_log_keeps_its_window_and_the_channel_delivers() {
+        let Some(server) = redis_server() else { return };
+        let url = format!("redis://127.0.0.1:{}", server.port());
+        let store = RedisStore::open(&url).unwrap();
+        let keep = Duration::from_secs(10);
+        store.log_append("idf:{rev}:log", 1_000, "old", keep).await.unwrap();
+        store.log_append("idf:{rev}:log", 5_000, "mid", keep).await.unwrap();
+        store.log_append("idf:{rev}:log", 12_000, "new", keep).await.unwrap();
+        // "old" (2 s before 12 000 − 10 000) left with the last write; reads start after a score.
+        let all = store.log_since("idf:{rev}:log", 0).await.unwrap();
+        assert_eq!(all, vec![("mid".to_string(), 5_000), ("new".to_string(), 12_000)]);
+        assert_eq!(store.log_since("idf:{rev}:log", 5_000).await.unwrap(), vec![("new".to_string(), 12_000)]);
+
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        let listener = RedisStore::open(&url).unwrap();
+        let sub = tokio::spawn(async move { listener.subscribe("idf:{rev}:events", tx).await });
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let got = loop {
+            store.publish("idf:{rev}:events", "hello").await.unwrap();
+            if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(100), rx.recv()).await {
+                break m;
+            }
+            assert!(Instant::now() < deadline, "no message on the channel");
+        };
+        assert_eq!(got, "hello");
+        sub.abort();
     }
 }
 
