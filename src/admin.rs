@@ -151,21 +151,16 @@ async fn revoke(rt: &Runtime, session: &mut ServerSession) -> Response<Vec<u8>> 
     if sub.is_empty() {
         return json(400, &serde_json::json!({"status": 400, "detail": "the sub query parameter is required"}));
     }
-    let Some(sessions) = &rt.sessions else {
+    if rt.sessions.is_none() {
         return json(503, &serde_json::json!({"status": 503, "detail": "no session store"}));
-    };
-    // The leaver case: browser sessions and every broker token family of the person,
-    // `offline_access` ones included (they outlive sessions otherwise).
-    let revoked = async {
-        Ok::<_, crate::session::StoreError>((
-            sessions.revoke_sub(&sub).await?,
-            crate::broker::revoke_subject(rt, &sub).await?,
-        ))
-    };
-    match revoked.await {
-        Ok((n, families)) => {
-            tracing::info!(revoked = n, broker_families = families, "sessions revoked by admin");
-            json(200, &serde_json::json!({"sub": sub, "revoked": n, "broker_token_families": families}))
+    }
+    // The leaver case: browser sessions, every broker token family of the person
+    // (`offline_access` ones included: they outlive sessions otherwise) and the
+    // person's bearer tokens issued so far, on every replica (`crate::revocation`).
+    use crate::revocation::{revoke, Event, Source, Target};
+    match revoke(rt, Target::Subject(sub.clone()), Source::Admin, Event::SessionRevoked).await {
+        Ok(out) => {
+            json(200, &serde_json::json!({"sub": sub, "revoked": out.sessions, "broker_token_families": out.broker_families}))
         }
         Err(e) => json(503, &serde_json::json!({"status": 503, "detail": e.to_string()})),
     }

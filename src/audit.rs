@@ -274,6 +274,46 @@ pub fn record(e: &Event<'_>) {
     }
 }
 
+/// The facts of one revocation (`crate::revocation`).
+#[derive(Serialize)]
+pub struct Revocation<'a> {
+    /// Who asked: `admin`, `backchannel_logout`.
+    pub source: &'static str,
+    /// What happened: `session_revoked`, `logout`.
+    pub event: &'static str,
+    /// `subject` or `upstream_session`.
+    pub target: &'static str,
+    pub sub: Option<&'a str>,
+    pub provider: Option<&'a str>,
+    pub sessions: usize,
+    pub broker_families: usize,
+    /// False when the session store failed part-way (the deny entry still holds on
+    /// this replica).
+    pub complete: bool,
+}
+
+/// Queues the audit line of one revocation (`kind: revocation`); never blocks. The
+/// upstream session id is not written (it is a bearer secret at some providers).
+pub fn record_revocation(r: &Revocation<'_>) {
+    #[derive(Serialize)]
+    struct RevocationLine<'a> {
+        ts: String,
+        kind: &'static str,
+        #[serde(flatten)]
+        facts: &'a Revocation<'a>,
+    }
+    let guard = SINK.load();
+    let Some(tx) = guard.as_ref().and_then(|s| s.tx.as_ref()) else { return };
+    let mut buf = Vec::with_capacity(256);
+    if serde_json::to_writer(&mut buf, &RevocationLine { ts: rfc3339_ms(now_ms()), kind: "revocation", facts: r }).is_err() {
+        return;
+    }
+    buf.push(b'\n');
+    if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = tx.try_send(buf) {
+        metrics().audit_dropped_total.inc();
+    }
+}
+
 fn cut(path: &str) -> Cow<'_, str> {
     if path.len() <= MAX_PATH {
         return Cow::Borrowed(path);

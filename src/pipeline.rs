@@ -175,6 +175,9 @@ pub async fn session(rt: &Runtime, id: &str) -> Result<Arc<Verified>, Refusal> {
         .map_err(|_| Refusal::SessionStoreUnavailable)?
         .ok_or(Refusal::BadSession)?;
     let provider = rt.registry.by_id(&s.identity.provider).ok_or(Refusal::BadSession)?.index;
+    // A session the revocation could not reach in the store (created on another
+    // replica while it ran) still ends here: it began before the revocation.
+    crate::deny::check(&s.identity, Some(s.created_at)).map_err(|_| Refusal::BadSession)?;
     let mut identity = s.identity;
     crate::session::carry_mfa(&mut identity, s.mfa);
     Ok(Arc::new(Verified::new(identity, provider, String::new(), s.expires_at, crate::providers::token_hash(id))))

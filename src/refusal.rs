@@ -91,6 +91,10 @@ pub enum Refusal {
     AuthTimeInFuture,
     #[error("the token's subject is not a usable user id")]
     InvalidSubject,
+    /// The subject or its upstream session was revoked (admin, back-channel logout)
+    /// after this credential was issued (`crate::deny`).
+    #[error("the credential was revoked: sign in again")]
+    Revoked,
 
     // --- policy --------------------------------------------------------------------
     #[error("this route does not serve the {0} population")]
@@ -168,6 +172,7 @@ pub enum Reason {
     FirebaseSessionCookie,
     AuthTimeInFuture,
     InvalidSubject,
+    Revoked,
     PopulationNotAllowed,
     MfaRequired,
     GroupRequired,
@@ -221,6 +226,7 @@ impl Reason {
             Reason::FirebaseSessionCookie => "firebase_session_cookie",
             Reason::AuthTimeInFuture => "auth_time_in_future",
             Reason::InvalidSubject => "invalid_subject",
+            Reason::Revoked => "revoked",
             Reason::PopulationNotAllowed => "population_not_allowed",
             Reason::MfaRequired => "mfa_required",
             Reason::GroupRequired => "group_required",
@@ -341,6 +347,7 @@ impl Refusal {
             Refusal::SessionCookieNotIdToken => Reason::FirebaseSessionCookie,
             Refusal::AuthTimeInFuture => Reason::AuthTimeInFuture,
             Refusal::InvalidSubject => Reason::InvalidSubject,
+            Refusal::Revoked => Reason::Revoked,
             Refusal::PopulationNotAllowed(_) => Reason::PopulationNotAllowed,
             Refusal::MfaRequired { .. } => Reason::MfaRequired,
             Refusal::GroupRequired(_) => Reason::GroupRequired,
@@ -389,7 +396,8 @@ impl Refusal {
             | Refusal::AnonymousNotAllowed
             | Refusal::SessionCookieNotIdToken
             | Refusal::AuthTimeInFuture
-            | Refusal::InvalidSubject => Class::InvalidToken,
+            | Refusal::InvalidSubject
+            | Refusal::Revoked => Class::InvalidToken,
             Refusal::DuplicateAuthorization => Class::InvalidRequest,
             Refusal::InvalidPath(_) | Refusal::InvalidTarget(_) => Class::BadRequest,
             Refusal::ProviderUnavailable | Refusal::SessionStoreUnavailable => Class::Unavailable,

@@ -117,6 +117,7 @@ impl BackgroundService for Refresher {
         // What the watched files looked like at the last load (either door).
         let mut loaded = watch.as_ref().map(|w| w.fingerprint());
         let flusher = tokio::spawn(flush_access(self.state.clone(), shutdown.clone()));
+        tokio::spawn(crate::revocation::listen(self.state.clone(), shutdown.clone()));
         loop {
             let rt = self.state.load_full();
             let stop = shutdown.clone();

@@ -20,6 +20,7 @@ mod broker_openidconnect;
 mod browser;
 mod cli;
 mod conformance;
+mod continuous_access;
 mod demo;
 mod deploy;
 mod faults;

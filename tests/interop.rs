@@ -80,7 +80,7 @@ fn node_modules() {
 
 /// A node script from `tests/interop/`, tethered to this test (it exits when its stdin
 /// closes) and killed on drop.
-struct Node {
+pub(crate) struct Node {
     child: Child,
     stderr: std::sync::Arc<std::sync::Mutex<String>>,
 }
@@ -128,7 +128,7 @@ impl Node {
         }
     }
 
-    fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
 }
@@ -147,12 +147,12 @@ const OP_ID: &str = "interop-op";
 const OP_CLIENT: &str = "idfabric-interop";
 const OP_SECRET: &str = "s3cret:with/odd+chars%";
 
-struct Upstream {
-    env: TestEnv,
+pub(crate) struct Upstream {
+    pub(crate) env: TestEnv,
     _echo: Echo,
     gw: Gateway,
     op: Node,
-    issuer: String,
+    pub(crate) issuer: String,
 }
 
 impl Upstream {
@@ -166,9 +166,21 @@ impl Upstream {
     /// `broker_client`: also serve the broker with this relying party (redirect URI,
     /// post-logout redirect URI); broker sign-ins return to idfabric on 127.0.0.1.
     fn start_with(id_token_ttl: u64, broker_client: Option<(&str, &str)>) -> Upstream {
+        Self::start_full(id_token_ttl, broker_client, false)
+    }
+
+    /// The OP also sends OpenID Connect Back-Channel Logout to idfabric
+    /// (`tests/continuous_access.rs`).
+    pub(crate) fn start_with_backchannel_logout() -> Upstream {
+        Self::start_full(3600, None, true)
+    }
+
+    fn start_full(id_token_ttl: u64, broker_client: Option<(&str, &str)>, backchannel: bool) -> Upstream {
         let env = TestEnv::new();
         let echo = Echo::start();
         let app = format!("http://app.test:{}", env.http_port);
+        let backchannel_args =
+            if backchannel { vec!["--backchannel-logout-uri".to_string(), format!("{}/.idfabric/backchannel-logout", env.proxy())] } else { vec![] };
         let (op, issuer) = Node::start(
             "op.mjs",
             &[
@@ -187,7 +199,10 @@ impl Upstream {
                 format!("{app}/.idfabric/logged-out"),
                 "--id-token-ttl".into(),
                 id_token_ttl.to_string(),
-            ],
+            ]
+            .into_iter()
+            .chain(backchannel_args)
+            .collect::<Vec<String>>(),
         );
         env.write(
             &format!("providers/{OP_ID}.yaml"),
@@ -223,14 +238,14 @@ impl Upstream {
         Upstream { env, _echo: echo, gw, op, issuer }
     }
 
-    fn at(&self, path: &str) -> String {
+    pub(crate) fn at(&self, path: &str) -> String {
         format!("http://app.test:{}{path}", self.env.http_port)
     }
 
     /// Browser → app → idfabric login → the OP's authorize → its login form, signed in
     /// as `login`. Returns the authorize request idfabric built and the OP's redirect
     /// back to idfabric's callback (not yet followed).
-    async fn through_op(&self, b: &Agent, path: &str, login: &str) -> (Url, Url) {
+    pub(crate) async fn through_op(&self, b: &Agent, path: &str, login: &str) -> (Url, Url) {
         let authz = self.to_op(b, path).await;
         assert!(authz.as_str().starts_with(&format!("{}/auth?", self.issuer)), "{authz}");
         let interaction = self.op_redirect(b.get(authz.as_str()).await);
@@ -245,19 +260,19 @@ impl Upstream {
     }
 
     /// From an app page to the OP's authorization endpoint: app → login → OP.
-    async fn to_op(&self, b: &Agent, path: &str) -> Url {
+    pub(crate) async fn to_op(&self, b: &Agent, path: &str) -> Url {
         let login = b.get(&self.at(path)).await.redirect();
         assert_eq!(login.path(), "/.idfabric/login", "an anonymous browser is sent to the login page");
         b.get(login.as_str()).await.redirect()
     }
 
     /// The OP answers 302 or 303: the resolved `Location`.
-    fn op_redirect(&self, r: Resp) -> Url {
+    pub(crate) fn op_redirect(&self, r: Resp) -> Url {
         assert!(matches!(r.status, 302 | 303), "OP {} answered {}: {}\nOP log:\n{}", r.url, r.status, r.body, self.op.stderr());
         r.location()
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.gw.log()
     }
 }

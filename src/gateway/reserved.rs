@@ -63,8 +63,23 @@ pub async fn handle(rt: &Runtime, session: &mut Session, path: &str, origin: &Or
     }
     match path {
         "/.idfabric/me" => me(rt, session, origin).await,
+        crate::revocation::backchannel::PATH => backchannel_logout(rt, session, origin).await,
         _ => refuse(session, Refusal::NoRoute, None).await,
     }
+}
+
+/// OpenID Connect Back-Channel Logout from an upstream provider (`crate::revocation::backchannel`).
+async fn backchannel_logout(rt: &Runtime, session: &mut Session, origin: &Origin) -> Result<Handled> {
+    let reply = match read_body(session).await? {
+        None => crate::revocation::backchannel::too_large(),
+        Some(body) => {
+            let path = session.req_header().uri.path().to_string();
+            let req = web_request(session, origin, &path, &body);
+            crate::revocation::backchannel::handle(rt, &req).await
+        }
+    };
+    respond::reply(session, &reply).await?;
+    Ok(Handled { status: reply.status, reason: reply.reason })
 }
 
 async fn refuse(session: &mut Session, r: Refusal, route: Option<&str>) -> Result<Handled> {

@@ -20,6 +20,7 @@ pub mod firebase;
 pub mod jwks;
 pub mod jwt;
 pub mod kind;
+pub mod logout;
 pub mod okta;
 pub mod oidc;
 
@@ -395,6 +396,7 @@ impl Registry {
         let cache = moka::sync::Cache::builder()
             .max_capacity(config.server.verify_cache_entries)
             .expire_after(ExpireAtExp)
+            .support_invalidation_closures()
             .build();
         static GENERATION: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
         let generation = GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -461,8 +463,18 @@ impl Registry {
     }
 
     /// Verifies a bearer token, answering from the cache when it can. `allowed` limits
-    /// the providers a route accepts (indices); `None` accepts every provider.
+    /// the providers a route accepts (indices); `None` accepts every provider. A token
+    /// of a revoked subject or upstream session issued before its revocation is refused
+    /// (`revoked`, `crate::deny`), whichever cache answered.
     pub async fn verify(&self, token: &str, allowed: Option<&[usize]>) -> Result<Arc<Verified>, VerifyError> {
+        let v = self.verify_signed(token, allowed).await?;
+        if let Err(r) = crate::deny::check(&v.identity, v.identity.iat) {
+            return Err(self.refused(r, Some(v.provider)));
+        }
+        Ok(v)
+    }
+
+    async fn verify_signed(&self, token: &str, allowed: Option<&[usize]>) -> Result<Arc<Verified>, VerifyError> {
         if token.len() > jwt::MAX_TOKEN_BYTES {
             return Err(self.refused(Refusal::TokenTooLarge, None));
         }
@@ -638,6 +650,13 @@ impl Registry {
     pub async fn inspect(&self, token: &str) -> Result<Verified, VerifyError> {
         let hash = token_hash(token);
         self.verify_uncached(token, hash, None).await
+    }
+
+    /// Drops the cached verifications of the identities `revoked` matches (a revoked
+    /// subject or upstream session: `crate::revocation`). Their tokens are then verified
+    /// afresh, and refused by the deny list until they expire.
+    pub fn forget(&self, revoked: impl Fn(&crate::identity::Identity) -> bool + Send + Sync + 'static) {
+        let _ = self.cache.invalidate_entries_if(move |_, v| revoked(&v.identity));
     }
 
     /// Every provider has usable keys.

@@ -71,6 +71,33 @@ pub trait Store: Send + Sync {
     async fn scan_access(&self) -> Result<Vec<AccessRecord>, StoreError> {
         Err(StoreError::Unavailable(format!("the {} store keeps no access evidence", self.kind())))
     }
+    /// Whether other processes share this store (Redis: yes; memory: no). A store that
+    /// is not shared keeps no log and sends no messages: the one process that uses it
+    /// already knows everything it wrote.
+    fn is_shared(&self) -> bool {
+        false
+    }
+    /// Adds `member` to the time-ordered log at `key` (`score`: milliseconds since the
+    /// epoch) and drops members older than `keep` (revocations: `crate::revocation`).
+    async fn log_append(&self, _key: &str, _score: i64, _member: &str, _keep: Duration) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// The members of the log at `key` with a score above `after`, oldest first, with
+    /// their scores.
+    async fn log_since(&self, _key: &str, _after: i64) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(Vec::new())
+    }
+    /// Sends `message` to every process subscribed to `channel` (at most once, no
+    /// replay: `log_since` is the catch-up).
+    async fn publish(&self, _channel: &str, _message: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Subscribes to `channel` and hands every message to `tx` until the subscription
+    /// breaks (then returns, so the caller reconnects). `Ok(false)` when this store
+    /// cannot subscribe (not shared, or a Redis Cluster): the log poll alone serves.
+    async fn subscribe(&self, _channel: &str, _tx: tokio::sync::mpsc::Sender<String>) -> Result<bool, StoreError> {
+        Ok(false)
+    }
     /// Which implementation, for logs and `/providers`.
     fn kind(&self) -> &'static str;
 }
@@ -269,6 +296,12 @@ impl Sessions {
         format!("idf:sub:{sub}")
     }
 
+    /// The sessions signed in through one upstream session (the provider's `sid`), for
+    /// back-channel logout.
+    fn upstream_key(provider: &str, sid: &str) -> String {
+        format!("idf:usid:{provider}:{sid}")
+    }
+
     /// Stores a new session and returns its id.
     pub async fn create(&self, mut s: Session) -> Result<String, StoreError> {
         let id = new_id();
@@ -277,6 +310,9 @@ impl Sessions {
         s.expires_at = s.created_at + self.absolute.as_secs() as i64;
         self.save(&id, &s).await?;
         self.store.add_member(&Self::subkey(&s.identity.sub), &id, self.absolute).await?;
+        if let Some(sid) = &s.identity.session_id {
+            self.store.add_member(&Self::upstream_key(&s.identity.provider, sid), &id, self.absolute).await?;
+        }
         crate::metrics::metrics().sessions_created_total.inc();
         crate::metrics::metrics().sessions_active.inc();
         Ok(id)
@@ -338,6 +374,24 @@ impl Sessions {
         self.store.delete(&Self::subkey(sub)).await?;
         ended("revoked", n as u64);
         Ok(n)
+    }
+
+    /// Ends every session signed in through the upstream session `sid` of `provider`
+    /// (back-channel logout); returns the ids of those that were live.
+    pub async fn revoke_upstream_session(&self, provider: &str, sid: &str) -> Result<Vec<String>, StoreError> {
+        let key = Self::upstream_key(provider, sid);
+        let mut ended_ids = Vec::new();
+        for id in self.store.members(&key).await? {
+            if let Some(b) = self.store.take(&Self::skey(&id)).await? {
+                if let Ok(s) = serde_json::from_slice::<Session>(&b) {
+                    let _ = self.store.remove_member(&Self::subkey(&s.identity.sub), &id).await?;
+                }
+                ended_ids.push(id);
+            }
+        }
+        self.store.delete(&key).await?;
+        ended("revoked", ended_ids.len() as u64);
+        Ok(ended_ids)
     }
 
     /// Parks a login transaction for `client`, dropping the oldest beyond the caps.

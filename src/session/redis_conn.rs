@@ -167,6 +167,16 @@ impl Backend {
         }
     }
 
+    /// A client for a publish/subscribe connection: the node (single), the current
+    /// master (Sentinel). `None` on a Cluster, where the log poll alone serves.
+    pub async fn pubsub_client(&self) -> redis::RedisResult<Option<redis::Client>> {
+        match self {
+            Backend::Single(client) => Ok(Some(client.clone())),
+            Backend::Sentinel(link) => link.sentinels.lock().await.async_get_client().await.map(Some),
+            Backend::Cluster(_) => Ok(None),
+        }
+    }
+
     /// After a failed operation: a Sentinel connection that failed, timed out or met a
     /// demoted master is dropped, so the next operation asks the sentinels again.
     pub fn failed(&self, e: Option<&redis::RedisError>) {

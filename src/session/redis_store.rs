@@ -40,6 +40,9 @@ pub enum Op {
     PendingSweep,
     AccessWrite,
     AccessRead,
+    LogAppend,
+    LogRead,
+    Publish,
 }
 
 impl Op {
@@ -60,11 +63,14 @@ impl Op {
             Op::PendingSweep => "pending_sweep",
             Op::AccessWrite => "access_write",
             Op::AccessRead => "access_read",
+            Op::LogAppend => "log_append",
+            Op::LogRead => "log_read",
+            Op::Publish => "publish",
         }
     }
 
     fn writes(self) -> bool {
-        !matches!(self, Op::Get | Op::Members | Op::Ping | Op::PendingPeek | Op::AccessRead)
+        !matches!(self, Op::Get | Op::Members | Op::Ping | Op::PendingPeek | Op::AccessRead | Op::LogRead)
     }
 }
 
@@ -543,6 +549,59 @@ impl Store for RedisStore {
         }
     }
 
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    async fn log_append(&self, key: &str, score: i64, member: &str, keep: Duration) -> Result<(), StoreError> {
+        // One key: one slot, so a Cluster pipeline holds the three commands together.
+        let oldest = score - keep.as_millis() as i64;
+        self.run_ok(Op::LogAppend, |mut c| async move {
+            redis::pipe()
+                .zadd(key, member, score)
+                .ignore()
+                .zrembyscore(key, "-inf", format!("({oldest}"))
+                .ignore()
+                .pexpire(key, keep.as_millis().max(1) as i64)
+                .ignore()
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await
+    }
+
+    async fn log_since(&self, key: &str, after: i64) -> Result<Vec<(String, i64)>, StoreError> {
+        self.run_ok(Op::LogRead, |mut c| async move { c.zrangebyscore_withscores(key, format!("({after}"), "+inf").await }).await
+    }
+
+    async fn publish(&self, channel: &str, message: &str) -> Result<(), StoreError> {
+        self.run_ok(Op::Publish, |mut c| async move { c.publish::<_, _, i64>(channel, message).await.map(|_| ()) }).await
+    }
+
+    async fn subscribe(&self, channel: &str, tx: tokio::sync::mpsc::Sender<String>) -> Result<bool, StoreError> {
+        use futures_util::StreamExt;
+        let connect = async {
+            let Some(client) = self.backend.pubsub_client().await.map_err(unavailable)? else { return Ok(None) };
+            let mut ps = client.get_async_pubsub().await.map_err(unavailable)?;
+            ps.subscribe(channel).await.map_err(unavailable)?;
+            Ok::<_, StoreError>(Some(ps))
+        };
+        let ps = match tokio::time::timeout(OP_TIMEOUT, connect).await {
+            Err(_) => return Err(StoreError::Unavailable("subscribe timeout".into())),
+            Ok(r) => r?,
+        };
+        let Some(ps) = ps else { return Ok(false) };
+        let mut messages = ps.into_on_message();
+        while let Some(m) = messages.next().await {
+            if let Ok(text) = m.get_payload::<String>() {
+                if tx.send(text).await.is_err() {
+                    break;
+                }
+            }
+        }
+        Ok(true)
+    }
+
     fn kind(&self) -> &'static str {
         "redis"
     }
@@ -556,7 +615,13 @@ mod access_tests {
     use std::process::{Child, Command, Stdio};
 
     /// The child, its port, and its directory (removed on drop).
-    struct Server(Child, u16, #[allow(dead_code)] tempfile::TempDir);
+    pub(super) struct Server(Child, u16, #[allow(dead_code)] tempfile::TempDir);
+
+    impl Server {
+        pub(super) fn port(&self) -> u16 {
+            self.1
+        }
+    }
 
     impl Drop for Server {
         fn drop(&mut self) {
@@ -565,7 +630,7 @@ mod access_tests {
         }
     }
 
-    fn redis_server() -> Option<Server> {
+    pub(super) fn redis_server() -> Option<Server> {
         let dir = tempfile::tempdir().ok()?;
         let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
         let child = Command::new("redis-server")
@@ -711,6 +776,42 @@ mod access_tests {
         let all = store.scan_access().await.unwrap();
         assert_eq!(all.iter().filter(|r| r.route == "big" && r.count == 1).count(), 12_000);
         assert_eq!(all.len(), n - 1 + 12_000);
+    }
+}
+
+#[cfg(test)]
+mod log_tests {
+    //! The revocation log and channel against a real `redis-server`.
+    use super::access_tests::redis_server;
+    use super::*;
+
+    #[tokio::test]
+    async fn the_log_keeps_its_window_and_the_channel_delivers() {
+        let Some(server) = redis_server() else { return };
+        let url = format!("redis://127.0.0.1:{}", server.port());
+        let store = RedisStore::open(&url).unwrap();
+        let keep = Duration::from_secs(10);
+        store.log_append("idf:{rev}:log", 1_000, "old", keep).await.unwrap();
+        store.log_append("idf:{rev}:log", 5_000, "mid", keep).await.unwrap();
+        store.log_append("idf:{rev}:log", 12_000, "new", keep).await.unwrap();
+        // "old" (2 s before 12 000 − 10 000) left with the last write; reads start after a score.
+        let all = store.log_since("idf:{rev}:log", 0).await.unwrap();
+        assert_eq!(all, vec![("mid".to_string(), 5_000), ("new".to_string(), 12_000)]);
+        assert_eq!(store.log_since("idf:{rev}:log", 5_000).await.unwrap(), vec![("new".to_string(), 12_000)]);
+
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        let listener = RedisStore::open(&url).unwrap();
+        let sub = tokio::spawn(async move { listener.subscribe("idf:{rev}:events", tx).await });
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let got = loop {
+            store.publish("idf:{rev}:events", "hello").await.unwrap();
+            if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(100), rx.recv()).await {
+                break m;
+            }
+            assert!(Instant::now() < deadline, "no message on the channel");
+        };
+        assert_eq!(got, "hello");
+        sub.abort();
     }
 }
 

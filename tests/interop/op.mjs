@@ -4,6 +4,7 @@
 //   node op.mjs --port 0 --client-id ID --client-secret SECRET \
 //       --redirect-uri http://host:port/.idfabric/callback \
 //       [--post-logout-redirect-uri http://host:port/.idfabric/logged-out] [--id-token-ttl 3600] [--tether]
+//       [--backchannel-logout-uri http://host:port/.idfabric/backchannel-logout]
 //
 // Prints `READY <issuer>` on stdout once listening (port 0 picks a free port). With
 // `--tether` it exits when its stdin closes (the test process is gone).
@@ -30,6 +31,7 @@ const { values: opt } = parseArgs({
     'redirect-uri': { type: 'string', multiple: true, default: [] },
     'post-logout-redirect-uri': { type: 'string', multiple: true, default: [] },
     'id-token-ttl': { type: 'string', default: '3600' },
+    'backchannel-logout-uri': { type: 'string' },
     tether: { type: 'boolean', default: false },
   },
 });
@@ -102,6 +104,11 @@ async function main() {
         post_logout_redirect_uris: opt['post-logout-redirect-uri'],
         grant_types: ['authorization_code', 'refresh_token'],
         response_types: ['code'],
+        // OpenID Connect Back-Channel Logout: the OP posts a logout token (with `sid`)
+        // to idfabric when the user's session at the OP ends.
+        ...(opt['backchannel-logout-uri']
+          ? { backchannel_logout_uri: opt['backchannel-logout-uri'], backchannel_logout_session_required: true }
+          : {}),
         // token_endpoint_auth_method left at its default: client_secret_basic
       },
     ],
@@ -123,6 +130,7 @@ async function main() {
     features: {
       devInteractions: { enabled: false },
       rpInitiatedLogout: { enabled: true },
+      backchannelLogout: { enabled: Boolean(opt['backchannel-logout-uri']) },
     },
     // A first-party client: refresh tokens without asking for offline_access.
     issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),

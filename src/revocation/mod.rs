@@ -1,0 +1,190 @@
+//! Revocation that every replica honours within a second: the one `revoke` that the
+//! admin API, back-channel logout (and later SSF and SCIM) call with their own
+//! `Source`.
+//!
+//! Revoking a target does three things:
+//! 1. ends the idfabric browser sessions of the subject, or those signed in through
+//!    one upstream session (the provider's `sid`), in the session store, so every
+//!    replica sees them gone on the next request;
+//! 2. revokes the broker token families of those sessions (of the whole subject for a
+//!    subject);
+//! 3. writes a deny entry (`crate::deny`): bearer tokens of the subject (or carrying
+//!    that `sid`) issued at or before the revocation are refused (`revoked`) until the
+//!    entry lapses after [`DENY_LIFETIME`]. The entry goes into this replica's list at
+//!    once, into the store's log (`idf:{rev}:log`, a sorted set by time) and out on the
+//!    store's channel (`idf:{rev}:events`); the other replicas hear the message, or
+//!    read the log within a second when they missed it ([`listen`]).
+//!
+//! Each revocation is counted (`idfabric_revocations_total{source,event}`) and written
+//! as an audit line.
+
+pub mod backchannel;
+mod listen;
+
+pub use listen::run as listen;
+
+use crate::deny::{Entry, Key};
+use crate::runtime::Runtime;
+use crate::session::StoreError;
+use std::time::Duration;
+
+/// How long a deny entry lives: the longest bearer-token lifetime idfabric expects.
+/// A token issued before a revocation and still unexpired this long after it would
+/// pass again; providers issue access tokens for 5 minutes to 24 hours.
+pub const DENY_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// The store's log of deny entries (a sorted set scored by milliseconds). The `{rev}`
+/// hash tag keeps it in one Cluster slot.
+pub const LOG_KEY: &str = "idf:{rev}:log";
+/// The store's channel on which each new deny entry is announced.
+pub const CHANNEL: &str = "idf:{rev}:events";
+
+/// Whose access ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A person: the global `{provider}:{subject}` sub.
+    Subject(String),
+    /// One upstream session: a provider id and that provider's `sid`.
+    UpstreamSession { provider: String, sid: String },
+}
+
+impl Target {
+    /// A provider's user, by the provider's own subject.
+    pub fn subject_of(provider: &str, subject: &str) -> Target {
+        Target::Subject(format!("{provider}:{subject}"))
+    }
+
+    fn deny_key(&self) -> Key {
+        match self {
+            Target::Subject(s) => Key::Subject(s.clone()),
+            Target::UpstreamSession { provider, sid } => Key::Session(provider.clone(), sid.clone()),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Target::Subject(_) => "subject",
+            Target::UpstreamSession { .. } => "upstream_session",
+        }
+    }
+}
+
+/// Who asked (the `source` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// `POST /sessions/revoke` on the admin listener.
+    Admin,
+    /// The provider's back-channel logout (`POST /.idfabric/backchannel-logout`).
+    BackchannelLogout,
+}
+
+impl Source {
+    pub fn label(self) -> &'static str {
+        match self {
+            Source::Admin => "admin",
+            Source::BackchannelLogout => "backchannel_logout",
+        }
+    }
+}
+
+/// What happened (the `event` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// An operator ended the person's sessions (the leaver case).
+    SessionRevoked,
+    /// The person signed out at the provider.
+    Logout,
+}
+
+impl Event {
+    pub fn label(self) -> &'static str {
+        match self {
+            Event::SessionRevoked => "session_revoked",
+            Event::Logout => "logout",
+        }
+    }
+}
+
+/// What a revocation ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Outcome {
+    pub sessions: usize,
+    pub broker_families: usize,
+}
+
+/// Ends `target`'s access on every replica (see the module documentation). The deny
+/// entry is in this replica's list before anything can fail; a store failure is
+/// returned after it (the caller answers 503 and the sender retries: revoking twice
+/// is harmless).
+pub async fn revoke(rt: &Runtime, target: Target, source: Source, event: Event) -> Result<Outcome, StoreError> {
+    let now = crate::providers::now_secs();
+    let entry = Entry { key: target.deny_key(), at: now, until: now + DENY_LIFETIME.as_secs() as i64 };
+    learn(rt, &entry);
+    let mut out = Outcome::default();
+    let result = async {
+        if let Some(sessions) = &rt.sessions {
+            let text = serde_json::to_string(&entry).map_err(|_| StoreError::Corrupt)?;
+            let store = sessions.store.as_ref();
+            store.log_append(LOG_KEY, crate::audit::now_ms(), &text, DENY_LIFETIME).await?;
+            // The log is the record; a lost message is caught by the others' poll.
+            if let Err(e) = store.publish(CHANNEL, &text).await {
+                tracing::warn!(error = %e, "revocation not announced; the other replicas read it from the log");
+            }
+            match &target {
+                Target::Subject(sub) => {
+                    out.sessions = sessions.revoke_sub(sub).await?;
+                    out.broker_families = crate::broker::revoke_subject(rt, sub).await?;
+                }
+                Target::UpstreamSession { provider, sid } => {
+                    for id in sessions.revoke_upstream_session(provider, sid).await? {
+                        out.sessions += 1;
+                        out.broker_families += crate::broker::revoke_session_families(rt, &id).await?;
+                    }
+                }
+            }
+        }
+        Ok::<_, StoreError>(())
+    }
+    .await;
+    crate::metrics::metrics().revocations_total.with_label_values(&[source.label(), event.label()]).inc();
+    crate::audit::record_revocation(&crate::audit::Revocation {
+        source: source.label(),
+        event: event.label(),
+        target: target.kind(),
+        sub: match &target {
+            Target::Subject(s) => Some(s.as_str()),
+            Target::UpstreamSession { .. } => None,
+        },
+        provider: match &target {
+            Target::Subject(s) => s.split_once(':').map(|(p, _)| p),
+            Target::UpstreamSession { provider, .. } => Some(provider.as_str()),
+        },
+        sessions: out.sessions,
+        broker_families: out.broker_families,
+        complete: result.is_ok(),
+    });
+    tracing::info!(
+        source = source.label(),
+        event = event.label(),
+        target = target.kind(),
+        sessions = out.sessions,
+        broker_families = out.broker_families,
+        complete = result.is_ok(),
+        "access revoked"
+    );
+    result.map(|_| out)
+}
+
+/// Puts `entry` into this replica's deny list and, when it is news, drops the cached
+/// verifications it concerns.
+fn learn(rt: &Runtime, entry: &Entry) {
+    if !crate::deny::list().apply(entry, crate::providers::now_secs()) {
+        return;
+    }
+    match entry.key.clone() {
+        Key::Subject(sub) => rt.registry.forget(move |id| id.sub == sub),
+        Key::Session(provider, sid) => {
+            rt.registry.forget(move |id| id.provider == provider && id.session_id.as_deref() == Some(sid.as_str()))
+        }
+    }
+}
