@@ -73,6 +73,20 @@ pub struct Common<'a> {
     pub jwks_refresh: &'a Option<S>,
     pub mfa_acr: &'a Option<Vec<S>>,
     pub authorize_params: &'a Option<BTreeMap<String, S>>,
+    pub ssf: &'a Option<SsfFile>,
+}
+
+/// The provider file's `ssf:` section: this provider transmits Shared Signals
+/// Framework events to idfabric (`crate::revocation::ssf`).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SsfFile {
+    /// The transmitter's issuer (`iss` of its Security Event Tokens).
+    pub issuer: Option<S>,
+    /// Where the transmitter's signing keys are published; default: the provider's own keys.
+    pub jwks_url: Option<S>,
+    /// The audience the transmitter puts in `aud` for idfabric (the stream's audience).
+    pub audience: Option<S>,
 }
 
 /// A provider file struct (declared with [`crate::provider_file!`]).
@@ -109,6 +123,8 @@ macro_rules! provider_file {
             /// Extra authorize parameters for browser sign-in (Okta `idp`, Auth0
             /// `connection`/`organization`, Cognito `identity_provider`, …).
             pub authorize_params: Option<std::collections::BTreeMap<String, $crate::config::kind::S>>,
+            /// Shared Signals Framework events this provider transmits.
+            pub ssf: Option<$crate::config::kind::SsfFile>,
             $($(#[$fdoc])* pub $field: $ty),*
         }
 
@@ -130,6 +146,7 @@ macro_rules! provider_file {
                     jwks_refresh: &self.jwks_refresh,
                     mfa_acr: &self.mfa_acr,
                     authorize_params: &self.authorize_params,
+                    ssf: &self.ssf,
                 }
             }
         }

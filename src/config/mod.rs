@@ -271,8 +271,21 @@ pub struct ProviderSpec {
     pub mfa_acr: Vec<String>,
     /// Extra authorize parameters for browser sign-in.
     pub authorize_params: Vec<(String, String)>,
+    /// Shared Signals events accepted from this provider (`ssf:`).
+    pub ssf: Option<SsfSpec>,
     /// The kind's own validated keys (read back by the kind in `providers/`).
     pub kind: KindSection,
+}
+
+/// A provider's validated `ssf:` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SsfSpec {
+    /// `iss` of the transmitter's Security Event Tokens.
+    pub issuer: String,
+    /// The transmitter's keys; `None`: the provider's own.
+    pub jwks_url: Option<String>,
+    /// What `aud` must contain.
+    pub audience: String,
 }
 
 impl ProviderSpec {

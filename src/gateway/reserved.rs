@@ -64,6 +64,7 @@ pub async fn handle(rt: &Runtime, session: &mut Session, path: &str, origin: &Or
     match path {
         "/.idfabric/me" => me(rt, session, origin).await,
         crate::revocation::backchannel::PATH => backchannel_logout(rt, session, origin).await,
+        crate::revocation::ssf::PATH => ssf_events(rt, session, origin).await,
         _ => refuse(session, Refusal::NoRoute, None).await,
     }
 }
@@ -76,6 +77,20 @@ async fn backchannel_logout(rt: &Runtime, session: &mut Session, origin: &Origin
             let path = session.req_header().uri.path().to_string();
             let req = web_request(session, origin, &path, &body);
             crate::revocation::backchannel::handle(rt, &req).await
+        }
+    };
+    respond::reply(session, &reply).await?;
+    Ok(Handled { status: reply.status, reason: reply.reason })
+}
+
+/// A Shared Signals event pushed by a provider's transmitter (`crate::revocation::ssf`).
+async fn ssf_events(rt: &Runtime, session: &mut Session, origin: &Origin) -> Result<Handled> {
+    let reply = match read_body(session).await? {
+        None => crate::revocation::ssf::too_large(),
+        Some(body) => {
+            let path = session.req_header().uri.path().to_string();
+            let req = web_request(session, origin, &path, &body);
+            crate::revocation::ssf::handle(rt, &req).await
         }
     };
     respond::reply(session, &reply).await?;

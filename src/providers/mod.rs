@@ -21,6 +21,7 @@ pub mod jwks;
 pub mod jwt;
 pub mod kind;
 pub mod logout;
+pub mod set;
 pub mod okta;
 pub mod oidc;
 

@@ -208,6 +208,7 @@ mod tests {
             jwks_refresh: std::time::Duration::from_secs(60),
             mfa_acr: vec![],
             authorize_params: vec![],
+            ssf: None,
             kind: section(Oidc { tenant: "op.example".into() }),
         };
         let idt = claims(json!({"sub": "u1", "name": "From ID token"}));

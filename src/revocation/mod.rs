@@ -1,5 +1,5 @@
 //! Revocation that every replica honours within a second: the one `revoke` that the
-//! admin API, back-channel logout (and later SSF and SCIM) call with their own
+//! admin API, back-channel logout, Shared Signals (and later SCIM) call with their own
 //! `Source`.
 //!
 //! Revoking a target does three things:
@@ -19,6 +19,7 @@
 //! as an audit line.
 
 pub mod backchannel;
+pub mod ssf;
 mod listen;
 
 pub use listen::run as listen;
@@ -76,6 +77,8 @@ pub enum Source {
     Admin,
     /// The provider's back-channel logout (`POST /.idfabric/backchannel-logout`).
     BackchannelLogout,
+    /// A Shared Signals event the provider pushed (`POST /.idfabric/ssf/events`).
+    Ssf,
 }
 
 impl Source {
@@ -83,6 +86,7 @@ impl Source {
         match self {
             Source::Admin => "admin",
             Source::BackchannelLogout => "backchannel_logout",
+            Source::Ssf => "ssf",
         }
     }
 }
@@ -94,6 +98,18 @@ pub enum Event {
     SessionRevoked,
     /// The person signed out at the provider.
     Logout,
+    /// The person's credential (password, key, second factor) changed (CAEP).
+    CredentialChange,
+    /// The person's claims changed: the next request re-reads them (CAEP).
+    ClaimsChange,
+    /// The person's authentication assurance dropped (CAEP): sign in again.
+    AssuranceLevelChange,
+    /// The account was disabled at the provider (RISC).
+    AccountDisabled,
+    /// The account was deleted at the provider (RISC).
+    AccountPurged,
+    /// The provider requires the person to change their credential (RISC).
+    CredentialChangeRequired,
 }
 
 impl Event {
@@ -101,6 +117,12 @@ impl Event {
         match self {
             Event::SessionRevoked => "session_revoked",
             Event::Logout => "logout",
+            Event::CredentialChange => "credential_change",
+            Event::ClaimsChange => "claims_change",
+            Event::AssuranceLevelChange => "assurance_level_change",
+            Event::AccountDisabled => "account_disabled",
+            Event::AccountPurged => "account_purged",
+            Event::CredentialChangeRequired => "credential_change_required",
         }
     }
 }

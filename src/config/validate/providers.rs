@@ -212,6 +212,7 @@ pub(in super::super) fn common(
         let _ = field_name;
         claims.insert(field.clone(), source.to_string());
     }
+    let ssf = c.ssf.as_ref().map(|f| ssf(f, p));
     let jwks_refresh = duration(p, None, "jwks_refresh", c.jwks_refresh.as_ref(), Duration::from_secs(600));
     let spec = ProviderSpec {
         id: id.clone(),
@@ -248,8 +249,35 @@ pub(in super::super) fn common(
             })
             .map(|(k, v)| (k.clone(), v.to_string()))
             .collect(),
+        ssf,
         kind: KindSection::new(kind, ()),
     };
     let host = issuer_url.as_ref().ok().and_then(|u| u.host_str().map(str::to_string)).unwrap_or_default();
     (spec, host)
+}
+
+/// The `ssf:` section: `issuer` and `audience` required, `issuer` and `jwks_url` URLs.
+fn ssf(f: &super::super::kind::SsfFile, p: &mut Problems) -> super::super::SsfSpec {
+    let anchor = Some("ssf:");
+    let required = |key: &str, v: &Option<EnvString>, p: &mut Problems| match v.as_deref() {
+        Some(v) if !v.trim().is_empty() => v.to_string(),
+        _ => {
+            p.at(anchor, &format!("ssf.{key}"), "is required");
+            String::new()
+        }
+    };
+    let issuer = required("issuer", &f.issuer, p);
+    let audience = required("audience", &f.audience, p);
+    if !issuer.is_empty() {
+        if let Err(e) = url::Url::parse(&issuer) {
+            p.at(anchor, "ssf.issuer", format!("not a URL: {e}"));
+        }
+    }
+    if let Some(u) = f.jwks_url.as_deref() {
+        match url::Url::parse(u) {
+            Ok(url) => check_scheme(p, anchor, "ssf.jwks_url", &url),
+            Err(e) => p.at(anchor, "ssf.jwks_url", format!("not a URL: {e}")),
+        }
+    }
+    super::super::SsfSpec { issuer, jwks_url: f.jwks_url.as_ref().map(|s| s.to_string()), audience }
 }
