@@ -21,6 +21,7 @@ mod browser;
 mod cli;
 mod conformance;
 mod continuous_access;
+mod ssf;
 mod demo;
 mod deploy;
 mod faults;

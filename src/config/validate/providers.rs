@@ -262,7 +262,8 @@ fn ssf(f: &super::super::kind::SsfFile, p: &mut Problems) -> super::super::SsfSp
     let required = |key: &str, v: &Option<EnvString>, p: &mut Problems| match v.as_deref() {
         Some(v) if !v.trim().is_empty() => v.to_string(),
         _ => {
-            p.at(anchor, &format!("ssf.{key}"), "is required");
+            // Reported at the `ssf:` line: the key itself is not in the file.
+            p.at(None, "ssf", format!("`ssf.{key}` is required"));
             String::new()
         }
     };
