@@ -42,6 +42,8 @@ fn event_of(uri: &str) -> Option<Event> {
         "account-disabled" => Some(Event::AccountDisabled),
         "account-purged" => Some(Event::AccountPurged),
         "account-credential-change-required" => Some(Event::CredentialChangeRequired),
+        // RISC's older session event, and Google's RISC feed's OAuth token revocation.
+        "sessions-revoked" | "tokens-revoked" => Some(Event::SessionRevoked),
         _ => None,
     }
 }
@@ -160,7 +162,10 @@ fn user_target(rt: &Runtime, provider: &str, v: &Value) -> Result<Target, (Strin
             let (Some(iss), Some(sub)) = (v.get("iss").and_then(Value::as_str), v.get("sub").and_then(Value::as_str).filter(|s| !s.is_empty())) else {
                 return Err(("an iss_sub subject needs iss and sub".into(), "unresolvable_subject"));
             };
-            let Some(i) = rt.registry.provider_for_issuer(iss) else {
+            // Google's RISC feed names `https://accounts.google.com/`, its tokens
+            // `https://accounts.google.com`: a trailing slash is not a second issuer.
+            let other = iss.strip_suffix('/').map(str::to_string).unwrap_or_else(|| format!("{iss}/"));
+            let Some(i) = rt.registry.provider_for_issuer(iss).or_else(|| rt.registry.provider_for_issuer(&other)) else {
                 return Err(("the subject's iss is not a configured provider's issuer".into(), "unknown_subject"));
             };
             Ok(Target::subject_of(rt.registry.providers[i].id(), sub))
