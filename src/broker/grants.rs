@@ -100,6 +100,28 @@ pub struct RefreshGrant {
     pub family_exp: i64,
 }
 
+/// Who holds a family's tokens (`idf:bfh:{family}`): the client, and the `sub` its
+/// tokens carry; read when the family's session ends, to send the client a logout
+/// token (`super::backchannel`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    pub client_id: String,
+    pub sub: String,
+}
+
+fn holder_key(family: &str) -> String {
+    format!("idf:bfh:{family}")
+}
+
+/// Takes (reads and deletes at once) the holder of `family`, so that of two
+/// revocations of one family only the first announces it.
+pub async fn take_holder(store: &dyn Store, family: &str) -> Result<Option<Holder>, StoreError> {
+    match store.take(&holder_key(family)).await? {
+        Some(b) => parse(&b).map(Some),
+        None => Ok(None),
+    }
+}
+
 /// Outcome of presenting a refresh token.
 pub enum Redeemed {
     Live(Box<RefreshGrant>),
@@ -269,6 +291,11 @@ impl Grants<'_> {
         self.store.delete(&set).await
     }
 
+    /// Records who holds `family` (for the back-channel logout when its session ends).
+    pub async fn set_holder(&self, family: &str, h: &Holder) -> Result<(), StoreError> {
+        self.store.set(&holder_key(family), json(h)?, self.family_ttl).await
+    }
+
     pub async fn is_revoked(&self, family: &str) -> Result<bool, StoreError> {
         Ok(self.store.get(&format!("idf:bfr:{family}")).await?.is_some())
     }
@@ -286,15 +313,16 @@ impl Grants<'_> {
     }
 
     /// Revokes the families that live only as long as the browser session (gateway
-    /// sign-out); `offline_access` families are left to their own lifetime.
-    pub async fn revoke_session_lifetime(&self, session: &str) -> Result<usize, StoreError> {
+    /// sign-out); `offline_access` families are left to their own lifetime. Returns the
+    /// revoked families (as do the other bulk revocations).
+    pub async fn revoke_session_lifetime(&self, session: &str) -> Result<Vec<String>, StoreError> {
         let key = format!("idf:bsl:{}", digest(session));
         let families = self.store.members(&key).await?;
         for f in &families {
             self.revoke_family(f).await?;
         }
         self.store.delete(&key).await?;
-        Ok(families.len())
+        Ok(families)
     }
 
     /// Records that `family` belongs to the user `sub` (for [`Grants::revoke_subject`]).
@@ -303,25 +331,25 @@ impl Grants<'_> {
     }
 
     /// Revokes every family of the user `sub`, offline ones included (the leaver case).
-    pub async fn revoke_subject(&self, sub: &str) -> Result<usize, StoreError> {
+    pub async fn revoke_subject(&self, sub: &str) -> Result<Vec<String>, StoreError> {
         let key = format!("idf:bsub:{}", digest(sub));
         let families = self.store.members(&key).await?;
         for f in &families {
             self.revoke_family(f).await?;
         }
         self.store.delete(&key).await?;
-        Ok(families.len())
+        Ok(families)
     }
 
     /// Revokes every family issued from a browser session (broker logout).
-    pub async fn revoke_session(&self, session: &str) -> Result<usize, StoreError> {
+    pub async fn revoke_session(&self, session: &str) -> Result<Vec<String>, StoreError> {
         let key = format!("idf:bsf:{}", digest(session));
         let families = self.store.members(&key).await?;
         for f in &families {
             self.revoke_family(f).await?;
         }
         self.store.delete(&key).await?;
-        Ok(families.len())
+        Ok(families)
     }
 }
 
