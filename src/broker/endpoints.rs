@@ -347,7 +347,7 @@ async fn end_session(
     }
     if let Ok(g) = grants(rt, b) {
         match g.revoke_session(sid).await {
-            Ok(families) => super::backchannel::announce(rt, families),
+            Ok(ended) => super::backchannel::announce(rt, ended.fresh),
             Err(e) => {
                 tracing::warn!(error = %e, "broker logout: token families not revoked");
                 return Ending::Unavailable;

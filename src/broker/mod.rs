@@ -257,10 +257,9 @@ fn cors(b: &BrokerSpec, req: &Request<'_>, rest: &str, mut reply: Reply) -> Repl
 /// Their clients are sent back-channel logout tokens (`backchannel`).
 pub async fn revoke_subject(rt: &Runtime, sub: &str) -> Result<usize, crate::session::StoreError> {
     let (Some(b), Some(s)) = (&rt.config.broker, &rt.sessions) else { return Ok(0) };
-    let families = grants::Grants { store: &*s.store, family_ttl: authorize::family_ttl(b) }.revoke_subject(sub).await?;
-    let n = families.len();
-    backchannel::announce(rt, families);
-    Ok(n)
+    let ended = grants::Grants { store: &*s.store, family_ttl: authorize::family_ttl(b) }.revoke_subject(sub).await?;
+    backchannel::announce(rt, ended.fresh);
+    Ok(ended.count)
 }
 
 /// Revokes the broker token families bound to the idfabric browser session `sid` (those
@@ -270,11 +269,10 @@ pub async fn revoke_subject(rt: &Runtime, sub: &str) -> Result<usize, crate::ses
 /// logout tokens (`backchannel`).
 pub async fn revoke_session_families(rt: &Runtime, sid: &str) -> Result<usize, crate::session::StoreError> {
     let (Some(b), Some(s)) = (&rt.config.broker, &rt.sessions) else { return Ok(0) };
-    let families =
+    let ended =
         grants::Grants { store: &*s.store, family_ttl: authorize::family_ttl(b) }.revoke_session_lifetime(sid).await?;
-    let n = families.len();
-    backchannel::announce(rt, families);
-    Ok(n)
+    backchannel::announce(rt, ended.fresh);
+    Ok(ended.count)
 }
 
 /// [`revoke_session_families`] in the shape of `login::SignOutHook`, which the service
