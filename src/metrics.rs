@@ -46,6 +46,8 @@ pub struct Metrics {
     /// Broker (OpenID Provider) requests by endpoint and result (`ok` or the RFC error code).
     pub broker_requests_total: IntCounterVec,
     pub broker_tokens_issued_total: IntCounterVec,
+    /// Back-channel logout deliveries to broker clients, by client and result.
+    pub broker_backchannel_logouts_total: IntCounterVec,
     /// Audit lines dropped because the writer fell behind (docs/operations.md).
     pub audit_dropped_total: IntCounter,
     /// Access-review observations dropped (aggregate full, or store unreachable too long).
@@ -146,6 +148,7 @@ impl Metrics {
             sign_in_rate_limited_total: counter(&r, "sign_in_rate_limited_total", "Sign-in starts refused by the per-client rate limit, by endpoint", &["endpoint"]),
             broker_requests_total: counter(&r, "broker_requests_total", "Broker (OpenID Provider) requests by endpoint and result (ok or the RFC error code)", &["endpoint", "result"]),
             broker_tokens_issued_total: counter(&r, "broker_tokens_issued_total", "Broker token responses by grant type", &["grant"]),
+            broker_backchannel_logouts_total: counter(&r, "broker_backchannel_logouts_total", "Back-channel logout deliveries to broker clients by client and result (delivered, failed, gave_up)", &["client", "result"]),
             audit_dropped_total: plain_counter(&r, "audit_dropped_total", "Audit lines dropped because the audit writer fell behind"),
             access_dropped_total: plain_counter(&r, "access_dropped_total", "Access-review observations dropped"),
             access_flushes_total: counter(&r, "access_flushes_total", "Access-review evidence flushes into the session store, by result", &["result"]),

@@ -16,6 +16,7 @@ mod admin;
 mod architecture;
 mod audit;
 mod broker;
+mod broker_backchannel;
 mod broker_openidconnect;
 mod browser;
 mod cli;

@@ -346,9 +346,12 @@ async fn end_session(
         }
     }
     if let Ok(g) = grants(rt, b) {
-        if let Err(e) = g.revoke_session(sid).await {
-            tracing::warn!(error = %e, "broker logout: token families not revoked");
-            return Ending::Unavailable;
+        match g.revoke_session(sid).await {
+            Ok(ended) => super::backchannel::announce(rt, ended.fresh),
+            Err(e) => {
+                tracing::warn!(error = %e, "broker logout: token families not revoked");
+                return Ending::Unavailable;
+            }
         }
     }
     Ending::Ended

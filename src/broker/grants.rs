@@ -100,6 +100,28 @@ pub struct RefreshGrant {
     pub family_exp: i64,
 }
 
+/// Who holds a family's tokens (`idf:bfh:{family}`): the client, and the `sub` its
+/// tokens carry; read when the family's session ends, to send the client a logout
+/// token (`super::backchannel`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    pub client_id: String,
+    pub sub: String,
+}
+
+fn holder_key(family: &str) -> String {
+    format!("idf:bfh:{family}")
+}
+
+/// Takes (reads and deletes at once) the holder of `family`, so that of two
+/// revocations of one family only the first announces it.
+pub async fn take_holder(store: &dyn Store, family: &str) -> Result<Option<Holder>, StoreError> {
+    match store.take(&holder_key(family)).await? {
+        Some(b) => parse(&b).map(Some),
+        None => Ok(None),
+    }
+}
+
 /// Outcome of presenting a refresh token.
 pub enum Redeemed {
     Live(Box<RefreshGrant>),
@@ -114,6 +136,15 @@ pub enum CodeRedeemed {
     /// Already redeemed: the family it produced is now revoked.
     Replayed,
     Unknown,
+}
+
+/// What a bulk revocation ended.
+#[derive(Debug, Default)]
+pub struct Ended {
+    /// Families bound to the session or user (revoked before or now).
+    pub count: usize,
+    /// Families that were live until this revocation (to announce to their clients).
+    pub fresh: Vec<String>,
 }
 
 pub struct Grants<'a> {
@@ -256,17 +287,25 @@ impl Grants<'_> {
     }
 
     /// Revokes every token of a family: refresh tokens are deleted, access tokens are
-    /// refused by `/userinfo` and `/introspect` through the marker.
-    pub async fn revoke_family(&self, family: &str) -> Result<(), StoreError> {
+    /// refused by `/userinfo` and `/introspect` through the marker. Returns whether the
+    /// family was live until now (the marker was absent), so that only a family's first
+    /// end is announced to its client.
+    pub async fn revoke_family(&self, family: &str) -> Result<bool, StoreError> {
         if family.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
-        self.store.set(&format!("idf:bfr:{family}"), b"1".to_vec(), self.family_ttl).await?;
+        let fresh = self.store.set_if_absent(&format!("idf:bfr:{family}"), b"1".to_vec(), self.family_ttl).await?;
         let set = format!("idf:bfm:{family}");
         for d in self.store.members(&set).await? {
             self.store.delete(&format!("idf:brt:{d}")).await?;
         }
-        self.store.delete(&set).await
+        self.store.delete(&set).await?;
+        Ok(fresh)
+    }
+
+    /// Records who holds `family` (for the back-channel logout when its session ends).
+    pub async fn set_holder(&self, family: &str, h: &Holder) -> Result<(), StoreError> {
+        self.store.set(&holder_key(family), json(h)?, self.family_ttl).await
     }
 
     pub async fn is_revoked(&self, family: &str) -> Result<bool, StoreError> {
@@ -286,15 +325,19 @@ impl Grants<'_> {
     }
 
     /// Revokes the families that live only as long as the browser session (gateway
-    /// sign-out); `offline_access` families are left to their own lifetime.
-    pub async fn revoke_session_lifetime(&self, session: &str) -> Result<usize, StoreError> {
+    /// sign-out); `offline_access` families are left to their own lifetime. Returns the
+    /// revoked families (as do the other bulk revocations).
+    pub async fn revoke_session_lifetime(&self, session: &str) -> Result<Ended, StoreError> {
         let key = format!("idf:bsl:{}", digest(session));
         let families = self.store.members(&key).await?;
-        for f in &families {
-            self.revoke_family(f).await?;
+        let mut ended = Ended { count: families.len(), fresh: Vec::new() };
+        for f in families {
+            if self.revoke_family(&f).await? {
+                ended.fresh.push(f);
+            }
         }
         self.store.delete(&key).await?;
-        Ok(families.len())
+        Ok(ended)
     }
 
     /// Records that `family` belongs to the user `sub` (for [`Grants::revoke_subject`]).
@@ -303,25 +346,31 @@ impl Grants<'_> {
     }
 
     /// Revokes every family of the user `sub`, offline ones included (the leaver case).
-    pub async fn revoke_subject(&self, sub: &str) -> Result<usize, StoreError> {
+    pub async fn revoke_subject(&self, sub: &str) -> Result<Ended, StoreError> {
         let key = format!("idf:bsub:{}", digest(sub));
         let families = self.store.members(&key).await?;
-        for f in &families {
-            self.revoke_family(f).await?;
+        let mut ended = Ended { count: families.len(), fresh: Vec::new() };
+        for f in families {
+            if self.revoke_family(&f).await? {
+                ended.fresh.push(f);
+            }
         }
         self.store.delete(&key).await?;
-        Ok(families.len())
+        Ok(ended)
     }
 
     /// Revokes every family issued from a browser session (broker logout).
-    pub async fn revoke_session(&self, session: &str) -> Result<usize, StoreError> {
+    pub async fn revoke_session(&self, session: &str) -> Result<Ended, StoreError> {
         let key = format!("idf:bsf:{}", digest(session));
         let families = self.store.members(&key).await?;
-        for f in &families {
-            self.revoke_family(f).await?;
+        let mut ended = Ended { count: families.len(), fresh: Vec::new() };
+        for f in families {
+            if self.revoke_family(&f).await? {
+                ended.fresh.push(f);
+            }
         }
         self.store.delete(&key).await?;
-        Ok(families.len())
+        Ok(ended)
     }
 }
 
@@ -341,6 +390,24 @@ mod tests {
             session: None,
             family_exp: now() + 3600,
         }
+    }
+
+    #[tokio::test]
+    async fn only_a_live_familys_end_is_announced_and_its_holder_is_taken_once() {
+        let store = MemoryStore::new(1000);
+        let g = Grants { store: &store, family_ttl: Duration::from_secs(3600) };
+        let h = Holder { client_id: "rp".into(), sub: "wf:alice".into() };
+        for f in ["f1", "f2"] {
+            g.set_holder(f, &h).await.unwrap();
+            g.bind_to_subject("wf:alice", f).await.unwrap();
+        }
+        // f2 ended earlier (the client's own /revoke): not announced when the user is revoked.
+        assert!(g.revoke_family("f2").await.unwrap());
+        assert!(!g.revoke_family("f2").await.unwrap(), "already revoked");
+        let ended = g.revoke_subject("wf:alice").await.unwrap();
+        assert_eq!((ended.count, ended.fresh), (2, vec!["f1".to_string()]));
+        assert_eq!(take_holder(&store, "f1").await.unwrap(), Some(h));
+        assert_eq!(take_holder(&store, "f1").await.unwrap(), None, "taken once");
     }
 
     #[tokio::test]

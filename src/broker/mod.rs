@@ -21,6 +21,7 @@
 //! client is configured by the operator (first-party), so no consent page is shown.
 
 mod authorize;
+pub mod backchannel;
 pub mod clients;
 mod endpoints;
 mod grants;
@@ -253,18 +254,25 @@ fn cors(b: &BrokerSpec, req: &Request<'_>, rest: &str, mut reply: Reply) -> Repl
 /// Revokes every broker token family of the user `sub` (refresh tokens deleted, access
 /// tokens refused at `/userinfo` and `/introspect`), offline ones included. Meant for
 /// the admin `POST /sessions/revoke?sub=` (the leaver case); returns how many families.
+/// Their clients are sent back-channel logout tokens (`backchannel`).
 pub async fn revoke_subject(rt: &Runtime, sub: &str) -> Result<usize, crate::session::StoreError> {
     let (Some(b), Some(s)) = (&rt.config.broker, &rt.sessions) else { return Ok(0) };
-    grants::Grants { store: &*s.store, family_ttl: authorize::family_ttl(b) }.revoke_subject(sub).await
+    let ended = grants::Grants { store: &*s.store, family_ttl: authorize::family_ttl(b) }.revoke_subject(sub).await?;
+    backchannel::announce(rt, ended.fresh);
+    Ok(ended.count)
 }
 
 /// Revokes the broker token families bound to the idfabric browser session `sid` (those
 /// without `offline_access`: their access tokens stop working at `/userinfo` and
 /// `/introspect` at once, not at expiry), when the user signs out at the gateway's own
-/// `/.idfabric/logout`; returns how many families.
+/// `/.idfabric/logout`; returns how many families. Their clients are sent back-channel
+/// logout tokens (`backchannel`).
 pub async fn revoke_session_families(rt: &Runtime, sid: &str) -> Result<usize, crate::session::StoreError> {
     let (Some(b), Some(s)) = (&rt.config.broker, &rt.sessions) else { return Ok(0) };
-    grants::Grants { store: &*s.store, family_ttl: authorize::family_ttl(b) }.revoke_session_lifetime(sid).await
+    let ended =
+        grants::Grants { store: &*s.store, family_ttl: authorize::family_ttl(b) }.revoke_session_lifetime(sid).await?;
+    backchannel::announce(rt, ended.fresh);
+    Ok(ended.count)
 }
 
 /// [`revoke_session_families`] in the shape of `login::SignOutHook`, which the service
@@ -370,7 +378,8 @@ pub fn discovery(rt: &Runtime, b: &BrokerSpec) -> Value {
         "require_request_uri_registration": false,
         "authorization_response_iss_parameter_supported": true,
         "frontchannel_logout_supported": false,
-        "backchannel_logout_supported": false,
+        "backchannel_logout_supported": true,
+        "backchannel_logout_session_supported": true,
     });
     if let Value::Object(extra) = extra {
         doc.extend(extra);

@@ -6,7 +6,7 @@
 //! browser session it came from (it ends with that session: logout, admin revocation,
 //! expiry); with `offline_access` it lives `refresh_token_ttl` on its own.
 
-use super::grants::{CodeRedeemed, Grants, Redeemed, RefreshGrant};
+use super::grants::{CodeRedeemed, Grants, Holder, Redeemed, RefreshGrant};
 use super::tokens::{self, Grant};
 use super::{authorize::family_ttl, clients, err, error_reply, Challenge, ErrorCode, OAuthError};
 use crate::config::{BrokerClientSpec, BrokerSpec};
@@ -122,6 +122,8 @@ async fn code_grant(
         }
     }
     grants.bind_to_subject(&g.identity.sub, &g.family).await?;
+    let holder = Holder { client_id: client.client_id.clone(), sub: g.identity.sub.clone() };
+    grants.set_holder(&g.family, &holder).await?;
     // A concurrent replay of this code revokes the family (`take_code`): answer it as
     // refused rather than with tokens that are already dead.
     if grants.is_revoked(&g.family).await? {

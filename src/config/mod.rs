@@ -233,6 +233,11 @@ pub struct BrokerClientSpec {
     /// May introspect access tokens issued to other clients (a resource server);
     /// otherwise `/introspect` shows a client only its own tokens.
     pub introspect: bool,
+    /// OpenID Connect Back-Channel Logout 1.0: where logout tokens are POSTed when a
+    /// session of this client ends (https, or http on loopback only).
+    pub backchannel_logout_uri: Option<String>,
+    /// Whether the client needs `sid` in logout tokens (always sent; kept for metadata).
+    pub backchannel_logout_session_required: bool,
 }
 
 #[derive(Debug, Clone)]

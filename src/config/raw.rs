@@ -159,6 +159,9 @@ pub struct BrokerClient {
     pub require_pkce: Option<bool>,
     /// May introspect tokens issued to other clients (a resource server).
     pub introspect: Option<bool>,
+    /// Where the broker POSTs OpenID Connect Back-Channel Logout tokens.
+    pub backchannel_logout_uri: Option<S>,
+    pub backchannel_logout_session_required: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

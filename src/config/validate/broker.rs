@@ -126,6 +126,7 @@ fn broker_client(
         }
     }
     let introspect = introspect(c, &id, public, a, p);
+    let backchannel_logout_uri = backchannel_logout_uri(c, a, p);
     BrokerClientSpec {
         client_id: id,
         client_secret: secret,
@@ -138,7 +139,23 @@ fn broker_client(
         providers: client_providers,
         require_pkce: c.require_pkce.unwrap_or(true) || public,
         introspect,
+        backchannel_logout_uri,
+        backchannel_logout_session_required: c.backchannel_logout_session_required.unwrap_or(true),
     }
+}
+
+/// `backchannel_logout_uri`: an absolute https URL (plain http only on loopback), no
+/// fragment (OpenID Connect Back-Channel Logout 1.0 §2.2).
+fn backchannel_logout_uri(c: &raw::BrokerClient, a: Option<&str>, p: &mut Problems) -> Option<String> {
+    let u = c.backchannel_logout_uri.as_ref()?.to_string();
+    let key = "broker.clients.backchannel_logout_uri";
+    match url::Url::parse(&u) {
+        Err(e) => p.at(a, key, format!("`{u}` is not an absolute URL: {e}")),
+        Ok(parsed) if parsed.fragment().is_some() || u.contains('#') => p.at(a, key, format!("`{u}` must not have a fragment")),
+        Ok(parsed) if !parsed.has_host() => p.at(a, key, format!("`{u}` has no host")),
+        Ok(parsed) => check_scheme(p, a, key, &parsed),
+    }
+    Some(u)
 }
 
 /// `introspect: true` lets a confidential client see other clients' access tokens at

@@ -156,6 +156,22 @@ fn admin_accepts_the_address_or_a_map_and_introspect_is_for_confidential_clients
     );
     let errs = load(&d.path().join("routes.yaml")).unwrap_err().0;
     assert!(errs.iter().any(|e| e.message.contains("cannot introspect")), "{errs:?}");
+    // backchannel_logout_uri: https, or http on loopback; checked with the client's line.
+    let d = dir_with(
+        &broker("    - { client_id: bc, client_secret: \"12345678\", redirect_uris: [http://bc.test/cb], backchannel_logout_uri: \"http://127.0.0.1:9/bc\" }\n"),
+        &[("okta.yaml", OKTA)],
+    );
+    let c = load(&d.path().join("routes.yaml")).unwrap().broker.unwrap();
+    assert_eq!(c.clients[2].backchannel_logout_uri.as_deref(), Some("http://127.0.0.1:9/bc"));
+    assert!(c.clients[2].backchannel_logout_session_required && c.clients[0].backchannel_logout_uri.is_none());
+    for bad in ["http://rp.example/bc", "/bc", "https://rp.example/bc#x", "ftp://rp.example/bc"] {
+        let d = dir_with(
+            &broker(&format!("    - {{ client_id: bc, client_secret: \"12345678\", redirect_uris: [http://bc.test/cb], backchannel_logout_uri: \"{bad}\" }}\n")),
+            &[("okta.yaml", OKTA)],
+        );
+        let errs: Vec<String> = load(&d.path().join("routes.yaml")).unwrap_err().0.iter().map(|e| e.to_string()).collect();
+        assert!(errs.iter().any(|e| e.contains("backchannel_logout_uri") && e.contains(":10:")), "{bad}: {errs:?}");
+    }
 }
 
 #[test]
