@@ -874,9 +874,12 @@ async fn redis_down_fails_sign_in_closed_with_a_page_and_bearer_traffic_goes_on(
     // A callback cannot be finished either.
     let r = fresh.get(&on(&ea, "wf.test", "/.idfabric/callback?code=x&state=y")).await;
     assert_eq!(r.status, 503, "{}", r.body);
-    // A browser with a session gets a 503 page (fail closed), not the app.
+    // A browser with a session gets a 503 page (fail closed), not the app, once the
+    // gateway's cache of session lookups (a second at most) has let it go.
     let with_session = Agent::browser();
     with_session.set("wf.test", SESSION, &sid);
+    let (w, url) = (&with_session, &on(&ea, "wf.test", "/"));
+    within_session_cache_ttl("a session is refused with the store down", || async move { w.get(url).await.status == 503 }).await;
     let r = with_session.get(&on(&ea, "wf.test", "/")).await;
     assert_eq!(r.status, 503, "{}", r.body);
     assert!(r.is_html());
