@@ -167,9 +167,17 @@ fn step_up(rt: &Runtime, mut d: Denial, browser: bool, pq: &str) -> Denial {
     d
 }
 
-/// The session behind a cookie as a verified credential.
+/// The session behind a cookie as a verified credential. Served from this process's
+/// cache of session lookups (`session::cache`, one second at most) when it can be, so a
+/// busy browser reuses one `Verified` with its identity headers and minted tokens.
 pub async fn session(rt: &Runtime, id: &str) -> Result<Arc<Verified>, Refusal> {
+    use crate::session::cache;
     let sessions = rt.sessions.as_ref().ok_or(Refusal::BadSession)?;
+    let key = cache::key(id);
+    if let Some(v) = cache::get(&key, rt.generation) {
+        return Ok(v);
+    }
+    let ticket = cache::ticket();
     let s = crate::session::session_for(&rt.registry, sessions, id)
         .await
         .map_err(|_| Refusal::SessionStoreUnavailable)?
@@ -178,9 +186,14 @@ pub async fn session(rt: &Runtime, id: &str) -> Result<Arc<Verified>, Refusal> {
     // A session the revocation could not reach in the store (created on another
     // replica while it ran) still ends here: it began before the revocation.
     crate::deny::check(&s.identity, Some(s.created_at)).map_err(|_| Refusal::BadSession)?;
+    // Served from the cache until the upstream tokens need their refresh (which only a
+    // store lookup does) or the session's absolute end, whichever comes first.
+    let deadline = s.expires_at.min(s.upstream_exp.map_or(i64::MAX, |e| e - 60));
     let mut identity = s.identity;
     crate::session::carry_mfa(&mut identity, s.mfa);
-    Ok(Arc::new(Verified::new(identity, provider, String::new(), s.expires_at, crate::providers::token_hash(id))))
+    let verified = Arc::new(Verified::new(identity, provider, String::new(), s.expires_at, key));
+    cache::put(key, rt.generation, verified.clone(), deadline, ticket);
+    Ok(verified)
 }
 
 /// The policy step alone, for a verified credential.

@@ -27,7 +27,7 @@ const SECRET: &str = "replica-portal-secret";
 /// Both replicas serve one broker issuer (the Service's address: here A's).
 fn routes(http: u16, admin: u16, issuer: &str, redis: &str, echo: &str) -> String {
     format!(
-        "listen: {{ http: 127.0.0.1:{http} }}\nadmin: 127.0.0.1:{admin}\nproviders: [rwf]\n\
+        "listen: {{ http: 127.0.0.1:{http} }}\nadmin: {{ listen: 127.0.0.1:{admin}, token_file: certs/admin.token }}\nproviders: [rwf]\n\
          session: {{ store: \"{redis}\", cookie: idfabric_session, key_file: certs/session.key }}\n\
          broker:\n  issuer: {issuer}\n  signing_key: certs/broker-signing.pem\n  clients:\n\
          \x20   - {{ client_id: portal, client_secret: {SECRET}, redirect_uris: [{CB}] }}\n\
@@ -81,9 +81,14 @@ async fn sessions_survive_any_replica_and_a_killed_replica_loses_nothing_the_oth
     let bob = Agent::browser();
     let (_, bob_sid) = bob.sign_in(&on(&ea, "/"), "bob").await;
     bob.log_out(&on(&eb, "/.idfabric/logout")).await;
+    // (A may serve it from its cache of session lookups for up to a second more.)
     let replay = Agent::browser();
     replay.set("wf.test", SESSION, &bob_sid);
-    assert_eq!(replay.get(&on(&ea, "/")).await.redirect().path(), "/.idfabric/login", "logged out on A too");
+    let (replay, url) = (&replay, &on(&ea, "/"));
+    within_session_cache_ttl("logged out on A too", || async move {
+        replay.get(url).await.raw_location().is_some_and(|l| l.starts_with("/.idfabric/login"))
+    })
+    .await;
 
     // A broker refresh token rotated on A is refused as reused on B, and the reuse
     // revokes the whole family (also the token A just handed out).
@@ -175,4 +180,74 @@ async fn sessions_survive_any_replica_and_a_killed_replica_loses_nothing_the_oth
     for user in &users {
         assert_eq!(user.get(&on(&eb, "/")).await.status, 200, "every session lives on in B");
     }
+}
+
+/// What the per-process cache of session lookups must never change: a session ended on
+/// this replica (logout, admin revocation) is refused on its very next request here, and
+/// on the other replica within the cache's second; a session nobody uses still ends at
+/// its idle timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_sessions_end_at_once_here_and_within_a_second_there() {
+    let redis = RedisServer::start();
+    let echo = Echo::start();
+    let (ea, eb) = replicas(&redis, &echo);
+    let _ga = Gateway::start(&ea);
+    let _gb = Gateway::start(&eb);
+    let refused = |r: &Resp| r.raw_location().is_some_and(|l| l.starts_with("/.idfabric/login"));
+    // Busy on both replicas, so both hold the session in their caches.
+    let urls = [on(&ea, "/"), on(&eb, "/")];
+    let warm = |agent| warm(agent, &urls);
+
+    // Logout on A: refused on A at once, on B within the second.
+    let alice = Agent::browser();
+    let (_, sid) = alice.sign_in(&on(&ea, "/"), "alice").await;
+    warm(&alice).await;
+    alice.log_out(&on(&ea, "/.idfabric/logout")).await;
+    let replay = Agent::browser();
+    replay.set("wf.test", SESSION, &sid);
+    assert!(refused(&replay.get(&on(&ea, "/")).await), "logged out here: refused on the next request");
+    let (r, url) = (&replay, &on(&eb, "/"));
+    let took = within_session_cache_ttl("logout on A ends the session on B", || async move { refused(&r.get(url).await) }).await;
+    eprintln!("logout on A seen on B after {took:?}");
+
+    // Admin revocation on B: refused on B at once, on A within the second.
+    let bob = Agent::browser();
+    let (first, _) = bob.sign_in(&on(&ea, "/"), "bob").await;
+    let sub = decoded(&first.upstream()["x-identity-sub"]);
+    warm(&bob).await;
+    let enc: String = url::form_urlencoded::byte_serialize(sub.as_bytes()).collect();
+    let r = eb.admin_call(reqwest::Method::POST, &format!("/sessions/revoke?sub={enc}")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(refused(&bob.get(&on(&eb, "/")).await), "revoked here: refused on the next request");
+    let (b, url) = (&bob, &on(&ea, "/"));
+    let took = within_session_cache_ttl("revocation on B ends the session on A", || async move { refused(&b.get(url).await) }).await;
+    eprintln!("revocation on B seen on A after {took:?}");
+}
+
+async fn warm(agent: &Agent, urls: &[String]) {
+    for _ in 0..3 {
+        for u in urls {
+            let r = agent.get(u).await;
+            assert_eq!(r.status, 200, "{u}: {}", r.body);
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_unused_session_still_ends_at_its_idle_timeout() {
+    let env = TestEnv::new();
+    let echo = Echo::start();
+    env.write("providers/rwf.yaml", &WF.replace("{ISSUER}", &env.dev_issuer("rwf")));
+    let text = routes(env.http_port, env.admin_port, &issuer_of(&env), "memory", &echo.addr())
+        .replace("key_file: certs/session.key", "idle: 2s, key_file: certs/session.key");
+    env.write("routes.yaml", &text);
+    let _g = Gateway::start(&env);
+    let erin = Agent::browser();
+    erin.sign_in(&on(&env, "/"), "erin").await;
+    for _ in 0..5 {
+        assert_eq!(erin.get(&on(&env, "/")).await.status, 200, "in use");
+    }
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    let r = erin.get(&on(&env, "/")).await;
+    assert_eq!(r.redirect().path(), "/.idfabric/login", "unused for longer than session.idle: ended");
 }

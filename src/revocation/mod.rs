@@ -203,9 +203,16 @@ fn learn(rt: &Runtime, entry: &Entry) {
     if !crate::deny::list().apply(entry, crate::providers::now_secs()) {
         return;
     }
+    // This replica's one-second cache of session lookups goes too, so the next
+    // request reads the store (where the session is gone) or meets the deny check.
     match entry.key.clone() {
-        Key::Subject(sub) => rt.registry.forget(move |id| id.sub == sub),
+        Key::Subject(sub) => {
+            crate::session::cache::invalidate_subject(&sub);
+            rt.registry.forget(move |id| id.sub == sub)
+        }
         Key::Session(provider, sid) => {
+            // Cached sessions are keyed by subject, not by the provider's `sid`.
+            crate::session::cache::invalidate_all();
             rt.registry.forget(move |id| id.provider == provider && id.session_id.as_deref() == Some(sid.as_str()))
         }
     }

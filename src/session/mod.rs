@@ -11,6 +11,7 @@
 //! (`pending`), not beside sessions: anyone can start a sign-in, and a flood of starts
 //! must never push a signed-in user out.
 
+pub mod cache;
 pub mod handoff;
 pub mod memory;
 pub mod pending;
@@ -334,6 +335,7 @@ impl Sessions {
         let mut s: Session = serde_json::from_slice(&bytes).map_err(|_| StoreError::Corrupt)?;
         let now = now();
         if s.expires_at <= now {
+            cache::invalidate_session(id);
             self.store.delete(&Self::skey(id)).await?;
             ended("expired", 1);
             return Ok(None);
@@ -345,15 +347,23 @@ impl Sessions {
         Ok(Some(s))
     }
 
+    /// Stores a changed session (a refresh); this replica's cached lookup is forgotten.
     pub async fn update(&self, id: &str, s: &Session) -> Result<(), StoreError> {
-        self.save(id, s).await
+        let r = self.save(id, s).await;
+        cache::invalidate_session(id);
+        r
     }
 
     pub async fn destroy(&self, id: &str) -> Result<Option<Session>, StoreError> {
         if !plausible_id(id) {
             return Ok(None);
         }
-        let old = self.store.take(&Self::skey(id)).await?;
+        // Before and after: a lookup that read the session before it was taken is not
+        // cached (the cache compares an invalidation counter around each lookup).
+        cache::invalidate_session(id);
+        let old = self.store.take(&Self::skey(id)).await;
+        cache::invalidate_session(id);
+        let old = old?;
         let s: Option<Session> = old.and_then(|b| serde_json::from_slice(&b).ok());
         if let Some(s) = &s {
             ended("logout", 1);
@@ -364,6 +374,7 @@ impl Sessions {
 
     /// Ends every session of `sub` (the leaver case); returns how many were live.
     pub async fn revoke_sub(&self, sub: &str) -> Result<usize, StoreError> {
+        cache::invalidate_subject(sub);
         let ids = self.store.members(&Self::subkey(sub)).await?;
         let mut n = 0;
         for id in &ids {
@@ -372,6 +383,8 @@ impl Sessions {
             }
         }
         self.store.delete(&Self::subkey(sub)).await?;
+        // A lookup that read a session before it was taken is not served either.
+        cache::invalidate_subject(sub);
         ended("revoked", n as u64);
         Ok(n)
     }

@@ -450,3 +450,25 @@ pub fn metric_value(text: &str, series: &str) -> f64 {
         .find_map(|l| l.rsplit_once(' ').filter(|(k, _)| *k == series).and_then(|(_, v)| v.parse().ok()))
         .unwrap_or(0.0)
 }
+
+/// How long a replica may still serve a session that another replica ended (logout,
+/// revocation): its per-process cache of session lookups keeps one for at most this.
+pub const SESSION_CACHE_TTL: Duration = Duration::from_secs(1);
+
+/// Polls `check` until it holds, at most the session cache TTL plus a margin for the
+/// requests themselves; panics naming `what` otherwise. Returns how long it took.
+pub async fn within_session_cache_ttl<F, Fut>(what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    let limit = SESSION_CACHE_TTL + Duration::from_millis(1500);
+    loop {
+        if check().await {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < limit, "{what}: still not so after {:?}", start.elapsed());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
