@@ -61,6 +61,8 @@ pub struct Metrics {
     pub revocations_total: IntCounterVec,
     /// Back-channel logout requests by result (`ok` or why the token was refused).
     pub backchannel_logouts_total: IntCounterVec,
+    /// SCIM requests by resource (`users`, `groups`, …) and result (`ok` or the reason).
+    pub scim_requests_total: IntCounterVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -151,6 +153,7 @@ impl Metrics {
             session_handoffs_total: counter(&r, "session_handoffs_total", "Session handoffs from the sign-in host, by result (issued, redeemed or the refusal reason)", &["result"]),
             revocations_total: counter(&r, "revocations_total", "Revocations by source (admin, backchannel_logout) and event", &["source", "event"]),
             backchannel_logouts_total: counter(&r, "backchannel_logouts_total", "Back-channel logout requests by result (ok or the refusal reason)", &["result"]),
+            scim_requests_total: counter(&r, "scim_requests_total", "SCIM provisioning requests by resource and result (ok or the refusal reason)", &["resource", "result"]),
             registry: r,
         }
     }

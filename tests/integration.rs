@@ -21,6 +21,7 @@ mod browser;
 mod cli;
 mod conformance;
 mod continuous_access;
+mod scim;
 mod demo;
 mod deploy;
 mod faults;

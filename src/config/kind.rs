@@ -9,6 +9,8 @@
 
 use super::error::{ConfigError, Problems};
 pub use super::env::EnvString as S;
+/// A provider file's `scim:` section.
+pub use super::raw::Scim as ScimFile;
 use super::ProviderSpec;
 use crate::identity::{Population, ProviderKind};
 use serde::de::DeserializeOwned;
@@ -73,6 +75,7 @@ pub struct Common<'a> {
     pub jwks_refresh: &'a Option<S>,
     pub mfa_acr: &'a Option<Vec<S>>,
     pub authorize_params: &'a Option<BTreeMap<String, S>>,
+    pub scim: &'a Option<ScimFile>,
 }
 
 /// A provider file struct (declared with [`crate::provider_file!`]).
@@ -109,6 +112,8 @@ macro_rules! provider_file {
             /// Extra authorize parameters for browser sign-in (Okta `idp`, Auth0
             /// `connection`/`organization`, Cognito `identity_provider`, …).
             pub authorize_params: Option<std::collections::BTreeMap<String, $crate::config::kind::S>>,
+            /// SCIM 2.0 provisioning from this provider (`crate::scim`).
+            pub scim: Option<$crate::config::kind::ScimFile>,
             $($(#[$fdoc])* pub $field: $ty),*
         }
 
@@ -130,6 +135,7 @@ macro_rules! provider_file {
                     jwks_refresh: &self.jwks_refresh,
                     mfa_acr: &self.mfa_acr,
                     authorize_params: &self.authorize_params,
+                    scim: &self.scim,
                 }
             }
         }
@@ -187,6 +193,7 @@ impl ProviderSource<'_> {
             super::validate::common(&file.common(), self.path, kind, population, default_issuer, &mut p);
         let mut cx = SectionCheck { problems: &mut p, base_dir: self.base_dir, issuer_host };
         spec.kind = check(&file, &mut spec, &mut cx);
+        spec.scim = super::validate::scim(file.common().scim.as_ref(), self.base_dir, cx.problems);
         (self.errors.len() == before).then_some(spec)
     }
 }

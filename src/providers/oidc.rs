@@ -209,6 +209,7 @@ mod tests {
             mfa_acr: vec![],
             authorize_params: vec![],
             kind: section(Oidc { tenant: "op.example".into() }),
+            scim: None,
         };
         let idt = claims(json!({"sub": "u1", "name": "From ID token"}));
         let mut id = Identity::new("op", ProviderKind::Oidc, crate::identity::Population::Workforce, "u1".into());

@@ -76,6 +76,8 @@ pub enum Source {
     Admin,
     /// The provider's back-channel logout (`POST /.idfabric/backchannel-logout`).
     BackchannelLogout,
+    /// SCIM provisioning from the provider (`crate::scim`).
+    Scim,
 }
 
 impl Source {
@@ -83,6 +85,7 @@ impl Source {
         match self {
             Source::Admin => "admin",
             Source::BackchannelLogout => "backchannel_logout",
+            Source::Scim => "scim",
         }
     }
 }
@@ -94,6 +97,10 @@ pub enum Event {
     SessionRevoked,
     /// The person signed out at the provider.
     Logout,
+    /// The provider set the user `active: false` (SCIM).
+    UserDeactivated,
+    /// The provider deleted the user (SCIM).
+    UserDeleted,
 }
 
 impl Event {
@@ -101,6 +108,8 @@ impl Event {
         match self {
             Event::SessionRevoked => "session_revoked",
             Event::Logout => "logout",
+            Event::UserDeactivated => "user_deactivated",
+            Event::UserDeleted => "user_deleted",
         }
     }
 }

@@ -249,6 +249,7 @@ pub(in super::super) fn common(
             .map(|(k, v)| (k.clone(), v.to_string()))
             .collect(),
         kind: KindSection::new(kind, ()),
+        scim: None,
     };
     let host = issuer_url.as_ref().ok().and_then(|u| u.host_str().map(str::to_string)).unwrap_or_default();
     (spec, host)
