@@ -67,6 +67,7 @@ pub mod refusal;
 pub mod reload;
 pub mod revocation;
 pub mod runtime;
+pub mod scim;
 pub mod server;
 pub mod session;
 pub mod tls;

@@ -65,6 +65,8 @@ pub struct Metrics {
     pub backchannel_logouts_total: IntCounterVec,
     /// Pushed Security Event Tokens by result (`ok`, `ignored` or why it was refused).
     pub ssf_sets_total: IntCounterVec,
+    /// SCIM requests by resource (`users`, `groups`, …) and result (`ok` or the reason).
+    pub scim_requests_total: IntCounterVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -154,9 +156,10 @@ impl Metrics {
             access_flushes_total: counter(&r, "access_flushes_total", "Access-review evidence flushes into the session store, by result", &["result"]),
             admin_refusals_total: counter(&r, "admin_refusals_total", "Guarded admin requests refused, by reason", &["reason"]),
             session_handoffs_total: counter(&r, "session_handoffs_total", "Session handoffs from the sign-in host, by result (issued, redeemed or the refusal reason)", &["result"]),
-            revocations_total: counter(&r, "revocations_total", "Revocations by source (admin, backchannel_logout, ssf) and event", &["source", "event"]),
+            revocations_total: counter(&r, "revocations_total", "Revocations by source (admin, backchannel_logout, ssf, scim) and event", &["source", "event"]),
             backchannel_logouts_total: counter(&r, "backchannel_logouts_total", "Back-channel logout requests by result (ok or the refusal reason)", &["result"]),
             ssf_sets_total: counter(&r, "ssf_sets_total", "Pushed Shared Signals Security Event Tokens by result (ok, ignored or the refusal reason)", &["result"]),
+            scim_requests_total: counter(&r, "scim_requests_total", "SCIM provisioning requests by resource and result (ok or the refusal reason)", &["resource", "result"]),
             registry: r,
         }
     }

@@ -23,6 +23,7 @@ mod cli;
 mod conformance;
 mod continuous_access;
 mod ssf;
+mod scim;
 mod demo;
 mod deploy;
 mod faults;

@@ -9,6 +9,8 @@
 
 use super::error::{ConfigError, Problems};
 pub use super::env::EnvString as S;
+/// A provider file's `scim:` section.
+pub use super::raw::Scim as ScimFile;
 use super::ProviderSpec;
 use crate::identity::{Population, ProviderKind};
 use serde::de::DeserializeOwned;
@@ -74,6 +76,7 @@ pub struct Common<'a> {
     pub mfa_acr: &'a Option<Vec<S>>,
     pub authorize_params: &'a Option<BTreeMap<String, S>>,
     pub ssf: &'a Option<SsfFile>,
+    pub scim: &'a Option<ScimFile>,
 }
 
 /// The provider file's `ssf:` section: this provider transmits Shared Signals
@@ -125,6 +128,8 @@ macro_rules! provider_file {
             pub authorize_params: Option<std::collections::BTreeMap<String, $crate::config::kind::S>>,
             /// Shared Signals Framework events this provider transmits.
             pub ssf: Option<$crate::config::kind::SsfFile>,
+            /// SCIM 2.0 provisioning from this provider (`crate::scim`).
+            pub scim: Option<$crate::config::kind::ScimFile>,
             $($(#[$fdoc])* pub $field: $ty),*
         }
 
@@ -147,6 +152,7 @@ macro_rules! provider_file {
                     mfa_acr: &self.mfa_acr,
                     authorize_params: &self.authorize_params,
                     ssf: &self.ssf,
+                    scim: &self.scim,
                 }
             }
         }
@@ -204,6 +210,7 @@ impl ProviderSource<'_> {
             super::validate::common(&file.common(), self.path, kind, population, default_issuer, &mut p);
         let mut cx = SectionCheck { problems: &mut p, base_dir: self.base_dir, issuer_host };
         spec.kind = check(&file, &mut spec, &mut cx);
+        spec.scim = super::validate::scim(file.common().scim.as_ref(), self.base_dir, cx.problems);
         (self.errors.len() == before).then_some(spec)
     }
 }

@@ -280,6 +280,44 @@ pub struct ProviderSpec {
     pub ssf: Option<SsfSpec>,
     /// The kind's own validated keys (read back by the kind in `providers/`).
     pub kind: KindSection,
+    /// `scim:`: SCIM 2.0 provisioning from this provider (`crate::scim`).
+    pub scim: Option<ScimSpec>,
+}
+
+/// Which SCIM attribute carries the user's subject at the provider, so that a SCIM
+/// user maps to the idfabric subject `{provider}:{value}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScimSubject {
+    /// `externalId`: the provider's object id (Entra sends the user's objectId, Okta
+    /// its user id), which is what their tokens carry as `sub`/`oid`.
+    ExternalId,
+    /// `userName`: for a provider whose subject claim is the UPN or email.
+    UserName,
+}
+
+/// A provider's SCIM settings. The bearer token is kept only as its SHA-256 digest and
+/// compared in constant time.
+#[derive(Clone)]
+pub struct ScimSpec {
+    digest: [u8; 32],
+    pub subject: ScimSubject,
+}
+
+impl ScimSpec {
+    pub fn new(token: &str, subject: ScimSubject) -> ScimSpec {
+        ScimSpec { digest: sha256(token), subject }
+    }
+
+    /// Whether `presented` is the token (digests compared in constant time).
+    pub fn matches(&self, presented: &str) -> bool {
+        aws_lc_rs::constant_time::verify_slices_are_equal(&sha256(presented), &self.digest).is_ok()
+    }
+}
+
+impl std::fmt::Debug for ScimSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScimSpec").field("token", &"***").field("subject", &self.subject).finish()
+    }
 }
 
 /// A provider's validated `ssf:` section.

@@ -272,6 +272,17 @@ pub struct Require {
     pub allow_anonymous: Option<bool>,
 }
 
+/// `scim:` in a provider file: the bearer token the provider's SCIM provisioning
+/// client sends (`token_file` or `token`, one of them), and which SCIM attribute names
+/// the user's subject at the provider (`externalId`, the default, or `userName`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scim {
+    pub token_file: Option<S>,
+    pub token: Option<S>,
+    pub subject: Option<S>,
+}
+
 /// Reads only `id` and `kind`, ignoring everything else, so a disabled template with
 /// unset `${...}` variables can be skipped without failing.
 #[derive(Debug, Deserialize)]

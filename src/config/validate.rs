@@ -222,6 +222,44 @@ fn admin(a: Option<&raw::Admin>, base_dir: &Path, p: &mut Problems) -> (Option<S
     (listen, AdminGuard { token, token_file, hosts, ops_listen })
 }
 
+/// A provider's `scim:` section: exactly one of `token_file` / `token` (at least
+/// [`AdminToken::MIN_LEN`] characters, no spaces) and `subject` (`externalId` or
+/// `userName`).
+pub(super) fn scim(s: Option<&raw::Scim>, base_dir: &Path, p: &mut Problems) -> Option<ScimSpec> {
+    let s = s?;
+    let secret = match (&s.token_file, &s.token) {
+        (Some(_), Some(_)) => {
+            p.at(None, "scim.token", "set one of `token_file` or `token`, not both");
+            return None;
+        }
+        (None, None) => {
+            p.at(None, "scim", "set `token_file` or `token`: the bearer token the provider's provisioning client sends");
+            return None;
+        }
+        (Some(f), None) => match std::fs::read_to_string(base_dir.join(&**f)) {
+            Ok(t) => t.trim_end_matches(['\n', '\r']).to_string(),
+            Err(e) => {
+                p.at(None, "scim.token_file", format!("cannot read `{}`: {e}", &**f));
+                return None;
+            }
+        },
+        (None, Some(t)) => t.to_string(),
+    };
+    if secret.chars().count() < AdminToken::MIN_LEN || secret.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        p.at(None, "scim.token", format!("the SCIM token must be at least {} characters without spaces", AdminToken::MIN_LEN));
+        return None;
+    }
+    let subject = match s.subject.as_deref() {
+        None | Some("externalId") => ScimSubject::ExternalId,
+        Some("userName") => ScimSubject::UserName,
+        Some(other) => {
+            p.at(None, "scim.subject", format!("`{other}` is not one of `externalId`, `userName`"));
+            return None;
+        }
+    };
+    Some(ScimSpec::new(&secret, subject))
+}
+
 fn admin_token(p: &mut Problems, key: &str, secret: String) -> Option<AdminToken> {
     if secret.chars().count() < AdminToken::MIN_LEN || secret.chars().any(|c| c.is_whitespace() || c.is_control()) {
         p.at(None, key, format!("the admin token must be at least {} characters without spaces", AdminToken::MIN_LEN));

@@ -65,6 +65,14 @@ pub async fn handle(rt: &Runtime, session: &mut Session, path: &str, origin: &Or
         "/.idfabric/me" => me(rt, session, origin).await,
         crate::revocation::backchannel::PATH => backchannel_logout(rt, session, origin).await,
         crate::revocation::ssf::PATH => ssf_events(rt, session, origin).await,
+        p if crate::scim::is_path(p) => {
+            let reply = match read_body(session).await? {
+                None => crate::scim::too_large(),
+                Some(body) => crate::scim::handle(rt, &web_request(session, origin, p, &body)).await,
+            };
+            respond::reply(session, &reply).await?;
+            Ok(Handled { status: reply.status, reason: reply.reason })
+        }
         _ => refuse(session, Refusal::NoRoute, None).await,
     }
 }

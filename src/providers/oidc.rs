@@ -210,6 +210,7 @@ mod tests {
             authorize_params: vec![],
             ssf: None,
             kind: section(Oidc { tenant: "op.example".into() }),
+            scim: None,
         };
         let idt = claims(json!({"sub": "u1", "name": "From ID token"}));
         let mut id = Identity::new("op", ProviderKind::Oidc, crate::identity::Population::Workforce, "u1".into());

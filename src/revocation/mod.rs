@@ -79,6 +79,8 @@ pub enum Source {
     BackchannelLogout,
     /// A Shared Signals event the provider pushed (`POST /.idfabric/ssf/events`).
     Ssf,
+    /// SCIM provisioning from the provider (`crate::scim`).
+    Scim,
 }
 
 impl Source {
@@ -87,6 +89,7 @@ impl Source {
             Source::Admin => "admin",
             Source::BackchannelLogout => "backchannel_logout",
             Source::Ssf => "ssf",
+            Source::Scim => "scim",
         }
     }
 }
@@ -110,6 +113,10 @@ pub enum Event {
     AccountPurged,
     /// The provider requires the person to change their credential (RISC).
     CredentialChangeRequired,
+    /// The provider set the user `active: false` (SCIM).
+    UserDeactivated,
+    /// The provider deleted the user (SCIM).
+    UserDeleted,
 }
 
 impl Event {
@@ -123,6 +130,8 @@ impl Event {
             Event::AccountDisabled => "account_disabled",
             Event::AccountPurged => "account_purged",
             Event::CredentialChangeRequired => "credential_change_required",
+            Event::UserDeactivated => "user_deactivated",
+            Event::UserDeleted => "user_deleted",
         }
     }
 }

@@ -251,6 +251,7 @@ pub(in super::super) fn common(
             .collect(),
         ssf,
         kind: KindSection::new(kind, ()),
+        scim: None,
     };
     let host = issuer_url.as_ref().ok().and_then(|u| u.host_str().map(str::to_string)).unwrap_or_default();
     (spec, host)

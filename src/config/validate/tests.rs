@@ -219,3 +219,33 @@ fn cors_preflight_takes_allow_or_authenticate_and_needs_a_default_upstream() {
     assert!(text.iter().any(|t| t.contains("`open` is not one of allow, authenticate")), "{text:?}");
     assert!(text.iter().any(|t| t.contains("needs a default `upstream`")), "{text:?}");
 }
+
+#[test]
+fn a_provider_scim_section_is_validated_at_load() {
+    let base = "listen: { http: 127.0.0.1:8080 }\nproviders: [corp-okta]\nroutes: []\n";
+    let with = |scim: &str| dir_with(base, &[("okta.yaml", &format!("{OKTA}scim: {scim}\n"))]);
+    let d = with("{ token: abcdefghijklmnopqrst }");
+    let c = load(&d.path().join("routes.yaml")).unwrap();
+    let s = c.providers[0].scim.as_ref().unwrap();
+    assert!(s.matches("abcdefghijklmnopqrst") && !s.matches("abcdefghijklmnopqrsu"));
+    assert_eq!(s.subject, crate::config::ScimSubject::ExternalId);
+    assert!(!format!("{s:?}").contains("abcdefghijklmnopqrst"), "the token never shows in Debug");
+    let d = with("{ token_file: scim.token, subject: userName }");
+    std::fs::write(d.path().join("scim.token"), "0123456789abcdef0123\n").unwrap();
+    let c = load(&d.path().join("routes.yaml")).unwrap();
+    let s = c.providers[0].scim.as_ref().unwrap();
+    assert!(s.matches("0123456789abcdef0123"));
+    assert_eq!(s.subject, crate::config::ScimSubject::UserName);
+    for (bad, says) in [
+        ("{ token: short }", "at least 16"),
+        ("{ token: abcdefghijklmnopqrst, token_file: x }", "not both"),
+        ("{ subject: userName }", "set `token_file` or `token`"),
+        ("{ token: abcdefghijklmnopqrst, subject: email }", "externalId"),
+        ("{ token_file: missing.token }", "cannot read"),
+        ("{ token: abcdefghijklmnopqrst, tokn: x }", "tokn"),
+    ] {
+        let d = with(bad);
+        let e = load(&d.path().join("routes.yaml")).unwrap_err().to_string();
+        assert!(e.contains(says), "{bad}: {e}");
+    }
+}
