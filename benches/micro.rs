@@ -222,7 +222,8 @@ fn decide_and_propagate(c: &mut Criterion) {
         b.iter(|| black_box(policy::decide(black_box(&v.identity), black_box(&reqs), &mfa_acr).is_ok()))
     });
     c.bench_function("policy/route_requirements_and_decide", |b| {
-        b.iter(|| black_box(pipeline::decide(&f.rt, route, v.clone()).is_ok()))
+        let req = policy::Request { method: "GET", path: "/", now: 0 };
+        b.iter(|| black_box(pipeline::decide(&f.rt, route, v.clone(), &req).is_ok()))
     });
     c.bench_function("propagate/identity_headers", |b| {
         b.iter(|| black_box(propagate::identity_headers(black_box(&v.identity))))
@@ -303,11 +304,11 @@ fn admit(c: &mut Criterion) {
         let h = headers_with(&token);
         let uri = http::Uri::from_static("/orders/42");
         let route = f.rt.routes.find("app.bench.example", "/").expect("route");
-        tokio.block_on(pipeline::admit(&f.rt, route, &h, &uri, false)).expect("admit");
+        tokio.block_on(pipeline::admit(&f.rt, route, &http::Method::GET, &h, &uri, false)).expect("admit");
         g.bench_function(BenchmarkId::new("hot_token_with_route_find", format!("{}_routes", n + 1)), |b| {
             b.to_async(&tokio).iter(|| async {
                 let r = f.rt.routes.find("app.bench.example", "/").expect("route");
-                black_box(pipeline::admit(&f.rt, r, &h, &uri, false).await.is_ok())
+                black_box(pipeline::admit(&f.rt, r, &http::Method::GET, &h, &uri, false).await.is_ok())
             })
         });
     }

@@ -405,7 +405,8 @@ fn inspect(path: &Path, token: Option<String>) -> Result<ExitCode, ExitCode> {
         .map(|route| {
             let name = route.spec.name.as_str();
             // The proxy's own decision for this token on this route.
-            match pipeline::admit_bearer(&rt, route, verified.clone()) {
+            let req = crate::policy::Request::now("GET", &route.spec.path_prefix);
+            match pipeline::admit_bearer(&rt, route, verified.clone(), &req) {
                 Ok(pipeline::Admission::Public) => {
                     serde_json::json!({"route": name, "decision": "allow", "reason": "public route (auth: none)"})
                 }
@@ -691,7 +692,8 @@ fn expectation(rt: &Runtime, tokio: &tokio::runtime::Runtime, name: &str, token:
         Ok(v) => std::sync::Arc::new(v),
         Err(e) => return refused(&e.refusal),
     };
-    match pipeline::admit_bearer(rt, route, verified) {
+    let req = crate::policy::Request::now("GET", &route.spec.path_prefix);
+    match pipeline::admit_bearer(rt, route, verified, &req) {
         Ok(_) => "200 with X-Identity-* headers from the echo app".into(),
         Err(d) => refused(&d.refusal),
     }

@@ -434,6 +434,8 @@ pub struct RouteSpec {
     /// Indexed by `Population::index()`.
     pub by_population: Option<[Option<PopulationTarget>; 2]>,
     pub require: Requirements,
+    /// `policy:` compiled (regexes and globs built once per load); checked after `require`.
+    pub policy: Option<Arc<crate::policy::lang::Policy>>,
     /// Provider ids accepted on this route; `None` = every enabled provider.
     pub providers: Option<Vec<String>>,
     pub authorization: AuthorizationHeader,
