@@ -479,3 +479,145 @@ impl Policy {
         Err(first.unwrap_or(Unmet::Policy(PolicyUnmet::NoRule)))
     }
 }
+
+// ---------------------------------------------------------------------------------
+// Explanations (`token inspect`): every rule with its result. Not on the request path,
+// so these allocate freely.
+
+/// One evaluated rule of a policy, for people.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Step {
+    /// `deny[0]`, `allow[2]`.
+    pub rule: String,
+    /// The rule as written, compactly.
+    pub text: String,
+    /// `match`, `no match` or `unknown`.
+    pub result: &'static str,
+    /// The reason the rule did not hold (its first unmet criterion), if it did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unmet: Option<&'static str>,
+    /// For a criteria map: each criterion with its own result.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub criteria: Vec<(String, &'static str)>,
+}
+
+fn quote(v: &[String]) -> String {
+    format!("[{}]", v.join(", "))
+}
+
+impl fmt::Display for Criterion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let k = self.key();
+        match self {
+            Criterion::Population(p) => write!(f, "{k}: [{}]", p.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", ")),
+            Criterion::Provider(v) | Criterion::Tenant(v) | Criterion::Org(v) | Criterion::UserType(v) | Criterion::Method(v) | Criterion::Acr(v) => {
+                write!(f, "{k}: {}", quote(v))
+            }
+            Criterion::Groups { names, .. } | Criterion::Roles { names, .. } | Criterion::Scopes { names, .. } | Criterion::Permissions { names, .. } => {
+                write!(f, "{k}: {}", quote(names))
+            }
+            Criterion::Email { values, verified_only } => write!(f, "{k}: {}{}", quote(values), if *verified_only { "" } else { " (verified or not)" }),
+            Criterion::EmailDomain { domains, verified_only } => {
+                write!(f, "{k}: {}{}", quote(domains), if *verified_only { "" } else { " (verified or not)" })
+            }
+            Criterion::EmailVerified => write!(f, "{k}: true"),
+            Criterion::PrincipalType(t) => write!(f, "{k}: [{}]", t.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(", ")),
+            Criterion::Claim(c) => {
+                let op = match &c.op {
+                    ClaimOp::Equals(v) => format!("equals {v}"),
+                    ClaimOp::In(v) => format!("in {}", quote(v)),
+                    ClaimOp::Prefix(v) => format!("prefix {v}"),
+                    ClaimOp::Regex(r) => format!("regex {}", r.as_str()),
+                };
+                write!(f, "{k}: {} {op}", c.text)
+            }
+            Criterion::Path(g) => write!(f, "{k}: {}", quote(&g.text)),
+            Criterion::Time(w) => {
+                let days: Vec<&str> = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| w.days & (1 << i) != 0)
+                    .map(|(_, d)| *d)
+                    .collect();
+                write!(
+                    f,
+                    "{k}: [{}] {:02}:{:02}-{:02}:{:02} UTC{:+}s",
+                    days.join(", "),
+                    w.from / 60,
+                    w.from % 60,
+                    w.to / 60,
+                    w.to % 60,
+                    w.offset_secs
+                )
+            }
+            Criterion::Mfa => write!(f, "{k}: true"),
+            Criterion::MfaMaxAge(s) => write!(f, "{k}: {s}s"),
+        }
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list = |f: &mut fmt::Formatter<'_>, name: &str, rs: &[Rule]| {
+            write!(f, "{name}: [")?;
+            for (i, r) in rs.iter().enumerate() {
+                if i > 0 {
+                    f.write_str(", ")?;
+                }
+                write!(f, "{r}")?;
+            }
+            f.write_str("]")
+        };
+        match self {
+            Rule::All(cs) => {
+                f.write_str("{")?;
+                for (i, c) in cs.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{c}")?;
+                }
+                f.write_str("}")
+            }
+            Rule::And(rs) => list(f, "and", rs),
+            Rule::Or(rs) => list(f, "or", rs),
+            Rule::Not(r) => write!(f, "not: {r}"),
+        }
+    }
+}
+
+/// The reason string an unmet outcome becomes (as `crate::policy::refusal` maps it).
+pub fn unmet_reason(u: Unmet) -> &'static str {
+    match u {
+        Unmet::Policy(p) => p.code().as_str(),
+        Unmet::Mfa => "mfa_required",
+        Unmet::MfaAge(_) => "policy_mfa_age",
+        Unmet::GroupsIncomplete => "groups_incomplete",
+    }
+}
+
+impl Policy {
+    /// Every rule (deny first, then allow) with its result for this identity and request.
+    pub fn explain(&self, id: &Identity, req: &Request) -> Vec<Step> {
+        let step = |list: &str, i: usize, r: &Rule| {
+            let o = r.eval(id, req);
+            let criteria = match r {
+                Rule::All(cs) => cs.iter().map(|c| (c.to_string(), c.eval(id, req).label())).collect(),
+                _ => Vec::new(),
+            };
+            Step {
+                rule: format!("{list}[{i}]"),
+                text: r.to_string(),
+                result: o.label(),
+                unmet: match o {
+                    Outcome::Match => None,
+                    Outcome::NoMatch(u) | Outcome::Unknown(u) => Some(unmet_reason(u)),
+                },
+                criteria,
+            }
+        };
+        let mut out: Vec<Step> = self.deny.iter().enumerate().map(|(i, r)| step("deny", i, r)).collect();
+        out.extend(self.allow.iter().flatten().enumerate().map(|(i, r)| step("allow", i, r)));
+        out
+    }
+}
