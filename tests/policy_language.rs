@@ -138,6 +138,21 @@ async fn policy_examples_allow_and_refuse_with_their_reason() {
     // a time window that is (almost) never open
     expect(&fx, "GET", "weekdays.test", "/", &alice, (403, "policy_time")).await;
 
+    // token inspect explains every rule of each route's policy.
+    let (code, out, err) = fx.env.run(&["token", "inspect", &bob, "--method", "delete", "--config", "routes.yaml"]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let editors = v["routes"].as_array().unwrap().iter().find(|r| r["route"] == "editors").unwrap().clone();
+    assert_eq!(editors["reason"], "policy_method", "{editors}");
+    let rules = editors["policy"]["rules"].as_array().unwrap();
+    assert_eq!(rules.len(), 2, "{editors}");
+    assert_eq!((rules[0]["rule"].as_str(), rules[0]["result"].as_str(), rules[0]["unmet"].as_str()), (Some("allow[0]"), Some("no match"), Some("policy_method")));
+    // Criteria of one map are checked (and listed) in the fixed order of docs/configuration.md.
+    assert_eq!(rules[1]["text"], "{groups_any: [editors], method: [POST, DELETE]}", "{editors}");
+    assert_eq!(rules[1]["criteria"][0], serde_json::json!(["groups_any: [editors]", "no match"]), "{editors}");
+    assert_eq!(rules[1]["criteria"][1], serde_json::json!(["method: [POST, DELETE]", "match"]), "{editors}");
+    assert_eq!(rules[1]["unmet"], "policy_group", "{editors}");
+
     let metrics = scrape_metrics(&fx.env).await;
     assert!(metrics.contains("reason=\"policy_method\""), "{metrics}");
 }
