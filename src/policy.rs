@@ -8,7 +8,8 @@
 //! hold) is checked first, then its `policy:` (`lang`: allow and deny rules with
 //! combinators, over the identity and the request's method, path and time).
 
-pub mod lang;
+/// The compiled rules live with the configuration that holds them (`config::rules`).
+pub use crate::config::rules as lang;
 
 use crate::config::Requirements;
 use crate::identity::Identity;

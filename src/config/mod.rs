@@ -14,6 +14,7 @@ mod error;
 pub mod kind;
 mod raw;
 mod redis_target;
+pub mod rules;
 mod validate;
 
 pub use env::{expand, EnvString};
@@ -435,7 +436,7 @@ pub struct RouteSpec {
     pub by_population: Option<[Option<PopulationTarget>; 2]>,
     pub require: Requirements,
     /// `policy:` compiled (regexes and globs built once per load); checked after `require`.
-    pub policy: Option<Arc<crate::policy::lang::Policy>>,
+    pub policy: Option<Arc<rules::Policy>>,
     /// Provider ids accepted on this route; `None` = every enabled provider.
     pub providers: Option<Vec<String>>,
     pub authorization: AuthorizationHeader,

@@ -6,7 +6,7 @@ use super::super::error::Problems;
 use super::super::raw;
 use super::super::EnvString;
 use crate::identity::{Population, PrincipalType};
-use crate::policy::lang::{self, ClaimOp, ClaimPath, ClaimTest, Criterion, PathGlobs, Policy, Rule, TimeWindow};
+use crate::config::rules::{self as lang, ClaimOp, ClaimPath, ClaimTest, Criterion, PathGlobs, Policy, Rule, TimeWindow};
 
 /// The compiled size a `claim.regex` may reach (regex crate `size_limit`): enough for
 /// any sensible pattern, small enough that a pathological one is refused at load.

@@ -1,6 +1,7 @@
 //! Route policies (`policy:` in routes.yaml): `allow` and `deny` rule lists, compiled
 //! once per configuration load (`config::validate`), evaluated per request without
-//! allocating.
+//! allocating. They live beside the configuration that holds them; `crate::policy`
+//! (as `policy::lang`) applies them after a route's `require`.
 //!
 //! A rule is a criteria map (every criterion in it must hold) or a combinator (`and`,
 //! `or`, `not`). Deny wins: a request is refused when a deny rule matches, else
