@@ -38,6 +38,38 @@ const PROVIDERS: &[(&str, &str, &str, &str)] = &[
 
 const USERS: &str = "users:\n  - { name: alice, display_name: Alice Admin, email: alice@contoso.example, email_verified: true, groups: [hr, employees], roles: [Reports.Read], scopes: [orders:read], mfa: true, connection: auth0 }\n";
 
+/// A route with a 20-rule policy (4 deny, 16 allow) whose last allow rule is the one
+/// that admits the bench user, so a decision walks every rule: regexes, globs, a time
+/// window, combinators.
+const POLICY_ROUTE: &str = r#"  - name: policy20
+    match: { host: policy.bench.example }
+    auth: bearer
+    upstream: [127.0.0.1:9]
+    policy:
+      deny:
+        - user_type: guest
+        - { path: ["/internal/**", "/debug/*"] }
+        - and: [ { method: [DELETE] }, { not: { groups_any: [admins] } } ]
+        - claim: { path: email, regex: "[a-z0-9.]+@blocked\\.example" }
+      allow:
+        - { groups_any: [hr-admins], mfa: true }
+        - { roles_all: [Orders.Admin, Orders.Write] }
+        - { scopes_all: [orders:admin] }
+        - { permissions_any: [orders:delete] }
+        - { population: customer, org: org_acme, email_verified: true }
+        - { email_domain: [partner.example], method: [GET] }
+        - { provider: [bench-okta], groups_any: [ops] }
+        - { claim: { path: attributes.department, in: [finance, legal] } }
+        - { claim: { path: email, regex: "(ops|sre)-[a-z]+@example\\.com" } }
+        - or: [ { acr: [c3] }, { tenant: [other-tenant] } ]
+        - { path: "/admin/**", mfa_max_age: 15m }
+        - { time: { days: [sat, sun], from: "00:00", to: "06:00", tz: "+01:00" }, groups_any: [weekend] }
+        - { principal_type: service, scopes_any: [batch] }
+        - { claim: { path: idp, prefix: "saml-" } }
+        - { not: { population: workforce } }
+        - { population: workforce, method: [GET, HEAD], path: "/**" }
+"#;
+
 struct Fixture {
     _dir: tempfile::TempDir,
     config: Config,
@@ -69,6 +101,7 @@ fn fixture(extra_routes: usize) -> Fixture {
         };
         routes.push_str(&format!("  - {{ name: decoy{i}, match: {m}, auth: bearer, upstream: [127.0.0.1:9] }}\n"));
     }
+    routes.push_str(POLICY_ROUTE);
     routes.push_str(
         "  - name: main\n    match: { path_prefix: / }\n    auth: bearer\n    upstream: [127.0.0.1:9]\n    require: { groups_any: [employees, hr] }\n",
     );
@@ -222,7 +255,8 @@ fn decide_and_propagate(c: &mut Criterion) {
         b.iter(|| black_box(policy::decide(black_box(&v.identity), black_box(&reqs), &mfa_acr).is_ok()))
     });
     c.bench_function("policy/route_requirements_and_decide", |b| {
-        b.iter(|| black_box(pipeline::decide(&f.rt, route, v.clone()).is_ok()))
+        let req = policy::Request { method: "GET", path: "/", now: 0 };
+        b.iter(|| black_box(pipeline::decide(&f.rt, route, v.clone(), &req).is_ok()))
     });
     c.bench_function("propagate/identity_headers", |b| {
         b.iter(|| black_box(propagate::identity_headers(black_box(&v.identity))))
@@ -303,16 +337,40 @@ fn admit(c: &mut Criterion) {
         let h = headers_with(&token);
         let uri = http::Uri::from_static("/orders/42");
         let route = f.rt.routes.find("app.bench.example", "/").expect("route");
-        tokio.block_on(pipeline::admit(&f.rt, route, &h, &uri, false)).expect("admit");
+        tokio.block_on(pipeline::admit(&f.rt, route, &http::Method::GET, &h, &uri, false)).expect("admit");
         g.bench_function(BenchmarkId::new("hot_token_with_route_find", format!("{}_routes", n + 1)), |b| {
             b.to_async(&tokio).iter(|| async {
                 let r = f.rt.routes.find("app.bench.example", "/").expect("route");
-                black_box(pipeline::admit(&f.rt, r, &h, &uri, false).await.is_ok())
+                black_box(pipeline::admit(&f.rt, r, &http::Method::GET, &h, &uri, false).await.is_ok())
             })
         });
     }
     g.finish();
 }
 
-criterion_group!(benches, route_match, canon_path, credential_extract, verify, decide_and_propagate, admit, floor);
+/// The `policy` group: one decision of a 20-rule route policy (compiled once per load).
+fn policy_rules(c: &mut Criterion) {
+    let f = fixture(0);
+    let tokio = tokio_rt();
+    let token = mint(&f, "bench-entra", 1).remove(0);
+    let v = tokio.block_on(f.rt.registry.verify(&token, None)).expect("verify");
+    let route = f.rt.routes.find("policy.bench.example", "/").expect("route");
+    let pol = route.spec.policy.clone().expect("policy");
+    let reqs = route.requirements(v.identity.population).expect("reqs");
+    let now = now_secs();
+    let get = policy::Request { method: "GET", path: "/orders/42", now };
+    let denied = policy::Request { method: "GET", path: "/internal/x", now };
+    assert!(policy::decide_request(&v.identity, reqs, Some(&pol), &get, &[]).is_ok(), "last allow rule admits");
+    assert!(policy::decide_request(&v.identity, reqs, Some(&pol), &denied, &[]).is_err(), "deny rule refuses");
+    let mut g = c.benchmark_group("policy");
+    g.bench_function("20_rules_allowed_by_last", |b| {
+        b.iter(|| black_box(policy::decide_request(black_box(&v.identity), reqs, Some(&pol), black_box(&get), &[]).is_ok()))
+    });
+    g.bench_function("20_rules_denied_by_second", |b| {
+        b.iter(|| black_box(policy::decide_request(black_box(&v.identity), reqs, Some(&pol), black_box(&denied), &[]).is_ok()))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, policy_rules, route_match, canon_path, credential_extract, verify, decide_and_propagate, admit, floor);
 criterion_main!(benches);

@@ -105,6 +105,9 @@ pub enum TokenCommand {
         /// routes on and forwards, and the route it selects, or why it is refused.
         #[arg(long)]
         url: Option<String>,
+        /// The method route policies are judged for (their `method` rules).
+        #[arg(long, default_value = "GET")]
+        method: String,
     },
     /// Print a token from a dev provider.
     Mint {
@@ -189,9 +192,9 @@ pub fn run(cli: Cli) -> ExitCode {
             }
         }
         Command::Check { config, offline, production } => check(&config, offline, production),
-        Command::Token { command: TokenCommand::Inspect { token, config, url } } => match url {
-            Some(url) => inspect_url(&config, &url, token),
-            None => inspect(&config, token),
+        Command::Token { command: TokenCommand::Inspect { token, config, url, method } } => match url {
+            Some(url) => inspect_url(&config, &url, token, &method),
+            None => inspect(&config, token, &method),
         },
         Command::Token { command: TokenCommand::Mint { provider, user, config, id_token, ttl, count, distinct_users } } => {
             mint(&config, &provider, &user, id_token, ttl.as_deref(), count, distinct_users)
@@ -309,7 +312,7 @@ fn read_token(arg: Option<String>) -> Result<String, ExitCode> {
 
 /// `token inspect --url`: the canonical path and route of a URL, exactly as the proxy
 /// decides them (`crate::canon`, `RouteTable::find`); then the token, if one was given.
-fn inspect_url(path: &Path, url: &str, token: Option<String>) -> Result<ExitCode, ExitCode> {
+fn inspect_url(path: &Path, url: &str, token: Option<String>, method: &str) -> Result<ExitCode, ExitCode> {
     let config = load(path)?;
     let rt = Runtime::build(config).map_err(|e| {
         eprintln!("{e}");
@@ -319,7 +322,7 @@ fn inspect_url(path: &Path, url: &str, token: Option<String>) -> Result<ExitCode
     println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     let routed = out.get("route").is_some_and(|r| !r.is_null()) || out["reserved"] == true;
     match token {
-        Some(t) => inspect(path, Some(t)),
+        Some(t) => inspect(path, Some(t), method),
         None => Ok(if routed { ExitCode::SUCCESS } else { ExitCode::from(1) }),
     }
 }
@@ -369,7 +372,7 @@ pub fn url_decision(rt: &Runtime, url: &str) -> serde_json::Value {
     }
 }
 
-fn inspect(path: &Path, token: Option<String>) -> Result<ExitCode, ExitCode> {
+fn inspect(path: &Path, token: Option<String>, method: &str) -> Result<ExitCode, ExitCode> {
     let token = read_token(token)?;
     let config = load(path)?;
     let rt = Runtime::build(config).map_err(|e| {
@@ -405,7 +408,9 @@ fn inspect(path: &Path, token: Option<String>) -> Result<ExitCode, ExitCode> {
         .map(|route| {
             let name = route.spec.name.as_str();
             // The proxy's own decision for this token on this route.
-            match pipeline::admit_bearer(&rt, route, verified.clone()) {
+            let method = method.to_ascii_uppercase();
+            let req = crate::policy::Request::now(&method, &route.spec.path_prefix);
+            let mut out = match pipeline::admit_bearer(&rt, route, verified.clone(), &req) {
                 Ok(pipeline::Admission::Public) => {
                     serde_json::json!({"route": name, "decision": "allow", "reason": "public route (auth: none)"})
                 }
@@ -420,7 +425,16 @@ fn inspect(path: &Path, token: Option<String>) -> Result<ExitCode, ExitCode> {
                     "reason": d.refusal.reason(),
                     "detail": d.refusal.to_string(),
                 }),
+            };
+            // Every policy rule with its result, so a refusal (or an allow) can be traced.
+            if let Some(p) = &route.spec.policy {
+                out["policy"] = serde_json::json!({
+                    "method": req.method,
+                    "path": req.path,
+                    "rules": p.explain(&verified.identity, &req),
+                });
             }
+            out
         })
         .collect();
     let out = serde_json::json!({
@@ -691,7 +705,8 @@ fn expectation(rt: &Runtime, tokio: &tokio::runtime::Runtime, name: &str, token:
         Ok(v) => std::sync::Arc::new(v),
         Err(e) => return refused(&e.refusal),
     };
-    match pipeline::admit_bearer(rt, route, verified) {
+    let req = crate::policy::Request::now("GET", &route.spec.path_prefix);
+    match pipeline::admit_bearer(rt, route, verified, &req) {
         Ok(_) => "200 with X-Identity-* headers from the echo app".into(),
         Err(d) => refused(&d.refusal),
     }

@@ -76,7 +76,7 @@ pub async fn admit_request(
     if route.spec.cors_preflight == CorsPreflight::Allow && is_cors_preflight(method, headers) {
         return Ok(Admission::Public);
     }
-    admit(rt, route, headers, uri, tls).await
+    admit(rt, route, method, headers, uri, tls).await
 }
 
 /// A CORS preflight: `OPTIONS` with `Origin` and `Access-Control-Request-Method`
@@ -90,9 +90,18 @@ pub fn is_cors_preflight(method: &http::Method, headers: &HeaderMap) -> bool {
 
 /// Authenticates and authorises one request for `route`. `uri` gives the return address
 /// after a browser sign-in; `tls` (the request arrived over TLS) picks the one session
-/// cookie name accepted (`credential::extract`).
-pub async fn admit(rt: &Runtime, route: &CompiledRoute, headers: &HeaderMap, uri: &http::Uri, tls: bool) -> Result<Admission, Denial> {
+/// cookie name accepted (`credential::extract`). `method` and the (canonical) path of
+/// `uri` are what a route `policy` sees of the request.
+pub async fn admit(
+    rt: &Runtime,
+    route: &CompiledRoute,
+    method: &http::Method,
+    headers: &HeaderMap,
+    uri: &http::Uri,
+    tls: bool,
+) -> Result<Admission, Denial> {
     let pq = || uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let req = policy::Request::now(method.as_str(), uri.path());
     let mode = route.spec.auth;
     if mode == AuthMode::None {
         return Ok(Admission::Public);
@@ -117,7 +126,7 @@ pub async fn admit(rt: &Runtime, route: &CompiledRoute, headers: &HeaderMap, uri
                     ..to_login(Refusal::ProviderNotAllowed)
                 });
             }
-            return decide(rt, route, verified).map_err(|d| step_up(rt, d, browser, pq()));
+            return decide(rt, route, verified, &req).map_err(|d| step_up(rt, d, browser, pq()));
         }
         (AuthMode::Session, Credential::Bearer(_)) => return Err(to_login(Refusal::NoSession)),
         (AuthMode::Session, Credential::None) => return Err(to_login(Refusal::NoSession)),
@@ -129,14 +138,14 @@ pub async fn admit(rt: &Runtime, route: &CompiledRoute, headers: &HeaderMap, uri
         .verify(token, route.allowed.as_deref())
         .await
         .map_err(|e| Denial { provider: e.provider, ..Denial::plain(e.refusal) })?;
-    admit_bearer(rt, route, verified)
+    admit_bearer(rt, route, verified, &req)
 }
 
 /// What `admit` decides for a bearer token once it is verified: public routes admit
 /// without looking, session-only routes refuse it (`missing_session`), a route that
 /// does not accept the token's provider refuses it (`provider_not_allowed`), then the
 /// policy decides. `token inspect` asks this for every route.
-pub fn admit_bearer(rt: &Runtime, route: &CompiledRoute, verified: Arc<Verified>) -> Result<Admission, Denial> {
+pub fn admit_bearer(rt: &Runtime, route: &CompiledRoute, verified: Arc<Verified>, req: &policy::Request) -> Result<Admission, Denial> {
     match route.spec.auth {
         AuthMode::None => return Ok(Admission::Public),
         AuthMode::Session => return Err(Denial::plain(Refusal::NoSession)),
@@ -149,7 +158,7 @@ pub fn admit_bearer(rt: &Runtime, route: &CompiledRoute, verified: Arc<Verified>
             ..Denial::plain(Refusal::ProviderNotAllowed)
         });
     }
-    decide(rt, route, verified)
+    decide(rt, route, verified, req)
 }
 
 /// A browser session whose login lacked MFA is sent back to its provider for a second
@@ -196,8 +205,8 @@ pub async fn session(rt: &Runtime, id: &str) -> Result<Arc<Verified>, Refusal> {
     Ok(verified)
 }
 
-/// The policy step alone, for a verified credential.
-pub fn decide(rt: &Runtime, route: &CompiledRoute, verified: Arc<Verified>) -> Result<Admission, Denial> {
+/// The policy step alone, for a verified credential and the request's method, path and time.
+pub fn decide(rt: &Runtime, route: &CompiledRoute, verified: Arc<Verified>, req: &policy::Request) -> Result<Admission, Denial> {
     let id = &verified.identity;
     let deny = |refusal| Denial {
         refusal,
@@ -211,7 +220,7 @@ pub fn decide(rt: &Runtime, route: &CompiledRoute, verified: Arc<Verified>) -> R
         return Err(deny(Refusal::PopulationNotAllowed(id.population.to_string())));
     };
     let mfa_acr = &rt.registry.providers[verified.provider].spec.mfa_acr;
-    match policy::decide(id, reqs, mfa_acr) {
+    match policy::decide_request(id, reqs, route.spec.policy.as_deref(), req, mfa_acr) {
         Ok(permit) => Ok(Admission::Allowed { verified: verified.clone(), permit }),
         Err(r) => Err(deny(r)),
     }

@@ -3,10 +3,18 @@
 //! `decide` returns a `Permit` (which only this module can build) or the `Refusal`
 //! naming the first unmet requirement. Group rules fail closed when the provider did
 //! not deliver complete group information (`groups_complete = false`).
+//!
+//! A route's `require:` (the simple form: one fixed list of conditions that must all
+//! hold) is checked first, then its `policy:` (`lang`: allow and deny rules with
+//! combinators, over the identity and the request's method, path and time).
+
+/// The compiled rules live with the configuration that holds them (`config::rules`).
+pub use crate::config::rules as lang;
 
 use crate::config::Requirements;
 use crate::identity::Identity;
 use crate::refusal::Refusal;
+pub use lang::{Policy, Request};
 
 /// Proof that `decide` allowed the request.
 #[derive(Debug)]
@@ -18,6 +26,31 @@ pub fn decide(id: &Identity, reqs: &[Requirements], mfa_acr: &[String]) -> Resul
         check(id, r, mfa_acr)?;
     }
     Ok(Permit(()))
+}
+
+/// [`decide`], then the route's `policy` for this request.
+pub fn decide_request(
+    id: &Identity,
+    reqs: &[Requirements],
+    policy: Option<&Policy>,
+    req: &Request,
+    mfa_acr: &[String],
+) -> Result<Permit, Refusal> {
+    let permit = decide(id, reqs, mfa_acr)?;
+    if let Some(p) = policy {
+        p.decide(id, req).map_err(|u| refusal(u, mfa_acr))?;
+    }
+    Ok(permit)
+}
+
+/// A policy's unmet criterion as the refusal the client sees.
+pub fn refusal(u: lang::Unmet, mfa_acr: &[String]) -> Refusal {
+    match u {
+        lang::Unmet::Policy(p) => Refusal::Policy(p),
+        lang::Unmet::Mfa => Refusal::MfaRequired { acr_values: (!mfa_acr.is_empty()).then(|| mfa_acr.join(" ")) },
+        lang::Unmet::MfaAge(max_age) => Refusal::MfaTooOld { max_age },
+        lang::Unmet::GroupsIncomplete => Refusal::GroupsIncomplete,
+    }
 }
 
 fn check(id: &Identity, r: &Requirements, mfa_acr: &[String]) -> Result<(), Refusal> {

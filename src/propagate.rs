@@ -271,6 +271,7 @@ mod tests {
             upstreams: Vec::new(),
             by_population: None,
             require: Default::default(),
+            policy: None,
             providers: None,
             authorization,
             forwarded_headers: true,

@@ -115,6 +115,13 @@ pub enum Refusal {
     EmailNotVerified,
     #[error("this route does not admit anonymous users")]
     RealUserRequired,
+    /// A route `policy:` criterion did not hold (or a `deny` rule matched).
+    #[error("{0}")]
+    Policy(PolicyUnmet),
+    /// `mfa_max_age`: the second factor was longer ago than the route allows (or its
+    /// time is unknown); RFC 9470 step-up with `max_age`.
+    #[error("this path requires a second factor within the last {max_age} seconds")]
+    MfaTooOld { max_age: u64 },
 
     // --- routing -------------------------------------------------------------------
     #[error("no route matches this host and path")]
@@ -129,6 +136,96 @@ pub enum Refusal {
     /// The request target is not one idfabric routes (RFC 9112 §3.2).
     #[error("{0}")]
     InvalidTarget(crate::canon::TargetProblem),
+}
+
+/// The route `policy:` criterion that was not met: one reason string each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Error)]
+pub enum PolicyUnmet {
+    #[error("a deny rule of this route's policy matches the caller")]
+    Denied,
+    #[error("no allow rule of this route's policy matches the caller")]
+    NoRule,
+    #[error("this route's policy does not admit the caller's population")]
+    Population,
+    #[error("this route's policy does not admit the caller's provider")]
+    Provider,
+    #[error("this route's policy does not admit the caller's tenant")]
+    Tenant,
+    #[error("this route's policy does not admit the caller's organisation")]
+    Org,
+    #[error("this route's policy requires other group membership")]
+    Group,
+    #[error("this route's policy requires another role")]
+    Role,
+    #[error("this route's policy requires other scopes")]
+    Scope,
+    #[error("this route's policy requires other permissions")]
+    Permission,
+    #[error("this route's policy requires another (verified) email address")]
+    Email,
+    #[error("this route's policy does not admit this kind of principal")]
+    PrincipalType,
+    #[error("this route's policy does not admit this type of user")]
+    UserType,
+    #[error("this route's policy requires another claim value")]
+    Claim,
+    #[error("this route's policy does not allow this method for the caller")]
+    Method,
+    #[error("this route's policy does not allow this path for the caller")]
+    Path,
+    #[error("this route's policy does not allow the caller at this time")]
+    Time,
+    #[error("this route's policy requires another authentication context (acr)")]
+    Acr,
+}
+
+impl PolicyUnmet {
+    pub const fn code(self) -> Reason {
+        match self {
+            PolicyUnmet::Denied => Reason::PolicyDenied,
+            PolicyUnmet::NoRule => Reason::PolicyNoRule,
+            PolicyUnmet::Population => Reason::PolicyPopulation,
+            PolicyUnmet::Provider => Reason::PolicyProvider,
+            PolicyUnmet::Tenant => Reason::PolicyTenant,
+            PolicyUnmet::Org => Reason::PolicyOrg,
+            PolicyUnmet::Group => Reason::PolicyGroup,
+            PolicyUnmet::Role => Reason::PolicyRole,
+            PolicyUnmet::Scope => Reason::PolicyScope,
+            PolicyUnmet::Permission => Reason::PolicyPermission,
+            PolicyUnmet::Email => Reason::PolicyEmail,
+            PolicyUnmet::PrincipalType => Reason::PolicyPrincipalType,
+            PolicyUnmet::UserType => Reason::PolicyUserType,
+            PolicyUnmet::Claim => Reason::PolicyClaim,
+            PolicyUnmet::Method => Reason::PolicyMethod,
+            PolicyUnmet::Path => Reason::PolicyPath,
+            PolicyUnmet::Time => Reason::PolicyTime,
+            PolicyUnmet::Acr => Reason::PolicyAcr,
+        }
+    }
+
+    /// The `requirement` member of a 403 body.
+    pub const fn requirement(self) -> &'static str {
+        match self {
+            PolicyUnmet::Denied => "policy.deny",
+            PolicyUnmet::NoRule => "policy.allow",
+            PolicyUnmet::Population => "policy.population",
+            PolicyUnmet::Provider => "policy.provider",
+            PolicyUnmet::Tenant => "policy.tenant",
+            PolicyUnmet::Org => "policy.org",
+            PolicyUnmet::Group => "policy.groups",
+            PolicyUnmet::Role => "policy.roles",
+            PolicyUnmet::Scope => "policy.scopes",
+            PolicyUnmet::Permission => "policy.permissions",
+            PolicyUnmet::Email => "policy.email",
+            PolicyUnmet::PrincipalType => "policy.principal_type",
+            PolicyUnmet::UserType => "policy.user_type",
+            PolicyUnmet::Claim => "policy.claim",
+            PolicyUnmet::Method => "policy.method",
+            PolicyUnmet::Path => "policy.path",
+            PolicyUnmet::Time => "policy.time",
+            PolicyUnmet::Acr => "policy.acr",
+        }
+    }
 }
 
 /// Every reason string, as a closed set: `ok` for an allowed request, then one per
@@ -182,6 +279,25 @@ pub enum Reason {
     TenantRequired,
     EmailNotVerified,
     RealUserRequired,
+    PolicyDenied,
+    PolicyNoRule,
+    PolicyPopulation,
+    PolicyProvider,
+    PolicyTenant,
+    PolicyOrg,
+    PolicyGroup,
+    PolicyRole,
+    PolicyScope,
+    PolicyPermission,
+    PolicyEmail,
+    PolicyPrincipalType,
+    PolicyUserType,
+    PolicyClaim,
+    PolicyMethod,
+    PolicyPath,
+    PolicyTime,
+    PolicyMfaAge,
+    PolicyAcr,
     NoRoute,
     InvalidPath,
     InvalidTarget,
@@ -236,6 +352,25 @@ impl Reason {
             Reason::TenantRequired => "tenant_required",
             Reason::EmailNotVerified => "email_not_verified",
             Reason::RealUserRequired => "real_user_required",
+            Reason::PolicyDenied => "policy_denied",
+            Reason::PolicyNoRule => "policy_no_rule",
+            Reason::PolicyPopulation => "policy_population",
+            Reason::PolicyProvider => "policy_provider",
+            Reason::PolicyTenant => "policy_tenant",
+            Reason::PolicyOrg => "policy_org",
+            Reason::PolicyGroup => "policy_group",
+            Reason::PolicyRole => "policy_role",
+            Reason::PolicyScope => "policy_scope",
+            Reason::PolicyPermission => "policy_permission",
+            Reason::PolicyEmail => "policy_email",
+            Reason::PolicyPrincipalType => "policy_principal_type",
+            Reason::PolicyUserType => "policy_user_type",
+            Reason::PolicyClaim => "policy_claim",
+            Reason::PolicyMethod => "policy_method",
+            Reason::PolicyPath => "policy_path",
+            Reason::PolicyTime => "policy_time",
+            Reason::PolicyMfaAge => "policy_mfa_age",
+            Reason::PolicyAcr => "policy_acr",
             Reason::NoRoute => "no_route",
             Reason::InvalidPath => "invalid_path",
             Reason::InvalidTarget => "invalid_target",
@@ -357,6 +492,8 @@ impl Refusal {
             Refusal::TenantRequired => Reason::TenantRequired,
             Refusal::EmailNotVerified => Reason::EmailNotVerified,
             Refusal::RealUserRequired => Reason::RealUserRequired,
+            Refusal::Policy(p) => p.code(),
+            Refusal::MfaTooOld { .. } => Reason::PolicyMfaAge,
             Refusal::NoRoute | Refusal::ForwardNoRoute => Reason::NoRoute,
             Refusal::InvalidPath(_) => Reason::InvalidPath,
             Refusal::InvalidTarget(_) => Reason::InvalidTarget,
@@ -401,7 +538,7 @@ impl Refusal {
             Refusal::DuplicateAuthorization => Class::InvalidRequest,
             Refusal::InvalidPath(_) | Refusal::InvalidTarget(_) => Class::BadRequest,
             Refusal::ProviderUnavailable | Refusal::SessionStoreUnavailable => Class::Unavailable,
-            Refusal::MfaRequired { .. } => Class::StepUp,
+            Refusal::MfaRequired { .. } | Refusal::MfaTooOld { .. } => Class::StepUp,
             Refusal::InsufficientScope(_) => Class::Scope,
             Refusal::PopulationNotAllowed(_)
             | Refusal::GroupRequired(_)
@@ -410,6 +547,7 @@ impl Refusal {
             | Refusal::TenantRequired
             | Refusal::EmailNotVerified
             | Refusal::RealUserRequired
+            | Refusal::Policy(_)
             | Refusal::ForwardNoRoute => Class::Forbidden,
             Refusal::NoRoute => Class::NotFound,
         }
@@ -447,6 +585,10 @@ impl Refusal {
                 ),
                 None => format!("Bearer error=\"insufficient_user_authentication\", error_description=\"{desc}\""),
             }),
+            // RFC 9470 §3: `max_age` says how recent the authentication must be.
+            (Class::StepUp, Refusal::MfaTooOld { max_age }) => Some(format!(
+                "Bearer error=\"insufficient_user_authentication\", error_description=\"{desc}\", max_age=\"{max_age}\""
+            )),
             (Class::Scope, Refusal::InsufficientScope(scopes)) => Some(format!(
                 "Bearer error=\"insufficient_scope\", error_description=\"{desc}\", scope=\"{}\"",
                 scopes.replace(", ", " ")
@@ -467,6 +609,8 @@ impl Refusal {
             Refusal::TenantRequired => Some("tenants"),
             Refusal::EmailNotVerified => Some("email_verified"),
             Refusal::RealUserRequired => Some("allow_anonymous"),
+            Refusal::Policy(p) => Some(p.requirement()),
+            Refusal::MfaTooOld { .. } => Some("policy.mfa_max_age"),
             _ => None,
         }
     }

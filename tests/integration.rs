@@ -34,6 +34,7 @@ mod keys_rotate;
 mod kinds;
 #[cfg(feature = "otlp")]
 mod otlp;
+mod policy_language;
 mod redis_managed;
 mod reload;
 mod replicas;

@@ -62,6 +62,45 @@ impl Problems<'_> {
     }
 }
 
+impl Problems<'_> {
+    /// Like [`Problems::at`], but on the first line (after `anchor`) that has both
+    /// `last_key:` and `value`, so a problem in the second of two same-named keys (two
+    /// `regex:` in one policy) points at its own line.
+    pub fn at_value(&mut self, anchor: Option<&str>, key: &str, value: &str, message: impl Into<String>) {
+        let last = key.rsplit('.').next().unwrap_or(key);
+        let line = locate_value(self.text, anchor, last, value).or_else(|| locate(self.text, anchor, last));
+        self.out.push(ConfigError {
+            file: self.file.to_path_buf(),
+            line,
+            key: Some(key.to_string()),
+            message: message.into(),
+        });
+    }
+}
+
+fn locate_value(text: &str, anchor: Option<&str>, last_key: &str, value: &str) -> Option<usize> {
+    let start = match anchor {
+        Some(a) => text.lines().position(|l| l.contains(a))?,
+        None => 0,
+    };
+    let needle = format!("{last_key}:");
+    let mut in_key = false;
+    for (i, l) in text.lines().enumerate().skip(start) {
+        let code = l.split(" #").next().unwrap_or(l);
+        if code.contains(&needle) {
+            in_key = true;
+        }
+        // A block list's items follow the key on lines of their own.
+        if in_key && code.contains(value) {
+            return Some(i + 1);
+        }
+        if in_key && !code.contains(&needle) && !code.trim_start().starts_with("- ") {
+            in_key = false;
+        }
+    }
+    None
+}
+
 /// 1-based line of the first `last_key:` (or `last_key` as a flow-map key) at or after
 /// the line containing `anchor`.
 pub fn locate(text: &str, anchor: Option<&str>, last_key: &str) -> Option<usize> {

@@ -14,6 +14,7 @@ mod error;
 pub mod kind;
 mod raw;
 mod redis_target;
+pub mod rules;
 mod validate;
 
 pub use env::{expand, EnvString};
@@ -490,6 +491,8 @@ pub struct RouteSpec {
     /// Indexed by `Population::index()`.
     pub by_population: Option<[Option<PopulationTarget>; 2]>,
     pub require: Requirements,
+    /// `policy:` compiled (regexes and globs built once per load); checked after `require`.
+    pub policy: Option<Arc<rules::Policy>>,
     /// Provider ids accepted on this route; `None` = every enabled provider.
     pub providers: Option<Vec<String>>,
     pub authorization: AuthorizationHeader,

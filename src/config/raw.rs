@@ -187,6 +187,8 @@ pub struct Route {
     pub upstream: Option<Vec<S>>,
     pub by_population: Option<ByPopulation>,
     pub require: Option<Require>,
+    /// `allow` and `deny` rule lists (docs/configuration.md, "Policies").
+    pub policy: Option<Policy>,
     /// Provider ids this route accepts; default: every enabled provider.
     pub providers: Option<Vec<S>>,
     /// What happens to the client's `Authorization` header: keep | strip | identity_token.
@@ -281,6 +283,110 @@ pub struct Scim {
     pub token_file: Option<S>,
     pub token: Option<S>,
     pub subject: Option<S>,
+}
+
+/// A route's `policy:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    pub allow: Option<Vec<Rule>>,
+    #[serde(default)]
+    pub deny: Vec<Rule>,
+}
+
+/// One rule: a criteria map, or exactly one of `and`, `or`, `not` (validation refuses
+/// a map that mixes them). One struct rather than an untagged enum so that a typo is
+/// reported by its key and line.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    pub and: Option<Vec<Rule>>,
+    pub or: Option<Vec<Rule>>,
+    pub not: Option<Box<Rule>>,
+    pub population: Option<OneOrMany>,
+    pub provider: Option<OneOrMany>,
+    pub tenant: Option<OneOrMany>,
+    pub org: Option<OneOrMany>,
+    pub groups_any: Option<Vec<S>>,
+    pub groups_all: Option<Vec<S>>,
+    pub roles_any: Option<Vec<S>>,
+    pub roles_all: Option<Vec<S>>,
+    pub scopes_any: Option<Vec<S>>,
+    pub scopes_all: Option<Vec<S>>,
+    pub permissions_any: Option<Vec<S>>,
+    pub permissions_all: Option<Vec<S>>,
+    pub email: Option<OneOrMany>,
+    pub email_domain: Option<OneOrMany>,
+    /// `true` (a verified email is required) or `any` (`email`/`email_domain` also
+    /// match unverified addresses).
+    pub email_verified: Option<S>,
+    pub principal_type: Option<OneOrMany>,
+    pub user_type: Option<OneOrMany>,
+    pub claim: Option<Claim>,
+    pub method: Option<OneOrMany>,
+    pub path: Option<OneOrMany>,
+    pub time: Option<Time>,
+    pub mfa: Option<bool>,
+    pub mfa_max_age: Option<S>,
+    pub acr: Option<OneOrMany>,
+}
+
+/// `claim: { path: a.b, equals | in | prefix | regex }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Claim {
+    pub path: S,
+    pub equals: Option<S>,
+    #[serde(rename = "in")]
+    pub in_: Option<Vec<S>>,
+    pub prefix: Option<S>,
+    pub regex: Option<S>,
+}
+
+/// `time: { days: [mon, tue], from: "06:00", to: "22:00", tz: UTC }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Time {
+    pub days: Option<Vec<S>>,
+    pub from: Option<S>,
+    pub to: Option<S>,
+    pub tz: Option<S>,
+}
+
+/// A value or a list of values (`method: GET` or `method: [GET, HEAD]`).
+#[derive(Debug, Clone)]
+pub struct OneOrMany(pub Vec<S>);
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = OneOrMany;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a value or a list of values")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<OneOrMany, E> {
+                super::env::expand(v).map(|s| OneOrMany(vec![S(s)])).map_err(E::custom)
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<OneOrMany, E> {
+                Ok(OneOrMany(vec![S(v.to_string())]))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<OneOrMany, E> {
+                Ok(OneOrMany(vec![S(v.to_string())]))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<OneOrMany, E> {
+                Ok(OneOrMany(vec![S(v.to_string())]))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<OneOrMany, A::Error> {
+                let mut out = Vec::new();
+                while let Some(v) = seq.next_element::<S>()? {
+                    out.push(v);
+                }
+                Ok(OneOrMany(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// Reads only `id` and `kind`, ignoring everything else, so a disabled template with

@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 mod broker;
 #[path = "validate/edge.rs"]
 mod edge;
+#[path = "validate/policy.rs"]
+mod policy;
 #[path = "validate/providers.rs"]
 mod providers;
 #[path = "validate/sso.rs"]
@@ -428,6 +430,7 @@ fn route(r: &raw::Route, enabled: &HashSet<&str>, p: &mut Problems) -> Option<Ro
         }
     };
     let require = requirements(r.require.as_ref(), a, "routes.require", p);
+    let policy = r.policy.as_ref().map(|x| Arc::new(policy::policy(x, a, r.case_sensitive.unwrap_or(false), p)));
     let default_upstreams = r.upstream.as_ref().map(|u| upstreams::list(u, a, "routes.upstream", p)).unwrap_or_default();
     let by_population = r.by_population.as_ref().map(|bp| {
         let mut out: [Option<PopulationTarget>; 2] = [None, None];
@@ -448,8 +451,8 @@ fn route(r: &raw::Route, enabled: &HashSet<&str>, p: &mut Problems) -> Option<Ro
     if r.upstream.is_none() && r.by_population.is_none() {
         p.at(a, "routes", format!("route `{name}` needs `upstream` or `by_population`"));
     }
-    if auth == AuthMode::None && (r.require.is_some() || r.by_population.is_some()) {
-        p.at(a, "routes.auth", "`auth: none` cannot be combined with `require` or `by_population`");
+    if auth == AuthMode::None && (r.require.is_some() || r.by_population.is_some() || r.policy.is_some()) {
+        p.at(a, "routes.auth", "`auth: none` cannot be combined with `require`, `policy` or `by_population`");
     }
     let providers = r.providers.as_ref().map(|ids| {
         for id in ids {
@@ -493,6 +496,7 @@ fn route(r: &raw::Route, enabled: &HashSet<&str>, p: &mut Problems) -> Option<Ro
         upstreams: default_upstreams,
         by_population,
         require,
+        policy,
         providers,
         authorization,
         forwarded_headers: r.forwarded_headers.unwrap_or(true),

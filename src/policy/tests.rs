@@ -62,3 +62,174 @@ fn step_up_carries_acr_values() {
     let err = decide(&id, std::slice::from_ref(&r), &["c1".to_string()]).unwrap_err();
     assert_eq!(err, Refusal::MfaRequired { acr_values: Some("c1".into()) });
 }
+
+// ---------------------------------------------------------------------------------
+// `policy:` rules (lang)
+
+use crate::policy::lang::{self, ClaimOp, ClaimTest, Criterion as C, Policy, Rule, TimeWindow};
+
+/// 2026-12-07 10:00 UTC, a Monday.
+const MONDAY_10: i64 = 1_796_637_600;
+
+fn get(path: &str) -> Request<'_> {
+    Request { method: "GET", path, now: MONDAY_10 }
+}
+
+fn reason(p: &Policy, id: &Identity, req: &Request) -> Result<(), &'static str> {
+    decide_request(id, &[], Some(p), req, &[]).map(|_| ()).map_err(|e| e.reason())
+}
+
+fn allow(rules: Vec<Rule>) -> Policy {
+    Policy { allow: Some(rules), deny: vec![] }
+}
+
+fn strs(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| x.to_string()).collect()
+}
+
+fn glob(g: &str) -> lang::PathGlobs {
+    let mut b = globset::GlobSetBuilder::new();
+    b.add(globset::GlobBuilder::new(g).literal_separator(true).case_insensitive(true).build().unwrap());
+    lang::PathGlobs { set: b.build().unwrap(), text: vec![g.to_string()] }
+}
+
+#[test]
+fn monday_constant_is_a_monday_at_ten() {
+    let w = TimeWindow { days: 1 << 1, from: 600, to: 601, offset_secs: 0 };
+    assert!(w.contains(MONDAY_10));
+    assert!(!w.contains(MONDAY_10 + 86_400));
+}
+
+#[test]
+fn each_criterion_matches_and_names_its_reason() {
+    let id = person();
+    type Case = (&'static str, C, Result<(), &'static str>);
+    let claim = |path: &str, op: ClaimOp| C::Claim(ClaimTest { path: lang::identity_field(path).unwrap(), op, text: path.into() });
+    let cases: Vec<Case> = vec![
+        ("population", C::Population(vec![Population::Workforce]), Ok(())),
+        ("population no", C::Population(vec![Population::Customer]), Err("policy_population")),
+        ("provider", C::Provider(strs(&["corp"])), Ok(())),
+        ("provider no", C::Provider(strs(&["other"])), Err("policy_provider")),
+        ("tenant", C::Tenant(strs(&["t1"])), Ok(())),
+        ("tenant no", C::Tenant(strs(&["t2"])), Err("policy_tenant")),
+        ("org absent", C::Org(strs(&["acme"])), Err("policy_org")),
+        ("groups_any", C::Groups { names: strs(&["x", "hr"]), all: false }, Ok(())),
+        ("groups_all no", C::Groups { names: strs(&["hr", "x"]), all: true }, Err("policy_group")),
+        ("roles_all", C::Roles { names: strs(&["reader"]), all: true }, Ok(())),
+        ("roles_any no", C::Roles { names: strs(&["admin"]), all: false }, Err("policy_role")),
+        ("scopes_any", C::Scopes { names: strs(&["orders:read", "x"]), all: false }, Ok(())),
+        ("scopes_all no", C::Scopes { names: strs(&["orders:read", "x"]), all: true }, Err("policy_scope")),
+        ("permissions no", C::Permissions { names: strs(&["p"]), all: false }, Err("policy_permission")),
+        ("email", C::Email { values: strs(&["a@corp.example"]), verified_only: true }, Ok(())),
+        ("email_domain", C::EmailDomain { domains: strs(&["corp.example"]), verified_only: true }, Ok(())),
+        ("email_domain no", C::EmailDomain { domains: strs(&["other.example"]), verified_only: true }, Err("policy_email")),
+        ("email_verified", C::EmailVerified, Ok(())),
+        ("principal_type", C::PrincipalType(vec![crate::identity::PrincipalType::User]), Ok(())),
+        ("principal_type no", C::PrincipalType(vec![crate::identity::PrincipalType::Service]), Err("policy_principal_type")),
+        ("user_type no", C::UserType(strs(&["guest"])), Err("policy_user_type")),
+        ("claim equals", claim("tenant", ClaimOp::Equals("t1".into())), Ok(())),
+        ("claim in list", claim("groups", ClaimOp::In(strs(&["eng"]))), Ok(())),
+        ("claim prefix", claim("email", ClaimOp::Prefix("A@".into())), Ok(())),
+        ("claim regex anchored", claim("email", ClaimOp::Regex(regex::Regex::new("^(?:corp)$").unwrap())), Err("policy_claim")),
+        ("claim bool", claim("mfa", ClaimOp::Equals("true".into())), Ok(())),
+        ("method", C::Method(strs(&["GET"])), Ok(())),
+        ("method no", C::Method(strs(&["POST"])), Err("policy_method")),
+        ("path", C::Path(glob("/admin/**")), Err("policy_path")),
+        ("time", C::Time(TimeWindow { days: 0b0111110, from: 360, to: 1320, offset_secs: 0 }), Ok(())),
+        ("time weekend", C::Time(TimeWindow { days: 0b1000001, from: 0, to: 1440, offset_secs: 0 }), Err("policy_time")),
+        ("time offset", C::Time(TimeWindow { days: 0x7f, from: 360, to: 600, offset_secs: -3 * 3600 }), Ok(())),
+        ("mfa", C::Mfa, Ok(())),
+        ("mfa_max_age unknown auth_time", C::MfaMaxAge(900), Err("policy_mfa_age")),
+        ("acr no", C::Acr(strs(&["c2"])), Err("policy_acr")),
+    ];
+    let mut id = id;
+    id.email = Some("A@corp.example".into());
+    for (name, c, want) in cases {
+        let p = allow(vec![Rule::All(vec![c])]);
+        assert_eq!(reason(&p, &id, &get("/app")), want, "{name}");
+    }
+}
+
+#[test]
+fn claims_reach_attributes_and_unverified_email_only_with_any() {
+    let mut id = person();
+    id.attributes.insert("dept".into(), serde_json::json!({"code": 42, "tags": ["x"]}));
+    let at = |path: &[&str], op| C::Claim(ClaimTest { path: lang::ClaimPath::Attribute(strs(path)), op, text: String::new() });
+    assert_eq!(reason(&allow(vec![Rule::All(vec![at(&["dept", "code"], ClaimOp::Equals("42".into()))])]), &id, &get("/")), Ok(()));
+    assert_eq!(reason(&allow(vec![Rule::All(vec![at(&["dept", "tags"], ClaimOp::Equals("x".into()))])]), &id, &get("/")), Ok(()));
+    assert_eq!(reason(&allow(vec![Rule::All(vec![at(&["nope"], ClaimOp::Equals("x".into()))])]), &id, &get("/")), Err("policy_claim"));
+    id.email = Some("b@corp.example".into());
+    id.email_verified = Some(false);
+    let dom = |verified_only| allow(vec![Rule::All(vec![C::EmailDomain { domains: strs(&["corp.example"]), verified_only }])]);
+    assert_eq!(reason(&dom(true), &id, &get("/")), Err("policy_email"));
+    assert_eq!(reason(&dom(false), &id, &get("/")), Ok(()));
+}
+
+#[test]
+fn mfa_age_uses_auth_time_and_steps_up_with_max_age() {
+    let mut id = person();
+    let p = allow(vec![Rule::All(vec![C::MfaMaxAge(900)])]);
+    id.auth_time = Some(MONDAY_10 - 60);
+    assert_eq!(reason(&p, &id, &get("/")), Ok(()));
+    id.auth_time = Some(MONDAY_10 - 901);
+    let err = decide_request(&id, &[], Some(&p), &get("/"), &[]).unwrap_err();
+    assert_eq!((err.status(), err.reason()), (401, "policy_mfa_age"));
+    assert!(err.challenge().unwrap().contains("max_age=\"900\""));
+    id.mfa = false;
+    assert_eq!(reason(&p, &id, &get("/")), Err("mfa_required"));
+}
+
+#[test]
+fn combinators_deny_wins_and_first_unmet_reason() {
+    let id = person();
+    let hr_or_contractor = Rule::Or(vec![
+        Rule::All(vec![C::Population(vec![Population::Workforce]), C::Groups { names: strs(&["hr"]), all: false }]),
+        Rule::All(vec![C::UserType(strs(&["contractor"])), C::Roles { names: strs(&["HR.Read"]), all: false }]),
+    ]);
+    assert_eq!(reason(&allow(vec![hr_or_contractor.clone()]), &id, &get("/")), Ok(()));
+    let mut other = person();
+    other.groups = strs(&["eng"]);
+    assert_eq!(reason(&allow(vec![hr_or_contractor]), &other, &get("/")), Err("policy_group"));
+    // and: first failing child
+    let and = Rule::And(vec![Rule::All(vec![C::Mfa]), Rule::All(vec![C::Method(strs(&["POST"]))])]);
+    assert_eq!(reason(&allow(vec![and]), &id, &get("/")), Err("policy_method"));
+    // not: holds when the inner rule does not; reports the inner rule's criterion
+    let not_service = Rule::Not(Box::new(Rule::All(vec![C::PrincipalType(vec![crate::identity::PrincipalType::Service])])));
+    assert_eq!(reason(&allow(vec![not_service]), &id, &get("/")), Ok(()));
+    let not_user = Rule::Not(Box::new(Rule::All(vec![C::PrincipalType(vec![crate::identity::PrincipalType::User])])));
+    assert_eq!(reason(&allow(vec![not_user]), &id, &get("/")), Err("policy_principal_type"));
+    // deny wins over a matching allow
+    let p = Policy { allow: Some(vec![Rule::All(vec![])]), deny: vec![Rule::All(vec![C::Groups { names: strs(&["eng"]), all: false }])] };
+    assert_eq!(reason(&p, &id, &get("/")), Err("policy_denied"));
+    // no allow list: signed in is enough; an empty allow list admits nobody
+    assert_eq!(reason(&Policy::default(), &id, &get("/")), Ok(()));
+    assert_eq!(reason(&allow(vec![]), &id, &get("/")), Err("policy_no_rule"));
+    // method split: GET for all, POST only for editors
+    let p = allow(vec![
+        Rule::All(vec![C::Method(strs(&["GET", "HEAD"]))]),
+        Rule::All(vec![C::Method(strs(&["POST", "DELETE"])), C::Groups { names: strs(&["editors"]), all: false }]),
+    ]);
+    assert_eq!(reason(&p, &id, &get("/")), Ok(()));
+    assert_eq!(reason(&p, &id, &Request { method: "POST", ..get("/") }), Err("policy_method"));
+}
+
+#[test]
+fn incomplete_groups_fail_closed_in_allow_deny_and_not() {
+    let mut id = person();
+    id.groups_complete = false;
+    let g = || Rule::All(vec![C::Groups { names: strs(&["contractors"]), all: false }]);
+    assert_eq!(reason(&allow(vec![g()]), &id, &get("/")), Err("groups_incomplete"));
+    assert_eq!(reason(&Policy { allow: None, deny: vec![g()] }, &id, &get("/")), Err("groups_incomplete"));
+    assert_eq!(reason(&allow(vec![Rule::Not(Box::new(g()))]), &id, &get("/")), Err("groups_incomplete"));
+    // an `or` with a definite match still matches
+    assert_eq!(reason(&allow(vec![Rule::Or(vec![g(), Rule::All(vec![C::Mfa])])]), &id, &get("/")), Ok(()));
+}
+
+#[test]
+fn require_is_checked_before_the_policy() {
+    let id = person();
+    let r = req(|r| r.groups_any = strs(&["x"]));
+    let p = allow(vec![Rule::All(vec![C::Method(strs(&["POST"]))])]);
+    let got = decide_request(&id, std::slice::from_ref(&r), Some(&p), &get("/"), &[]).unwrap_err();
+    assert_eq!(got.reason(), "group_required");
+}

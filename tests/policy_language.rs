@@ -1,0 +1,187 @@
+//! Route `policy:` rules end to end, against the real binary with dev providers and
+//! minted tokens: each example of docs/configuration.md ("Policies") allowed and
+//! refused with its reason and status, and config errors with file and line.
+
+use crate::common;
+
+use common::*;
+use reqwest::header::{AUTHORIZATION, HOST};
+use serde_json::Value;
+
+const ROUTES: &str = r#"
+  - name: hr-or-contractor
+    match: { host: hr.test }
+    upstream: [APP]
+    policy:
+      allow:
+        - { population: workforce, groups_any: [hr] }
+        - { population: workforce, roles_any: [HR.Read], claim: { path: email, regex: "[a-z]+@corp\\.example" } }
+  - name: no-guests
+    match: { host: guests.test }
+    upstream: [APP]
+    policy:
+      deny:
+        - user_type: guest
+        - not: { email_verified: true }
+  - name: org-verified
+    match: { host: org.test }
+    upstream: [APP]
+    policy:
+      allow:
+        - { population: customer, org: org_acme, email_verified: true }
+  - name: editors
+    match: { host: editors.test }
+    upstream: [APP]
+    policy:
+      allow:
+        - method: [GET, HEAD]
+        - { method: [POST, DELETE], groups_any: [editors] }
+  - name: admin-mfa
+    match: { host: admin.test }
+    upstream: [APP]
+    policy:
+      deny:
+        - and:
+            - path: "/admin/**"
+            - not: { mfa_max_age: 15m }
+  - name: weekdays
+    match: { host: weekdays.test }
+    upstream: [APP]
+    policy:
+      allow:
+        - { population: workforce, time: { days: [sun], from: "00:00", to: "00:01", tz: UTC } }
+"#;
+
+struct Fx {
+    env: TestEnv,
+    _echo: Echo,
+    gw: Gateway,
+}
+
+fn start() -> Fx {
+    let echo = Echo::start();
+    let env = TestEnv::new();
+    env.write_wf_provider(
+        "  - { name: alice, email: alice@corp.example, email_verified: true, groups: [hr], mfa: true }\n  \
+         - { name: chris, email: chris@corp.example, email_verified: true, roles: [HR.Read], attributes: { employment: contractor }, groups: [editors] }\n  \
+         - { name: bob, email: bob@corp.example, groups: [staff] }\n",
+    );
+    env.write_dev_provider(
+        "cu",
+        "customer",
+        "auth0",
+        "dev-idp-customer.pem",
+        "audiences: [https://api.shop.example]\nclaims: { email: https://idfabric.dev/email, email_verified: https://idfabric.dev/email_verified }\nusers:\n  - { name: carol, email: carol@acme.example, email_verified: true, org: org_acme }\n  - { name: dave, email: dave@acme.example, org: org_acme }\n",
+    );
+    env.write_routes(&["wf", "cu"], &ROUTES.replace("APP", &echo.addr()));
+    let (code, out, err) = env.run(&["check", "--offline", "--config", "routes.yaml"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let gw = Gateway::start(&env);
+    Fx { env, _echo: echo, gw }
+}
+
+async fn call(fx: &Fx, method: &str, host: &str, path: &str, token: &str) -> (u16, Value, String) {
+    let url = format!("{}{path}", fx.env.proxy());
+    let resp = client()
+        .request(method.parse().unwrap(), url)
+        .header(HOST, host)
+        .header(AUTHORIZATION, format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let www = resp.headers().get("www-authenticate").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    (status, body, www)
+}
+
+async fn expect(fx: &Fx, method: &str, host: &str, path: &str, token: &str, want: (u16, &str)) -> String {
+    let (status, body, www) = call(fx, method, host, path, token).await;
+    let reason = if status == 200 { "ok" } else { body["reason"].as_str().unwrap_or("?") };
+    assert_eq!((status, reason), want, "{method} {host}{path}: {body}\n{}", fx.gw.log());
+    www
+}
+
+#[tokio::test]
+async fn policy_examples_allow_and_refuse_with_their_reason() {
+    let fx = start();
+    let alice = fx.env.mint("wf", "alice", &[]);
+    let chris = fx.env.mint("wf", "chris", &[]);
+    let bob = fx.env.mint("wf", "bob", &[]);
+    let carol = fx.env.mint("cu", "carol", &[]);
+    let dave = fx.env.mint("cu", "dave", &[]);
+
+    // employees in hr OR contractors with role HR.Read
+    expect(&fx, "GET", "hr.test", "/", &alice, (200, "ok")).await;
+    expect(&fx, "GET", "hr.test", "/", &chris, (200, "ok")).await;
+    expect(&fx, "GET", "hr.test", "/", &bob, (403, "policy_group")).await;
+    expect(&fx, "GET", "hr.test", "/", &carol, (403, "policy_population")).await;
+
+    // anyone except guests (and callers without a verified email)
+    expect(&fx, "GET", "guests.test", "/", &alice, (200, "ok")).await;
+    expect(&fx, "GET", "guests.test", "/", &bob, (403, "policy_denied")).await;
+
+    // customers of organisation X with a verified email
+    expect(&fx, "GET", "org.test", "/", &carol, (200, "ok")).await;
+    expect(&fx, "GET", "org.test", "/", &dave, (403, "policy_email")).await;
+    expect(&fx, "GET", "org.test", "/", &alice, (403, "policy_population")).await;
+
+    // GET for everyone signed in, POST/DELETE only for editors
+    expect(&fx, "GET", "editors.test", "/doc", &bob, (200, "ok")).await;
+    expect(&fx, "POST", "editors.test", "/doc", &chris, (200, "ok")).await;
+    expect(&fx, "DELETE", "editors.test", "/doc", &bob, (403, "policy_method")).await;
+
+    // /admin/** needs MFA within 15 minutes (minted tokens carry no auth_time)
+    expect(&fx, "GET", "admin.test", "/reports", &bob, (200, "ok")).await;
+    expect(&fx, "GET", "admin.test", "/Admin/users/1", &alice, (403, "policy_denied")).await;
+
+    // a time window that is (almost) never open
+    expect(&fx, "GET", "weekdays.test", "/", &alice, (403, "policy_time")).await;
+
+    // token inspect explains every rule of each route's policy.
+    let (code, out, err) = fx.env.run(&["token", "inspect", &bob, "--method", "delete", "--config", "routes.yaml"]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let editors = v["routes"].as_array().unwrap().iter().find(|r| r["route"] == "editors").unwrap().clone();
+    assert_eq!(editors["reason"], "policy_method", "{editors}");
+    let rules = editors["policy"]["rules"].as_array().unwrap();
+    assert_eq!(rules.len(), 2, "{editors}");
+    assert_eq!((rules[0]["rule"].as_str(), rules[0]["result"].as_str(), rules[0]["unmet"].as_str()), (Some("allow[0]"), Some("no match"), Some("policy_method")));
+    // Criteria of one map are checked (and listed) in the fixed order of docs/configuration.md.
+    assert_eq!(rules[1]["text"], "{groups_any: [editors], method: [POST, DELETE]}", "{editors}");
+    assert_eq!(rules[1]["criteria"][0], serde_json::json!(["groups_any: [editors]", "no match"]), "{editors}");
+    assert_eq!(rules[1]["criteria"][1], serde_json::json!(["method: [POST, DELETE]", "match"]), "{editors}");
+    assert_eq!(rules[1]["unmet"], "policy_group", "{editors}");
+
+    let metrics = scrape_metrics(&fx.env).await;
+    assert!(metrics.contains("reason=\"policy_method\""), "{metrics}");
+}
+
+#[test]
+fn policy_config_errors_name_file_line_and_key() {
+    let env = TestEnv::new();
+    env.write_wf_provider("  - { name: alice }\n");
+    let routes = "  - name: bad\n    match: { host: bad.test }\n    upstream: [127.0.0.1:9]\n    policy:\n      allow:\n        - { groups_any: [hr] }\n        - claim: { path: attributes.x, regex: \"(a\" }\n        - { time: { days: [mon-fri], from: \"25:00\" } }\n        - { principal_type: guest }\n        - { grops_any: [hr] }\n";
+    env.write_routes(&["wf"], routes);
+    let (code, out, err) = env.run(&["check", "--offline", "--config", "routes.yaml"]);
+    let all = format!("{out}{err}");
+    assert_ne!(code, 0, "{all}");
+    // Unknown keys are a parse error: reported alone, with their line.
+    assert!(all.contains("routes.yaml:") && all.contains("grops_any"), "{all}");
+    let fixed = routes.replace("        - { grops_any: [hr] }\n", "");
+    env.write_routes(&["wf"], &fixed);
+    let (code, out, err) = env.run(&["check", "--offline", "--config", "routes.yaml"]);
+    let all = format!("{out}{err}");
+    assert_ne!(code, 0, "{all}");
+    let text = std::fs::read_to_string(env.routes_path()).unwrap();
+    let line_of = |needle: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    for (key, needle) in [
+        ("routes.policy.claim.regex", "regex: \"(a\""),
+        ("routes.policy.time.from", "25:00"),
+        ("routes.policy.principal_type", "principal_type: guest"),
+    ] {
+        let want = format!("routes.yaml:{}: key `{key}`", line_of(needle));
+        assert!(all.contains(&want), "want {want} in:\n{all}");
+    }
+    assert!(all.contains("write `user_type: guest`"), "{all}");
+}
