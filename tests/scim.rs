@@ -151,7 +151,15 @@ async fn entra_deactivation_refuses_the_session_and_bearer_at_once_and_reactivat
     assert_eq!(alice.get(&on(&env, "/")).await.redirect().path(), "/.idfabric/login", "the session is gone");
     assert_eq!(bob.get(&on(&env, "/")).await.status, 200, "another user is untouched");
 
-    let audit = std::fs::read_to_string(env.path().join("audit.log")).unwrap_or_default();
+    // The audit writer thread flushes on its own schedule: give it a moment.
+    let mut audit = String::new();
+    for _ in 0..100 {
+        audit = std::fs::read_to_string(env.path().join("audit.log")).unwrap_or_default();
+        if audit.contains("\"kind\":\"revocation\"") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let line = audit.lines().find(|l| l.contains("\"kind\":\"revocation\"")).expect("a revocation audit line");
     let a: Value = serde_json::from_str(line).unwrap();
     assert_eq!((a["source"].as_str(), a["event"].as_str()), (Some("scim"), Some("user_deactivated")), "{a}");
