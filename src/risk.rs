@@ -317,4 +317,48 @@ mod tests {
         forgive(&id.sub);
         assert!(assess(&spec, Some(&key), &id, &seen, "GET", "/").is_empty());
     }
+
+    /// `require: { mfa: adaptive }` and `risk: low` as `crate::policy` decides them.
+    #[test]
+    fn policy_adaptive_asks_customers_only_when_a_signal_is_uncovered_and_the_workforce_always() {
+        use crate::config::rules::{Criterion, Policy, Request, Rule};
+        use crate::config::Requirements;
+        use crate::identity::{Population, ProviderKind};
+        let adaptive = [Requirements { adaptive_mfa: true, ..Requirements::default() }];
+        let reason = |id: &Identity, signals: Signals| {
+            let req = Request { signals, ..Request::now("GET", "/") };
+            crate::policy::decide_request(id, &adaptive, None, &req, &[]).map(|_| ()).map_err(|r| r.reason())
+        };
+        let quiet = Signals::default();
+        let mut device = Signals::default();
+        device.fire(Signal::NewDevice, false);
+        let mut covered = Signals::default();
+        covered.fire(Signal::SensitiveRequest, true);
+
+        let mut carol = Identity::new("cu", ProviderKind::Auth0, Population::Customer, "carol".into());
+        assert_eq!(reason(&carol, quiet), Ok(()), "a customer without MFA, nothing unusual: admitted");
+        assert_eq!(reason(&carol, covered), Ok(()), "a signal MFA already covers: admitted");
+        assert_eq!(reason(&carol, device), Err("mfa_required"), "an uncovered signal: step-up");
+        carol.mfa = true;
+        assert_eq!(reason(&carol, quiet), Ok(()));
+
+        let mut bob = Identity::new("wf", ProviderKind::Entra, Population::Workforce, "bob".into());
+        assert_eq!(reason(&bob, quiet), Err("mfa_required"), "the workforce keeps mandatory MFA");
+        bob.mfa = true;
+        assert_eq!(reason(&bob, quiet), Ok(()));
+
+        // `risk: low` in a policy: the same step-up when it does not hold.
+        let p = Policy { allow: Some(vec![Rule::All(vec![Criterion::RiskLow])]), deny: vec![] };
+        assert!(p.uses_risk());
+        let carol = Identity::new("cu", ProviderKind::Auth0, Population::Customer, "carol".into());
+        let decide = |signals| {
+            let req = Request { signals, ..Request::now("GET", "/") };
+            crate::policy::decide_request(&carol, &[], Some(&p), &req, &[]).map(|_| ()).map_err(|r| r.reason())
+        };
+        assert_eq!(decide(quiet), Ok(()));
+        assert_eq!(decide(covered), Ok(()));
+        assert_eq!(decide(device), Err("mfa_required"));
+        let not_risky = Policy { allow: None, deny: vec![Rule::Not(Box::new(Rule::All(vec![Criterion::RiskLow])))] };
+        assert!(not_risky.uses_risk() && !Policy::default().uses_risk());
+    }
 }
