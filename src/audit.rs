@@ -207,7 +207,7 @@ pub struct Event<'a> {
     pub client_ip: Option<std::net::IpAddr>,
     pub include_email: bool,
     /// Adaptive MFA's risk signals that fired for this request (`risk_signals`).
-    pub risk: crate::risk::Signals,
+    pub risk: crate::config::risk::Signals,
 }
 
 /// One audit line, in field order (docs/operations.md, "Audit log").

@@ -67,8 +67,8 @@ pub struct Metrics {
     pub ssf_sets_total: IntCounterVec,
     /// SCIM requests by resource (`users`, `groups`, …) and result (`ok` or the reason).
     pub scim_requests_total: IntCounterVec,
-    /// Adaptive MFA: risk signals that fired on adaptive routes, by signal
-    /// (`crate::risk::Signal`), every value present from start.
+    /// Adaptive MFA: risk signals that fired on adaptive routes, by signal (every
+    /// value pre-initialised at start, `server`).
     pub risk_signals_total: IntCounterVec,
     /// Adaptive MFA: step-ups asked for because of a signal MFA did not cover, by signal.
     pub risk_stepups_total: IntCounterVec,
@@ -133,10 +133,6 @@ impl Metrics {
         r.register(Box::new(pending.clone())).expect("registered once");
         let risk_signals = counter(&r, "risk_signals_total", "Adaptive MFA risk signals that fired, by signal", &["signal"]);
         let risk_stepups = counter(&r, "risk_stepups_total", "Adaptive MFA step-ups asked for because of an uncovered risk signal, by signal", &["signal"]);
-        for s in crate::risk::Signal::ALL {
-            risk_signals.with_label_values(&[s.as_str()]);
-            risk_stepups.with_label_values(&[s.as_str()]);
-        }
         Metrics {
             requests_total: counter(&r, "requests_total", "Requests by route, population, provider and outcome", &["route", "population", "provider", "outcome"]),
             request_duration_seconds,

@@ -141,7 +141,7 @@ pub async fn admit_from(
     }
     let seen = Observed {
         client,
-        device: route.spec.risk.as_ref().and_then(|_| crate::web::session_cookie(headers, &risk::device::cookie_name(tls))),
+        device: route.spec.risk.as_ref().and_then(|_| risk::device::presented(headers, tls)),
         network: None,
     };
     let browser = credential::wants_html(headers);

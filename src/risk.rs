@@ -22,113 +22,16 @@
 
 pub mod device;
 
+pub use crate::config::risk::{network_of, RiskSpec, Sensitive, Signal, Signals, DEFAULT_SENSITIVE_METHODS};
+
 use crate::identity::Identity;
 use ipnet::IpNet;
 use std::net::IpAddr;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-/// One risk signal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Signal {
-    NewDevice,
-    NetworkChange,
-    SensitiveRequest,
-    RecentRefusals,
-}
-
-impl Signal {
-    pub const ALL: [Signal; 4] = [Signal::NewDevice, Signal::NetworkChange, Signal::SensitiveRequest, Signal::RecentRefusals];
-
-    /// The stable name: the `signal` label and the audit field's values.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Signal::NewDevice => "new_device",
-            Signal::NetworkChange => "network_change",
-            Signal::SensitiveRequest => "sensitive_request",
-            Signal::RecentRefusals => "recent_refusals",
-        }
-    }
-
-    const fn bit(self) -> u8 {
-        1 << self as u8
-    }
-}
-
-/// The signals of one request: those that fired, and of those the ones the
-/// credential's MFA does not cover (which ask for a step-up).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Signals {
-    fired: u8,
-    uncovered: u8,
-}
-
-impl Signals {
-    /// Records that `s` fired, covered or not.
-    pub fn fire(&mut self, s: Signal, covered: bool) {
-        self.fired |= s.bit();
-        if !covered {
-            self.uncovered |= s.bit();
-        }
-    }
-
-    /// No signal fired (or none was looked at).
-    pub fn is_empty(self) -> bool {
-        self.fired == 0
-    }
-
-    /// Some fired signal is not covered by the credential's MFA: a step-up is due.
-    pub fn step_up(self) -> bool {
-        self.uncovered != 0
-    }
-
-    /// The signals that fired, in [`Signal::ALL`] order.
-    pub fn fired(self) -> impl Iterator<Item = Signal> {
-        Signal::ALL.into_iter().filter(move |s| self.fired & s.bit() != 0)
-    }
-
-    /// The fired signals not covered by MFA.
-    pub fn uncovered(self) -> impl Iterator<Item = Signal> {
-        Signal::ALL.into_iter().filter(move |s| self.uncovered & s.bit() != 0)
-    }
-
-    /// The names of the fired signals (audit lines).
-    pub fn names(self) -> Vec<&'static str> {
-        self.fired().map(Signal::as_str).collect()
-    }
-}
-
-/// What a route marks sensitive (`sensitive:`): a request is sensitive when its method
-/// is listed or its path matches one of the globs.
-#[derive(Debug, Clone)]
-pub struct Sensitive {
-    /// Upper-case method names.
-    pub methods: Vec<String>,
-    pub paths: Option<globset::GlobSet>,
-}
-
-/// The default `sensitive.methods`: the methods that change state (RFC 9110 §9.2.1:
-/// everything but the safe methods; `OPTIONS` and `TRACE` are left out as they carry
-/// no application change).
-pub const DEFAULT_SENSITIVE_METHODS: [&str; 4] = ["POST", "PUT", "PATCH", "DELETE"];
-
-impl Default for Sensitive {
-    fn default() -> Sensitive {
-        Sensitive { methods: DEFAULT_SENSITIVE_METHODS.iter().map(|m| m.to_string()).collect(), paths: None }
-    }
-}
-
-impl Sensitive {
-    pub fn matches(&self, method: &str, path: &str) -> bool {
-        self.methods.iter().any(|m| m == method) || self.paths.as_ref().is_some_and(|g| g.is_match(path))
-    }
-}
-
-/// A route's adaptive settings, present when the route has `mfa: adaptive` somewhere
-/// or a policy rule with `risk: low` (signals are only looked at then).
-#[derive(Debug, Clone, Default)]
-pub struct RiskSpec {
-    pub sensitive: Sensitive,
+fn now_secs() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 /// What the request shows besides the identity.
@@ -140,15 +43,6 @@ pub struct Observed<'a> {
     pub device: Option<&'a str>,
     /// Where the session began (`None` for a bearer token or an older session).
     pub network: Option<IpNet>,
-}
-
-/// The network a client address belongs to for `network_change`: its /24 (IPv4,
-/// IPv4-mapped IPv6 included) or /48 (IPv6), a typical customer allocation, so a
-/// DHCP renewal or privacy address rotation inside it does not fire.
-pub fn network_of(ip: IpAddr) -> IpNet {
-    let ip = ip.to_canonical();
-    let len = if ip.is_ipv4() { 24 } else { 48 };
-    IpNet::new(ip, len).map(|n| n.trunc()).unwrap_or_else(|_| IpNet::from(ip))
 }
 
 /// The network a session begins on (stored with it), for a known client address.
@@ -163,7 +57,7 @@ pub fn signed_in(key: &device::DeviceKey, sub: &str, mfa: bool, tls: bool) -> Op
         return None;
     }
     forgive(sub);
-    Some(device::set_cookie(key, sub, crate::providers::now_secs(), tls))
+    Some(device::set_cookie(key, sub, now_secs(), tls))
 }
 
 /// Refusals of one subject needed for `recent_refusals` to fire.
@@ -188,13 +82,13 @@ pub fn note_refusal(sub: &str, now: i64) {
 /// Counts a refused request of a verified identity (the gateway and forward-auth call
 /// this for every refusal they answer); step-up answers and unavailable dependencies are
 /// not the caller's doing and are not counted.
-pub fn note_denial(r: &crate::refusal::Refusal, verified: Option<&crate::providers::Verified>) {
+pub fn note_denial(r: &crate::refusal::Refusal, identity: Option<&Identity>) {
     use crate::refusal::Refusal;
-    let Some(v) = verified else { return };
+    let Some(id) = identity else { return };
     if matches!(r, Refusal::MfaRequired { .. } | Refusal::MfaTooOld { .. }) || r.status() >= 500 {
         return;
     }
-    note_refusal(&v.identity.sub, crate::providers::now_secs());
+    note_refusal(&id.sub, now_secs());
 }
 
 /// Forgets a subject's refusals (a completed MFA sign-in answers them).
@@ -218,7 +112,7 @@ pub fn assess(
 ) -> Signals {
     let mut s = Signals::default();
     let known_device = match (key, seen.device) {
-        (Some(k), Some(cookie)) => k.verify(cookie, &id.sub, crate::providers::now_secs()),
+        (Some(k), Some(cookie)) => k.verify(cookie, &id.sub, now_secs()),
         _ => false,
     };
     if !known_device {
@@ -261,44 +155,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn networks_are_slash_24_and_slash_48() {
-        assert_eq!(network_of("203.0.113.77".parse().unwrap()).to_string(), "203.0.113.0/24");
-        assert_eq!(network_of("::ffff:203.0.113.77".parse().unwrap()).to_string(), "203.0.113.0/24");
-        assert_eq!(network_of("2001:db8:aa:bb::1".parse().unwrap()).to_string(), "2001:db8:aa::/48");
-        let net = network_of("198.51.100.1".parse().unwrap());
-        assert!(net.contains(&"198.51.100.254".parse::<IpAddr>().unwrap()));
-        assert!(!net.contains(&"198.51.101.1".parse::<IpAddr>().unwrap()));
-    }
-
-    #[test]
-    fn signals_keep_fired_and_uncovered_apart() {
-        let mut s = Signals::default();
-        assert!(s.is_empty() && !s.step_up());
-        s.fire(Signal::SensitiveRequest, true);
-        assert!(!s.is_empty() && !s.step_up(), "covered by MFA");
-        s.fire(Signal::NetworkChange, false);
-        assert!(s.step_up());
-        assert_eq!(s.names(), ["network_change", "sensitive_request"]);
-        assert_eq!(s.uncovered().map(Signal::as_str).collect::<Vec<_>>(), ["network_change"]);
-    }
-
-    #[test]
-    fn sensitive_defaults_to_state_changing_methods() {
-        let s = Sensitive::default();
-        for m in ["POST", "PUT", "PATCH", "DELETE"] {
-            assert!(s.matches(m, "/"), "{m}");
-        }
-        for m in ["GET", "HEAD", "OPTIONS", "post"] {
-            assert!(!s.matches(m, "/"), "{m}");
-        }
-    }
-
-    #[test]
     fn refusals_fire_from_the_threshold_and_mfa_after_them_covers() {
         let spec = RiskSpec { sensitive: Sensitive { methods: vec![], paths: None } };
         let key = device::DeviceKey::from_secret(&[7u8; 32]);
         let mut id = Identity::new("cu", crate::identity::ProviderKind::Auth0, crate::identity::Population::Customer, "risk-test-refusals".into());
-        let now = crate::providers::now_secs();
+        let now = now_secs();
         let cookie = key.issue(&id.sub, now);
         let seen = Observed { device: Some(&cookie), ..Observed::default() };
         for _ in 0..REFUSAL_THRESHOLD - 1 {

@@ -14,6 +14,7 @@ mod error;
 pub mod kind;
 mod raw;
 mod redis_target;
+pub mod risk;
 pub mod rules;
 mod validate;
 
@@ -498,7 +499,7 @@ pub struct RouteSpec {
     pub policy: Option<Arc<rules::Policy>>,
     /// Adaptive MFA's settings (`sensitive:`): present when the route has `mfa:
     /// adaptive` or a `risk: low` rule, the only routes whose requests are assessed.
-    pub risk: Option<Arc<crate::risk::RiskSpec>>,
+    pub risk: Option<Arc<risk::RiskSpec>>,
     /// Provider ids accepted on this route; `None` = every enabled provider.
     pub providers: Option<Vec<String>>,
     pub authorization: AuthorizationHeader,

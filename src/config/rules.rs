@@ -31,7 +31,7 @@ pub struct Request<'a> {
     pub now: i64,
     /// Adaptive MFA's risk signals for this caller and request (`risk: low`); empty
     /// unless the route is adaptive (`crate::risk`).
-    pub signals: crate::risk::Signals,
+    pub signals: crate::config::risk::Signals,
 }
 
 impl Request<'_> {

@@ -354,7 +354,7 @@ impl ProxyHttp for Gateway {
                 ctx.population = d.population;
                 ctx.verified = d.verified.clone();
                 ctx.risk = d.risk;
-                crate::risk::note_denial(&d.refusal, d.verified.as_deref());
+                crate::risk::note_denial(&d.refusal, d.verified.as_deref().map(|v| &v.identity));
                 ctx.outcome = if d.refusal.status() == 503 { Outcome::Error } else { Outcome::Refused };
                 ctx.reason = d.refusal.code();
                 ctx.decision = d.refusal.decision();

@@ -198,7 +198,7 @@ pub(super) async fn forward_auth(rt: &Runtime, session: &mut Session, rest: &str
         }
         forward_auth::Answer::Refuse { denial, signin } => {
             audit.denied(&denial);
-            crate::risk::note_denial(&denial.refusal, denial.verified.as_deref());
+            crate::risk::note_denial(&denial.refusal, denial.verified.as_deref().map(|v| &v.identity));
             let r = &denial.refusal;
             match signin {
                 Some(s) if s.redirect => {

@@ -92,6 +92,11 @@ pub fn cookie_name(tls: bool) -> String {
     crate::web::cookie_name(COOKIE, tls)
 }
 
+/// The device cookie the request carries, if any.
+pub fn presented(headers: &http::HeaderMap, tls: bool) -> Option<&str> {
+    crate::web::session_cookie(headers, &cookie_name(tls))
+}
+
 /// `Set-Cookie` remembering this browser for `sub`.
 pub fn set_cookie(key: &DeviceKey, sub: &str, now: i64, tls: bool) -> String {
     crate::web::cookie(&cookie_name(tls), &key.issue(sub, now), Some(LIFETIME), tls)

@@ -5,7 +5,7 @@
 
 use super::super::error::Problems;
 use super::super::raw;
-use crate::risk::{RiskSpec, Sensitive};
+use crate::config::risk::{RiskSpec, Sensitive};
 
 /// The route's `RiskSpec` when it is adaptive (`mfa: adaptive` or a `risk: low` rule);
 /// `sensitive:` on a route that is not is refused (it would do nothing).
