@@ -182,6 +182,8 @@ async fn a_first_seen_device_steps_up_and_once_remembered_a_customer_is_admitted
     let (again, _) = b.sign_in(&at("shop.test", "/orders"), "ann").await;
     let h = again.upstream();
     assert_eq!(h["x-identity-mfa"], "false", "admitted without a second factor");
+    let sent = h.get("cookie").and_then(Value::as_str).unwrap_or_default();
+    assert!(!sent.contains(DEVICE), "the upstream never sees the device cookie: {sent}");
     assert_eq!(b.get(&at("shop.test", "/orders/2")).await.status, 200);
     assert!(audit_line(&again).get("risk_signals").is_none());
 

@@ -693,8 +693,9 @@ fn set_forwarding_headers(upstream: &mut RequestHeader, origin: &crate::forwarde
 }
 
 /// Removes idfabric's own cookies (the session id in any spelling, the remembered
-/// provider, the sign-in and handoff binding nonces) from what the upstream receives: an app behind
-/// the gateway must not be able to replay a session or finish someone's sign-in.
+/// provider, the sign-in and handoff binding nonces, the adaptive-MFA device cookie)
+/// from what the upstream receives: an app behind the gateway must not be able to
+/// replay a session, finish someone's sign-in or borrow a remembered device.
 pub fn strip_own_cookies(req: &mut RequestHeader, session_cookie: &str) {
     let ours = |name: &str| {
         let bare = name.strip_prefix("__Host-").or_else(|| name.strip_prefix("__Secure-")).unwrap_or(name);
@@ -703,6 +704,7 @@ pub fn strip_own_cookies(req: &mut RequestHeader, session_cookie: &str) {
             || bare.starts_with("idfabric_ltx_")
             || bare.starts_with("idfabric_btx_")
             || bare.starts_with("idfabric_hx_")
+            || bare == crate::risk::device::COOKIE
     };
     let values: Vec<String> =
         req.headers.get_all(http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()).map(str::to_string).collect();
@@ -712,6 +714,7 @@ pub fn strip_own_cookies(req: &mut RequestHeader, session_cookie: &str) {
             || v.contains("idfabric_ltx_")
             || v.contains("idfabric_btx_")
             || v.contains("idfabric_hx_")
+            || v.contains(crate::risk::device::COOKIE)
     };
     if !values.iter().any(mention) {
         return;
