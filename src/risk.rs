@@ -11,7 +11,7 @@
 //! | `new_device` | the request carries no valid device cookie bound to this subject | any MFA of this credential (the sign-in that proved it also set the cookie) |
 //! | `network_change` | the client address (trusted-proxy-aware) is outside the /24 (IPv4) or /48 (IPv6) where the session began | nothing: a step-up makes a new session that begins on the new network |
 //! | `sensitive_request` | the method or path is one the route marks `sensitive` | any MFA of this credential |
-//! | `recent_refusals` | this subject was refused [`REFUSAL_THRESHOLD`] times, each within [`REFUSAL_WINDOW`] of the last | MFA performed after the last of those refusals |
+//! | `recent_refusals` | this subject was refused by a rule (`403`) [`REFUSAL_THRESHOLD`] times, each within [`REFUSAL_WINDOW`] of the last | MFA performed after the last of those refusals |
 //!
 //! Everything here is bounded and keyed by verified subjects only: the refusal counter
 //! is a moka cache with a capacity and a time to live, and nothing an anonymous client
@@ -72,23 +72,21 @@ static REFUSALS: LazyLock<moka::sync::Cache<String, (u32, i64)>> = LazyLock::new
     moka::sync::Cache::builder().max_capacity(REFUSAL_CAPACITY).time_to_live(REFUSAL_WINDOW).build()
 });
 
-/// Counts one refusal of a verified subject. Step-up answers (`mfa_required`,
-/// `mfa_too_old`) are not counted: they are the remedy, not a probe.
+/// Counts one refusal of a verified subject.
 pub fn note_refusal(sub: &str, now: i64) {
     let n = REFUSALS.get(sub).map_or(0, |(n, _)| n);
     REFUSALS.insert(sub.to_string(), (n.saturating_add(1), now));
 }
 
 /// Counts a refused request of a verified identity (the gateway and forward-auth call
-/// this for every refusal they answer); step-up answers and unavailable dependencies are
-/// not the caller's doing and are not counted.
+/// this for every refusal they answer). Only a rule's `403` counts (decision `deny`):
+/// step-ups are the remedy, challenges ask for another credential, and errors
+/// (unavailable dependencies) are not the caller's doing.
 pub fn note_denial(r: &crate::refusal::Refusal, identity: Option<&Identity>) {
-    use crate::refusal::Refusal;
     let Some(id) = identity else { return };
-    if matches!(r, Refusal::MfaRequired { .. } | Refusal::MfaTooOld { .. }) || r.status() >= 500 {
-        return;
+    if r.decision() == crate::refusal::Decision::Deny {
+        note_refusal(&id.sub, now_secs());
     }
-    note_refusal(&id.sub, now_secs());
 }
 
 /// Forgets a subject's refusals (a completed MFA sign-in answers them).
@@ -221,5 +219,29 @@ mod tests {
         assert_eq!(decide(device), Err("mfa_required"));
         let not_risky = Policy { allow: None, deny: vec![Rule::Not(Box::new(Rule::All(vec![Criterion::RiskLow])))] };
         assert!(not_risky.uses_risk() && !Policy::default().uses_risk());
+    }
+
+    #[test]
+    fn only_a_rules_403_counts_as_a_refusal() {
+        use crate::refusal::Refusal;
+        let id = Identity::new("cu", crate::identity::ProviderKind::Auth0, crate::identity::Population::Customer, "risk-test-denials".into());
+        let not_counted = [
+            Refusal::MfaRequired { acr_values: None },
+            Refusal::MfaTooOld { max_age: 60 },
+            Refusal::ProviderNotAllowed,
+            Refusal::SessionStoreUnavailable,
+        ];
+        for r in &not_counted {
+            for _ in 0..REFUSAL_THRESHOLD {
+                note_denial(r, Some(&id));
+            }
+            assert!(recent_refusals(&id.sub).is_none(), "{r:?}");
+        }
+        for _ in 0..REFUSAL_THRESHOLD {
+            note_denial(&Refusal::GroupRequired("admins".into()), Some(&id));
+            note_denial(&Refusal::GroupRequired("admins".into()), None);
+        }
+        assert!(recent_refusals(&id.sub).is_some());
+        forgive(&id.sub);
     }
 }
