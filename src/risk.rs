@@ -74,8 +74,8 @@ static REFUSALS: LazyLock<moka::sync::Cache<String, (u32, i64)>> = LazyLock::new
 
 /// Counts one refusal of a verified subject.
 pub fn note_refusal(sub: &str, now: i64) {
-    let n = REFUSALS.get(sub).map_or(0, |(n, _)| n);
-    REFUSALS.insert(sub.to_string(), (n.saturating_add(1), now));
+    // One atomic read-modify-write per key: concurrent refusals are all counted.
+    REFUSALS.entry_by_ref(sub).and_upsert_with(|e| (e.map_or(0, |e| e.value().0).saturating_add(1), now));
 }
 
 /// Counts a refused request of a verified identity (the gateway and forward-auth call
