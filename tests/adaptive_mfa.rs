@@ -261,6 +261,14 @@ async fn a_changed_client_network_steps_up_and_the_new_session_begins_there() {
     // Back on the first network, that is a change again.
     let back = get_from(&b, &at("shop.test", "/orders"), "127.0.0.1").await;
     is_step_up(&back, "/orders");
+
+    // IPv6 clients compare by /48: a step-up from one, then a move inside its /48 is not a
+    // change, a move outside it is.
+    let v6 = get_from(&b, &at("shop.test", "/orders"), "2001:db8:aa:1::7").await;
+    let step = is_step_up(&v6, "/orders");
+    step_up(&b, &step, "dan", "/orders", Some("2001:db8:aa:1::7")).await;
+    assert_eq!(get_from(&b, &at("shop.test", "/orders"), "2001:db8:aa:ffff::2").await.status, 200);
+    is_step_up(&get_from(&b, &at("shop.test", "/orders"), "2001:db8:ab::2").await, "/orders");
     let after = metrics().await;
     assert!(signals(&after, "network_change") >= signals(&before, "network_change") + 3.0);
     assert!(stepups(&after, "network_change") >= stepups(&before, "network_change") + 3.0);
@@ -295,6 +303,37 @@ async fn a_sensitive_method_or_path_steps_up_until_the_session_has_mfa() {
     let after = metrics().await;
     assert!(signals(&after, "sensitive_request") >= signals(&before, "sensitive_request") + 6.0);
     assert!(stepups(&after, "sensitive_request") >= stepups(&before, "sensitive_request") + 5.0);
+}
+
+// --- forward-auth ----------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_forward_auth_check_sees_the_same_signals_for_the_original_client() {
+    let b = Agent::browser();
+    assert_eq!(remembered(&b, "ivy").await.status, 200);
+    let api = Agent::api();
+    api.set("shop.test", SESSION, &b.cookie("shop.test", SESSION).unwrap());
+    api.set("shop.test", DEVICE, &b.cookie("shop.test", DEVICE).unwrap());
+    let check = at("shop.test", "/.idfabric/auth");
+    let original = at("shop.test", "/orders");
+    let ask = |ip: &'static str, method: &'static str| {
+        let original = original.clone();
+        let api = &api;
+        let check = check.clone();
+        async move {
+            api.send("GET", &check, None, &[("x-original-url", original.as_str()), ("x-original-method", method), ("x-forwarded-for", ip)])
+                .await
+        }
+    };
+    let r = ask("127.0.0.9", "GET").await;
+    assert_eq!(r.status, 200, "same network, remembered device: {}", r.body);
+    assert_eq!(r.header("x-identity-mfa").as_deref(), Some("false"));
+    let r = ask("203.0.113.9", "GET").await;
+    assert_eq!((r.status, r.json()["reason"].as_str()), (401, Some("mfa_required")), "the original client moved");
+    let line = audit_line(&r);
+    assert_eq!((line["kind"].as_str(), line["risk_signals"].clone()), (Some("forward_auth"), serde_json::json!(["network_change"])));
+    let r = ask("127.0.0.9", "DELETE").await;
+    assert_eq!((r.status, r.json()["reason"].as_str()), (401, Some("mfa_required")), "the original method is sensitive");
 }
 
 // --- recent_refusals --------------------------------------------------------------------
