@@ -134,4 +134,17 @@ mod tests {
             assert!(!k.verify(bad, "s", now), "{bad:?}");
         }
     }
+
+    #[test]
+    fn the_cookie_is_host_only_and_secure_over_tls() {
+        let k = DeviceKey::from_secret(&[1u8; 32]);
+        let tls = set_cookie(&k, "s", 1_800_000_000, true);
+        assert!(tls.starts_with("__Host-idfabric_device="), "{tls}");
+        for attr in ["; Path=/", "; HttpOnly", "; SameSite=Lax", "; Secure", "; Max-Age=15552000"] {
+            assert!(tls.contains(attr), "{attr} in {tls}");
+        }
+        assert!(!tls.contains("Domain="), "{tls}");
+        let plain = set_cookie(&k, "s", 1_800_000_000, false);
+        assert!(plain.starts_with("idfabric_device=") && !plain.contains("Secure"), "{plain}");
+    }
 }
