@@ -255,7 +255,7 @@ fn decide_and_propagate(c: &mut Criterion) {
         b.iter(|| black_box(policy::decide(black_box(&v.identity), black_box(&reqs), &mfa_acr).is_ok()))
     });
     c.bench_function("policy/route_requirements_and_decide", |b| {
-        let req = policy::Request { method: "GET", path: "/", now: 0 };
+        let req = policy::Request { method: "GET", path: "/", now: 0, signals: Default::default() };
         b.iter(|| black_box(pipeline::decide(&f.rt, route, v.clone(), &req).is_ok()))
     });
     c.bench_function("propagate/identity_headers", |b| {
@@ -358,8 +358,8 @@ fn policy_rules(c: &mut Criterion) {
     let pol = route.spec.policy.clone().expect("policy");
     let reqs = route.requirements(v.identity.population).expect("reqs");
     let now = now_secs();
-    let get = policy::Request { method: "GET", path: "/orders/42", now };
-    let denied = policy::Request { method: "GET", path: "/internal/x", now };
+    let get = policy::Request { method: "GET", path: "/orders/42", now, signals: Default::default() };
+    let denied = policy::Request { method: "GET", path: "/internal/x", now, signals: Default::default() };
     assert!(policy::decide_request(&v.identity, reqs, Some(&pol), &get, &[]).is_ok(), "last allow rule admits");
     assert!(policy::decide_request(&v.identity, reqs, Some(&pol), &denied, &[]).is_err(), "deny rule refuses");
     let mut g = c.benchmark_group("policy");

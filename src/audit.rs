@@ -206,6 +206,8 @@ pub struct Event<'a> {
     pub path: &'a str,
     pub client_ip: Option<std::net::IpAddr>,
     pub include_email: bool,
+    /// Adaptive MFA's risk signals that fired for this request (`risk_signals`).
+    pub risk: crate::config::risk::Signals,
 }
 
 /// One audit line, in field order (docs/operations.md, "Audit log").
@@ -230,6 +232,9 @@ struct Line<'a> {
     mfa: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     email: Option<Cow<'a, str>>,
+    /// Only on adaptive routes when a signal fired.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    risk_signals: Vec<&'static str>,
 }
 
 /// Formats `e` and queues it for the writer; never blocks.
@@ -263,6 +268,7 @@ pub fn record(e: &Event<'_>) {
         client_ip: e.client_ip.map(|ip| ip.to_string()),
         mfa: id.map(|i| i.mfa),
         email,
+        risk_signals: e.risk.names(),
     };
     let mut buf = Vec::with_capacity(512);
     if serde_json::to_writer(&mut buf, &line).is_err() {

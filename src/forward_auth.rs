@@ -76,6 +76,9 @@ pub struct CheckRequest<'a> {
     pub headers: &'a HeaderMap,
     /// The check arrived over TLS, or (behind a trusted proxy) the client used https.
     pub tls: bool,
+    /// The original client's address (behind a trusted proxy, what it says): adaptive
+    /// MFA's `network_change`.
+    pub client: Option<std::net::IpAddr>,
 }
 
 /// The request the proxy asks about.
@@ -286,7 +289,7 @@ pub async fn check(rt: &Runtime, req: &CheckRequest<'_>) -> Checked {
         return refused(params(), target);
     }
     // The session cookie's name follows the scheme the browser used (`__Host-` over https).
-    let answer = match pipeline::admit_request(rt, route, &original.method, req.headers, &original.uri, original.https).await {
+    let answer = match pipeline::admit_request(rt, route, &original.method, req.headers, &original.uri, original.https, req.client).await {
         Ok(admission) => Answer::Allow { headers: answer_headers(rt, route, &admission), admission },
         Err(denial) => {
             let signin = denial.redirect.as_deref().map(|to| SignIn {

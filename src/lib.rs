@@ -66,6 +66,7 @@ pub mod providers;
 pub mod refusal;
 pub mod reload;
 pub mod revocation;
+pub mod risk;
 pub mod runtime;
 pub mod scim;
 pub mod server;

@@ -67,6 +67,11 @@ pub struct Metrics {
     pub ssf_sets_total: IntCounterVec,
     /// SCIM requests by resource (`users`, `groups`, …) and result (`ok` or the reason).
     pub scim_requests_total: IntCounterVec,
+    /// Adaptive MFA: risk signals that fired on adaptive routes, by signal (every
+    /// value pre-initialised at start, `server`).
+    pub risk_signals_total: IntCounterVec,
+    /// Adaptive MFA: step-ups asked for because of a signal MFA did not cover, by signal.
+    pub risk_stepups_total: IntCounterVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -126,6 +131,8 @@ impl Metrics {
         )
         .expect("valid metric");
         r.register(Box::new(pending.clone())).expect("registered once");
+        let risk_signals = counter(&r, "risk_signals_total", "Adaptive MFA risk signals that fired, by signal", &["signal"]);
+        let risk_stepups = counter(&r, "risk_stepups_total", "Adaptive MFA step-ups asked for because of an uncovered risk signal, by signal", &["signal"]);
         Metrics {
             requests_total: counter(&r, "requests_total", "Requests by route, population, provider and outcome", &["route", "population", "provider", "outcome"]),
             request_duration_seconds,
@@ -160,6 +167,8 @@ impl Metrics {
             backchannel_logouts_total: counter(&r, "backchannel_logouts_total", "Back-channel logout requests by result (ok or the refusal reason)", &["result"]),
             ssf_sets_total: counter(&r, "ssf_sets_total", "Pushed Shared Signals Security Event Tokens by result (ok, ignored or the refusal reason)", &["result"]),
             scim_requests_total: counter(&r, "scim_requests_total", "SCIM provisioning requests by resource and result (ok or the refusal reason)", &["resource", "result"]),
+            risk_signals_total: risk_signals,
+            risk_stepups_total: risk_stepups,
             registry: r,
         }
     }

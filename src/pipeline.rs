@@ -10,7 +10,9 @@ use crate::policy::{self, Permit};
 use crate::providers::Verified;
 use crate::refusal::Refusal;
 use crate::runtime::{CompiledRoute, Runtime};
+use crate::risk::{self, Observed, Signals};
 use http::HeaderMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 /// The request may proceed.
@@ -18,10 +20,23 @@ use std::sync::Arc;
 pub enum Admission {
     /// `auth: none`, or a CORS preflight on a route with `cors_preflight: allow`.
     Public,
-    Allowed { verified: Arc<Verified>, permit: Permit },
+    Allowed {
+        verified: Arc<Verified>,
+        permit: Permit,
+        /// Adaptive MFA's signals for this request (audit line); empty elsewhere.
+        risk: Signals,
+    },
 }
 
 impl Admission {
+    /// The risk signals that fired (none for public admissions).
+    pub fn risk(&self) -> Signals {
+        match self {
+            Admission::Public => Signals::default(),
+            Admission::Allowed { risk, .. } => *risk,
+        }
+    }
+
     pub fn verified(&self) -> Option<&Arc<Verified>> {
         match self {
             Admission::Public => None,
@@ -47,12 +62,14 @@ pub struct Denial {
     pub html: bool,
     /// The verified identity that was refused (policy refusals), for the audit line.
     pub verified: Option<Arc<Verified>>,
+    /// Adaptive MFA's signals (a step-up they caused, for the audit line).
+    pub risk: Signals,
 }
 
 impl Denial {
     /// A refusal with nothing more known (no identity, no page, no redirect).
     pub fn plain(refusal: Refusal) -> Denial {
-        Denial { refusal, provider: None, population: None, redirect: None, html: false, verified: None }
+        Denial { refusal, provider: None, population: None, redirect: None, html: false, verified: None, risk: Signals::default() }
     }
 }
 
@@ -72,11 +89,12 @@ pub async fn admit_request(
     headers: &HeaderMap,
     uri: &http::Uri,
     tls: bool,
+    client: Option<IpAddr>,
 ) -> Result<Admission, Denial> {
     if route.spec.cors_preflight == CorsPreflight::Allow && is_cors_preflight(method, headers) {
         return Ok(Admission::Public);
     }
-    admit(rt, route, method, headers, uri, tls).await
+    admit_from(rt, route, method, headers, uri, tls, client).await
 }
 
 /// A CORS preflight: `OPTIONS` with `Origin` and `Access-Control-Request-Method`
@@ -91,7 +109,8 @@ pub fn is_cors_preflight(method: &http::Method, headers: &HeaderMap) -> bool {
 /// Authenticates and authorises one request for `route`. `uri` gives the return address
 /// after a browser sign-in; `tls` (the request arrived over TLS) picks the one session
 /// cookie name accepted (`credential::extract`). `method` and the (canonical) path of
-/// `uri` are what a route `policy` sees of the request.
+/// `uri` are what a route `policy` sees of the request. Adaptive MFA sees no client
+/// address here ([`admit_from`] gives it one).
 pub async fn admit(
     rt: &Runtime,
     route: &CompiledRoute,
@@ -100,12 +119,31 @@ pub async fn admit(
     uri: &http::Uri,
     tls: bool,
 ) -> Result<Admission, Denial> {
+    admit_from(rt, route, method, headers, uri, tls, None).await
+}
+
+/// [`admit`] for a request from `client` (the client's address, trusted-proxy-aware):
+/// it and the device cookie are what adaptive MFA sees (`crate::risk`).
+pub async fn admit_from(
+    rt: &Runtime,
+    route: &CompiledRoute,
+    method: &http::Method,
+    headers: &HeaderMap,
+    uri: &http::Uri,
+    tls: bool,
+    client: Option<IpAddr>,
+) -> Result<Admission, Denial> {
     let pq = || uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let req = policy::Request::now(method.as_str(), uri.path());
     let mode = route.spec.auth;
     if mode == AuthMode::None {
         return Ok(Admission::Public);
     }
+    let seen = Observed {
+        client,
+        device: route.spec.risk.as_ref().and_then(|_| risk::device::presented(headers, tls)),
+        network: None,
+    };
     let browser = credential::wants_html(headers);
     let to_login = |r: Refusal| Denial { redirect: browser.then(|| login_url(pq(), "")), ..Denial::plain(r) };
     let cred = credential::extract(headers, &rt.config.session.cookie_name(tls)).map_err(Denial::plain)?;
@@ -126,7 +164,8 @@ pub async fn admit(
                     ..to_login(Refusal::ProviderNotAllowed)
                 });
             }
-            return decide(rt, route, verified, &req).map_err(|d| step_up(rt, d, browser, pq()));
+            let seen = Observed { network: verified.network, ..seen };
+            return decide_seen(rt, route, verified, &req, &seen).map_err(|d| step_up(rt, d, browser, pq()));
         }
         (AuthMode::Session, Credential::Bearer(_)) => return Err(to_login(Refusal::NoSession)),
         (AuthMode::Session, Credential::None) => return Err(to_login(Refusal::NoSession)),
@@ -138,7 +177,7 @@ pub async fn admit(
         .verify(token, route.allowed.as_deref())
         .await
         .map_err(|e| Denial { provider: e.provider, ..Denial::plain(e.refusal) })?;
-    admit_bearer(rt, route, verified, &req)
+    admit_bearer_seen(rt, route, verified, &req, &seen)
 }
 
 /// What `admit` decides for a bearer token once it is verified: public routes admit
@@ -146,6 +185,11 @@ pub async fn admit(
 /// does not accept the token's provider refuses it (`provider_not_allowed`), then the
 /// policy decides. `token inspect` asks this for every route.
 pub fn admit_bearer(rt: &Runtime, route: &CompiledRoute, verified: Arc<Verified>, req: &policy::Request) -> Result<Admission, Denial> {
+    admit_bearer_seen(rt, route, verified, req, &Observed::default())
+}
+
+/// [`admit_bearer`] with what the request shows besides the token (adaptive MFA).
+fn admit_bearer_seen(rt: &Runtime, route: &CompiledRoute, verified: Arc<Verified>, req: &policy::Request, seen: &Observed<'_>) -> Result<Admission, Denial> {
     match route.spec.auth {
         AuthMode::None => return Ok(Admission::Public),
         AuthMode::Session => return Err(Denial::plain(Refusal::NoSession)),
@@ -158,7 +202,7 @@ pub fn admit_bearer(rt: &Runtime, route: &CompiledRoute, verified: Arc<Verified>
             ..Denial::plain(Refusal::ProviderNotAllowed)
         });
     }
-    decide(rt, route, verified, req)
+    decide_seen(rt, route, verified, req, seen)
 }
 
 /// A browser session whose login lacked MFA is sent back to its provider for a second
@@ -200,14 +244,34 @@ pub async fn session(rt: &Runtime, id: &str) -> Result<Arc<Verified>, Refusal> {
     let deadline = s.expires_at.min(s.upstream_exp.map_or(i64::MAX, |e| e - 60));
     let mut identity = s.identity;
     crate::session::carry_mfa(&mut identity, s.mfa);
-    let verified = Arc::new(Verified::new(identity, provider, String::new(), s.expires_at, key));
+    let mut verified = Verified::new(identity, provider, String::new(), s.expires_at, key);
+    verified.network = s.network.as_deref().and_then(|n| n.parse().ok());
+    let verified = Arc::new(verified);
     cache::put(key, rt.generation, verified.clone(), deadline, ticket);
     Ok(verified)
 }
 
-/// The policy step alone, for a verified credential and the request's method, path and time.
+/// The policy step alone, for a verified credential and the request's method, path and
+/// time. On an adaptive route the risk signals are those of a request that shows
+/// nothing else (no client address, no device cookie).
 pub fn decide(rt: &Runtime, route: &CompiledRoute, verified: Arc<Verified>, req: &policy::Request) -> Result<Admission, Denial> {
+    decide_seen(rt, route, verified, req, &Observed::default())
+}
+
+/// [`decide`] with what the request shows besides the credential: on an adaptive route
+/// (`route.spec.risk`) the risk signals are assessed first and counted
+/// (`idfabric_risk_signals_total`, and `idfabric_risk_stepups_total` when they are
+/// why the answer is a step-up).
+fn decide_seen(rt: &Runtime, route: &CompiledRoute, verified: Arc<Verified>, req: &policy::Request, seen: &Observed<'_>) -> Result<Admission, Denial> {
     let id = &verified.identity;
+    let signals = match &route.spec.risk {
+        Some(spec) => {
+            let key = rt.sessions.as_ref().map(|s| s.key.device());
+            risk::assess(spec, key, id, seen, req.method, req.path)
+        }
+        None => Signals::default(),
+    };
+    let req = &policy::Request { signals, ..*req };
     let deny = |refusal| Denial {
         refusal,
         provider: Some(verified.provider),
@@ -215,13 +279,20 @@ pub fn decide(rt: &Runtime, route: &CompiledRoute, verified: Arc<Verified>, req:
         redirect: None,
         html: false,
         verified: Some(verified.clone()),
+        risk: signals,
     };
     let Some(reqs) = route.requirements(id.population) else {
         return Err(deny(Refusal::PopulationNotAllowed(id.population.to_string())));
     };
     let mfa_acr = &rt.registry.providers[verified.provider].spec.mfa_acr;
-    match policy::decide_request(id, reqs, route.spec.policy.as_deref(), req, mfa_acr) {
-        Ok(permit) => Ok(Admission::Allowed { verified: verified.clone(), permit }),
+    let decided = policy::decide_request(id, reqs, route.spec.policy.as_deref(), req, mfa_acr);
+    // A step-up on an adaptive route is the signals' doing when one is uncovered (a
+    // customer: `mfa: adaptive` or `risk: low` asks for nothing else).
+    let stepped_up =
+        id.population == Population::Customer && signals.step_up() && matches!(decided, Err(Refusal::MfaRequired { .. }));
+    risk::count(signals, stepped_up);
+    match decided {
+        Ok(permit) => Ok(Admission::Allowed { verified: verified.clone(), permit, risk: signals }),
         Err(r) => Err(deny(r)),
     }
 }

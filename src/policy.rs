@@ -12,7 +12,7 @@
 pub use crate::config::rules as lang;
 
 use crate::config::Requirements;
-use crate::identity::Identity;
+use crate::identity::{Identity, Population};
 use crate::refusal::Refusal;
 pub use lang::{Policy, Request};
 
@@ -37,6 +37,9 @@ pub fn decide_request(
     mfa_acr: &[String],
 ) -> Result<Permit, Refusal> {
     let permit = decide(id, reqs, mfa_acr)?;
+    if reqs.iter().any(|r| r.adaptive_mfa) {
+        adaptive(id, req.signals, mfa_acr)?;
+    }
     if let Some(p) = policy {
         p.decide(id, req).map_err(|u| refusal(u, mfa_acr))?;
     }
@@ -50,7 +53,22 @@ pub fn refusal(u: lang::Unmet, mfa_acr: &[String]) -> Refusal {
         lang::Unmet::Mfa => Refusal::MfaRequired { acr_values: (!mfa_acr.is_empty()).then(|| mfa_acr.join(" ")) },
         lang::Unmet::MfaAge(max_age) => Refusal::MfaTooOld { max_age },
         lang::Unmet::GroupsIncomplete => Refusal::GroupsIncomplete,
+        lang::Unmet::Risk => Refusal::MfaRequired { acr_values: (!mfa_acr.is_empty()).then(|| mfa_acr.join(" ")) },
     }
+}
+
+/// `mfa: adaptive`: a workforce identity needs MFA (the workforce keeps mandatory
+/// MFA); a customer needs it only when a risk signal fires that the credential's MFA
+/// does not cover (`crate::risk`).
+fn adaptive(id: &Identity, signals: crate::risk::Signals, mfa_acr: &[String]) -> Result<(), Refusal> {
+    let needed = match id.population {
+        Population::Workforce => !id.mfa,
+        Population::Customer => signals.step_up(),
+    };
+    if needed {
+        return Err(Refusal::MfaRequired { acr_values: (!mfa_acr.is_empty()).then(|| mfa_acr.join(" ")) });
+    }
+    Ok(())
 }
 
 fn check(id: &Identity, r: &Requirements, mfa_acr: &[String]) -> Result<(), Refusal> {

@@ -272,6 +272,7 @@ mod tests {
             by_population: None,
             require: Default::default(),
             policy: None,
+            risk: None,
             providers: None,
             authorization,
             forwarded_headers: true,

@@ -301,6 +301,10 @@ pub fn run_echo(addrs: Vec<SocketAddr>, threads: usize) -> ! {
 /// first event (label values from config only).
 fn preinitialise_series(rt: &Runtime) {
     let m = crate::metrics::metrics();
+    for s in crate::risk::Signal::ALL {
+        m.risk_signals_total.with_label_values(&[s.as_str()]);
+        m.risk_stepups_total.with_label_values(&[s.as_str()]);
+    }
     for p in &rt.registry.providers {
         let (id, pop) = (p.id(), p.spec.population.as_str());
         m.token_validations_total.with_label_values(&[id, "valid", "ok"]);

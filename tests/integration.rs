@@ -12,6 +12,7 @@
 mod common;
 
 mod access;
+mod adaptive_mfa;
 mod admin;
 mod architecture;
 mod audit;

@@ -14,6 +14,7 @@ mod error;
 pub mod kind;
 mod raw;
 mod redis_target;
+pub mod risk;
 pub mod rules;
 mod validate;
 
@@ -465,6 +466,9 @@ impl Default for UpstreamOptions {
 pub struct Requirements {
     pub population: Option<Population>,
     pub mfa: bool,
+    /// `mfa: adaptive`: customers step up only when a risk signal fires
+    /// (`crate::risk`); workforce identities need MFA as with `mfa: true`.
+    pub adaptive_mfa: bool,
     pub groups_any: Vec<String>,
     pub groups_all: Vec<String>,
     pub roles_any: Vec<String>,
@@ -493,6 +497,9 @@ pub struct RouteSpec {
     pub require: Requirements,
     /// `policy:` compiled (regexes and globs built once per load); checked after `require`.
     pub policy: Option<Arc<rules::Policy>>,
+    /// Adaptive MFA's settings (`sensitive:`): present when the route has `mfa:
+    /// adaptive` or a `risk: low` rule, the only routes whose requests are assessed.
+    pub risk: Option<Arc<risk::RiskSpec>>,
     /// Provider ids accepted on this route; `None` = every enabled provider.
     pub providers: Option<Vec<String>>,
     pub authorization: AuthorizationHeader,

@@ -189,6 +189,8 @@ pub struct Route {
     pub require: Option<Require>,
     /// `allow` and `deny` rule lists (docs/configuration.md, "Policies").
     pub policy: Option<Policy>,
+    /// What fires adaptive MFA's `sensitive_request` (docs/adaptive-mfa.md).
+    pub sensitive: Option<Sensitive>,
     /// Provider ids this route accepts; default: every enabled provider.
     pub providers: Option<Vec<S>>,
     /// What happens to the client's `Authorization` header: keep | strip | identity_token.
@@ -263,7 +265,8 @@ pub struct PopulationTarget {
 #[serde(deny_unknown_fields)]
 pub struct Require {
     pub population: Option<S>,
-    pub mfa: Option<bool>,
+    /// `true`, `false` or `adaptive` (customers: step-up only when a risk signal fires).
+    pub mfa: Option<Mfa>,
     pub groups_any: Option<Vec<S>>,
     pub groups_all: Option<Vec<S>>,
     pub roles_any: Option<Vec<S>>,
@@ -272,6 +275,44 @@ pub struct Require {
     pub email_verified: Option<bool>,
     /// Admit anonymous users (Firebase anonymous sign-in); default false.
     pub allow_anonymous: Option<bool>,
+}
+
+/// `require.mfa`: `true`, `false` or `adaptive`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mfa {
+    Required(bool),
+    Adaptive,
+}
+
+impl<'de> Deserialize<'de> for Mfa {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Mfa;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("true, false or adaptive")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Mfa, E> {
+                Ok(Mfa::Required(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Mfa, E> {
+                match v {
+                    "adaptive" => Ok(Mfa::Adaptive),
+                    other => Err(E::custom(format!("`{other}` is not true, false or adaptive"))),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A route's `sensitive:` (adaptive MFA): the methods and paths that fire
+/// `sensitive_request`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sensitive {
+    pub methods: Option<Vec<S>>,
+    pub paths: Option<Vec<S>>,
 }
 
 /// `scim:` in a provider file: the bearer token the provider's SCIM provisioning
@@ -329,6 +370,8 @@ pub struct Rule {
     pub mfa: Option<bool>,
     pub mfa_max_age: Option<S>,
     pub acr: Option<OneOrMany>,
+    /// `low`: no adaptive-MFA risk signal fires that the caller's MFA does not cover.
+    pub risk: Option<S>,
 }
 
 /// `claim: { path: a.b, equals | in | prefix | regex }`.

@@ -29,6 +29,9 @@ pub struct Request<'a> {
     pub path: &'a str,
     /// Unix seconds, for `time` and `mfa_max_age`.
     pub now: i64,
+    /// Adaptive MFA's risk signals for this caller and request (`risk: low`); empty
+    /// unless the route is adaptive (`crate::risk`).
+    pub signals: crate::config::risk::Signals,
 }
 
 impl Request<'_> {
@@ -37,7 +40,7 @@ impl Request<'_> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
-        Request { method, path, now }
+        Request { method, path, now, signals: Default::default() }
     }
 }
 
@@ -68,6 +71,8 @@ pub enum Unmet {
     MfaAge(u64),
     /// Group criteria on an identity whose groups are incomplete.
     GroupsIncomplete,
+    /// `risk: low` while a risk signal fires that MFA does not cover: the step-up.
+    Risk,
 }
 
 /// The three-valued result of a rule.
@@ -115,6 +120,8 @@ pub enum Criterion {
     Mfa,
     MfaMaxAge(u64),
     Acr(Vec<String>),
+    /// `risk: low`: no uncovered adaptive-MFA risk signal.
+    RiskLow,
 }
 
 /// `path:` globs, with the text they were written as (for explanations).
@@ -331,6 +338,7 @@ impl Criterion {
             Criterion::Mfa => "mfa",
             Criterion::MfaMaxAge(_) => "mfa_max_age",
             Criterion::Acr(_) => "acr",
+            Criterion::RiskLow => "risk",
         }
     }
 
@@ -356,6 +364,7 @@ impl Criterion {
             Criterion::Acr(_) => P::Acr,
             Criterion::Mfa => return Unmet::Mfa,
             Criterion::MfaMaxAge(s) => return Unmet::MfaAge(*s),
+            Criterion::RiskLow => return Unmet::Risk,
         })
     }
 
@@ -400,6 +409,7 @@ impl Criterion {
                 id.auth_time.is_some_and(|t| t <= req.now && (req.now - t) as u64 <= *max)
             }
             Criterion::Acr(a) => id.acr.as_deref().is_some_and(|acr| a.iter().any(|a| a == acr)),
+            Criterion::RiskLow => !req.signals.step_up(),
         };
         if yes {
             Outcome::Match
@@ -457,7 +467,24 @@ fn conj(outcomes: impl Iterator<Item = Outcome>) -> Outcome {
     unknown.unwrap_or(Outcome::Match)
 }
 
+impl Rule {
+    /// Whether a `risk` criterion appears anywhere in this rule.
+    fn uses_risk(&self) -> bool {
+        match self {
+            Rule::All(cs) => cs.iter().any(|c| matches!(c, Criterion::RiskLow)),
+            Rule::And(rs) | Rule::Or(rs) => rs.iter().any(Rule::uses_risk),
+            Rule::Not(r) => r.uses_risk(),
+        }
+    }
+}
+
 impl Policy {
+    /// Whether some rule looks at adaptive-MFA risk (the route's requests are then
+    /// assessed, `crate::risk`).
+    pub fn uses_risk(&self) -> bool {
+        self.deny.iter().chain(self.allow.iter().flatten()).any(Rule::uses_risk)
+    }
+
     /// Deny wins; then some allow rule must match. The error is the first unmet
     /// criterion (of the matching deny rule: `policy_denied`; of the first allow rule
     /// otherwise).
@@ -552,6 +579,7 @@ impl fmt::Display for Criterion {
                 )
             }
             Criterion::Mfa => write!(f, "{k}: true"),
+            Criterion::RiskLow => write!(f, "{k}: low"),
             Criterion::MfaMaxAge(s) => write!(f, "{k}: {s}s"),
         }
     }
@@ -594,6 +622,7 @@ pub fn unmet_reason(u: Unmet) -> &'static str {
         Unmet::Mfa => "mfa_required",
         Unmet::MfaAge(_) => "policy_mfa_age",
         Unmet::GroupsIncomplete => "groups_incomplete",
+        Unmet::Risk => "mfa_required",
     }
 }
 

@@ -18,6 +18,8 @@ mod edge;
 mod policy;
 #[path = "validate/providers.rs"]
 mod providers;
+#[path = "validate/risk.rs"]
+mod risk;
 #[path = "validate/sso.rs"]
 mod sso;
 #[path = "validate/upstreams.rs"]
@@ -431,6 +433,12 @@ fn route(r: &raw::Route, enabled: &HashSet<&str>, p: &mut Problems) -> Option<Ro
     };
     let require = requirements(r.require.as_ref(), a, "routes.require", p);
     let policy = r.policy.as_ref().map(|x| Arc::new(policy::policy(x, a, r.case_sensitive.unwrap_or(false), p)));
+    let adaptive = require.adaptive_mfa
+        || r.by_population.as_ref().is_some_and(|bp| {
+            [&bp.workforce, &bp.customer].iter().any(|t| t.as_ref().and_then(|t| t.require.as_ref()).is_some_and(|q| q.mfa == Some(raw::Mfa::Adaptive)))
+        })
+        || policy.as_ref().is_some_and(|p| p.uses_risk());
+    let risk = risk::spec(r.sensitive.as_ref(), adaptive, r.case_sensitive.unwrap_or(false), a, p).map(Arc::new);
     let default_upstreams = r.upstream.as_ref().map(|u| upstreams::list(u, a, "routes.upstream", p)).unwrap_or_default();
     let by_population = r.by_population.as_ref().map(|bp| {
         let mut out: [Option<PopulationTarget>; 2] = [None, None];
@@ -497,6 +505,7 @@ fn route(r: &raw::Route, enabled: &HashSet<&str>, p: &mut Problems) -> Option<Ro
         by_population,
         require,
         policy,
+        risk,
         providers,
         authorization,
         forwarded_headers: r.forwarded_headers.unwrap_or(true),
@@ -587,9 +596,21 @@ fn requirements(r: Option<&raw::Require>, anchor: Option<&str>, key: &str, p: &m
         }
         parsed
     });
+    let adaptive_mfa = r.mfa == Some(raw::Mfa::Adaptive);
+    // The workforce keeps mandatory MFA: `adaptive` where only workforce identities can
+    // come is a mistake, said at load rather than quietly read as `true`.
+    if adaptive_mfa && (population == Some(Population::Workforce) || key.ends_with("workforce.require")) {
+        p.at_value(
+            anchor,
+            &format!("{key}.mfa"),
+            "adaptive",
+            "`adaptive` is for customers; workforce routes keep mandatory MFA: write `mfa: true`",
+        );
+    }
     Requirements {
         population,
-        mfa: r.mfa.unwrap_or(false),
+        mfa: r.mfa == Some(raw::Mfa::Required(true)),
+        adaptive_mfa,
         groups_any: opt_strings(&r.groups_any),
         groups_all: opt_strings(&r.groups_all),
         roles_any: opt_strings(&r.roles_any),

@@ -11,7 +11,7 @@ fn headers(list: &[(&str, &str)]) -> HeaderMap {
 fn parse(method: &str, rest: &str, query: Option<&str>, list: &[(&str, &str)]) -> Result<Original, Refusal> {
     let h = headers(list);
     let m = Method::from_bytes(method.as_bytes()).unwrap();
-    original(&CheckRequest { method: &m, rest, query, headers: &h, tls: false })
+    original(&CheckRequest { method: &m, rest, query, headers: &h, tls: false, client: None })
 }
 
 /// (source, method, scheme, host, canonical path and query)
@@ -143,7 +143,7 @@ fn the_check_path_and_its_spellings() {
 fn who_gets_a_redirect_and_who_a_header() {
     let h = HeaderMap::new();
     let get = Method::GET;
-    let req = |rest, query| CheckRequest { method: &get, rest, query, headers: &h, tls: false };
+    let req = |rest, query| CheckRequest { method: &get, rest, query, headers: &h, tls: false, client: None };
     for (rest, query, source, want) in [
         ("", None, Source::OriginalUri, false),
         ("", None, Source::OriginalUrl, false),

@@ -73,6 +73,8 @@ pub struct RequestCtx {
     trace: TraceContext,
     /// Set when the request was a forward-auth check.
     forward: Option<Box<ForwardDecision>>,
+    /// Adaptive MFA's signals for this request (audit line).
+    risk: crate::risk::Signals,
     /// The client's address, scheme and host (behind trusted proxies, what they said),
     /// set first in `request_filter`.
     origin: crate::forwarded::Origin,
@@ -96,6 +98,7 @@ pub(crate) struct ForwardDecision {
     population: Option<crate::identity::Population>,
     decision: Decision,
     reason: Reason,
+    risk: crate::risk::Signals,
 }
 
 impl ForwardDecision {
@@ -117,6 +120,7 @@ impl ForwardDecision {
 
     fn allowed(&mut self, adm: &Admission) {
         (self.decision, self.reason) = (Decision::Allow, Reason::Ok);
+        self.risk = adm.risk();
         if let Admission::Allowed { verified, .. } = adm {
             (self.provider, self.population) = (Some(verified.provider), Some(verified.identity.population));
             self.verified = Some(verified.clone());
@@ -127,6 +131,7 @@ impl ForwardDecision {
         self.refused(&d.refusal);
         (self.provider, self.population) = (d.provider, d.population);
         self.verified = d.verified.clone();
+        self.risk = d.risk;
     }
 
     fn refused(&mut self, r: &Refusal) {
@@ -248,6 +253,7 @@ impl ProxyHttp for Gateway {
             request_id: String::new(),
             trace: TraceContext::default(),
             forward: None,
+            risk: Default::default(),
             origin: Default::default(),
             span: tracing::Span::none(),
         }
@@ -332,10 +338,11 @@ impl ProxyHttp for Gateway {
         ctx.route = Some(route.index);
         ctx.span.record("route", route.spec.name.as_str());
         let req = session.req_header();
-        match pipeline::admit_request(&rt, route, &req.method, &req.headers, &req.uri, ctx.origin.https).await {
+        match pipeline::admit_request(&rt, route, &req.method, &req.headers, &req.uri, ctx.origin.https, ctx.origin.client_ip).await {
             Ok(adm) => {
                 tarpit::forgive(tarpit::key(session, &ctx.origin));
                 ctx.population = adm.population();
+                ctx.risk = adm.risk();
                 if let Admission::Allowed { verified, .. } = adm {
                     ctx.provider = Some(verified.provider);
                     ctx.verified = Some(verified);
@@ -346,6 +353,8 @@ impl ProxyHttp for Gateway {
                 ctx.provider = d.provider;
                 ctx.population = d.population;
                 ctx.verified = d.verified.clone();
+                ctx.risk = d.risk;
+                crate::risk::note_denial(&d.refusal, d.verified.as_deref().map(|v| &v.identity));
                 ctx.outcome = if d.refusal.status() == 503 { Outcome::Error } else { Outcome::Refused };
                 ctx.reason = d.refusal.code();
                 ctx.decision = d.refusal.decision();
@@ -600,6 +609,7 @@ fn audit(session: &Session, ctx: &RequestCtx, route: &str, provider: &str, statu
         path,
         client_ip,
         include_email,
+        risk: Default::default(),
     };
     if let Some(f) = ctx.forward.as_deref() {
         let Some(r) = f.route.map(|i| &rt.routes.routes[i as usize]) else {
@@ -612,6 +622,7 @@ fn audit(session: &Session, ctx: &RequestCtx, route: &str, provider: &str, statu
             decision: f.decision,
             reason: f.reason,
             method: f.method.as_str(),
+            risk: f.risk,
             ..base("forward_auth", &r.spec.name, &f.host, &f.path)
         });
         return;
@@ -625,6 +636,7 @@ fn audit(session: &Session, ctx: &RequestCtx, route: &str, provider: &str, statu
         verified: ctx.verified.as_deref(),
         decision: ctx.decision,
         reason: ctx.reason,
+        risk: ctx.risk,
         ..base("proxy", route, host_of(req), req.uri.path())
     });
 }
@@ -681,8 +693,9 @@ fn set_forwarding_headers(upstream: &mut RequestHeader, origin: &crate::forwarde
 }
 
 /// Removes idfabric's own cookies (the session id in any spelling, the remembered
-/// provider, the sign-in and handoff binding nonces) from what the upstream receives: an app behind
-/// the gateway must not be able to replay a session or finish someone's sign-in.
+/// provider, the sign-in and handoff binding nonces, the adaptive-MFA device cookie)
+/// from what the upstream receives: an app behind the gateway must not be able to
+/// replay a session, finish someone's sign-in or borrow a remembered device.
 pub fn strip_own_cookies(req: &mut RequestHeader, session_cookie: &str) {
     let ours = |name: &str| {
         let bare = name.strip_prefix("__Host-").or_else(|| name.strip_prefix("__Secure-")).unwrap_or(name);
@@ -691,6 +704,7 @@ pub fn strip_own_cookies(req: &mut RequestHeader, session_cookie: &str) {
             || bare.starts_with("idfabric_ltx_")
             || bare.starts_with("idfabric_btx_")
             || bare.starts_with("idfabric_hx_")
+            || bare == crate::risk::device::COOKIE
     };
     let values: Vec<String> =
         req.headers.get_all(http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()).map(str::to_string).collect();
@@ -700,6 +714,7 @@ pub fn strip_own_cookies(req: &mut RequestHeader, session_cookie: &str) {
             || v.contains("idfabric_ltx_")
             || v.contains("idfabric_btx_")
             || v.contains("idfabric_hx_")
+            || v.contains(crate::risk::device::COOKIE)
     };
     if !values.iter().any(mention) {
         return;

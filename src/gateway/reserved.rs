@@ -173,6 +173,7 @@ pub(super) async fn forward_auth(rt: &Runtime, session: &mut Session, rest: &str
             headers: &req.headers,
             // Behind a trusted TLS-terminating proxy: what the client used.
             tls: origin.https,
+            client: origin.client_ip,
         };
         forward_auth::check(rt, &check).await
     };
@@ -197,6 +198,7 @@ pub(super) async fn forward_auth(rt: &Runtime, session: &mut Session, rest: &str
         }
         forward_auth::Answer::Refuse { denial, signin } => {
             audit.denied(&denial);
+            crate::risk::note_denial(&denial.refusal, denial.verified.as_deref().map(|v| &v.identity));
             let r = &denial.refusal;
             match signin {
                 Some(s) if s.redirect => {

@@ -242,14 +242,20 @@ pub async fn redeem(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Rep
         let detail = "This browser did not start this sign-in, so it was not completed. If you started it, open the application again.";
         return refused(403, "This sign-in was started elsewhere", detail, Failure::HandoffNotBound).with_cookie(clear);
     }
-    match sessions.load(&h.session).await {
-        Ok(Some(_)) => {}
+    let session = match sessions.load(&h.session).await {
+        Ok(Some(s)) => s,
         Ok(None) => return refused(400, "This sign-in has expired", expired, Failure::HandoffInvalid).with_cookie(clear),
         Err(e) => return store_down(super::theme_for(rt, req.host, &h.rd).population, &e),
-    }
+    };
     count("redeemed");
     let cookie = web::set_session_cookie(&rt.config.session, &h.session, sessions.absolute.as_secs() as i64, req.tls);
-    Reply::redirect(&h.rd, "ok").with_cookie(cookie).with_cookie(clear)
+    let reply = Reply::redirect(&h.rd, "ok").with_cookie(cookie).with_cookie(clear);
+    // The device cookie is host-only: an MFA sign-in on the sign-in host remembers this
+    // browser on the app host too (adaptive MFA's `new_device`).
+    match crate::risk::signed_in(sessions.key.device(), &session.identity.sub, session.mfa, req.tls) {
+        Some(device) => reply.with_cookie(device),
+        None => reply,
+    }
 }
 
 #[cfg(test)]

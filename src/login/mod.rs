@@ -476,6 +476,7 @@ async fn callback(rt: &Runtime, sessions: &Sessions, req: &Request<'_>, state: &
     identity.token_use = TokenUse::Session;
     let refresh = tokens.get("refresh_token").and_then(Value::as_str).map(|r| sessions.key.seal(r, &identity.sub));
     let mfa = identity.mfa;
+    let sub = identity.sub.clone();
     let mut session = Session {
         identity,
         created_at: 0,
@@ -485,6 +486,7 @@ async fn callback(rt: &Runtime, sessions: &Sessions, req: &Request<'_>, state: &
         id_token: Some(id_token.to_string()),
         mfa,
         touched_at: 0,
+        network: crate::risk::session_network(req.client),
     };
     if session.refresh_token.is_none() {
         // Without a refresh token the session cannot outlive what the provider vouched for.
@@ -509,7 +511,11 @@ async fn callback(rt: &Runtime, sessions: &Sessions, req: &Request<'_>, state: &
     funnel(&p, "session_created");
     metrics().logins_total.with_label_values(&[p.id(), p.spec.population.as_str(), "success"]).inc();
     let cookie = web::set_session_cookie(&rt.config.session, &id, sessions.absolute.as_secs() as i64, req.tls);
-    Reply::redirect(&txn.rd, "ok").with_cookie(cookie)
+    let reply = Reply::redirect(&txn.rd, "ok").with_cookie(cookie);
+    match crate::risk::signed_in(sessions.key.device(), &sub, mfa, req.tls) {
+        Some(device) => reply.with_cookie(device),
+        None => reply,
+    }
 }
 
 /// How recent the sign-in behind a token posted to `/.idfabric/session` must be.
@@ -611,6 +617,7 @@ async fn session_from_id_token(rt: &Runtime, sessions: &Sessions, req: &Request<
         id_token: None,
         mfa,
         touched_at: 0,
+        network: crate::risk::session_network(req.client),
     };
     let name = rt.config.session.cookie_name(req.tls);
     if let Some(old) = req.cookie(&name) {
@@ -626,9 +633,14 @@ async fn session_from_id_token(rt: &Runtime, sessions: &Sessions, req: &Request<
     funnel(&p, "session_created");
     metrics().logins_total.with_label_values(&[p.id(), p.spec.population.as_str(), "success"]).inc();
     let cookie = web::set_session_cookie(&rt.config.session, &id, sessions.absolute.as_secs() as i64, req.tls);
-    match rd {
+    let device = crate::risk::signed_in(sessions.key.device(), &sub, mfa, req.tls);
+    let reply = match rd {
         Some(rd) => Reply::redirect(&rd, "ok").with_cookie(cookie),
         None => Reply::json(200, &serde_json::json!({"status": "ok", "sub": sub}), "ok").with_cookie(cookie),
+    };
+    match device {
+        Some(device) => reply.with_cookie(device),
+        None => reply,
     }
 }
 

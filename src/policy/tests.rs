@@ -72,7 +72,7 @@ use crate::policy::lang::{self, ClaimOp, ClaimTest, Criterion as C, Policy, Rule
 const MONDAY_10: i64 = 1_796_637_600;
 
 fn get(path: &str) -> Request<'_> {
-    Request { method: "GET", path, now: MONDAY_10 }
+    Request { method: "GET", path, now: MONDAY_10, signals: Default::default() }
 }
 
 fn reason(p: &Policy, id: &Identity, req: &Request) -> Result<(), &'static str> {

@@ -311,6 +311,9 @@ pub struct Verified {
     /// Hash of what a minted token says about this identity (everything but the
     /// per-token times and ids): two bearer tokens of the same person share minted tokens.
     pub identity_key: [u8; 32],
+    /// For a browser session: the network it began on (adaptive MFA's
+    /// `network_change`); `None` for bearer tokens.
+    pub network: Option<ipnet::IpNet>,
 }
 
 impl Verified {
@@ -329,6 +332,7 @@ impl Verified {
             token_hash,
             headers: OnceLock::new(),
             minted: std::sync::Mutex::new(Vec::new()),
+            network: None,
         }
     }
 }

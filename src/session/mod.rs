@@ -137,6 +137,11 @@ pub struct Session {
     pub id_token: Option<String>,
     /// The login proved MFA (kept across refreshes that drop `amr`).
     pub mfa: bool,
+    /// The network (/24 or /48, `crate::risk::network_of`) of the client address the
+    /// session began from, as CIDR text: adaptive MFA's `network_change` compares
+    /// against it. Absent for sessions begun without a known client address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
     /// When the idle expiry was last pushed back (it slides at most once a minute,
     /// so a busy session costs a read per request, not a write).
     #[serde(default)]
@@ -171,15 +176,22 @@ pub struct LoginTxn {
     pub browser: String,
 }
 
-/// The 32-byte session key from `session.key_file`.
-pub struct SessionKey(LessSafeKey);
+/// The 32-byte session key from `session.key_file`, and the device-cookie MAC key
+/// derived from it (`crate::risk::device`).
+pub struct SessionKey(LessSafeKey, crate::risk::device::DeviceKey);
 
 impl SessionKey {
     pub fn from_bytes(bytes: &[u8]) -> Option<SessionKey> {
         if bytes.len() != 32 {
             return None;
         }
-        Some(SessionKey(LessSafeKey::new(UnboundKey::new(&AES_256_GCM, bytes).ok()?)))
+        let aead = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, bytes).ok()?);
+        Some(SessionKey(aead, crate::risk::device::DeviceKey::from_secret(bytes)))
+    }
+
+    /// The key that MACs device cookies (adaptive MFA's `new_device`).
+    pub fn device(&self) -> &crate::risk::device::DeviceKey {
+        &self.1
     }
 
     /// A random key (when no key file is configured: sessions then do not survive a restart).

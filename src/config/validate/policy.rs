@@ -222,6 +222,12 @@ fn criteria(r: &raw::Rule, cx: &mut Ctx) -> Vec<Criterion> {
     if let Some(v) = &r.acr {
         out.push(Criterion::Acr(nonempty("acr", &v.0, cx)));
     }
+    if let Some(v) = &r.risk {
+        match &**v {
+            "low" => out.push(Criterion::RiskLow),
+            other => cx.err("risk", Some(other), format!("`{other}` is not `low` (the only risk level a rule can ask for)")),
+        }
+    }
     out
 }
 
