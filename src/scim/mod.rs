@@ -112,6 +112,31 @@ pub async fn groups_for(store: &dyn crate::session::Store, provider: &str, subje
     Ok(Some(store::tag_names(&scim.memberships(&user).await?)))
 }
 
+/// Every user provider `provider` provisioned, with its memberships, for the access
+/// review (`crate::access`). Users without a subject are left out.
+pub async fn directory(store: &dyn crate::session::Store, provider: &str, spec: &ScimSpec) -> Result<Vec<crate::access::Provisioned>, crate::session::StoreError> {
+    let scim = ScimStore::new(store, provider);
+    let attr = match spec.subject {
+        ScimSubject::ExternalId => "externalId",
+        ScimSubject::UserName => "userName",
+    };
+    let mut out = Vec::new();
+    for id in scim.ids("Users").await? {
+        let Some(user) = scim.get("Users", &id).await? else { continue };
+        let Some(subject) = user.get(attr).and_then(Value::as_str).filter(|s| !s.is_empty()) else { continue };
+        let text = |v: &Value| v.as_str().filter(|s| !s.is_empty()).map(str::to_string);
+        out.push(crate::access::Provisioned {
+            sub: format!("{provider}:{subject}"),
+            provider: provider.to_string(),
+            username: text(&user["userName"]),
+            name: text(&user["displayName"]).or_else(|| text(&user["name"]["formatted"])),
+            active: active(&user),
+            groups: store::tag_names(&scim.memberships(&id).await?),
+        });
+    }
+    Ok(out)
+}
+
 /// The answer to a body larger than `web::MAX_BODY` (the gateway stops reading it).
 pub fn too_large() -> Reply {
     finish(None, "body", Err(ScimError::new(413, None, "body_too_large", format!("the request body is larger than {} bytes", crate::web::MAX_BODY))))
