@@ -21,8 +21,10 @@
 pub mod backchannel;
 pub mod ssf;
 mod listen;
+mod poll;
 
 pub use listen::run as listen;
+pub use poll::run as ssf_poll;
 
 use crate::deny::{Entry, Key};
 use crate::runtime::Runtime;
