@@ -142,6 +142,55 @@ impl Event {
     }
 }
 
+/// Every (source, event) pair a revocation can be counted with.
+const SERIES: &[(Source, &[Event])] = &[
+    (Source::Admin, &[Event::SessionRevoked]),
+    (Source::BackchannelLogout, &[Event::Logout]),
+    (
+        Source::Ssf,
+        &[
+            Event::SessionRevoked,
+            Event::CredentialChange,
+            Event::ClaimsChange,
+            Event::AssuranceLevelChange,
+            Event::AccountDisabled,
+            Event::AccountPurged,
+            Event::CredentialChangeRequired,
+        ],
+    ),
+    (Source::Scim, &[Event::UserDeactivated, Event::UserDeleted, Event::GroupRemoved]),
+];
+
+/// Creates the continuous-access series at zero, so dashboards and alerts see a 0
+/// rather than no data before the first event: every revocation pair, the `ok`
+/// results of back-channel logout, Shared Signals and SCIM, each polled provider's
+/// poll results and each broker client's back-channel delivery results.
+pub fn zero_series(config: &crate::config::Config) {
+    let m = crate::metrics::metrics();
+    for (source, events) in SERIES {
+        for event in *events {
+            m.revocations_total.with_label_values(&[source.label(), event.label()]);
+        }
+    }
+    m.backchannel_logouts_total.with_label_values(&["ok"]);
+    for r in ["ok", "ignored"] {
+        m.ssf_sets_total.with_label_values(&[r]);
+    }
+    for resource in ["users", "groups"] {
+        m.scim_requests_total.with_label_values(&[resource, "ok"]);
+    }
+    for p in config.providers.iter().filter(|p| p.ssf.as_ref().is_some_and(|s| s.poll.is_some())) {
+        for r in ["ok", "transport_error", "http_error", "bad_response"] {
+            m.ssf_polls_total.with_label_values(&[p.id.as_str(), r]);
+        }
+    }
+    for c in config.broker.iter().flat_map(|b| &b.clients).filter(|c| c.backchannel_logout_uri.is_some()) {
+        for r in ["delivered", "failed", "gave_up"] {
+            m.broker_backchannel_logouts_total.with_label_values(&[c.client_id.as_str(), r]);
+        }
+    }
+}
+
 /// What a revocation ended.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Outcome {
