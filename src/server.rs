@@ -119,6 +119,7 @@ impl BackgroundService for Refresher {
         let flusher = tokio::spawn(flush_access(self.state.clone(), shutdown.clone()));
         tokio::spawn(crate::revocation::listen(self.state.clone(), shutdown.clone()));
         tokio::spawn(crate::revocation::ssf_poll(self.state.clone(), shutdown.clone()));
+        tokio::spawn(crate::broker::backchannel::resume(self.state.clone(), shutdown.clone()));
         loop {
             let rt = self.state.load_full();
             let stop = shutdown.clone();
