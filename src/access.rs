@@ -180,18 +180,7 @@ pub struct Report {
     pub inactive: Vec<Inactive>,
 }
 
-/// A user the provider provisions over SCIM, with its memberships of now.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Provisioned {
-    /// The global `{provider}:{subject}`.
-    pub sub: String,
-    pub provider: String,
-    pub username: Option<String>,
-    pub name: Option<String>,
-    pub active: bool,
-    /// Group names as sessions see them (`crate::scim::groups_for`).
-    pub groups: Vec<String>,
-}
+pub use crate::scim::Provisioned;
 
 /// A deactivated SCIM user in the report.
 #[derive(Debug, Clone, Serialize)]

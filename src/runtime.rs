@@ -310,7 +310,6 @@ impl Runtime {
             })
             .collect();
         let sessions = Some(Arc::new(sessions(&config)?));
-        crate::revocation::zero_series(&config);
         static GENERATION: AtomicUsize = AtomicUsize::new(0);
         let generation = GENERATION.fetch_add(1, Ordering::Relaxed) as u64;
         Ok(Runtime { generation, registry, minter, routes: RouteTable::new(routes), sessions, config: Arc::new(config) })

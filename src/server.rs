@@ -227,6 +227,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
     let admin = config.admin;
     let ops_listen = config.admin_guard.ops_listen;
     let runtime = Runtime::build(config)?;
+    crate::revocation::zero_series(&runtime.config);
     // Signing out at `/.idfabric/logout` also revokes the broker token families issued
     // from the session (sign-in does not know the broker; it calls this hook).
     crate::login::on_sign_out(crate::broker::sign_out_hook);

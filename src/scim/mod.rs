@@ -19,7 +19,7 @@
 //! `scim.subject: userName` for a provider whose subject claim is the UPN or email.
 //!
 //! Movers: a provisioned user's browser sessions take their groups from the SCIM
-//! store ([`groups_for`], read at each session lookup, so at most one second after a
+//! store (`crate::session::directory`, read at each session lookup, so at most one second after a
 //! change with the per-process lookup cache), not from the sign-in's token. A
 //! membership change also tells every replica to drop its cached lookups of the
 //! members concerned (`crate::revocation::groups_changed`), and a removal refuses the
@@ -103,18 +103,23 @@ fn scim_reply(status: u16, body: &Value, reason: &'static str) -> Reply {
     }
 }
 
-/// The groups of the provisioned user whose subject (provider-local) is `subject`:
-/// `None` when the provider has provisioned no such user (the session keeps its
-/// token's groups). Two store reads: the subject index and the membership set.
-pub async fn groups_for(store: &dyn crate::session::Store, provider: &str, subject: &str) -> Result<Option<Vec<String>>, crate::session::StoreError> {
-    let scim = ScimStore::new(store, provider);
-    let Some(user) = scim.user_of(subject).await? else { return Ok(None) };
-    Ok(Some(store::tag_names(&scim.memberships(&user).await?)))
+/// A user the provider provisions over SCIM, with its memberships of now (for the
+/// access review, `crate::access`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provisioned {
+    /// The global `{provider}:{subject}`.
+    pub sub: String,
+    pub provider: String,
+    pub username: Option<String>,
+    pub name: Option<String>,
+    pub active: bool,
+    /// Group names as sessions see them (`crate::session::directory`).
+    pub groups: Vec<String>,
 }
 
-/// Every user provider `provider` provisioned, with its memberships, for the access
-/// review (`crate::access`). Users without a subject are left out.
-pub async fn directory(store: &dyn crate::session::Store, provider: &str, spec: &ScimSpec) -> Result<Vec<crate::access::Provisioned>, crate::session::StoreError> {
+/// Every user provider `provider` provisioned, with its memberships. Users without a
+/// subject are left out.
+pub async fn directory(store: &dyn crate::session::Store, provider: &str, spec: &ScimSpec) -> Result<Vec<Provisioned>, crate::session::StoreError> {
     let scim = ScimStore::new(store, provider);
     let attr = match spec.subject {
         ScimSubject::ExternalId => "externalId",
@@ -125,13 +130,13 @@ pub async fn directory(store: &dyn crate::session::Store, provider: &str, spec: 
         let Some(user) = scim.get("Users", &id).await? else { continue };
         let Some(subject) = user.get(attr).and_then(Value::as_str).filter(|s| !s.is_empty()) else { continue };
         let text = |v: &Value| v.as_str().filter(|s| !s.is_empty()).map(str::to_string);
-        out.push(crate::access::Provisioned {
+        out.push(Provisioned {
             sub: format!("{provider}:{subject}"),
             provider: provider.to_string(),
             username: text(&user["userName"]),
             name: text(&user["displayName"]).or_else(|| text(&user["name"]["formatted"])),
             active: active(&user),
-            groups: store::tag_names(&scim.memberships(&id).await?),
+            groups: crate::session::directory::tag_names(&scim.memberships(&id).await?),
         });
     }
     Ok(out)
@@ -407,7 +412,7 @@ impl Cx<'_> {
                 .unwrap_or_default()
         };
         let (was, now) = (members(old), members(new));
-        let (old_tag, new_tag) = (old.map(store::group_tag), new.map(store::group_tag));
+        let (old_tag, new_tag) = (old.map(crate::session::directory::group_tag), new.map(crate::session::directory::group_tag));
         let same = old_tag == new_tag;
         let unavailable = |e: crate::session::StoreError| ScimError::unavailable(&e);
         // A member who loses the group, or whose group lost its name (renamed, deleted).

@@ -3,17 +3,14 @@
 //! `userName` / `displayName` (`…:name:{lowercase name}` → id) for the one supported
 //! filter and for uniqueness, and the set of ids (`…:ids`) for listing.
 //!
-//! Group memberships are also kept per user, for the sessions to read (`groups_for`):
-//! the set `…:Users:memberof:{user id}` holds one tag per group the user is a member of
-//! (the group's id, `displayName` and `externalId`), and `…:Users:subject:{subject}`
-//! names the user of an idfabric subject. Sets change by single add/remove commands,
-//! so two concurrent changes to different groups never lose one another.
+//! Group memberships are also kept per user, for the sessions to read, in the layout
+//! of `crate::session::directory` (a membership set per user, a subject index).
 //!
 //! Resources are kept for [`KEEP`] after their last change: the provider owns the
 //! lifecycle and deletes what it deprovisions. With `session.store: memory` they live
 //! in the process (bounded, shared with sessions); use Redis for anything but a trial.
 
-use crate::session::{Store, StoreError};
+use crate::session::{directory, Store, StoreError};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -80,14 +77,15 @@ impl<'a> ScimStore<'a> {
     }
 
     fn memberof_key(&self, user_id: &str) -> String {
-        self.key("Users", &format!("memberof:{user_id}"))
+        directory::memberof_key(self.provider, user_id)
     }
 
     fn subject_key(&self, subject: &str) -> String {
-        self.key("Users", &format!("subject:{subject}"))
+        directory::subject_key(self.provider, subject)
     }
 
-    /// Records that user `user_id` is a member of the group tagged `tag` ([`group_tag`]).
+    /// Records that user `user_id` is a member of the group tagged `tag`
+    /// (`directory::group_tag`).
     pub async fn add_membership(&self, user_id: &str, tag: &str) -> Result<(), StoreError> {
         self.store.add_member(&self.memberof_key(user_id), tag, KEEP).await
     }
@@ -119,11 +117,6 @@ impl<'a> ScimStore<'a> {
         self.store.set(&self.subject_key(subject), user_id.as_bytes().to_vec(), KEEP).await
     }
 
-    /// The id of the user whose subject is `subject`.
-    pub async fn user_of(&self, subject: &str) -> Result<Option<String>, StoreError> {
-        Ok(self.store.get(&self.subject_key(subject)).await?.and_then(|b| String::from_utf8(b).ok()))
-    }
-
     pub async fn delete(&self, resource: &str, id: &str, name: Option<&str>) -> Result<(), StoreError> {
         if let Some(n) = name {
             self.store.delete(&self.name_key(resource, n)).await?;
@@ -133,38 +126,3 @@ impl<'a> ScimStore<'a> {
     }
 }
 
-/// The membership tag of a group: its id, `displayName` and `externalId` (empty when
-/// absent) as a JSON array, so a rename or a new `externalId` is a different tag.
-pub fn group_tag(group: &Value) -> String {
-    let field = |k: &str| group.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-    serde_json::to_string(&[field("id"), field("displayName"), field("externalId")]).unwrap_or_default()
-}
-
-/// The group names a set of tags grants: each group's `displayName` and, when it has
-/// one, its `externalId` (Entra's groups claim carries the group's object id), sorted,
-/// without duplicates. Tags of an unknown shape grant nothing.
-pub fn tag_names(tags: &[String]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for t in tags {
-        let Ok([_, name, ext]) = serde_json::from_str::<[String; 3]>(t) else { continue };
-        out.extend([name, ext].into_iter().filter(|s| !s.is_empty()));
-    }
-    out.sort();
-    out.dedup();
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn tags_carry_id_name_and_external_id() {
-        let a = group_tag(&json!({"id": "g1", "displayName": "Eng", "externalId": "8aa1"}));
-        let b = group_tag(&json!({"id": "g2", "displayName": "Sales"}));
-        let renamed = group_tag(&json!({"id": "g1", "displayName": "Engineering", "externalId": "8aa1"}));
-        assert_ne!(a, renamed, "a rename is another tag");
-        assert_eq!(tag_names(&[a, b, "junk".into()]), vec!["8aa1", "Eng", "Sales"]);
-    }
-}

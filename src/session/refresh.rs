@@ -24,7 +24,7 @@ fn refreshed_nonce(first: Option<&str>, refreshed: &str) -> Option<String> {
 pub async fn session_for(registry: &Registry, sessions: &Sessions, id: &str) -> Result<Option<Session>, StoreError> {
     let Some(mut s) = load_refreshed(registry, sessions, id).await? else { return Ok(None) };
     if registry.by_id(&s.identity.provider).is_some_and(|p| p.spec.scim.is_some()) {
-        if let Some(groups) = crate::scim::groups_for(sessions.store.as_ref(), &s.identity.provider, &s.identity.subject).await? {
+        if let Some(groups) = super::directory::groups_for(sessions.store.as_ref(), &s.identity.provider, &s.identity.subject).await? {
             s.identity.groups = groups;
             s.identity.groups_complete = true;
         }
