@@ -448,3 +448,25 @@ fn a_poll_url_in_plain_http_off_loopback_is_refused_at_load() {
     assert_ne!(code, 0, "{out}{err}");
     assert!(err.contains("ssf.poll.url") && err.contains("https"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_poll_endpoint_backs_off_and_never_logs_the_token() {
+    let env = TestEnv::new();
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let poll = format!(", poll: {{ url: \"http://127.0.0.1:{closed}/poll\", token: poll-secret-token-42, interval: 1s }}");
+    env.write("providers/rwf.yaml", &provider_file(&env, None).replace(&format!("audience: \"{AUD}\""), &format!("audience: \"{AUD}\"{poll}")));
+    env.write("routes.yaml", &routes(&env, "memory", "127.0.0.1:9"));
+    let gw = Gateway::start(&env);
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let m = scrape_metrics(&env).await;
+    let failed = metric_value(&m, "idfabric_ssf_polls_total{provider=\"rwf\",result=\"transport_error\"}");
+    // Without backoff: about 4 polls; with it: at 0.25 s, then 2 s later, then 4 s later.
+    assert!((1.0..=2.0).contains(&failed), "{failed} failed polls in 4.5 s\n{m}");
+    assert_eq!(metric_value(&m, "idfabric_ssf_polls_total{provider=\"rwf\",result=\"ok\"}"), 0.0);
+    let log = gw.log();
+    assert!(log.contains("ssf poll failed; backing off"), "{log}");
+    assert!(!log.contains("poll-secret-token-42"), "the token is never logged");
+}
