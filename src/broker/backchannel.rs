@@ -180,6 +180,9 @@ pub async fn resume(state: Arc<arc_swap::ArcSwap<Runtime>>, mut shutdown: tokio:
         wait = RESUME_EVERY;
         let rt = state.load_full();
         let (Some(b), Some(m), Some(s)) = (&rt.config.broker, &rt.minter, &rt.sessions) else { continue };
+        if !b.clients.iter().any(|c| c.backchannel_logout_uri.is_some()) {
+            continue;
+        }
         let job = Job { broker: b.clone(), signer: m.signer.clone(), store: s.store.clone(), http: rt.registry.http.clone() };
         let families = match job.store.members(PENDING_SET).await {
             Ok(f) => f,
