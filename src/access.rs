@@ -8,8 +8,11 @@
 //! or Redis, so replicas sharing Redis build one picture.
 //!
 //! [`build_report`] turns the records into the reviewer's list: the accesses within a
-//! window, and the identities that hold a route's required group (per their last-seen
-//! groups) but have not used it within the window. `idfabric report access` and the
+//! window, and the identities that hold a route's required group but have not used it
+//! within the window. Who holds a group: for a provider that provisions its users
+//! over SCIM, the provider's own word (the SCIM memberships, [`provisioned`]), which
+//! also names people who never came by; otherwise the groups an identity carried at
+//! its last access. Deactivated SCIM users hold nothing: they are listed apart. `idfabric report access` and the
 //! admin `GET /access` print it.
 
 use crate::config::{Config, Requirements, RouteSpec};
@@ -159,6 +162,9 @@ pub struct Unused {
     pub route: String,
     /// The identity's groups that grant the route.
     pub via_groups: Vec<String>,
+    /// Where the groups come from: `scim` (the provider's provisioning) or `token`
+    /// (the identity's last access).
+    pub groups_from: &'static str,
     /// Its last access to the route ever (before the window), if any.
     pub last_seen: Option<String>,
 }
@@ -169,6 +175,32 @@ pub struct Report {
     pub since: String,
     pub accesses: Vec<Access>,
     pub unused: Vec<Unused>,
+    /// Users their provider deactivated over SCIM (`active: false`): they hold no
+    /// route, so they are not in `unused`; listed for the reviewer to confirm the leaver.
+    pub inactive: Vec<Inactive>,
+}
+
+pub use crate::scim::Provisioned;
+
+/// A deactivated SCIM user in the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Inactive {
+    pub sub: String,
+    pub provider: String,
+    pub username: Option<String>,
+    pub name: Option<String>,
+    /// Its last access to any route, if any.
+    pub last_seen: Option<String>,
+}
+
+/// Every user of every provider that has `scim:`, read from `store`.
+pub async fn provisioned(store: &dyn Store, config: &Config) -> Result<Vec<Provisioned>, crate::session::StoreError> {
+    let mut out = Vec::new();
+    for p in config.providers.iter().filter(|p| p.scim.is_some()) {
+        let Some(spec) = &p.scim else { continue };
+        out.extend(crate::scim::directory(store, &p.id, spec).await?);
+    }
+    Ok(out)
 }
 
 /// The group requirements a workforce identity must meet on `route`, when it has any:
@@ -190,8 +222,18 @@ fn workforce_groups(route: &RouteSpec) -> Option<(Vec<&Vec<String>>, Vec<&String
     (!any.is_empty() || !all.is_empty()).then_some((any, all))
 }
 
-/// Builds the reviewer's report from every record, for accesses since `since`.
-pub fn build_report(records: &[AccessRecord], config: &Config, since: i64, now: i64) -> Report {
+/// One identity that may hold routes: its facts and where its groups come from.
+struct Holder<'a> {
+    provider: &'a str,
+    username: &'a Option<String>,
+    name: &'a Option<String>,
+    groups: &'a [String],
+    from: &'static str,
+}
+
+/// Builds the reviewer's report from every record, for accesses since `since`, with
+/// the SCIM users of the providers that provision (`provisioned`; empty otherwise).
+pub fn build_report(records: &[AccessRecord], config: &Config, since: i64, now: i64, provisioned: &[Provisioned]) -> Report {
     let mut accesses: Vec<Access> = records
         .iter()
         .filter(|r| r.last_seen >= since)
@@ -207,7 +249,6 @@ pub fn build_report(records: &[AccessRecord], config: &Config, since: i64, now: 
         })
         .collect();
     accesses.sort_by(|a, b| (&a.sub, &a.route).cmp(&(&b.sub, &b.route)));
-
     // Latest facts per identity, and each (sub, route)'s last access.
     let mut latest: BTreeMap<&str, &AccessRecord> = BTreeMap::new();
     let mut last_use: HashMap<(&str, &str), i64> = HashMap::new();
@@ -218,13 +259,35 @@ pub fn build_report(records: &[AccessRecord], config: &Config, since: i64, now: 
         }
         last_use.insert((r.sub.as_str(), r.route.as_str()), r.last_seen);
     }
+    // Who holds groups: the last-seen groups, replaced by SCIM's word for provisioned
+    // users; deactivated users hold nothing and are listed apart.
+    let mut holders: BTreeMap<&str, Holder> = latest
+        .iter()
+        .map(|(sub, r)| (*sub, Holder { provider: &r.provider, username: &r.username, name: &r.name, groups: &r.groups, from: "token" }))
+        .collect();
+    let mut inactive = Vec::new();
+    for p in provisioned {
+        if p.active {
+            holders.insert(&p.sub, Holder { provider: &p.provider, username: &p.username, name: &p.name, groups: &p.groups, from: "scim" });
+        } else {
+            holders.remove(p.sub.as_str());
+            inactive.push(Inactive {
+                sub: p.sub.clone(),
+                provider: p.provider.clone(),
+                username: p.username.clone(),
+                name: p.name.clone(),
+                last_seen: latest.get(p.sub.as_str()).map(|r| crate::audit::rfc3339(r.last_seen)),
+            });
+        }
+    }
+    inactive.sort_by(|a, b| a.sub.cmp(&b.sub));
     let workforce_provider =
         |id: &str| config.providers.iter().any(|p| p.id == id && p.population == Population::Workforce);
     let mut unused = Vec::new();
     for route in &config.routes {
         let Some((any, all)) = workforce_groups(route) else { continue };
-        for (sub, id) in &latest {
-            if !workforce_provider(&id.provider) || route.providers.as_ref().is_some_and(|p| !p.contains(&id.provider))
+        for (sub, id) in &holders {
+            if !workforce_provider(id.provider) || route.providers.as_ref().is_some_and(|p| !p.iter().any(|x| x == id.provider))
             {
                 continue;
             }
@@ -242,16 +305,17 @@ pub fn build_report(records: &[AccessRecord], config: &Config, since: i64, now: 
             via.dedup();
             unused.push(Unused {
                 sub: sub.to_string(),
-                provider: id.provider.clone(),
+                provider: id.provider.to_string(),
                 username: id.username.clone(),
                 name: id.name.clone(),
                 route: route.name.clone(),
                 via_groups: via,
+                groups_from: id.from,
                 last_seen: last.map(crate::audit::rfc3339),
             });
         }
     }
-    Report { generated_at: crate::audit::rfc3339(now), since: crate::audit::rfc3339(since), accesses, unused }
+    Report { generated_at: crate::audit::rfc3339(now), since: crate::audit::rfc3339(since), accesses, unused, inactive }
 }
 
 fn csv_field(v: &str) -> String {
@@ -265,7 +329,8 @@ fn csv_field(v: &str) -> String {
 }
 
 /// One table: `status` is `used` for accesses in the window, `unused` for holders who
-/// did not use the route (then `count` is 0 and `first_seen` empty).
+/// did not use the route (then `count` is 0 and `first_seen` empty), `inactive` for
+/// deactivated SCIM users (no route; `last_seen` their last access anywhere).
 pub fn to_csv(r: &Report) -> String {
     let mut out = String::from("status,sub,provider,username,name,route,first_seen,last_seen,count,via_groups\n");
     let opt = |v: &Option<String>| v.as_deref().map(csv_field).unwrap_or_default();
@@ -292,6 +357,16 @@ pub fn to_csv(r: &Report) -> String {
             csv_field(&u.route),
             u.last_seen.as_deref().unwrap_or(""),
             csv_field(&u.via_groups.join(" "))
+        ));
+    }
+    for i in &r.inactive {
+        out.push_str(&format!(
+            "inactive,{},{},{},{},,,{},0,\n",
+            csv_field(&i.sub),
+            csv_field(&i.provider),
+            opt(&i.username),
+            opt(&i.name),
+            i.last_seen.as_deref().unwrap_or("")
         ));
     }
     out
@@ -390,12 +465,11 @@ pub fn cli_report(
     match (&config.session.store, admin) {
         (crate::config::SessionStore::Redis(url), None) => {
             let store = crate::session::redis_store::RedisStore::new(url).map_err(AccessError::Store)?;
-            let records = tokio.block_on(store.scan_access()).map_err(|source| AccessError::Scan {
-                url: crate::session::redis_store::redacted(url),
-                source,
-            })?;
+            let (records, people) = tokio
+                .block_on(async { Ok((store.scan_access().await?, provisioned(&store, &config).await?)) })
+                .map_err(|source| AccessError::Scan { url: crate::session::redis_store::redacted(url), source })?;
             let now = now_secs();
-            Ok(render(&build_report(&records, &config, window_start(now, window), now), format))
+            Ok(render(&build_report(&records, &config, window_start(now, window), now, &people), format))
         }
         (_, admin) => {
             let base = match admin {

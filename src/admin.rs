@@ -183,16 +183,16 @@ async fn access(rt: &Runtime, session: &mut ServerSession) -> Response<Vec<u8>> 
         return json(503, &serde_json::json!({"status": 503, "detail": "no session store"}));
     };
     let store = sessions.store.as_ref();
-    let records = match crate::access::flush(store).await {
-        Ok(_) => store.scan_access().await,
-        Err(e) => Err(e),
+    let read = async {
+        crate::access::flush(store).await?;
+        Ok::<_, crate::session::StoreError>((store.scan_access().await?, crate::access::provisioned(store, &rt.config).await?))
     };
-    let records = match records {
+    let (records, people) = match read.await {
         Ok(r) => r,
         Err(e) => return json(503, &serde_json::json!({"status": 503, "detail": e.to_string()})),
     };
     let now = crate::providers::now_secs();
-    let report = crate::access::build_report(&records, &rt.config, crate::access::window_start(now, window), now);
+    let report = crate::access::build_report(&records, &rt.config, crate::access::window_start(now, window), now, &people);
     let content_type = match format {
         crate::access::Format::Json => "application/json",
         crate::access::Format::Csv => "text/csv; charset=utf-8",

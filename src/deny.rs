@@ -26,6 +26,14 @@ pub enum Key {
     Subject(String),
     /// An upstream session: (provider id, its `sid`).
     Session(String, String),
+    /// A subject whose group memberships were cut (a SCIM mover, `crate::scim`): its
+    /// bearer tokens issued at or before the change carry groups it no longer holds and
+    /// are refused; its sessions are not (they read their groups from the SCIM store).
+    Claims(String),
+    /// Not a deny entry: a subject whose group memberships grew. Nothing is refused;
+    /// each replica drops its cached lookups of the subject so its next request reads
+    /// the new groups (`crate::revocation` handles it; [`DenyList::apply`] ignores it).
+    Refresh(String),
 }
 
 /// One revocation as every replica learns it.
@@ -49,18 +57,23 @@ type Span = (i64, i64);
 struct Entries {
     subjects: HashMap<String, Span>,
     sessions: HashMap<String, HashMap<String, Span>>,
+    /// Subjects whose bearer tokens' groups are stale (`Key::Claims`).
+    claims: HashMap<String, Span>,
 }
 
 impl Entries {
-    fn slot(&mut self, key: &Key) -> &mut Span {
+    fn slot(&mut self, key: &Key) -> Option<&mut Span> {
+        const NONE: Span = (i64::MIN, i64::MIN);
         match key {
-            Key::Subject(s) => self.subjects.entry(s.clone()).or_insert((i64::MIN, i64::MIN)),
-            Key::Session(p, sid) => self.sessions.entry(p.clone()).or_default().entry(sid.clone()).or_insert((i64::MIN, i64::MIN)),
+            Key::Subject(s) => Some(self.subjects.entry(s.clone()).or_insert(NONE)),
+            Key::Session(p, sid) => Some(self.sessions.entry(p.clone()).or_default().entry(sid.clone()).or_insert(NONE)),
+            Key::Claims(s) => Some(self.claims.entry(s.clone()).or_insert(NONE)),
+            Key::Refresh(_) => None,
         }
     }
 
     fn len(&self) -> usize {
-        self.subjects.len() + self.sessions.values().map(HashMap::len).sum::<usize>()
+        self.subjects.len() + self.claims.len() + self.sessions.values().map(HashMap::len).sum::<usize>()
     }
 }
 
@@ -80,11 +93,11 @@ impl Default for DenyList {
 impl DenyList {
     /// Adds (or extends) an entry; true when it was news (the caller then drops caches).
     pub fn apply(&self, e: &Entry, now: i64) -> bool {
-        if e.until <= now {
+        if e.until <= now || matches!(e.key, Key::Refresh(_)) {
             return false;
         }
         let mut map = self.entries.write().unwrap_or_else(|p| p.into_inner());
-        let (at, until) = map.slot(&e.key);
+        let Some((at, until)) = map.slot(&e.key) else { return false };
         let news = e.at > *at || e.until > *until;
         (*at, *until) = ((*at).max(e.at), (*until).max(e.until));
         self.any.store(true, Ordering::Release);
@@ -98,6 +111,7 @@ impl DenyList {
         }
         let mut map = self.entries.write().unwrap_or_else(|p| p.into_inner());
         map.subjects.retain(|_, (_, until)| *until > now);
+        map.claims.retain(|_, (_, until)| *until > now);
         map.sessions.retain(|_, sids| {
             sids.retain(|_, (_, until)| *until > now);
             !sids.is_empty()
@@ -117,14 +131,18 @@ impl DenyList {
 
     /// `Err(Revoked)` when `identity`'s subject or upstream session was revoked at or
     /// after `issued_at` (a credential without an issue time counts as issued before
-    /// any revocation: fail closed).
-    pub fn check(&self, identity: &Identity, issued_at: Option<i64>, now: i64) -> Result<(), Refusal> {
+    /// any revocation: fail closed), or, for a bearer token (`bearer`), when the
+    /// subject's group memberships were cut since (`Key::Claims`).
+    pub fn check(&self, identity: &Identity, issued_at: Option<i64>, now: i64, bearer: bool) -> Result<(), Refusal> {
         if !self.any.load(Ordering::Acquire) {
             return Ok(());
         }
         let map = self.entries.read().unwrap_or_else(|p| p.into_inner());
         let hit = |span: Option<&Span>| span.is_some_and(|(at, until)| *until > now && issued_at.is_none_or(|iat| iat <= *at));
         if hit(map.subjects.get(identity.sub.as_str())) {
+            return Err(Refusal::Revoked);
+        }
+        if bearer && hit(map.claims.get(identity.sub.as_str())) {
             return Err(Refusal::Revoked);
         }
         if let Some(sid) = &identity.session_id {
@@ -143,14 +161,24 @@ pub fn list() -> &'static DenyList {
     &LIST
 }
 
-/// The per-request check against this process's list.
+/// The per-request check of a bearer token against this process's list.
 pub fn check(identity: &Identity, issued_at: Option<i64>) -> Result<(), Refusal> {
+    check_with(identity, issued_at, true)
+}
+
+/// The per-request check of a browser session (created at `created_at`): a group
+/// change (`Key::Claims`) does not end it, the session reads its groups afresh.
+pub fn check_session(identity: &Identity, created_at: i64) -> Result<(), Refusal> {
+    check_with(identity, Some(created_at), false)
+}
+
+fn check_with(identity: &Identity, issued_at: Option<i64>, bearer: bool) -> Result<(), Refusal> {
     let l = list();
     if !l.any.load(Ordering::Acquire) {
         return Ok(());
     }
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
-    l.check(identity, issued_at, now)
+    l.check(identity, issued_at, now, bearer)
 }
 
 #[cfg(test)]
@@ -167,7 +195,7 @@ mod tests {
     #[test]
     fn empty_list_admits_everything() {
         let l = DenyList::default();
-        assert_eq!(l.check(&alice(), None, 100), Ok(()));
+        assert_eq!(l.check(&alice(), None, 100, true), Ok(()));
     }
 
     #[test]
@@ -183,28 +211,41 @@ mod tests {
             ("entry lapsed", Some(990), 2_000, Ok(())),
         ];
         for (name, iat, now, want) in cases {
-            assert_eq!(l.check(&alice(), iat, now), want, "{name}");
+            assert_eq!(l.check(&alice(), iat, now, true), want, "{name}");
         }
         let mut bob = alice();
         bob.sub = "wf:bob".into();
         bob.session_id = None;
-        assert_eq!(l.check(&bob, Some(990), 1_001), Ok(()), "another user untouched");
+        assert_eq!(l.check(&bob, Some(990), 1_001, true), Ok(()), "another user untouched");
         l.prune(2_000);
         assert!(l.is_empty());
-        assert_eq!(l.check(&alice(), Some(990), 1_001), Ok(()));
+        assert_eq!(l.check(&alice(), Some(990), 1_001, true), Ok(()));
     }
 
     #[test]
     fn an_upstream_session_entry_refuses_only_that_session() {
         let l = DenyList::default();
         l.apply(&Entry { key: Key::Session("wf".into(), "op-sid-1".into()), at: 1_000, until: 2_000 }, 1_000);
-        assert_eq!(l.check(&alice(), Some(990), 1_001), Err(Refusal::Revoked));
+        assert_eq!(l.check(&alice(), Some(990), 1_001, true), Err(Refusal::Revoked));
         let mut other = alice();
         other.session_id = Some("op-sid-2".into());
-        assert_eq!(l.check(&other, Some(990), 1_001), Ok(()));
+        assert_eq!(l.check(&other, Some(990), 1_001, true), Ok(()));
         let mut elsewhere = alice();
         elsewhere.provider = "cu".into();
-        assert_eq!(l.check(&elsewhere, Some(990), 1_001), Ok(()), "a sid is per provider");
+        assert_eq!(l.check(&elsewhere, Some(990), 1_001, true), Ok(()), "a sid is per provider");
+    }
+
+    #[test]
+    fn a_claims_entry_refuses_old_bearer_tokens_but_not_sessions_and_refresh_is_never_kept() {
+        let l = DenyList::default();
+        assert!(!l.apply(&Entry { key: Key::Refresh("wf:alice".into()), at: 1_000, until: 2_000 }, 1_000), "refresh is no entry");
+        assert!(l.is_empty());
+        assert!(l.apply(&Entry { key: Key::Claims("wf:alice".into()), at: 1_000, until: 2_000 }, 1_000));
+        assert_eq!(l.check(&alice(), Some(990), 1_001, true), Err(Refusal::Revoked), "a token with the old groups");
+        assert_eq!(l.check(&alice(), Some(1_001), 1_002, true), Ok(()), "a token issued after the change");
+        assert_eq!(l.check(&alice(), Some(990), 1_001, false), Ok(()), "a session reads its groups afresh");
+        l.prune(2_000);
+        assert!(l.is_empty());
     }
 
     #[test]

@@ -65,6 +65,8 @@ pub struct Metrics {
     pub backchannel_logouts_total: IntCounterVec,
     /// Pushed Security Event Tokens by result (`ok`, `ignored` or why it was refused).
     pub ssf_sets_total: IntCounterVec,
+    /// `idfabric_ssf_polls_total{provider,result}`: RFC 8936 poll requests.
+    pub ssf_polls_total: IntCounterVec,
     /// SCIM requests by resource (`users`, `groups`, …) and result (`ok` or the reason).
     pub scim_requests_total: IntCounterVec,
     /// Adaptive MFA: risk signals that fired on adaptive routes, by signal (every
@@ -165,7 +167,8 @@ impl Metrics {
             session_handoffs_total: counter(&r, "session_handoffs_total", "Session handoffs from the sign-in host, by result (issued, redeemed or the refusal reason)", &["result"]),
             revocations_total: counter(&r, "revocations_total", "Revocations by source (admin, backchannel_logout, ssf, scim) and event", &["source", "event"]),
             backchannel_logouts_total: counter(&r, "backchannel_logouts_total", "Back-channel logout requests by result (ok or the refusal reason)", &["result"]),
-            ssf_sets_total: counter(&r, "ssf_sets_total", "Pushed Shared Signals Security Event Tokens by result (ok, ignored or the refusal reason)", &["result"]),
+            ssf_sets_total: counter(&r, "ssf_sets_total", "Shared Signals Security Event Tokens (pushed or polled) by result (ok, ignored or the refusal reason)", &["result"]),
+            ssf_polls_total: counter(&r, "ssf_polls_total", "Shared Signals poll requests (RFC 8936) by provider and result (ok, transport_error, http_error, bad_response)", &["provider", "result"]),
             scim_requests_total: counter(&r, "scim_requests_total", "SCIM provisioning requests by resource and result (ok or the refusal reason)", &["resource", "result"]),
             risk_signals_total: risk_signals,
             risk_stepups_total: risk_stepups,

@@ -238,7 +238,7 @@ pub async fn session(rt: &Runtime, id: &str) -> Result<Arc<Verified>, Refusal> {
     let provider = rt.registry.by_id(&s.identity.provider).ok_or(Refusal::BadSession)?.index;
     // A session the revocation could not reach in the store (created on another
     // replica while it ran) still ends here: it began before the revocation.
-    crate::deny::check(&s.identity, Some(s.created_at)).map_err(|_| Refusal::BadSession)?;
+    crate::deny::check_session(&s.identity, s.created_at).map_err(|_| Refusal::BadSession)?;
     // Served from the cache until the upstream tokens need their refresh (which only a
     // store lookup does) or the session's absolute end, whichever comes first.
     let deadline = s.expires_at.min(s.upstream_exp.map_or(i64::MAX, |e| e - 60));

@@ -65,6 +65,7 @@ fn load(old: &Runtime, path: &Path) -> Result<Runtime, ReloadError> {
     check_start_only(&old.config, &config)?;
     check_tls(&config)?;
     let mut rt = Runtime::build(config)?;
+    crate::revocation::zero_series(&rt.config);
     for p in &rt.registry.providers {
         if let Some(prev) = old.registry.by_id(&p.spec.id) {
             p.adopt_keys(prev);

@@ -118,6 +118,8 @@ impl BackgroundService for Refresher {
         let mut loaded = watch.as_ref().map(|w| w.fingerprint());
         let flusher = tokio::spawn(flush_access(self.state.clone(), shutdown.clone()));
         tokio::spawn(crate::revocation::listen(self.state.clone(), shutdown.clone()));
+        tokio::spawn(crate::revocation::ssf_poll(self.state.clone(), shutdown.clone()));
+        tokio::spawn(crate::broker::backchannel::resume(self.state.clone(), shutdown.clone()));
         loop {
             let rt = self.state.load_full();
             let stop = shutdown.clone();
@@ -225,6 +227,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
     let admin = config.admin;
     let ops_listen = config.admin_guard.ops_listen;
     let runtime = Runtime::build(config)?;
+    crate::revocation::zero_series(&runtime.config);
     // Signing out at `/.idfabric/logout` also revokes the broker token families issued
     // from the session (sign-in does not know the broker; it calls this hook).
     crate::login::on_sign_out(crate::broker::sign_out_hook);

@@ -367,3 +367,60 @@ async fn admin_endpoints_answer_bad_methods_paths_and_windows_clearly() {
     let r = env.admin_call(reqwest::Method::POST, "/sessions/revoke").send().await.unwrap();
     assert_eq!(r.status(), 400);
 }
+
+/// A SCIM call to the gateway with the provider's token.
+async fn scim(env: &TestEnv, method: &str, path: &str, body: Value) -> Value {
+    let r = client()
+        .request(method.parse().unwrap(), format!("{}/.idfabric/scim/v2{path}", env.proxy()))
+        .header("authorization", format!("Bearer {SCIM_TOKEN}"))
+        .header("content-type", "application/scim+json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{method} {path}: {}", r.status());
+    r.json().await.unwrap_or(Value::Null)
+}
+
+const SCIM_TOKEN: &str = "scim-token-access-review-0123456789";
+
+#[tokio::test]
+async fn with_scim_the_holders_are_the_provisioned_memberships_and_leavers_are_listed_apart() {
+    let (_echo, env) = setup("");
+    let file = env.path().join("providers/dev-wf.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, format!("{text}\nscim: {{ token_file: scim.token }}\n")).unwrap();
+    env.write("scim.token", SCIM_TOKEN);
+    let _gw = Gateway::start(&env);
+    let p = traffic(&env).await;
+    let subject = |sub: &str| sub.strip_prefix("dev-wf:").unwrap().to_string();
+
+    // Entra provisions alice and carol (seen), dave (never came by) and erin (a
+    // leaver, deactivated); the group `hr` holds alice, dave and erin, not carol.
+    let user = |ext: &str, name: &str, active: bool| {
+        serde_json::json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "externalId": ext, "userName": name, "displayName": name, "active": active})
+    };
+    let alice = scim(&env, "POST", "/Users", user(&subject(&p.alice), "alice@example.com", true)).await;
+    scim(&env, "POST", "/Users", user(&subject(&p.carol), "carol@example.com", true)).await;
+    let dave = scim(&env, "POST", "/Users", user("dave-oid", "dave@example.com", true)).await;
+    let erin = scim(&env, "POST", "/Users", user("erin-oid", "erin@example.com", false)).await;
+    let members: Vec<Value> = [&alice, &dave, &erin].iter().map(|u| serde_json::json!({"value": u["id"]})).collect();
+    scim(&env, "POST", "/Groups", serde_json::json!({"displayName": "hr", "members": members})).await;
+
+    let r = json_report(&env, &[]);
+    let s = |sub: &str, route: &str| (sub.to_string(), route.to_string());
+    // hr: dave holds it by SCIM and never used it; carol's token said hr, SCIM says
+    // not (SCIM wins); alice used it; erin is a leaver. staff: nobody provisioned is
+    // in a SCIM group `staff`, so only bob (not provisioned) holds it by his token.
+    assert_eq!(pairs(&r["unused"]), sorted(vec![s("dev-wf:dave-oid", "hr"), s(&p.bob, "staff")]), "{r}");
+    let d = row(&r["unused"], "dev-wf:dave-oid", "hr");
+    assert_eq!((d["groups_from"].as_str(), d["username"].as_str()), (Some("scim"), Some("dave@example.com")), "{d}");
+    assert_eq!(row(&r["unused"], &p.bob, "staff")["groups_from"], "token");
+    let inactive = r["inactive"].as_array().unwrap();
+    assert_eq!(inactive.len(), 1, "{r}");
+    assert_eq!((inactive[0]["sub"].as_str(), inactive[0]["username"].as_str()), (Some("dev-wf:erin-oid"), Some("erin@example.com")));
+
+    let (code, csv, err) = report(&env, &["--format", "csv"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(csv.lines().any(|l| l.starts_with("inactive,dev-wf:erin-oid,dev-wf,erin@example.com,")), "{csv}");
+}

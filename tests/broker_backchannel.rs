@@ -46,10 +46,16 @@ struct Receiver {
 
 impl Receiver {
     fn start(fail_first: bool) -> Receiver {
+        Self::start_with(fail_first, Arc::default()).0
+    }
+
+    /// Also answers 500 to every request while the returned flag is set.
+    fn start_with(fail_first: bool, failing: Arc<std::sync::atomic::AtomicBool>) -> (Receiver, Arc<std::sync::atomic::AtomicBool>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let got: Arc<Mutex<Vec<Delivery>>> = Arc::default();
         let sink = got.clone();
+        let fail = failing.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(mut conn) = conn else { continue };
@@ -61,14 +67,15 @@ impl Receiver {
                     .unwrap_or_default();
                 let sid = unverified_claims(&token)["sid"].as_str().unwrap_or_default().to_string();
                 let mut got = sink.lock().unwrap();
-                let status = if fail_first && !got.iter().any(|d| d.sid == sid) { 500 } else { 200 };
+                let down = fail.load(std::sync::atomic::Ordering::SeqCst);
+                let status = if down || (fail_first && !got.iter().any(|d| d.sid == sid)) { 500 } else { 200 };
                 got.push(Delivery { content_type, logout_token: token, sid, status });
                 drop(got);
                 let reason = if status == 200 { "OK" } else { "Internal Server Error" };
                 let _ = write!(conn, "HTTP/1.1 {status} {reason}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
             }
         });
-        Receiver { port, got }
+        (Receiver { port, got }, failing)
     }
 
     fn uri(&self) -> String {
@@ -185,9 +192,13 @@ impl Fixture {
 /// Signs `user` in for `client` in `agent`'s browser and returns the verified ID token's
 /// claims.
 async fn sign_in(agent: &Agent, client: &str, secret: &str, user: &str) -> Value {
+    sign_in_at(&issuer(), agent, client, secret, user).await
+}
+
+async fn sign_in_at(issuer: &str, agent: &Agent, client: &str, secret: &str, user: &str) -> Value {
     let req = AuthzReq::new(client, &format!("http://{client}.test/cb"));
-    let back = follow(agent, &req.url(&issuer()), user).await;
-    let q = callback_params(&back, &req, &issuer());
+    let back = follow(agent, &req.url(issuer), user).await;
+    let q = callback_params(&back, &req, issuer);
     assert!(!q.contains_key("error"), "authorize failed: {back}");
     let form = [
         ("grant_type", "authorization_code"),
@@ -195,9 +206,9 @@ async fn sign_in(agent: &Agent, client: &str, secret: &str, user: &str) -> Value
         ("redirect_uri", req.redirect_uri.as_str()),
         ("code_verifier", req.verifier.as_str()),
     ];
-    let (s, _, b) = post_form(&format!("{}/token", issuer()), &form, Some((client, secret))).await;
+    let (s, _, b) = post_form(&format!("{issuer}/token"), &form, Some((client, secret))).await;
     assert_eq!(s, 200, "{b}");
-    let (_, id) = verify_jwt(&issuer(), json_of(&b)["id_token"].as_str().unwrap(), Some(client)).await;
+    let (_, id) = verify_jwt(issuer, json_of(&b)["id_token"].as_str().unwrap(), Some(client)).await;
     id
 }
 
@@ -277,4 +288,58 @@ async fn a_client_answering_500_gets_the_retry() {
     let m = |result: &str| metric_value(&metrics, &format!("idfabric_broker_backchannel_logouts_total{{client=\"flaky\",result=\"{result}\"}}"));
     assert_eq!((m("failed"), m("delivered")), (1.0, 1.0), "{metrics}");
     assert!(!fx()._gw.log.lock().unwrap().contains(&got[0].logout_token), "no token in the log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_delivery_still_pending_when_its_replica_stops_is_sent_by_the_next_one() {
+    let redis = common::redis::RedisServer::start();
+    let (rx, failing) = Receiver::start_with(false, Arc::new(std::sync::atomic::AtomicBool::new(true)));
+    let env = TestEnv::new();
+    env.write_dev_provider(
+        "wf",
+        "workforce",
+        "entra",
+        "dev-idp-workforce.pem",
+        "client_id: wf-client\naudiences: [api://idfabric]\nusers:\n  - { name: alice, email: alice@corp.test, groups: [staff] }\n",
+    );
+    env.write(
+        "routes.yaml",
+        &format!(
+            "listen: {{ http: 127.0.0.1:{http} }}\n{admin}\nproviders: [wf]\n\
+             session: {{ store: \"{redis}\", key_file: certs/session.key }}\n\
+             broker:\n  issuer: http://127.0.0.1:{http}/broker\n  signing_key: certs/broker-signing.pem\n  clients:\n\
+             \x20   - {{ client_id: notes, client_secret: \"{NOTES_SECRET}\", redirect_uris: [\"http://notes.test/cb\"], backchannel_logout_uri: \"{uri}\" }}\n\
+             routes:\n  - name: app\n    match: {{ host: app.test }}\n    upstream: [127.0.0.1:9]\n",
+            http = env.http_port,
+            admin = env.admin_line(),
+            redis = redis.url(),
+            uri = rx.uri(),
+        ),
+    );
+    let issuer = format!("http://127.0.0.1:{}/broker", env.http_port);
+    let gw = Gateway::start(&env);
+    let agent = Agent::browser();
+    let id = sign_in_at(&issuer, &agent, "notes", NOTES_SECRET, "alice").await;
+    let sid = id["sid"].as_str().unwrap().to_string();
+    agent.log_out(&format!("http://127.0.0.1:{}/.idfabric/logout", env.http_port)).await;
+    // The client is down: the first attempt fails, and the replica is killed while it
+    // waits to retry.
+    let first = rx.wait_for(&sid, 1, Duration::from_secs(5)).await;
+    assert_eq!(first.iter().map(|d| d.status).collect::<Vec<_>>(), [500], "{first:?}");
+    drop(gw);
+    failing.store(false, std::sync::atomic::Ordering::SeqCst);
+    let stopped = Instant::now();
+
+    // The next replica (here: the same one restarted) finds it once the stopped
+    // replica's claim lapses, and delivers a fresh logout token.
+    let gw = Gateway::start(&env);
+    let got = rx.wait_for(&sid, 2, Duration::from_secs(30)).await;
+    assert_eq!(got.iter().map(|d| d.status).collect::<Vec<_>>(), [500, 200], "{got:?}\n{}", gw.log());
+    eprintln!("broker back-channel: delivered {} ms after the replica stopped", stopped.elapsed().as_millis());
+    let (typ, c) = verify_jwt(&issuer, &got[1].logout_token, Some("notes")).await;
+    assert_eq!((typ.as_str(), c["sid"].as_str(), c["sub"].as_str()), ("logout+jwt", Some(sid.as_str()), id["sub"].as_str()));
+    assert_ne!(got[0].logout_token, got[1].logout_token, "a fresh token");
+    // Done: not sent again.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!(rx.for_sid(&sid).len(), 2);
 }

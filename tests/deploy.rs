@@ -1303,8 +1303,18 @@ async fn gateway_with_traffic() -> (TestEnv, Gateway, Echo, String, RedisServer)
     env.write_routes(&["wf", "cu"], &routes);
     let text = std::fs::read_to_string(env.routes_path()).unwrap().replace(
         "  signing_key: certs/broker-signing.pem\n",
-        "  signing_key: certs/broker-signing.pem\n  clients:\n    - { client_id: svc, client_secret: svc-secret-0123456789, grant_types: [client_credentials] }\n",
+        "  signing_key: certs/broker-signing.pem\n  clients:\n    - { client_id: svc, client_secret: svc-secret-0123456789, grant_types: [client_credentials] }\n\
+         \x20   - { client_id: rp, client_secret: rp-secret-0123456789, redirect_uris: [http://rp.test/cb], backchannel_logout_uri: \"http://127.0.0.1:9/bc\" }\n",
     );
+    // The continuous-access series: a Shared Signals poll against a closed port (its
+    // results exist at zero, then count transport errors).
+    let wf = env.path().join("providers/wf.yaml");
+    let provider = std::fs::read_to_string(&wf).unwrap();
+    std::fs::write(
+        &wf,
+        format!("{provider}\nssf: {{ issuer: \"https://ssf.corp.test/\", audience: \"https://idfabric.test/ssf\", poll: {{ url: \"http://127.0.0.1:{down}/poll\", token: poll-token }} }}\n"),
+    )
+    .unwrap();
     // A low sign-in start rate, so the rate-limit series appears below.
     env.write(
         "routes.yaml",
@@ -1415,6 +1425,12 @@ async fn dashboard_and_alert_queries_name_only_metrics_the_gateway_exports() {
         "audit_dropped_total",
         "access_dropped_total",
         "login_pending",
+        "revocations_total",
+        "ssf_sets_total",
+        "ssf_polls_total",
+        "scim_requests_total",
+        "backchannel_logouts_total",
+        "broker_backchannel_logouts_total",
     ] {
         assert!(
             used_by_dashboard.contains(&format!("idfabric_{family}")),

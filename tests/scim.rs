@@ -273,3 +273,140 @@ async fn the_protocol_roundtrips_and_refuses_what_it_does_not_support() {
     let (s, v) = call(&env, "GET", &format!("/Groups/{gid}"), None).await;
     assert_error(s, &v, 404, None);
 }
+
+/// Replica A (whose dev provider issues the tokens) and B with the same keys, one
+/// Redis; the route `/eng/` requires the group `eng`, `/staff/` the group `staff`.
+fn replicas(redis: &common::redis::RedisServer, echo: &Echo) -> (TestEnv, TestEnv) {
+    let routes = |env: &TestEnv| {
+        format!(
+            "listen: {{ http: 127.0.0.1:{http} }}\n{admin}\nproviders: [rwf]\n\
+             session: {{ store: \"{redis}\", cookie: idfabric_session, key_file: certs/session.key }}\n\
+             routes:\n\
+             \x20 - {{ name: eng, match: {{ host: wf.test, path_prefix: /eng/ }}, upstream: [{echo}], require: {{ groups_any: [eng] }} }}\n\
+             \x20 - {{ name: staff, match: {{ host: wf.test, path_prefix: /staff/ }}, upstream: [{echo}], require: {{ groups_any: [staff] }} }}\n\
+             \x20 - {{ name: wf, match: {{ host: wf.test }}, upstream: [{echo}] }}\n",
+            http = env.http_port,
+            admin = env.admin_line(),
+            redis = redis.url(),
+            echo = echo.addr(),
+        )
+    };
+    let a = TestEnv::new();
+    // Okta-shaped: its tokens carry the whole `groups` claim (complete groups).
+    a.write("providers/rwf.yaml", &WF.replace("{ISSUER}", &a.dev_issuer("rwf")).replace("shape: auth0", "shape: okta"));
+    a.write("scim.token", &format!("{TOKEN}\n"));
+    a.write("routes.yaml", &routes(&a));
+    let b = TestEnv::new();
+    for dir in ["certs", "providers"] {
+        std::fs::create_dir_all(b.path().join(dir)).unwrap();
+        for e in std::fs::read_dir(a.path().join(dir)).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), b.path().join(dir).join(e.file_name())).unwrap();
+        }
+    }
+    b.write("scim.token", &format!("{TOKEN}\n"));
+    b.write("routes.yaml", &routes(&b));
+    (a, b)
+}
+
+/// Polls `check` on a 20 ms beat until it holds; how long that took (panics after 3 s).
+async fn within<F, Fut>(what: &str, log: &Gateway, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < Duration::from_secs(3), "{what}: never\n{}", log.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    start.elapsed()
+}
+
+/// A request with the browser's session cookie as an API client sends it, so a
+/// refusal is problem+json naming its reason.
+async fn status_reason(a: &Agent, url: &str) -> (u16, String) {
+    let api = Agent::api();
+    api.set("wf.test", SESSION, &a.cookie("wf.test", SESSION).expect("a session cookie"));
+    let r = api.get(url).await;
+    let body: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
+    (r.status, body["reason"].as_str().unwrap_or("").to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_mover_s_group_change_applies_to_live_sessions_on_both_replicas_within_a_second() {
+    let redis = common::redis::RedisServer::start();
+    let echo = Echo::start();
+    let (ea, eb) = replicas(&redis, &echo);
+    let ga = Gateway::start(&ea);
+    let gb = Gateway::start(&eb);
+    let (alice, oid) = signed_in(&ea, "alice").await;
+    let (bob, _) = signed_in(&ea, "bob").await;
+    let forbidden = (403, "group_required".to_string());
+    for env in [&ea, &eb] {
+        assert_eq!(status_reason(&alice, &on(env, "/eng/")).await, forbidden, "the token's groups: staff only");
+        assert_eq!(alice.get(&on(env, "/staff/")).await.status, 200);
+    }
+    let staff_token = ea.mint("rwf", "alice", &[]);
+    assert_eq!(bearer(&eb, &staff_token).await.0, 200);
+
+    // Entra provisions alice, the group `staff` with her, and an empty group `eng`.
+    let (s, u) = call(&ea, "POST", "/Users", Some(entra_user(&oid, "alice@corp.test"))).await;
+    assert_eq!(s, 201, "{u}");
+    let uid = u["id"].as_str().unwrap().to_string();
+    let group = |name: &str, ext: &str| json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": name, "externalId": ext, "members": []});
+    let (_, staff) = call(&ea, "POST", "/Groups", Some(group("staff", "0f1e-staff"))).await;
+    let staff_id = staff["id"].as_str().unwrap().to_string();
+    let (s, v) = call(&ea, "PATCH", &format!("/Groups/{staff_id}"), Some(patch(json!([{"op": "Add", "path": "members", "value": [{"value": uid}]}])))).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, eng) = call(&ea, "POST", "/Groups", Some(group("eng", "8aa1-eng"))).await;
+    assert_eq!(s, 201, "{eng}");
+    let eng_id = eng["id"].as_str().unwrap().to_string();
+
+    // The mover joins `eng` (Entra's PATCH: capitalised op, members as a list): her
+    // session is let in on both replicas without signing in again.
+    let add = patch(json!([{"op": "Add", "path": "members", "value": [{"value": uid}]}]));
+    let (s, v) = call(&ea, "PATCH", &format!("/Groups/{eng_id}"), Some(add)).await;
+    assert_eq!(s, 200, "{v}");
+    let took = within("B admits the added member", &gb, || async { alice.get(&on(&eb, "/eng/")).await.status == 200 }).await;
+    eprintln!("scim: group add applied on replica B after {} ms", took.as_millis());
+    assert!(took < Duration::from_millis(1100), "{took:?}");
+    let r = alice.get(&on(&ea, "/eng/")).await;
+    assert_eq!(r.status, 200);
+    let groups = decoded(&r.upstream()["x-identity-groups"]);
+    assert!(groups.contains("eng") && groups.contains("8aa1-eng"), "displayName and externalId: {groups}");
+    assert_eq!(status_reason(&bob, &on(&eb, "/eng/")).await, forbidden, "another user is untouched");
+
+    // Okta's removal (a filtered path): refused on both, with the group reason.
+    let remove = patch(json!([{"op": "remove", "path": format!("members[value eq \"{uid}\"]")}]));
+    let (s, v) = call(&ea, "PATCH", &format!("/Groups/{eng_id}"), Some(remove)).await;
+    assert_eq!((s, &v["members"]), (200, &json!([])), "{v}");
+    let took = within("B refuses the removed member", &gb, || async { status_reason(&alice, &on(&eb, "/eng/")).await.0 == 403 }).await;
+    eprintln!("scim: group removal applied on replica B after {} ms", took.as_millis());
+    assert!(took < Duration::from_millis(1100), "{took:?}");
+    assert_eq!(status_reason(&alice, &on(&ea, "/eng/")).await, forbidden);
+    assert_eq!(alice.get(&on(&eb, "/staff/")).await.status, 200, "her other group still counts, the session lives");
+    assert_eq!(bearer(&eb, &staff_token).await, (401, "revoked".to_string()), "a token from before a removal carries stale groups");
+
+    // PUT replaces `staff` without her: the staff route refuses her session too.
+    let mut put = staff.clone();
+    put["members"] = json!([]);
+    let (s, v) = call(&ea, "PUT", &format!("/Groups/{staff_id}"), Some(put)).await;
+    assert_eq!(s, 200, "{v}");
+    within("B refuses after the PUT", &gb, || async { status_reason(&alice, &on(&eb, "/staff/")).await.0 == 403 }).await;
+
+    // Added again, then the group is deleted: refused again.
+    let add = patch(json!([{"op": "add", "path": "members", "value": [{"value": uid}]}]));
+    call(&ea, "PATCH", &format!("/Groups/{eng_id}"), Some(add)).await;
+    within("B admits her again", &gb, || async { alice.get(&on(&eb, "/eng/")).await.status == 200 }).await;
+    let (s, _) = call(&ea, "DELETE", &format!("/Groups/{eng_id}"), None).await;
+    assert_eq!(s, 204);
+    within("B refuses after the group is deleted", &gb, || async { status_reason(&alice, &on(&eb, "/eng/")).await.0 == 403 }).await;
+
+    // A token issued after the change passes (its issuer vouches for its groups).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(bearer(&eb, &ea.mint("rwf", "alice", &[])).await.0, 200);
+    let metrics = scrape_metrics(&ea).await;
+    assert!(metric_value(&metrics, "idfabric_revocations_total{event=\"group_removed\",source=\"scim\"}") >= 1.0, "{metrics}");
+    drop(ga);
+}

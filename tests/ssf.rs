@@ -272,3 +272,201 @@ fn an_incomplete_ssf_section_is_refused_at_load_with_its_line() {
     assert_ne!(code, 0);
     assert!(err.contains("ssf.jwks_url"), "{err}");
 }
+
+/// A small RFC 8936 poll transmitter: SETs are queued until acknowledged (or reported
+/// in `setErrs`), every poll answers all queued SETs; it records each request's body
+/// and `Authorization`, and how often each `jti` was delivered.
+#[derive(Default)]
+struct Transmitter {
+    queue: std::collections::BTreeMap<String, String>,
+    polls: Vec<(String, Value)>,
+    delivered: std::collections::HashMap<String, usize>,
+    errs: serde_json::Map<String, Value>,
+}
+
+type Shared = std::sync::Arc<std::sync::Mutex<Transmitter>>;
+
+async fn start_transmitter() -> (String, Shared) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/ssf/poll", listener.local_addr().unwrap());
+    let state: Shared = Default::default();
+    let st = state.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else { return };
+            let st = st.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let (head, body) = loop {
+                    let n = sock.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+                        .unwrap_or(0);
+                    while buf.len() < end + 4 + len {
+                        let n = sock.read(&mut chunk).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                    }
+                    break (head, buf[end + 4..end + 4 + len].to_vec());
+                };
+                let auth = head.lines().find_map(|l| l.strip_prefix("authorization: ").or_else(|| l.strip_prefix("Authorization: "))).unwrap_or("").to_string();
+                let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                let answer = {
+                    let mut t = st.lock().unwrap();
+                    t.polls.push((auth.clone(), req.clone()));
+                    if auth == "Bearer poll-token-0123456789" {
+                        for jti in req["ack"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+                            t.queue.remove(jti);
+                        }
+                        for (jti, e) in req["setErrs"].as_object().into_iter().flatten() {
+                            t.queue.remove(jti);
+                            t.errs.insert(jti.clone(), e.clone());
+                        }
+                        let sets: serde_json::Map<String, Value> = t.queue.iter().map(|(j, s)| (j.clone(), json!(s))).collect();
+                        for j in sets.keys() {
+                            *t.delivered.entry(j.clone()).or_default() += 1;
+                        }
+                        Some(json!({"sets": sets, "moreAvailable": false}).to_string())
+                    } else {
+                        None
+                    }
+                };
+                let resp = match answer {
+                    Some(b) => format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{b}", b.len()),
+                    None => "HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".to_string(),
+                };
+                let _ = sock.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    (url, state)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ssf_poll_delivery_ends_the_session_acknowledges_and_reports_bad_sets_once_across_replicas() {
+    let redis = RedisServer::start();
+    let echo = Echo::start();
+    let (poll_url, tx) = start_transmitter().await;
+    let ea = TestEnv::new();
+    let poll = format!(", poll: {{ url: \"{poll_url}\", token_file: poll.token, interval: 1s }}");
+    let file = provider_file(&ea, None).replace(&format!("audience: \"{AUD}\""), &format!("audience: \"{AUD}\"{poll}"));
+    ea.write("providers/rwf.yaml", &file);
+    ea.write("poll.token", "poll-token-0123456789\n");
+    ea.write("routes.yaml", &routes(&ea, &redis.url(), &echo.addr()));
+    let eb = TestEnv::new();
+    for dir in ["certs", "providers"] {
+        std::fs::create_dir_all(eb.path().join(dir)).unwrap();
+        for e in std::fs::read_dir(ea.path().join(dir)).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), eb.path().join(dir).join(e.file_name())).unwrap();
+        }
+    }
+    eb.write("poll.token", "poll-token-0123456789\n");
+    eb.write("routes.yaml", &routes(&eb, &redis.url(), &echo.addr()));
+    let ga = Gateway::start(&ea);
+    let gb = Gateway::start(&eb);
+
+    let alice = Agent::browser();
+    let (r, _) = alice.sign_in(&on(&ea, "/"), "alice").await;
+    let alice_sub = decoded(&r.upstream()["x-identity-sub"]).strip_prefix("rwf:").unwrap().to_string();
+    let bob = Agent::browser();
+    bob.sign_in(&on(&ea, "/"), "bob").await;
+    let alice_token = ea.mint("rwf", "alice", &[]);
+    assert_eq!(bearer(&eb, &alice_token).await.status, 200);
+    let key = dev_key(&ea);
+
+    // A session-revoked SET and a SET signed with a key the provider never published.
+    let good = set_claims(SESSION_REVOKED, json!({"format": "iss_sub", "iss": ea.dev_issuer("rwf"), "sub": alice_sub}));
+    let good_jti = good["jti"].as_str().unwrap().to_string();
+    let bad = set_claims(SESSION_REVOKED, json!({"format": "opaque", "id": "bob"}));
+    let bad_jti = bad["jti"].as_str().unwrap().to_string();
+    let stranger = Signer::load(&ea.path().join("certs/dev-idp-customer.pem")).unwrap();
+    {
+        let mut t = tx.lock().unwrap();
+        t.queue.insert(good_jti.clone(), key.sign_jwt("secevent+jwt", &good));
+        t.queue.insert(bad_jti.clone(), stranger.sign_jwt("secevent+jwt", &bad));
+    }
+    let queued = Instant::now();
+
+    // Within the interval (1 s) plus a poll's round trip, on both replicas.
+    let took = refused_within(&eb, &alice_token, Duration::from_secs(4), &gb.log()).await;
+    eprintln!("ssf poll: alice's bearer token refused on replica B {} ms after the SET was queued", took.as_millis());
+    assert!(took < Duration::from_millis(2500), "{took:?}");
+    assert_eq!(alice.get(&on(&ea, "/")).await.redirect().path(), "/.idfabric/login", "her session ended");
+    assert_eq!(bob.get(&on(&eb, "/")).await.status, 200, "bob untouched");
+
+    // Acknowledged, and the bad SET reported in setErrs; neither delivered again.
+    while !tx.lock().unwrap().queue.is_empty() {
+        assert!(queued.elapsed() < Duration::from_secs(8), "never acknowledged\n{}\n{}", ga.log(), gb.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let settled = tx.lock().unwrap().delivered.clone();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let t = tx.lock().unwrap();
+    assert_eq!(t.delivered, settled, "nothing delivered again once acknowledged");
+    assert!(t.delivered[&good_jti] <= 2, "re-delivered at most once (to the other replica): {:?}", t.delivered);
+    assert_eq!(t.errs[&bad_jti]["err"], "invalid_key", "{:?}", t.errs);
+    assert!(t.errs[&bad_jti]["description"].is_string());
+    assert!(t.polls.iter().all(|(auth, _)| auth == "Bearer poll-token-0123456789"));
+    let first = &t.polls[0].1;
+    assert_eq!((first["returnImmediately"].as_bool(), first["maxEvents"].as_u64()), (Some(true), Some(100)), "{first}");
+    let acked = t.polls.iter().any(|(_, b)| b["ack"].as_array().is_some_and(|a| a.contains(&json!(good_jti))));
+    assert!(acked, "the jti was acknowledged: {:?}", t.polls);
+    // One poll per interval across both replicas, not one each: ~1 per second.
+    let polls = t.polls.len();
+    let secs = queued.elapsed().as_secs_f64() + 1.0;
+    drop(t);
+    assert!((polls as f64) < secs * 1.6 + 2.0, "{polls} polls in {secs:.1}s");
+
+    // Acted on once across the replicas.
+    let total = metric_value(&scrape_metrics(&ea).await, "idfabric_revocations_total{event=\"session_revoked\",source=\"ssf\"}")
+        + metric_value(&scrape_metrics(&eb).await, "idfabric_revocations_total{event=\"session_revoked\",source=\"ssf\"}");
+    assert_eq!(total, 1.0);
+    let ok = metric_value(&scrape_metrics(&ea).await, "idfabric_ssf_polls_total{provider=\"rwf\",result=\"ok\"}")
+        + metric_value(&scrape_metrics(&eb).await, "idfabric_ssf_polls_total{provider=\"rwf\",result=\"ok\"}");
+    assert!(ok >= 2.0, "{ok}");
+}
+
+#[test]
+fn a_poll_url_in_plain_http_off_loopback_is_refused_at_load() {
+    let env = TestEnv::new();
+    let poll = ", poll: { url: \"http://ssf.example.com/poll\", token: abc }";
+    env.write("providers/rwf.yaml", &provider_file(&env, None).replace(&format!("audience: \"{AUD}\""), &format!("audience: \"{AUD}\"{poll}")));
+    env.write("routes.yaml", &routes(&env, "memory", "127.0.0.1:9"));
+    let (code, out, err) = env.run(&["check", "--offline", "--config", "routes.yaml"]);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(err.contains("ssf.poll.url") && err.contains("https"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_poll_endpoint_backs_off_and_never_logs_the_token() {
+    let env = TestEnv::new();
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let poll = format!(", poll: {{ url: \"http://127.0.0.1:{closed}/poll\", token: poll-secret-token-42, interval: 1s }}");
+    env.write("providers/rwf.yaml", &provider_file(&env, None).replace(&format!("audience: \"{AUD}\""), &format!("audience: \"{AUD}\"{poll}")));
+    env.write("routes.yaml", &routes(&env, "memory", "127.0.0.1:9"));
+    let gw = Gateway::start(&env);
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let m = scrape_metrics(&env).await;
+    let failed = metric_value(&m, "idfabric_ssf_polls_total{provider=\"rwf\",result=\"transport_error\"}");
+    // Without backoff: about 4 polls; with it: at 0.25 s, then 2 s later, then 4 s later.
+    assert!((1.0..=2.0).contains(&failed), "{failed} failed polls in 4.5 s\n{m}");
+    assert_eq!(metric_value(&m, "idfabric_ssf_polls_total{provider=\"rwf\",result=\"ok\"}"), 0.0);
+    let log = gw.log();
+    assert!(log.contains("ssf poll failed; backing off"), "{log}");
+    assert!(!log.contains("poll-secret-token-42"), "the token is never logged");
+}

@@ -90,6 +90,21 @@ pub struct SsfFile {
     pub jwks_url: Option<S>,
     /// The audience the transmitter puts in `aud` for idfabric (the stream's audience).
     pub audience: Option<S>,
+    /// Poll delivery (RFC 8936): idfabric fetches the SETs from the transmitter.
+    pub poll: Option<SsfPollFile>,
+}
+
+/// `ssf.poll:`: the transmitter's poll endpoint and the bearer token for it.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SsfPollFile {
+    pub url: Option<S>,
+    pub token_file: Option<S>,
+    pub token: Option<S>,
+    /// How often to poll (default 5s).
+    pub interval: Option<S>,
+    /// `maxEvents` per poll (default 100).
+    pub max_events: Option<u32>,
 }
 
 /// A provider file struct (declared with [`crate::provider_file!`]).
@@ -211,6 +226,9 @@ impl ProviderSource<'_> {
         let mut cx = SectionCheck { problems: &mut p, base_dir: self.base_dir, issuer_host };
         spec.kind = check(&file, &mut spec, &mut cx);
         spec.scim = super::validate::scim(file.common().scim.as_ref(), self.base_dir, cx.problems);
+        if let (Some(ssf), Some(poll)) = (spec.ssf.as_mut(), file.common().ssf.as_ref().and_then(|s| s.poll.as_ref())) {
+            ssf.poll = super::validate::ssf_poll(poll, self.base_dir, cx.problems);
+        }
         (self.errors.len() == before).then_some(spec)
     }
 }

@@ -331,6 +331,25 @@ pub struct SsfSpec {
     pub jwks_url: Option<String>,
     /// What `aud` must contain.
     pub audience: String,
+    /// `ssf.poll`: poll delivery (RFC 8936), besides push.
+    pub poll: Option<SsfPoll>,
+}
+
+/// A provider's validated `ssf.poll:` section.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SsfPoll {
+    /// The transmitter's poll endpoint.
+    pub url: String,
+    /// The bearer token for it (never logged).
+    pub token: String,
+    pub interval: std::time::Duration,
+    pub max_events: u32,
+}
+
+impl std::fmt::Debug for SsfPoll {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SsfPoll").field("url", &self.url).field("token", &"***").field("interval", &self.interval).field("max_events", &self.max_events).finish()
+    }
 }
 
 impl ProviderSpec {

@@ -264,6 +264,60 @@ pub(super) fn scim(s: Option<&raw::Scim>, base_dir: &Path, p: &mut Problems) -> 
     Some(ScimSpec::new(&secret, subject))
 }
 
+/// A provider's `ssf.poll:` section: `url` (https, or http on loopback), exactly one
+/// of `token_file` / `token` (no spaces), `interval` (default 5 s, at least 1 s),
+/// `max_events` (1-1000, default 100).
+pub(super) fn ssf_poll(f: &super::kind::SsfPollFile, base_dir: &Path, p: &mut Problems) -> Option<super::SsfPoll> {
+    let anchor = Some("poll:");
+    let url = match f.url.as_deref() {
+        None => {
+            p.at(anchor, "ssf.poll", "`ssf.poll.url` is required: the transmitter's poll endpoint");
+            return None;
+        }
+        Some(u) => match url::Url::parse(u) {
+            Ok(url) => {
+                check_scheme(p, anchor, "ssf.poll.url", &url);
+                url.to_string()
+            }
+            Err(e) => {
+                p.at(anchor, "ssf.poll.url", format!("not a URL: {e}"));
+                return None;
+            }
+        },
+    };
+    let token = match (&f.token_file, &f.token) {
+        (Some(_), Some(_)) => {
+            p.at(anchor, "ssf.poll.token", "set one of `token_file` or `token`, not both");
+            return None;
+        }
+        (None, None) => {
+            p.at(anchor, "ssf.poll", "set `token_file` or `token`: the bearer token the transmitter gave for its poll endpoint");
+            return None;
+        }
+        (Some(file), None) => match std::fs::read_to_string(base_dir.join(&**file)) {
+            Ok(t) => t.trim_end_matches(['\n', '\r']).to_string(),
+            Err(e) => {
+                p.at(anchor, "ssf.poll.token_file", format!("cannot read `{}`: {e}", &**file));
+                return None;
+            }
+        },
+        (None, Some(t)) => t.to_string(),
+    };
+    if token.is_empty() || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        p.at(anchor, "ssf.poll.token", "the poll token must be non-empty, without spaces");
+        return None;
+    }
+    let interval = duration(p, anchor, "ssf.poll.interval", f.interval.as_ref(), std::time::Duration::from_secs(5));
+    if interval < std::time::Duration::from_secs(1) {
+        p.at(anchor, "ssf.poll.interval", "must be at least 1s");
+    }
+    let max_events = f.max_events.unwrap_or(100);
+    if !(1..=1000).contains(&max_events) {
+        p.at(anchor, "ssf.poll.max_events", "must be between 1 and 1000");
+    }
+    Some(super::SsfPoll { url, token, interval, max_events })
+}
+
 fn admin_token(p: &mut Problems, key: &str, secret: String) -> Option<AdminToken> {
     if secret.chars().count() < AdminToken::MIN_LEN || secret.chars().any(|c| c.is_whitespace() || c.is_control()) {
         p.at(None, key, format!("the admin token must be at least {} characters without spaces", AdminToken::MIN_LEN));

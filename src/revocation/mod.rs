@@ -21,8 +21,10 @@
 pub mod backchannel;
 pub mod ssf;
 mod listen;
+mod poll;
 
 pub use listen::run as listen;
+pub use poll::run as ssf_poll;
 
 use crate::deny::{Entry, Key};
 use crate::runtime::Runtime;
@@ -117,6 +119,9 @@ pub enum Event {
     UserDeactivated,
     /// The provider deleted the user (SCIM).
     UserDeleted,
+    /// The provider removed the user from a group, renamed or deleted one of its
+    /// groups (a SCIM mover): bearer tokens issued before carry stale groups.
+    GroupRemoved,
 }
 
 impl Event {
@@ -132,6 +137,56 @@ impl Event {
             Event::CredentialChangeRequired => "credential_change_required",
             Event::UserDeactivated => "user_deactivated",
             Event::UserDeleted => "user_deleted",
+            Event::GroupRemoved => "group_removed",
+        }
+    }
+}
+
+/// Every (source, event) pair a revocation can be counted with.
+const SERIES: &[(Source, &[Event])] = &[
+    (Source::Admin, &[Event::SessionRevoked]),
+    (Source::BackchannelLogout, &[Event::Logout]),
+    (
+        Source::Ssf,
+        &[
+            Event::SessionRevoked,
+            Event::CredentialChange,
+            Event::ClaimsChange,
+            Event::AssuranceLevelChange,
+            Event::AccountDisabled,
+            Event::AccountPurged,
+            Event::CredentialChangeRequired,
+        ],
+    ),
+    (Source::Scim, &[Event::UserDeactivated, Event::UserDeleted, Event::GroupRemoved]),
+];
+
+/// Creates the continuous-access series at zero, so dashboards and alerts see a 0
+/// rather than no data before the first event: every revocation pair, the `ok`
+/// results of back-channel logout, Shared Signals and SCIM, each polled provider's
+/// poll results and each broker client's back-channel delivery results.
+pub fn zero_series(config: &crate::config::Config) {
+    let m = crate::metrics::metrics();
+    for (source, events) in SERIES {
+        for event in *events {
+            m.revocations_total.with_label_values(&[source.label(), event.label()]);
+        }
+    }
+    m.backchannel_logouts_total.with_label_values(&["ok"]);
+    for r in ["ok", "ignored"] {
+        m.ssf_sets_total.with_label_values(&[r]);
+    }
+    for resource in ["users", "groups"] {
+        m.scim_requests_total.with_label_values(&[resource, "ok"]);
+    }
+    for p in config.providers.iter().filter(|p| p.ssf.as_ref().is_some_and(|s| s.poll.is_some())) {
+        for r in ["ok", "transport_error", "http_error", "bad_response"] {
+            m.ssf_polls_total.with_label_values(&[p.id.as_str(), r]);
+        }
+    }
+    for c in config.broker.iter().flat_map(|b| &b.clients).filter(|c| c.backchannel_logout_uri.is_some()) {
+        for r in ["delivered", "failed", "gave_up"] {
+            m.broker_backchannel_logouts_total.with_label_values(&[c.client_id.as_str(), r]);
         }
     }
 }
@@ -154,13 +209,8 @@ pub async fn revoke(rt: &Runtime, target: Target, source: Source, event: Event) 
     let mut out = Outcome::default();
     let result = async {
         if let Some(sessions) = &rt.sessions {
-            let text = serde_json::to_string(&entry).map_err(|_| StoreError::Corrupt)?;
-            let store = sessions.store.as_ref();
-            store.log_append(LOG_KEY, crate::audit::now_ms(), &text, DENY_LIFETIME).await?;
             // The log is the record; a lost message is caught by the others' poll.
-            if let Err(e) = store.publish(CHANNEL, &text).await {
-                tracing::warn!(error = %e, "revocation not announced; the other replicas read it from the log");
-            }
+            announce(rt, &entry).await?;
             match &target {
                 Target::Subject(sub) => {
                     out.sessions = sessions.revoke_sub(sub).await?;
@@ -206,16 +256,71 @@ pub async fn revoke(rt: &Runtime, target: Target, source: Source, event: Event) 
     result.map(|_| out)
 }
 
+/// A SCIM mover: `sub`'s group memberships changed in the SCIM store (`crate::scim`),
+/// which is where its sessions read their groups. Every replica drops its cached
+/// lookups of `sub`, so its next request reads the new groups. When a membership was
+/// cut (`removed`), bearer tokens of `sub` issued at or before now are refused too
+/// (`revoked`): they carry the groups claim of before and idfabric cannot re-read it;
+/// the client gets a new token. Counted and audited as a revocation
+/// (`source="scim"`, `event="group_removed"`); a pure addition refuses nothing and is
+/// neither.
+pub async fn groups_changed(rt: &Runtime, sub: &str, removed: bool) -> Result<(), StoreError> {
+    let now = crate::providers::now_secs();
+    let entry = if removed {
+        Entry { key: Key::Claims(sub.to_string()), at: now, until: now + DENY_LIFETIME.as_secs() as i64 }
+    } else {
+        // Read again by every poll for a few seconds: a minute is plenty.
+        Entry { key: Key::Refresh(sub.to_string()), at: now, until: now + 60 }
+    };
+    learn(rt, &entry);
+    let result = announce(rt, &entry).await;
+    if removed {
+        let (source, event) = (Source::Scim, Event::GroupRemoved);
+        crate::metrics::metrics().revocations_total.with_label_values(&[source.label(), event.label()]).inc();
+        crate::audit::record_revocation(&crate::audit::Revocation {
+            source: source.label(),
+            event: event.label(),
+            target: "subject_claims",
+            sub: Some(sub),
+            provider: sub.split_once(':').map(|(p, _)| p),
+            sessions: 0,
+            broker_families: 0,
+            complete: result.is_ok(),
+        });
+        tracing::info!(source = source.label(), event = event.label(), complete = result.is_ok(), "bearer tokens with the old groups refused");
+    }
+    result
+}
+
+/// Writes `entry` into the store's log and announces it on the channel.
+async fn announce(rt: &Runtime, entry: &Entry) -> Result<(), StoreError> {
+    let Some(sessions) = &rt.sessions else { return Ok(()) };
+    let text = serde_json::to_string(entry).map_err(|_| StoreError::Corrupt)?;
+    let store = sessions.store.as_ref();
+    store.log_append(LOG_KEY, crate::audit::now_ms(), &text, DENY_LIFETIME).await?;
+    if let Err(e) = store.publish(CHANNEL, &text).await {
+        tracing::warn!(error = %e, "revocation not announced; the other replicas read it from the log");
+    }
+    Ok(())
+}
+
 /// Puts `entry` into this replica's deny list and, when it is news, drops the cached
 /// verifications it concerns.
 fn learn(rt: &Runtime, entry: &Entry) {
+    if let Key::Refresh(sub) = &entry.key {
+        // Nothing refused: the session lookups of the subject are read afresh.
+        if entry.until > crate::providers::now_secs() {
+            crate::session::cache::invalidate_subject(sub);
+        }
+        return;
+    }
     if !crate::deny::list().apply(entry, crate::providers::now_secs()) {
         return;
     }
     // This replica's one-second cache of session lookups goes too, so the next
     // request reads the store (where the session is gone) or meets the deny check.
     match entry.key.clone() {
-        Key::Subject(sub) => {
+        Key::Subject(sub) | Key::Claims(sub) => {
             crate::session::cache::invalidate_subject(&sub);
             rt.registry.forget(move |id| id.sub == sub)
         }
@@ -224,5 +329,6 @@ fn learn(rt: &Runtime, entry: &Entry) {
             crate::session::cache::invalidate_all();
             rt.registry.forget(move |id| id.provider == provider && id.session_id.as_deref() == Some(sid.as_str()))
         }
+        Key::Refresh(_) => {}
     }
 }

@@ -13,6 +13,8 @@
 //! is acted on through [`super::revoke`]. The answer is `202` with no body, or `400`
 //! with the RFC 8935 §2.3 error `{"err": …, "description": …}`. A SET that names only
 //! events idfabric does not act on is accepted (`202`) and counted as `ignored`.
+//! Poll delivery (RFC 8936, [`super::poll`]) hands each fetched SET to the same
+//! [`process`].
 
 use super::{revoke, Event, Source, Target};
 use crate::providers::set::SetError;
@@ -48,26 +50,48 @@ fn event_of(uri: &str) -> Option<Event> {
     }
 }
 
-/// The RFC 8935 §2.3 error answer.
-fn error(status: u16, err: &str, description: &str, reason: &'static str) -> Reply {
-    crate::metrics::metrics().ssf_sets_total.with_label_values(&[reason]).inc();
-    tracing::info!(reason, err, "shared signals event refused");
-    Reply::json(status, &serde_json::json!({"err": err, "description": description}), reason)
+/// Why a SET was not acted on: the RFC 8935 §2.3 / RFC 8936 §2.4 error code and
+/// description, the HTTP status of a push answer, and the fixed reason (the
+/// `idfabric_ssf_sets_total{result}` label).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub status: u16,
+    pub err: &'static str,
+    pub description: String,
+    pub reason: &'static str,
 }
 
-fn invalid(description: &str, reason: &'static str) -> Reply {
-    error(400, "invalid_request", description, reason)
+impl Failure {
+    fn new(status: u16, err: &'static str, description: &str, reason: &'static str) -> Failure {
+        crate::metrics::metrics().ssf_sets_total.with_label_values(&[reason]).inc();
+        tracing::info!(reason, err, "shared signals event refused");
+        Failure { status, err, description: description.to_string(), reason }
+    }
+
+    fn invalid(description: &str, reason: &'static str) -> Failure {
+        Failure::new(400, "invalid_request", description, reason)
+    }
+
+    /// Not the SET's fault: the store could not be reached; the transmitter delivers it
+    /// again (push: it retries on 503; poll: it is neither acknowledged nor refused).
+    pub fn is_transient(&self) -> bool {
+        self.status == 503
+    }
+
+    fn reply(&self) -> Reply {
+        Reply::json(self.status, &serde_json::json!({"err": self.err, "description": self.description}), self.reason)
+    }
 }
 
 /// The answer to a body larger than `web::MAX_BODY` (the gateway stops reading it).
 pub fn too_large() -> Reply {
-    error(413, "invalid_request", "the request body is too large", "body_too_large")
+    Failure::new(413, "invalid_request", "the request body is too large", "body_too_large").reply()
 }
 
 /// Handles one pushed SET.
 pub async fn handle(rt: &Runtime, req: &Request<'_>) -> Reply {
     if req.method != "POST" {
-        let mut r = invalid("use POST with an application/secevent+jwt body", "method_not_allowed");
+        let mut r = Failure::invalid("use POST with an application/secevent+jwt body", "method_not_allowed").reply();
         r.status = 405;
         r.headers.push(("allow", "POST".into()));
         return r;
@@ -75,14 +99,24 @@ pub async fn handle(rt: &Runtime, req: &Request<'_>) -> Reply {
     let ct = req.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let media = ct.split(';').next().unwrap_or("").trim();
     if !media.eq_ignore_ascii_case("application/secevent+jwt") {
-        return invalid("the body must be application/secevent+jwt", "wrong_content_type");
+        return Failure::invalid("the body must be application/secevent+jwt", "wrong_content_type").reply();
     }
     let Ok(token) = std::str::from_utf8(req.body) else {
-        return invalid("the body is not a compact JWT", "malformed");
+        return Failure::invalid("the body is not a compact JWT", "malformed").reply();
     };
-    let set = match rt.registry.verify_set(token.trim()).await {
+    match process(rt, token.trim()).await {
+        Ok(result) => Reply { status: 202, headers: vec![("cache-control", "no-store".into())], body: Vec::new(), reason: result },
+        Err(f) => f.reply(),
+    }
+}
+
+/// Verifies one SET and acts on it, whichever delivery brought it (push or poll):
+/// `Ok("ok")` when acted on, `Ok("ignored")` when it names no event idfabric acts on.
+/// Counted in `idfabric_ssf_sets_total{result}` either way.
+pub async fn process(rt: &Runtime, token: &str) -> Result<&'static str, Failure> {
+    let set = match rt.registry.verify_set(token).await {
         Ok(s) => s,
-        Err(e) => return error(400, e.err(), &e.to_string(), e.reason()),
+        Err(e) => return Err(Failure::new(400, e.err(), &e.to_string(), e.reason())),
     };
     let provider = rt.registry.providers[set.provider].id().to_string();
     // Every subject is resolved before anything changes: a SET idfabric cannot act on
@@ -95,30 +129,30 @@ pub async fn handle(rt: &Runtime, req: &Request<'_>) -> Reply {
         }
         let subject = set.sub_id.as_ref().or_else(|| payload.get("subject"));
         let Some(subject) = subject else {
-            return invalid("the SET names no subject (sub_id)", "missing_subject");
+            return Err(Failure::invalid("the SET names no subject (sub_id)", "missing_subject"));
         };
         match target(rt, &provider, subject, event == Event::SessionRevoked) {
             Ok(t) => actions.push((t, event)),
-            Err((description, reason)) => return invalid(&description, reason),
+            Err((description, reason)) => return Err(Failure::invalid(&description, reason)),
         }
     }
     let Some(sessions) = &rt.sessions else {
-        return invalid("idfabric has no session store", "no_session_store");
+        return Err(Failure::invalid("idfabric has no session store", "no_session_store"));
     };
     // Single use across replicas: the first replica to claim the jti acts on it.
     let ttl = Duration::from_secs((set.remember_until - crate::providers::now_secs()).max(1) as u64);
     let jti_key = format!("idf:{{rev}}:ssf-jti:{provider}:{}", set.jti);
     match sessions.store.set_nx(&jti_key, ttl).await {
         Ok(true) => {}
-        Ok(false) => return invalid(&SetError::Replayed.to_string(), SetError::Replayed.reason()),
-        Err(e) => return unavailable(&e),
+        Ok(false) => return Err(Failure::invalid(&SetError::Replayed.to_string(), SetError::Replayed.reason())),
+        Err(e) => return Err(unavailable(&e)),
     }
     let ignored = actions.is_empty();
     for (t, event) in actions {
         if let Err(e) = revoke(rt, t, Source::Ssf, event).await {
             // Released so the transmitter's retry is not refused as a replay.
             let _ = sessions.store.delete(&jti_key).await;
-            return unavailable(&e);
+            return Err(unavailable(&e));
         }
     }
     let result = if ignored { "ignored" } else { "ok" };
@@ -127,7 +161,7 @@ pub async fn handle(rt: &Runtime, req: &Request<'_>) -> Reply {
         let names: Vec<&str> = set.events.keys().map(|k| k.as_str()).take(8).collect();
         tracing::info!(provider, events = ?names, "shared signals event ignored: no event idfabric acts on");
     }
-    Reply { status: 202, headers: vec![("cache-control", "no-store".into())], body: Vec::new(), reason: result }
+    Ok(result)
 }
 
 /// Resolves an RFC 9493 subject identifier (https://www.rfc-editor.org/rfc/rfc9493)
@@ -180,7 +214,7 @@ fn user_target(rt: &Runtime, provider: &str, v: &Value) -> Result<Target, (Strin
 }
 
 /// 503 when the session store cannot be reached: the transmitter retries.
-fn unavailable(e: &crate::session::StoreError) -> Reply {
+fn unavailable(e: &crate::session::StoreError) -> Failure {
     tracing::warn!(error = %e, "shared signals event not applied: session store unavailable");
-    error(503, "temporarily_unavailable", "the session store cannot be reached", "session_store_unavailable")
+    Failure::new(503, "temporarily_unavailable", "the session store cannot be reached", "session_store_unavailable")
 }

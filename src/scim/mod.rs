@@ -17,8 +17,13 @@
 //! A SCIM user maps to the idfabric subject `{provider}:{externalId}` (Entra sends the
 //! user's objectId as `externalId`, Okta its user id), or `{provider}:{userName}` with
 //! `scim.subject: userName` for a provider whose subject claim is the UPN or email.
-//! Group membership changes are recorded; they take effect at the person's next sign-in
-//! (groups come from the provider's token).
+//!
+//! Movers: a provisioned user's browser sessions take their groups from the SCIM
+//! store (`crate::session::directory`, read at each session lookup, so at most one second after a
+//! change with the per-process lookup cache), not from the sign-in's token. A
+//! membership change also tells every replica to drop its cached lookups of the
+//! members concerned (`crate::revocation::groups_changed`), and a removal refuses the
+//! members' bearer tokens issued before it: those carry the old groups claim.
 //!
 //! Supported: `Users` POST, GET by id, GET list (all, or `filter=userName eq "…"`),
 //! PUT, PATCH (`add`/`replace`/`remove`; Entra's `"False"` string and path-less
@@ -96,6 +101,45 @@ fn scim_reply(status: u16, body: &Value, reason: &'static str) -> Reply {
         body: serde_json::to_vec(body).unwrap_or_default(),
         reason,
     }
+}
+
+/// A user the provider provisions over SCIM, with its memberships of now (for the
+/// access review, `crate::access`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provisioned {
+    /// The global `{provider}:{subject}`.
+    pub sub: String,
+    pub provider: String,
+    pub username: Option<String>,
+    pub name: Option<String>,
+    pub active: bool,
+    /// Group names as sessions see them (`crate::session::directory`).
+    pub groups: Vec<String>,
+}
+
+/// Every user provider `provider` provisioned, with its memberships. Users without a
+/// subject are left out.
+pub async fn directory(store: &dyn crate::session::Store, provider: &str, spec: &ScimSpec) -> Result<Vec<Provisioned>, crate::session::StoreError> {
+    let scim = ScimStore::new(store, provider);
+    let attr = match spec.subject {
+        ScimSubject::ExternalId => "externalId",
+        ScimSubject::UserName => "userName",
+    };
+    let mut out = Vec::new();
+    for id in scim.ids("Users").await? {
+        let Some(user) = scim.get("Users", &id).await? else { continue };
+        let Some(subject) = user.get(attr).and_then(Value::as_str).filter(|s| !s.is_empty()) else { continue };
+        let text = |v: &Value| v.as_str().filter(|s| !s.is_empty()).map(str::to_string);
+        out.push(Provisioned {
+            sub: format!("{provider}:{subject}"),
+            provider: provider.to_string(),
+            username: text(&user["userName"]),
+            name: text(&user["displayName"]).or_else(|| text(&user["name"]["formatted"])),
+            active: active(&user),
+            groups: crate::session::directory::tag_names(&scim.memberships(&id).await?),
+        });
+    }
+    Ok(out)
 }
 
 /// The answer to a body larger than `web::MAX_BODY` (the gateway stops reading it).
@@ -228,6 +272,7 @@ impl Cx<'_> {
             ("PATCH", Some(id)) => self.patch_group(id).await,
             ("DELETE", Some(id)) => {
                 let g = self.get_group(id).await?;
+                self.sync_members(Some(&g), None).await?;
                 self.store.delete("Groups", id, g["displayName"].as_str()).await.map_err(|e| ScimError::unavailable(&e))?;
                 Ok((204, Value::Null))
             }
@@ -254,6 +299,7 @@ impl Cx<'_> {
         let id = user["id"].as_str().unwrap_or_default().to_string();
         stamp(&mut user, "User", &self.location("Users", &id), None);
         self.save("Users", &user, None).await?;
+        self.index_subject(&user, None).await?;
         if !active(&user) {
             self.leaver(&user, Event::UserDeactivated).await?;
         }
@@ -289,6 +335,7 @@ impl Cx<'_> {
             }
         }
         self.save("Users", &user, old["userName"].as_str()).await?;
+        self.index_subject(&user, Some(old)).await?;
         if active(old) && !active(&user) {
             self.leaver(&user, Event::UserDeactivated).await?;
         }
@@ -299,6 +346,8 @@ impl Cx<'_> {
         let user = self.get_user(id).await?;
         // Revoked first: a store failure leaves the user in place for the client's retry.
         self.leaver(&user, Event::UserDeleted).await?;
+        let subject = self.subject_of(&user);
+        self.store.forget_user(id, subject.as_deref()).await.map_err(|e| ScimError::unavailable(&e))?;
         self.store.delete("Users", id, user["userName"].as_str()).await.map_err(|e| ScimError::unavailable(&e))?;
         Ok((204, Value::Null))
     }
@@ -333,6 +382,64 @@ impl Cx<'_> {
     async fn save(&self, resource: &str, v: &Value, old_name: Option<&str>) -> Result<(), ScimError> {
         let name_attr = if resource == "Users" { "userName" } else { "displayName" };
         self.store.put(resource, v, v[name_attr].as_str(), old_name).await.map_err(|e| ScimError::unavailable(&e))
+    }
+
+    /// The provider-local subject `user` names (`scim.subject`), when it has one.
+    fn subject_of(&self, user: &Value) -> Option<String> {
+        let attr = match self.spec.subject {
+            ScimSubject::ExternalId => "externalId",
+            ScimSubject::UserName => "userName",
+        };
+        user.get(attr).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string)
+    }
+
+    /// Indexes `user` by its subject, so a session of that subject finds its groups.
+    async fn index_subject(&self, user: &Value, old: Option<&Value>) -> Result<(), ScimError> {
+        let (Some(id), Some(subject)) = (user["id"].as_str(), self.subject_of(user)) else { return Ok(()) };
+        let old = old.and_then(|o| self.subject_of(o));
+        self.store.index_subject(id, &subject, old.as_deref()).await.map_err(|e| ScimError::unavailable(&e))
+    }
+
+    /// Brings the members' membership sets from group `old` to group `new` (either
+    /// absent: created, deleted) and tells every replica whose groups changed. Called
+    /// before the group resource is written: when it fails, the client's retry finds
+    /// the same difference (the set commands are idempotent).
+    async fn sync_members(&self, old: Option<&Value>, new: Option<&Value>) -> Result<(), ScimError> {
+        use std::collections::BTreeSet;
+        let members = |g: Option<&Value>| -> BTreeSet<String> {
+            g.and_then(|g| g["members"].as_array())
+                .map(|m| m.iter().filter_map(|x| x["value"].as_str().map(str::to_string)).collect())
+                .unwrap_or_default()
+        };
+        let (was, now) = (members(old), members(new));
+        let (old_tag, new_tag) = (old.map(crate::session::directory::group_tag), new.map(crate::session::directory::group_tag));
+        let same = old_tag == new_tag;
+        let unavailable = |e: crate::session::StoreError| ScimError::unavailable(&e);
+        // A member who loses the group, or whose group lost its name (renamed, deleted).
+        let mut removed = Vec::new();
+        if let Some(tag) = &old_tag {
+            for u in was.iter().filter(|u| !(same && now.contains(*u))) {
+                self.store.remove_membership(u, tag).await.map_err(unavailable)?;
+                removed.push(u.clone());
+            }
+        }
+        let mut added = Vec::new();
+        if let Some(tag) = &new_tag {
+            for u in now.iter().filter(|u| !(same && was.contains(*u))) {
+                self.store.add_membership(u, tag).await.map_err(unavailable)?;
+                if !removed.contains(u) {
+                    added.push(u.clone());
+                }
+            }
+        }
+        for (users, cut) in [(removed, true), (added, false)] {
+            for u in users {
+                let Some(user) = self.store.get("Users", &u).await.map_err(unavailable)? else { continue };
+                let Some(subject) = self.subject_of(&user) else { continue };
+                crate::revocation::groups_changed(self.rt, &format!("{}:{subject}", self.provider), cut).await.map_err(unavailable)?;
+            }
+        }
+        Ok(())
     }
 
     /// Ends the access of the person `user` names on every replica.
@@ -386,6 +493,7 @@ impl Cx<'_> {
         }
         let id = group["id"].as_str().unwrap_or_default().to_string();
         stamp(&mut group, "Group", &self.location("Groups", &id), None);
+        self.sync_members(None, Some(&group)).await?;
         self.save("Groups", &group, None).await?;
         Ok((201, group))
     }
@@ -394,6 +502,7 @@ impl Cx<'_> {
         let old = self.get_group(id).await?;
         let mut group = group_from(self.body()?, id)?;
         stamp(&mut group, "Group", &self.location("Groups", id), Some(&old));
+        self.sync_members(Some(&old), Some(&group)).await?;
         self.save("Groups", &group, old["displayName"].as_str()).await?;
         Ok((200, group))
     }
@@ -407,8 +516,9 @@ impl Cx<'_> {
         }
         let mut group = group_from(group, id)?;
         stamp(&mut group, "Group", &self.location("Groups", id), Some(&old));
+        self.sync_members(Some(&old), Some(&group)).await?;
         self.save("Groups", &group, old["displayName"].as_str()).await?;
-        tracing::info!(provider = self.provider, group = id, "SCIM group changed; members' groups take effect at their next sign-in");
+        tracing::info!(provider = self.provider, group = id, "SCIM group changed; members' sessions read their groups afresh");
         // Entra expects 204 or 200 for PATCH; the resource is returned (RFC 7644 §3.5.2).
         Ok((200, group))
     }

@@ -3,11 +3,14 @@
 //! `userName` / `displayName` (`…:name:{lowercase name}` → id) for the one supported
 //! filter and for uniqueness, and the set of ids (`…:ids`) for listing.
 //!
+//! Group memberships are also kept per user, for the sessions to read, in the layout
+//! of `crate::session::directory` (a membership set per user, a subject index).
+//!
 //! Resources are kept for [`KEEP`] after their last change: the provider owns the
 //! lifecycle and deletes what it deprovisions. With `session.store: memory` they live
 //! in the process (bounded, shared with sessions); use Redis for anything but a trial.
 
-use crate::session::{Store, StoreError};
+use crate::session::{directory, Store, StoreError};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -73,6 +76,47 @@ impl<'a> ScimStore<'a> {
         Ok(())
     }
 
+    fn memberof_key(&self, user_id: &str) -> String {
+        directory::memberof_key(self.provider, user_id)
+    }
+
+    fn subject_key(&self, subject: &str) -> String {
+        directory::subject_key(self.provider, subject)
+    }
+
+    /// Records that user `user_id` is a member of the group tagged `tag`
+    /// (`directory::group_tag`).
+    pub async fn add_membership(&self, user_id: &str, tag: &str) -> Result<(), StoreError> {
+        self.store.add_member(&self.memberof_key(user_id), tag, KEEP).await
+    }
+
+    pub async fn remove_membership(&self, user_id: &str, tag: &str) -> Result<(), StoreError> {
+        self.store.remove_member(&self.memberof_key(user_id), tag).await.map(|_| ())
+    }
+
+    /// The tags of the groups user `user_id` is a member of.
+    pub async fn memberships(&self, user_id: &str) -> Result<Vec<String>, StoreError> {
+        self.store.members(&self.memberof_key(user_id)).await
+    }
+
+    /// Forgets a deleted user's memberships and subject.
+    pub async fn forget_user(&self, user_id: &str, subject: Option<&str>) -> Result<(), StoreError> {
+        self.store.delete(&self.memberof_key(user_id)).await?;
+        if let Some(s) = subject {
+            self.store.delete(&self.subject_key(s)).await?;
+        }
+        Ok(())
+    }
+
+    /// Indexes user `user_id` by its idfabric subject (the provider-local part), the old
+    /// subject's entry dropped when it changed.
+    pub async fn index_subject(&self, user_id: &str, subject: &str, old: Option<&str>) -> Result<(), StoreError> {
+        if let Some(o) = old.filter(|o| *o != subject) {
+            self.store.delete(&self.subject_key(o)).await?;
+        }
+        self.store.set(&self.subject_key(subject), user_id.as_bytes().to_vec(), KEEP).await
+    }
+
     pub async fn delete(&self, resource: &str, id: &str, name: Option<&str>) -> Result<(), StoreError> {
         if let Some(n) = name {
             self.store.delete(&self.name_key(resource, n)).await?;
@@ -81,3 +125,4 @@ impl<'a> ScimStore<'a> {
         self.store.delete(&self.key(resource, &format!("id:{id}"))).await
     }
 }
+

@@ -12,6 +12,7 @@
 //! must never push a signed-in user out.
 
 pub mod cache;
+pub mod directory;
 pub mod handoff;
 pub mod memory;
 pub mod pending;

@@ -16,8 +16,23 @@ fn refreshed_nonce(first: Option<&str>, refreshed: &str) -> Option<String> {
 }
 
 /// Loads the session behind a cookie, refreshing the upstream tokens shortly before
-/// they expire (once across replicas). `None`: no usable session.
+/// they expire (once across replicas). `None`: no usable session. When the session's
+/// provider provisions its users over SCIM and this user is provisioned, the groups
+/// are the user's SCIM group memberships of now, not those of the sign-in's token (a
+/// mover's change applies at the next lookup; `crate::scim`). They are not written
+/// back: the stored session keeps the token's.
 pub async fn session_for(registry: &Registry, sessions: &Sessions, id: &str) -> Result<Option<Session>, StoreError> {
+    let Some(mut s) = load_refreshed(registry, sessions, id).await? else { return Ok(None) };
+    if registry.by_id(&s.identity.provider).is_some_and(|p| p.spec.scim.is_some()) {
+        if let Some(groups) = super::directory::groups_for(sessions.store.as_ref(), &s.identity.provider, &s.identity.subject).await? {
+            s.identity.groups = groups;
+            s.identity.groups_complete = true;
+        }
+    }
+    Ok(Some(s))
+}
+
+async fn load_refreshed(registry: &Registry, sessions: &Sessions, id: &str) -> Result<Option<Session>, StoreError> {
     let Some(mut s) = sessions.load(id).await? else { return Ok(None) };
     let now = now_secs();
     let exp = s.upstream_exp.unwrap_or(i64::MAX);

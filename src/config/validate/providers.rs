@@ -281,5 +281,5 @@ fn ssf(f: &super::super::kind::SsfFile, p: &mut Problems) -> super::super::SsfSp
             Err(e) => p.at(anchor, "ssf.jwks_url", format!("not a URL: {e}")),
         }
     }
-    super::super::SsfSpec { issuer, jwks_url: f.jwks_url.as_ref().map(|s| s.to_string()), audience }
+    super::super::SsfSpec { issuer, jwks_url: f.jwks_url.as_ref().map(|s| s.to_string()), audience, poll: None }
 }
