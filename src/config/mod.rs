@@ -500,6 +500,8 @@ pub struct RouteSpec {
     pub forwarded_headers: bool,
     pub identity_token: bool,
     pub branding: BrandingSpec,
+    /// The Azure AD B2C policy this route's sign-ins run (`b2c_policy:`).
+    pub b2c_policy: Option<String>,
     /// `path_prefix` compares case-sensitively (default: ASCII case-insensitively).
     pub case_sensitive: bool,
     /// `;` path parameters are accepted (and ignored by matching); default: refused.

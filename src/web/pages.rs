@@ -38,6 +38,19 @@ pub struct ProviderButton {
     pub id: String,
     pub label: String,
     pub population: Population,
+    /// Links to the provider's other journeys (create an account, reset a password,
+    /// edit a profile), shown under its button.
+    pub links: Vec<PageLink>,
+}
+
+/// A link under a sign-in option: another journey at that option's provider.
+#[derive(Debug, Clone, Serialize)]
+pub struct PageLink {
+    pub label: &'static str,
+    /// A path on this site (`/.idfabric/login?provider=…&journey=…&rd=…`).
+    pub href: String,
+    /// The journey's name (`signup`, `reset`, `profile`), a hook for styling and tests.
+    pub journey: &'static str,
 }
 
 /// Everything the home-realm discovery page shows.
@@ -286,6 +299,7 @@ struct ButtonCtx<'a> {
     remembered: bool,
     /// Shown under the label when the option belongs to the other population.
     hint: Option<&'static str>,
+    links: &'a [PageLink],
 }
 
 #[derive(Serialize)]
@@ -343,6 +357,7 @@ pub fn login_page(p: &LoginPage) -> String {
                 Population::Workforce => "Work account",
                 Population::Customer => "Personal account",
             }),
+            links: &b.links,
         })
         .collect();
     // Stable: the remembered one first, the rest in configured order.
@@ -489,16 +504,23 @@ mod tests {
                 id: "google".into(),
                 label: "Google".into(),
                 population: Population::Customer,
+                links: vec![],
             },
             ProviderButton {
                 id: "auth0".into(),
                 label: "Acme account".into(),
                 population: Population::Customer,
+                links: vec![PageLink {
+                    label: "Create an account",
+                    href: "/.idfabric/login?provider=auth0&journey=signup&rd=%2Fshop".into(),
+                    journey: "signup",
+                }],
             },
             ProviderButton {
                 id: "entra".into(),
                 label: "Acme staff".into(),
                 population: Population::Workforce,
+                links: vec![],
             },
         ]
     }
@@ -544,6 +566,7 @@ mod tests {
                 id: "\"><script>x</script>".into(),
                 label: XSS.into(),
                 population: pop,
+                links: vec![PageLink { label: "Create an account", href: format!("/.idfabric/login?rd={XSS}"), journey: "signup" }],
             }];
             let html = login_page(&LoginPage {
                 theme: &t,
