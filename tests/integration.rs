@@ -43,6 +43,7 @@ mod security_signin;
 mod session_endpoint;
 mod signin;
 mod signin_ciam;
+mod journeys;
 mod smoke;
 mod subdomains;
 mod trusted_proxies;
