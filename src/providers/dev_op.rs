@@ -176,6 +176,10 @@ fn authorize(p: &Provider, d: &DevSpec, req: &Request<'_>, policy: Option<&str>,
         return back(&redirect, &get("state"), &[("error", "invalid_request"), ("error_description", "code flow with PKCE S256 only")]);
     }
     let step_up = !get("acr_values").is_empty() || !get("claims").is_empty() || get("prompt") == "login" || get("max_age") == "0";
+    // "Forgot your password?" / "Cancel" on a B2C-shaped page.
+    if let Some(desc) = b2c_error(&get("b2c_error")).filter(|_| req.method == "POST" && d.shape == dev::Shape::AzureB2c) {
+        return back(&redirect, &get("state"), &[("error", "access_denied"), ("error_description", desc)]);
+    }
     let Some(user) = req.input("user").filter(|_| req.method == "POST") else {
         let users: Vec<pages::DevUser> = d
             .users
@@ -201,9 +205,7 @@ fn authorize(p: &Provider, d: &DevSpec, req: &Request<'_>, policy: Option<&str>,
     if get("deny") == "1" {
         return back(&redirect, &get("state"), &[("error", "access_denied"), ("error_description", "the user declined")]);
     }
-    if let Some(desc) = b2c_error(&get("b2c_error")).filter(|_| d.shape == dev::Shape::AzureB2c) {
-        return back(&redirect, &get("state"), &[("error", "access_denied"), ("error_description", desc)]);
-    }
+
     let Some(u) = d.users.iter().find(|u| u.name == user) else {
         return oauth_error(400, "invalid_request", "unknown user");
     };
