@@ -47,9 +47,14 @@ impl Journey {
         [Journey::Signin, Journey::Signup, Journey::Reset, Journey::Profile].into_iter().find(|j| j.as_str() == s)
     }
 
-    /// The tag a pending sign-in is parked under: `{provider}:{journey}`.
+    /// The tag a pending sign-in is parked under: the provider id for a sign-in (as
+    /// before journeys existed, so replicas of either version read each other's),
+    /// `{provider}:{journey}` for the others.
     pub fn tag(self, provider: &str) -> String {
-        format!("{provider}:{}", self.as_str())
+        match self {
+            Journey::Signin => provider.to_string(),
+            _ => format!("{provider}:{}", self.as_str()),
+        }
     }
 
     /// A parked sign-in's provider and journey, from its tag (a bare provider id, as
