@@ -337,3 +337,38 @@ async fn the_funnel_counts_sign_ups_apart_from_sign_ins() {
     }
     assert_eq!(series(&after, "stepup", "started"), series(&before, "stepup", "started"));
 }
+
+#[test]
+fn a_route_can_name_only_a_policy_of_a_b2c_provider_it_accepts() {
+    let env = TestEnv::new();
+    env.write(
+        "providers/b2c.yaml",
+        &format!(
+            "id: b2c\nkind: dev\npopulation: customer\nshape: azure_b2c\nissuer: {}\nsigning_key: certs/dev-idp-customer.pem\n\
+             policies: [ {{ name: B2C_1_susi }}, {{ name: B2C_1_reset }} ]\njourneys: {{ reset: B2C_1_reset }}\n{USERS}",
+            b2c_issuer(&env)
+        ),
+    );
+    env.write_dev_provider("a0", "customer", "auth0", "dev-idp-customer.pem", USERS);
+    let route = |providers: &str, policy: &str| {
+        format!("  - name: r\n    match: {{ host: r.test }}\n    upstream: [127.0.0.1:9]\n    providers: [{providers}]\n    b2c_policy: {policy}\n")
+    };
+    for (providers, policy, ok) in [("b2c", "b2c_1_RESET", true), ("b2c", "B2C_1_other", false), ("a0", "B2C_1_susi", false)] {
+        env.write_routes(&["b2c", "a0"], &route(providers, policy));
+        let (code, out, err) = env.run(&["check", "--offline", "--config", "routes.yaml"]);
+        assert_eq!(code == 0, ok, "{providers} {policy}:\n{out}{err}");
+        if !ok {
+            assert!(format!("{out}{err}").contains("routes.b2c_policy"), "{out}{err}");
+        }
+    }
+    // A journey naming a policy the provider does not accept is refused at load.
+    env.write("providers/b2c.yaml", &format!(
+        "id: b2c\nkind: dev\npopulation: customer\nshape: azure_b2c\nissuer: {}\nsigning_key: certs/dev-idp-customer.pem\n\
+         policies: [ {{ name: B2C_1_susi }} ]\njourneys: {{ signup: B2C_1_signup }}\n{USERS}",
+        b2c_issuer(&env)
+    ));
+    env.write_routes(&["b2c"], "  - name: r\n    match: { host: r.test }\n    upstream: [127.0.0.1:9]\n");
+    let (code, out, err) = env.run(&["check", "--offline", "--config", "routes.yaml"]);
+    assert_ne!(code, 0);
+    assert!(format!("{out}{err}").contains("journeys.signup"), "{out}{err}");
+}
