@@ -140,6 +140,8 @@ async fn forgot_password_runs_the_reset_policy_and_returns_signed_in() {
     let authz = b.to_provider(&at("shop.test", "/orders")).await;
     assert_eq!(policy_of(&authz), "B2C_1_susi");
     // "Forgot your password?" on the sign-up/sign-in page: B2C answers AADB2C90118.
+    let page = b.get(authz.as_str()).await.body;
+    assert!(page.contains("name=\"b2c_error\" value=\"forgot\"") && page.contains("B2C_1_susi"), "{page}");
     let cb = answer(&b, &authz, &[("b2c_error", "forgot")]).await;
     assert_eq!(cb.path(), "/.idfabric/callback");
     assert!(query_of(&cb)["error_description"].starts_with("AADB2C90118"), "{cb}");
@@ -266,6 +268,7 @@ async fn sign_up_goes_to_each_platforms_own_sign_up_page() {
     let u = start("a0").await;
     assert_eq!(u.path(), "/.idfabric/dev/a0/authorize");
     assert_eq!(query_of(&u)["screen_hint"], "signup");
+    assert!(b.get(u.as_str()).await.body.contains("<strong>Sign-up:</strong>"), "the dev OP says it stands in for a sign-up page");
     // Cognito: the hosted UI's /signup page, with the authorize request's parameters.
     let u = start("cg").await;
     assert_eq!(u.path(), "/.idfabric/dev/cg/signup");

@@ -200,7 +200,11 @@ fn authorize(p: &Provider, d: &DevSpec, req: &Request<'_>, policy: Option<&str>,
             Some(pol) => format!("{}{}/{pol}/{leaf}", dev::PATH_PREFIX, p.spec.id),
             None => format!("{}{}/{leaf}", dev::PATH_PREFIX, p.spec.id),
         };
-        return Reply::html(200, pages::dev_authorize_page(&p.spec.id, &action, &users, &params, step_up), "ok");
+        let journey = pages::DevJourney {
+            signup: signup || get("screen_hint") == "signup" || get("prompt") == "create",
+            b2c_policy: policy,
+        };
+        return Reply::html(200, pages::dev_authorize_page(&p.spec.id, &action, &users, &params, step_up, &journey), "ok");
     };
     if get("deny") == "1" {
         return back(&redirect, &get("state"), &[("error", "access_denied"), ("error_description", "the user declined")]);

@@ -67,6 +67,17 @@ pub struct LoginPage<'a> {
     pub email: Option<&'a str>,
 }
 
+/// What the dev provider's page stands in for besides a sign-in.
+#[derive(Debug, Default)]
+pub struct DevJourney<'a> {
+    /// The platform's sign-up page was asked for (`screen_hint=signup`, `prompt=create`,
+    /// Cognito's `/signup`).
+    pub signup: bool,
+    /// An Azure AD B2C policy's page: offers "Forgot your password?" and "Cancel", which
+    /// answer as B2C does.
+    pub b2c_policy: Option<&'a str>,
+}
+
 /// One demo user on the dev provider's page.
 pub struct DevUser<'a> {
     pub name: &'a str,
@@ -448,6 +459,7 @@ pub fn dev_authorize_page(
     users: &[DevUser],
     params: &[(String, String)],
     step_up: bool,
+    journey: &DevJourney<'_>,
 ) -> String {
     let users: Vec<DevUserCtx> = users
         .iter()
@@ -468,6 +480,8 @@ pub fn dev_authorize_page(
             action,
             users,
             params,
+            signup => journey.signup,
+            b2c_policy => journey.b2c_policy,
             step_up,
         },
     )
@@ -597,7 +611,7 @@ mod tests {
             (XSS.to_string(), XSS.to_string()),
             ("state".into(), "\"><script>".into()),
         ];
-        let html = dev_authorize_page(XSS, "/authorize\"><script>", &users, &params, true);
+        let html = dev_authorize_page(XSS, "/authorize\"><script>", &users, &params, true, &DevJourney { signup: true, b2c_policy: Some(XSS) });
         assert_no_raw_script(&html);
         assert!(html.contains("value=\"&quot;&gt;&lt;script&gt;\""));
     }
@@ -904,7 +918,7 @@ mod tests {
                 "https://app.example/.idfabric/callback".to_string(),
             ),
         ];
-        let html = dev_authorize_page("dev", "/dev/authorize", &users, &params, false);
+        let html = dev_authorize_page("dev", "/dev/authorize", &users, &params, false, &DevJourney::default());
         assert!(html.contains("DEVELOPMENT"));
         assert!(html.contains("class=\"theme-dev\""));
         assert!(html.contains("action=\"&#x2f;dev&#x2f;authorize\""));
@@ -933,7 +947,7 @@ mod tests {
         }
         assert!(html.contains("name=\"redirect_uri\" value=\"https:&#x2f;&#x2f;app.example&#x2f;.idfabric&#x2f;callback\""));
         assert!(!html.contains("second factor"));
-        let html = dev_authorize_page("dev", "/dev/authorize", &users, &params, true);
+        let html = dev_authorize_page("dev", "/dev/authorize", &users, &params, true, &DevJourney::default());
         assert!(html.contains("second factor"));
     }
 
@@ -1010,11 +1024,11 @@ mod tests {
         let params = vec![("state".to_string(), "abc".to_string())];
         write(
             "dev-authorize",
-            dev_authorize_page("dev", "/dev/authorize", &users, &params, false),
+            dev_authorize_page("dev", "/dev/authorize", &users, &params, false, &DevJourney::default()),
         );
         write(
             "dev-authorize-stepup",
-            dev_authorize_page("dev", "/dev/authorize", &users, &params, true),
+            dev_authorize_page("dev", "/dev/authorize", &users, &params, true, &DevJourney::default()),
         );
     }
 }
