@@ -237,9 +237,14 @@ fn funnel(p: &Provider, journey: Journey, stage: &str) {
     metrics().login_funnel_total.with_label_values(&[p.spec.population.as_str(), p.id(), journey.as_str(), stage]).inc();
 }
 
-/// The Azure AD B2C policy a route names for its sign-ins (`b2c_policy:`).
+/// The Azure AD B2C policy a route names for its sign-ins (`b2c_policy:`); on the
+/// sign-in host, the policy of the route the handoff returns to.
 fn route_policy<'a>(rt: &'a Runtime, host: &str, rd: &str) -> Option<&'a str> {
-    route_for(rt, host, rd).and_then(|r| r.spec.b2c_policy.as_deref())
+    let route = match handoff::signs_in_for(rt, host, rd) {
+        Some((host, rd)) => route_for(rt, &host, &rd),
+        None => route_for(rt, host, rd),
+    };
+    route.and_then(|r| r.spec.b2c_policy.as_deref())
 }
 
 async fn login(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Reply {
