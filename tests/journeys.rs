@@ -228,6 +228,18 @@ async fn a_token_of_one_policy_is_never_verified_with_another_policys_key() {
         assert_eq!(r.status, 401, "{}", r.body);
         assert_eq!(r.json()["reason"], "key_policy_mismatch", "{key}: {}", r.body);
     }
+    // `token mint` issues under the sign-in policy with its key; `token inspect` binds
+    // the keys per policy as the gateway does.
+    let minted = fx().env.mint("b2c", "carol", &[]);
+    let r = call(minted.clone()).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let (code, out, err) = fx().env.run(&["token", "inspect", &minted, "--config", "routes.yaml"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("B2C_1_susi"), "{out}");
+    let forged = b2c_token("B2C_1_susi", "dev-idp-workforce.pem");
+    let (code, out, err) = fx().env.run(&["token", "inspect", &forged, "--config", "routes.yaml"]);
+    assert_ne!(code, 0);
+    assert!(format!("{out}{err}").contains("key_policy_mismatch"), "{out}{err}");
     // The MFA policy's name on a token signed with the sign-in key: MFA is not forged.
     let r = call(b2c_token("B2C_1_mfa", "dev-idp-customer.pem")).await;
     assert_eq!(r.status, 401);

@@ -139,6 +139,20 @@ pub struct DevSpec {
     /// azure_b2c shape with `policies:`: each policy's signing key, served at
     /// `…/{id}/{policy}/jwks` (empty: one key at `…/{id}/jwks`).
     pub policy_keys: Vec<(String, PathBuf)>,
+    /// With `policy_keys`: the policies `token mint` issues under (sign-in, and the MFA
+    /// one for `mfa` users).
+    pub mint_policies: (Option<String>, Option<String>),
+}
+
+impl DevSpec {
+    /// The policy and key file a token for a user (`mfa`) is minted with outside a
+    /// sign-in (`token mint`): the sign-in policy, or the MFA policy for MFA users;
+    /// `None` without per-policy keys.
+    pub fn mint_policy(&self, mfa: bool) -> Option<(&str, &std::path::Path)> {
+        let (signin, mfa_policy) = &self.mint_policies;
+        let name = if mfa { mfa_policy.as_ref().or(signin.as_ref()) } else { signin.as_ref() }?;
+        self.policy_keys.iter().find(|(p, _)| p.eq_ignore_ascii_case(name)).map(|(p, k)| (p.as_str(), k.as_path()))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -261,12 +275,18 @@ fn check(f: &DevFile, spec: &mut ProviderSpec, cx: &mut SectionCheck<'_, '_>) ->
     }
     let signup = kinds::signup_default(f.signup, spec);
     let b2c = b2c_rules(f, &policy_keys, cx);
+    let mint_policies = if policy_keys.is_empty() {
+        (None, None)
+    } else {
+        let (policies, mfa, journeys) = &b2c;
+        (journeys.signin.clone().or(policies.first().cloned()), journeys.mfa.clone().or(mfa.first().cloned()))
+    };
     let shaped = shaped(shape, spec, &tenant, &tenants, signup, b2c);
     if spec.mfa_acr.is_empty() {
         spec.mfa_acr = shaped.dev_mfa_acr();
     }
     let token_ttl = crate::config::kind::duration(cx, "token_ttl", f.token_ttl.as_ref(), Duration::from_secs(3600));
-    section(DevSpec { shape, signing_key, users, token_ttl, tenant, tenants, shaped, policy_keys })
+    section(DevSpec { shape, signing_key, users, token_ttl, tenant, tenants, shaped, policy_keys, mint_policies })
 }
 
 fn users(list: &[DevUser], cx: &mut SectionCheck<'_, '_>) -> Vec<DevUserSpec> {

@@ -108,7 +108,10 @@ pub fn mint_tokens_for(
         let names: Vec<&str> = d.users.iter().map(|u| u.name.as_str()).collect();
         MintError::NoUser { provider: provider.into(), user: user.into(), users: names.join(", ") }
     })?;
-    let signer = crate::keys::Signer::load(&d.signing_key)?;
+    // An azure_b2c-shaped provider with per-policy keys: its sign-in (or MFA) policy's key.
+    let policy = d.mint_policy(u.mfa);
+    let signer = crate::keys::Signer::load(policy.map(|(_, k)| k).unwrap_or(&d.signing_key))?;
+    let policy = policy.map(|(p, _)| p);
     let kind = if id_token { Kind::Id } else { Kind::Access };
     let now = now_secs();
     Ok((0..count)
@@ -116,9 +119,9 @@ pub fn mint_tokens_for(
             let opts = MintOptions { kind, now, ttl, nonce: None, serial: (count > 1).then_some(i) };
             if distinct_users {
                 let each = dev::DevUserSpec { name: format!("{}-{i}", u.name), ..u.clone() };
-                return dev::mint(spec, d, &signer, &each, &opts);
+                return dev::mint_for_policy(spec, d, &signer, &each, &opts, policy);
             }
-            dev::mint(spec, d, &signer, u, &opts)
+            dev::mint_for_policy(spec, d, &signer, u, &opts, policy)
         })
         .collect())
 }

@@ -298,12 +298,22 @@ impl Provider {
     /// Loads a dev provider's keys straight from its signing key (no HTTP), for
     /// commands that run without the server (`token inspect`).
     pub fn install_dev_keys(&self) {
-        if let Some(s) = &self.dev_signer {
-            let doc = serde_json::json!({ "keys": [s.public_jwk()] }).to_string();
-            if let Ok(set) = jwks::parse_jwks(doc.as_bytes(), "dev") {
+        let one = |s: &Signer| jwks::parse_jwks(serde_json::json!({ "keys": [s.public_jwk()] }).to_string().as_bytes(), "dev").ok();
+        if self.dev_policy_signers.is_empty() {
+            if let Some(set) = self.dev_signer.as_deref().and_then(one) {
                 self.keys.store(Arc::new(set));
             }
+            return;
         }
+        // Per-policy keys, each bound to its policy as the HTTP refresh binds them.
+        let mut merged = KeySet::default();
+        for (policy, signer) in &self.dev_policy_signers {
+            let Some(set) = one(signer) else { return };
+            if jwks::merge_policy_keys(&mut merged, set, Some(policy), "dev").is_err() {
+                return;
+            }
+        }
+        self.keys.store(Arc::new(merged));
     }
 
     /// One refetch for an unknown `kid`: shared by concurrent callers, at most one per
