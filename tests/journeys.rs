@@ -387,3 +387,54 @@ fn a_route_can_name_only_a_policy_of_a_b2c_provider_it_accepts() {
     assert_ne!(code, 0);
     assert!(format!("{out}{err}").contains("journeys.signup"), "{out}{err}");
 }
+
+/// With a sign-in host, a sign-up link on an app host runs the sign-up there, then
+/// hands the new session back like any sign-in; a route's `b2c_policy` is the app
+/// route's, not the sign-in host's.
+#[tokio::test]
+async fn journeys_travel_through_the_sign_in_host() {
+    let echo = Echo::start();
+    let env = TestEnv::new();
+    env.write_dev_provider("a0", "customer", "auth0", "dev-idp-customer.pem", &format!("client_id: a0-client\n{USERS}"));
+    env.write(
+        "providers/b2c.yaml",
+        &format!(
+            "id: b2c\nkind: dev\npopulation: customer\nshape: azure_b2c\nissuer: {}\nsigning_key: certs/dev-idp-customer.pem\n\
+             policies: [ {{ name: B2C_1_susi }}, {{ name: B2C_1_partner }} ]\n{USERS}",
+            b2c_issuer(&env)
+        ),
+    );
+    let up = echo.addr();
+    let routes = format!(
+        "  - name: a\n    match: {{ host: a.test }}\n    upstream: [{up}]\n    providers: [a0]\n\
+         \x20 - name: p\n    match: {{ host: p.test }}\n    upstream: [{up}]\n    providers: [b2c]\n    b2c_policy: B2C_1_partner\n"
+    );
+    env.write_routes(&["a0", "b2c"], &routes);
+    let text = std::fs::read_to_string(env.routes_path()).unwrap();
+    env.write("routes.yaml", &format!("{text}session: {{ auth_host: auth.test }}\n"));
+    let _gw = Gateway::start(&env);
+    let port = env.http_port;
+    let b = Agent::browser();
+    let start = b.get(&format!("http://a.test:{port}/.idfabric/login?journey=signup&rd=%2Fwelcome")).await.redirect();
+    assert_eq!((start.host_str(), query_of(&start)["journey"].as_str()), (Some("auth.test"), "signup"), "{start}");
+    let login = b.get(start.as_str()).await.redirect();
+    assert_eq!((login.host_str(), login.path()), (Some("auth.test"), "/.idfabric/login"));
+    assert_eq!(query_of(&login)["journey"], "signup");
+    let authz = b.get(login.as_str()).await.redirect();
+    assert_eq!(authz.path(), "/.idfabric/dev/a0/authorize");
+    assert_eq!(query_of(&authz)["screen_hint"], "signup");
+    let callback = b.pick_user(&authz, "carol").await;
+    let back = b.get(callback.as_str()).await.redirect();
+    assert_eq!(back.host_str(), Some("auth.test"), "back to the start URL");
+    assert!(!query_of(&back).contains_key("journey"), "the return is any sign-in: {back}");
+    let redeem = b.get(back.as_str()).await.redirect();
+    assert_eq!(redeem.host_str(), Some("a.test"), "the new account's session is handed to the app host");
+    let home = b.get(redeem.as_str()).await.redirect();
+    assert_eq!(home.path(), "/welcome");
+    // The partner route's own policy, on the sign-in host.
+    let p = Agent::browser();
+    let start = p.get(&format!("http://p.test:{port}/.idfabric/login?rd=%2F")).await.redirect();
+    let login = p.get(start.as_str()).await.redirect();
+    let authz = p.get(login.as_str()).await.redirect();
+    assert_eq!(policy_of(&authz), "B2C_1_partner", "{authz}");
+}
