@@ -277,6 +277,9 @@ pub struct ProviderSpec {
     pub mfa_acr: Vec<String>,
     /// Extra authorize parameters for browser sign-in.
     pub authorize_params: Vec<(String, String)>,
+    /// The policies a route may name for its sign-ins (`b2c_policy:`): an Azure AD
+    /// B2C provider's `policies`, set by its kind; empty for every other kind.
+    pub route_policies: Vec<String>,
     /// Shared Signals events accepted from this provider (`ssf:`).
     pub ssf: Option<SsfSpec>,
     /// The kind's own validated keys (read back by the kind in `providers/`).

@@ -396,11 +396,7 @@ fn b2c_policy_offered(spec: &RouteSpec, providers: &[Arc<ProviderSpec>], p: &mut
     let runs_it = providers
         .iter()
         .filter(|ps| spec.providers.as_ref().is_none_or(|ids| ids.contains(&ps.id)))
-        .filter_map(|ps| Some((ps, crate::providers::kind::kind_of(ps)?)))
-        .any(|(ps, k)| {
-            let start = k.journey(ps, crate::login::Journey::Signin, "https://provider.invalid/authorize", Some(policy));
-            start.and_then(|s| s.policy).is_some_and(|got| got.eq_ignore_ascii_case(policy))
-        });
+        .any(|ps| ps.route_policies.iter().any(|p| p.eq_ignore_ascii_case(policy)));
     if !runs_it {
         let anchor = format!("name: {}", spec.name);
         p.at(Some(&anchor), "routes.b2c_policy", format!("`{policy}` is not a policy of an Azure AD B2C provider this route accepts"));

@@ -18,12 +18,11 @@
 
 mod failure;
 pub mod handoff;
-pub mod journey;
 pub mod throttle;
 
+pub use crate::journey::Journey;
 pub use failure::Failure;
-pub use journey::Journey;
-use journey::ErrorTurn;
+use crate::journey::ErrorTurn;
 
 use crate::config::HostMatch;
 use crate::identity::{Population, TokenUse};
@@ -394,7 +393,7 @@ async fn start(
     };
     funnel(p, journey, "started");
     let authz = match (&how.endpoint, &how.policy) {
-        (Some(page), _) if default_authz.is_some() => Some(page.clone()),
+        (Some(other_page), _) if default_authz.is_some() => Some(other_page.clone()),
         (Some(_), _) => None,
         (None, Some(policy)) => endpoints_for(p, Some(policy)).and_then(|d| d.authorization_endpoint),
         (None, None) => default_authz,

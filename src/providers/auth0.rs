@@ -12,7 +12,7 @@
 use super::claims::{apply_amr_acr, Claims};
 use super::dev::{scopes, stable, with_slash, DevToken, Kind as MintKind};
 use super::kind::{check_audience, section, signup_default, standard_journey, Ctx, Kind, Loader, Param};
-use crate::login::journey::{Journey, JourneyStart};
+use crate::journey::{Journey, JourneyStart};
 use crate::config::kind::{opt_strings, SectionCheck, S};
 use crate::config::{KindSection, ProviderSpec};
 use crate::identity::{Identity, Population, PrincipalType, ProviderKind, TokenUse};

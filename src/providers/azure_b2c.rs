@@ -22,7 +22,7 @@
 use super::claims::Claims;
 use super::dev::{guid, scopes, DevToken, Kind as MintKind, B2C_MFA_POLICY, B2C_POLICY};
 use super::kind::{check_audience_or_client, section, Ctx, Kind, KeyLocation, Loader};
-use crate::login::journey::{ErrorTurn, Journey, JourneyStart};
+use crate::journey::{ErrorTurn, Journey, JourneyStart};
 use crate::config::kind::{check_scheme, is_guid, opt_strings, strings, SectionCheck, S};
 use crate::config::{KindSection, ProviderSpec};
 use crate::identity::{Identity, MfaSource, Population, ProviderKind, TokenUse};
@@ -280,6 +280,7 @@ fn check(f: &AzureB2cFile, spec: &mut ProviderSpec, cx: &mut SectionCheck<'_, '_
     if spec.audiences.is_empty() && spec.client_id.is_none() {
         cx.at("audiences", "is required (or client_id): the application id(s) tokens carry in `aud`");
     }
+    spec.route_policies = policies.clone();
     section(AzureB2c { policies, mfa_policies, extra_issuers: extra, tenant: tenant.unwrap_or_default(), journeys })
 }
 

@@ -13,7 +13,7 @@
 use super::claims::{apply_amr_acr, Claims};
 use super::dev::{guid, scopes, stable, DevToken, Kind as MintKind};
 use super::kind::{check_issuer_exact, section, signup_default, standard_journey, Ctx, Kind, Loader, Param};
-use crate::login::journey::{Journey, JourneyStart};
+use crate::journey::{Journey, JourneyStart};
 use crate::config::kind::{SectionCheck, S};
 use crate::config::{KindSection, ProviderSpec};
 use crate::identity::{Identity, Population, PrincipalType, ProviderKind, TokenUse};

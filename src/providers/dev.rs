@@ -14,7 +14,7 @@ use crate::config::kind::{is_guid, strings, valid_id, SectionCheck, S};
 use crate::config::{KindSection, ProviderSpec};
 use crate::identity::{Identity, ProviderKind};
 use crate::keys::Signer;
-use crate::login::journey::{ErrorTurn, Journey, JourneyStart};
+use crate::journey::{ErrorTurn, Journey, JourneyStart};
 use crate::refusal::Refusal;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashSet};
@@ -275,6 +275,9 @@ fn check(f: &DevFile, spec: &mut ProviderSpec, cx: &mut SectionCheck<'_, '_>) ->
     }
     let signup = kinds::signup_default(f.signup, spec);
     let b2c = b2c_rules(f, &policy_keys, cx);
+    if shape == Shape::AzureB2c {
+        spec.route_policies = b2c.0.clone();
+    }
     let mint_policies = if policy_keys.is_empty() {
         (None, None)
     } else {

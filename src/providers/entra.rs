@@ -15,7 +15,7 @@
 use super::claims::{apply_amr_acr, Claims};
 use super::dev::{dev_mfa_values, guid, scopes, stable, DevToken, Kind as MintKind};
 use super::kind::{check_audience, section, standard_journey, Ctx, Kind, Loader, Param};
-use crate::login::journey::{Journey, JourneyStart};
+use crate::journey::{Journey, JourneyStart};
 use crate::config::kind::{is_guid, opt_strings, SectionCheck, S};
 use crate::config::{KindSection, ProviderSpec};
 use crate::identity::{Identity, PrincipalType, ProviderKind, TokenUse, Population};

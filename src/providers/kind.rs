@@ -14,7 +14,7 @@ use super::jwt::JoseHeader;
 use crate::config::kind::{KindFile, ProviderSource, SectionCheck};
 use crate::config::{KindLoader, KindSection, Kinds, ProviderSpec};
 use crate::identity::{Identity, Population, ProviderKind};
-use crate::login::journey::{ErrorTurn, Journey, JourneyStart};
+use crate::journey::{ErrorTurn, Journey, JourneyStart};
 use crate::refusal::Refusal;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;

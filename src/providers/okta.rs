@@ -12,7 +12,7 @@
 use super::claims::{apply_amr_acr, issuer_host, Claims};
 use super::dev::{scopes, stable, DevToken, Kind as MintKind};
 use super::kind::{check_audience, check_issuer_exact, section, standard_journey, Ctx, Kind, Loader, Param};
-use crate::login::journey::{Journey, JourneyStart};
+use crate::journey::{Journey, JourneyStart};
 use crate::config::kind::{SectionCheck, S};
 use crate::config::{KindSection, ProviderSpec};
 use crate::identity::{Identity, Population, PrincipalType, ProviderKind, TokenUse};

@@ -171,7 +171,7 @@ pub struct LoginTxn {
     pub browser: String,
     /// The journey at the provider (sign-in, sign-up, reset, …): the funnel's label.
     #[serde(default)]
-    pub journey: crate::login::journey::Journey,
+    pub journey: crate::journey::Journey,
     /// Azure AD B2C: the policy whose endpoints the journey runs at (its token
     /// endpoint redeems the code).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -81,7 +81,7 @@ fn step_up_asks_for_the_multi_factor_policy() {
 
 #[test]
 fn sign_up_opens_universal_login_on_its_sign_up_screen() {
-    use crate::login::journey::Journey;
+    use crate::journey::Journey;
     let f = tenant();
     let start = f.kind().journey(&f.spec, Journey::Signup, "https://acme.eu.auth0.com/authorize", None).unwrap();
     assert_eq!(start.params, vec![("screen_hint", "signup".to_string())]);

@@ -87,7 +87,7 @@ fn sign_out_uses_cognitos_logout_parameters() {
 
 #[test]
 fn sign_up_is_the_hosted_ui_signup_page_beside_authorize() {
-    use crate::login::journey::Journey;
+    use crate::journey::Journey;
     let f = pool("");
     let authz = "https://shop.auth.eu-west-1.amazoncognito.com/oauth2/authorize";
     let start = f.kind().journey(&f.spec, Journey::Signup, authz, None).unwrap();

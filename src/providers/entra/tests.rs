@@ -180,7 +180,7 @@ fn external_id_issuers_name_the_tenant_guid_as_host() {
 
 #[test]
 fn external_id_signs_up_with_prompt_create_and_the_workforce_never() {
-    use crate::login::journey::Journey;
+    use crate::journey::Journey;
     let ext = provider(&format!("id: ext\nkind: entra\nvariant: external\nissuer: https://{TID}.ciamlogin.com/{TID}/v2.0\naudiences: [api://x]\n"));
     let start = ext.kind().journey(&ext.spec, Journey::Signup, "x", None).unwrap();
     assert_eq!(start.params, vec![("prompt", "create".to_string())]);

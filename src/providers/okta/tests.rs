@@ -87,7 +87,7 @@ fn step_up_asks_for_two_factors_now() {
 
 #[test]
 fn sign_up_only_where_registration_is_enabled() {
-    use crate::login::journey::Journey;
+    use crate::journey::Journey;
     let f = custom_server();
     assert!(f.kind().journey(&f.spec, Journey::Signup, "x", None).is_none(), "off by default");
     let on = provider(&format!("id: corp-okta\nkind: okta\nissuer: {AS}\naudiences: [api://default]\nclient_id: c\nsignup: true\n"));

@@ -3,7 +3,7 @@
 //!
 //! Customer platforms run each of these as its own journey on their hosted pages, and
 //! each asks for it its own way (an authorize parameter, another endpoint, another
-//! Azure AD B2C policy): the provider's kind says how ([`crate::providers::Kind::journey`]).
+//! Azure AD B2C policy): each provider kind says how (its `journey` method).
 //! The journey travels in the pending sign-in through the callback, so the login funnel
 //! counts registrations apart from sign-ins (`journey` label).
 
