@@ -55,6 +55,7 @@ pub mod forwarded;
 pub mod fuzzing;
 pub mod gateway;
 pub mod identity;
+pub mod journey;
 pub mod keys;
 pub mod login;
 pub mod metrics;

@@ -154,7 +154,7 @@ impl Metrics {
             upstream_errors_total: counter(&r, "upstream_errors_total", "Failures talking to upstream apps, by route", &["route"]),
             config_reloads_total: counter(&r, "config_reloads_total", "Configuration loads by result", &["result"]),
             tls_cert_reloads_total: counter(&r, "tls_cert_reloads_total", "TLS listener certificate reloads of changed files, by result", &["result"]),
-            login_funnel_total: counter(&r, "login_funnel_total", "Sign-in funnel stages by population and provider", &["population", "provider", "stage"]),
+            login_funnel_total: counter(&r, "login_funnel_total", "Sign-in funnel stages by population, provider and journey (signin, signup, reset, profile, stepup)", &["population", "provider", "journey", "stage"]),
             login_pending: pending,
             sign_in_rate_limited_total: counter(&r, "sign_in_rate_limited_total", "Sign-in starts refused by the per-client rate limit, by endpoint", &["endpoint"]),
             broker_requests_total: counter(&r, "broker_requests_total", "Broker (OpenID Provider) requests by endpoint and result (ok or the RFC error code)", &["endpoint", "result"]),

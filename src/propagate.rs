@@ -278,6 +278,7 @@ mod tests {
             forwarded_headers: true,
             identity_token,
             branding: Default::default(),
+            b2c_policy: None,
             case_sensitive: false,
             path_params: false,
             cors_preflight: Default::default(),

@@ -55,6 +55,8 @@ pub enum Refusal {
     ProviderUnavailable,
     #[error("the signing key is not bound to the token's issuer")]
     KeyIssuerMismatch,
+    #[error("the signing key is not published by the token's Azure AD B2C policy")]
+    KeyPolicyMismatch,
 
     // --- claims ------------------------------------------------------------------
     #[error("the token has expired")]
@@ -252,6 +254,7 @@ pub enum Reason {
     BadSignature,
     ProviderUnavailable,
     KeyIssuerMismatch,
+    KeyPolicyMismatch,
     TokenExpired,
     TokenNotYetValid,
     TokenIssuedInFuture,
@@ -325,6 +328,7 @@ impl Reason {
             Reason::BadSignature => "bad_signature",
             Reason::ProviderUnavailable => "provider_unavailable",
             Reason::KeyIssuerMismatch => "key_issuer_mismatch",
+            Reason::KeyPolicyMismatch => "key_policy_mismatch",
             Reason::TokenExpired => "token_expired",
             Reason::TokenNotYetValid => "token_not_yet_valid",
             Reason::TokenIssuedInFuture => "token_issued_in_future",
@@ -465,6 +469,7 @@ impl Refusal {
             Refusal::BadSignature => Reason::BadSignature,
             Refusal::ProviderUnavailable => Reason::ProviderUnavailable,
             Refusal::KeyIssuerMismatch => Reason::KeyIssuerMismatch,
+            Refusal::KeyPolicyMismatch => Reason::KeyPolicyMismatch,
             Refusal::Expired => Reason::TokenExpired,
             Refusal::NotYetValid => Reason::TokenNotYetValid,
             Refusal::IssuedInFuture => Reason::TokenIssuedInFuture,
@@ -518,6 +523,7 @@ impl Refusal {
             | Refusal::UnknownKid
             | Refusal::BadSignature
             | Refusal::KeyIssuerMismatch
+            | Refusal::KeyPolicyMismatch
             | Refusal::Expired
             | Refusal::NotYetValid
             | Refusal::IssuedInFuture

@@ -315,8 +315,10 @@ fn preinitialise_series(rt: &Runtime) {
         m.jwks_age_seconds.with_label_values(&[id]).set(-1);
         m.logins_total.with_label_values(&[id, pop, "success"]);
         m.logins_total.with_label_values(&[id, pop, "failure"]);
-        for stage in ["started", "provider_redirect", "callback_ok", "callback_error", "session_created", "abandoned"] {
-            m.login_funnel_total.with_label_values(&[pop, id, stage]);
+        for journey in crate::login::offered_journeys(p) {
+            for stage in ["started", "provider_redirect", "callback_ok", "callback_error", "session_created", "abandoned"] {
+                m.login_funnel_total.with_label_values(&[pop, id, journey.as_str(), stage]);
+            }
         }
     }
     for r in &rt.routes.routes {

@@ -18,6 +18,20 @@ pub fn endpoints(p: &Provider) -> Option<Discovery> {
     p.status().discovery
 }
 
+/// The endpoints of an Azure AD B2C `policy` (each policy has its own authorize, token
+/// and end-session endpoints); `None` policy, or a policy whose document is not
+/// loaded: [`endpoints`].
+pub fn endpoints_for(p: &Provider, policy: Option<&str>) -> Option<Discovery> {
+    let Some(policy) = policy else { return endpoints(p) };
+    if p.dev_policy_signer(policy).is_some() {
+        return serde_json::from_value(crate::providers::dev_op::discovery_for(&p.spec, policy)).ok();
+    }
+    match p.status().policy_discovery.get(&policy.to_ascii_lowercase()) {
+        Some(d) => Some(d.clone()),
+        None => endpoints(p),
+    }
+}
+
 /// Why a token endpoint exchange failed. The messages are shown on sign-in error pages
 /// and logged: they name no code, token or secret.
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +52,13 @@ pub enum ExchangeError {
 /// POSTs to the provider's token endpoint; the client secret (if any) goes in the body,
 /// or as HTTP Basic when the provider's discovery asks for `client_secret_basic` only.
 pub async fn exchange(http: &reqwest::Client, p: &Provider, params: &[(&str, &str)]) -> Result<Value, ExchangeError> {
-    let discovered = endpoints(p);
+    exchange_for(http, p, None, params).await
+}
+
+/// [`exchange`] at an Azure AD B2C policy's own token endpoint (a code or refresh
+/// token is redeemed where its policy issued it).
+pub async fn exchange_for(http: &reqwest::Client, p: &Provider, policy: Option<&str>, params: &[(&str, &str)]) -> Result<Value, ExchangeError> {
+    let discovered = endpoints_for(p, policy);
     let basic = discovered.as_ref().is_some_and(|d| d.wants_basic_auth());
     let endpoint = discovered.and_then(|d| d.token_endpoint).ok_or(ExchangeError::NoTokenEndpoint)?;
     let client_id = p.spec.client_id.as_deref().unwrap_or_default();

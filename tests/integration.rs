@@ -44,6 +44,7 @@ mod security_signin;
 mod session_endpoint;
 mod signin;
 mod signin_ciam;
+mod journeys;
 mod smoke;
 mod subdomains;
 mod trusted_proxies;

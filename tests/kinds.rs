@@ -709,6 +709,16 @@ fn b2c_cases(s: &Stack, custom_key: &Signer, custom_domain: &str) -> Vec<Case> {
             Want::Refused("/", 401, "issuer_mismatch"),
         ),
         case(
+            "user-flow token signed with the key only the custom policy publishes",
+            t().mint(custom_key),
+            Want::Refused("/", 401, "key_policy_mismatch"),
+        ),
+        case(
+            "custom policy token signed with the user flows' key",
+            custom_policy().mint(k),
+            Want::Refused("/", 401, "key_policy_mismatch"),
+        ),
+        case(
             "the other host variant, not configured",
             t().set("iss", other_host).mint(k),
             Want::Refused("/", 401, "unknown_issuer"),

@@ -278,6 +278,9 @@ pub struct ProviderSpec {
     pub mfa_acr: Vec<String>,
     /// Extra authorize parameters for browser sign-in.
     pub authorize_params: Vec<(String, String)>,
+    /// The policies a route may name for its sign-ins (`b2c_policy:`): an Azure AD
+    /// B2C provider's `policies`, set by its kind; empty for every other kind.
+    pub route_policies: Vec<String>,
     /// Shared Signals events accepted from this provider (`ssf:`).
     pub ssf: Option<SsfSpec>,
     /// The kind's own validated keys (read back by the kind in `providers/`).
@@ -526,6 +529,8 @@ pub struct RouteSpec {
     pub forwarded_headers: bool,
     pub identity_token: bool,
     pub branding: BrandingSpec,
+    /// The Azure AD B2C policy this route's sign-ins run (`b2c_policy:`).
+    pub b2c_policy: Option<String>,
     /// `path_prefix` compares case-sensitively (default: ASCII case-insensitively).
     pub case_sensitive: bool,
     /// `;` path parameters are accepted (and ignored by matching); default: refused.

@@ -201,6 +201,9 @@ pub struct Route {
     pub identity_token: Option<bool>,
     /// Look of this route's sign-in pages (customer routes: white label).
     pub branding: Option<Branding>,
+    /// The Azure AD B2C policy this route's sign-ins run (one of its B2C provider's
+    /// `policies`); default: the provider's `journeys.signin`.
+    pub b2c_policy: Option<S>,
     /// Match `path_prefix` case-sensitively (default false: `/ADMIN` is `/admin`).
     pub case_sensitive: Option<bool>,
     /// Accept `;` path parameters (`/app;jsessionid=1/x`); matching ignores them (default false).

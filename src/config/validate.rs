@@ -107,6 +107,7 @@ fn build(
     let mut routes = Vec::new();
     for r in &file.routes {
         if let Some(spec) = route(r, &enabled, p) {
+            b2c_policy_offered(&spec, &providers, p);
             if !names.insert(spec.name.clone()) {
                 p.at(Some(&format!("name: {}", spec.name)), "routes.name", format!("duplicate route name `{}`", spec.name));
             }
@@ -444,6 +445,20 @@ pub(super) fn valid_id(id: &str) -> bool {
 // ---------------------------------------------------------------------------------
 // Routes
 
+/// A route's `b2c_policy` must be a policy of an Azure AD B2C provider (or a dev
+/// provider of that shape) the route accepts: its sign-ins start there.
+fn b2c_policy_offered(spec: &RouteSpec, providers: &[Arc<ProviderSpec>], p: &mut Problems) {
+    let Some(policy) = &spec.b2c_policy else { return };
+    let runs_it = providers
+        .iter()
+        .filter(|ps| spec.providers.as_ref().is_none_or(|ids| ids.contains(&ps.id)))
+        .any(|ps| ps.route_policies.iter().any(|p| p.eq_ignore_ascii_case(policy)));
+    if !runs_it {
+        let anchor = format!("name: {}", spec.name);
+        p.at(Some(&anchor), "routes.b2c_policy", format!("`{policy}` is not a policy of an Azure AD B2C provider this route accepts"));
+    }
+}
+
 fn route(r: &raw::Route, enabled: &HashSet<&str>, p: &mut Problems) -> Option<RouteSpec> {
     let name = r.name.to_string();
     let anchor = format!("name: {name}");
@@ -565,6 +580,7 @@ fn route(r: &raw::Route, enabled: &HashSet<&str>, p: &mut Problems) -> Option<Ro
         forwarded_headers: r.forwarded_headers.unwrap_or(true),
         identity_token: r.identity_token.unwrap_or(true),
         branding: branding(r.branding.as_ref(), a, p),
+        b2c_policy: r.b2c_policy.as_ref().map(|s| s.to_string()),
         case_sensitive: r.case_sensitive.unwrap_or(false),
         path_params: r.path_params.unwrap_or(false),
         cors_preflight,

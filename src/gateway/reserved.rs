@@ -121,6 +121,16 @@ async fn dev_provider(rt: &Runtime, session: &mut Session, rest: &str, origin: &
         return refuse(session, Refusal::NoRoute, None).await;
     };
     let signer = p.dev_signer.as_ref().expect("filtered on dev_signer");
+    // An azure_b2c-shaped dev provider's per-policy documents.
+    if let Some((policy, leaf)) = sub.split_once('/') {
+        if let Some(signer) = p.dev_policy_signer(policy) {
+            match leaf {
+                "v2.0/.well-known/openid-configuration" => return ok_json(session, &dev_op::discovery_for(&p.spec, policy)).await,
+                "jwks" => return ok_json(session, &dev_op::jwks(signer)).await,
+                _ => {}
+            }
+        }
+    }
     match sub {
         ".well-known/openid-configuration" => ok_json(session, &dev_op::discovery(&p.spec)).await,
         "jwks" => ok_json(session, &dev_op::jwks(signer)).await,

@@ -24,6 +24,14 @@ pub enum Failure {
     CrossOrigin,
     /// No provider is configured for the email's domain.
     UnknownDomain,
+    /// `journey=` names no journey a browser may ask for.
+    UnknownJourney,
+    /// The provider (or none of the application's providers) offers the journey asked
+    /// for (sign-up, password reset, profile edit).
+    JourneyNotOffered,
+    /// The user cancelled the provider's journey (Azure AD B2C `AADB2C90091`): back to
+    /// the sign-in, a redirect rather than a refusal.
+    JourneyCancelled,
     /// The provider's discovery document is not loaded.
     ProviderUnavailable,
     /// The provider's authorization endpoint is not a URL.
@@ -88,6 +96,9 @@ impl Failure {
             Failure::CrossSiteLogout => "cross_site_logout",
             Failure::CrossOrigin => "cross_origin",
             Failure::UnknownDomain => "unknown_domain",
+            Failure::UnknownJourney => "unknown_journey",
+            Failure::JourneyNotOffered => "journey_not_offered",
+            Failure::JourneyCancelled => "journey_cancelled",
             Failure::ProviderUnavailable => "provider_unavailable",
             Failure::ProviderMisconfigured => "provider_misconfigured",
             Failure::SessionStoreUnavailable => "session_store_unavailable",

@@ -80,13 +80,13 @@ fn is_digest(v: &str) -> bool {
     v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
-/// Step 1, on a route host: bind the browser, then go to the sign-in host. `step_up`,
+/// Step 1, on a route host: bind the browser, then go to the sign-in host. `journey`, `step_up`,
 /// `provider` and `prompt` travel along for the sign-in there.
 pub fn begin(auth: &str, req: &Request<'_>, rd: &str) -> Reply {
     let bind = binding::new();
     let mut q = url::form_urlencoded::Serializer::new(String::new());
     q.append_pair("to", &format!("{}{rd}", req.origin())).append_pair("hx", &bind.digest);
-    for k in ["step_up", "provider", "prompt"] {
+    for k in ["step_up", "provider", "prompt", "journey"] {
         if let Some(v) = req.input(k) {
             q.append_pair(k, &v);
         }
@@ -187,6 +187,7 @@ pub async fn start(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Repl
             && (!step_up || s.mfa)
             && provider.as_ref().is_none_or(|p| *p == s.identity.provider)
             && req.param("prompt").as_deref() != Some("login")
+            && req.param("journey").is_none_or(|j| j == "signin")
     });
     let (Some(sid), Some(_)) = (sid, usable) else {
         // Back to this start URL after the sign-in, without `prompt`: the sign-in it
@@ -204,6 +205,10 @@ pub async fn start(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Repl
         }
         if req.param("prompt").as_deref() == Some("login") {
             q.append_pair("prompt", "login");
+        }
+        // Sign-up, reset or profile edit: that journey, then back as any sign-in.
+        if let Some(j) = req.param("journey") {
+            q.append_pair("journey", &j);
         }
         q.append_pair("rd", &format!("{START}?{}", back.finish()));
         return Reply::redirect(&format!("/.idfabric/login?{}", q.finish()), "ok");

@@ -20,7 +20,9 @@ mod failure;
 pub mod handoff;
 pub mod throttle;
 
+pub use crate::journey::Journey;
 pub use failure::Failure;
+use crate::journey::ErrorTurn;
 
 use crate::config::HostMatch;
 use crate::identity::{Population, TokenUse};
@@ -28,8 +30,8 @@ use crate::metrics::metrics;
 use crate::providers::{now_secs, Provider};
 use crate::runtime::{CompiledRoute, Runtime};
 use crate::session::{LoginTxn, Session, Sessions, StoreError};
-use crate::upstream::{endpoints, exchange};
-use crate::web::pages::{self, Branding, ProviderButton, Theme};
+use crate::upstream::{endpoints, endpoints_for, exchange_for};
+use crate::web::pages::{self, Branding, PageLink, ProviderButton, Theme};
 use crate::web::{self, binding, clear_session_cookies, pkce_challenge, random, Reply, Request};
 use serde_json::Value;
 use std::sync::Arc;
@@ -113,13 +115,30 @@ fn throttle_wait(rt: &Runtime, req: &Request<'_>, endpoint: &'static str) -> Opt
 }
 
 /// Counts sign-ins dropped from the pending space (capped or expired) as `abandoned`
-/// in the login funnel; `tags` are provider ids (empty for parked broker requests).
+/// in the login funnel; `tags` are `{provider}:{journey}` (empty for parked broker
+/// requests).
 pub fn count_abandoned(rt: &Runtime, tags: &[String]) {
-    for id in tags.iter().filter(|t| !t.is_empty()) {
+    for tag in tags.iter().filter(|t| !t.is_empty()) {
+        let (id, journey) = Journey::from_tag(tag);
         if let Some(p) = rt.registry.by_id(id) {
-            funnel(p, "abandoned");
+            funnel(p, journey, "abandoned");
         }
     }
+}
+
+/// An authorization endpoint of the usual shape, for asking a kind which journeys it
+/// offers before its discovery document is loaded (Cognito's sign-up page is found
+/// beside it).
+const AUTHZ_PROBE: &str = "https://provider.invalid/oauth2/authorize";
+
+/// Whether `p` offers `journey` for browser sign-in.
+pub fn offers(p: &Provider, journey: Journey) -> bool {
+    p.kind().journey(&p.spec, journey, AUTHZ_PROBE, None).is_some()
+}
+
+/// The journeys `p` offers (the funnel's series for it).
+pub fn offered_journeys(p: &Provider) -> Vec<Journey> {
+    Journey::ALL.into_iter().filter(|j| offers(p, *j)).collect()
 }
 
 fn page(rt: &Runtime, req: &Request<'_>, status: u16, title: &str, detail: &str, reason: Failure) -> Reply {
@@ -213,8 +232,18 @@ fn login_providers<'a>(rt: &'a Runtime, route: &CompiledRoute) -> Vec<&'a Arc<Pr
         .collect()
 }
 
-fn funnel(p: &Provider, stage: &str) {
-    metrics().login_funnel_total.with_label_values(&[p.spec.population.as_str(), p.id(), stage]).inc();
+fn funnel(p: &Provider, journey: Journey, stage: &str) {
+    metrics().login_funnel_total.with_label_values(&[p.spec.population.as_str(), p.id(), journey.as_str(), stage]).inc();
+}
+
+/// The Azure AD B2C policy a route names for its sign-ins (`b2c_policy:`); on the
+/// sign-in host, the policy of the route the handoff returns to.
+fn route_policy<'a>(rt: &'a Runtime, host: &str, rd: &str) -> Option<&'a str> {
+    let route = match handoff::signs_in_for(rt, host, rd) {
+        Some((host, rd)) => route_for(rt, &host, &rd),
+        None => route_for(rt, host, rd),
+    };
+    route.and_then(|r| r.spec.b2c_policy.as_deref())
 }
 
 async fn login(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Reply {
@@ -239,7 +268,17 @@ async fn login(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Reply {
         Ok(None) => return page(rt, req, 404, "Unknown site", "No application is configured at this address.", Failure::NoRoute),
         Err(e) => return store_down(theme_for(rt, req.host, &rd).population, &e),
     };
-    let step_up = req.input("step_up").as_deref() == Some("1");
+    // A page that needs a second factor asks for step-up; a link may ask for another
+    // journey (`journey=signup|reset|profile`).
+    let journey = match (req.input("step_up").as_deref() == Some("1"), req.input("journey")) {
+        (true, _) => Journey::Stepup,
+        (false, None) => Journey::Signin,
+        (false, Some(j)) => match Journey::requested(&j) {
+            Some(j) => j,
+            None => return page(rt, req, 400, "Unknown sign-in option", "The sign-in link asks for something this site does not offer.", Failure::UnknownJourney),
+        },
+    };
+    let policy = route_policy(rt, req.host, &rd);
     // The broker's `prompt=login` / `max_age`: ask the provider for a new sign-in.
     let fresh = req.input("prompt").as_deref() == Some("login");
     if providers.is_empty() {
@@ -247,15 +286,25 @@ async fn login(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Reply {
     }
     let chosen = req.input("provider").and_then(|id| providers.iter().find(|p| p.spec.id == id).copied());
     if let Some(p) = chosen {
-        return start(rt, sessions, req, p, &rd, None, step_up, fresh).await;
+        return start(rt, sessions, req, p, &rd, None, journey, policy, fresh).await;
+    }
+    if !matches!(journey, Journey::Signin | Journey::Stepup) {
+        // Another journey without a chosen provider: the one provider that offers it,
+        // else the choice (each provider's links say what it offers).
+        let offering: Vec<&Arc<Provider>> = providers.iter().copied().filter(|p| offers(p, journey)).collect();
+        match offering.as_slice() {
+            [] => return page(rt, req, 404, "Not available", "None of this application's sign-in options offers that.", Failure::JourneyNotOffered),
+            [p] => return start(rt, sessions, req, p, &rd, None, journey, policy, fresh).await,
+            _ => {}
+        }
     }
     if let Some(email) = req.input("email").filter(|e| !e.trim().is_empty()) {
         let email = email.trim().to_string();
         let domain = email.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()).unwrap_or_default();
         return match providers.iter().find(|p| p.spec.domains.iter().any(|d| *d == domain)) {
-            Some(p) => start(rt, sessions, req, p, &rd, Some(&email), step_up, fresh).await,
+            Some(p) => start(rt, sessions, req, p, &rd, Some(&email), journey, policy, fresh).await,
             None => {
-                let buttons = buttons(&providers, None);
+                let buttons = buttons(&providers, None, &rd);
                 let body = pages::login_page(&pages::LoginPage {
                     theme: &theme,
                     rd: &rd,
@@ -270,10 +319,10 @@ async fn login(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Reply {
         };
     }
     if providers.len() == 1 {
-        return start(rt, sessions, req, providers[0], &rd, None, step_up, fresh).await;
+        return start(rt, sessions, req, providers[0], &rd, None, journey, policy, fresh).await;
     }
     let remembered = req.cookie(IDP_COOKIE).filter(|id| providers.iter().any(|p| p.spec.id == *id));
-    let buttons = buttons(&providers, remembered);
+    let buttons = buttons(&providers, remembered, &rd);
     let show_email = providers.iter().any(|p| !p.spec.domains.is_empty());
     let body = pages::login_page(&pages::LoginPage {
         theme: &theme,
@@ -288,22 +337,69 @@ async fn login(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Reply {
 }
 
 /// Buttons for providers not reached by email domain (customer sign-in options), plus
-/// the remembered provider whatever its kind, so "last used" is one click.
-fn buttons(providers: &[&Arc<Provider>], remembered: Option<&str>) -> Vec<ProviderButton> {
+/// the remembered provider whatever its kind, so "last used" is one click; each with
+/// links to the other journeys its provider offers (create an account, reset a
+/// password, edit a profile).
+fn buttons(providers: &[&Arc<Provider>], remembered: Option<&str>, rd: &str) -> Vec<ProviderButton> {
     providers
         .iter()
         .filter(|p| {
             p.spec.domains.is_empty() || p.spec.population == Population::Customer || Some(p.spec.id.as_str()) == remembered
         })
-        .map(|p| ProviderButton { id: p.spec.id.clone(), label: p.spec.display_name.clone(), population: p.spec.population })
+        .map(|p| ProviderButton {
+            id: p.spec.id.clone(),
+            label: p.spec.display_name.clone(),
+            population: p.spec.population,
+            links: journey_links(p, rd),
+        })
         .collect()
 }
 
+/// `/.idfabric/login?provider=…&journey=…&rd=…` for each journey besides sign-in that
+/// `p` offers.
+fn journey_links(p: &Provider, rd: &str) -> Vec<PageLink> {
+    [(Journey::Signup, "Create an account"), (Journey::Reset, "Forgot your password?"), (Journey::Profile, "Edit your profile")]
+        .into_iter()
+        .filter(|(j, _)| offers(p, *j))
+        .map(|(j, label)| {
+            let query: String = url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("provider", &p.spec.id)
+                .append_pair("journey", j.as_str())
+                .append_pair("rd", rd)
+                .finish();
+            PageLink { label, href: format!("/.idfabric/login?{query}"), journey: j.as_str() }
+        })
+        .collect()
+}
+
+/// Starts `journey` at `p`: parks the pending sign-in (with its journey and, for Azure
+/// AD B2C, its policy) and sends the browser to the page the provider runs it on.
 #[allow(clippy::too_many_arguments)]
-async fn start(rt: &Runtime, sessions: &Sessions, req: &Request<'_>, p: &Provider, rd: &str, hint: Option<&str>, step_up: bool, fresh: bool) -> Reply {
-    funnel(p, "started");
-    let Some(authz) = endpoints(p).and_then(|d| d.authorization_endpoint) else {
-        funnel(p, "callback_error");
+async fn start(
+    rt: &Runtime,
+    sessions: &Sessions,
+    req: &Request<'_>,
+    p: &Provider,
+    rd: &str,
+    hint: Option<&str>,
+    journey: Journey,
+    route_policy: Option<&str>,
+    fresh: bool,
+) -> Reply {
+    let default_authz = endpoints(p).and_then(|d| d.authorization_endpoint);
+    let Some(how) = p.kind().journey(&p.spec, journey, default_authz.as_deref().unwrap_or(AUTHZ_PROBE), route_policy) else {
+        let detail = format!("{} does not offer this here.", p.spec.display_name);
+        return page(rt, req, 404, "Not available", &detail, Failure::JourneyNotOffered);
+    };
+    funnel(p, journey, "started");
+    let authz = match (&how.endpoint, &how.policy) {
+        (Some(other_page), _) if default_authz.is_some() => Some(other_page.clone()),
+        (Some(_), _) => None,
+        (None, Some(policy)) => endpoints_for(p, Some(policy)).and_then(|d| d.authorization_endpoint),
+        (None, None) => default_authz,
+    };
+    let Some(authz) = authz else {
+        funnel(p, journey, "callback_error");
         return Reply::html(
             503,
             pages::error_page(&default_theme(p.spec.population), 503, "Identity provider unavailable", "Its discovery document has not been loaded; try again shortly.", Some("/.idfabric/login")),
@@ -319,8 +415,10 @@ async fn start(rt: &Runtime, sessions: &Sessions, req: &Request<'_>, p: &Provide
         rd: rd.to_string(),
         host: req.host.to_string(),
         created_at: now_secs(),
-        step_up,
+        step_up: journey == Journey::Stepup,
         browser: bind.digest,
+        journey,
+        policy: how.policy.clone(),
     };
     match sessions.begin_login(&state, &txn, &req.client_key()).await {
         Ok(parked) => {
@@ -355,15 +453,14 @@ async fn start(rt: &Runtime, sessions: &Sessions, req: &Request<'_>, p: &Provide
         for (k, v) in &p.spec.authorize_params {
             q.append_pair(k, v);
         }
-        if step_up {
-            for (k, v) in p.kind().step_up_params(&p.spec) {
-                q.append_pair(k, &v);
-            }
-        } else if fresh {
+        for (k, v) in &how.params {
+            q.append_pair(k, v);
+        }
+        if fresh && !how.params.iter().any(|(k, _)| *k == "prompt") {
             q.append_pair("prompt", "login");
         }
     }
-    funnel(p, "provider_redirect");
+    funnel(p, journey, "provider_redirect");
     let remember = web::cookie(IDP_COOKIE, &p.spec.id, Some(30 * 24 * 3600), req.tls);
     let name = binding::cookie_name("ltx", &state, req.tls).expect("a state of ours names a cookie");
     let bound = binding::set_cookie(&name, &bind.nonce, TXN_COOKIE_SECS, req.tls);
@@ -386,10 +483,10 @@ fn store_down(population: Population, e: &StoreError) -> Reply {
     )
 }
 
-fn failed(p: Option<&Provider>, theme: &Theme, status: u16, title: &str, detail: &str, reason: Failure) -> Reply {
+fn failed(p: Option<&Provider>, journey: Journey, theme: &Theme, status: u16, title: &str, detail: &str, reason: Failure) -> Reply {
     let reason = reason.as_str();
     if let Some(p) = p {
-        funnel(p, "callback_error");
+        funnel(p, journey, "callback_error");
         metrics().logins_total.with_label_values(&[p.id(), p.spec.population.as_str(), "failure"]).inc();
     }
     tracing::info!(provider = p.map(|p| p.id()).unwrap_or("unknown"), status, reason, "sign-in failed");
@@ -402,12 +499,12 @@ async fn callback(rt: &Runtime, sessions: &Sessions, req: &Request<'_>, state: &
     let txn = match sessions.finish_login(state).await {
         Ok(Some(t)) if binding::plausible_id(state) => t,
         Ok(_) => {
-            return failed(None, &theme, 400, "This sign-in has expired", "The sign-in link was already used or is too old. Please start again.", Failure::InvalidState)
+            return failed(None, Journey::Signin, &theme, 400, "This sign-in has expired", "The sign-in link was already used or is too old. Please start again.", Failure::InvalidState)
         }
         Err(e) => return store_down(theme.population, &e),
     };
     let Some(p) = rt.registry.by_id(&txn.provider).cloned() else {
-        return failed(None, &theme, 400, "Sign-in failed", "The identity provider is no longer configured.", Failure::UnknownProvider);
+        return failed(None, Journey::Signin, &theme, 400, "Sign-in failed", "The identity provider is no longer configured.", Failure::UnknownProvider);
     };
     let theme = match sign_in_options(rt, sessions, req.host, &txn.rd).await {
         Ok(Some((_, theme))) => theme,
@@ -415,7 +512,7 @@ async fn callback(rt: &Runtime, sessions: &Sessions, req: &Request<'_>, state: &
         Ok(None) | Err(_) => theme_for(rt, req.host, &txn.rd),
     };
     if txn.host != req.host {
-        return failed(Some(&p), &theme, 400, "Sign-in failed", "The sign-in returned to a different site than it started on.", Failure::HostMismatch);
+        return failed(Some(&p), txn.journey, &theme, 400, "Sign-in failed", "The sign-in returned to a different site than it started on.", Failure::HostMismatch);
     }
     // Only the browser that started this sign-in may finish it; anyone else's session
     // (the victim's, in a login CSRF) is left exactly as it was.
@@ -423,30 +520,43 @@ async fn callback(rt: &Runtime, sessions: &Sessions, req: &Request<'_>, state: &
     match binding::check(req, name.as_deref(), &txn.browser) {
         binding::Presented::Bound => {}
         binding::Presented::Missing => {
-            return failed(Some(&p), &theme, 403, "This sign-in was started elsewhere", "This browser did not start this sign-in, so it was not completed. If you started it, sign in again from the application.", Failure::StateNotBound)
+            return failed(Some(&p), txn.journey, &theme, 403, "This sign-in was started elsewhere", "This browser did not start this sign-in, so it was not completed. If you started it, sign in again from the application.", Failure::StateNotBound)
         }
         binding::Presented::Mismatch => {
-            return failed(Some(&p), &theme, 403, "This sign-in was started elsewhere", "This browser did not start this sign-in, so it was not completed. If you started it, sign in again from the application.", Failure::LoginCsrf)
+            return failed(Some(&p), txn.journey, &theme, 403, "This sign-in was started elsewhere", "This browser did not start this sign-in, so it was not completed. If you started it, sign in again from the application.", Failure::LoginCsrf)
         }
     }
     // RFC 9207: an `iss` in the response must name the provider this sign-in went to,
     // and must be there when the provider says it always sends one.
-    let discovered = endpoints(&p);
+    let discovered = endpoints_for(&p, txn.policy.as_deref());
     let iss_required = discovered.as_ref().is_some_and(|d| d.authorization_response_iss_parameter_supported);
     let expected_iss = discovered.map(|d| d.issuer).unwrap_or_else(|| p.spec.issuer.clone());
     if req.param("iss").map_or(iss_required, |iss| iss != expected_iss) {
-        return failed(Some(&p), &theme, 400, "Sign-in failed", "The response names another identity provider than the one the sign-in was sent to.", Failure::IssuerMismatch);
+        return failed(Some(&p), txn.journey, &theme, 400, "Sign-in failed", "The response names another identity provider than the one the sign-in was sent to.", Failure::IssuerMismatch);
     }
     if let Some(err) = req.param("error") {
+        match p.kind().callback_error(txn.journey, &err, req.param("error_description").as_deref()) {
+            Some(ErrorTurn::Start(next)) => {
+                tracing::info!(provider = p.id(), from = txn.journey.as_str(), to = next.as_str(), "sign-in: the provider handed over to another journey");
+                return start(rt, sessions, req, &p, &txn.rd, None, next, None, false).await;
+            }
+            Some(ErrorTurn::BackToSignIn) => {
+                funnel(&p, txn.journey, "callback_error");
+                tracing::info!(provider = p.id(), journey = txn.journey.as_str(), "sign-in: the user cancelled; back to the sign-in");
+                let query: String = url::form_urlencoded::Serializer::new(String::new()).append_pair("rd", &txn.rd).finish();
+                return Reply::redirect(&format!("/.idfabric/login?{query}"), Failure::JourneyCancelled.as_str());
+            }
+            None => {}
+        }
         let (status, reason) = if err == "access_denied" { (403, Failure::AccessDenied) } else { (401, Failure::ProviderError) };
         let detail = format!("The identity provider answered: {}.", err.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').collect::<String>());
-        return failed(Some(&p), &theme, status, "Sign-in was not completed", &detail, reason);
+        return failed(Some(&p), txn.journey, &theme, status, "Sign-in was not completed", &detail, reason);
     }
     let Some(code) = req.param("code").filter(|c| !c.is_empty() && c.len() <= 4096) else {
-        return failed(Some(&p), &theme, 400, "Sign-in failed", "The identity provider sent no authorization code.", Failure::MissingCode);
+        return failed(Some(&p), txn.journey, &theme, 400, "Sign-in failed", "The identity provider sent no authorization code.", Failure::MissingCode);
     };
     let redirect_uri = format!("{}/.idfabric/callback", req.origin());
-    let tokens = match exchange(&rt.registry.http, &p, &[
+    let tokens = match exchange_for(&rt.registry.http, &p, txn.policy.as_deref(), &[
         ("grant_type", "authorization_code"),
         ("code", &code),
         ("redirect_uri", &redirect_uri),
@@ -455,24 +565,24 @@ async fn callback(rt: &Runtime, sessions: &Sessions, req: &Request<'_>, state: &
     .await
     {
         Ok(t) => t,
-        Err(e) => return failed(Some(&p), &theme, 502, "Sign-in failed", &e.to_string(), Failure::TokenExchangeFailed),
+        Err(e) => return failed(Some(&p), txn.journey, &theme, 502, "Sign-in failed", &e.to_string(), Failure::TokenExchangeFailed),
     };
     let Some(id_token) = tokens.get("id_token").and_then(Value::as_str) else {
-        return failed(Some(&p), &theme, 502, "Sign-in failed", "The identity provider returned no ID token.", Failure::MissingIdToken);
+        return failed(Some(&p), txn.journey, &theme, 502, "Sign-in failed", "The identity provider returned no ID token.", Failure::MissingIdToken);
     };
     let access = tokens.get("access_token").and_then(Value::as_str);
     let (mut identity, exp) = match rt.registry.verify_id_token(p.index, id_token, Some(&txn.nonce), access).await {
         Ok(v) => v,
-        Err(r) => return failed(Some(&p), &theme, 401, "Sign-in failed", &r.to_string(), Failure::IdToken(r)),
+        Err(r) => return failed(Some(&p), txn.journey, &theme, 401, "Sign-in failed", &r.to_string(), Failure::IdToken(r)),
     };
-    let userinfo = endpoints(&p).and_then(|d| d.userinfo_endpoint);
+    let userinfo = endpoints_for(&p, txn.policy.as_deref()).and_then(|d| d.userinfo_endpoint);
     if let Err(e) = crate::providers::oidc::complete_from_userinfo(&rt.registry.http, &p, userinfo, &mut identity, id_token, access).await {
-        return failed(Some(&p), &theme, 502, "Sign-in failed", &e.to_string(), Failure::from(&e));
+        return failed(Some(&p), txn.journey, &theme, 502, "Sign-in failed", &e.to_string(), Failure::from(&e));
     }
     if txn.step_up && !identity.mfa {
-        return failed(Some(&p), &theme, 403, "Second factor not completed", "This page requires multi-factor authentication, and the identity provider did not confirm it.", Failure::MfaNotCompleted);
+        return failed(Some(&p), txn.journey, &theme, 403, "Second factor not completed", "This page requires multi-factor authentication, and the identity provider did not confirm it.", Failure::MfaNotCompleted);
     }
-    funnel(&p, "callback_ok");
+    funnel(&p, txn.journey, "callback_ok");
     identity.token_use = TokenUse::Session;
     let refresh = tokens.get("refresh_token").and_then(Value::as_str).map(|r| sessions.key.seal(r, &identity.sub));
     let mfa = identity.mfa;
@@ -498,7 +608,7 @@ async fn callback(rt: &Runtime, sessions: &Sessions, req: &Request<'_>, state: &
         if txn.step_up {
             if let Ok(Some(prev)) = sessions.load(&old).await {
                 if prev.identity.sub != session.identity.sub {
-                    return failed(Some(&p), &theme, 403, "Signed in as someone else", "The second factor was completed for a different account than the one signed in here.", Failure::StepUpUserMismatch);
+                    return failed(Some(&p), txn.journey, &theme, 403, "Signed in as someone else", "The second factor was completed for a different account than the one signed in here.", Failure::StepUpUserMismatch);
                 }
             }
         }
@@ -508,7 +618,7 @@ async fn callback(rt: &Runtime, sessions: &Sessions, req: &Request<'_>, state: &
         Ok(id) => id,
         Err(e) => return store_down(p.spec.population, &e),
     };
-    funnel(&p, "session_created");
+    funnel(&p, txn.journey, "session_created");
     metrics().logins_total.with_label_values(&[p.id(), p.spec.population.as_str(), "success"]).inc();
     let cookie = web::set_session_cookie(&rt.config.session, &id, sessions.absolute.as_secs() as i64, req.tls);
     let reply = Reply::redirect(&txn.rd, "ok").with_cookie(cookie);
@@ -630,7 +740,7 @@ async fn session_from_id_token(rt: &Runtime, sessions: &Sessions, req: &Request<
             return session_problem(503, Failure::SessionStoreUnavailable, "The session service cannot be reached.");
         }
     };
-    funnel(&p, "session_created");
+    funnel(&p, Journey::Signin, "session_created");
     metrics().logins_total.with_label_values(&[p.id(), p.spec.population.as_str(), "success"]).inc();
     let cookie = web::set_session_cookie(&rt.config.session, &id, sessions.absolute.as_secs() as i64, req.tls);
     let device = crate::risk::signed_in(sessions.key.device(), &sub, mfa, req.tls);
@@ -703,7 +813,9 @@ async fn logout(rt: &Runtime, sessions: &Sessions, req: &Request<'_>) -> Reply {
     let back = format!("{}/.idfabric/logged-out", handoff::home_origin(rt, req));
     let target = ended.as_ref().and_then(|s| {
         let p = rt.registry.by_id(&s.identity.provider)?;
-        let end = endpoints(p)?.end_session_endpoint?;
+        // An Azure AD B2C session ends at its policy's own end-session endpoint.
+        let policy = s.identity.attributes.get("b2c_policy").and_then(Value::as_str);
+        let end = endpoints_for(p, policy)?.end_session_endpoint?;
         let mut u = url::Url::parse(&end).ok()?;
         {
             let mut q = u.query_pairs_mut();

@@ -5,11 +5,14 @@
 //! Vendor references: <https://auth0.com/docs/secure/tokens/access-tokens/access-token-profiles>,
 //! <https://auth0.com/docs/secure/tokens/json-web-tokens/create-custom-claims> (namespaced
 //! claims), <https://auth0.com/docs/secure/multi-factor-authentication/step-up-authentication>,
-//! <https://auth0.com/docs/customize/custom-domains> (one tenant, several issuers).
+//! <https://auth0.com/docs/customize/custom-domains> (one tenant, several issuers),
+//! <https://auth0.com/docs/authenticate/login/auth0-universal-login/new-experience#signup>
+//! (`screen_hint=signup` opens Universal Login on its sign-up screen).
 
 use super::claims::{apply_amr_acr, Claims};
 use super::dev::{scopes, stable, with_slash, DevToken, Kind as MintKind};
-use super::kind::{check_audience, section, Ctx, Kind, Loader, Param};
+use super::kind::{check_audience, section, signup_default, standard_journey, Ctx, Kind, Loader, Param};
+use crate::journey::{Journey, JourneyStart};
 use crate::config::kind::{opt_strings, SectionCheck, S};
 use crate::config::{KindSection, ProviderSpec};
 use crate::identity::{Identity, Population, PrincipalType, ProviderKind, TokenUse};
@@ -28,6 +31,8 @@ crate::provider_file!(
         tenant_domain: Option<S>,
         /// Extra accepted issuers (custom domains of the same tenant).
         issuers: Option<Vec<S>>,
+        /// "Create an account" on the sign-in page (default: customer providers).
+        signup: Option<bool>,
     }
 );
 
@@ -50,6 +55,7 @@ fn check(f: &Auth0File, spec: &mut ProviderSpec, cx: &mut SectionCheck<'_, '_>) 
     section(Auth0 {
         tenant_domain: f.tenant_domain.as_ref().map(|s| s.to_string()).unwrap_or(cx.issuer_host.clone()),
         extra_issuers: extra,
+        signup: signup_default(f.signup, spec),
     })
 }
 
@@ -58,6 +64,8 @@ fn check(f: &Auth0File, spec: &mut ProviderSpec, cx: &mut SectionCheck<'_, '_>) 
 pub struct Auth0 {
     pub tenant_domain: String,
     pub extra_issuers: Vec<String>,
+    /// Sign-up offered: Universal Login's sign-up screen.
+    pub signup: bool,
 }
 
 impl Kind for Auth0 {
@@ -71,6 +79,16 @@ impl Kind for Auth0 {
 
     fn identity(&self, ctx: &Ctx<'_>, c: &Claims) -> Result<Identity, Refusal> {
         identity(ctx, self, c)
+    }
+
+    /// Sign-up: Universal Login opens on its sign-up screen (`screen_hint=signup`).
+    fn journey(&self, spec: &ProviderSpec, journey: Journey, _authz: &str, _route_policy: Option<&str>) -> Option<JourneyStart> {
+        match journey {
+            Journey::Signup if self.signup => {
+                Some(JourneyStart { params: vec![("screen_hint", "signup".into())], ..JourneyStart::default() })
+            }
+            _ => standard_journey(self, spec, journey),
+        }
     }
 
     fn step_up_params(&self, spec: &ProviderSpec) -> Vec<Param> {

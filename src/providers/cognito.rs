@@ -6,11 +6,14 @@
 //! <https://docs.aws.amazon.com/cognito/latest/developerguide/amazon-cognito-user-pools-using-tokens-verifying-a-jwt.html>
 //! (verification: `token_use`, `client_id`, `aud`),
 //! <https://docs.aws.amazon.com/cognito/latest/developerguide/amazon-cognito-user-pools-using-the-access-token.html>,
-//! <https://docs.aws.amazon.com/cognito/latest/developerguide/logout-endpoint.html>.
+//! <https://docs.aws.amazon.com/cognito/latest/developerguide/logout-endpoint.html>,
+//! <https://docs.aws.amazon.com/cognito/latest/developerguide/hosted-UI-endpoints.html>
+//! (the hosted `/signup` page takes the authorize endpoint's parameters).
 
 use super::claims::{apply_amr_acr, Claims};
 use super::dev::{guid, scopes, stable, DevToken, Kind as MintKind};
-use super::kind::{check_issuer_exact, section, Ctx, Kind, Loader, Param};
+use super::kind::{check_issuer_exact, section, signup_default, standard_journey, Ctx, Kind, Loader, Param};
+use crate::journey::{Journey, JourneyStart};
 use crate::config::kind::{SectionCheck, S};
 use crate::config::{KindSection, ProviderSpec};
 use crate::identity::{Identity, Population, PrincipalType, ProviderKind, TokenUse};
@@ -28,6 +31,8 @@ crate::provider_file!(
         mfa_acr: Option<Vec<S>>,
         /// Treat `cognito:groups` as roles too.
         groups_are_roles: Option<bool>,
+        /// "Create an account" on the sign-in page (default: customer providers).
+        signup: Option<bool>,
     }
 );
 
@@ -37,6 +42,18 @@ pub enum AcceptedUse {
     Access,
     Id,
     Any,
+}
+
+/// The hosted UI's sign-up page for an authorization endpoint: `https://{domain}/signup`
+/// for `https://{domain}/oauth2/authorize` (a dev provider's `…/authorize` becomes
+/// `…/signup` beside it). `None` for an endpoint of another shape.
+pub fn signup_page(authz: &str) -> Option<String> {
+    let mut u = url::Url::parse(authz).ok()?;
+    let path = u.path().to_string();
+    let base = path.strip_suffix("/oauth2/authorize").or_else(|| path.strip_suffix("/authorize"))?;
+    u.set_path(&format!("{base}/signup"));
+    u.set_query(None);
+    Some(u.to_string())
 }
 
 pub static LOADER: Loader<CognitoFile> =
@@ -55,7 +72,7 @@ fn check(f: &CognitoFile, spec: &mut ProviderSpec, cx: &mut SectionCheck<'_, '_>
     if spec.client_id.is_none() && spec.audiences.is_empty() {
         cx.at("client_id", "is required: Cognito access tokens are bound to the app client id");
     }
-    section(Cognito { token_use, groups_are_roles: f.groups_are_roles.unwrap_or(false) })
+    section(Cognito { token_use, groups_are_roles: f.groups_are_roles.unwrap_or(false), signup: signup_default(f.signup, spec) })
 }
 
 /// A Cognito user pool provider's rules.
@@ -63,6 +80,8 @@ fn check(f: &CognitoFile, spec: &mut ProviderSpec, cx: &mut SectionCheck<'_, '_>
 pub struct Cognito {
     pub token_use: AcceptedUse,
     pub groups_are_roles: bool,
+    /// Sign-up offered: the hosted UI's `/signup` page.
+    pub signup: bool,
 }
 
 impl Kind for Cognito {
@@ -72,6 +91,15 @@ impl Kind for Cognito {
 
     fn identity(&self, ctx: &Ctx<'_>, c: &Claims) -> Result<Identity, Refusal> {
         identity(ctx, self, c)
+    }
+
+    /// Sign-up: the hosted UI's `/signup` page beside `/oauth2/authorize`, with the same
+    /// parameters.
+    fn journey(&self, spec: &ProviderSpec, journey: Journey, authz: &str, _route_policy: Option<&str>) -> Option<JourneyStart> {
+        match journey {
+            Journey::Signup if self.signup => Some(JourneyStart { endpoint: Some(signup_page(authz)?), ..JourneyStart::default() }),
+            _ => standard_journey(self, spec, journey),
+        }
     }
 
     /// Browser sign-in reads the ID token, whatever bearer tokens the provider takes.

@@ -14,6 +14,7 @@ use crate::config::kind::{is_guid, strings, valid_id, SectionCheck, S};
 use crate::config::{KindSection, ProviderSpec};
 use crate::identity::{Identity, ProviderKind};
 use crate::keys::Signer;
+use crate::journey::{ErrorTurn, Journey, JourneyStart};
 use crate::refusal::Refusal;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashSet};
@@ -41,8 +42,28 @@ crate::provider_file!(
         tenant: Option<S>,
         mfa_acr: Option<Vec<S>>,
         tenants: Option<Vec<S>>,
+        /// "Create an account" on the sign-in page, as the shape's platform asks for it
+        /// (default: customer providers; the azure_b2c shape uses `journeys.signup`).
+        signup: Option<bool>,
+        /// azure_b2c shape: the policies this OP serves, each at
+        /// `…/{id}/{policy}/…` with its own signing key (default: `B2C_1_susi` and the
+        /// MFA-enforcing `B2C_1_susi_mfa`, both on `signing_key`, at `…/{id}/…`).
+        policies: Option<Vec<DevPolicy>>,
+        /// azure_b2c shape: policies with MFA always on.
+        mfa_policies: Option<Vec<S>>,
+        /// azure_b2c shape: the policy of each user journey.
+        journeys: Option<azure_b2c::JourneysFile>,
     }
 );
+
+/// One policy an azure_b2c-shaped dev provider serves.
+#[derive(Debug, serde::Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct DevPolicy {
+    pub name: S,
+    /// Its own signing key (default: the provider's `signing_key`).
+    pub signing_key: Option<S>,
+}
 
 #[derive(Debug, serde::Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
@@ -115,6 +136,23 @@ pub struct DevSpec {
     pub tenants: Vec<String>,
     /// The real kind whose rules read this provider's tokens.
     pub shaped: Arc<dyn kinds::Kind>,
+    /// azure_b2c shape with `policies:`: each policy's signing key, served at
+    /// `…/{id}/{policy}/jwks` (empty: one key at `…/{id}/jwks`).
+    pub policy_keys: Vec<(String, PathBuf)>,
+    /// With `policy_keys`: the policies `token mint` issues under (sign-in, and the MFA
+    /// one for `mfa` users).
+    pub mint_policies: (Option<String>, Option<String>),
+}
+
+impl DevSpec {
+    /// The policy and key file a token for a user (`mfa`) is minted with outside a
+    /// sign-in (`token mint`): the sign-in policy, or the MFA policy for MFA users;
+    /// `None` without per-policy keys.
+    pub fn mint_policy(&self, mfa: bool) -> Option<(&str, &std::path::Path)> {
+        let (signin, mfa_policy) = &self.mint_policies;
+        let name = if mfa { mfa_policy.as_ref().or(signin.as_ref()) } else { signin.as_ref() }?;
+        self.policy_keys.iter().find(|(p, _)| p.eq_ignore_ascii_case(name)).map(|(p, k)| (p.as_str(), k.as_path()))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -169,6 +207,22 @@ impl kinds::Kind for DevSpec {
         self.shaped.step_up_params(spec)
     }
 
+    /// Per-policy keys: the shape's per-policy locations on this OP.
+    fn key_locations(&self, template: &str) -> Option<Vec<kinds::KeyLocation>> {
+        if self.policy_keys.is_empty() {
+            return None;
+        }
+        self.shaped.key_locations(template)
+    }
+
+    fn journey(&self, spec: &ProviderSpec, journey: Journey, authz: &str, route_policy: Option<&str>) -> Option<JourneyStart> {
+        self.shaped.journey(spec, journey, authz, route_policy)
+    }
+
+    fn callback_error(&self, journey: Journey, error: &str, description: Option<&str>) -> Option<ErrorTurn> {
+        self.shaped.callback_error(journey, error, description)
+    }
+
     fn creates_sessions(&self) -> bool {
         self.shaped.creates_sessions()
     }
@@ -200,8 +254,14 @@ fn check(f: &DevFile, spec: &mut ProviderSpec, cx: &mut SectionCheck<'_, '_>) ->
     if shape == Shape::Entra && !is_guid(&tenant) {
         cx.at("tenant", "the entra shape needs a GUID tenant id");
     }
+    let policy_keys = dev_policies(f, shape, &signing_key, cx);
     if shape == Shape::AzureB2c {
-        b2c_shape(spec, &tenant, cx);
+        b2c_shape(spec, &tenant, !policy_keys.is_empty(), cx);
+    } else if f.policies.is_some() || f.mfa_policies.is_some() || f.journeys.is_some() {
+        cx.at("policies", "policies, mfa_policies and journeys are for the azure_b2c shape");
+    }
+    if shape == Shape::AzureB2c && f.signup.is_some() {
+        cx.at("signup", "the azure_b2c shape signs up with a policy: name it in `journeys.signup`");
     }
     let tenants = match &f.tenants {
         Some(t) => strings(t).into_iter().map(|t| t.to_ascii_lowercase()).collect(),
@@ -213,12 +273,23 @@ fn check(f: &DevFile, spec: &mut ProviderSpec, cx: &mut SectionCheck<'_, '_>) ->
     if spec.client_id.is_none() {
         spec.client_id = Some(format!("{}-app", spec.id));
     }
-    let shaped = shaped(shape, spec, &tenant, &tenants);
+    let signup = kinds::signup_default(f.signup, spec);
+    let b2c = b2c_rules(f, &policy_keys, cx);
+    if shape == Shape::AzureB2c {
+        spec.route_policies = b2c.0.clone();
+    }
+    let mint_policies = if policy_keys.is_empty() {
+        (None, None)
+    } else {
+        let (policies, mfa, journeys) = &b2c;
+        (journeys.signin.clone().or(policies.first().cloned()), journeys.mfa.clone().or(mfa.first().cloned()))
+    };
+    let shaped = shaped(shape, spec, &tenant, &tenants, signup, b2c);
     if spec.mfa_acr.is_empty() {
         spec.mfa_acr = shaped.dev_mfa_acr();
     }
     let token_ttl = crate::config::kind::duration(cx, "token_ttl", f.token_ttl.as_ref(), Duration::from_secs(3600));
-    section(DevSpec { shape, signing_key, users, token_ttl, tenant, tenants, shaped })
+    section(DevSpec { shape, signing_key, users, token_ttl, tenant, tenants, shaped, policy_keys, mint_policies })
 }
 
 fn users(list: &[DevUser], cx: &mut SectionCheck<'_, '_>) -> Vec<DevUserSpec> {
@@ -249,10 +320,54 @@ fn users(list: &[DevUser], cx: &mut SectionCheck<'_, '_>) -> Vec<DevUserSpec> {
         .collect()
 }
 
+/// `policies:` of an azure_b2c-shaped dev provider: each policy and its key file.
+fn dev_policies(f: &DevFile, shape: Shape, signing_key: &std::path::Path, cx: &mut SectionCheck<'_, '_>) -> Vec<(String, PathBuf)> {
+    let Some(list) = f.policies.as_ref().filter(|_| shape == Shape::AzureB2c) else { return Vec::new() };
+    let mut out: Vec<(String, PathBuf)> = Vec::new();
+    for p in list {
+        let name = p.name.to_string();
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            cx.at("policies.name", format!("`{name}` is not a policy name (e.g. B2C_1_susi)"));
+        }
+        if out.iter().any(|(n, _)| n.eq_ignore_ascii_case(&name)) {
+            cx.at("policies.name", format!("`{name}` is listed twice"));
+        }
+        let key = match &p.signing_key {
+            Some(k) => cx.base_dir.join(&**k),
+            None => signing_key.to_path_buf(),
+        };
+        if !key.exists() {
+            cx.at("policies.signing_key", format!("{} does not exist (run `idfabric keys generate`)", key.display()));
+        }
+        out.push((name, key));
+    }
+    if out.is_empty() {
+        cx.at("policies", "lists no policy");
+    }
+    out
+}
+
+/// The azure_b2c shape's policies, MFA policies and journeys: the file's (with
+/// `policies:`), else the two default user flows.
+fn b2c_rules(f: &DevFile, policy_keys: &[(String, PathBuf)], cx: &mut SectionCheck<'_, '_>) -> (Vec<String>, Vec<String>, azure_b2c::Journeys) {
+    if policy_keys.is_empty() {
+        return (vec![B2C_POLICY.into(), B2C_MFA_POLICY.into()], vec![B2C_MFA_POLICY.into()], azure_b2c::Journeys::default());
+    }
+    let policies: Vec<String> = policy_keys.iter().map(|(p, _)| p.clone()).collect();
+    let mfa: Vec<String> = f.mfa_policies.as_ref().map(|m| strings(m)).unwrap_or_default();
+    for m in &mfa {
+        if !policies.iter().any(|p| p.eq_ignore_ascii_case(m)) {
+            cx.at("mfa_policies", format!("`{m}` is not one of `policies`"));
+        }
+    }
+    let journeys = azure_b2c::check_journeys(f.journeys.as_ref(), &policies, &mfa, cx);
+    (policies, mfa, journeys)
+}
+
 /// B2C issuers name the tenant GUID in their path, so must an azure_b2c-shaped dev
 /// provider's; discovery does not live under such an issuer, so keys come from the
-/// dev OP's own JWKS.
-fn b2c_shape(spec: &mut ProviderSpec, tenant: &str, cx: &mut SectionCheck<'_, '_>) {
+/// dev OP's own JWKS (one per policy with `policies:`).
+fn b2c_shape(spec: &mut ProviderSpec, tenant: &str, per_policy: bool, cx: &mut SectionCheck<'_, '_>) {
     if azure_b2c::issuer_tenant(&spec.issuer).as_deref() != Some(tenant.to_ascii_lowercase().as_str()) {
         cx.at(
             "issuer",
@@ -262,33 +377,43 @@ fn b2c_shape(spec: &mut ProviderSpec, tenant: &str, cx: &mut SectionCheck<'_, '_
     if spec.jwks_url.is_none() && spec.discovery_url.is_none() {
         let marker = format!("/.idfabric/dev/{}", spec.id);
         if let Some(i) = spec.issuer.find(&marker) {
-            spec.jwks_url = Some(format!("{}/jwks", &spec.issuer[..i + marker.len()]));
+            let leaf = if per_policy { "{policy}/jwks" } else { "jwks" };
+            spec.jwks_url = Some(format!("{}/{leaf}", &spec.issuer[..i + marker.len()]));
         }
     }
 }
 
 /// The rules of the real kind a shape imitates, as a dev provider configures them.
-fn shaped(shape: Shape, spec: &ProviderSpec, tenant: &str, tenants: &[String]) -> Arc<dyn kinds::Kind> {
+fn shaped(
+    shape: Shape,
+    spec: &ProviderSpec,
+    tenant: &str,
+    tenants: &[String],
+    signup: bool,
+    (policies, mfa_policies, journeys): (Vec<String>, Vec<String>, azure_b2c::Journeys),
+) -> Arc<dyn kinds::Kind> {
     match shape {
         Shape::Entra => Arc::new(entra::Entra {
             tenants: tenants.to_vec(),
             variant: entra::EntraVariant::Workforce,
             discovery_authority: None,
+            signup,
         }),
-        Shape::Okta => Arc::new(okta::Okta { org_id: None }),
-        Shape::Auth0 => Arc::new(auth0::Auth0 { tenant_domain: tenant.to_string(), extra_issuers: Vec::new() }),
+        Shape::Okta => Arc::new(okta::Okta { org_id: None, signup }),
+        Shape::Auth0 => Arc::new(auth0::Auth0 { tenant_domain: tenant.to_string(), extra_issuers: Vec::new(), signup }),
         Shape::Cognito => {
-            Arc::new(cognito::Cognito { token_use: cognito::AcceptedUse::Access, groups_are_roles: false })
+            Arc::new(cognito::Cognito { token_use: cognito::AcceptedUse::Access, groups_are_roles: false, signup })
         }
         // The project id is the client id (Firebase `aud`); project-level users only.
         Shape::Firebase => Arc::new(firebase::Firebase::new(spec.client_id.clone().unwrap_or_default(), Vec::new(), false)),
-        // One user flow, plus an MFA-enforcing one for users with `mfa: true`; the
-        // tenant is the GUID the dev issuer names (checked above).
+        // The file's policies, else one user flow plus an MFA-enforcing one for users
+        // with `mfa: true`; the tenant is the GUID the dev issuer names (checked above).
         Shape::AzureB2c => Arc::new(azure_b2c::AzureB2c {
-            policies: vec![B2C_POLICY.into(), B2C_MFA_POLICY.into()],
-            mfa_policies: vec![B2C_MFA_POLICY.into()],
+            policies,
+            mfa_policies,
             extra_issuers: Vec::new(),
             tenant: tenant.to_ascii_lowercase(),
+            journeys,
         }),
     }
 }
@@ -344,6 +469,11 @@ pub fn guid(seed: &str) -> String {
 
 /// Mints a token for `user`, shaped like `dev.shape`.
 pub fn mint(spec: &ProviderSpec, dev: &DevSpec, signer: &Signer, user: &DevUserSpec, o: &MintOptions) -> String {
+    mint_for_policy(spec, dev, signer, user, o, None)
+}
+
+/// [`mint`] for an azure_b2c-shaped provider's `policy` (its `tfp`).
+pub fn mint_for_policy(spec: &ProviderSpec, dev: &DevSpec, signer: &Signer, user: &DevUserSpec, o: &MintOptions, policy: Option<&str>) -> String {
     let exp = o.now + o.ttl.unwrap_or(dev.token_ttl.as_secs() as i64);
     let mut c = Map::new();
     c.insert("iss".into(), json!(spec.issuer));
@@ -361,6 +491,7 @@ pub fn mint(spec: &ProviderSpec, dev: &DevSpec, signer: &Signer, user: &DevUserS
         audience: spec.audiences.first().cloned().unwrap_or_default(),
         seed: format!("{}/{}", spec.id, user.name),
         email: user.email.clone(),
+        policy,
     };
     dev.shaped.dev_token(&t, &mut c);
     let (seed, c) = (&t.seed, &mut c);
@@ -382,6 +513,8 @@ pub struct DevToken<'a> {
     /// `{provider}/{user}`: stable ids derive from it.
     pub seed: String,
     pub email: Option<String>,
+    /// azure_b2c shape: the policy the token is issued under (`None`: the shape's default).
+    pub policy: Option<&'a str>,
 }
 
 impl DevToken<'_> {

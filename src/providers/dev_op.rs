@@ -38,6 +38,21 @@ pub fn discovery(spec: &crate::config::ProviderSpec) -> Value {
     Value::Object(doc)
 }
 
+/// The discovery document of an azure_b2c-shaped dev provider's `policy`: that
+/// policy's endpoints below `…/{id}/{policy}/`, as B2C publishes one per policy.
+pub fn discovery_for(spec: &crate::config::ProviderSpec, policy: &str) -> Value {
+    let base = format!("{}/{policy}", dev::base(spec));
+    let doc = crate::op::Metadata {
+        issuer: &spec.issuer,
+        base: &base,
+        signing_algs: vec!["RS256".into()],
+        grant_types: &["authorization_code", "refresh_token"],
+        token_auth_methods: &["client_secret_post", "client_secret_basic", "none"],
+    }
+    .document();
+    Value::Object(doc)
+}
+
 /// The dev provider's key set: its one signing key.
 pub fn jwks(signer: &crate::keys::Signer) -> Value {
     json!({ "keys": [signer.public_jwk()] })
@@ -93,7 +108,10 @@ pub fn mint_tokens_for(
         let names: Vec<&str> = d.users.iter().map(|u| u.name.as_str()).collect();
         MintError::NoUser { provider: provider.into(), user: user.into(), users: names.join(", ") }
     })?;
-    let signer = crate::keys::Signer::load(&d.signing_key)?;
+    // An azure_b2c-shaped provider with per-policy keys: its sign-in (or MFA) policy's key.
+    let policy = d.mint_policy(u.mfa);
+    let signer = crate::keys::Signer::load(policy.map(|(_, k)| k).unwrap_or(&d.signing_key))?;
+    let policy = policy.map(|(p, _)| p);
     let kind = if id_token { Kind::Id } else { Kind::Access };
     let now = now_secs();
     Ok((0..count)
@@ -101,9 +119,9 @@ pub fn mint_tokens_for(
             let opts = MintOptions { kind, now, ttl, nonce: None, serial: (count > 1).then_some(i) };
             if distinct_users {
                 let each = dev::DevUserSpec { name: format!("{}-{i}", u.name), ..u.clone() };
-                return dev::mint(spec, d, &signer, &each, &opts);
+                return dev::mint_for_policy(spec, d, &signer, &each, &opts, policy);
             }
-            dev::mint(spec, d, &signer, u, &opts)
+            dev::mint_for_policy(spec, d, &signer, u, &opts, policy)
         })
         .collect())
 }
@@ -115,17 +133,36 @@ fn oauth_error(status: u16, error: &str, description: &str) -> Reply {
 /// Serves `/.idfabric/dev/{id}/{sub}` for the OP endpoints.
 /// `known_host` says whether a host belongs to a configured route (logout may only
 /// return there).
+/// An azure_b2c-shaped dev provider with `policies:` serves each policy's endpoints at
+/// `{policy}/authorize`, `{policy}/token` and `{policy}/logout`.
 pub fn handle(p: &Provider, sub: &str, req: &Request<'_>, known_host: &dyn Fn(&str) -> bool) -> Option<Reply> {
     let d = dev::section_of(&p.spec)?;
-    match sub {
-        "authorize" => Some(authorize(p, d, req)),
-        "token" if req.method == "POST" => Some(token(p, d, req)),
+    let (policy, leaf) = match sub.split_once('/') {
+        Some((policy, leaf)) => (Some(p.dev_policy_signer(policy).map(|_| policy)?), leaf),
+        None => (None, sub),
+    };
+    match leaf {
+        "authorize" => Some(authorize(p, d, req, policy, false)),
+        // Cognito's hosted sign-up page beside its authorize endpoint.
+        "signup" if d.shape == dev::Shape::Cognito => Some(authorize(p, d, req, policy, true)),
+        "token" if req.method == "POST" => Some(token(p, d, req, policy)),
         "logout" => Some(logout(req, known_host)),
         _ => None,
     }
 }
 
-fn authorize(p: &Provider, d: &DevSpec, req: &Request<'_>) -> Reply {
+/// B2C's answers for "Forgot your password?" and a cancelled page, which the dev OP
+/// gives when the form posts `b2c_error=forgot` or `b2c_error=cancel`
+/// (<https://learn.microsoft.com/en-us/azure/active-directory-b2c/error-codes>).
+fn b2c_error(which: &str) -> Option<&'static str> {
+    match which {
+        "forgot" => Some("AADB2C90118: The user has forgotten their password."),
+        "cancel" => Some("AADB2C90091: The user has cancelled entering self-asserted information."),
+        _ => None,
+    }
+}
+
+fn authorize(p: &Provider, d: &DevSpec, req: &Request<'_>, policy: Option<&str>, signup: bool) -> Reply {
     let get = |k: &str| req.input(k).unwrap_or_default();
     let client_id = get("client_id");
     let redirect_uri = get("redirect_uri");
@@ -142,6 +179,10 @@ fn authorize(p: &Provider, d: &DevSpec, req: &Request<'_>) -> Reply {
         return back(&redirect, &get("state"), &[("error", "invalid_request"), ("error_description", "code flow with PKCE S256 only")]);
     }
     let step_up = !get("acr_values").is_empty() || !get("claims").is_empty() || get("prompt") == "login" || get("max_age") == "0";
+    // "Forgot your password?" / "Cancel" on a B2C-shaped page.
+    if let Some(desc) = b2c_error(&get("b2c_error")).filter(|_| req.method == "POST" && d.shape == dev::Shape::AzureB2c) {
+        return back(&redirect, &get("state"), &[("error", "access_denied"), ("error_description", desc)]);
+    }
     let Some(user) = req.input("user").filter(|_| req.method == "POST") else {
         let users: Vec<pages::DevUser> = d
             .users
@@ -154,15 +195,24 @@ fn authorize(p: &Provider, d: &DevSpec, req: &Request<'_>) -> Reply {
                 groups: &u.groups,
             })
             .collect();
-        let keep = ["client_id", "redirect_uri", "response_type", "scope", "state", "nonce", "code_challenge", "code_challenge_method", "acr_values", "claims", "prompt", "max_age", "login_hint"];
+        let keep = ["client_id", "redirect_uri", "response_type", "scope", "state", "nonce", "code_challenge", "code_challenge_method", "acr_values", "claims", "prompt", "max_age", "login_hint", "screen_hint"];
         let params: Vec<(String, String)> =
             keep.iter().filter_map(|k| req.input(k).map(|v| (k.to_string(), v))).collect();
-        let action = format!("{}{}/authorize", dev::PATH_PREFIX, p.spec.id);
-        return Reply::html(200, pages::dev_authorize_page(&p.spec.id, &action, &users, &params, step_up), "ok");
+        let leaf = if signup { "signup" } else { "authorize" };
+        let action = match policy {
+            Some(pol) => format!("{}{}/{pol}/{leaf}", dev::PATH_PREFIX, p.spec.id),
+            None => format!("{}{}/{leaf}", dev::PATH_PREFIX, p.spec.id),
+        };
+        let journey = pages::DevJourney {
+            signup: signup || get("screen_hint") == "signup" || get("prompt") == "create",
+            b2c_policy: policy,
+        };
+        return Reply::html(200, pages::dev_authorize_page(&p.spec.id, &action, &users, &params, step_up, &journey), "ok");
     };
     if get("deny") == "1" {
         return back(&redirect, &get("state"), &[("error", "access_denied"), ("error_description", "the user declined")]);
     }
+
     let Some(u) = d.users.iter().find(|u| u.name == user) else {
         return oauth_error(400, "invalid_request", "unknown user");
     };
@@ -172,7 +222,7 @@ fn authorize(p: &Provider, d: &DevSpec, req: &Request<'_>) -> Reply {
         &json!({
             "iss": p.spec.issuer, "typ": "code", "user": u.name, "client_id": client_id, "redirect_uri": redirect_uri,
             "nonce": get("nonce"), "code_challenge": get("code_challenge"), "mfa": u.mfa || step_up,
-            "exp": now_secs() + CODE_TTL, "jti": random(12),
+            "exp": now_secs() + CODE_TTL, "jti": random(12), "policy": policy,
         }),
     );
     back(&redirect, &get("state"), &[("code", &code)])
@@ -205,7 +255,7 @@ fn open_own(p: &Provider, token: &str, typ: &str) -> Option<Value> {
         .then_some(Value::Object(c))
 }
 
-fn token(p: &Provider, d: &DevSpec, req: &Request<'_>) -> Reply {
+fn token(p: &Provider, d: &DevSpec, req: &Request<'_>, policy: Option<&str>) -> Reply {
     let form = |k: &str| req.form(k).unwrap_or_default();
     let client_id = basic_client(req).unwrap_or_else(|| form("client_id"));
     if p.spec.client_id.as_deref() != Some(client_id.as_str()) {
@@ -227,17 +277,21 @@ fn token(p: &Provider, d: &DevSpec, req: &Request<'_>) -> Reply {
             if c["code_challenge"].as_str() != Some(&pkce_challenge(&form("code_verifier"))) {
                 return oauth_error(400, "invalid_grant", "PKCE verification failed");
             }
+            // Like B2C: a code is redeemed at the token endpoint of the policy that issued it.
+            if c["policy"].as_str().map(str::to_ascii_lowercase) != policy.map(str::to_ascii_lowercase) {
+                return oauth_error(400, "invalid_grant", "code was issued by another policy");
+            }
             let mfa = c["mfa"].as_bool().unwrap_or(false);
             // No `nonce` in the authorize request: none in the ID token (OIDC Core 3.1.2.1).
             let nonce = c["nonce"].as_str().filter(|n| !n.is_empty());
-            issue(p, d, c["user"].as_str().unwrap_or_default(), nonce, mfa)
+            issue(p, d, c["user"].as_str().unwrap_or_default(), nonce, mfa, policy)
         }
         "refresh_token" => {
             let Some(c) = open_own(p, &form("refresh_token"), "refresh") else {
                 return oauth_error(400, "invalid_grant", "refresh token is invalid or expired");
             };
             // Like Auth0 on silent renew: refreshed tokens carry no MFA evidence.
-            issue(p, d, c["user"].as_str().unwrap_or_default(), None, false)
+            issue(p, d, c["user"].as_str().unwrap_or_default(), None, false, policy)
         }
         _ => oauth_error(400, "unsupported_grant_type", "authorization_code and refresh_token only"),
     }
@@ -252,17 +306,19 @@ fn basic_client(req: &Request<'_>) -> Option<String> {
     Some(url::form_urlencoded::parse(format!("x={id}").as_bytes()).next()?.1.into_owned())
 }
 
-fn issue(p: &Provider, d: &DevSpec, user: &str, nonce: Option<&str>, mfa: bool) -> Reply {
+fn issue(p: &Provider, d: &DevSpec, user: &str, nonce: Option<&str>, mfa: bool, policy: Option<&str>) -> Reply {
     let Some(u) = d.users.iter().find(|u| u.name == user) else {
         return oauth_error(400, "invalid_grant", "user no longer exists");
     };
     let mut u = u.clone();
     u.mfa = mfa;
     let signer = p.dev_signer.as_ref().expect("dev provider has a signer");
+    // Tokens of a policy are signed with that policy's key; refresh tokens (ours) with the OP's.
+    let token_signer = policy.and_then(|pol| p.dev_policy_signer(pol)).unwrap_or(signer);
     let now = now_secs();
     let opts = |kind| MintOptions { kind, now, ttl: None, nonce: nonce.map(str::to_string), serial: None };
-    let access = dev::mint(&p.spec, d, signer, &u, &opts(Kind::Access));
-    let id = dev::mint(&p.spec, d, signer, &u, &opts(Kind::Id));
+    let access = dev::mint_for_policy(&p.spec, d, token_signer, &u, &opts(Kind::Access), policy);
+    let id = dev::mint_for_policy(&p.spec, d, token_signer, &u, &opts(Kind::Id), policy);
     let refresh = signer.sign_jwt(
         "dev-refresh",
         &json!({"iss": p.spec.issuer, "typ": "refresh", "user": u.name, "exp": now + REFRESH_TTL, "jti": random(12)}),

@@ -14,7 +14,8 @@
 
 use super::claims::{apply_amr_acr, Claims};
 use super::dev::{dev_mfa_values, guid, scopes, stable, DevToken, Kind as MintKind};
-use super::kind::{check_audience, section, Ctx, Kind, Loader, Param};
+use super::kind::{check_audience, section, standard_journey, Ctx, Kind, Loader, Param};
+use crate::journey::{Journey, JourneyStart};
 use crate::config::kind::{is_guid, opt_strings, SectionCheck, S};
 use crate::config::{KindSection, ProviderSpec};
 use crate::identity::{Identity, PrincipalType, ProviderKind, TokenUse, Population};
@@ -34,6 +35,9 @@ crate::provider_file!(
         tenants: Option<Vec<S>>,
         variant: Option<S>,
         mfa_acr: Option<Vec<S>>,
+        /// External ID: "Create an account" on the sign-in page (default: on for
+        /// External ID, which is the only variant with sign-up).
+        signup: Option<bool>,
     }
 );
 
@@ -52,6 +56,8 @@ pub struct Entra {
     /// For `common`/`organizations` authorities: the original issuer URL, used to
     /// build the discovery URL while `issuer` holds the `{tenantid}` template.
     pub discovery_authority: Option<String>,
+    /// External ID sign-up offered (`prompt=create`).
+    pub signup: bool,
 }
 
 impl Kind for Entra {
@@ -75,6 +81,15 @@ impl Kind for Entra {
         }
     }
 
+    /// External ID sign-up: `prompt=create` opens the user flow's sign-up page
+    /// (<https://learn.microsoft.com/en-us/entra/identity-platform/v2-oauth2-auth-code-flow#request-an-authorization-code>).
+    fn journey(&self, spec: &ProviderSpec, journey: Journey, _authz: &str, _route_policy: Option<&str>) -> Option<JourneyStart> {
+        match journey {
+            Journey::Signup if self.signup => Some(JourneyStart { params: vec![("prompt", "create".into())], ..JourneyStart::default() }),
+            _ => standard_journey(self, spec, journey),
+        }
+    }
+
     /// A claims challenge for the authentication context (Conditional Access decides
     /// which second factor it needs); Entra ignores `acr_values`.
     fn step_up_params(&self, spec: &ProviderSpec) -> Vec<Param> {
@@ -91,7 +106,7 @@ impl Kind for Entra {
 
     /// A v2.0 token: `tid`, `oid`, a pairwise `sub`, `acrs` for MFA users.
     fn dev_token(&self, t: &DevToken<'_>, c: &mut Map<String, Value>) {
-        let DevToken { spec, dev, user, o, client_id, audience, seed, email } = t;
+        let DevToken { spec, dev, user, o, client_id, audience, seed, email, .. } = t;
         c.insert("nbf".into(), json!(o.now));
         c.insert("ver".into(), json!("2.0"));
         c.insert("tid".into(), json!(dev.tenant));
@@ -175,7 +190,15 @@ fn check(f: &EntraFile, spec: &mut ProviderSpec, cx: &mut SectionCheck<'_, '_>) 
     if spec.audiences.is_empty() {
         cx.at("audiences", "is required: your API's application id or App ID URI");
     }
-    section(Entra { tenants, variant, discovery_authority })
+    let signup = match (variant, f.signup) {
+        (EntraVariant::Workforce, Some(true)) => {
+            cx.at("signup", "sign-up (`prompt=create`) is an External ID feature: set `variant: external`");
+            false
+        }
+        (EntraVariant::Workforce, _) => false,
+        (EntraVariant::External, s) => s.unwrap_or(true),
+    };
+    section(Entra { tenants, variant, discovery_authority, signup })
 }
 
 /// External ID issues `https://{tenantId}.ciamlogin.com/{tenantId}/v2.0`: the tenant

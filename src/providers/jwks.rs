@@ -24,6 +24,12 @@ pub struct VerifyKey {
     pub parsed: Option<aws_lc_rs::signature::ParsedPublicKey>,
     /// Entra v2 JWKS: the issuer (template) this key may sign for.
     pub issuer: Option<String>,
+    /// Azure AD B2C: the policies whose documents publish this key (the only ones whose
+    /// tokens it verifies); empty: not bound to a policy.
+    pub policies: Vec<String>,
+    /// SHA-256 of the key's public parameters: the same `kid` published by two
+    /// policies is one key only when these agree.
+    pub thumbprint: [u8; 32],
 }
 
 impl std::fmt::Debug for VerifyKey {
@@ -151,7 +157,58 @@ fn to_key(k: RawJwk) -> Option<VerifyKey> {
         _ => return None,
     };
     let parsed = parse_once(&k, alg);
-    Some(VerifyKey { kid: k.kid.unwrap_or_default(), alg, key, parsed, issuer: k.issuer })
+    let thumbprint = thumbprint(&k);
+    Some(VerifyKey { kid: k.kid.unwrap_or_default(), alg, key, parsed, issuer: k.issuer, policies: Vec::new(), thumbprint })
+}
+
+fn thumbprint(k: &RawJwk) -> [u8; 32] {
+    let parts = [Some(&k.kty), k.crv.as_ref(), k.n.as_ref(), k.e.as_ref(), k.x.as_ref(), k.y.as_ref()];
+    let joined: Vec<&str> = parts.iter().map(|p| p.map(String::as_str).unwrap_or("")).collect();
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, joined.join("|").as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// Adds `set`, fetched from `policy`'s document, to `merged`: each key bound to the
+/// policies that publish it. The same `kid` with other key material under two policies
+/// is refused (which key a token means would depend on its claims, read before its
+/// signature is checked).
+pub fn merge_policy_keys(merged: &mut KeySet, set: KeySet, policy: Option<&str>, url: &str) -> Result<(), FetchError> {
+    merged.fetched_at = set.fetched_at;
+    for (kid, key) in set.keys {
+        let mut key = Arc::try_unwrap(key).unwrap_or_else(|k| VerifyKey {
+            kid: k.kid.clone(),
+            alg: k.alg,
+            key: k.key.clone(),
+            parsed: None,
+            issuer: k.issuer.clone(),
+            policies: k.policies.clone(),
+            thumbprint: k.thumbprint,
+        });
+        match merged.keys.remove(&kid) {
+            None => {
+                key.policies.extend(policy.map(str::to_string));
+                merged.keys.insert(kid, Arc::new(key));
+            }
+            Some(have) if have.thumbprint == key.thumbprint => {
+                let mut have = Arc::try_unwrap(have).unwrap_or_else(|h| VerifyKey { policies: h.policies.clone(), ..key });
+                if let Some(p) = policy {
+                    if !have.policies.iter().any(|x| x.eq_ignore_ascii_case(p)) {
+                        have.policies.push(p.to_string());
+                    }
+                }
+                merged.keys.insert(kid, Arc::new(have));
+            }
+            Some(_) => {
+                return Err(FetchError::Invalid {
+                    url: url.to_string(),
+                    reason: format!("key `{kid}` is published with other key material by another policy"),
+                })
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The aws-lc verification key for a JWK, parsed once per JWKS refresh.

@@ -14,6 +14,7 @@ use super::jwt::JoseHeader;
 use crate::config::kind::{KindFile, ProviderSource, SectionCheck};
 use crate::config::{KindLoader, KindSection, Kinds, ProviderSpec};
 use crate::identity::{Identity, Population, ProviderKind};
+use crate::journey::{ErrorTurn, Journey, JourneyStart};
 use crate::refusal::Refusal;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
@@ -42,6 +43,15 @@ pub struct Ctx<'a> {
 /// An authorize or end-session query parameter.
 pub type Param = (&'static str, String);
 
+/// One place a provider publishes signing keys (a JWKS, or a discovery document naming
+/// one), and the Azure AD B2C policy whose keys they are: a key published only by
+/// policy A's document never verifies a token of policy B.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyLocation {
+    pub url: String,
+    pub policy: Option<String>,
+}
+
 /// One identity provider product. Defaults are generic OpenID Connect.
 pub trait Kind: Send + Sync + std::fmt::Debug {
     /// `kind:` in the provider file, `provider_kind` in identities.
@@ -62,7 +72,7 @@ pub trait Kind: Send + Sync + std::fmt::Debug {
     /// Key source: `Some(urls)` when the keys are published in several places (one
     /// discovery document or JWKS per URL, merged), expanded from `template` (the
     /// configured `jwks_url` or the discovery location). `None`: one JWKS.
-    fn key_locations(&self, _template: &str) -> Option<Vec<String>> {
+    fn key_locations(&self, _template: &str) -> Option<Vec<KeyLocation>> {
         None
     }
 
@@ -106,6 +116,20 @@ pub trait Kind: Send + Sync + std::fmt::Debug {
         out.push(("prompt", "login".into()));
         out.push(("max_age", "0".into()));
         out
+    }
+
+    /// How this provider's hosted pages start `journey` for browser sign-in, from its
+    /// authorization endpoint `authz`; `route_policy` is a route's choice of Azure AD B2C
+    /// policy. `None`: this provider does not offer the journey (sign-up, password
+    /// reset and profile edit are off unless a kind's file turns them on).
+    fn journey(&self, spec: &ProviderSpec, journey: Journey, _authz: &str, _route_policy: Option<&str>) -> Option<JourneyStart> {
+        standard_journey(self, spec, journey)
+    }
+
+    /// An `error` answer at the callback that is not a failure but a turn in the
+    /// journey (`journey`: the one that answered). `None`: the sign-in failed.
+    fn callback_error(&self, _journey: Journey, _error: &str, _description: Option<&str>) -> Option<ErrorTurn> {
+        None
     }
 
     /// Query parameters of the provider's end-session endpoint (OpenID Connect
@@ -158,6 +182,22 @@ pub trait Kind: Send + Sync + std::fmt::Debug {
             c.insert("aud".into(), json!(t.client_id));
         }
     }
+}
+
+/// Sign-in and step-up (the kind's `step_up_params`) at the authorization endpoint;
+/// no other journey.
+pub fn standard_journey<K: Kind + ?Sized>(k: &K, spec: &ProviderSpec, journey: Journey) -> Option<JourneyStart> {
+    match journey {
+        Journey::Signin => Some(JourneyStart::default()),
+        Journey::Stepup => Some(JourneyStart { params: k.step_up_params(spec), ..JourneyStart::default() }),
+        Journey::Signup | Journey::Reset | Journey::Profile => None,
+    }
+}
+
+/// Whether a provider offers sign-up when its file does not say (`signup:`): customer
+/// providers do, workforce ones do not.
+pub fn signup_default(f: Option<bool>, spec: &ProviderSpec) -> bool {
+    f.unwrap_or(spec.population == Population::Customer)
 }
 
 /// The section a kind's check returns: the kind itself, for `ProviderSpec::kind`.
@@ -277,6 +317,8 @@ pub(crate) mod testing {
             key: jsonwebtoken::DecodingKey::from_secret(b"unused"),
             parsed: None,
             issuer: issuer.map(str::to_string),
+            policies: Vec::new(),
+            thumbprint: [0; 32],
         }
     }
 

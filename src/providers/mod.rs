@@ -70,6 +70,9 @@ pub struct Status {
     pub last_error: Option<String>,
     pub last_attempt: Option<SystemTime>,
     pub consecutive_failures: u32,
+    /// Azure AD B2C: each policy's discovery document (its own authorize, token and
+    /// end-session endpoints), by lower-case policy name.
+    pub policy_discovery: HashMap<String, Discovery>,
 }
 
 /// One configured provider at run time.
@@ -85,6 +88,8 @@ pub struct Provider {
     refetch_gate: tokio::sync::Mutex<Option<Instant>>,
     /// The dev provider's own signing key (kind `dev` only).
     pub dev_signer: Option<Arc<Signer>>,
+    /// An azure_b2c-shaped dev provider's per-policy keys: (policy, signer).
+    pub dev_policy_signers: Vec<(String, Arc<Signer>)>,
 }
 
 impl Provider {
@@ -96,6 +101,10 @@ impl Provider {
             Some(d) => Some(Arc::new(Signer::load(&d.signing_key)?)),
             None => None,
         };
+        let mut dev_policy_signers = Vec::new();
+        for (policy, path) in kind.as_dev().map(|d| d.policy_keys.as_slice()).unwrap_or_default() {
+            dev_policy_signers.push((policy.clone(), Arc::new(Signer::load(path)?)));
+        }
         let mut login_spec = (*spec).clone();
         login_spec.audiences = spec.client_id.iter().cloned().collect();
         let login_kind = kind.for_sign_in().unwrap_or_else(|| kind.clone());
@@ -108,7 +117,14 @@ impl Provider {
             status: Mutex::new(Status::default()),
             refetch_gate: tokio::sync::Mutex::new(None),
             dev_signer,
+            dev_policy_signers,
         })
+    }
+
+    /// A dev provider's signer for `policy` (an azure_b2c-shaped dev provider with
+    /// per-policy keys); `None` for a policy it does not serve.
+    pub fn dev_policy_signer(&self, policy: &str) -> Option<&Arc<Signer>> {
+        self.dev_policy_signers.iter().find(|(p, _)| p.eq_ignore_ascii_case(policy)).map(|(_, s)| s)
     }
 
     pub fn id(&self) -> &str {
@@ -197,22 +213,25 @@ impl Provider {
 
     /// Keys published in several places (the kind's `key_locations`: JWKS URLs when
     /// `jwks_url` is configured, else discovery documents): every set is fetched and
-    /// the keys merged. One failing location fails the refresh, so the last good merged
-    /// set stays in use.
-    async fn fetch_merged_keys(&self, http: &reqwest::Client, locations: Vec<String>) -> Result<KeySet, FetchError> {
-        let mut uris = Vec::new();
+    /// the keys merged, each bound to the policies that publish it
+    /// (`jwks::merge_policy_keys`). One failing location fails the refresh, so the last
+    /// good merged set stays in use.
+    async fn fetch_merged_keys(&self, http: &reqwest::Client, locations: Vec<kind::KeyLocation>) -> Result<KeySet, FetchError> {
+        let mut uris: Vec<(String, Option<String>)> = Vec::new();
+        let mut by_policy = HashMap::new();
         if self.spec.jwks_url.is_some() {
-            uris = locations;
+            uris = locations.into_iter().map(|l| (l.url, l.policy)).collect();
         } else {
             let extra = self.kind.extra_issuers();
-            for url in locations {
-                let d = jwks::fetch_discovery(http, &url).await?;
+            for loc in locations {
+                let d = jwks::fetch_discovery(http, &loc.url).await?;
                 let ok = d.issuer == self.spec.issuer || extra.contains(&d.issuer);
                 if !ok && d.issuer.trim_end_matches('/') != self.spec.issuer.trim_end_matches('/') {
                     return Err(FetchError::IssuerMismatch { found: d.issuer, expected: self.spec.issuer.clone() });
                 }
-                if !uris.contains(&d.jwks_uri) {
-                    uris.push(d.jwks_uri.clone());
+                uris.push((d.jwks_uri.clone(), loc.policy.clone()));
+                if let Some(p) = &loc.policy {
+                    by_policy.insert(p.to_ascii_lowercase(), d.clone());
                 }
                 if let Ok(mut st) = self.status.lock() {
                     st.discovery = Some(d);
@@ -221,13 +240,19 @@ impl Provider {
             }
         }
         let mut merged = KeySet::default();
-        for uri in &uris {
+        let mut fetched: Vec<String> = Vec::new();
+        for (uri, policy) in &uris {
             let set = jwks::fetch_jwks(http, uri).await?;
-            merged.fetched_at = set.fetched_at;
-            merged.keys.extend(set.keys);
+            jwks::merge_policy_keys(&mut merged, set, policy.as_deref(), uri)?;
+            if !fetched.contains(uri) {
+                fetched.push(uri.clone());
+            }
         }
         if let Ok(mut st) = self.status.lock() {
-            st.jwks_uri = Some(uris.join(" "));
+            st.jwks_uri = Some(fetched.join(" "));
+            if !by_policy.is_empty() {
+                st.policy_discovery = by_policy;
+            }
         }
         Ok(merged)
     }
@@ -273,12 +298,22 @@ impl Provider {
     /// Loads a dev provider's keys straight from its signing key (no HTTP), for
     /// commands that run without the server (`token inspect`).
     pub fn install_dev_keys(&self) {
-        if let Some(s) = &self.dev_signer {
-            let doc = serde_json::json!({ "keys": [s.public_jwk()] }).to_string();
-            if let Ok(set) = jwks::parse_jwks(doc.as_bytes(), "dev") {
+        let one = |s: &Signer| jwks::parse_jwks(serde_json::json!({ "keys": [s.public_jwk()] }).to_string().as_bytes(), "dev").ok();
+        if self.dev_policy_signers.is_empty() {
+            if let Some(set) = self.dev_signer.as_deref().and_then(one) {
                 self.keys.store(Arc::new(set));
             }
+            return;
         }
+        // Per-policy keys, each bound to its policy as the HTTP refresh binds them.
+        let mut merged = KeySet::default();
+        for (policy, signer) in &self.dev_policy_signers {
+            let Some(set) = one(signer) else { return };
+            if jwks::merge_policy_keys(&mut merged, set, Some(policy), "dev").is_err() {
+                return;
+            }
+        }
+        self.keys.store(Arc::new(merged));
     }
 
     /// One refetch for an unknown `kid`: shared by concurrent callers, at most one per
@@ -800,6 +835,7 @@ fn is_permanent(r: &Refusal) -> bool {
             | Refusal::OktaOrgAccessToken
             | Refusal::MissingClaim(_)
             | Refusal::PolicyNotAllowed
+            | Refusal::KeyPolicyMismatch
             | Refusal::AnonymousNotAllowed
             | Refusal::SessionCookieNotIdToken
             | Refusal::InvalidSubject

@@ -208,6 +208,7 @@ mod tests {
             jwks_refresh: std::time::Duration::from_secs(60),
             mfa_acr: vec![],
             authorize_params: vec![],
+            route_policies: vec![],
             ssf: None,
             kind: section(Oidc { tenant: "op.example".into() }),
             scim: None,

@@ -5,11 +5,14 @@
 //!
 //! Vendor references: <https://developer.okta.com/docs/api/openapi/okta-oauth/guides/overview/>
 //! (token claims), <https://developer.okta.com/docs/concepts/auth-servers/> (org vs custom
-//! authorization servers), <https://developer.okta.com/docs/guides/step-up-authentication/main/>.
+//! authorization servers), <https://developer.okta.com/docs/guides/step-up-authentication/main/>,
+//! <https://help.okta.com/oie/en-us/Content/Topics/identity-engine/policies/about-ssr.htm>
+//! (self-service registration: the hosted Sign-In Widget's own "Sign up" link).
 
 use super::claims::{apply_amr_acr, issuer_host, Claims};
 use super::dev::{scopes, stable, DevToken, Kind as MintKind};
-use super::kind::{check_audience, check_issuer_exact, section, Ctx, Kind, Loader, Param};
+use super::kind::{check_audience, check_issuer_exact, section, standard_journey, Ctx, Kind, Loader, Param};
+use crate::journey::{Journey, JourneyStart};
 use crate::config::kind::{SectionCheck, S};
 use crate::config::{KindSection, ProviderSpec};
 use crate::identity::{Identity, Population, PrincipalType, ProviderKind, TokenUse};
@@ -29,6 +32,9 @@ crate::provider_file!(
         mfa_acr: Option<Vec<S>>,
         /// The org id (`00o…`) that `idp` carries for users homed in Okta.
         org_id: Option<S>,
+        /// "Create an account" on the sign-in page, for orgs with self-service
+        /// registration enabled (default: off).
+        signup: Option<bool>,
     }
 );
 
@@ -42,13 +48,15 @@ fn check(f: &OktaFile, spec: &mut ProviderSpec, cx: &mut SectionCheck<'_, '_>) -
     if spec.mfa_acr.is_empty() {
         spec.mfa_acr = vec![LOA_2FA.into(), "phr".into(), "phrh".into()];
     }
-    section(Okta { org_id: f.org_id.as_ref().map(|s| s.to_string()) })
+    section(Okta { org_id: f.org_id.as_ref().map(|s| s.to_string()), signup: f.signup.unwrap_or(false) })
 }
 
 /// An Okta provider's rules.
 #[derive(Debug, Clone)]
 pub struct Okta {
     pub org_id: Option<String>,
+    /// Self-service registration is enabled in the org (its file says so).
+    pub signup: bool,
 }
 
 impl Kind for Okta {
@@ -58,6 +66,17 @@ impl Kind for Okta {
 
     fn identity(&self, ctx: &Ctx<'_>, c: &Claims) -> Result<Identity, Refusal> {
         identity(ctx, self, c)
+    }
+
+    /// Sign-up: with self-service registration enabled, the hosted Sign-In Widget
+    /// offers its own "Sign up" link; no authorize parameter opens the registration
+    /// form itself, so the journey starts at the authorize endpoint unchanged and is
+    /// counted as a sign-up.
+    fn journey(&self, spec: &ProviderSpec, journey: Journey, _authz: &str, _route_policy: Option<&str>) -> Option<JourneyStart> {
+        match journey {
+            Journey::Signup if self.signup => Some(JourneyStart::default()),
+            _ => standard_journey(self, spec, journey),
+        }
     }
 
     fn step_up_params(&self, spec: &ProviderSpec) -> Vec<Param> {

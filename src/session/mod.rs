@@ -175,6 +175,13 @@ pub struct LoginTxn {
     /// empty never matches.
     #[serde(default)]
     pub browser: String,
+    /// The journey at the provider (sign-in, sign-up, reset, …): the funnel's label.
+    #[serde(default)]
+    pub journey: crate::journey::Journey,
+    /// Azure AD B2C: the policy whose endpoints the journey runs at (its token
+    /// endpoint redeems the code).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
 }
 
 /// The 32-byte session key from `session.key_file`, and the device-cookie MAC key
@@ -423,7 +430,8 @@ impl Sessions {
     /// Parks a login transaction for `client`, dropping the oldest beyond the caps.
     pub async fn begin_login(&self, state: &str, txn: &LoginTxn, client: &str) -> Result<pending::Parked, StoreError> {
         let bytes = serde_json::to_vec(txn).map_err(|_| StoreError::Corrupt)?;
-        self.pending.park(&format!("t:{state}"), client, &txn.provider, bytes, TXN_TTL, self.caps).await
+        let tag = txn.journey.tag(&txn.provider);
+        self.pending.park(&format!("t:{state}"), client, &tag, bytes, TXN_TTL, self.caps).await
     }
 
     /// Sign-ins in progress older than their lifetime: removed a page at a time (never

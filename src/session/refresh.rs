@@ -52,13 +52,16 @@ async fn load_refreshed(registry: &Registry, sessions: &Sessions, id: &str) -> R
     }
     let Some(p) = registry.by_id(&s.identity.provider).cloned() else { return Ok(None) };
     let Some(refresh) = sessions.key.open(&sealed, &s.identity.sub) else { return Ok(None) };
-    match upstream::exchange(&registry.http, &p, &[("grant_type", "refresh_token"), ("refresh_token", &refresh)]).await {
+    // An Azure AD B2C refresh token is redeemed at its policy's own token endpoint.
+    let policy = s.identity.attributes.get("b2c_policy").and_then(Value::as_str).map(str::to_string);
+    let policy = policy.as_deref();
+    match upstream::exchange_for(&registry.http, &p, policy, &[("grant_type", "refresh_token"), ("refresh_token", &refresh)]).await {
         Ok(tokens) => {
             if let Some(idt) = tokens.get("id_token").and_then(Value::as_str) {
                 let nonce = refreshed_nonce(s.id_token.as_deref(), idt);
                 if let Ok((mut identity, new_exp)) = registry.verify_id_token(p.index, idt, nonce.as_deref(), None).await {
                     let access = tokens.get("access_token").and_then(Value::as_str);
-                    let userinfo = upstream::endpoints(&p).and_then(|d| d.userinfo_endpoint);
+                    let userinfo = upstream::endpoints_for(&p, policy).and_then(|d| d.userinfo_endpoint);
                     let completed = crate::providers::oidc::complete_from_userinfo(&registry.http, &p, userinfo, &mut identity, idt, access).await;
                     if identity.sub == s.identity.sub && completed.is_ok() {
                         identity.token_use = crate::identity::TokenUse::Session;

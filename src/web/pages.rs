@@ -38,6 +38,19 @@ pub struct ProviderButton {
     pub id: String,
     pub label: String,
     pub population: Population,
+    /// Links to the provider's other journeys (create an account, reset a password,
+    /// edit a profile), shown under its button.
+    pub links: Vec<PageLink>,
+}
+
+/// A link under a sign-in option: another journey at that option's provider.
+#[derive(Debug, Clone, Serialize)]
+pub struct PageLink {
+    pub label: &'static str,
+    /// A path on this site (`/.idfabric/login?provider=…&journey=…&rd=…`).
+    pub href: String,
+    /// The journey's name (`signup`, `reset`, `profile`), a hook for styling and tests.
+    pub journey: &'static str,
 }
 
 /// Everything the home-realm discovery page shows.
@@ -52,6 +65,17 @@ pub struct LoginPage<'a> {
     pub error: Option<&'a str>,
     /// Email to pre-fill (e.g. after an unknown domain).
     pub email: Option<&'a str>,
+}
+
+/// What the dev provider's page stands in for besides a sign-in.
+#[derive(Debug, Default)]
+pub struct DevJourney<'a> {
+    /// The platform's sign-up page was asked for (`screen_hint=signup`, `prompt=create`,
+    /// Cognito's `/signup`).
+    pub signup: bool,
+    /// An Azure AD B2C policy's page: offers "Forgot your password?" and "Cancel", which
+    /// answer as B2C does.
+    pub b2c_policy: Option<&'a str>,
 }
 
 /// One demo user on the dev provider's page.
@@ -286,6 +310,7 @@ struct ButtonCtx<'a> {
     remembered: bool,
     /// Shown under the label when the option belongs to the other population.
     hint: Option<&'static str>,
+    links: &'a [PageLink],
 }
 
 #[derive(Serialize)]
@@ -343,6 +368,7 @@ pub fn login_page(p: &LoginPage) -> String {
                 Population::Workforce => "Work account",
                 Population::Customer => "Personal account",
             }),
+            links: &b.links,
         })
         .collect();
     // Stable: the remembered one first, the rest in configured order.
@@ -433,6 +459,7 @@ pub fn dev_authorize_page(
     users: &[DevUser],
     params: &[(String, String)],
     step_up: bool,
+    journey: &DevJourney<'_>,
 ) -> String {
     let users: Vec<DevUserCtx> = users
         .iter()
@@ -453,6 +480,8 @@ pub fn dev_authorize_page(
             action,
             users,
             params,
+            signup => journey.signup,
+            b2c_policy => journey.b2c_policy,
             step_up,
         },
     )
@@ -489,16 +518,23 @@ mod tests {
                 id: "google".into(),
                 label: "Google".into(),
                 population: Population::Customer,
+                links: vec![],
             },
             ProviderButton {
                 id: "auth0".into(),
                 label: "Acme account".into(),
                 population: Population::Customer,
+                links: vec![PageLink {
+                    label: "Create an account",
+                    href: "/.idfabric/login?provider=auth0&journey=signup&rd=%2Fshop".into(),
+                    journey: "signup",
+                }],
             },
             ProviderButton {
                 id: "entra".into(),
                 label: "Acme staff".into(),
                 population: Population::Workforce,
+                links: vec![],
             },
         ]
     }
@@ -544,6 +580,7 @@ mod tests {
                 id: "\"><script>x</script>".into(),
                 label: XSS.into(),
                 population: pop,
+                links: vec![PageLink { label: "Create an account", href: format!("/.idfabric/login?rd={XSS}"), journey: "signup" }],
             }];
             let html = login_page(&LoginPage {
                 theme: &t,
@@ -574,7 +611,7 @@ mod tests {
             (XSS.to_string(), XSS.to_string()),
             ("state".into(), "\"><script>".into()),
         ];
-        let html = dev_authorize_page(XSS, "/authorize\"><script>", &users, &params, true);
+        let html = dev_authorize_page(XSS, "/authorize\"><script>", &users, &params, true, &DevJourney { signup: true, b2c_policy: Some(XSS) });
         assert_no_raw_script(&html);
         assert!(html.contains("value=\"&quot;&gt;&lt;script&gt;\""));
     }
@@ -881,7 +918,7 @@ mod tests {
                 "https://app.example/.idfabric/callback".to_string(),
             ),
         ];
-        let html = dev_authorize_page("dev", "/dev/authorize", &users, &params, false);
+        let html = dev_authorize_page("dev", "/dev/authorize", &users, &params, false, &DevJourney::default());
         assert!(html.contains("DEVELOPMENT"));
         assert!(html.contains("class=\"theme-dev\""));
         assert!(html.contains("action=\"&#x2f;dev&#x2f;authorize\""));
@@ -910,7 +947,7 @@ mod tests {
         }
         assert!(html.contains("name=\"redirect_uri\" value=\"https:&#x2f;&#x2f;app.example&#x2f;.idfabric&#x2f;callback\""));
         assert!(!html.contains("second factor"));
-        let html = dev_authorize_page("dev", "/dev/authorize", &users, &params, true);
+        let html = dev_authorize_page("dev", "/dev/authorize", &users, &params, true, &DevJourney::default());
         assert!(html.contains("second factor"));
     }
 
@@ -987,11 +1024,11 @@ mod tests {
         let params = vec![("state".to_string(), "abc".to_string())];
         write(
             "dev-authorize",
-            dev_authorize_page("dev", "/dev/authorize", &users, &params, false),
+            dev_authorize_page("dev", "/dev/authorize", &users, &params, false, &DevJourney::default()),
         );
         write(
             "dev-authorize-stepup",
-            dev_authorize_page("dev", "/dev/authorize", &users, &params, true),
+            dev_authorize_page("dev", "/dev/authorize", &users, &params, true, &DevJourney::default()),
         );
     }
 }

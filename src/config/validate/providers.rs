@@ -234,6 +234,7 @@ pub(in super::super) fn common(
         display_name: c.display_name.as_ref().map(|s| s.to_string()).unwrap_or_else(|| id.clone()),
         jwks_refresh,
         mfa_acr: opt_strings(c.mfa_acr),
+        route_policies: Vec::new(),
         authorize_params: c
             .authorize_params
             .iter()

@@ -78,3 +78,17 @@ fn step_up_asks_for_the_multi_factor_policy() {
     let f = tenant();
     assert_eq!(f.kind().step_up_params(&f.spec)[0], ("acr_values", PAPE_MULTI_FACTOR.to_string()));
 }
+
+#[test]
+fn sign_up_opens_universal_login_on_its_sign_up_screen() {
+    use crate::journey::Journey;
+    let f = tenant();
+    let start = f.kind().journey(&f.spec, Journey::Signup, "https://acme.eu.auth0.com/authorize", None).unwrap();
+    assert_eq!(start.params, vec![("screen_hint", "signup".to_string())]);
+    assert_eq!((start.endpoint, start.policy), (None, None), "the authorize endpoint itself");
+    assert!(f.kind().journey(&f.spec, Journey::Reset, "x", None).is_none());
+    let off = provider(&format!("id: shop\nkind: auth0\nissuer: {ISS}\naudiences: [a]\nclient_id: spa\nsignup: false\n"));
+    assert!(off.kind().journey(&off.spec, Journey::Signup, "x", None).is_none(), "signup: false");
+    let staff = provider(&format!("id: staff\nkind: auth0\npopulation: workforce\nissuer: {ISS}\naudiences: [a]\nclient_id: spa\n"));
+    assert!(staff.kind().journey(&staff.spec, Journey::Signup, "x", None).is_none(), "off by default for the workforce");
+}

@@ -1,7 +1,8 @@
 //! Azure AD B2C's quirks: policies instead of assurance levels, MFA only from
 //! MFA-enforcing policies, local and social accounts, the legacy `sub`, per-policy keys.
 
-use super::super::kind::testing::{provider, refused, Fixture};
+use super::super::kind::testing::{key, provider, refused, Fixture};
+use super::super::kind::KeyLocation;
 use super::*;
 use serde_json::json;
 
@@ -77,11 +78,98 @@ fn keys_come_from_every_policy() {
     let f = tenant();
     let template = f.spec.discovery_url.clone().unwrap();
     assert_eq!(template, format!("https://shop.b2clogin.com/{TID}/{{policy}}/v2.0/.well-known/openid-configuration"));
-    assert_eq!(
-        f.kind().key_locations(&template).unwrap(),
-        vec![
-            format!("https://shop.b2clogin.com/{TID}/B2C_1_susi/v2.0/.well-known/openid-configuration"),
-            format!("https://shop.b2clogin.com/{TID}/B2C_1_susi_mfa/v2.0/.well-known/openid-configuration"),
-        ]
-    );
+    let at = |p: &str| KeyLocation {
+        url: format!("https://shop.b2clogin.com/{TID}/{p}/v2.0/.well-known/openid-configuration"),
+        policy: Some(p.into()),
+    };
+    assert_eq!(f.kind().key_locations(&template).unwrap(), vec![at("B2C_1_susi"), at("B2C_1_susi_mfa")]);
+}
+
+fn journeys() -> Fixture {
+    provider(&format!(
+        "id: shop-b2c\nkind: azure_b2c\nissuer: {}\nclient_id: 3f4e-app\n\
+         policies: [B2C_1_susi, B2C_1_signup, B2C_1_reset, B2C_1_edit, B2C_1_mfa, B2C_1_partner]\nmfa_policies: [B2C_1_mfa]\n\
+         journeys: {{ signin: B2C_1_susi, signup: B2C_1_signup, reset: B2C_1_reset, profile: B2C_1_edit, mfa: B2C_1_mfa }}\n",
+        iss()
+    ))
+}
+
+fn policy_of(f: &Fixture, j: Journey, route: Option<&str>) -> Option<(Option<String>, Vec<(&'static str, String)>)> {
+    f.kind().journey(&f.spec, j, "https://x/authorize", route).map(|s| (s.policy, s.params))
+}
+
+#[test]
+fn each_journey_runs_its_own_policy_and_step_up_the_mfa_one() {
+    let f = journeys();
+    let p = |j, r| policy_of(&f, j, r).map(|(p, _)| p.unwrap());
+    assert_eq!(p(Journey::Signin, None).as_deref(), Some("B2C_1_susi"));
+    assert_eq!(p(Journey::Signin, Some("b2c_1_PARTNER")).as_deref(), Some("B2C_1_partner"), "a route's policy, configured spelling");
+    assert_eq!(p(Journey::Signin, Some("B2C_1_other")), None, "a route cannot name a policy the provider does not accept");
+    assert_eq!(p(Journey::Signup, None).as_deref(), Some("B2C_1_signup"));
+    assert_eq!(p(Journey::Reset, None).as_deref(), Some("B2C_1_reset"));
+    assert_eq!(p(Journey::Profile, None).as_deref(), Some("B2C_1_edit"));
+    assert_eq!(policy_of(&f, Journey::Stepup, None), Some((Some("B2C_1_mfa".into()), vec![("prompt", "login".into())])));
+    // The single-policy file of before: sign-in at its first policy, nothing else offered,
+    // step-up at its MFA policy.
+    let old = tenant();
+    assert_eq!(policy_of(&old, Journey::Signin, None).unwrap().0.as_deref(), Some("B2C_1_susi"));
+    assert_eq!(policy_of(&old, Journey::Signup, None), None);
+    assert_eq!(policy_of(&old, Journey::Reset, None), None);
+    assert_eq!(policy_of(&old, Journey::Stepup, None).unwrap().0.as_deref(), Some("B2C_1_susi_mfa"));
+}
+
+#[test]
+fn forgot_password_starts_the_reset_policy_and_cancel_returns_to_the_sign_in() {
+    let f = journeys();
+    let k = f.kind();
+    let forgot = Some("AADB2C90118: The user has forgotten their password.\r\nCorrelation ID: 1");
+    assert_eq!(k.callback_error(Journey::Signin, "access_denied", forgot), Some(ErrorTurn::Start(Journey::Reset)));
+    assert_eq!(k.callback_error(Journey::Reset, "access_denied", forgot), None, "never loops");
+    let cancel = Some("AADB2C90091: The user has cancelled entering self-asserted information.");
+    assert_eq!(k.callback_error(Journey::Reset, "access_denied", cancel), Some(ErrorTurn::BackToSignIn));
+    assert_eq!(k.callback_error(Journey::Signup, "access_denied", cancel), Some(ErrorTurn::BackToSignIn));
+    assert_eq!(k.callback_error(Journey::Signin, "server_error", forgot), None);
+    assert_eq!(k.callback_error(Journey::Signin, "access_denied", Some("the user declined")), None);
+    assert_eq!(k.callback_error(Journey::Signin, "access_denied", None), None);
+    // Without a reset policy the forgotten password is a failed sign-in, as before.
+    assert_eq!(tenant().kind().callback_error(Journey::Signin, "access_denied", forgot), None);
+}
+
+#[test]
+fn journeys_name_accepted_policies_and_an_mfa_policy() {
+    let base = format!("id: b\nkind: azure_b2c\nissuer: {}\naudiences: [a]\npolicies: [P1, P2]\nmfa_policies: [P2]\n", iss());
+    assert!(refused(&format!("{base}journeys: {{ reset: P3 }}\n")).contains("journeys.reset"));
+    assert!(refused(&format!("{base}journeys: {{ mfa: P1 }}\n")).contains("not one of `mfa_policies`"));
+    assert!(refused(&format!("{base}journeys: {{ welcome: P1 }}\n")).contains("welcome"));
+}
+
+#[test]
+fn a_key_verifies_only_the_policies_that_publish_it() {
+    let f = journeys();
+    let mut k = key(jsonwebtoken::Algorithm::RS256, None);
+    k.policies = vec!["B2C_1_reset".into()];
+    assert_eq!(f.map_with(Some("JWT"), &k, token("B2C_1_susi")).unwrap_err(), Refusal::KeyPolicyMismatch);
+    assert!(f.map_with(Some("JWT"), &k, token("b2c_1_RESET")).is_ok());
+    k.policies.push("B2C_1_susi".into());
+    assert!(f.map_with(Some("JWT"), &k, token("B2C_1_susi")).is_ok(), "the same key under two policies serves both");
+    k.policies.clear();
+    assert!(f.map_with(Some("JWT"), &k, token("B2C_1_susi")).is_ok(), "a key bound to no policy (one JWKS)");
+    // The `tfp` issuer form names the policy: it must be the token's.
+    let tfp_iss = format!("https://shop.b2clogin.com/tfp/{TID}/B2C_1_susi/v2.0/");
+    assert_eq!(issuer_policy(&tfp_iss).as_deref(), Some("B2C_1_susi"));
+    assert_eq!(issuer_policy(&iss()), None);
+}
+
+#[test]
+fn keys_merge_per_policy_and_a_kid_names_one_key() {
+    use crate::providers::jwks::{merge_policy_keys, parse_jwks, KeySet};
+    let jwk = |n: &str| format!(r#"{{"keys":[{{"kty":"RSA","kid":"k1","n":"{n}","e":"AQAB"}}]}}"#);
+    let n1 = "sXchDaQebHnPiGvyDOAT4saGEUetSyo9MKLOoWFsueri23bOdgWp4Dy1WlUzewbgBHod5pcM9H95GQRV3JDXboIRROSBigeC5yjU1hGzHHyXss8UDprecbAYxknTcQkhslANGRUZmdTOQ5qTRsLAt6BTYuyvVRdhS8exSZEy_c4gs_7svlJJQ4H9_NxsiIoLwAEk7-Q3UXERGYw_75IDrGA84-lA_-Ct4eTlXHBIY2EaV7t7LjJaynVJCpkv4LKjTTAumiGUIuQhrNhZLuF_RJLqHpM2kgWFLU7-VTdL1VbC2tejvcI2BlMkEpk1BzBZI0KQB0GaDWFLN-aEAw3vRw";
+    let n2 = "ofgWCuLjybRlzo0tZWJjNiuSfb4p4fAkd_wWJcyQoTbji9k0l8W26mPddxHmfHQp-Vaw-4qPCJrcS2mJPMEzP1Pt0Bm4d4QlL-yRT-SFd2lZS-pCgNMsD1W_YpRPEwOWvG6b32690r2jZ47soMZo9wGzjb_7OMg0LOL-bSf63kpaSHSXndS5z5rexMdbBYUsLA9e-KXBdQOS-UTo7WTBEMa2R2CapHg665xsmtdVMTBQY4uDZlxvb3qCo5ZwKh9kG4LT6_I5IhlJH7aGhyxXFvUK-DWNmoudF8NAco9_h9iaGNj8q2ethFkMLs91kzk2PAcDTW9gb54h4FRWyuXpoQ";
+    let mut merged = KeySet::default();
+    merge_policy_keys(&mut merged, parse_jwks(jwk(n1).as_bytes(), "a").unwrap(), Some("B2C_1_susi"), "a").unwrap();
+    merge_policy_keys(&mut merged, parse_jwks(jwk(n1).as_bytes(), "b").unwrap(), Some("B2C_1_reset"), "b").unwrap();
+    assert_eq!(merged.keys["k1"].policies, vec!["B2C_1_susi".to_string(), "B2C_1_reset".into()], "Microsoft-managed keys: one key, both policies");
+    let clash = merge_policy_keys(&mut merged, parse_jwks(jwk(n2).as_bytes(), "c").unwrap(), Some("B2C_1A_custom"), "c");
+    assert!(clash.is_err(), "one kid, two keys: refused, never guessed");
 }

@@ -84,3 +84,17 @@ fn sign_out_uses_cognitos_logout_parameters() {
         vec![("client_id", CLIENT.to_string()), ("logout_uri", "https://app.example/.idfabric/logged-out".to_string())]
     );
 }
+
+#[test]
+fn sign_up_is_the_hosted_ui_signup_page_beside_authorize() {
+    use crate::journey::Journey;
+    let f = pool("");
+    let authz = "https://shop.auth.eu-west-1.amazoncognito.com/oauth2/authorize";
+    let start = f.kind().journey(&f.spec, Journey::Signup, authz, None).unwrap();
+    assert_eq!(start.endpoint.as_deref(), Some("https://shop.auth.eu-west-1.amazoncognito.com/signup"));
+    assert!(start.params.is_empty(), "the same parameters as the authorize request");
+    assert_eq!(signup_page("http://127.0.0.1:1/.idfabric/dev/c/authorize").as_deref(), Some("http://127.0.0.1:1/.idfabric/dev/c/signup"));
+    assert_eq!(signup_page("https://x/other"), None);
+    let off = pool("signup: false\n");
+    assert!(off.kind().journey(&off.spec, Journey::Signup, authz, None).is_none());
+}

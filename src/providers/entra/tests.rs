@@ -177,3 +177,17 @@ fn external_id_issuers_name_the_tenant_guid_as_host() {
     ));
     assert_eq!(f.spec.population, Population::Customer, "External ID defaults to customers");
 }
+
+#[test]
+fn external_id_signs_up_with_prompt_create_and_the_workforce_never() {
+    use crate::journey::Journey;
+    let ext = provider(&format!("id: ext\nkind: entra\nvariant: external\nissuer: https://{TID}.ciamlogin.com/{TID}/v2.0\naudiences: [api://x]\n"));
+    let start = ext.kind().journey(&ext.spec, Journey::Signup, "x", None).unwrap();
+    assert_eq!(start.params, vec![("prompt", "create".to_string())]);
+    let f = single_tenant();
+    assert!(f.kind().journey(&f.spec, Journey::Signup, "x", None).is_none());
+    let err = super::super::kind::testing::refused(&format!(
+        "id: corp\nkind: entra\nissuer: https://login.microsoftonline.com/{TID}/v2.0\naudiences: [api://x]\nsignup: true\n"
+    ));
+    assert!(err.contains("External ID feature"), "{err}");
+}

@@ -84,3 +84,13 @@ fn step_up_asks_for_two_factors_now() {
         vec![("acr_values", LOA_2FA.to_string()), ("max_age", "0".to_string())]
     );
 }
+
+#[test]
+fn sign_up_only_where_registration_is_enabled() {
+    use crate::journey::Journey;
+    let f = custom_server();
+    assert!(f.kind().journey(&f.spec, Journey::Signup, "x", None).is_none(), "off by default");
+    let on = provider(&format!("id: corp-okta\nkind: okta\nissuer: {AS}\naudiences: [api://default]\nclient_id: c\nsignup: true\n"));
+    let start = on.kind().journey(&on.spec, Journey::Signup, "x", None).unwrap();
+    assert_eq!(start, Default::default(), "the hosted widget's own Sign up link: the authorize endpoint unchanged");
+}
