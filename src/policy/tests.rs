@@ -1,5 +1,63 @@
 use super::*;
+use crate::config::Requirements;
 use crate::identity::Population;
+
+// ---------------------------------------------------------------------------------
+// `require:` (the simple form): the evaluator it had before it was lowered into the
+// rule form, kept here as the reference the lowered form must agree with.
+
+fn reference_check(id: &Identity, r: &Requirements, mfa_acr: &[String]) -> Result<(), Refusal> {
+    if !r.allow_anonymous && id.attributes.get("anonymous") == Some(&serde_json::Value::Bool(true)) {
+        return Err(Refusal::RealUserRequired);
+    }
+    if let Some(p) = r.population {
+        if id.population != p {
+            return Err(Refusal::PopulationNotAllowed(id.population.to_string()));
+        }
+    }
+    if !r.tenants.is_empty() && !r.tenants.iter().any(|t| t.eq_ignore_ascii_case(&id.tenant)) {
+        return Err(Refusal::TenantRequired);
+    }
+    if r.email_verified && id.email_verified != Some(true) {
+        return Err(Refusal::EmailNotVerified);
+    }
+    if !r.groups_any.is_empty() || !r.groups_all.is_empty() {
+        if !id.groups_complete {
+            return Err(Refusal::GroupsIncomplete);
+        }
+        if !r.groups_any.is_empty() && !r.groups_any.iter().any(|g| id.groups.contains(g)) {
+            return Err(Refusal::GroupRequired(r.groups_any.join(", ")));
+        }
+        if let Some(missing) = r.groups_all.iter().find(|g| !id.groups.contains(g)) {
+            return Err(Refusal::GroupRequired(missing.clone()));
+        }
+    }
+    if !r.roles_any.is_empty() && !r.roles_any.iter().any(|g| id.roles.contains(g)) {
+        return Err(Refusal::RoleRequired(r.roles_any.join(", ")));
+    }
+    if !r.scopes_all.is_empty() {
+        let missing: Vec<&str> =
+            r.scopes_all.iter().filter(|s| !id.scopes.contains(s)).map(String::as_str).collect();
+        if !missing.is_empty() {
+            return Err(Refusal::InsufficientScope(r.scopes_all.join(" ")));
+        }
+    }
+    if r.mfa && !id.mfa {
+        let acr_values = (!mfa_acr.is_empty()).then(|| mfa_acr.join(" "));
+        return Err(Refusal::MfaRequired { acr_values });
+    }
+    Ok(())
+}
+
+fn reference_decide(id: &Identity, levels: &[Requirements], mfa_acr: &[String]) -> Result<(), Refusal> {
+    levels.iter().try_for_each(|r| reference_check(id, r, mfa_acr))
+}
+
+/// The lowered form, decided by the one evaluator.
+fn lowered_decide(id: &Identity, levels: &[Requirements], mfa_acr: &[String]) -> Result<(), Refusal> {
+    let refs: Vec<&Requirements> = levels.iter().collect();
+    decide(id, &lang::lower_require(&refs), mfa_acr).map(|_| ())
+}
 
 fn person() -> Identity {
     let mut id = Identity::new("corp", crate::identity::ProviderKind::Entra, Population::Workforce, "u1".into());
@@ -49,8 +107,10 @@ fn requirement_table() {
     for (name, r, tweak, want) in cases {
         let mut id = person();
         tweak(&mut id);
-        let got = decide(&id, std::slice::from_ref(&r), &[]).map(|_| ()).map_err(|e| e.reason());
-        assert_eq!(got, want, "{name}");
+        let levels = std::slice::from_ref(&r);
+        let got = lowered_decide(&id, levels, &[]);
+        assert_eq!(got.as_ref().map_err(|e| e.reason()).copied(), want, "{name}");
+        assert_eq!(got, reference_decide(&id, levels, &[]), "{name}: lowered and reference differ");
     }
 }
 
@@ -59,7 +119,7 @@ fn step_up_carries_acr_values() {
     let mut id = person();
     id.mfa = false;
     let r = req(|r| r.mfa = true);
-    let err = decide(&id, std::slice::from_ref(&r), &["c1".to_string()]).unwrap_err();
+    let err = lowered_decide(&id, std::slice::from_ref(&r), &["c1".to_string()]).unwrap_err();
     assert_eq!(err, Refusal::MfaRequired { acr_values: Some("c1".into()) });
 }
 
@@ -75,8 +135,13 @@ fn get(path: &str) -> Request<'_> {
     Request { method: "GET", path, now: MONDAY_10 }
 }
 
+/// The lowered `require:` of a route that says nothing (anonymous callers refused).
+fn no_require() -> Policy {
+    lang::lower_require(&[&Requirements::default()])
+}
+
 fn reason(p: &Policy, id: &Identity, req: &Request) -> Result<(), &'static str> {
-    decide_request(id, &[], Some(p), req, &[]).map(|_| ()).map_err(|e| e.reason())
+    decide_request(id, &no_require(), Some(p), req, &[]).map(|_| ()).map_err(|e| e.reason())
 }
 
 fn allow(rules: Vec<Rule>) -> Policy {
@@ -172,7 +237,7 @@ fn mfa_age_uses_auth_time_and_steps_up_with_max_age() {
     id.auth_time = Some(MONDAY_10 - 60);
     assert_eq!(reason(&p, &id, &get("/")), Ok(()));
     id.auth_time = Some(MONDAY_10 - 901);
-    let err = decide_request(&id, &[], Some(&p), &get("/"), &[]).unwrap_err();
+    let err = decide_request(&id, &no_require(), Some(&p), &get("/"), &[]).unwrap_err();
     assert_eq!((err.status(), err.reason()), (401, "policy_mfa_age"));
     assert!(err.challenge().unwrap().contains("max_age=\"900\""));
     id.mfa = false;
@@ -230,6 +295,6 @@ fn require_is_checked_before_the_policy() {
     let id = person();
     let r = req(|r| r.groups_any = strs(&["x"]));
     let p = allow(vec![Rule::All(vec![C::Method(strs(&["POST"]))])]);
-    let got = decide_request(&id, std::slice::from_ref(&r), Some(&p), &get("/"), &[]).unwrap_err();
+    let got = decide_request(&id, &lang::lower_require(&[&r]), Some(&p), &get("/"), &[]).unwrap_err();
     assert_eq!(got.reason(), "group_required");
 }
