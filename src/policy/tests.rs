@@ -298,3 +298,146 @@ fn require_is_checked_before_the_policy() {
     let got = decide_request(&id, &lang::lower_require(&[&r]), Some(&p), &get("/"), &[]).unwrap_err();
     assert_eq!(got.reason(), "group_required");
 }
+
+// ---------------------------------------------------------------------------------
+// Property: for any identity and any `require:` (one or two levels), the lowered form
+// decides exactly as the reference evaluator: same allow, same refusal (reason, and
+// the names it carries: the group list, the first missing group, the scope list, the
+// caller's population, the step-up `acr_values`).
+
+mod lowered_agrees_with_reference {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Few names, so requirements and identities overlap often.
+    const NAMES: &[&str] = &["hr", "eng", "ops", "HR", "orders:read", "orders:write"];
+    const TENANTS: &[&str] = &["", "t1", "T1", "t2", "acme"];
+
+    fn names() -> impl Strategy<Value = Vec<String>> {
+        prop::collection::vec(prop::sample::select(NAMES).prop_map(str::to_string), 0..4)
+    }
+
+    fn population() -> impl Strategy<Value = Population> {
+        prop::sample::select(Population::ALL.to_vec())
+    }
+
+    fn anonymous() -> impl Strategy<Value = Option<serde_json::Value>> {
+        prop::sample::select(vec![
+            None,
+            Some(serde_json::Value::Bool(true)),
+            Some(serde_json::Value::Bool(false)),
+            Some(serde_json::Value::String("true".into())),
+        ])
+    }
+
+    prop_compose! {
+        fn identity()(
+            population in population(),
+            tenant in prop::sample::select(TENANTS),
+            email_verified in prop::option::of(any::<bool>()),
+            groups in names(),
+            groups_complete in any::<bool>(),
+            roles in names(),
+            scopes in names(),
+            mfa in any::<bool>(),
+            anonymous in anonymous(),
+        ) -> Identity {
+            let mut id = Identity::new("p", crate::identity::ProviderKind::Oidc, population, "u".into());
+            id.tenant = tenant.to_string();
+            id.email_verified = email_verified;
+            id.groups = groups;
+            id.groups_complete = groups_complete;
+            id.roles = roles;
+            id.scopes = scopes;
+            id.mfa = mfa;
+            if let Some(v) = anonymous {
+                id.attributes.insert("anonymous".into(), v);
+            }
+            id
+        }
+    }
+
+    prop_compose! {
+        fn requirements()(
+            population in prop::option::of(population()),
+            mfa in any::<bool>(),
+            groups_any in names(),
+            groups_all in names(),
+            roles_any in names(),
+            scopes_all in names(),
+            // As validation leaves them: lower-cased.
+            tenants in prop::collection::vec(prop::sample::select(&["t1", "t2", "acme"][..]).prop_map(str::to_string), 0..3),
+            email_verified in any::<bool>(),
+            allow_anonymous in any::<bool>(),
+        ) -> Requirements {
+            Requirements { population, mfa, groups_any, groups_all, roles_any, scopes_all, tenants, email_verified, allow_anonymous }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 4096, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn same_decision_and_same_refusal(
+            id in identity(),
+            levels in prop::collection::vec(requirements(), 1..3),
+            acr in prop::collection::vec(prop::sample::select(&["c1", "urn:mfa"][..]).prop_map(str::to_string), 0..3),
+        ) {
+            let want = reference_decide(&id, &levels, &acr);
+            let got = lowered_decide(&id, &levels, &acr);
+            prop_assert_eq!(&got, &want);
+            // The problem document and challenge the client sees follow from the refusal.
+            if let (Err(g), Err(w)) = (&got, &want) {
+                prop_assert_eq!((g.status(), g.reason(), g.challenge()), (w.status(), w.reason(), w.challenge()));
+            }
+            // And through the request path, with no `policy:`: the same again.
+            let refs: Vec<&Requirements> = levels.iter().collect();
+            let via_request = decide_request(&id, &lang::lower_require(&refs), None, &get("/x"), &acr).map(|_| ());
+            prop_assert_eq!(&via_request, &want);
+        }
+
+        /// A route's `policy:` never changes what its `require:` refuses: the simple
+        /// form is decided first.
+        #[test]
+        fn require_refusals_win_over_any_policy(
+            id in identity(),
+            r in requirements(),
+            method_ok in any::<bool>(),
+        ) {
+            let want = reference_decide(&id, std::slice::from_ref(&r), &[]);
+            let p = allow(vec![Rule::All(vec![C::Method(strs(if method_ok { &["GET"] } else { &["POST"] }))])]);
+            let got = decide_request(&id, &lang::lower_require(&[&r]), Some(&p), &get("/x"), &[]).map(|_| ());
+            match want {
+                Err(w) => prop_assert_eq!(got, Err(w)),
+                Ok(()) if method_ok => prop_assert_eq!(got, Ok(())),
+                Ok(()) => prop_assert_eq!(got.map_err(|e| e.reason()), Err("policy_method")),
+            }
+        }
+    }
+
+    #[test]
+    fn explanation_names_each_lowered_condition() {
+        let r = Requirements {
+            population: Some(Population::Workforce),
+            groups_any: strs(&["hr"]),
+            groups_all: strs(&["eng", "ops"]),
+            scopes_all: strs(&["orders:read"]),
+            mfa: true,
+            ..Requirements::default()
+        };
+        let steps = lang::lower_require(&[&r]).explain(&person(), &get("/"));
+        assert_eq!(steps.len(), 1);
+        let text: Vec<(&str, &str)> = steps[0].criteria.iter().map(|(c, r)| (c.as_str(), *r)).collect();
+        assert_eq!(
+            text,
+            vec![
+                ("require.allow_anonymous: false", "match"),
+                ("require.population: workforce", "match"),
+                ("require.groups_any: [hr], require.groups_all: [eng, ops]", "no match"),
+                ("require.scopes_all: [orders:read]", "match"),
+                ("require.mfa: true", "match"),
+            ]
+        );
+        assert_eq!(steps[0].unmet, Some("group_required"));
+    }
+}
