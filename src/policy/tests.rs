@@ -441,3 +441,190 @@ mod lowered_agrees_with_reference {
         assert_eq!(steps[0].unmet, Some("group_required"));
     }
 }
+
+// ---------------------------------------------------------------------------------
+// docs/policy.md: every idfabric example loads as configuration, and decides as the
+// text around it says.
+
+mod docs_examples {
+    use super::*;
+    use crate::config::{Config, RouteSpec};
+    use crate::identity::{PrincipalType, ProviderKind};
+
+    const DOC: &str = include_str!("../../docs/policy.md");
+    const OKTA: &str = "id: corp-okta\nkind: okta\nissuer: https://example.okta.com/oauth2/default\naudiences: [api://orders]\n";
+
+    /// The ```yaml blocks that are whole `routes.yaml` fragments (`routes:` first).
+    fn route_blocks() -> Vec<String> {
+        let mut out = Vec::new();
+        let mut rest = DOC;
+        while let Some(start) = rest.find("```yaml\n") {
+            let body = &rest[start + 8..];
+            let end = body.find("```").expect("closed block");
+            if body.starts_with("routes:") {
+                out.push(body[..end].to_string());
+            }
+            rest = &body[end + 3..];
+        }
+        out
+    }
+
+    fn load_all() -> Config {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("providers")).unwrap();
+        std::fs::write(d.path().join("providers/corp-okta.yaml"), OKTA).unwrap();
+        let mut routes = String::from("listen: { http: 127.0.0.1:8080 }\nproviders: [corp-okta]\nroutes:\n");
+        for b in route_blocks() {
+            // Each block on its own must load too (so a reader can copy one).
+            std::fs::write(d.path().join("routes.yaml"), format!("listen: {{ http: 127.0.0.1:8080 }}\nproviders: [corp-okta]\n{b}")).unwrap();
+            if let Err(e) = crate::config::load(&d.path().join("routes.yaml"), crate::providers::KINDS) {
+                panic!("docs/policy.md example does not load: {e:?}\n{b}");
+            }
+            routes.push_str(b.strip_prefix("routes:\n").unwrap());
+        }
+        std::fs::write(d.path().join("routes.yaml"), routes).unwrap();
+        crate::config::load(&d.path().join("routes.yaml"), crate::providers::KINDS).expect("all examples load together")
+    }
+
+    fn route<'c>(cfg: &'c Config, name: &str) -> &'c RouteSpec {
+        cfg.routes.iter().find(|r| r.name == name).unwrap_or_else(|| panic!("no route {name} in docs/policy.md"))
+    }
+
+    fn decide_on(r: &RouteSpec, id: &Identity, method: &str, path: &str, now: i64) -> Result<(), &'static str> {
+        let require = lang::lower_require(&[&r.require]);
+        let req = Request { method, path, now };
+        decide_request(id, &require, r.policy.as_deref(), &req, &[]).map(|_| ()).map_err(|e| e.reason())
+    }
+
+    fn employee(f: impl FnOnce(&mut Identity)) -> Identity {
+        let mut id = Identity::new("corp-okta", ProviderKind::Okta, Population::Workforce, "00u9".into());
+        id.groups_complete = true;
+        id.email = Some("pat@example.com".into());
+        id.email_verified = Some(true);
+        f(&mut id);
+        id
+    }
+
+    #[test]
+    fn every_example_loads_and_decides_as_documented() {
+        let cfg = load_all();
+        assert!(route_blocks().len() >= 8, "the examples were not found");
+        let at = |name: &str, id: &Identity, method: &str, path: &str| decide_on(route(&cfg, name), id, method, path, MONDAY_10);
+
+        // How a request is decided: the wiki.
+        let customer = {
+            let mut id = employee(|_| {});
+            id.population = Population::Customer;
+            id
+        };
+        assert_eq!(at("wiki", &customer, "GET", "/"), Err("population_not_allowed"));
+        assert_eq!(at("wiki", &employee(|i| i.user_type = Some("Guest".into())), "GET", "/"), Err("policy_denied"));
+        assert_eq!(at("wiki", &employee(|_| {}), "DELETE", "/"), Err("policy_method"));
+        assert_eq!(at("wiki", &employee(|i| i.groups = strs(&["editors"])), "DELETE", "/"), Ok(()));
+        assert_eq!(at("wiki", &employee(|_| {}), "GET", "/"), Ok(()));
+
+        // Deny wins, and never steps up: the console's allow form steps up.
+        let fresh = employee(|i| {
+            i.mfa = true;
+            i.auth_time = Some(MONDAY_10 - 60);
+        });
+        let stale = employee(|i| {
+            i.mfa = true;
+            i.auth_time = Some(MONDAY_10 - 3600);
+        });
+        assert_eq!(at("console", &fresh, "GET", "/admin/users"), Ok(()));
+        assert_eq!(at("console", &fresh, "GET", "/admin"), Ok(()));
+        assert_eq!(at("console", &stale, "GET", "/admin/users"), Err("policy_mfa_age"));
+        assert_eq!(at("console", &stale, "GET", "/Admin"), Err("policy_mfa_age"));
+        assert_eq!(at("console", &employee(|_| {}), "GET", "/admin/users"), Err("mfa_required"));
+        assert_eq!(at("console", &employee(|_| {}), "GET", "/reports"), Ok(()));
+
+        // Pomerium: a domain except two people (unverified copies denied too).
+        assert_eq!(at("wiki-domain", &employee(|_| {}), "GET", "/"), Ok(()));
+        let user2 = |verified| employee(|i| {
+            i.email = Some("User2@example.com".into());
+            i.email_verified = Some(verified);
+        });
+        assert_eq!(at("wiki-domain", &user2(true), "GET", "/"), Err("policy_denied"));
+        assert_eq!(at("wiki-domain", &user2(false), "GET", "/"), Err("policy_denied"));
+        assert_eq!(at("wiki-domain", &employee(|i| i.email = Some("pat@sub.example.com".into())), "GET", "/"), Err("policy_email"));
+        assert_eq!(at("wiki-domain", &employee(|i| i.email_verified = None), "GET", "/"), Err("policy_email"));
+
+        // Reading for everyone, writing for a group.
+        assert_eq!(at("docs", &employee(|_| {}), "HEAD", "/x"), Ok(()));
+        assert_eq!(at("docs", &employee(|_| {}), "PUT", "/x"), Err("policy_method"));
+        assert_eq!(at("docs", &employee(|i| i.groups = strs(&["editors"])), "PUT", "/x"), Ok(()));
+        assert_eq!(at("docs", &employee(|i| i.groups_complete = false), "PUT", "/x"), Err("policy_method"));
+
+        // An admin area for one department; PPL's starts_with kept (/administrator too).
+        let engineer = employee(|i| {
+            i.attributes.insert("department".into(), serde_json::json!("engineering"));
+        });
+        assert_eq!(at("portal", &engineer, "GET", "/admin/x"), Ok(()));
+        assert_eq!(at("portal", &employee(|_| {}), "GET", "/admin/x"), Err("policy_claim"));
+        assert_eq!(at("portal", &employee(|_| {}), "GET", "/administrator"), Err("policy_claim"));
+        assert_eq!(at("portal", &employee(|_| {}), "GET", "/home"), Ok(()));
+
+        // Office hours: Monday 10:00 UTC is in, Sunday is not.
+        assert_eq!(at("backoffice", &employee(|_| {}), "GET", "/"), Ok(()));
+        assert_eq!(decide_on(route(&cfg, "backoffice"), &employee(|_| {}), "GET", "/", MONDAY_10 - 86_400), Err("policy_time"));
+        assert_eq!(decide_on(route(&cfg, "backoffice"), &employee(|_| {}), "GET", "/", MONDAY_10 + 13 * 3600), Err("policy_time"));
+
+        // One user by id, or admin@ addresses; only employees and interns.
+        let staff = |kind: &str, f: &dyn Fn(&mut Identity)| {
+            let mut id = employee(|i| {
+                i.attributes.insert("employment".into(), serde_json::json!(kind));
+            });
+            f(&mut id);
+            id
+        };
+        assert_eq!(at("ops", &staff("contractor", &|i| i.subject = "00u1a2b3c4".into()), "GET", "/"), Err("policy_denied"));
+        assert_eq!(at("ops", &employee(|_| {}), "GET", "/"), Err("policy_denied"));
+        assert_eq!(at("ops", &staff("intern", &|i| i.subject = "00u1a2b3c4".into()), "GET", "/"), Ok(()));
+        assert_eq!(at("ops", &staff("employee", &|i| i.email = Some("admin@example.com".into())), "GET", "/"), Ok(()));
+        assert_eq!(
+            at("ops", &staff("employee", &|i| {
+                i.email = Some("admin@example.com".into());
+                i.email_verified = Some(false);
+            }), "GET", "/"),
+            // the first allow rule's reason (its `subject` claim), not the closest rule's
+            Err("policy_claim")
+        );
+        assert_eq!(at("ops", &staff("employee", &|_| {}), "GET", "/"), Err("policy_claim"));
+
+        // Oathkeeper: the JWT API.
+        let api = |scopes: &[&str]| employee(|i| i.scopes = strs(scopes));
+        assert_eq!(at("orders-api", &api(&[]), "GET", "/orders/1"), Err("insufficient_scope"));
+        assert_eq!(at("orders-api", &api(&["orders:read"]), "GET", "/orders/1"), Ok(()));
+        assert_eq!(at("orders-api", &api(&["orders:read"]), "DELETE", "/orders/1"), Err("policy_method"));
+        // Oathkeeper: health, internal, admin.
+        assert!(route(&cfg, "app-health").policy.is_none());
+        let admin = employee(|i| i.groups = strs(&["admins"]));
+        assert_eq!(at("app", &admin, "GET", "/internal/x"), Err("policy_denied"));
+        assert_eq!(at("app", &admin, "GET", "/internal"), Err("policy_denied"));
+        assert_eq!(at("app", &admin, "DELETE", "/admin/users/1"), Ok(()));
+        assert_eq!(at("app", &admin, "PUT", "/admin/users/1"), Err("policy_method"));
+        assert_eq!(at("app", &employee(|_| {}), "GET", "/admin"), Err("policy_group"));
+        assert_eq!(at("app", &employee(|_| {}), "PUT", "/home"), Ok(()));
+        let service = employee(|i| i.principal_type = PrincipalType::Service);
+        assert_eq!(at("app", &service, "GET", "/home"), Ok(()));
+    }
+
+    /// The explanation shown in "Explaining a decision" is the one `explain` gives.
+    #[test]
+    fn the_documented_explanation_is_what_explain_prints() {
+        let cfg = load_all();
+        let r = route(&cfg, "wiki");
+        let steps = r.policy.as_ref().unwrap().explain(&employee(|_| {}), &Request { method: "DELETE", path: "/", now: MONDAY_10 });
+        let json = serde_json::to_value(&steps).unwrap();
+        let rules = json.as_array().unwrap();
+        for (step, text) in rules.iter().zip(["{user_type: [guest]}", "{method: [GET, HEAD]}", "{groups_any: [editors], method: [POST, PUT, DELETE]}"]) {
+            assert_eq!(step["text"], text);
+            let line = format!("\"text\": \"{text}\"");
+            assert!(DOC.contains(&line), "docs/policy.md should show {line}");
+        }
+        assert_eq!(rules[2]["criteria"], serde_json::json!([["groups_any: [editors]", "no match"], ["method: [POST, PUT, DELETE]", "match"]]));
+        assert_eq!(rules[2]["unmet"], "policy_group");
+        assert_eq!(rules[1]["unmet"], "policy_method");
+    }
+}
