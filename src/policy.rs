@@ -22,8 +22,8 @@ pub use lang::{Policy, Request};
 pub struct Permit(());
 
 /// Decides a route's lowered `require:` (route-level, then population-level:
-/// `runtime::CompiledRoute::requirements`) for `id`. The simple form looks at the
-/// identity only, so no request facts are needed.
+/// `runtime::CompiledRoute::requirements`) for `id`, without request facts (the simple
+/// form looks at the identity only; the proxy uses [`decide_request`]).
 pub fn decide(id: &Identity, require: &Policy, mfa_acr: &[String]) -> Result<Permit, Refusal> {
     const NO_REQUEST: Request = Request { method: "", path: "", now: 0 };
     require.decide(id, &NO_REQUEST).map_err(|u| refusal(u, id, mfa_acr))?;

@@ -203,7 +203,9 @@ impl Requirement {
         })
     }
 
-    fn eval(&self, id: &Identity) -> Outcome<'_> {
+    /// `req` is unused by today's conditions (the simple form looks at the identity
+    /// only) but is there for ones that look at the request too.
+    fn eval(&self, id: &Identity, _req: &Request) -> Outcome<'_> {
         let yes = match self {
             Requirement::RealUser => id.attributes.get("anonymous") != Some(&serde_json::Value::Bool(true)),
             Requirement::Population(p) => id.population == *p,
@@ -549,7 +551,7 @@ impl Criterion {
                 id.auth_time.is_some_and(|t| t <= req.now && (req.now - t) as u64 <= *max)
             }
             Criterion::Acr(a) => id.acr.as_deref().is_some_and(|acr| a.iter().any(|a| a == acr)),
-            Criterion::Require(r) => return r.eval(id),
+            Criterion::Require(r) => return r.eval(id, req),
         };
         if yes {
             Outcome::Match
