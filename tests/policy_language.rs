@@ -50,6 +50,13 @@ const ROUTES: &str = r#"
     policy:
       allow:
         - { population: workforce, time: { days: [sun], from: "00:00", to: "00:01", tz: UTC } }
+  - name: require-and-policy
+    match: { host: reqpol.test }
+    upstream: [APP]
+    require: { population: workforce, groups_any: [hr] }
+    policy:
+      allow:
+        - method: [GET]
 "#;
 
 struct Fx {
@@ -152,6 +159,30 @@ async fn policy_examples_allow_and_refuse_with_their_reason() {
     assert_eq!(rules[1]["criteria"][0], serde_json::json!(["groups_any: [editors]", "no match"]), "{editors}");
     assert_eq!(rules[1]["criteria"][1], serde_json::json!(["method: [POST, DELETE]", "match"]), "{editors}");
     assert_eq!(rules[1]["unmet"], "policy_group", "{editors}");
+    // The lowered `require:` is explained too: each condition with its result, then the policy.
+    let rp = v["routes"].as_array().unwrap().iter().find(|r| r["route"] == "require-and-policy").unwrap().clone();
+    assert_eq!((rp["decision"].as_str(), rp["reason"].as_str(), rp["status"].as_u64()), (Some("deny"), Some("group_required"), Some(403)), "{rp}");
+    assert_eq!((rp["method"].as_str(), rp["path"].as_str()), (Some("DELETE"), Some("/")), "{rp}");
+    assert_eq!(rp["require"]["rule"], "require", "{rp}");
+    assert_eq!(rp["require"]["result"], "no match", "{rp}");
+    assert_eq!(rp["require"]["unmet"], "group_required", "{rp}");
+    assert_eq!(
+        rp["require"]["criteria"],
+        serde_json::json!([
+            ["require.allow_anonymous: false", "match"],
+            ["require.population: workforce", "match"],
+            ["require.groups_any: [hr]", "no match"]
+        ]),
+        "{rp}"
+    );
+    assert_eq!(rp["policy"]["rules"][0]["result"], "no match", "{rp}");
+    // A customer on GET: the population condition fails, the policy alone would allow.
+    let (_, out, _) = fx.env.run(&["token", "inspect", &carol, "--config", "routes.yaml"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let rp = v["routes"].as_array().unwrap().iter().find(|r| r["route"] == "require-and-policy").unwrap().clone();
+    assert_eq!(rp["reason"], "population_not_allowed", "{rp}");
+    assert_eq!(rp["require"]["criteria"][1], serde_json::json!(["require.population: workforce", "no match"]), "{rp}");
+    assert_eq!(rp["policy"]["rules"][0]["result"], "match", "{rp}");
 
     let metrics = scrape_metrics(&fx.env).await;
     assert!(metrics.contains("reason=\"policy_method\""), "{metrics}");
