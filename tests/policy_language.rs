@@ -216,3 +216,71 @@ fn policy_config_errors_name_file_line_and_key() {
     }
     assert!(all.contains("write `user_type: guest`"), "{all}");
 }
+
+async fn me(fx: &Fx, host: &str, query: &str, token: Option<&str>) -> (u16, Value, String) {
+    let mut req = client().get(format!("{}/.idfabric/me{query}", fx.env.proxy())).header(HOST, host);
+    if let Some(t) = token {
+        req = req.header(AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null), text)
+}
+
+#[tokio::test]
+async fn me_explains_each_route_of_this_host() {
+    let fx = start();
+    let bob = fx.env.mint("wf", "bob", &[]);
+    let alice = fx.env.mint("wf", "alice", &[]);
+
+    // Without `explain`: the identity, as before.
+    let (status, v, _) = me(&fx, "editors.test", "", Some(&bob)).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["provider"], "wf", "{v}");
+    assert!(v.get("routes").is_none(), "{v}");
+
+    // Every route of this host, judged for the method asked.
+    let (status, v, text) = me(&fx, "editors.test", "?explain=1&method=delete", Some(&bob)).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["identity"]["provider"], "wf", "{v}");
+    assert_eq!(v["host"], "editors.test", "{v}");
+    let routes = v["routes"].as_array().unwrap();
+    assert_eq!(routes.len(), 1, "only this host's routes: {v}");
+    let r = &routes[0];
+    assert_eq!((r["route"].as_str(), r["method"].as_str(), r["path"].as_str()), (Some("editors"), Some("DELETE"), Some("/")), "{r}");
+    assert_eq!((r["decision"].as_str(), r["status"].as_u64(), r["reason"].as_str()), (Some("deny"), Some(403), Some("policy_method")), "{r}");
+    assert_eq!(r["require"]["criteria"], serde_json::json!([["require.allow_anonymous: false", "match"]]), "{r}");
+    assert_eq!(r["policy"]["rules"][1]["criteria"][0], serde_json::json!(["groups_any: [editors]", "no match"]), "{r}");
+    // Never the credential.
+    assert!(!text.contains(&bob) && !text.contains(bob.split('.').nth(2).unwrap()), "{text}");
+
+    // A hypothetical request: the route that path selects on this host.
+    let (status, v, _) = me(&fx, "reqpol.test", "?explain=1&path=/reports/q1", Some(&bob)).await;
+    assert_eq!(status, 200, "{v}");
+    let r = &v["routes"][0];
+    assert_eq!((r["route"].as_str(), r["path"].as_str(), r["reason"].as_str()), (Some("require-and-policy"), Some("/reports/q1"), Some("group_required")), "{r}");
+    assert_eq!(r["require"]["unmet"], "group_required", "{r}");
+    assert_eq!(r["require"]["criteria"][2], serde_json::json!(["require.groups_any: [hr]", "no match"]), "{r}");
+    let (_, v, _) = me(&fx, "reqpol.test", "?explain=1&path=/reports/q1", Some(&alice)).await;
+    assert_eq!((v["routes"][0]["decision"].as_str(), v["routes"][0]["reason"].as_str()), (Some("allow"), Some("ok")), "{v}");
+    // `/admin/**` of admin.test: the deny rule matches alice (no auth_time), not `/reports`.
+    let (_, v, _) = me(&fx, "admin.test", "?explain=1&path=/Admin/users", Some(&alice)).await;
+    assert_eq!((v["routes"][0]["reason"].as_str(), v["routes"][0]["policy"]["rules"][0]["result"].as_str()), (Some("policy_denied"), Some("match")), "{v}");
+    let (_, v, _) = me(&fx, "admin.test", "?explain=1&path=/reports", Some(&alice)).await;
+    assert_eq!((v["routes"][0]["reason"].as_str(), v["routes"][0]["policy"]["rules"][0]["result"].as_str()), (Some("ok"), Some("no match")), "{v}");
+
+    // Bad input: specific refusals, not a guess.
+    for (host, query, want) in [
+        ("nothing.test", "?explain=1&path=/x", (404, "no_route")),
+        ("editors.test", "?explain=1&method=G%20T", (400, "invalid_target")),
+        ("editors.test", "?explain=yes", (400, "invalid_target")),
+        ("editors.test", "?explain=1&path=x", (400, "invalid_target")),
+        ("editors.test", "?explain=1&path=/a/%252e%252e/b", (400, "invalid_path")),
+    ] {
+        let (status, v, _) = me(&fx, host, query, Some(&bob)).await;
+        assert_eq!((status, v["reason"].as_str().unwrap_or("?")), (want.0, want.1), "{host}{query}: {v}");
+    }
+    let (status, v, _) = me(&fx, "editors.test", "?explain=1", None).await;
+    assert_eq!((status, v["reason"].as_str()), (401, Some("missing_token")), "{v}");
+}
