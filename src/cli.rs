@@ -219,6 +219,7 @@ fn serve(path: &Path, upgrade: bool, no_watch: bool) -> Result<ExitCode, ExitCod
         ExitCode::from(1)
     })?;
     crate::metrics::metrics().config_reloads_total.with_label_values(&["success"]).inc();
+    crate::reload::log_warnings(&config);
     server::run(config, server::RunOptions { upgrade, no_watch, ..Default::default() }).map_err(|e| {
         eprintln!("idfabric: {e}");
         ExitCode::from(1)
@@ -241,14 +242,22 @@ fn check(path: &Path, offline: bool, production: bool) -> Result<ExitCode, ExitC
             failed = true;
         }
     }
+    // Rules that can never match or always match: worth a look, not a failure.
+    for w in &config.warnings {
+        eprintln!("warning: {w}");
+    }
     if failed {
         println!("{}: configuration parses, but is not fit for production (see above)", config.path.display());
     } else {
         println!(
-            "{}: configuration valid ({} provider(s), {} route(s))",
+            "{}: configuration valid ({} provider(s), {} route(s)){}",
             config.path.display(),
             config.providers.len(),
-            config.routes.len()
+            config.routes.len(),
+            match config.warnings.len() {
+                0 => String::new(),
+                n => format!(", {n} warning(s) on standard error"),
+            }
         );
     }
     if !offline {

@@ -284,3 +284,58 @@ async fn me_explains_each_route_of_this_host() {
     let (status, v, _) = me(&fx, "editors.test", "?explain=1", None).await;
     assert_eq!((status, v["reason"].as_str()), (401, Some("missing_token")), "{v}");
 }
+
+#[test]
+fn check_warns_about_rules_that_never_or_always_match() {
+    let echo = Echo::start();
+    let env = TestEnv::new();
+    env.write_wf_provider("  - { name: alice, groups: [hr] }\n");
+    let routes = "  - name: lint
+    match: { host: lint.test }
+    upstream: [APP]
+    require: { population: workforce }
+    policy:
+      deny:
+        - { user_type: [guest] }
+        - and:
+            - { groups_all: [hr, staff] }
+            - not: { groups_any: [staff] }
+      allow:
+        - { population: customer }
+        - { groups_any: [hr] }
+        - {}
+        - { groups_any: [hr] }
+        - { time: { days: [mon-fri], from: \"22:00\", to: \"06:00\" } }
+  - name: clean
+    match: { host: clean.test }
+    upstream: [APP]
+    policy:
+      allow:
+        - method: [GET]
+";
+    env.write_routes(&["wf"], &routes.replace("APP", &echo.addr()));
+    let (code, out, err) = env.run(&["check", "--offline", "--config", "routes.yaml"]);
+    // Warnings leave the exit status alone.
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("configuration valid") && out.contains("5 warning(s)"), "{out}");
+    let text = std::fs::read_to_string(env.routes_path()).unwrap();
+    let line_of = |needle: &str, nth: usize| text.lines().enumerate().filter(|(_, l)| l.contains(needle)).nth(nth).unwrap().0 + 1;
+    let warnings: Vec<&str> = err.lines().filter(|l| l.starts_with("warning: ")).collect();
+    assert_eq!(warnings.len(), 5, "{err}");
+    for (line, key, says) in [
+        (line_of("- and:", 0), "routes[lint].policy.deny[1]", "can never match"),
+        (line_of("{ population: customer }", 0), "routes[lint].policy.allow[0]", "require.population: workforce"),
+        (line_of("- {}", 0), "routes[lint].policy.allow[2]", "matches every caller"),
+        (line_of("{ groups_any: [hr] }", 1), "routes[lint].policy.allow[3]", "repeats policy.allow[1]"),
+        (line_of("22:00", 0), "routes[lint].policy.allow[4].time", "wraps past midnight"),
+    ] {
+        let want = format!("warning: routes.yaml:{line}: key `{key}`: ");
+        assert!(warnings.iter().any(|w| w.starts_with(&want) && w.contains(says)), "want {want}… {says} in:\n{err}");
+    }
+    assert!(!err.contains("routes[clean]"), "{err}");
+
+    // `run` logs them at warn level when it starts.
+    let gw = Gateway::start(&env);
+    let log = gw.log();
+    assert!(log.contains("configuration warning") && log.contains("routes[lint].policy.allow[2]") && log.contains("WARN"), "{log}");
+}

@@ -477,8 +477,10 @@ mod docs_examples {
         for b in route_blocks() {
             // Each block on its own must load too (so a reader can copy one).
             std::fs::write(d.path().join("routes.yaml"), format!("listen: {{ http: 127.0.0.1:8080 }}\nproviders: [corp-okta]\n{b}")).unwrap();
-            if let Err(e) = crate::config::load(&d.path().join("routes.yaml"), crate::providers::KINDS) {
-                panic!("docs/policy.md example does not load: {e:?}\n{b}");
+            match crate::config::load(&d.path().join("routes.yaml"), crate::providers::KINDS) {
+                Err(e) => panic!("docs/policy.md example does not load: {e:?}\n{b}"),
+                // Nor does an example draw a `check` warning (unless it shows one on purpose).
+                Ok(c) => assert!(b.contains("# check warns") || c.warnings.is_empty(), "docs/policy.md example draws warnings: {:?}\n{b}", c.warnings),
             }
             routes.push_str(b.strip_prefix("routes:\n").unwrap());
         }
