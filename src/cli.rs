@@ -417,7 +417,7 @@ fn inspect(path: &Path, token: Option<String>, method: &str) -> Result<ExitCode,
         .routes
         .routes
         .iter()
-        .map(|route| pipeline::explain(&rt, route, &verified, &crate::policy::Request::now(&method, &route.spec.path_prefix), false))
+        .map(|route| pipeline::explain(&rt, route, &verified, &method, &route.spec.path_prefix, false))
         .collect();
     let out = serde_json::json!({
         "valid": true,

@@ -261,9 +261,11 @@ pub struct PolicyExplanation {
     pub rules: Vec<policy::lang::Step>,
 }
 
-/// [`Explanation`] of `route` for `verified`; `session`: the credential is a browser
-/// session (routes with `auth: bearer` do not take one) rather than a bearer token.
-pub fn explain(rt: &Runtime, route: &CompiledRoute, verified: &Arc<Verified>, req: &policy::Request, session: bool) -> Explanation {
+/// [`Explanation`] of `route` for `verified` and a request of `method` on the canonical
+/// `path`, now; `session`: the credential is a browser session (routes with `auth:
+/// bearer` do not take one) rather than a bearer token.
+pub fn explain(rt: &Runtime, route: &CompiledRoute, verified: &Arc<Verified>, method: &str, path: &str, session: bool) -> Explanation {
+    let req = &policy::Request::now(method, path);
     let id = &verified.identity;
     // The lowered `require:` is one allow rule (`lang::lower_require`).
     let require = route.requirements(id.population).and_then(|r| r.explain(id, req).into_iter().next()).map(|mut step| {

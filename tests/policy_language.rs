@@ -653,3 +653,50 @@ async fn call_on(env: &TestEnv, method: &str, host: &str, path: &str, token: &st
     let www = resp.headers().get("www-authenticate").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
     (status, resp.json().await.unwrap_or(Value::Null), www)
 }
+
+#[tokio::test]
+async fn me_explains_for_a_browser_session_too() {
+    use common::agent::Agent;
+    let echo = Echo::start();
+    let env = TestEnv::new();
+    env.write_wf_provider(
+        "  - { name: alice, email: alice@corp.example, email_verified: true, groups: [hr], mfa: true }\n  \
+         - { name: bob, email: bob@corp.example, groups: [staff] }\n",
+    );
+    let routes = "  - name: app
+    match: { host: app.test }
+    auth: session
+    upstream: [APP]
+    policy:
+      allow:
+        - { groups_any: [hr] }
+  - name: app-api
+    match: { host: app.test, path_prefix: /api/ }
+    auth: bearer
+    upstream: [APP]
+  - name: elsewhere
+    match: { host: other.test }
+    upstream: [APP]
+";
+    env.write_routes(&["wf"], &routes.replace("APP", &echo.addr()));
+    let _gw = Gateway::start(&env);
+    let port = env.http_port;
+    let b = Agent::browser();
+    let (page, _sid) = b.sign_in(&format!("http://app.test:{port}/"), "alice").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+
+    let r = b.get(&format!("http://app.test:{port}/.idfabric/me?explain=1")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["identity"]["provider"], "wf", "{v}");
+    let routes = v["routes"].as_array().unwrap();
+    let names: Vec<&str> = routes.iter().map(|r| r["route"].as_str().unwrap()).collect();
+    assert_eq!(names, ["app", "app-api"], "this host's routes only: {v}");
+    assert_eq!((routes[0]["decision"].as_str(), routes[0]["reason"].as_str()), (Some("allow"), Some("ok")), "{v}");
+    assert_eq!(routes[0]["policy"]["rules"][0]["result"], "match", "{v}");
+    // A bearer-only route does not take the session, as the proxy would say.
+    assert_eq!((routes[1]["path"].as_str(), routes[1]["status"].as_u64(), routes[1]["reason"].as_str()), (Some("/api/"), Some(401), Some("missing_token")), "{v}");
+    // No session id or cookie in the answer.
+    let sid = b.cookie("app.test", common::agent::SESSION).unwrap();
+    assert!(!r.body.contains(&sid), "{}", r.body);
+}

@@ -299,7 +299,7 @@ fn explain_routes(rt: &Runtime, host: &str, q: &ExplainQuery, verified: &std::sy
     let method = q.method.as_deref().unwrap_or("GET");
     if let Some(path) = &q.path {
         let route = rt.routes.find(host, path).ok_or(Refusal::NoRoute)?;
-        return Ok(vec![pipeline::explain(rt, route, verified, &crate::policy::Request::now(method, path), from_session)]);
+        return Ok(vec![pipeline::explain(rt, route, verified, method, path, from_session)]);
     }
     let host = crate::runtime::normalise_host(host);
     Ok(rt
@@ -307,7 +307,7 @@ fn explain_routes(rt: &Runtime, host: &str, q: &ExplainQuery, verified: &std::sy
         .routes
         .iter()
         .filter(|r| host_matches(&r.spec.host, &host))
-        .map(|r| pipeline::explain(rt, r, verified, &crate::policy::Request::now(method, &r.spec.path_prefix), from_session))
+        .map(|r| pipeline::explain(rt, r, verified, method, &r.spec.path_prefix, from_session))
         .collect())
 }
 
