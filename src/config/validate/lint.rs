@@ -405,4 +405,84 @@ mod tests {
         none("", "allow:\n  - { path: [\"/admin\", \"/admin/**\"], mfa_max_age: 15m }\n  - not: { path: [\"/admin\", \"/admin/**\"] }\n");
         none("", "deny:\n  - and:\n      - path: \"/admin/**\"\n      - not: { mfa_max_age: 15m }\n");
     }
+
+    /// The analysis is sound: a rule it calls never-matching matches no identity and
+    /// request, one it calls always-matching matches every one. Checked over random
+    /// rules against every identity and request of a small world (groups complete, as
+    /// the analysis assumes).
+    mod sound {
+        use super::*;
+        use crate::identity::{Identity, Population, ProviderKind};
+        use crate::config::rules::Request;
+        use proptest::prelude::*;
+
+        fn names(all: &'static [&'static str]) -> impl Strategy<Value = Vec<String>> {
+            prop::sample::subsequence(all.to_vec(), 1..=all.len()).prop_map(|v| v.into_iter().map(str::to_string).collect())
+        }
+
+        fn criterion() -> impl Strategy<Value = Criterion> {
+            prop_oneof![
+                prop::sample::subsequence(Population::ALL.to_vec(), 1..=2).prop_map(Criterion::Population),
+                names(&["a", "b"]).prop_map(Criterion::Provider),
+                names(&["GET", "POST"]).prop_map(Criterion::Method),
+                (names(&["hr", "eng"]), any::<bool>()).prop_map(|(names, all)| Criterion::Groups { names, all }),
+                (names(&["r1", "r2"]), any::<bool>()).prop_map(|(names, all)| Criterion::Roles { names, all }),
+                Just(Criterion::Time(TimeWindow { days: 0x7f, from: 0, to: 24 * 60, offset_secs: 0 })),
+            ]
+        }
+
+        fn rule() -> impl Strategy<Value = Rule> {
+            let leaf = prop::collection::vec(criterion(), 0..3).prop_map(Rule::All);
+            leaf.prop_recursive(4, 24, 3, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 1..4).prop_map(Rule::And),
+                    prop::collection::vec(inner.clone(), 1..4).prop_map(Rule::Or),
+                    inner.prop_map(|r| Rule::Not(Box::new(r))),
+                ]
+            })
+        }
+
+        /// Every identity and request of the small world.
+        fn world() -> Vec<(Identity, &'static str)> {
+            let subsets = |a: &str, b: &str| vec![vec![], vec![a.to_string()], vec![b.to_string()], vec![a.to_string(), b.to_string()]];
+            let mut out = Vec::new();
+            for pop in Population::ALL {
+                for provider in ["a", "b"] {
+                    for groups in subsets("hr", "eng") {
+                        for roles in subsets("r1", "r2") {
+                            for method in ["GET", "POST"] {
+                                let mut id = Identity::new(provider, ProviderKind::Oidc, pop, "u".into());
+                                id.provider = provider.to_string();
+                                id.groups = groups.clone();
+                                id.groups_complete = true;
+                                id.roles = roles.clone();
+                                out.push((id, method));
+                            }
+                        }
+                    }
+                }
+            }
+            out
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 2048, failure_persistence: None, ..ProptestConfig::default() })]
+
+            #[test]
+            fn never_and_always_are_never_wrong(r in rule()) {
+                let never = never(&r, &[]);
+                let always = always(&r);
+                for (id, method) in world() {
+                    let req = Request { method, path: "/", now: 0 };
+                    let o = r.eval(&id, &req);
+                    if let Some(why) = &never {
+                        prop_assert!(o != crate::config::rules::Outcome::Match, "{r} matched {id:?} {method} but lint says never: {why}");
+                    }
+                    if always {
+                        prop_assert!(o == crate::config::rules::Outcome::Match, "{r} did not match {id:?} {method} but lint says always");
+                    }
+                }
+            }
+        }
+    }
 }
