@@ -135,6 +135,9 @@ pub enum TargetProblem {
     /// Two headers (or a header and the check path) name different original requests,
     /// or one of them is repeated.
     ForwardedConflict,
+    /// `/.idfabric/me?explain=1`: `method=` is not a method token, `path=` does not
+    /// start with `/`, or `explain=` is neither `1`/`true` nor `0`/`false`.
+    ExplainQuery,
 }
 
 impl TargetProblem {
@@ -153,6 +156,9 @@ impl TargetProblem {
             TargetProblem::ForwardedMethod => "the forwarded method (X-Original-Method, X-Forwarded-Method) is not an HTTP method",
             TargetProblem::ForwardedConflict => {
                 "the forwarded headers and the check path name different original requests, or one is repeated"
+            }
+            TargetProblem::ExplainQuery => {
+                "the explanation query is not `explain=1` with an optional method token `method=` and a path starting with `/` in `path=`"
             }
         }
     }

@@ -219,6 +219,7 @@ fn serve(path: &Path, upgrade: bool, no_watch: bool) -> Result<ExitCode, ExitCod
         ExitCode::from(1)
     })?;
     crate::metrics::metrics().config_reloads_total.with_label_values(&["success"]).inc();
+    crate::reload::log_warnings(&config);
     server::run(config, server::RunOptions { upgrade, no_watch, ..Default::default() }).map_err(|e| {
         eprintln!("idfabric: {e}");
         ExitCode::from(1)
@@ -241,14 +242,22 @@ fn check(path: &Path, offline: bool, production: bool) -> Result<ExitCode, ExitC
             failed = true;
         }
     }
+    // Rules that can never match or always match: worth a look, not a failure.
+    for w in &config.warnings {
+        eprintln!("warning: {w}");
+    }
     if failed {
         println!("{}: configuration parses, but is not fit for production (see above)", config.path.display());
     } else {
         println!(
-            "{}: configuration valid ({} provider(s), {} route(s))",
+            "{}: configuration valid ({} provider(s), {} route(s)){}",
             config.path.display(),
             config.providers.len(),
-            config.routes.len()
+            config.routes.len(),
+            match config.warnings.len() {
+                0 => String::new(),
+                n => format!(", {n} warning(s) on standard error"),
+            }
         );
     }
     if !offline {
@@ -401,41 +410,14 @@ fn inspect(path: &Path, token: Option<String>, method: &str) -> Result<ExitCode,
             return Ok(ExitCode::from(1));
         }
     };
-    let routes: Vec<serde_json::Value> = rt
+    // The proxy's own decision for this token on each route, with every `require.*`
+    // condition and `policy:` rule that made it (`pipeline::explain`).
+    let method = method.to_ascii_uppercase();
+    let routes: Vec<pipeline::Explanation> = rt
         .routes
         .routes
         .iter()
-        .map(|route| {
-            let name = route.spec.name.as_str();
-            // The proxy's own decision for this token on this route.
-            let method = method.to_ascii_uppercase();
-            let req = crate::policy::Request::now(&method, &route.spec.path_prefix);
-            let mut out = match pipeline::admit_bearer(&rt, route, verified.clone(), &req) {
-                Ok(pipeline::Admission::Public) => {
-                    serde_json::json!({"route": name, "decision": "allow", "reason": "public route (auth: none)"})
-                }
-                Ok(pipeline::Admission::Allowed { .. }) => serde_json::json!({"route": name, "decision": "allow", "reason": "ok"}),
-                Err(d) if d.refusal == crate::refusal::Refusal::NoSession => {
-                    serde_json::json!({"route": name, "decision": "deny", "reason": "session route: bearer tokens are not accepted"})
-                }
-                Err(d) => serde_json::json!({
-                    "route": name,
-                    "decision": d.refusal.decision().as_str(),
-                    "status": d.refusal.status(),
-                    "reason": d.refusal.reason(),
-                    "detail": d.refusal.to_string(),
-                }),
-            };
-            // Every policy rule with its result, so a refusal (or an allow) can be traced.
-            if let Some(p) = &route.spec.policy {
-                out["policy"] = serde_json::json!({
-                    "method": req.method,
-                    "path": req.path,
-                    "rules": p.explain(&verified.identity, &req),
-                });
-            }
-            out
-        })
+        .map(|route| pipeline::explain(&rt, route, &verified, &method, &route.spec.path_prefix, false))
         .collect();
     let out = serde_json::json!({
         "valid": true,

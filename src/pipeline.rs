@@ -296,3 +296,88 @@ fn decide_seen(rt: &Runtime, route: &CompiledRoute, verified: Arc<Verified>, req
         Err(r) => Err(deny(r)),
     }
 }
+
+// ---------------------------------------------------------------------------------
+// Explanations (`token inspect`, `/.idfabric/me?explain=1`): one route's decision for
+// a verified credential, with every condition that decided it. Not on the request path.
+
+/// One route's decision, explained: each lowered `require:` condition and each
+/// `policy:` rule with its result for this identity and request, then the decision
+/// the proxy makes. Names configured values and reasons, never a credential.
+#[derive(Debug, serde::Serialize)]
+pub struct Explanation {
+    pub route: String,
+    /// The request judged: its method, canonical path and the host it was asked for.
+    pub method: String,
+    pub path: String,
+    /// The route's `require:` (route level, then the population target's) as the one
+    /// rule it is lowered into, its `criteria` being the `require.*` conditions in the
+    /// order they are checked; `null` when the route does not serve the population.
+    pub require: Option<policy::lang::Step>,
+    /// Every `policy:` rule (deny rules first) with its result; absent without `policy:`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyExplanation>,
+    /// `allow`, `deny`, `step_up`, `challenge` or `error` (as `Refusal::decision`).
+    pub decision: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// `ok`, `public` (`auth: none`), or the refusal's reason.
+    pub reason: &'static str,
+    /// For a person: what the reason means here.
+    pub detail: String,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct PolicyExplanation {
+    pub rules: Vec<policy::lang::Step>,
+}
+
+/// [`Explanation`] of `route` for `verified` and a request of `method` on the canonical
+/// `path`, now; `session`: the credential is a browser session (routes with `auth:
+/// bearer` do not take one) rather than a bearer token.
+pub fn explain(rt: &Runtime, route: &CompiledRoute, verified: &Arc<Verified>, method: &str, path: &str, session: bool) -> Explanation {
+    let req = &policy::Request::now(method, path);
+    let id = &verified.identity;
+    // The lowered `require:` is one allow rule (`lang::lower_require`).
+    let require = route.requirements(id.population).and_then(|r| r.explain(id, req).into_iter().next()).map(|mut step| {
+        step.rule = "require".into();
+        step
+    });
+    let policy = route.spec.policy.as_ref().map(|p| PolicyExplanation { rules: p.explain(id, req) });
+    let (decision, status, reason, detail) = match admit_verified(rt, route, verified, req, session) {
+        Ok(Admission::Public) => ("allow", None, "public", "public route (auth: none): no credential is looked at".to_string()),
+        Ok(Admission::Allowed { .. }) => ("allow", None, "ok", "every condition holds".to_string()),
+        Err(d) if d.refusal == Refusal::NoSession => {
+            ("deny", Some(d.refusal.status()), d.refusal.reason(), "session route: bearer tokens are not accepted".to_string())
+        }
+        Err(d) => (d.refusal.decision().as_str(), Some(d.refusal.status()), d.refusal.reason(), d.refusal.to_string()),
+    };
+    Explanation {
+        route: route.spec.name.clone(),
+        method: req.method.to_string(),
+        path: req.path.to_string(),
+        require,
+        policy,
+        decision,
+        status,
+        reason,
+        detail,
+    }
+}
+
+/// What [`admit`] decides once the credential is verified: [`admit_bearer`] for a
+/// token; for a session, the same steps as `admit` takes for one (without the
+/// browser's redirects).
+fn admit_verified(rt: &Runtime, route: &CompiledRoute, verified: &Arc<Verified>, req: &policy::Request, session: bool) -> Result<Admission, Denial> {
+    if !session {
+        return admit_bearer(rt, route, verified.clone(), req);
+    }
+    match route.spec.auth {
+        AuthMode::None => Ok(Admission::Public),
+        AuthMode::Bearer => Err(Denial::plain(Refusal::NoCredential)),
+        AuthMode::Session | AuthMode::Either if route.allowed.as_ref().is_some_and(|a| !a.contains(&verified.provider)) => {
+            Err(Denial::plain(Refusal::ProviderNotAllowed))
+        }
+        AuthMode::Session | AuthMode::Either => decide(rt, route, verified.clone(), req),
+    }
+}

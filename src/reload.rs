@@ -60,8 +60,17 @@ pub enum ReloadError {
     Audit(#[from] crate::audit::AuditError),
 }
 
+/// The configuration's warnings (`config::Config::warnings`), one log line each, at
+/// start and on every reload.
+pub fn log_warnings(config: &config::Config) {
+    for w in &config.warnings {
+        tracing::warn!(file = %w.file.display(), line = w.line, key = w.key.as_deref().unwrap_or(""), "configuration warning: {}", w.message);
+    }
+}
+
 fn load(old: &Runtime, path: &Path) -> Result<Runtime, ReloadError> {
     let config = config::load(path, crate::providers::KINDS).map_err(ReloadError::Config)?;
+    log_warnings(&config);
     check_start_only(&old.config, &config)?;
     check_tls(&config)?;
     let mut rt = Runtime::build(config)?;

@@ -183,7 +183,7 @@ mod tests {
         use crate::config::rules::{Criterion, Policy, Request, Rule};
         use crate::config::Requirements;
         use crate::identity::{Population, ProviderKind};
-        let adaptive = [Requirements { adaptive_mfa: true, ..Requirements::default() }];
+        let adaptive = crate::config::rules::lower_require(&[&Requirements { adaptive_mfa: true, ..Requirements::default() }]);
         let reason = |id: &Identity, signals: Signals| {
             let req = Request { signals, ..Request::now("GET", "/") };
             crate::policy::decide_request(id, &adaptive, None, &req, &[]).map(|_| ()).map_err(|r| r.reason())
@@ -212,7 +212,7 @@ mod tests {
         let carol = Identity::new("cu", ProviderKind::Auth0, Population::Customer, "carol".into());
         let decide = |signals| {
             let req = Request { signals, ..Request::now("GET", "/") };
-            crate::policy::decide_request(&carol, &[], Some(&p), &req, &[]).map(|_| ()).map_err(|r| r.reason())
+            crate::policy::decide_request(&carol, &crate::config::rules::lower_require(&[]), Some(&p), &req, &[]).map(|_| ()).map_err(|r| r.reason())
         };
         assert_eq!(decide(quiet), Ok(()));
         assert_eq!(decide(covered), Ok(()));

@@ -4,7 +4,8 @@
 //! A `Runtime` is immutable once built; a reload builds a new one and swaps it in
 //! (arc-swap), so requests in flight finish on the runtime they started with.
 
-use crate::config::{Config, HostMatch, Requirements, RouteSpec, Upstream, UpstreamOptions, UpstreamTarget};
+use crate::config::rules::{lower_require, Policy};
+use crate::config::{Config, HostMatch, RouteSpec, Upstream, UpstreamOptions, UpstreamTarget};
 use crate::identity::Population;
 use crate::keys::Signer;
 use crate::propagate::Minter;
@@ -143,29 +144,31 @@ pub struct CompiledRoute {
     pub allowed: Option<Vec<usize>>,
     pub default_pool: Option<Pool>,
     pub population_pools: [Option<Pool>; 2],
-    /// Route-level plus population-level requirements, per population; `None` when
-    /// the route does not serve that population.
-    reqs: [Option<Vec<Requirements>>; 2],
+    /// Route-level plus population-level `require:`, lowered into the rule form
+    /// (`config::rules::lower_require`), per population; `None` when the route does not
+    /// serve that population.
+    reqs: [Option<Policy>; 2],
 }
 
 impl CompiledRoute {
-    /// Requirements for an identity of `pop`: the route's, plus its population target's.
-    pub fn requirements(&self, pop: Population) -> Option<&[Requirements]> {
-        self.reqs[pop.index()].as_deref()
+    /// The compiled `require:` for an identity of `pop`: the route's, then its
+    /// population target's.
+    pub fn requirements(&self, pop: Population) -> Option<&Policy> {
+        self.reqs[pop.index()].as_ref()
     }
 
-    fn compile_requirements(spec: &RouteSpec, has_default: bool) -> [Option<Vec<Requirements>>; 2] {
+    fn compile_requirements(spec: &RouteSpec, has_default: bool) -> [Option<Policy>; 2] {
         Population::ALL.map(|pop| {
-            let mut out = vec![spec.require.clone()];
+            let mut levels = vec![&spec.require];
             match &spec.by_population {
                 None => {}
                 Some(targets) => match &targets[pop.index()] {
-                    Some(t) => out.push(t.require.clone()),
+                    Some(t) => levels.push(&t.require),
                     None if !has_default => return None,
                     None => {}
                 },
             }
-            Some(out)
+            Some(lower_require(&levels))
         })
     }
 

@@ -49,6 +49,9 @@ pub struct Config {
     pub audit: AuditSpec,
     pub reload: ReloadSpec,
     pub tracing: TracingSpec,
+    /// Policy rules that can never match or always match, duplicated rules, time
+    /// windows that say less than they seem: printed by `check`, logged by `run`.
+    pub warnings: Vec<ConfigError>,
 }
 
 /// The guard of the admin listener's operator endpoints (everything but `/metrics`,

@@ -43,6 +43,9 @@ pub struct Signals {
 }
 
 impl Signals {
+    /// No signal fired (requests on routes that are not adaptive).
+    pub const NONE: Signals = Signals { fired: 0, uncovered: 0 };
+
     /// Records that `s` fired, covered or not.
     pub fn fire(&mut self, s: Signal, covered: bool) {
         self.fired |= s.bit();

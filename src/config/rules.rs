@@ -13,7 +13,13 @@
 //! information the answer is *unknown*, which never allows and always denies (a `deny`
 //! rule that might match is taken to match, and `not` of unknown stays unknown), so an
 //! overage or a missing claim fails closed.
+//!
+//! A route's `require:` (the simple form) is lowered into the same form at load
+//! (`lower_require`): one allow rule of `Requirement` criteria, so one evaluator decides
+//! both, while the simple form keeps its own refusal reasons (`group_required`,
+//! `insufficient_scope`, ...), which clients and dashboards already know.
 
+use super::Requirements;
 use crate::identity::{Identity, Population, PrincipalType};
 use crate::refusal::PolicyUnmet;
 use globset::GlobSet;
@@ -61,9 +67,10 @@ pub enum Rule {
     Not(Box<Rule>),
 }
 
-/// Why a rule or criterion did not hold, before it becomes a `Refusal`.
+/// Why a rule or criterion did not hold, before it becomes a `Refusal`. It borrows
+/// from the compiled policy (`'p`), so naming the unmet condition allocates nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unmet {
+pub enum Unmet<'p> {
     Policy(PolicyUnmet),
     /// `mfa: true` (or `mfa_max_age`) without a second factor: the ordinary step-up.
     Mfa,
@@ -73,18 +80,37 @@ pub enum Unmet {
     GroupsIncomplete,
     /// `risk: low` while a risk signal fires that MFA does not cover: the step-up.
     Risk,
+    /// A condition of the simple form (`require:`), refused with its own reason.
+    Require(RequireUnmet<'p>),
+}
+
+/// The unmet `require:` condition, with what its refusal names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequireUnmet<'p> {
+    /// An anonymous identity on a route without `allow_anonymous`.
+    RealUser,
+    /// The caller's population is not the required one (the refusal names the caller's).
+    Population,
+    Tenant,
+    EmailVerified,
+    /// `groups_any` as written (joined with `, `), or the first missing `groups_all` group.
+    Group(&'p str),
+    /// `roles_any` as written, joined with `, `.
+    Role(&'p str),
+    /// `scopes_all` as written, joined with spaces.
+    Scopes(&'p str),
 }
 
 /// The three-valued result of a rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Outcome<'p> {
     Match,
-    NoMatch(Unmet),
+    NoMatch(Unmet<'p>),
     /// Cannot be told (incomplete groups): fails closed both ways.
-    Unknown(Unmet),
+    Unknown(Unmet<'p>),
 }
 
-impl Outcome {
+impl Outcome<'_> {
     pub fn label(self) -> &'static str {
         match self {
             Outcome::Match => "match",
@@ -122,6 +148,139 @@ pub enum Criterion {
     Acr(Vec<String>),
     /// `risk: low`: no uncovered adaptive-MFA risk signal.
     RiskLow,
+    /// A condition of `require:`, lowered (`lower_require`); never written in `policy:`.
+    Require(Requirement),
+}
+
+/// One condition of the simple form (`require:`), as `lower_require` compiles it.
+///
+/// Each is tested as the simple form always tested it (which differs from the policy
+/// criterion of the same name in small ways kept on purpose: `email_verified` does not
+/// ask for an address, incomplete groups are a definite no) and refused with the simple
+/// form's own reason. They only ever appear in the one allow rule `lower_require`
+/// builds, never under `not` or in `deny`, so a definite no fails closed.
+#[derive(Debug, Clone)]
+pub enum Requirement {
+    /// Not an anonymous identity (`attributes.anonymous: true`, Firebase anonymous
+    /// sign-in): present unless `allow_anonymous`.
+    RealUser,
+    Population(Population),
+    /// Lower-cased; compared ASCII case-insensitively.
+    Tenant(Vec<String>),
+    EmailVerified,
+    /// `groups_any` (one of) and `groups_all` (every one), with `groups_any` joined for
+    /// the refusal. Either list may be empty, not both.
+    Groups { any: Vec<String>, any_text: String, all: Vec<String> },
+    /// `roles_any`, with the list joined for the refusal.
+    Roles { any: Vec<String>, text: String },
+    /// `scopes_all`, with the list joined for the refusal (and the RFC 6750 `scope`).
+    Scopes { all: Vec<String>, text: String },
+    Mfa,
+    /// `mfa: adaptive`: a workforce identity needs MFA (the workforce keeps mandatory
+    /// MFA); a customer needs it only when a risk signal fires that the credential's
+    /// MFA does not cover (`crate::risk`).
+    AdaptiveMfa,
+}
+
+impl Requirement {
+    pub fn key(&self) -> &'static str {
+        match self {
+            Requirement::RealUser => "require.allow_anonymous",
+            Requirement::Population(_) => "require.population",
+            Requirement::Tenant(_) => "require.tenants",
+            Requirement::EmailVerified => "require.email_verified",
+            Requirement::Groups { .. } => "require.groups",
+            Requirement::Roles { .. } => "require.roles_any",
+            Requirement::Scopes { .. } => "require.scopes_all",
+            Requirement::Mfa | Requirement::AdaptiveMfa => "require.mfa",
+        }
+    }
+
+    /// What a failure is reported as, before the identity is known (`groups_all` names
+    /// its first group here; `eval` names the first one the caller lacks).
+    fn unmet(&self) -> Unmet<'_> {
+        use RequireUnmet as U;
+        Unmet::Require(match self {
+            Requirement::RealUser => U::RealUser,
+            Requirement::Population(_) => U::Population,
+            Requirement::Tenant(_) => U::Tenant,
+            Requirement::EmailVerified => U::EmailVerified,
+            Requirement::Groups { any, any_text, all } => {
+                U::Group(if any.is_empty() { all.first().map_or("", String::as_str) } else { any_text })
+            }
+            Requirement::Roles { text, .. } => U::Role(text),
+            Requirement::Scopes { text, .. } => U::Scopes(text),
+            Requirement::Mfa => return Unmet::Mfa,
+            Requirement::AdaptiveMfa => return Unmet::Risk,
+        })
+    }
+
+    /// Only adaptive MFA looks at the request (its risk signals); the other conditions
+    /// look at the identity alone.
+    fn eval(&self, id: &Identity, req: &Request) -> Outcome<'_> {
+        let yes = match self {
+            Requirement::RealUser => id.attributes.get("anonymous") != Some(&serde_json::Value::Bool(true)),
+            Requirement::Population(p) => id.population == *p,
+            Requirement::Tenant(t) => t.iter().any(|t| t.eq_ignore_ascii_case(&id.tenant)),
+            Requirement::EmailVerified => id.email_verified == Some(true),
+            Requirement::Groups { any, any_text, all } => {
+                if !id.groups_complete {
+                    return Outcome::NoMatch(Unmet::GroupsIncomplete);
+                }
+                if !any.is_empty() && !any_of(any, &id.groups) {
+                    return Outcome::NoMatch(Unmet::Require(RequireUnmet::Group(any_text)));
+                }
+                if let Some(missing) = all.iter().find(|g| !id.groups.contains(g)) {
+                    return Outcome::NoMatch(Unmet::Require(RequireUnmet::Group(missing)));
+                }
+                true
+            }
+            Requirement::Roles { any, .. } => any_of(any, &id.roles),
+            Requirement::Scopes { all, .. } => all_of(all, &id.scopes),
+            Requirement::Mfa => id.mfa,
+            Requirement::AdaptiveMfa => match id.population {
+                Population::Workforce => id.mfa,
+                Population::Customer => !req.signals.step_up(),
+            },
+        };
+        if yes {
+            Outcome::Match
+        } else {
+            Outcome::NoMatch(self.unmet())
+        }
+    }
+}
+
+/// `require:` (the simple form) lowered into the rule form: one allow rule holding each
+/// level's conditions (the route's, then its population target's), in the order the
+/// simple form has always checked them, so the first unmet one (and so the refusal) is
+/// the one it always was.
+pub fn lower_require(levels: &[&Requirements]) -> Policy {
+    let mut all = Vec::new();
+    for r in levels {
+        lower_level(r, &mut all);
+    }
+    Policy { allow: Some(vec![Rule::All(all)]), deny: Vec::new() }
+}
+
+/// One level of `require:`. The struct is taken apart without `..`, so a new field does
+/// not compile until it has its arm here (in its place in the order).
+fn lower_level(r: &Requirements, out: &mut Vec<Criterion>) {
+    use Requirement as R;
+    let Requirements { population, mfa, adaptive_mfa, groups_any, groups_all, roles_any, scopes_all, tenants, email_verified, allow_anonymous } = r;
+    let conditions = [
+        (!allow_anonymous).then_some(R::RealUser),
+        population.map(R::Population),
+        (!tenants.is_empty()).then(|| R::Tenant(tenants.clone())),
+        email_verified.then_some(R::EmailVerified),
+        (!groups_any.is_empty() || !groups_all.is_empty())
+            .then(|| R::Groups { any: groups_any.clone(), any_text: groups_any.join(", "), all: groups_all.clone() }),
+        (!roles_any.is_empty()).then(|| R::Roles { any: roles_any.clone(), text: roles_any.join(", ") }),
+        (!scopes_all.is_empty()).then(|| R::Scopes { all: scopes_all.clone(), text: scopes_all.join(" ") }),
+        mfa.then_some(R::Mfa),
+        adaptive_mfa.then_some(R::AdaptiveMfa),
+    ];
+    out.extend(conditions.into_iter().flatten().map(Criterion::Require));
 }
 
 /// `path:` globs, with the text they were written as (for explanations).
@@ -339,11 +498,12 @@ impl Criterion {
             Criterion::MfaMaxAge(_) => "mfa_max_age",
             Criterion::Acr(_) => "acr",
             Criterion::RiskLow => "risk",
+            Criterion::Require(r) => r.key(),
         }
     }
 
     /// What a failure of this criterion is reported as.
-    pub fn unmet(&self) -> Unmet {
+    pub fn unmet(&self) -> Unmet<'_> {
         use PolicyUnmet as P;
         Unmet::Policy(match self {
             Criterion::Population(_) => P::Population,
@@ -365,10 +525,11 @@ impl Criterion {
             Criterion::Mfa => return Unmet::Mfa,
             Criterion::MfaMaxAge(s) => return Unmet::MfaAge(*s),
             Criterion::RiskLow => return Unmet::Risk,
+            Criterion::Require(r) => return r.unmet(),
         })
     }
 
-    pub fn eval(&self, id: &Identity, req: &Request) -> Outcome {
+    pub fn eval(&self, id: &Identity, req: &Request) -> Outcome<'_> {
         let yes = match self {
             Criterion::Population(p) => p.contains(&id.population),
             Criterion::Provider(p) => p.iter().any(|p| *p == id.provider),
@@ -410,6 +571,7 @@ impl Criterion {
             }
             Criterion::Acr(a) => id.acr.as_deref().is_some_and(|acr| a.iter().any(|a| a == acr)),
             Criterion::RiskLow => !req.signals.step_up(),
+            Criterion::Require(r) => return r.eval(id, req),
         };
         if yes {
             Outcome::Match
@@ -421,7 +583,7 @@ impl Criterion {
 
 impl Rule {
     /// What a `not` of this rule reports when this rule matches: its first criterion.
-    fn subject(&self) -> Unmet {
+    fn subject(&self) -> Unmet<'_> {
         match self {
             Rule::All(c) => c.first().map_or(Unmet::Policy(PolicyUnmet::Denied), Criterion::unmet),
             Rule::And(r) | Rule::Or(r) => r.first().map_or(Unmet::Policy(PolicyUnmet::Denied), Rule::subject),
@@ -429,7 +591,7 @@ impl Rule {
         }
     }
 
-    pub fn eval(&self, id: &Identity, req: &Request) -> Outcome {
+    pub fn eval(&self, id: &Identity, req: &Request) -> Outcome<'_> {
         match self {
             Rule::All(cs) => conj(cs.iter().map(|c| c.eval(id, req))),
             Rule::And(rs) => conj(rs.iter().map(|r| r.eval(id, req))),
@@ -455,7 +617,7 @@ impl Rule {
 }
 
 /// All of `outcomes`: the first definite failure, else the first unknown, else a match.
-fn conj(outcomes: impl Iterator<Item = Outcome>) -> Outcome {
+fn conj<'p>(outcomes: impl Iterator<Item = Outcome<'p>>) -> Outcome<'p> {
     let mut unknown = None;
     for o in outcomes {
         match o {
@@ -488,7 +650,7 @@ impl Policy {
     /// Deny wins; then some allow rule must match. The error is the first unmet
     /// criterion (of the matching deny rule: `policy_denied`; of the first allow rule
     /// otherwise).
-    pub fn decide(&self, id: &Identity, req: &Request) -> Result<(), Unmet> {
+    pub fn decide(&self, id: &Identity, req: &Request) -> Result<(), Unmet<'_>> {
         for r in &self.deny {
             match r.eval(id, req) {
                 Outcome::Match => return Err(Unmet::Policy(PolicyUnmet::Denied)),
@@ -581,6 +743,20 @@ impl fmt::Display for Criterion {
             Criterion::Mfa => write!(f, "{k}: true"),
             Criterion::RiskLow => write!(f, "{k}: low"),
             Criterion::MfaMaxAge(s) => write!(f, "{k}: {s}s"),
+            Criterion::Require(r) => match r {
+                Requirement::RealUser => write!(f, "{k}: false"),
+                Requirement::Population(p) => write!(f, "{k}: {}", p.as_str()),
+                Requirement::Tenant(t) => write!(f, "{k}: {}", quote(t)),
+                Requirement::EmailVerified | Requirement::Mfa => write!(f, "{k}: true"),
+                Requirement::AdaptiveMfa => write!(f, "{k}: adaptive"),
+                Requirement::Groups { any, all, .. } => match (any.is_empty(), all.is_empty()) {
+                    (false, true) => write!(f, "require.groups_any: {}", quote(any)),
+                    (true, _) => write!(f, "require.groups_all: {}", quote(all)),
+                    (false, false) => write!(f, "require.groups_any: {}, require.groups_all: {}", quote(any), quote(all)),
+                },
+                Requirement::Roles { any, .. } => write!(f, "{k}: {}", quote(any)),
+                Requirement::Scopes { all, .. } => write!(f, "{k}: {}", quote(all)),
+            },
         }
     }
 }
@@ -617,12 +793,23 @@ impl fmt::Display for Rule {
 
 /// The reason string an unmet outcome becomes (as `crate::policy::refusal` maps it).
 pub fn unmet_reason(u: Unmet) -> &'static str {
+    use crate::refusal::Reason;
     match u {
         Unmet::Policy(p) => p.code().as_str(),
-        Unmet::Mfa => "mfa_required",
-        Unmet::MfaAge(_) => "policy_mfa_age",
-        Unmet::GroupsIncomplete => "groups_incomplete",
-        Unmet::Risk => "mfa_required",
+        Unmet::Mfa => Reason::MfaRequired.as_str(),
+        Unmet::MfaAge(_) => Reason::PolicyMfaAge.as_str(),
+        Unmet::GroupsIncomplete => Reason::GroupsIncomplete.as_str(),
+        Unmet::Risk => Reason::MfaRequired.as_str(),
+        Unmet::Require(r) => match r {
+            RequireUnmet::RealUser => Reason::RealUserRequired,
+            RequireUnmet::Population => Reason::PopulationNotAllowed,
+            RequireUnmet::Tenant => Reason::TenantRequired,
+            RequireUnmet::EmailVerified => Reason::EmailNotVerified,
+            RequireUnmet::Group(_) => Reason::GroupRequired,
+            RequireUnmet::Role(_) => Reason::RoleRequired,
+            RequireUnmet::Scopes(_) => Reason::InsufficientScope,
+        }
+        .as_str(),
     }
 }
 

@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 mod broker;
 #[path = "validate/edge.rs"]
 mod edge;
+#[path = "validate/lint.rs"]
+mod lint;
 #[path = "validate/policy.rs"]
 mod policy;
 #[path = "validate/providers.rs"]
@@ -53,12 +55,63 @@ pub fn load(path: &Path, kinds: &Kinds) -> Result<Config, ConfigErrors> {
 
     let providers = providers::load_providers(kinds, &base_dir, path, &text, &file.providers, &mut errors);
     let mut p = Problems { file: path, text: &text, out: &mut errors };
-    let config = build(&file, &base_dir, path, providers, &mut p);
+    let mut config = build(&file, &base_dir, path, providers, &mut p);
     if errors.is_empty() {
+        config.warnings = warnings(&config.routes, path, &text);
         Ok(config)
     } else {
         Err(ConfigErrors(errors))
     }
+}
+
+/// Policy rules that load but can never match or always match (`lint`), each at the
+/// line of its top-level rule. Warnings, not errors: such a policy still decides safely.
+fn warnings(routes: &[RouteSpec], path: &Path, text: &str) -> Vec<ConfigError> {
+    let mut out = Vec::new();
+    for r in routes {
+        let Some(policy) = &r.policy else { continue };
+        let anchor = format!("name: {}", r.name);
+        for w in lint::policy(policy, &r.require) {
+            out.push(ConfigError {
+                file: path.to_path_buf(),
+                line: rule_line(text, &anchor, w.top.0, w.top.1),
+                key: Some(format!("routes[{}].{}", r.name, w.path)),
+                message: w.message,
+            });
+        }
+    }
+    out
+}
+
+/// The line of item `index` of the `list:` (`allow` or `deny`) after the line holding
+/// `anchor`; the list's own line when it is written inline (`allow: [...]`).
+fn rule_line(text: &str, anchor: &str, list: &str, index: usize) -> Option<usize> {
+    let key = super::error::locate(text, Some(anchor), list)?;
+    let lines: Vec<&str> = text.lines().collect();
+    let key_line = lines.get(key - 1)?;
+    if key_line.split_once(&format!("{list}:")).is_some_and(|(_, rest)| !rest.trim().is_empty() && !rest.trim_start().starts_with('#')) {
+        return Some(key);
+    }
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let mut item_indent = None;
+    let mut seen = 0;
+    for (i, l) in lines.iter().enumerate().skip(key) {
+        let t = l.trim_start();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let at = *item_indent.get_or_insert(indent(l));
+        if indent(l) < at || (indent(l) == at && !t.starts_with('-')) {
+            break;
+        }
+        if indent(l) == at {
+            if seen == index {
+                return Some(i + 1);
+            }
+            seen += 1;
+        }
+    }
+    Some(key)
 }
 
 pub(super) fn parse<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, ConfigError> {
@@ -123,6 +176,7 @@ fn build(
         p,
     );
     Config {
+        warnings: Vec::new(),
         path: path.to_path_buf(),
         base_dir: base_dir.to_path_buf(),
         listen_http,

@@ -226,23 +226,110 @@ pub(super) async fn forward_auth(rt: &Runtime, session: &mut Session, rest: &str
     }
 }
 
-/// The caller's normalised identity (bearer token from any enabled provider).
+/// The caller's normalised identity (bearer token from any enabled provider, or the
+/// browser session); with `?explain=1` also how each route of this host decides for it.
 async fn me(rt: &Runtime, session: &mut Session, origin: &Origin) -> Result<Handled> {
+    let explain = match ExplainQuery::parse(session.req_header().uri.query().unwrap_or("")) {
+        Ok(q) => q,
+        Err(r) => return refuse(session, r, None).await,
+    };
     let headers = session.req_header().headers.clone();
-    let cred = match crate::credential::extract(&headers, &rt.config.session.cookie_name(origin.https)) {
-        Ok(crate::credential::Credential::Bearer(t)) => t.to_string(),
-        Ok(crate::credential::Credential::Session(id)) => {
-            return match pipeline::session(rt, id).await {
-                Ok(v) => ok_json(session, &serde_json::to_value(&v.identity).unwrap_or_default()).await,
-                Err(r) => refuse(session, r, None).await,
-            };
-        }
+    let (verified, from_session) = match crate::credential::extract(&headers, &rt.config.session.cookie_name(origin.https)) {
+        Ok(crate::credential::Credential::Bearer(t)) => match rt.registry.verify(t, None).await {
+            Ok(v) => (v, false),
+            Err(e) => return refuse(session, e.refusal, None).await,
+        },
+        Ok(crate::credential::Credential::Session(id)) => match pipeline::session(rt, id).await {
+            Ok(v) => (v, true),
+            Err(r) => return refuse(session, r, None).await,
+        },
         Ok(crate::credential::Credential::None) => return refuse(session, Refusal::NoCredential, None).await,
         Err(r) => return refuse(session, r, None).await,
     };
-    match rt.registry.verify(&cred, None).await {
-        Ok(v) => ok_json(session, &serde_json::to_value(&v.identity).unwrap_or_default()).await,
-        Err(e) => refuse(session, e.refusal, None).await,
+    let identity = serde_json::to_value(&verified.identity).unwrap_or_default();
+    let Some(q) = explain else { return ok_json(session, &identity).await };
+    let host = super::host_of(session.req_header()).to_string();
+    let routes = match explain_routes(rt, &host, &q, &verified, from_session) {
+        Ok(r) => r,
+        Err(r) => return refuse(session, r, None).await,
+    };
+    let body = serde_json::json!({ "identity": identity, "host": crate::runtime::normalise_host(&host), "routes": routes });
+    ok_json(session, &body).await
+}
+
+/// `/.idfabric/me?explain=1[&method=M][&path=P]`: `None` without `explain` (or with
+/// `explain=0`).
+#[derive(Debug, Default)]
+struct ExplainQuery {
+    /// Upper-cased; `GET` when not given.
+    method: Option<String>,
+    /// Canonicalised like a request path (`crate::canon`).
+    path: Option<String>,
+}
+
+impl ExplainQuery {
+    fn parse(query: &str) -> std::result::Result<Option<ExplainQuery>, Refusal> {
+        use crate::canon::TargetProblem;
+        let bad = Refusal::InvalidTarget(TargetProblem::ExplainQuery);
+        let (mut on, mut q) = (false, ExplainQuery::default());
+        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+            match &*k {
+                "explain" => match &*v {
+                    "1" | "true" => on = true,
+                    "0" | "false" => on = false,
+                    _ => return Err(bad),
+                },
+                "method" => {
+                    // A method token (RFC 9110 §9.1), bounded.
+                    if v.is_empty() || v.len() > 32 || !v.bytes().all(|b| b.is_ascii_alphabetic() || b == b'-' || b == b'_') {
+                        return Err(bad);
+                    }
+                    q.method = Some(v.to_ascii_uppercase());
+                }
+                "path" => {
+                    if !v.starts_with('/') || v.len() > 2048 {
+                        return Err(bad);
+                    }
+                    let canon = crate::canon::canonicalize(&v).map_err(Refusal::InvalidPath)?;
+                    if canon.has_params() {
+                        return Err(Refusal::InvalidPath(crate::canon::PathProblem::ParamsNotAllowed));
+                    }
+                    q.path = Some(canon.route_path().to_string());
+                }
+                _ => {}
+            }
+        }
+        Ok(on.then_some(q))
+    }
+}
+
+/// The explanations `/.idfabric/me?explain=1` gives: with `path=`, the route that path
+/// selects on this host (`404 no_route` when none does); without, every route of this
+/// host, each judged at its `path_prefix`. Only this host's routes: a caller learns how
+/// the site they are on decides, not the rest of the configuration.
+fn explain_routes(rt: &Runtime, host: &str, q: &ExplainQuery, verified: &std::sync::Arc<crate::providers::Verified>, from_session: bool) -> std::result::Result<Vec<pipeline::Explanation>, Refusal> {
+    let method = q.method.as_deref().unwrap_or("GET");
+    if let Some(path) = &q.path {
+        let route = rt.routes.find(host, path).ok_or(Refusal::NoRoute)?;
+        return Ok(vec![pipeline::explain(rt, route, verified, method, path, from_session)]);
+    }
+    let host = crate::runtime::normalise_host(host);
+    Ok(rt
+        .routes
+        .routes
+        .iter()
+        .filter(|r| host_matches(&r.spec.host, &host))
+        .map(|r| pipeline::explain(rt, r, verified, method, &r.spec.path_prefix, from_session))
+        .collect())
+}
+
+/// As `RouteTable::find` matches hosts (`host` normalised).
+fn host_matches(m: &crate::config::HostMatch, host: &str) -> bool {
+    use crate::config::HostMatch;
+    match m {
+        HostMatch::Any => true,
+        HostMatch::Exact(h) => h == host,
+        HostMatch::Wildcard(suffix) => host.ends_with(suffix.as_str()) && host.len() > suffix.len(),
     }
 }
 

@@ -1,5 +1,63 @@
 use super::*;
+use crate::config::Requirements;
 use crate::identity::Population;
+
+// ---------------------------------------------------------------------------------
+// `require:` (the simple form): the evaluator it had before it was lowered into the
+// rule form, kept here as the reference the lowered form must agree with.
+
+fn reference_check(id: &Identity, r: &Requirements, mfa_acr: &[String]) -> Result<(), Refusal> {
+    if !r.allow_anonymous && id.attributes.get("anonymous") == Some(&serde_json::Value::Bool(true)) {
+        return Err(Refusal::RealUserRequired);
+    }
+    if let Some(p) = r.population {
+        if id.population != p {
+            return Err(Refusal::PopulationNotAllowed(id.population.to_string()));
+        }
+    }
+    if !r.tenants.is_empty() && !r.tenants.iter().any(|t| t.eq_ignore_ascii_case(&id.tenant)) {
+        return Err(Refusal::TenantRequired);
+    }
+    if r.email_verified && id.email_verified != Some(true) {
+        return Err(Refusal::EmailNotVerified);
+    }
+    if !r.groups_any.is_empty() || !r.groups_all.is_empty() {
+        if !id.groups_complete {
+            return Err(Refusal::GroupsIncomplete);
+        }
+        if !r.groups_any.is_empty() && !r.groups_any.iter().any(|g| id.groups.contains(g)) {
+            return Err(Refusal::GroupRequired(r.groups_any.join(", ")));
+        }
+        if let Some(missing) = r.groups_all.iter().find(|g| !id.groups.contains(g)) {
+            return Err(Refusal::GroupRequired(missing.clone()));
+        }
+    }
+    if !r.roles_any.is_empty() && !r.roles_any.iter().any(|g| id.roles.contains(g)) {
+        return Err(Refusal::RoleRequired(r.roles_any.join(", ")));
+    }
+    if !r.scopes_all.is_empty() {
+        let missing: Vec<&str> =
+            r.scopes_all.iter().filter(|s| !id.scopes.contains(s)).map(String::as_str).collect();
+        if !missing.is_empty() {
+            return Err(Refusal::InsufficientScope(r.scopes_all.join(" ")));
+        }
+    }
+    if r.mfa && !id.mfa {
+        let acr_values = (!mfa_acr.is_empty()).then(|| mfa_acr.join(" "));
+        return Err(Refusal::MfaRequired { acr_values });
+    }
+    Ok(())
+}
+
+fn reference_decide(id: &Identity, levels: &[Requirements], mfa_acr: &[String]) -> Result<(), Refusal> {
+    levels.iter().try_for_each(|r| reference_check(id, r, mfa_acr))
+}
+
+/// The lowered form, decided by the one evaluator.
+fn lowered_decide(id: &Identity, levels: &[Requirements], mfa_acr: &[String]) -> Result<(), Refusal> {
+    let refs: Vec<&Requirements> = levels.iter().collect();
+    decide(id, &lang::lower_require(&refs), mfa_acr).map(|_| ())
+}
 
 fn person() -> Identity {
     let mut id = Identity::new("corp", crate::identity::ProviderKind::Entra, Population::Workforce, "u1".into());
@@ -49,8 +107,10 @@ fn requirement_table() {
     for (name, r, tweak, want) in cases {
         let mut id = person();
         tweak(&mut id);
-        let got = decide(&id, std::slice::from_ref(&r), &[]).map(|_| ()).map_err(|e| e.reason());
-        assert_eq!(got, want, "{name}");
+        let levels = std::slice::from_ref(&r);
+        let got = lowered_decide(&id, levels, &[]);
+        assert_eq!(got.as_ref().map_err(|e| e.reason()).copied(), want, "{name}");
+        assert_eq!(got, reference_decide(&id, levels, &[]), "{name}: lowered and reference differ");
     }
 }
 
@@ -59,7 +119,7 @@ fn step_up_carries_acr_values() {
     let mut id = person();
     id.mfa = false;
     let r = req(|r| r.mfa = true);
-    let err = decide(&id, std::slice::from_ref(&r), &["c1".to_string()]).unwrap_err();
+    let err = lowered_decide(&id, std::slice::from_ref(&r), &["c1".to_string()]).unwrap_err();
     assert_eq!(err, Refusal::MfaRequired { acr_values: Some("c1".into()) });
 }
 
@@ -75,8 +135,13 @@ fn get(path: &str) -> Request<'_> {
     Request { method: "GET", path, now: MONDAY_10, signals: Default::default() }
 }
 
+/// The lowered `require:` of a route that says nothing (anonymous callers refused).
+fn no_require() -> Policy {
+    lang::lower_require(&[&Requirements::default()])
+}
+
 fn reason(p: &Policy, id: &Identity, req: &Request) -> Result<(), &'static str> {
-    decide_request(id, &[], Some(p), req, &[]).map(|_| ()).map_err(|e| e.reason())
+    decide_request(id, &no_require(), Some(p), req, &[]).map(|_| ()).map_err(|e| e.reason())
 }
 
 fn allow(rules: Vec<Rule>) -> Policy {
@@ -172,7 +237,7 @@ fn mfa_age_uses_auth_time_and_steps_up_with_max_age() {
     id.auth_time = Some(MONDAY_10 - 60);
     assert_eq!(reason(&p, &id, &get("/")), Ok(()));
     id.auth_time = Some(MONDAY_10 - 901);
-    let err = decide_request(&id, &[], Some(&p), &get("/"), &[]).unwrap_err();
+    let err = decide_request(&id, &no_require(), Some(&p), &get("/"), &[]).unwrap_err();
     assert_eq!((err.status(), err.reason()), (401, "policy_mfa_age"));
     assert!(err.challenge().unwrap().contains("max_age=\"900\""));
     id.mfa = false;
@@ -230,6 +295,338 @@ fn require_is_checked_before_the_policy() {
     let id = person();
     let r = req(|r| r.groups_any = strs(&["x"]));
     let p = allow(vec![Rule::All(vec![C::Method(strs(&["POST"]))])]);
-    let got = decide_request(&id, std::slice::from_ref(&r), Some(&p), &get("/"), &[]).unwrap_err();
+    let got = decide_request(&id, &lang::lower_require(&[&r]), Some(&p), &get("/"), &[]).unwrap_err();
     assert_eq!(got.reason(), "group_required");
+}
+
+// ---------------------------------------------------------------------------------
+// Property: for any identity and any `require:` (one or two levels), the lowered form
+// decides exactly as the reference evaluator: same allow, same refusal (reason, and
+// the names it carries: the group list, the first missing group, the scope list, the
+// caller's population, the step-up `acr_values`).
+
+mod lowered_agrees_with_reference {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Few names, so requirements and identities overlap often.
+    const NAMES: &[&str] = &["hr", "eng", "ops", "HR", "orders:read", "orders:write"];
+    const TENANTS: &[&str] = &["", "t1", "T1", "t2", "acme"];
+
+    fn names() -> impl Strategy<Value = Vec<String>> {
+        prop::collection::vec(prop::sample::select(NAMES).prop_map(str::to_string), 0..4)
+    }
+
+    fn population() -> impl Strategy<Value = Population> {
+        prop::sample::select(Population::ALL.to_vec())
+    }
+
+    fn anonymous() -> impl Strategy<Value = Option<serde_json::Value>> {
+        prop::sample::select(vec![
+            None,
+            Some(serde_json::Value::Bool(true)),
+            Some(serde_json::Value::Bool(false)),
+            Some(serde_json::Value::String("true".into())),
+        ])
+    }
+
+    prop_compose! {
+        fn identity()(
+            population in population(),
+            tenant in prop::sample::select(TENANTS),
+            email_verified in prop::option::of(any::<bool>()),
+            groups in names(),
+            groups_complete in any::<bool>(),
+            roles in names(),
+            scopes in names(),
+            mfa in any::<bool>(),
+            anonymous in anonymous(),
+        ) -> Identity {
+            let mut id = Identity::new("p", crate::identity::ProviderKind::Oidc, population, "u".into());
+            id.tenant = tenant.to_string();
+            id.email_verified = email_verified;
+            id.groups = groups;
+            id.groups_complete = groups_complete;
+            id.roles = roles;
+            id.scopes = scopes;
+            id.mfa = mfa;
+            if let Some(v) = anonymous {
+                id.attributes.insert("anonymous".into(), v);
+            }
+            id
+        }
+    }
+
+    prop_compose! {
+        fn requirements()(
+            population in prop::option::of(population()),
+            mfa in any::<bool>(),
+            groups_any in names(),
+            groups_all in names(),
+            roles_any in names(),
+            scopes_all in names(),
+            // As validation leaves them: lower-cased.
+            tenants in prop::collection::vec(prop::sample::select(&["t1", "t2", "acme"][..]).prop_map(str::to_string), 0..3),
+            email_verified in any::<bool>(),
+            allow_anonymous in any::<bool>(),
+        ) -> Requirements {
+            Requirements { population, mfa, adaptive_mfa: false, groups_any, groups_all, roles_any, scopes_all, tenants, email_verified, allow_anonymous }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 4096, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn same_decision_and_same_refusal(
+            id in identity(),
+            levels in prop::collection::vec(requirements(), 1..3),
+            acr in prop::collection::vec(prop::sample::select(&["c1", "urn:mfa"][..]).prop_map(str::to_string), 0..3),
+        ) {
+            let want = reference_decide(&id, &levels, &acr);
+            let got = lowered_decide(&id, &levels, &acr);
+            prop_assert_eq!(&got, &want);
+            // The problem document and challenge the client sees follow from the refusal.
+            if let (Err(g), Err(w)) = (&got, &want) {
+                prop_assert_eq!((g.status(), g.reason(), g.challenge()), (w.status(), w.reason(), w.challenge()));
+            }
+            // And through the request path, with no `policy:`: the same again.
+            let refs: Vec<&Requirements> = levels.iter().collect();
+            let via_request = decide_request(&id, &lang::lower_require(&refs), None, &get("/x"), &acr).map(|_| ());
+            prop_assert_eq!(&via_request, &want);
+        }
+
+        /// A route's `policy:` never changes what its `require:` refuses: the simple
+        /// form is decided first.
+        #[test]
+        fn require_refusals_win_over_any_policy(
+            id in identity(),
+            r in requirements(),
+            method_ok in any::<bool>(),
+        ) {
+            let want = reference_decide(&id, std::slice::from_ref(&r), &[]);
+            let p = allow(vec![Rule::All(vec![C::Method(strs(if method_ok { &["GET"] } else { &["POST"] }))])]);
+            let got = decide_request(&id, &lang::lower_require(&[&r]), Some(&p), &get("/x"), &[]).map(|_| ());
+            match want {
+                Err(w) => prop_assert_eq!(got, Err(w)),
+                Ok(()) if method_ok => prop_assert_eq!(got, Ok(())),
+                Ok(()) => prop_assert_eq!(got.map_err(|e| e.reason()), Err("policy_method")),
+            }
+        }
+    }
+
+    #[test]
+    fn explanation_names_each_lowered_condition() {
+        let r = Requirements {
+            population: Some(Population::Workforce),
+            groups_any: strs(&["hr"]),
+            groups_all: strs(&["eng", "ops"]),
+            scopes_all: strs(&["orders:read"]),
+            mfa: true,
+            ..Requirements::default()
+        };
+        let steps = lang::lower_require(&[&r]).explain(&person(), &get("/"));
+        assert_eq!(steps.len(), 1);
+        let text: Vec<(&str, &str)> = steps[0].criteria.iter().map(|(c, r)| (c.as_str(), *r)).collect();
+        assert_eq!(
+            text,
+            vec![
+                ("require.allow_anonymous: false", "match"),
+                ("require.population: workforce", "match"),
+                ("require.groups_any: [hr], require.groups_all: [eng, ops]", "no match"),
+                ("require.scopes_all: [orders:read]", "match"),
+                ("require.mfa: true", "match"),
+            ]
+        );
+        assert_eq!(steps[0].unmet, Some("group_required"));
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// docs/policy.md: every idfabric example loads as configuration, and decides as the
+// text around it says.
+
+mod docs_examples {
+    use super::*;
+    use crate::config::{Config, RouteSpec};
+    use crate::identity::{PrincipalType, ProviderKind};
+
+    const DOC: &str = include_str!("../../docs/policy.md");
+    const OKTA: &str = "id: corp-okta\nkind: okta\nissuer: https://example.okta.com/oauth2/default\naudiences: [api://orders]\n";
+
+    /// The ```yaml blocks that are whole `routes.yaml` fragments (`routes:` first).
+    fn route_blocks() -> Vec<String> {
+        let mut out = Vec::new();
+        let mut rest = DOC;
+        while let Some(start) = rest.find("```yaml\n") {
+            let body = &rest[start + 8..];
+            let end = body.find("```").expect("closed block");
+            if body.starts_with("routes:") {
+                out.push(body[..end].to_string());
+            }
+            rest = &body[end + 3..];
+        }
+        out
+    }
+
+    fn load_all() -> Config {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("providers")).unwrap();
+        std::fs::write(d.path().join("providers/corp-okta.yaml"), OKTA).unwrap();
+        let mut routes = String::from("listen: { http: 127.0.0.1:8080 }\nproviders: [corp-okta]\nroutes:\n");
+        for b in route_blocks() {
+            // Each block on its own must load too (so a reader can copy one).
+            std::fs::write(d.path().join("routes.yaml"), format!("listen: {{ http: 127.0.0.1:8080 }}\nproviders: [corp-okta]\n{b}")).unwrap();
+            match crate::config::load(&d.path().join("routes.yaml"), crate::providers::KINDS) {
+                Err(e) => panic!("docs/policy.md example does not load: {e:?}\n{b}"),
+                // Nor does an example draw a `check` warning (unless it shows one on purpose).
+                Ok(c) => assert!(b.contains("# check warns") || c.warnings.is_empty(), "docs/policy.md example draws warnings: {:?}\n{b}", c.warnings),
+            }
+            routes.push_str(b.strip_prefix("routes:\n").unwrap());
+        }
+        std::fs::write(d.path().join("routes.yaml"), routes).unwrap();
+        crate::config::load(&d.path().join("routes.yaml"), crate::providers::KINDS).expect("all examples load together")
+    }
+
+    fn route<'c>(cfg: &'c Config, name: &str) -> &'c RouteSpec {
+        cfg.routes.iter().find(|r| r.name == name).unwrap_or_else(|| panic!("no route {name} in docs/policy.md"))
+    }
+
+    fn decide_on(r: &RouteSpec, id: &Identity, method: &str, path: &str, now: i64) -> Result<(), &'static str> {
+        let require = lang::lower_require(&[&r.require]);
+        let req = Request { method, path, now, signals: Default::default() };
+        decide_request(id, &require, r.policy.as_deref(), &req, &[]).map(|_| ()).map_err(|e| e.reason())
+    }
+
+    fn employee(f: impl FnOnce(&mut Identity)) -> Identity {
+        let mut id = Identity::new("corp-okta", ProviderKind::Okta, Population::Workforce, "00u9".into());
+        id.groups_complete = true;
+        id.email = Some("pat@example.com".into());
+        id.email_verified = Some(true);
+        f(&mut id);
+        id
+    }
+
+    #[test]
+    fn every_example_loads_and_decides_as_documented() {
+        let cfg = load_all();
+        assert!(route_blocks().len() >= 8, "the examples were not found");
+        let at = |name: &str, id: &Identity, method: &str, path: &str| decide_on(route(&cfg, name), id, method, path, MONDAY_10);
+
+        // How a request is decided: the wiki.
+        let customer = {
+            let mut id = employee(|_| {});
+            id.population = Population::Customer;
+            id
+        };
+        assert_eq!(at("wiki", &customer, "GET", "/"), Err("population_not_allowed"));
+        assert_eq!(at("wiki", &employee(|i| i.user_type = Some("Guest".into())), "GET", "/"), Err("policy_denied"));
+        assert_eq!(at("wiki", &employee(|_| {}), "DELETE", "/"), Err("policy_method"));
+        assert_eq!(at("wiki", &employee(|i| i.groups = strs(&["editors"])), "DELETE", "/"), Ok(()));
+        assert_eq!(at("wiki", &employee(|_| {}), "GET", "/"), Ok(()));
+
+        // Deny wins, and never steps up: the console's allow form steps up.
+        let fresh = employee(|i| {
+            i.mfa = true;
+            i.auth_time = Some(MONDAY_10 - 60);
+        });
+        let stale = employee(|i| {
+            i.mfa = true;
+            i.auth_time = Some(MONDAY_10 - 3600);
+        });
+        assert_eq!(at("console", &fresh, "GET", "/admin/users"), Ok(()));
+        assert_eq!(at("console", &fresh, "GET", "/admin"), Ok(()));
+        assert_eq!(at("console", &stale, "GET", "/admin/users"), Err("policy_mfa_age"));
+        assert_eq!(at("console", &stale, "GET", "/Admin"), Err("policy_mfa_age"));
+        assert_eq!(at("console", &employee(|_| {}), "GET", "/admin/users"), Err("mfa_required"));
+        assert_eq!(at("console", &employee(|_| {}), "GET", "/reports"), Ok(()));
+
+        // Pomerium: a domain except two people (unverified copies denied too).
+        assert_eq!(at("wiki-domain", &employee(|_| {}), "GET", "/"), Ok(()));
+        let user2 = |verified| employee(|i| {
+            i.email = Some("User2@example.com".into());
+            i.email_verified = Some(verified);
+        });
+        assert_eq!(at("wiki-domain", &user2(true), "GET", "/"), Err("policy_denied"));
+        assert_eq!(at("wiki-domain", &user2(false), "GET", "/"), Err("policy_denied"));
+        assert_eq!(at("wiki-domain", &employee(|i| i.email = Some("pat@sub.example.com".into())), "GET", "/"), Err("policy_email"));
+        assert_eq!(at("wiki-domain", &employee(|i| i.email_verified = None), "GET", "/"), Err("policy_email"));
+
+        // Reading for everyone, writing for a group.
+        assert_eq!(at("docs", &employee(|_| {}), "HEAD", "/x"), Ok(()));
+        assert_eq!(at("docs", &employee(|_| {}), "PUT", "/x"), Err("policy_method"));
+        assert_eq!(at("docs", &employee(|i| i.groups = strs(&["editors"])), "PUT", "/x"), Ok(()));
+        assert_eq!(at("docs", &employee(|i| i.groups_complete = false), "PUT", "/x"), Err("policy_method"));
+
+        // An admin area for one department; PPL's starts_with kept (/administrator too).
+        let engineer = employee(|i| {
+            i.attributes.insert("department".into(), serde_json::json!("engineering"));
+        });
+        assert_eq!(at("portal", &engineer, "GET", "/admin/x"), Ok(()));
+        assert_eq!(at("portal", &employee(|_| {}), "GET", "/admin/x"), Err("policy_claim"));
+        assert_eq!(at("portal", &employee(|_| {}), "GET", "/administrator"), Err("policy_claim"));
+        assert_eq!(at("portal", &employee(|_| {}), "GET", "/home"), Ok(()));
+
+        // Office hours: Monday 10:00 UTC is in, Sunday is not.
+        assert_eq!(at("backoffice", &employee(|_| {}), "GET", "/"), Ok(()));
+        assert_eq!(decide_on(route(&cfg, "backoffice"), &employee(|_| {}), "GET", "/", MONDAY_10 - 86_400), Err("policy_time"));
+        assert_eq!(decide_on(route(&cfg, "backoffice"), &employee(|_| {}), "GET", "/", MONDAY_10 + 13 * 3600), Err("policy_time"));
+
+        // One user by id, or admin@ addresses; only employees and interns.
+        let staff = |kind: &str, f: &dyn Fn(&mut Identity)| {
+            let mut id = employee(|i| {
+                i.attributes.insert("employment".into(), serde_json::json!(kind));
+            });
+            f(&mut id);
+            id
+        };
+        assert_eq!(at("ops", &staff("contractor", &|i| i.subject = "00u1a2b3c4".into()), "GET", "/"), Err("policy_denied"));
+        assert_eq!(at("ops", &employee(|_| {}), "GET", "/"), Err("policy_denied"));
+        assert_eq!(at("ops", &staff("intern", &|i| i.subject = "00u1a2b3c4".into()), "GET", "/"), Ok(()));
+        assert_eq!(at("ops", &staff("employee", &|i| i.email = Some("admin@example.com".into())), "GET", "/"), Ok(()));
+        assert_eq!(
+            at("ops", &staff("employee", &|i| {
+                i.email = Some("admin@example.com".into());
+                i.email_verified = Some(false);
+            }), "GET", "/"),
+            // the first allow rule's reason (its `subject` claim), not the closest rule's
+            Err("policy_claim")
+        );
+        assert_eq!(at("ops", &staff("employee", &|_| {}), "GET", "/"), Err("policy_claim"));
+
+        // Oathkeeper: the JWT API.
+        let api = |scopes: &[&str]| employee(|i| i.scopes = strs(scopes));
+        assert_eq!(at("orders-api", &api(&[]), "GET", "/orders/1"), Err("insufficient_scope"));
+        assert_eq!(at("orders-api", &api(&["orders:read"]), "GET", "/orders/1"), Ok(()));
+        assert_eq!(at("orders-api", &api(&["orders:read"]), "DELETE", "/orders/1"), Err("policy_method"));
+        // Oathkeeper: health, internal, admin.
+        assert!(route(&cfg, "app-health").policy.is_none());
+        let admin = employee(|i| i.groups = strs(&["admins"]));
+        assert_eq!(at("app", &admin, "GET", "/internal/x"), Err("policy_denied"));
+        assert_eq!(at("app", &admin, "GET", "/internal"), Err("policy_denied"));
+        assert_eq!(at("app", &admin, "DELETE", "/admin/users/1"), Ok(()));
+        assert_eq!(at("app", &admin, "PUT", "/admin/users/1"), Err("policy_method"));
+        assert_eq!(at("app", &employee(|_| {}), "GET", "/admin"), Err("policy_group"));
+        assert_eq!(at("app", &employee(|_| {}), "PUT", "/home"), Ok(()));
+        let service = employee(|i| i.principal_type = PrincipalType::Service);
+        assert_eq!(at("app", &service, "GET", "/home"), Ok(()));
+    }
+
+    /// The explanation shown in "Explaining a decision" is the one `explain` gives.
+    #[test]
+    fn the_documented_explanation_is_what_explain_prints() {
+        let cfg = load_all();
+        let r = route(&cfg, "wiki");
+        let steps = r.policy.as_ref().unwrap().explain(&employee(|_| {}), &Request { method: "DELETE", path: "/", now: MONDAY_10, signals: Default::default() });
+        let json = serde_json::to_value(&steps).unwrap();
+        let rules = json.as_array().unwrap();
+        for (step, text) in rules.iter().zip(["{user_type: [guest]}", "{method: [GET, HEAD]}", "{groups_any: [editors], method: [POST, PUT, DELETE]}"]) {
+            assert_eq!(step["text"], text);
+            let line = format!("\"text\": \"{text}\"");
+            assert!(DOC.contains(&line), "docs/policy.md should show {line}");
+        }
+        assert_eq!(rules[2]["criteria"], serde_json::json!([["groups_any: [editors]", "no match"], ["method: [POST, PUT, DELETE]", "match"]]));
+        assert_eq!(rules[2]["unmet"], "policy_group");
+        assert_eq!(rules[1]["unmet"], "policy_method");
+    }
 }
