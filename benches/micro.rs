@@ -426,6 +426,32 @@ fn forwarded_headers(c: &mut Criterion) {
     g.finish();
 }
 
+/// The `request` group: what every proxied request pays besides authentication: its
+/// request id and W3C trace context (parsed, and the `traceparent` sent upstream), and
+/// the access-review bump of an allowed workforce request.
+fn per_request(c: &mut Criterion) {
+    use idfabric::trace::{self, TraceContext};
+    let f = fixture(0);
+    let tokio = tokio_rt();
+    let token = mint(&f, "bench-entra", 1).remove(0);
+    let v = tokio.block_on(f.rt.registry.verify(&token, None)).expect("verify");
+    let plain = headers_with("x");
+    let mut traced = headers_with("x");
+    traced.insert("traceparent", http::HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+    traced.insert("x-request-id", http::HeaderValue::from_static("req-0123456789"));
+    let mut g = c.benchmark_group("request");
+    g.bench_function("request_id_new", |b| b.iter(|| black_box(trace::request_id(black_box(&plain)))));
+    g.bench_function("request_id_inbound", |b| b.iter(|| black_box(trace::request_id(black_box(&traced)))));
+    g.bench_function("trace_context_new_and_traceparent", |b| {
+        b.iter(|| black_box(TraceContext::from_headers(black_box(&plain)).traceparent()))
+    });
+    g.bench_function("trace_context_inbound_and_traceparent", |b| {
+        b.iter(|| black_box(TraceContext::from_headers(black_box(&traced)).traceparent()))
+    });
+    g.bench_function("access_observe_repeat", |b| b.iter(|| idfabric::access::observe(black_box("main"), &v)));
+    g.finish();
+}
+
 criterion_group!(
     benches,
     policy_rules,
@@ -437,6 +463,7 @@ criterion_group!(
     admit,
     floor,
     miss,
-    forwarded_headers
+    forwarded_headers,
+    per_request
 );
 criterion_main!(benches);
