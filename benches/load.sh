@@ -13,6 +13,8 @@
 #   USERS [TOKENS]    distinct users for distinct_users and mix
 #   FLOOD_CONNS [32]  connections of the invalid-token flood
 #   PROXY_CPU [0]  LOAD_CPU [1] (wrk and the backend)
+#   SERVER_EXTRA [unset]  more `server:` keys for every idfabric config (and BASELINE's),
+#       e.g. SERVER_EXTRA="work_stealing: false" to A/B a runtime setting across two runs
 #   OUT [benches/out] where raw results go;  SKIP_BUILD [0];  SKIP_INSTALL [0]
 #   BASELINE [unset]  path of another idfabric binary (an earlier commit's release
 #       build): each round also runs its hot and distinct scenarios, on the same configs
@@ -291,7 +293,7 @@ write_idf_config() {
         echo "broker:"
         echo "  issuer: http://127.0.0.1:$port/broker"
         echo "  signing_key: $KEYS/broker-signing.pem"
-        echo "server: { threads: 1 }"
+        echo "server: { threads: 1${SERVER_EXTRA:+, $SERVER_EXTRA} }"
         [[ $variant == session ]] && echo "session: { store: \"$store\", key_file: $KEYS/session.key }"
         # The audit log is on (stdout) by default: off here, except in the audit variant.
         # A BASELINE binary from before the audit log (LEGACY=1) does not know the key.

@@ -100,6 +100,7 @@ fn check_start_only(old: &Config, new: &Config) -> Result<(), ReloadError> {
         ("admin", old.admin != new.admin),
         ("admin.ops_listen", old.admin_guard.ops_listen != new.admin_guard.ops_listen),
         ("server.threads", old.server.threads != new.server.threads),
+        ("server.work_stealing", old.server.work_stealing != new.server.work_stealing),
         ("server.upstream_keepalive", old.server.upstream_keepalive != new.server.upstream_keepalive),
         ("server.upgrade_sock", old.server.upgrade_sock != new.server.upgrade_sock),
         ("reload.watch", old.reload.watch != new.reload.watch),
