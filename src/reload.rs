@@ -166,8 +166,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let base = config(dir.path(), "");
         assert_eq!(check_start_only(&base, &config(dir.path(), "audit: { output: off }\n")), Ok(()));
+        // More threads also turn on work stealing (its default follows `threads`).
         let e = check_start_only(&base, &config(dir.path(), "server: { threads: 4 }\n")).unwrap_err();
+        assert!(e.starts_with("server.threads, server.work_stealing cannot change on reload"), "{e}");
+        let e = check_start_only(&base, &config(dir.path(), "server: { threads: 4, work_stealing: false }\n")).unwrap_err();
         assert!(e.starts_with("server.threads cannot change on reload"), "{e}");
+        let e = check_start_only(&base, &config(dir.path(), "server: { work_stealing: true }\n")).unwrap_err();
+        assert!(e.starts_with("server.work_stealing cannot change on reload"), "{e}");
         let e = check_start_only(
             &base,
             &config(dir.path(), "server: { upgrade_sock: /tmp/x.sock }\nreload: { watch: false }\n"),

@@ -249,7 +249,8 @@ pub struct ServerSpec {
     pub public_url: Option<crate::forwarded::PublicUrl>,
     pub threads: usize,
     /// `server.work_stealing`: the proxy's worker threads share one work-stealing
-    /// runtime (`true`), or each runs its own single-threaded runtime (`false`).
+    /// runtime (`true`), or each runs its own single-threaded runtime (`false`, the
+    /// default with one thread).
     pub work_stealing: bool,
     pub verify_cache_entries: u64,
     pub upstream_keepalive: usize,
