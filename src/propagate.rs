@@ -128,8 +128,8 @@ pub fn route_headers<E>(
 /// `X-Identity-Token` here, for the key of the minted-token cache ([`identity_key`])
 /// and, filtered to its listed claims, by the broker's tokens. Absent values are `null`.
 /// Borrowed from the identity and serialised straight to JSON: no `serde_json::Map` is
-/// built per token. Fields are in alphabetical order, the order the claims had when
-/// they were a (sorted) map, so a minted token's payload is unchanged.
+/// built per token. Fields are in alphabetical order (the order of the sorted map the
+/// claims used to be), so the JSON is stable; a minted token appends its own claims.
 #[derive(Debug, Serialize)]
 pub struct IdentityClaims<'a> {
     acr: Option<&'a str>,
