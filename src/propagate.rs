@@ -415,6 +415,46 @@ mod tests {
         }
     }
 
+    /// A minted token carries exactly the identity's claims (as `identity_claims` maps
+    /// them, nulls included) plus its own six, and the identity key changes with what
+    /// the token says and not with per-token fields.
+    #[test]
+    fn minted_claims_are_the_identity_claims_plus_the_token_claims() {
+        use base64::Engine;
+        let pem = crate::keys::generate_pem(crate::keys::KeyKind::Es256).unwrap();
+        let signer = crate::keys::Signer::from_pkcs8(pem::parse(pem.as_bytes()).unwrap().contents()).unwrap();
+        let minter = Minter::new(Arc::new(signer), "https://gw.test/broker", Duration::from_secs(300), 16);
+        let mut id = Identity::new("wf", crate::identity::ProviderKind::Entra, Population::Workforce, "u1".into());
+        id.email = Some("zoë@example.com".into());
+        id.groups = vec!["a\"b".into(), "c".into()];
+        id.auth_time = Some(1_700_000_000);
+        let tok = minter.mint(&id, "app", 1_800_000_000, 1_800_000_300);
+        let parts: Vec<&str> = tok.split('.').collect();
+        assert_eq!(parts.len(), 3);
+        let decode = |p: &str| -> serde_json::Value {
+            serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p).unwrap()).unwrap()
+        };
+        assert_eq!(decode(parts[0]), json!({"alg": "ES256", "kid": minter.signer.kid, "typ": "JWT"}));
+        let got = decode(parts[1]);
+        let mut want = identity_claims(&id);
+        for (k, v) in [("iss", json!("https://gw.test/broker")), ("aud", json!("app")), ("iat", json!(1_800_000_000)), ("nbf", json!(1_800_000_000)), ("exp", json!(1_800_000_300))] {
+            want.insert(k.into(), v);
+        }
+        let jti = got["jti"].as_str().unwrap().to_string();
+        assert!(jti.len() == 24 && jti.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()), "{jti}");
+        want.insert("jti".into(), json!(jti));
+        assert_eq!(got, serde_json::Value::Object(want));
+        assert_eq!(got["email"], "zoë@example.com");
+        assert!(got["name"].is_null() && got.get("name").is_some(), "absent values are null");
+        // The key follows what the token says, not per-token fields.
+        let k = identity_key(&id);
+        let mut later = id.clone();
+        (later.iat, later.exp, later.token_id) = (Some(1), Some(2), Some("t".into()));
+        assert_eq!(identity_key(&later), k);
+        later.groups.push("d".into());
+        assert_ne!(identity_key(&later), k);
+    }
+
     #[test]
     fn headers_for_identity() {
         let mut id = Identity::new("corp", crate::identity::ProviderKind::Entra, Population::Workforce, "oid-1".into());
