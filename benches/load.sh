@@ -13,10 +13,12 @@
 #   USERS [TOKENS]    distinct users for distinct_users and mix
 #   FLOOD_CONNS [32]  connections of the invalid-token flood
 #   PROXY_CPU [0]  LOAD_CPU [1] (wrk and the backend)
+#   SERVER_EXTRA [unset]  more `server:` keys for every idfabric config (and BASELINE's),
+#       e.g. SERVER_EXTRA="work_stealing: false" to A/B a runtime setting across two runs
 #   OUT [benches/out] where raw results go;  SKIP_BUILD [0];  SKIP_INSTALL [0]
 #   BASELINE [unset]  path of another idfabric binary (an earlier commit's release
 #       build): each round also runs its hot and distinct scenarios, on the same configs
-#       (rows `baseline`), so a regression is measured side by side, not across runs
+#       (rows `baseline`; distinct_users too), so a regression is measured side by side, not across runs
 #   SCENARIOS [all]  comma-separated subset of the idfabric scenarios below; nginx and
 #       bare Pingora run in every round regardless (they are the anchors of the ratios)
 #         hot noid r1000 p100 audit distinct flood       bearer tokens (RS256 provider)
@@ -33,7 +35,7 @@
 #       same run, pinned to the proxy core, and print it with the targets computed from it
 #       (FLOOR_TIME [3] seconds of measurement per benchmark); FLOOR=0 skips it
 #   PROFILE=hot,bare,nginx,noid,r1000,p100,audit,distinct,flood,distinct_users,es256_hot,
-#       es256_distinct,mix,session_mem,session_redis,replicas[,base_hot,base_distinct with
+#       es256_distinct,mix,session_mem,session_redis,replicas[,base_hot,base_distinct,base_distinct_users with
 #       BASELINE]  instead of the rounds, one
 #       run per scenario under `perf record`; reports in $OUT/<timestamp>/perf-*.txt
 #       (PERF_FREQ [499], PERF_CALLGRAPH [dwarf,16384])
@@ -66,7 +68,7 @@ SCENARIOS=${SCENARIOS:-all}
 [[ $SCENARIOS == all ]] && SCENARIOS=${ALL_SCENARIOS// /,}
 [[ -n ${PROFILE:-} ]] && SCENARIOS=$PROFILE
 for sc in ${SCENARIOS//,/ }; do
-    [[ " $ALL_SCENARIOS nginx bare base_hot base_distinct " == *" $sc "* ]] || { echo "unknown scenario $sc (known: $ALL_SCENARIOS)" >&2; exit 2; }
+    [[ " $ALL_SCENARIOS nginx bare base_hot base_distinct base_distinct_users " == *" $sc "* ]] || { echo "unknown scenario $sc (known: $ALL_SCENARIOS)" >&2; exit 2; }
 done
 want() { local x; for x in "$@"; do [[ ",$SCENARIOS," == *",$x,"* ]] && return 0; done; return 1; }
 
@@ -291,7 +293,7 @@ write_idf_config() {
         echo "broker:"
         echo "  issuer: http://127.0.0.1:$port/broker"
         echo "  signing_key: $KEYS/broker-signing.pem"
-        echo "server: { threads: 1 }"
+        echo "server: { threads: 1${SERVER_EXTRA:+, $SERVER_EXTRA} }"
         [[ $variant == session ]] && echo "session: { store: \"$store\", key_file: $KEYS/session.key }"
         # The audit log is on (stdout) by default: off here, except in the audit variant.
         # A BASELINE binary from before the audit log (LEGACY=1) does not know the key.
@@ -620,6 +622,7 @@ scenario() {
         base_hot) S_PID=$BL_PID; S_URL="http://127.0.0.1:$BL_PORT/"; S_ADMIN=$BL_ADMIN ;;
         distinct) fresh "distinct" base; S_SCRIPT=$TOKLUA; S_ARGS=("$VALID") ;;
         base_distinct) fresh "base-distinct" base "$BASELINE"; S_SCRIPT=$TOKLUA; S_ARGS=("$VALID") ;;
+        base_distinct_users) fresh "base-distinct-users" base "$BASELINE"; S_SCRIPT=$TOKLUA; S_ARGS=("$USERS_FILE") ;;
         distinct_users) fresh "distinct-users" base; S_SCRIPT=$TOKLUA; S_ARGS=("$USERS_FILE") ;;
         es256_distinct) fresh "es256-distinct" es256; S_SCRIPT=$TOKLUA; S_ARGS=("$VALID_ES") ;;
         mix) fresh "mix" base; S_SCRIPT=$MIXLUA; S_ARGS=("$WORK/hot.txt" "$USERS_FILE" "$WORK/flood-base.txt") ;;
@@ -688,6 +691,7 @@ for r in $(seq 1 "$ROUNDS"); do
     for sc in distinct distinct_users es256_distinct mix; do
         if want "$sc"; then run_scenario "$r" "$sc"; fi
         if [[ $sc == distinct && -n ${BASELINE:-} ]] && want distinct; then run_scenario "$r" base_distinct baseline; fi
+        if [[ $sc == distinct_users && -n ${BASELINE:-} ]] && want distinct_users; then run_scenario "$r" base_distinct_users baseline; fi
     done
 
     # Invalid-token flood beside valid hot traffic, on a fresh gateway (peak RSS is its own).

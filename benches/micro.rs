@@ -372,5 +372,98 @@ fn policy_rules(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, policy_rules, route_match, canon_path, credential_extract, verify, decide_and_propagate, admit, floor);
+/// The `miss` group: the parts of a cache miss that are not the signature. JWT parsing
+/// (header rules + claims), building the `Verified` (which hashes the identity for the
+/// minted-token cache), and a fresh `X-Identity-Token` for a new user.
+fn miss(c: &mut Criterion) {
+    use idfabric::providers::{jwt, Verified};
+    let f = fixture(0);
+    let tokio = tokio_rt();
+    let mut g = c.benchmark_group("miss");
+    for (id, _, shape, _) in PROVIDERS {
+        let t = mint(&f, id, 1).remove(0);
+        jwt::parse(&t).expect("parse");
+        g.bench_function(BenchmarkId::new("jwt_parse", shape), |b| b.iter(|| black_box(jwt::parse(black_box(&t)).is_ok())));
+    }
+    let token = mint(&f, "bench-entra", 1).remove(0);
+    let v = tokio.block_on(f.rt.registry.verify(&token, None)).expect("verify");
+    g.bench_function("verified_new", |b| {
+        b.iter_batched(
+            || v.identity.clone(),
+            |id| black_box(Verified::new(id, 0, String::new(), v.exp, [1; 32])),
+            BatchSize::SmallInput,
+        )
+    });
+    let minter = f.rt.minter.as_ref().expect("broker configured");
+    let now = now_secs();
+    g.bench_function("mint_fresh", |b| b.iter(|| black_box(minter.mint(black_box(&v.identity), "main", now, now + 300))));
+    g.finish();
+}
+
+/// The `forwarded` group: deriving the client's origin and setting the three
+/// `X-Forwarded-*` headers on an upstream request (what every proxied request pays).
+fn forwarded_headers(c: &mut Criterion) {
+    use idfabric::forwarded::{derive, TrustedProxies};
+    let trusted = TrustedProxies::new(Vec::new());
+    let h = headers_with("x");
+    let peer: std::net::IpAddr = [192, 0, 2, 7].into();
+    let mut g = c.benchmark_group("forwarded");
+    g.bench_function("derive", |b| {
+        b.iter(|| black_box(derive(Some(peer), false, black_box("app.bench.example"), &h, &trusted, None)))
+    });
+    let origin = derive(Some(peer), false, "app.bench.example", &h, &trusted, None);
+    g.bench_function("upstream_headers_insert", |b| {
+        b.iter_batched_ref(
+            || pingora::http::RequestHeader::build("GET", b"/", Some(8)).expect("req"),
+            |req| {
+                for (name, value) in origin.upstream_headers() {
+                    let _ = req.insert_header(name, value);
+                }
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+/// The `request` group: what every proxied request pays besides authentication: its
+/// request id and W3C trace context (parsed, and the `traceparent` sent upstream), and
+/// the access-review bump of an allowed workforce request.
+fn per_request(c: &mut Criterion) {
+    use idfabric::trace::{self, TraceContext};
+    let f = fixture(0);
+    let tokio = tokio_rt();
+    let token = mint(&f, "bench-entra", 1).remove(0);
+    let v = tokio.block_on(f.rt.registry.verify(&token, None)).expect("verify");
+    let plain = headers_with("x");
+    let mut traced = headers_with("x");
+    traced.insert("traceparent", http::HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+    traced.insert("x-request-id", http::HeaderValue::from_static("req-0123456789"));
+    let mut g = c.benchmark_group("request");
+    g.bench_function("request_id_new", |b| b.iter(|| black_box(trace::request_id(black_box(&plain)))));
+    g.bench_function("request_id_inbound", |b| b.iter(|| black_box(trace::request_id(black_box(&traced)))));
+    g.bench_function("trace_context_new_and_traceparent", |b| {
+        b.iter(|| black_box(TraceContext::from_headers(black_box(&plain)).traceparent()))
+    });
+    g.bench_function("trace_context_inbound_and_traceparent", |b| {
+        b.iter(|| black_box(TraceContext::from_headers(black_box(&traced)).traceparent()))
+    });
+    g.bench_function("access_observe_repeat", |b| b.iter(|| idfabric::access::observe(black_box("main"), &v)));
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    policy_rules,
+    route_match,
+    canon_path,
+    credential_extract,
+    verify,
+    decide_and_propagate,
+    admit,
+    floor,
+    miss,
+    forwarded_headers,
+    per_request
+);
 criterion_main!(benches);

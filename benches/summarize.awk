@@ -49,9 +49,10 @@ function note_add(s) { note = note (note == "" ? "" : "; ") s }
 # holds for misses; repeats of a cycled token list are hits)
 function missed(sc) { return (sc in hits && hits[sc] + misses[sc] > 0) ? sprintf(" (%.0f%% misses)", 100 * misses[sc] / (hits[sc] + misses[sc])) : "" }
 END {
-    n = split("nginx bare hot base_hot noid audit r1000 p100 es256_hot session_mem session_redis replicas distinct base_distinct distinct_users es256_distinct mix flood_valid flood_invalid", order, " ")
+    n = split("nginx bare hot base_hot noid audit r1000 p100 es256_hot session_mem session_redis replicas distinct base_distinct distinct_users base_distinct_users es256_distinct mix flood_valid flood_invalid", order, " ")
     label["base_hot"] = "hot token, the BASELINE binary (same config)"
     label["base_distinct"] = "distinct valid tokens, the BASELINE binary (same config)"
+    label["base_distinct_users"] = "distinct users, the BASELINE binary (same config)"
     label["nginx"] = "plain reverse proxy, keepalive upstream, no auth (same bearer header sent, not checked)"
     label["bare"] = "passthrough, default settings, no auth (same bearer header sent, not checked)"
     label["hot"] = "hot RS256 token: X-Identity-* headers + minted X-Identity-Token (1 route, 4 providers)"

@@ -24,7 +24,7 @@
 //! Configuration types live here too ([`TrustedProxies`], [`PublicUrl`]) so that what
 //! `config` accepts is exactly what this module reads.
 
-use http::header::{HeaderMap, HeaderName, FORWARDED};
+use http::header::{HeaderMap, HeaderName, HeaderValue, FORWARDED};
 use ipnet::IpNet;
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -180,13 +180,35 @@ impl Origin {
     }
 
     /// The headers idfabric sets on the upstream request: `X-Forwarded-For` (when there
-    /// is an address), `X-Forwarded-Proto`, `X-Forwarded-Host`.
-    pub fn upstream_headers(&self) -> impl Iterator<Item = (&'static str, String)> + '_ {
-        self.x_forwarded_for()
-            .map(|v| ("x-forwarded-for", v))
+    /// is an address), `X-Forwarded-Proto`, `X-Forwarded-Host`, as ready header values:
+    /// the scheme is a static value, a lone client address is formatted on the stack,
+    /// so a request pays one copy of the host and one of the address.
+    pub fn upstream_headers(&self) -> impl Iterator<Item = (&'static str, HeaderValue)> + '_ {
+        let xff = match (self.via.as_slice(), self.peer) {
+            ([], Some(ip)) => Some(ip_value(ip)),
+            _ => self.x_forwarded_for().and_then(|v| HeaderValue::try_from(v).ok()),
+        };
+        let proto = HeaderValue::from_static(self.scheme());
+        // `authority` came from a header value (or `public_url`), so it is one; the
+        // same bytes are accepted as before (`from_bytes` is the check `insert_header`
+        // applied to the `String` this used to be).
+        let host = HeaderValue::from_bytes(self.authority.as_bytes()).ok();
+        xff.map(|v| ("x-forwarded-for", v))
             .into_iter()
-            .chain([("x-forwarded-proto", self.scheme().to_string()), ("x-forwarded-host", self.authority.clone())])
+            .chain([("x-forwarded-proto", proto)])
+            .chain(host.map(|v| ("x-forwarded-host", v)))
     }
+}
+
+/// One address as a header value, formatted without a temporary `String`.
+fn ip_value(ip: IpAddr) -> HeaderValue {
+    use std::io::Write;
+    // The longest textual address (IPv6 with an embedded IPv4) is 45 bytes.
+    let mut buf = [0u8; 48];
+    let mut w = &mut buf[..];
+    let _ = write!(w, "{ip}");
+    let n = 48 - w.len();
+    HeaderValue::from_bytes(&buf[..n]).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// Whether a request header carries a forwarding claim that only a trusted proxy may

@@ -44,6 +44,9 @@ pub struct Signer {
     pub alg: &'static str,
     jwk: Value,
     rng: SystemRandom,
+    /// The base64url JOSE header for `typ: JWT`, encoded once (every minted
+    /// `X-Identity-Token` carries it).
+    jwt_header: String,
 }
 
 impl std::fmt::Debug for Signer {
@@ -92,7 +95,8 @@ impl Signer {
         jwk["kid"] = json!(kid);
         jwk["alg"] = json!(alg);
         jwk["use"] = json!("sig");
-        Signer { inner, kid, alg, jwk, rng: SystemRandom::new() }
+        let jwt_header = encoded_header(alg, &kid, "JWT");
+        Signer { inner, kid, alg, jwk, rng: SystemRandom::new(), jwt_header }
     }
 
     /// The public key as a JWK (with `kid`, `alg`, `use`).
@@ -100,16 +104,54 @@ impl Signer {
         &self.jwk
     }
 
-    /// Serialises `claims` as a compact JWS with this key (`typ` defaults to `JWT`).
-    pub fn sign_jwt(&self, typ: &str, claims: &Value) -> String {
-        let header = json!({"alg": self.alg, "kid": self.kid, "typ": typ});
-        let mut out = b64(header.to_string().as_bytes());
+    /// Serialises `claims` as a compact JWS with this key. `claims` is any serialisable
+    /// value (a `serde_json::Value`, or a struct of borrowed fields as the minted
+    /// `X-Identity-Token` uses): it is written as JSON into a per-thread scratch buffer
+    /// and base64url-encoded straight into the token, so a token costs one allocation
+    /// besides the signature. Claims that fail to serialise (a map with non-string keys,
+    /// which none of ours has) give an empty payload, which every JWT parser refuses.
+    pub fn sign_jwt<T: serde::Serialize + ?Sized>(&self, typ: &str, claims: &T) -> String {
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let mut out = String::with_capacity(1024);
+        if typ == "JWT" {
+            out.push_str(&self.jwt_header);
+        } else {
+            out.push_str(&encoded_header(self.alg, &self.kid, typ));
+        }
         out.push('.');
-        out.push_str(&b64(claims.to_string().as_bytes()));
-        let sig = self.sign(out.as_bytes());
-        out.push('.');
-        out.push_str(&b64(&sig));
+        SCRATCH.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            buf.clear();
+            if serde_json::to_writer(&mut *buf, claims).is_err() {
+                buf.clear();
+            }
+            URL_SAFE_NO_PAD.encode_string(&*buf, &mut out);
+            if buf.capacity() > 64 * 1024 {
+                *buf = Vec::new();
+            }
+        });
+        self.sign_into(&mut out);
         out
+    }
+
+    /// Signs `out` (a JWS signing input) and appends `.` and the base64url signature.
+    fn sign_into(&self, out: &mut String) {
+        let msg = out.as_bytes();
+        let sig = match &self.inner {
+            Inner::Es256(k) => match k.sign(&self.rng, msg) {
+                Ok(s) => {
+                    out.push('.');
+                    URL_SAFE_NO_PAD.encode_string(s.as_ref(), out);
+                    return;
+                }
+                Err(_) => Vec::new(),
+            },
+            _ => self.sign(msg),
+        };
+        out.push('.');
+        URL_SAFE_NO_PAD.encode_string(&sig, out);
     }
 
     pub fn sign(&self, msg: &[u8]) -> Vec<u8> {
@@ -125,6 +167,11 @@ impl Signer {
             }
         }
     }
+}
+
+/// The base64url JOSE header `{"alg","kid","typ"}` (keys in this order).
+fn encoded_header(alg: &str, kid: &str, typ: &str) -> String {
+    b64(json!({"alg": alg, "kid": kid, "typ": typ}).to_string().as_bytes())
 }
 
 /// RFC 7638 JWK thumbprint (SHA-256), truncated to 16 characters for a readable kid.

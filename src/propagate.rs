@@ -9,10 +9,11 @@
 //! reused until a minute before they expire, so a hot token pays no signature.
 
 use crate::config::{AuthorizationHeader, RouteSpec};
-use crate::identity::Identity;
+use crate::identity::{Identity, Population, PrincipalType, ProviderKind, TokenUse};
 use crate::keys::Signer;
 use crate::providers::{now_secs, Verified};
 use http::HeaderValue;
+use serde::Serialize;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
@@ -124,39 +125,109 @@ pub fn route_headers<E>(
 
 /// The normalised identity as JWT claims (the field names of [`Identity`], `sub` the
 /// global `{provider}:{subject}`): the one mapping from identity to claims, used for
-/// `X-Identity-Token` here and, filtered to its listed claims, by the broker's tokens.
-/// Absent values are `null`.
+/// `X-Identity-Token` here, for the key of the minted-token cache ([`identity_key`])
+/// and, filtered to its listed claims, by the broker's tokens. Absent values are `null`.
+/// Borrowed from the identity and serialised straight to JSON: no `serde_json::Map` is
+/// built per token. Fields are in alphabetical order (the order of the sorted map the
+/// claims used to be), so the JSON is stable; a minted token appends its own claims.
+#[derive(Debug, Serialize)]
+pub struct IdentityClaims<'a> {
+    acr: Option<&'a str>,
+    amr: &'a [String],
+    auth_time: Option<i64>,
+    client_id: Option<&'a str>,
+    email: Option<&'a str>,
+    email_verified: Option<bool>,
+    groups: &'a [String],
+    groups_complete: bool,
+    idp: &'a str,
+    mfa: bool,
+    name: Option<&'a str>,
+    org: Option<&'a str>,
+    permissions: &'a [String],
+    population: Population,
+    principal_type: PrincipalType,
+    provider: &'a str,
+    provider_kind: ProviderKind,
+    roles: &'a [String],
+    scopes: &'a [String],
+    sub: &'a str,
+    subject: &'a str,
+    tenant: &'a str,
+    token_use: TokenUse,
+    username: Option<&'a str>,
+}
+
+impl<'a> IdentityClaims<'a> {
+    pub fn new(id: &'a Identity) -> IdentityClaims<'a> {
+        IdentityClaims {
+            acr: id.acr.as_deref(),
+            amr: &id.amr,
+            auth_time: id.auth_time,
+            client_id: id.client_id.as_deref(),
+            email: id.email.as_deref(),
+            email_verified: id.email_verified,
+            groups: &id.groups,
+            groups_complete: id.groups_complete,
+            idp: &id.idp,
+            mfa: id.mfa,
+            name: id.name.as_deref(),
+            org: id.org.as_deref(),
+            permissions: &id.permissions,
+            population: id.population,
+            principal_type: id.principal_type,
+            provider: &id.provider,
+            provider_kind: id.provider_kind,
+            roles: &id.roles,
+            scopes: &id.scopes,
+            sub: &id.sub,
+            subject: &id.subject,
+            tenant: &id.tenant,
+            token_use: id.token_use,
+            username: id.username.as_deref(),
+        }
+    }
+}
+
+/// [`IdentityClaims`] as a JSON object (the broker's tokens filter and extend it).
 pub fn identity_claims(id: &Identity) -> serde_json::Map<String, serde_json::Value> {
-    let claims = json!({
-        "sub": id.sub,
-        "subject": id.subject,
-        "provider": id.provider,
-        "provider_kind": id.provider_kind,
-        "population": id.population,
-        "tenant": id.tenant,
-        "org": id.org,
-        "idp": id.idp,
-        "email": id.email,
-        "email_verified": id.email_verified,
-        "name": id.name,
-        "username": id.username,
-        "principal_type": id.principal_type,
-        "groups": id.groups,
-        "groups_complete": id.groups_complete,
-        "roles": id.roles,
-        "scopes": id.scopes,
-        "permissions": id.permissions,
-        "amr": id.amr,
-        "mfa": id.mfa,
-        "acr": id.acr,
-        "auth_time": id.auth_time,
-        "token_use": id.token_use,
-        "client_id": id.client_id,
-    });
-    match claims {
-        serde_json::Value::Object(m) => m,
+    match serde_json::to_value(IdentityClaims::new(id)) {
+        Ok(serde_json::Value::Object(m)) => m,
         _ => serde_json::Map::new(),
     }
+}
+
+/// SHA-256 of what a minted token says about `id` (its [`IdentityClaims`] as JSON):
+/// the key under which minted tokens are shared by every credential of one identity.
+/// Serialised into a per-thread buffer, so the hash costs no allocation.
+pub fn identity_key(id: &Identity) -> [u8; 32] {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        buf.clear();
+        // Borrowed strings, numbers and enums: serialising cannot fail.
+        let _ = serde_json::to_writer(&mut *buf, &IdentityClaims::new(id));
+        let key = crate::providers::token_hash_bytes(&buf);
+        if buf.capacity() > 64 * 1024 {
+            *buf = Vec::new();
+        }
+        key
+    })
+}
+
+/// The claims of a minted `X-Identity-Token`: the identity's, then the token's own.
+#[derive(Serialize)]
+struct MintedClaims<'a> {
+    #[serde(flatten)]
+    identity: IdentityClaims<'a>,
+    iss: &'a str,
+    aud: &'a str,
+    iat: i64,
+    nbf: i64,
+    exp: i64,
+    jti: &'a str,
 }
 
 /// Mints `X-Identity-Token`s with the broker key.
@@ -206,8 +277,10 @@ impl Minter {
             None => {
                 let exp = (now + self.ttl).min(v.exp.max(now + 1));
                 let minted = self.mint(&v.identity, route, now, exp);
-                // A compact JWS is base64url and dots: always a valid header value.
-                let tok = HeaderValue::from_str(&minted).unwrap_or_else(|_| HeaderValue::from_static(""));
+                // A compact JWS is base64url and dots: always a valid header value (the
+                // check runs; the bytes are moved, not copied).
+                let tok = HeaderValue::from_maybe_shared(bytes::Bytes::from(minted))
+                    .unwrap_or_else(|_| HeaderValue::from_static(""));
                 self.cache.insert(key, (tok.clone(), exp));
                 (tok, exp)
             }
@@ -225,16 +298,15 @@ impl Minter {
     pub fn mint(&self, id: &Identity, aud: &str, now: i64, exp: i64) -> String {
         let mut jti = [0u8; 12];
         let _ = aws_lc_rs::rand::fill(&mut jti);
-        let mut claims = identity_claims(id);
-        claims.extend([
-            ("iss".to_string(), json!(self.issuer)),
-            ("aud".to_string(), json!(aud)),
-            ("iat".to_string(), json!(now)),
-            ("nbf".to_string(), json!(now)),
-            ("exp".to_string(), json!(exp)),
-            ("jti".to_string(), json!(jti.iter().map(|b| format!("{b:02x}")).collect::<String>())),
-        ]);
-        self.signer.sign_jwt("JWT", &serde_json::Value::Object(claims))
+        let mut hex = [0u8; 24];
+        for (i, b) in jti.iter().enumerate() {
+            const DIGITS: &[u8; 16] = b"0123456789abcdef";
+            hex[2 * i] = DIGITS[usize::from(b >> 4)];
+            hex[2 * i + 1] = DIGITS[usize::from(b & 0xf)];
+        }
+        let jti = std::str::from_utf8(&hex).unwrap_or_default();
+        let claims = MintedClaims { identity: IdentityClaims::new(id), iss: &self.issuer, aud, iat: now, nbf: now, exp, jti };
+        self.signer.sign_jwt("JWT", &claims)
     }
 
     /// The broker's public keys: the active key first, then retired keys in overlap.
@@ -343,6 +415,46 @@ mod tests {
         for authz in [Strip, IdentityToken] {
             assert_eq!(changes(Some(&minter), &route(authz, true), None), [Change::RemoveAuthorization], "{authz:?}");
         }
+    }
+
+    /// A minted token carries exactly the identity's claims (as `identity_claims` maps
+    /// them, nulls included) plus its own six, and the identity key changes with what
+    /// the token says and not with per-token fields.
+    #[test]
+    fn minted_claims_are_the_identity_claims_plus_the_token_claims() {
+        use base64::Engine;
+        let pem = crate::keys::generate_pem(crate::keys::KeyKind::Es256).unwrap();
+        let signer = crate::keys::Signer::from_pkcs8(pem::parse(pem.as_bytes()).unwrap().contents()).unwrap();
+        let minter = Minter::new(Arc::new(signer), "https://gw.test/broker", Duration::from_secs(300), 16);
+        let mut id = Identity::new("wf", crate::identity::ProviderKind::Entra, Population::Workforce, "u1".into());
+        id.email = Some("zoë@example.com".into());
+        id.groups = vec!["a\"b".into(), "c".into()];
+        id.auth_time = Some(1_700_000_000);
+        let tok = minter.mint(&id, "app", 1_800_000_000, 1_800_000_300);
+        let parts: Vec<&str> = tok.split('.').collect();
+        assert_eq!(parts.len(), 3);
+        let decode = |p: &str| -> serde_json::Value {
+            serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p).unwrap()).unwrap()
+        };
+        assert_eq!(decode(parts[0]), json!({"alg": "ES256", "kid": minter.signer.kid, "typ": "JWT"}));
+        let got = decode(parts[1]);
+        let mut want = identity_claims(&id);
+        for (k, v) in [("iss", json!("https://gw.test/broker")), ("aud", json!("app")), ("iat", json!(1_800_000_000)), ("nbf", json!(1_800_000_000)), ("exp", json!(1_800_000_300))] {
+            want.insert(k.into(), v);
+        }
+        let jti = got["jti"].as_str().unwrap().to_string();
+        assert!(jti.len() == 24 && jti.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()), "{jti}");
+        want.insert("jti".into(), json!(jti));
+        assert_eq!(got, serde_json::Value::Object(want));
+        assert_eq!(got["email"], "zoë@example.com");
+        assert!(got["name"].is_null() && got.get("name").is_some(), "absent values are null");
+        // The key follows what the token says, not per-token fields.
+        let k = identity_key(&id);
+        let mut later = id.clone();
+        (later.iat, later.exp, later.token_id) = (Some(1), Some(2), Some("t".into()));
+        assert_eq!(identity_key(&later), k);
+        later.groups.push("d".into());
+        assert_ne!(identity_key(&later), k);
     }
 
     #[test]

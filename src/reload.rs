@@ -110,6 +110,7 @@ fn check_start_only(old: &Config, new: &Config) -> Result<(), ReloadError> {
         ("admin", old.admin != new.admin),
         ("admin.ops_listen", old.admin_guard.ops_listen != new.admin_guard.ops_listen),
         ("server.threads", old.server.threads != new.server.threads),
+        ("server.work_stealing", old.server.work_stealing != new.server.work_stealing),
         ("server.upstream_keepalive", old.server.upstream_keepalive != new.server.upstream_keepalive),
         ("server.upgrade_sock", old.server.upgrade_sock != new.server.upgrade_sock),
         ("reload.watch", old.reload.watch != new.reload.watch),
@@ -175,8 +176,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let base = config(dir.path(), "");
         assert_eq!(check_start_only(&base, &config(dir.path(), "audit: { output: off }\n")), Ok(()));
+        // More threads also turn on work stealing (its default follows `threads`).
         let e = check_start_only(&base, &config(dir.path(), "server: { threads: 4 }\n")).unwrap_err();
+        assert!(e.starts_with("server.threads, server.work_stealing cannot change on reload"), "{e}");
+        let e = check_start_only(&base, &config(dir.path(), "server: { threads: 4, work_stealing: false }\n")).unwrap_err();
         assert!(e.starts_with("server.threads cannot change on reload"), "{e}");
+        let e = check_start_only(&base, &config(dir.path(), "server: { work_stealing: true }\n")).unwrap_err();
+        assert!(e.starts_with("server.work_stealing cannot change on reload"), "{e}");
         let e = check_start_only(
             &base,
             &config(dir.path(), "server: { upgrade_sock: /tmp/x.sock }\nreload: { watch: false }\n"),

@@ -199,6 +199,7 @@ pub enum StartError {
 pub fn run(config: Config, opts: RunOptions) -> Result<(), StartError> {
     let conf = ServerConf {
         threads: config.server.threads,
+        work_stealing: config.server.work_stealing,
         upstream_keepalive_pool_size: config.server.upstream_keepalive,
         grace_period_seconds: Some(1),
         graceful_shutdown_timeout_seconds: Some(5),

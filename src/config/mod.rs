@@ -252,6 +252,10 @@ pub struct ServerSpec {
     /// `server.public_url`: the external origin, whatever the headers say.
     pub public_url: Option<crate::forwarded::PublicUrl>,
     pub threads: usize,
+    /// `server.work_stealing`: the proxy's worker threads share one work-stealing
+    /// runtime (`true`), or each runs its own single-threaded runtime (`false`, the
+    /// default with one thread).
+    pub work_stealing: bool,
     pub verify_cache_entries: u64,
     pub upstream_keepalive: usize,
     /// Where `serve --upgrade` receives the listening sockets of the running process.

@@ -171,6 +171,7 @@ pub struct ServerTuning {
     pub trusted_proxies: Option<Vec<S>>,
     pub public_url: Option<S>,
     pub threads: Option<usize>,
+    pub work_stealing: Option<bool>,
     pub verify_cache_entries: Option<u64>,
     pub upstream_keepalive: Option<usize>,
     /// Unix socket for graceful upgrades (`serve --upgrade`).

@@ -142,6 +142,11 @@ fn build(
         trusted_proxies: edge::trusted_proxies(file.server.as_ref().and_then(|s| s.trusted_proxies.as_deref()), p),
         public_url: edge::public_url(file.server.as_ref().and_then(|s| s.public_url.as_deref()), p),
         threads: file.server.as_ref().and_then(|s| s.threads).unwrap_or(1).max(1),
+        // One worker thread has no one to steal from: its own single-threaded runtime
+        // saves the shared-queue bookkeeping (benches/RESULTS.md, "Round two").
+        work_stealing: file.server.as_ref().and_then(|s| s.work_stealing).unwrap_or_else(|| {
+            file.server.as_ref().and_then(|s| s.threads).unwrap_or(1) > 1
+        }),
         verify_cache_entries: file
             .server
             .as_ref()

@@ -69,7 +69,7 @@ fn one_trusted_proxy_is_believed() {
     assert_eq!(o.origin(), "https://app.example.com");
     assert_eq!((o.host(), o.port()), ("app.example.com", 443));
     assert_eq!(o.x_forwarded_for().as_deref(), Some("198.51.100.7, 10.1.2.3"));
-    let up: Vec<(&str, String)> = o.upstream_headers().collect();
+    let up: Vec<(&str, String)> = o.upstream_headers().map(|(n, v)| (n, v.to_str().unwrap().to_string())).collect();
     assert_eq!(
         up,
         [
@@ -78,6 +78,13 @@ fn one_trusted_proxy_is_believed() {
             ("x-forwarded-host", "app.example.com".to_string())
         ]
     );
+    // A direct client: its address alone (formatted on the stack), IPv6 too.
+    for (peer, want) in [("198.51.100.9", "198.51.100.9"), ("2001:db8::1", "2001:db8::1")] {
+        let o = from(peer, &trusted(&[]), &[]);
+        let up: Vec<(&str, String)> = o.upstream_headers().map(|(n, v)| (n, v.to_str().unwrap().to_string())).collect();
+        assert_eq!(up[0], ("x-forwarded-for", want.to_string()));
+        assert_eq!(up[1], ("x-forwarded-proto", "http".to_string()));
+    }
 }
 
 #[test]

@@ -9,6 +9,7 @@ use crate::refusal::Refusal;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::Algorithm;
+use serde::de::IgnoredAny;
 use serde::Deserialize;
 
 /// Tokens larger than this are refused before any parsing.
@@ -18,17 +19,20 @@ pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 /// malformed, so time arithmetic on `exp` (leeway, cache lifetime) cannot overflow.
 pub const MAX_EXP: i64 = 253_402_300_799;
 
+/// The header fields we read. The ones that only ever refuse a token (`crit`, the key
+/// carriers, `enc`) are checked for presence and skipped without being built into
+/// values (`IgnoredAny`); a `null` counts as absent, as it did when they were values.
 #[derive(Debug, Deserialize, Default)]
 pub struct JoseHeader {
     pub alg: Option<String>,
     pub kid: Option<String>,
     pub typ: Option<String>,
-    pub crit: Option<serde_json::Value>,
-    pub jku: Option<serde_json::Value>,
-    pub jwk: Option<serde_json::Value>,
-    pub x5u: Option<serde_json::Value>,
-    pub x5c: Option<serde_json::Value>,
-    pub enc: Option<serde_json::Value>,
+    pub crit: Option<IgnoredAny>,
+    pub jku: Option<IgnoredAny>,
+    pub jwk: Option<IgnoredAny>,
+    pub x5u: Option<IgnoredAny>,
+    pub x5c: Option<IgnoredAny>,
+    pub enc: Option<IgnoredAny>,
 }
 
 /// A token split and decoded, signature not yet checked.
@@ -54,17 +58,44 @@ pub fn parse(token: &str) -> Result<Parsed<'_>, Refusal> {
     if h.is_empty() || p.is_empty() {
         return Err(Refusal::Malformed("empty header or payload"));
     }
-    let header_bytes = URL_SAFE_NO_PAD.decode(h).map_err(|_| Refusal::Malformed("header is not base64url"))?;
-    let header: JoseHeader =
-        serde_json::from_slice(&header_bytes).map_err(|_| Refusal::Malformed("header is not a JSON object"))?;
+    let header: JoseHeader = decoded(h, |bytes| {
+        serde_json::from_slice(bytes.map_err(|_| Refusal::Malformed("header is not base64url"))?)
+            .map_err(|_| Refusal::Malformed("header is not a JSON object"))
+    })?;
     let alg = check_header(&header)?;
     if s.is_empty() {
         return Err(Refusal::BadSignature);
     }
-    let payload = URL_SAFE_NO_PAD.decode(p).map_err(|_| Refusal::Malformed("payload is not base64url"))?;
-    let claims: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(&payload).map_err(|_| Refusal::Malformed("payload is not a JSON object"))?;
+    let claims: serde_json::Map<String, serde_json::Value> = decoded(p, |bytes| {
+        serde_json::from_slice(bytes.map_err(|_| Refusal::Malformed("payload is not base64url"))?)
+            .map_err(|_| Refusal::Malformed("payload is not a JSON object"))
+    })?;
     Ok(Parsed { header, alg, claims: Claims(claims), signing_input: &token[..h.len() + 1 + p.len()], signature: s })
+}
+
+/// Decodes base64url `part` into a per-thread scratch buffer and hands the bytes (or
+/// the decoding error) to `f`: a token's header and payload are parsed from there, so
+/// decoding allocates nothing per token.
+fn decoded<T>(part: &str, f: impl FnOnce(Result<&[u8], base64::DecodeError>) -> T) -> T {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with(|buf| {
+        // Re-entrancy cannot happen (`f` only parses JSON); should it, decode afresh.
+        let Ok(mut buf) = buf.try_borrow_mut() else {
+            let owned = URL_SAFE_NO_PAD.decode(part);
+            return f(owned.as_deref().map_err(Clone::clone));
+        };
+        buf.clear();
+        let out = match URL_SAFE_NO_PAD.decode_vec(part, &mut buf) {
+            Ok(()) => f(Ok(&buf)),
+            Err(e) => f(Err(e)),
+        };
+        if buf.capacity() > 2 * MAX_TOKEN_BYTES {
+            *buf = Vec::new();
+        }
+        out
+    })
 }
 
 fn check_header(h: &JoseHeader) -> Result<Algorithm, Refusal> {

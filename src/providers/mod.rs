@@ -343,8 +343,8 @@ pub struct Verified {
     /// Lives as long as the cached verification, so a hot token finds its minted
     /// token here without a shared-cache lookup.
     pub minted: std::sync::Mutex<Vec<(u32, http::HeaderValue, i64)>>,
-    /// Hash of what a minted token says about this identity (everything but the
-    /// per-token times and ids): two bearer tokens of the same person share minted tokens.
+    /// Hash of what a minted token says about this identity (`propagate::identity_key`):
+    /// two bearer tokens of the same person share minted tokens.
     pub identity_key: [u8; 32],
     /// For a browser session: the network it began on (adaptive MFA's
     /// `network_change`); `None` for bearer tokens.
@@ -353,11 +353,7 @@ pub struct Verified {
 
 impl Verified {
     pub fn new(identity: Identity, provider: usize, kid: String, exp: i64, token_hash: [u8; 32]) -> Verified {
-        let identity_key = {
-            let mut stable = identity.clone();
-            (stable.iat, stable.exp, stable.token_id, stable.session_id) = (None, None, None, None);
-            token_hash_bytes(&serde_json::to_vec(&stable).unwrap_or_default())
-        };
+        let identity_key = crate::propagate::identity_key(&identity);
         Verified {
             identity_key,
             identity,
@@ -842,7 +838,7 @@ fn is_permanent(r: &Refusal) -> bool {
     )
 }
 
-fn token_hash_bytes(bytes: &[u8]) -> [u8; 32] {
+pub(crate) fn token_hash_bytes(bytes: &[u8]) -> [u8; 32] {
     let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
     let mut out = [0u8; 32];
     out.copy_from_slice(d.as_ref());
