@@ -30,6 +30,11 @@ pub enum Key {
     /// bearer tokens issued at or before the change carry groups it no longer holds and
     /// are refused; its sessions are not (they read their groups from the SCIM store).
     Claims(String),
+    /// A person named by a verified email address at a provider: (provider id, the
+    /// address as `crate::session::email_key_part` makes it). Refuses sessions and bearer
+    /// tokens of that provider whose identity carries the address, verified, whichever
+    /// subject they name (a Shared Signals event with an `email` subject).
+    Email(String, String),
     /// Not a deny entry: a subject whose group memberships grew. Nothing is refused;
     /// each replica drops its cached lookups of the subject so its next request reads
     /// the new groups (`crate::revocation` handles it; [`DenyList::apply`] ignores it).
@@ -59,6 +64,8 @@ struct Entries {
     sessions: HashMap<String, HashMap<String, Span>>,
     /// Subjects whose bearer tokens' groups are stale (`Key::Claims`).
     claims: HashMap<String, Span>,
+    /// Verified addresses by provider, then lower-cased address (`Key::Email`).
+    emails: HashMap<String, HashMap<String, Span>>,
 }
 
 impl Entries {
@@ -68,12 +75,14 @@ impl Entries {
             Key::Subject(s) => Some(self.subjects.entry(s.clone()).or_insert(NONE)),
             Key::Session(p, sid) => Some(self.sessions.entry(p.clone()).or_default().entry(sid.clone()).or_insert(NONE)),
             Key::Claims(s) => Some(self.claims.entry(s.clone()).or_insert(NONE)),
+            Key::Email(p, e) => Some(self.emails.entry(p.clone()).or_default().entry(e.clone()).or_insert(NONE)),
             Key::Refresh(_) => None,
         }
     }
 
     fn len(&self) -> usize {
-        self.subjects.len() + self.claims.len() + self.sessions.values().map(HashMap::len).sum::<usize>()
+        let nested = |m: &HashMap<String, HashMap<String, Span>>| m.values().map(HashMap::len).sum::<usize>();
+        self.subjects.len() + self.claims.len() + nested(&self.sessions) + nested(&self.emails)
     }
 }
 
@@ -112,10 +121,13 @@ impl DenyList {
         let mut map = self.entries.write().unwrap_or_else(|p| p.into_inner());
         map.subjects.retain(|_, (_, until)| *until > now);
         map.claims.retain(|_, (_, until)| *until > now);
-        map.sessions.retain(|_, sids| {
-            sids.retain(|_, (_, until)| *until > now);
-            !sids.is_empty()
-        });
+        let map = &mut *map;
+        for nested in [&mut map.sessions, &mut map.emails] {
+            nested.retain(|_, inner| {
+                inner.retain(|_, (_, until)| *until > now);
+                !inner.is_empty()
+            });
+        }
         if map.len() == 0 {
             self.any.store(false, Ordering::Release);
         }
@@ -150,7 +162,28 @@ impl DenyList {
                 return Err(Refusal::Revoked);
             }
         }
+        if let Some(by_email) = map.emails.get(identity.provider.as_str()) {
+            if let Some(email) = verified_email(identity) {
+                if hit(by_email.get(email.as_ref())) {
+                    return Err(Refusal::Revoked);
+                }
+            }
+        }
         Ok(())
+    }
+}
+
+/// The identity's address as email entries are keyed, when its provider says it is
+/// verified; borrowed when it is already lower case (the common case).
+pub fn verified_email(identity: &Identity) -> Option<std::borrow::Cow<'_, str>> {
+    if identity.email_verified != Some(true) {
+        return None;
+    }
+    let e = identity.email.as_deref()?.trim();
+    if e.chars().any(|c| c.is_uppercase()) {
+        Some(std::borrow::Cow::Owned(e.to_lowercase()))
+    } else {
+        Some(std::borrow::Cow::Borrowed(e))
     }
 }
 
@@ -244,6 +277,29 @@ mod tests {
         assert_eq!(l.check(&alice(), Some(990), 1_001, true), Err(Refusal::Revoked), "a token with the old groups");
         assert_eq!(l.check(&alice(), Some(1_001), 1_002, true), Ok(()), "a token issued after the change");
         assert_eq!(l.check(&alice(), Some(990), 1_001, false), Ok(()), "a session reads its groups afresh");
+        l.prune(2_000);
+        assert!(l.is_empty());
+    }
+
+    #[test]
+    fn an_email_entry_refuses_the_verified_address_at_that_provider_only() {
+        let l = DenyList::default();
+        assert!(l.apply(&Entry { key: Key::Email("wf".into(), "ann@corp.test".into()), at: 1_000, until: 2_000 }, 1_000));
+        let mut ann = alice();
+        ann.email = Some("Ann@Corp.test".into());
+        assert_eq!(l.check(&ann, Some(990), 1_001, true), Ok(()), "verification unknown: not the address");
+        ann.email_verified = Some(false);
+        assert_eq!(l.check(&ann, Some(990), 1_001, true), Ok(()), "unverified: not the address");
+        ann.email_verified = Some(true);
+        assert_eq!(l.check(&ann, Some(990), 1_001, true), Err(Refusal::Revoked), "any case");
+        assert_eq!(l.check(&ann, Some(990), 1_001, false), Err(Refusal::Revoked), "sessions too");
+        assert_eq!(l.check(&ann, Some(1_001), 1_002, true), Ok(()), "issued after");
+        let mut elsewhere = ann.clone();
+        elsewhere.provider = "cu".into();
+        assert_eq!(l.check(&elsewhere, Some(990), 1_001, true), Ok(()), "another provider's address is another account");
+        let mut other = ann.clone();
+        other.email = Some("bob@corp.test".into());
+        assert_eq!(l.check(&other, Some(990), 1_001, true), Ok(()));
         l.prune(2_000);
         assert!(l.is_empty());
     }

@@ -9,7 +9,7 @@
 //! reused until a minute before they expire, so a hot token pays no signature.
 
 use crate::config::{AuthorizationHeader, RouteSpec};
-use crate::identity::{Identity, Population, PrincipalType, ProviderKind, TokenUse};
+use crate::identity::{Identity, IdentityClaims};
 use crate::keys::Signer;
 use crate::providers::{now_secs, Verified};
 use http::HeaderValue;
@@ -123,100 +123,6 @@ pub fn route_headers<E>(
     }
 }
 
-/// The normalised identity as JWT claims (the field names of [`Identity`], `sub` the
-/// global `{provider}:{subject}`): the one mapping from identity to claims, used for
-/// `X-Identity-Token` here, for the key of the minted-token cache ([`identity_key`])
-/// and, filtered to its listed claims, by the broker's tokens. Absent values are `null`.
-/// Borrowed from the identity and serialised straight to JSON: no `serde_json::Map` is
-/// built per token. Fields are in alphabetical order (the order of the sorted map the
-/// claims used to be), so the JSON is stable; a minted token appends its own claims.
-#[derive(Debug, Serialize)]
-pub struct IdentityClaims<'a> {
-    acr: Option<&'a str>,
-    amr: &'a [String],
-    auth_time: Option<i64>,
-    client_id: Option<&'a str>,
-    email: Option<&'a str>,
-    email_verified: Option<bool>,
-    groups: &'a [String],
-    groups_complete: bool,
-    idp: &'a str,
-    mfa: bool,
-    name: Option<&'a str>,
-    org: Option<&'a str>,
-    permissions: &'a [String],
-    population: Population,
-    principal_type: PrincipalType,
-    provider: &'a str,
-    provider_kind: ProviderKind,
-    roles: &'a [String],
-    scopes: &'a [String],
-    sub: &'a str,
-    subject: &'a str,
-    tenant: &'a str,
-    token_use: TokenUse,
-    username: Option<&'a str>,
-}
-
-impl<'a> IdentityClaims<'a> {
-    pub fn new(id: &'a Identity) -> IdentityClaims<'a> {
-        IdentityClaims {
-            acr: id.acr.as_deref(),
-            amr: &id.amr,
-            auth_time: id.auth_time,
-            client_id: id.client_id.as_deref(),
-            email: id.email.as_deref(),
-            email_verified: id.email_verified,
-            groups: &id.groups,
-            groups_complete: id.groups_complete,
-            idp: &id.idp,
-            mfa: id.mfa,
-            name: id.name.as_deref(),
-            org: id.org.as_deref(),
-            permissions: &id.permissions,
-            population: id.population,
-            principal_type: id.principal_type,
-            provider: &id.provider,
-            provider_kind: id.provider_kind,
-            roles: &id.roles,
-            scopes: &id.scopes,
-            sub: &id.sub,
-            subject: &id.subject,
-            tenant: &id.tenant,
-            token_use: id.token_use,
-            username: id.username.as_deref(),
-        }
-    }
-}
-
-/// [`IdentityClaims`] as a JSON object (the broker's tokens filter and extend it).
-pub fn identity_claims(id: &Identity) -> serde_json::Map<String, serde_json::Value> {
-    match serde_json::to_value(IdentityClaims::new(id)) {
-        Ok(serde_json::Value::Object(m)) => m,
-        _ => serde_json::Map::new(),
-    }
-}
-
-/// SHA-256 of what a minted token says about `id` (its [`IdentityClaims`] as JSON):
-/// the key under which minted tokens are shared by every credential of one identity.
-/// Serialised into a per-thread buffer, so the hash costs no allocation.
-pub fn identity_key(id: &Identity) -> [u8; 32] {
-    thread_local! {
-        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    SCRATCH.with(|buf| {
-        let mut buf = buf.borrow_mut();
-        buf.clear();
-        // Borrowed strings, numbers and enums: serialising cannot fail.
-        let _ = serde_json::to_writer(&mut *buf, &IdentityClaims::new(id));
-        let key = crate::providers::token_hash_bytes(&buf);
-        if buf.capacity() > 64 * 1024 {
-            *buf = Vec::new();
-        }
-        key
-    })
-}
-
 /// The claims of a minted `X-Identity-Token`: the identity's, then the token's own.
 #[derive(Serialize)]
 struct MintedClaims<'a> {
@@ -323,7 +229,7 @@ impl Minter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::Population;
+    use crate::identity::{identity_claims, identity_key, Population};
 
     #[test]
     fn encoding() {

@@ -6,7 +6,9 @@
 //!   subject) posted to replica A ends the user's session and refuses the user's
 //!   bearer token on B; a RISC `account-disabled` SET (a `complex` subject whose user
 //!   is `opaque`) does the same for another user; an unknown event is accepted (202)
-//!   and changes nothing.
+//!   and changes nothing; an `email` subject ends the session and tokens of the user
+//!   who signed in with that verified address, and refuses the token of a user who
+//!   never signed in but carries it.
 //! - Bad SETs (unsigned, another key, replayed jti, wrong audience, unknown issuer,
 //!   unknown or unresolvable subject, wrong media type, oversized) get the RFC 8935
 //!   §2.3 error and change nothing; the keys come from `ssf.jwks_url` there.
@@ -26,15 +28,19 @@ const ACCOUNT_DISABLED: &str = "https://schemas.openid.net/secevent/risc/event-t
 const SSF_ISS: &str = "https://ssf.corp.test/";
 const AUD: &str = "https://idfabric.corp.test/ssf";
 
-/// An Auth0-shaped dev provider (subject = the token's `sub`) that transmits SSF events.
+/// An Auth0-shaped dev provider (subject = the token's `sub`) that transmits SSF events;
+/// its access tokens' namespaced email claims are mapped, as an Auth0 Action would add them.
 fn provider_file(env: &TestEnv, jwks_url: Option<&str>) -> String {
     let jwks = jwks_url.map(|u| format!(", jwks_url: \"{u}\"")).unwrap_or_default();
     format!(
         "id: rwf\nkind: dev\npopulation: workforce\nshape: auth0\nissuer: {}\nsigning_key: certs/dev-idp-workforce.pem\n\
          client_id: wf-client\naudiences: [api://idfabric]\n\
-         ssf: {{ issuer: \"{SSF_ISS}\", audience: \"{AUD}\"{jwks} }}\nusers:\n\
+         ssf: {{ issuer: \"{SSF_ISS}\", audience: \"{AUD}\"{jwks} }}\n\
+         claims: {{ email: \"https://idfabric.dev/email\", email_verified: \"https://idfabric.dev/email_verified\" }}\nusers:\n\
          \x20 - {{ name: alice, email: alice@corp.test, groups: [staff], mfa: true }}\n\
-         \x20 - {{ name: bob, email: bob@corp.test, groups: [staff], mfa: true }}\n",
+         \x20 - {{ name: bob, email: bob@corp.test, groups: [staff], mfa: true }}\n\
+         \x20 - {{ name: carol, email: carol@corp.test, email_verified: true, groups: [staff], mfa: true }}\n\
+         \x20 - {{ name: dave, email: Dave@Corp.test, email_verified: true, groups: [staff], mfa: true }}\n",
         env.dev_issuer("rwf")
     )
 }
@@ -132,8 +138,12 @@ async fn ssf_session_revoked_and_account_disabled_end_access_on_both_replicas() 
     let bob = Agent::browser();
     let (r, _) = bob.sign_in(&on(&ea, "/"), "bob").await;
     let bob_sub = decoded(&r.upstream()["x-identity-sub"]).strip_prefix("rwf:").unwrap().to_string();
+    let carol = Agent::browser();
+    carol.sign_in(&on(&ea, "/"), "carol").await;
     let alice_token = ea.mint("rwf", "alice", &[]);
     let bob_token = ea.mint("rwf", "bob", &[]);
+    let carol_token = ea.mint("rwf", "carol", &[]);
+    let dave_token = ea.mint("rwf", "dave", &[]);
     assert_eq!(alice.get(&on(&eb, "/")).await.status, 200);
     assert_eq!(bearer(&eb, &bob_token).await.status, 200);
     let key = dev_key(&ea);
@@ -165,6 +175,26 @@ async fn ssf_session_revoked_and_account_disabled_end_access_on_both_replicas() 
     // The same SET again, on the other replica: a replay.
     let (s, body) = push_set(&ea, key.sign_jwt("secevent+jwt", &ad)).await;
     assert_eq!((s, body["err"].as_str()), (400, Some("invalid_request")), "{body}");
+
+    // An email subject (any case) on A: carol signed in with that verified address, so
+    // her session and her token end on B.
+    assert_eq!(bearer(&eb, &carol_token).await.status, 200);
+    assert_eq!(bearer(&eb, &dave_token).await.status, 200);
+    let purged = "https://schemas.openid.net/secevent/risc/event-type/account-purged";
+    let by_email = set_claims(purged, json!({"format": "email", "email": "CAROL@corp.test"}));
+    let (s, body) = push_set(&ea, key.sign_jwt("secevent+jwt", &by_email)).await;
+    assert_eq!(s, 202, "{body}\n{}", ga.log());
+    let took = refused_within(&eb, &carol_token, Duration::from_secs(3), &gb.log()).await;
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    assert_eq!(carol.get(&on(&eb, "/")).await.redirect().path(), "/.idfabric/login", "her session ended");
+    assert_eq!(bearer(&eb, &dave_token).await.status, 200, "another address untouched");
+    // dave never signed in: idfabric knows no subject for his address, but his token
+    // carries it, verified, and is refused on both replicas.
+    let by_email = set_claims(purged, json!({"format": "complex", "user": {"format": "email", "email": "dave@corp.test"}}));
+    let (s, body) = push_set(&eb, key.sign_jwt("secevent+jwt", &by_email)).await;
+    assert_eq!(s, 202, "{body}\n{}", gb.log());
+    refused_within(&ea, &dave_token, Duration::from_secs(1), &ga.log()).await;
+    refused_within(&eb, &dave_token, Duration::from_secs(1), &gb.log()).await;
 
     let metrics = scrape_metrics(&ea).await;
     assert_eq!(metric_value(&metrics, "idfabric_revocations_total{event=\"session_revoked\",source=\"ssf\"}"), 1.0, "{metrics}");
@@ -219,7 +249,8 @@ async fn bad_sets_get_the_rfc8935_error_and_change_nothing() {
         ("unknown issuer", key.sign_jwt("secevent+jwt", &with("iss", json!("https://evil.test/"))), "invalid_issuer", "ssf.issuer"),
         ("token issuer, not ssf issuer", key.sign_jwt("secevent+jwt", &with("iss", json!(env.dev_issuer("rwf")))), "invalid_issuer", "ssf.issuer"),
         ("unknown subject issuer", key.sign_jwt("secevent+jwt", &with("sub_id", json!({"format": "iss_sub", "iss": "https://other-idp.test/", "sub": sub}))), "invalid_request", "iss"),
-        ("email subject", key.sign_jwt("secevent+jwt", &with("sub_id", json!({"format": "email", "email": "alice@corp.test"}))), "invalid_request", "email"),
+        ("email subject, no address", key.sign_jwt("secevent+jwt", &with("sub_id", json!({"format": "email", "email": "alice at corp"}))), "invalid_request", "email"),
+        ("unknown subject format", key.sign_jwt("secevent+jwt", &with("sub_id", json!({"format": "phone_number", "phone_number": "+12065550100"}))), "invalid_request", "format"),
         ("no subject", key.sign_jwt("secevent+jwt", &without("sub_id")), "invalid_request", "subject"),
         ("no events", key.sign_jwt("secevent+jwt", &without("events")), "invalid_request", "events"),
         ("no jti", key.sign_jwt("secevent+jwt", &without("jti")), "invalid_request", "jti"),
@@ -469,4 +500,61 @@ async fn an_unreachable_poll_endpoint_backs_off_and_never_logs_the_token() {
     let log = gw.log();
     assert!(log.contains("ssf poll failed; backing off"), "{log}");
     assert!(!log.contains("poll-secret-token-42"), "the token is never logged");
+}
+
+/// The `sub` claim of a compact JWT (the test's own minted token).
+fn token_sub(token: &str) -> String {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    claims["sub"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_email_subject_finds_the_scim_users_that_list_the_address() {
+    const SCIM_TOKEN: &str = "scim-token-0123456789abcdef";
+    let echo = Echo::start();
+    let env = TestEnv::new();
+    // Tokens without an email claim: only the SCIM records tie the address to them.
+    let file = provider_file(&env, None).replace("users:\n", "scim: { token_file: scim.token }\nusers:\n")
+        + "  - { name: erin, groups: [staff], mfa: true }\n  - { name: frank, groups: [staff], mfa: true }\n";
+    env.write("providers/rwf.yaml", &file);
+    env.write("scim.token", SCIM_TOKEN);
+    env.write("routes.yaml", &routes(&env, "memory", &echo.addr()));
+    let gw = Gateway::start(&env);
+    let key = dev_key(&env);
+    let erin_token = env.mint("rwf", "erin", &[]);
+    let frank_token = env.mint("rwf", "frank", &[]);
+    let scim = |method: &str, path: String, body: Value| {
+        client()
+            .request(method.parse().unwrap(), format!("{}/.idfabric/scim/v2{path}", env.proxy()))
+            .header("authorization", format!("Bearer {SCIM_TOKEN}"))
+            .header("content-type", "application/scim+json")
+            .body(body.to_string())
+            .send()
+    };
+    let user = |sub: &str, name: &str, emails: Value| {
+        json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "externalId": sub, "userName": name, "active": true, "emails": emails})
+    };
+    let r = scim("POST", "/Users".into(), user(&token_sub(&erin_token), "erin.upn@corp.test", json!([{"value": "Erin@Personal.test", "type": "work", "primary": true}]))).await.unwrap();
+    assert_eq!(r.status(), 201);
+    let erin_id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    let r = scim("POST", "/Users".into(), user(&token_sub(&frank_token), "frank@corp.test", json!([]))).await.unwrap();
+    assert_eq!(r.status(), 201);
+    // Erin's address changes: the old one no longer names her.
+    let r = scim("PUT", format!("/Users/{erin_id}"), user(&token_sub(&erin_token), "erin.upn@corp.test", json!([{"value": "erin2@corp.test", "primary": true}]))).await.unwrap();
+    assert_eq!(r.status(), 200);
+
+    let disabled = |email: &str| key.sign_jwt("secevent+jwt", &set_claims(ACCOUNT_DISABLED, json!({"format": "email", "email": email})));
+    let (s, body) = push_set(&env, disabled("erin@personal.test")).await;
+    assert_eq!(s, 202, "{body}\n{}", gw.log());
+    assert_eq!(bearer(&env, &erin_token).await.status, 200, "an address erin no longer has");
+    let (s, body) = push_set(&env, disabled("ERIN2@corp.test")).await;
+    assert_eq!(s, 202, "{body}");
+    assert_eq!(reason_of(bearer(&env, &erin_token).await).await, (401, "revoked".to_string()), "{}", gw.log());
+    assert_eq!(bearer(&env, &frank_token).await.status, 200, "frank untouched");
+    // frank's userName is his address.
+    let (s, body) = push_set(&env, disabled("frank@corp.test")).await;
+    assert_eq!(s, 202, "{body}");
+    assert_eq!(reason_of(bearer(&env, &frank_token).await).await, (401, "revoked".to_string()));
 }

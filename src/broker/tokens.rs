@@ -65,7 +65,7 @@ pub const NORMALISED_CLAIMS: &[&str] = &[
 
 /// The normalised identity fields every broker token carries (`NORMALISED_CLAIMS`).
 fn identity_claims(c: &mut Map<String, Value>, id: &Identity) {
-    c.extend(crate::propagate::identity_claims(id).into_iter().filter(|(k, v)| NORMALISED_CLAIMS.contains(&k.as_str()) && !v.is_null()));
+    c.extend(crate::identity::identity_claims(id).into_iter().filter(|(k, v)| NORMALISED_CLAIMS.contains(&k.as_str()) && !v.is_null()));
 }
 
 fn jti() -> String {

@@ -353,7 +353,7 @@ pub struct Verified {
 
 impl Verified {
     pub fn new(identity: Identity, provider: usize, kid: String, exp: i64, token_hash: [u8; 32]) -> Verified {
-        let identity_key = crate::propagate::identity_key(&identity);
+        let identity_key = crate::identity::identity_key(&identity);
         Verified {
             identity_key,
             identity,
@@ -836,13 +836,6 @@ fn is_permanent(r: &Refusal) -> bool {
             | Refusal::SessionCookieNotIdToken
             | Refusal::InvalidSubject
     )
-}
-
-pub(crate) fn token_hash_bytes(bytes: &[u8]) -> [u8; 32] {
-    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(d.as_ref());
-    out
 }
 
 pub fn token_hash(token: &str) -> [u8; 32] {

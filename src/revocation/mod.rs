@@ -49,6 +49,12 @@ pub enum Target {
     Subject(String),
     /// One upstream session: a provider id and that provider's `sid`.
     UpstreamSession { provider: String, sid: String },
+    /// A person named by email at a provider (a Shared Signals `email` subject): the
+    /// address as `crate::session::email_key_part` makes it. Resolved to the subjects
+    /// that signed in with it verified and the SCIM users that list it
+    /// ([`subjects_by_email`]); the address itself is denied too, so a credential of a
+    /// subject idfabric has not seen yet that carries it, verified, is refused as well.
+    Email { provider: String, email: String },
 }
 
 impl Target {
@@ -61,6 +67,7 @@ impl Target {
         match self {
             Target::Subject(s) => Key::Subject(s.clone()),
             Target::UpstreamSession { provider, sid } => Key::Session(provider.clone(), sid.clone()),
+            Target::Email { provider, email } => Key::Email(provider.clone(), email.clone()),
         }
     }
 
@@ -68,6 +75,7 @@ impl Target {
         match self {
             Target::Subject(_) => "subject",
             Target::UpstreamSession { .. } => "upstream_session",
+            Target::Email { .. } => "email",
         }
     }
 }
@@ -222,6 +230,17 @@ pub async fn revoke(rt: &Runtime, target: Target, source: Source, event: Event) 
                         out.broker_families += crate::broker::revoke_session_families(rt, &id).await?;
                     }
                 }
+                Target::Email { provider, email } => {
+                    // Each subject found is denied by subject as well: its tokens need
+                    // not carry the address (Entra's access tokens do not).
+                    for sub in subjects_by_email(rt, provider, email).await? {
+                        let entry = Entry { key: Key::Subject(sub.clone()), at: now, until: entry.until };
+                        learn(rt, &entry);
+                        announce(rt, &entry).await?;
+                        out.sessions += sessions.revoke_sub(&sub).await?;
+                        out.broker_families += crate::broker::revoke_subject(rt, &sub).await?;
+                    }
+                }
             }
         }
         Ok::<_, StoreError>(())
@@ -234,11 +253,11 @@ pub async fn revoke(rt: &Runtime, target: Target, source: Source, event: Event) 
         target: target.kind(),
         sub: match &target {
             Target::Subject(s) => Some(s.as_str()),
-            Target::UpstreamSession { .. } => None,
+            Target::UpstreamSession { .. } | Target::Email { .. } => None,
         },
         provider: match &target {
             Target::Subject(s) => s.split_once(':').map(|(p, _)| p),
-            Target::UpstreamSession { provider, .. } => Some(provider.as_str()),
+            Target::UpstreamSession { provider, .. } | Target::Email { provider, .. } => Some(provider.as_str()),
         },
         sessions: out.sessions,
         broker_families: out.broker_families,
@@ -254,6 +273,20 @@ pub async fn revoke(rt: &Runtime, target: Target, source: Source, event: Event) 
         "access revoked"
     );
     result.map(|_| out)
+}
+
+/// The global subjects of `provider` that `email` names: those that signed in with it
+/// verified within the last session lifetime, and the SCIM users of the provider that
+/// list it (`userName` or `emails`). Sorted, without repeats.
+pub async fn subjects_by_email(rt: &Runtime, provider: &str, email: &str) -> Result<Vec<String>, StoreError> {
+    let Some(sessions) = &rt.sessions else { return Ok(Vec::new()) };
+    let mut subs = sessions.subjects_by_email(provider, email).await?;
+    if rt.config.providers.iter().any(|p| p.id == provider && p.scim.is_some()) {
+        subs.extend(crate::session::directory::subjects_by_email(sessions.store.as_ref(), provider, email).await?);
+    }
+    subs.sort();
+    subs.dedup();
+    Ok(subs)
 }
 
 /// A SCIM mover: `sub`'s group memberships changed in the SCIM store (`crate::scim`),
@@ -328,6 +361,10 @@ fn learn(rt: &Runtime, entry: &Entry) {
             // Cached sessions are keyed by subject, not by the provider's `sid`.
             crate::session::cache::invalidate_all();
             rt.registry.forget(move |id| id.provider == provider && id.session_id.as_deref() == Some(sid.as_str()))
+        }
+        Key::Email(provider, email) => {
+            crate::session::cache::invalidate_all();
+            rt.registry.forget(move |id| id.provider == provider && crate::deny::verified_email(id).as_deref() == Some(email.as_str()))
         }
         Key::Refresh(_) => {}
     }

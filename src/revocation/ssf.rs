@@ -168,8 +168,10 @@ pub async fn process(rt: &Runtime, token: &str) -> Result<&'static str, Failure>
 /// to whose access ends. `iss_sub`: the configured provider with that token issuer;
 /// `opaque`: the transmitting provider's subject; `complex`: its `user`, or for
 /// `session-revoked` with a `session` part that one upstream session (the provider's
-/// `sid`). `email` and other formats cannot be resolved: sessions and deny entries are
-/// kept by subject, not by email.
+/// `sid`); `email`: the transmitting provider's people with that address
+/// ([`Target::Email`]: subjects that signed in with it verified, SCIM users that list
+/// it, and any later credential that carries it verified). Other formats cannot be
+/// resolved.
 fn target(rt: &Runtime, provider: &str, subject: &Value, session_event: bool) -> Result<Target, (String, &'static str)> {
     let format = subject.get("format").and_then(Value::as_str).unwrap_or("");
     if format == "complex" {
@@ -208,8 +210,11 @@ fn user_target(rt: &Runtime, provider: &str, v: &Value) -> Result<Target, (Strin
             Some(id) => Ok(Target::subject_of(provider, &id)),
             None => Err(("an opaque subject needs an id".into(), "unresolvable_subject")),
         },
-        "email" => Err(("email subjects cannot be resolved: send iss_sub or opaque".into(), "unresolvable_subject")),
-        _ => Err(("the subject format is not one idfabric resolves (iss_sub, opaque, complex)".into(), "unresolvable_subject")),
+        "email" => match v.get("email").and_then(Value::as_str).and_then(crate::session::email_key_part) {
+            Some(email) => Ok(Target::Email { provider: provider.to_string(), email }),
+            None => Err(("an email subject needs one email address".into(), "unresolvable_subject")),
+        },
+        _ => Err(("the subject format is not one idfabric resolves (iss_sub, email, opaque, complex)".into(), "unresolvable_subject")),
     }
 }
 

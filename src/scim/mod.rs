@@ -117,6 +117,23 @@ pub struct Provisioned {
     pub groups: Vec<String>,
 }
 
+/// The addresses a user is known by, as idfabric compares them
+/// (`crate::session::email_key_part`): its `userName` when that is an address, and the
+/// values of its `emails` (RFC 7643 §4.1.2); values that are not one address are
+/// skipped. At most 16: more is not a person's list of addresses.
+fn emails_of(user: &Value) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let listed = user["emails"].as_array().into_iter().flatten().map(|v| &v["value"]);
+    for v in std::iter::once(&user["userName"]).chain(listed).take(16) {
+        if let Some(e) = v.as_str().and_then(crate::session::email_key_part) {
+            if !out.contains(&e) {
+                out.push(e);
+            }
+        }
+    }
+    out
+}
+
 /// Every user provider `provider` provisioned, with its memberships. Users without a
 /// subject are left out.
 pub async fn directory(store: &dyn crate::session::Store, provider: &str, spec: &ScimSpec) -> Result<Vec<Provisioned>, crate::session::StoreError> {
@@ -348,6 +365,9 @@ impl Cx<'_> {
         self.leaver(&user, Event::UserDeleted).await?;
         let subject = self.subject_of(&user);
         self.store.forget_user(id, subject.as_deref()).await.map_err(|e| ScimError::unavailable(&e))?;
+        if let Some(s) = &subject {
+            self.store.index_emails(None, &[], Some((s, &emails_of(&user)))).await.map_err(|e| ScimError::unavailable(&e))?;
+        }
         self.store.delete("Users", id, user["userName"].as_str()).await.map_err(|e| ScimError::unavailable(&e))?;
         Ok((204, Value::Null))
     }
@@ -393,9 +413,14 @@ impl Cx<'_> {
         user.get(attr).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string)
     }
 
-    /// Indexes `user` by its subject, so a session of that subject finds its groups.
+    /// Indexes `user` by its subject, so a session of that subject finds its groups, and
+    /// by its email addresses, so a Shared Signals event that names one finds the user.
     async fn index_subject(&self, user: &Value, old: Option<&Value>) -> Result<(), ScimError> {
-        let (Some(id), Some(subject)) = (user["id"].as_str(), self.subject_of(user)) else { return Ok(()) };
+        let subject = self.subject_of(user);
+        let before = old.and_then(|o| Some((self.subject_of(o)?, emails_of(o))));
+        let before = before.as_ref().map(|(s, e)| (s.as_str(), e.as_slice()));
+        self.store.index_emails(subject.as_deref(), &emails_of(user), before).await.map_err(|e| ScimError::unavailable(&e))?;
+        let (Some(id), Some(subject)) = (user["id"].as_str(), subject) else { return Ok(()) };
         let old = old.and_then(|o| self.subject_of(o));
         self.store.index_subject(id, &subject, old.as_deref()).await.map_err(|e| ScimError::unavailable(&e))
     }

@@ -117,6 +117,23 @@ impl<'a> ScimStore<'a> {
         self.store.set(&self.subject_key(subject), user_id.as_bytes().to_vec(), KEEP).await
     }
 
+    /// Indexes `subject` (provider-local) under each of `emails` (already
+    /// `crate::session::email_key_part`), after dropping `old`'s subject from each of its
+    /// addresses: (subject, addresses) as the user was before this change.
+    pub async fn index_emails(&self, subject: Option<&str>, emails: &[String], old: Option<(&str, &[String])>) -> Result<(), StoreError> {
+        if let Some((old_subject, old_emails)) = old {
+            for e in old_emails.iter().filter(|e| Some(old_subject) != subject || !emails.contains(e)) {
+                self.store.remove_member(&directory::email_key(self.provider, e), old_subject).await?;
+            }
+        }
+        if let Some(s) = subject {
+            for e in emails {
+                self.store.add_member(&directory::email_key(self.provider, e), s, KEEP).await?;
+            }
+        }
+        Ok(())
+    }
+
     pub async fn delete(&self, resource: &str, id: &str, name: Option<&str>) -> Result<(), StoreError> {
         if let Some(n) = name {
             self.store.delete(&self.name_key(resource, n)).await?;

@@ -9,6 +9,10 @@
 //! `idf:{scim}:{provider}:Users:memberof:{user id}` holds one tag per group the user is a
 //! member of ([`group_tag`]). Sets change by single add/remove commands, so two
 //! concurrent changes to different groups never lose one another.
+//!
+//! The set `idf:{scim}:{provider}:Users:email:{address}` holds the subjects of the
+//! provisioned users that list the address (as `userName` or in `emails`), for Shared
+//! Signals events that name a person by email (`crate::revocation`).
 
 use super::{Store, StoreError};
 use serde_json::Value;
@@ -21,6 +25,22 @@ pub fn memberof_key(provider: &str, user_id: &str) -> String {
 /// The user id of a subject (provider-local).
 pub fn subject_key(provider: &str, subject: &str) -> String {
     format!("idf:{{scim}}:{provider}:Users:subject:{subject}")
+}
+
+/// The subjects (provider-local) of the provisioned users that list `email` (already
+/// `crate::session::email_key_part`).
+pub fn email_key(provider: &str, email: &str) -> String {
+    format!("idf:{{scim}}:{provider}:Users:email:{email}")
+}
+
+/// The global subjects (`{provider}:{subject}`) of the users provider `provider`
+/// provisioned that list `email` (compared as `crate::session::email_key_part` makes
+/// it), sorted.
+pub async fn subjects_by_email(store: &dyn Store, provider: &str, email: &str) -> Result<Vec<String>, StoreError> {
+    let Some(email) = super::email_key_part(email) else { return Ok(Vec::new()) };
+    let mut subs: Vec<String> = store.members(&email_key(provider, &email)).await?.into_iter().map(|s| format!("{provider}:{s}")).collect();
+    subs.sort();
+    Ok(subs)
 }
 
 /// The membership tag of a group: its id, `displayName` and `externalId` (empty when

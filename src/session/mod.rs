@@ -248,6 +248,36 @@ fn now() -> i64 {
     crate::providers::now_secs()
 }
 
+/// The longest address kept or looked up (RFC 5321 §4.5.3.1.3: a path is at most 256
+/// octets, the address inside it 254).
+pub const MAX_EMAIL: usize = 254;
+
+/// An email address as idfabric compares it: trimmed and lower-cased whole, local part
+/// included. RFC 5321 lets the local part be case-sensitive, but the identity providers
+/// idfabric reads (Entra, Okta, Auth0, Google, Cognito) treat `Ann@x.test` and
+/// `ann@x.test` as one account, and transmitters do not promise the case the user
+/// signed in with. `None` for anything that is not one address: empty, without a
+/// local part and a domain around one `@`, longer than [`MAX_EMAIL`], or with
+/// whitespace or control characters (these never reach a store key).
+pub fn email_key_part(email: &str) -> Option<String> {
+    let e = email.trim();
+    if e.len() > MAX_EMAIL || e.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return None;
+    }
+    let (local, domain) = e.rsplit_once('@')?;
+    if local.is_empty() || domain.is_empty() || domain.contains('@') {
+        return None;
+    }
+    Some(e.to_lowercase())
+}
+
+/// The identity's address when its provider says it is verified (`email_verified:
+/// true`); absent or `false` is no address.
+fn verified_email(identity: &Identity) -> Option<String> {
+    (identity.email_verified == Some(true)).then_some(())?;
+    email_key_part(identity.email.as_deref()?)
+}
+
 /// Counts sessions ended (`idfabric_sessions_ended_total{reason}`). Counted where the
 /// ending happens, once, by the replica that ended it, so the sum over replicas is right.
 /// Sessions that run out their idle time in the store are not seen ending.
@@ -323,6 +353,13 @@ impl Sessions {
         format!("idf:usid:{provider}:{sid}")
     }
 
+    /// The subjects (global `{provider}:{subject}`) that signed in at `provider` with
+    /// the verified address `email` (already [`email_key_part`]), for Shared Signals
+    /// events that name a person by email.
+    fn email_key(provider: &str, email: &str) -> String {
+        format!("idf:email:{provider}:{email}")
+    }
+
     /// Stores a new session and returns its id.
     pub async fn create(&self, mut s: Session) -> Result<String, StoreError> {
         let id = new_id();
@@ -333,6 +370,12 @@ impl Sessions {
         self.store.add_member(&Self::subkey(&s.identity.sub), &id, self.absolute).await?;
         if let Some(sid) = &s.identity.session_id {
             self.store.add_member(&Self::upstream_key(&s.identity.provider, sid), &id, self.absolute).await?;
+        }
+        // Only an address the provider vouches for: an unverified one is whatever the
+        // person typed, and indexing it would let anyone put their subject under a
+        // victim's address (or the victim's under theirs). Kept as long as the session.
+        if let Some(email) = verified_email(&s.identity) {
+            self.store.add_member(&Self::email_key(&s.identity.provider, &email), &s.identity.sub, self.absolute).await?;
         }
         crate::metrics::metrics().sessions_created_total.inc();
         crate::metrics::metrics().sessions_active.inc();
@@ -390,6 +433,18 @@ impl Sessions {
             let _ = self.store.remove_member(&Self::subkey(&s.identity.sub), id).await?;
         }
         Ok(s)
+    }
+
+    /// The subjects (global `{provider}:{subject}`) that signed in at `provider` with the
+    /// verified address `email` within the last session lifetime. `email` is compared
+    /// as [`email_key_part`] makes it; an address that is not one yields nothing.
+    pub async fn subjects_by_email(&self, provider: &str, email: &str) -> Result<Vec<String>, StoreError> {
+        let Some(email) = email_key_part(email) else { return Ok(Vec::new()) };
+        let prefix = format!("{provider}:");
+        let mut subs = self.store.members(&Self::email_key(provider, &email)).await?;
+        subs.retain(|s| s.starts_with(&prefix));
+        subs.sort();
+        Ok(subs)
     }
 
     /// Ends every session of `sub` (the leaver case); returns how many were live.
@@ -482,6 +537,29 @@ mod tests {
         assert_eq!(k.open(&sealed, "sid-2"), None, "bound to its session");
         assert_eq!(SessionKey::random().open(&sealed, "sid-1"), None, "other key");
         assert!(!sealed.contains("refresh"));
+    }
+
+    #[test]
+    fn email_addresses_are_compared_lower_cased_whole() {
+        assert_eq!(email_key_part(" Ann.Lee@Corp.TEST ").as_deref(), Some("ann.lee@corp.test"));
+        assert_eq!(email_key_part("\"a@b\"@corp.test").as_deref(), Some("\"a@b\"@corp.test"), "the last @ splits");
+        for bad in ["", "ann", "@corp.test", "ann@", "ann @corp.test", "ann@corp\n.test", "ann@corp.test\u{0}"] {
+            assert_eq!(email_key_part(bad), None, "{bad:?}");
+        }
+        let long = format!("{}@corp.test", "a".repeat(MAX_EMAIL));
+        assert_eq!(email_key_part(&long), None);
+    }
+
+    #[test]
+    fn only_a_verified_email_is_indexed() {
+        use crate::identity::{Population, ProviderKind};
+        let mut id = Identity::new("p", ProviderKind::Dev, Population::Workforce, "u1".into());
+        id.email = Some("Ann@Corp.test".into());
+        assert_eq!(verified_email(&id), None, "unknown");
+        id.email_verified = Some(false);
+        assert_eq!(verified_email(&id), None, "unverified");
+        id.email_verified = Some(true);
+        assert_eq!(verified_email(&id).as_deref(), Some("ann@corp.test"));
     }
 
     #[test]
