@@ -194,7 +194,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Check { config, offline, production } => check(&config, offline, production),
         Command::Token { command: TokenCommand::Inspect { token, config, url, method } } => match url {
             Some(url) => inspect_url(&config, &url, token, &method),
-            None => inspect(&config, token, &method),
+            None => inspect(&config, token, &method, None),
         },
         Command::Token { command: TokenCommand::Mint { provider, user, config, id_token, ttl, count, distinct_users } } => {
             mint(&config, &provider, &user, id_token, ttl.as_deref(), count, distinct_users)
@@ -330,8 +330,14 @@ fn inspect_url(path: &Path, url: &str, token: Option<String>, method: &str) -> R
     let out = url_decision(&rt, url);
     println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     let routed = out.get("route").is_some_and(|r| !r.is_null()) || out["reserved"] == true;
+    // With a token: judged for the route this URL selects, at its path (the request the
+    // gateway would judge); a URL that selects no route judges it per route as without --url.
+    let target = match (out["route"].as_str(), out["route_path"].as_str(), out.get("status")) {
+        (Some(route), Some(route_path), None) => Some((route.to_string(), route_path.to_string())),
+        _ => None,
+    };
     match token {
-        Some(t) => inspect(path, Some(t), method),
+        Some(t) => inspect(path, Some(t), method, target.as_ref().map(|(r, p)| (r.as_str(), p.as_str()))),
         None => Ok(if routed { ExitCode::SUCCESS } else { ExitCode::from(1) }),
     }
 }
@@ -381,7 +387,9 @@ pub fn url_decision(rt: &Runtime, url: &str) -> serde_json::Value {
     }
 }
 
-fn inspect(path: &Path, token: Option<String>, method: &str) -> Result<ExitCode, ExitCode> {
+/// Verifies `token` and explains the decision on every route at the route's own prefix,
+/// or, with `target` (route name, path within it: from `--url`), on that route at that path.
+fn inspect(path: &Path, token: Option<String>, method: &str, target: Option<(&str, &str)>) -> Result<ExitCode, ExitCode> {
     let token = read_token(token)?;
     let config = load(path)?;
     let rt = Runtime::build(config).map_err(|e| {
@@ -417,7 +425,11 @@ fn inspect(path: &Path, token: Option<String>, method: &str) -> Result<ExitCode,
         .routes
         .routes
         .iter()
-        .map(|route| pipeline::explain(&rt, route, &verified, &method, &route.spec.path_prefix, false))
+        .filter(|route| target.is_none_or(|(name, _)| route.spec.name == name))
+        .map(|route| {
+            let at = target.map_or(route.spec.path_prefix.as_str(), |(_, p)| p);
+            pipeline::explain(&rt, route, &verified, &method, at, false)
+        })
         .collect();
     let out = serde_json::json!({
         "valid": true,

@@ -186,6 +186,18 @@ async fn policy_examples_allow_and_refuse_with_their_reason() {
     assert_eq!(rp["reason"], "population_not_allowed", "{rp}");
     assert_eq!(rp["require"]["criteria"][1], serde_json::json!(["require.population: workforce", "no match"]), "{rp}");
     assert_eq!(rp["policy"]["rules"][0]["result"], "match", "{rp}");
+    // With --url: the route that URL selects, judged at its canonical path (the deny rule
+    // of `/admin/**` matches a spelling the gateway folds to it), and no other route.
+    let (code, out, err) = fx.env.run(&["token", "inspect", &alice, "--url", "http://admin.test//Admin/./users/1", "--config", "routes.yaml"]);
+    assert_eq!(code, 0, "{err}");
+    let docs: Vec<Value> = serde_json::Deserializer::from_str(&out).into_iter::<Value>().map(Result::unwrap).collect();
+    assert_eq!(docs[0]["canonical_path"], "/Admin/users/1", "{out}");
+    let routes = docs[1]["routes"].as_array().unwrap();
+    assert_eq!(routes.len(), 1, "{out}");
+    assert_eq!((routes[0]["route"].as_str(), routes[0]["path"].as_str(), routes[0]["reason"].as_str()), (Some("admin-mfa"), Some("/Admin/users/1"), Some("policy_denied")), "{out}");
+    let (_, out, _) = fx.env.run(&["token", "inspect", &alice, "--url", "http://admin.test/reports", "--config", "routes.yaml"]);
+    let docs: Vec<Value> = serde_json::Deserializer::from_str(&out).into_iter::<Value>().map(Result::unwrap).collect();
+    assert_eq!(docs[1]["routes"][0]["reason"], "ok", "{out}");
 
     let metrics = scrape_metrics(&fx.env).await;
     assert!(metrics.contains("reason=\"policy_method\""), "{metrics}");
