@@ -398,6 +398,7 @@ fn shaped(
             variant: entra::EntraVariant::Workforce,
             discovery_authority: None,
             signup,
+            issuer_tenant: Default::default(),
         }),
         Shape::Okta => Arc::new(okta::Okta { org_id: None, signup }),
         Shape::Auth0 => Arc::new(auth0::Auth0 { tenant_domain: tenant.to_string(), extra_issuers: Vec::new(), signup }),

@@ -58,6 +58,58 @@ pub struct Entra {
     pub discovery_authority: Option<String>,
     /// External ID sign-up offered (`prompt=create`).
     pub signup: bool,
+    /// What the issuer template's tenant segment asks of a token's `tid`, worked out
+    /// once per template (the template it was worked out for, the rule).
+    pub issuer_tenant: std::sync::OnceLock<(String, IssuerTenant)>,
+}
+
+/// What the first path segment of an issuer (the tenant, in Microsoft's issuers) asks
+/// of a token's `tid`, given that the issuer is the template with `tid` substituted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IssuerTenant {
+    /// The issuer names no tenant (a dev issuer): nothing to bind.
+    Unbound,
+    /// The first segment is `{tenantid}` itself: it is the `tid`, which was substituted.
+    Substituted,
+    /// The first segment is fixed (or missing, `None`) and must be the `tid`.
+    Fixed(Option<String>),
+    /// Anything else (the placeholder inside a longer segment): parse each issuer.
+    PerToken,
+}
+
+impl IssuerTenant {
+    /// The rule for `template`. A tenant id is 36 characters of `[0-9a-f-]`, so any two
+    /// substitute into the same URL structure: one probe tells how every `tid` parses.
+    fn of(template: &str) -> IssuerTenant {
+        const PROBE: &str = "00000000-0000-0000-0000-000000000000";
+        let templated = template.contains("{tenantid}");
+        let first = first_segment(&template.replace("{tenantid}", PROBE));
+        match first {
+            Some(seg) if templated && seg == PROBE => IssuerTenant::Substituted,
+            Some(seg) if seg.contains(PROBE) => IssuerTenant::PerToken,
+            seg if templated || seg.as_deref().is_some_and(is_guid) => IssuerTenant::Fixed(seg),
+            _ => IssuerTenant::Unbound,
+        }
+    }
+}
+
+/// The first path segment of `url`, lower-cased.
+fn first_segment(url: &str) -> Option<String> {
+    url::Url::parse(url).ok().and_then(|u| u.path_segments()?.next().map(str::to_ascii_lowercase))
+}
+
+/// Whether `template` with every `{tenantid}` replaced by `tid` is exactly `iss`,
+/// compared in place (no string is built per token).
+fn is_instance(template: &str, tid: &str, iss: &str) -> bool {
+    let mut parts = template.split("{tenantid}");
+    let Some(mut rest) = iss.strip_prefix(parts.next().unwrap_or("")) else { return false };
+    for part in parts {
+        match rest.strip_prefix(tid).and_then(|r| r.strip_prefix(part)) {
+            Some(r) => rest = r,
+            None => return false,
+        }
+    }
+    rest.is_empty()
 }
 
 impl Kind for Entra {
@@ -198,7 +250,7 @@ fn check(f: &EntraFile, spec: &mut ProviderSpec, cx: &mut SectionCheck<'_, '_>) 
         (EntraVariant::Workforce, _) => false,
         (EntraVariant::External, s) => s.unwrap_or(true),
     };
-    section(Entra { tenants, variant, discovery_authority, signup })
+    section(Entra { tenants, variant, discovery_authority, signup, issuer_tenant: Default::default() })
 }
 
 /// External ID issues `https://{tenantId}.ciamlogin.com/{tenantId}/v2.0`: the tenant
@@ -228,7 +280,7 @@ fn identity(ctx: &Ctx<'_>, k: &Entra, c: &Claims) -> Result<Identity, Refusal> {
     if !is_guid(&tid) {
         return Err(Refusal::TenantNotAllowed);
     }
-    check_issuer(ctx, iss, &tid)?;
+    check_issuer(ctx, k, iss, &tid)?;
     if !(k.tenants.iter().any(|t| t == "*" || *t == tid)) {
         return Err(Refusal::TenantNotAllowed);
     }
@@ -297,24 +349,38 @@ fn identity(ctx: &Ctx<'_>, k: &Entra, c: &Claims) -> Result<Identity, Refusal> {
 /// Microsoft's algorithm: substitute `tid` into the issuer template, compare exactly,
 /// bind `tid` to the issuer's tenant segment, and bind the signing key's own `issuer`
 /// (v2 JWKS) to the token's issuer.
-fn check_issuer(ctx: &Ctx<'_>, iss: &str, tid: &str) -> Result<(), Refusal> {
-    let expected = ctx.spec.issuer.replace("{tenantid}", tid);
-    if iss != expected {
+/// `tid` is a lower-case tenant GUID (checked before). Nothing is allocated per token:
+/// the template is compared in place and the tenant rule is worked out once.
+fn check_issuer(ctx: &Ctx<'_>, k: &Entra, iss: &str, tid: &str) -> Result<(), Refusal> {
+    let template = ctx.spec.issuer.as_str();
+    if !is_instance(template, tid, iss) {
         return Err(Refusal::IssuerMismatch);
     }
     // The issuer's tenant (first path segment) must be the token's `tid` whenever the
     // issuer names one: a `{tenantid}` template or a tenant GUID (dev issuers name none).
-    let first_segment = url::Url::parse(iss).ok().and_then(|u| u.path_segments()?.next().map(str::to_ascii_lowercase));
-    let names_tenant = ctx.spec.issuer.contains("{tenantid}") || first_segment.as_deref().is_some_and(is_guid);
-    if names_tenant && first_segment.as_deref() != Some(tid) {
+    let (for_template, rule) = k.issuer_tenant.get_or_init(|| (template.to_string(), IssuerTenant::of(template)));
+    let bound = match rule {
+        _ if for_template != template => tenant_bound_slow(template, iss, tid),
+        IssuerTenant::Unbound | IssuerTenant::Substituted => true,
+        IssuerTenant::Fixed(seg) => seg.as_deref() == Some(tid),
+        IssuerTenant::PerToken => tenant_bound_slow(template, iss, tid),
+    };
+    if !bound {
         return Err(Refusal::IssuerMismatch);
     }
     if let Some(key_issuer) = &ctx.key.issuer {
-        if key_issuer.replace("{tenantid}", tid) != iss {
+        if !is_instance(key_issuer, tid, iss) {
             return Err(Refusal::KeyIssuerMismatch);
         }
     }
     Ok(())
+}
+
+/// The tenant binding worked out from the token's issuer itself.
+fn tenant_bound_slow(template: &str, iss: &str, tid: &str) -> bool {
+    let first = first_segment(iss);
+    let names_tenant = template.contains("{tenantid}") || first.as_deref().is_some_and(is_guid);
+    !names_tenant || first.as_deref() == Some(tid)
 }
 
 /// `xms_edov` or a verified-email claim proves the address; otherwise unknown, never false.

@@ -191,3 +191,45 @@ fn external_id_signs_up_with_prompt_create_and_the_workforce_never() {
     ));
     assert!(err.contains("External ID feature"), "{err}");
 }
+
+/// The issuer check compared in place, with the tenant rule worked out once per
+/// template, decides exactly as substituting and parsing every issuer would.
+#[test]
+fn the_issuer_check_without_per_token_parsing_decides_as_parsing_does() {
+    let templates = [
+        "https://login.microsoftonline.com/{tenantid}/v2.0",
+        "https://sts.windows.net/{tenantid}/",
+        "https://login.microsoftonline.com/9188040d-6c67-4c5b-b112-36a304b66dad/v2.0",
+        "https://{tenantid}.ciamlogin.com/{tenantid}/v2.0",
+        "https://login.example/x{tenantid}/v2.0",
+        "https://login.example/t/{tenantid}/v2.0",
+        "https://{tenantid}.login.example",
+        "http://127.0.0.1:8080/.idfabric/dev/wf",
+        "https://login.example/{tenantid}",
+    ];
+    let tids = ["9188040d-6c67-4c5b-b112-36a304b66dad", "72f988bf-86f1-41af-91ab-2d7cd011db47"];
+    for template in templates {
+        let rule = IssuerTenant::of(template);
+        for tid in tids {
+            let genuine = template.replace("{tenantid}", tid);
+            let other = template.replace("{tenantid}", tids[0]);
+            for iss in [genuine.clone(), other, format!("{genuine}/"), genuine.to_uppercase(), String::new(), template.to_string()] {
+                let slow_match = template.replace("{tenantid}", tid) == iss;
+                assert_eq!(is_instance(template, tid, &iss), slow_match, "{template} {tid} {iss}");
+                if !slow_match {
+                    continue;
+                }
+                let fast = match &rule {
+                    IssuerTenant::Unbound | IssuerTenant::Substituted => true,
+                    IssuerTenant::Fixed(seg) => seg.as_deref() == Some(tid),
+                    IssuerTenant::PerToken => tenant_bound_slow(template, &iss, tid),
+                };
+                assert_eq!(fast, tenant_bound_slow(template, &iss, tid), "{template} {tid} {iss} {rule:?}");
+            }
+        }
+    }
+    assert_eq!(IssuerTenant::of(templates[0]), IssuerTenant::Substituted);
+    assert_eq!(IssuerTenant::of(templates[2]), IssuerTenant::Fixed(Some(tids[0].into())));
+    assert_eq!(IssuerTenant::of(templates[4]), IssuerTenant::PerToken);
+    assert_eq!(IssuerTenant::of(templates[7]), IssuerTenant::Unbound);
+}
