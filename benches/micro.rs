@@ -337,11 +337,11 @@ fn admit(c: &mut Criterion) {
         let h = headers_with(&token);
         let uri = http::Uri::from_static("/orders/42");
         let route = f.rt.routes.find("app.bench.example", "/").expect("route");
-        tokio.block_on(pipeline::admit(&f.rt, route, &http::Method::GET, &h, &uri, false)).expect("admit");
+        tokio.block_on(pipeline::admit_from(&f.rt, route, &http::Method::GET, &h, &uri, false, None)).expect("admit");
         g.bench_function(BenchmarkId::new("hot_token_with_route_find", format!("{}_routes", n + 1)), |b| {
             b.to_async(&tokio).iter(|| async {
                 let r = f.rt.routes.find("app.bench.example", "/").expect("route");
-                black_box(pipeline::admit(&f.rt, r, &http::Method::GET, &h, &uri, false).await.is_ok())
+                black_box(pipeline::admit_from(&f.rt, r, &http::Method::GET, &h, &uri, false, None).await.is_ok())
             })
         });
     }

@@ -196,8 +196,7 @@ pub struct Inactive {
 /// Every user of every provider that has `scim:`, read from `store`.
 pub async fn provisioned(store: &dyn Store, config: &Config) -> Result<Vec<Provisioned>, crate::session::StoreError> {
     let mut out = Vec::new();
-    for p in config.providers.iter().filter(|p| p.scim.is_some()) {
-        let Some(spec) = &p.scim else { continue };
+    for (p, spec) in config.providers.iter().filter_map(|p| Some((p, p.scim.as_ref()?))) {
         out.extend(crate::scim::directory(store, &p.id, spec).await?);
     }
     Ok(out)

@@ -78,9 +78,9 @@ fn login_url(path_and_query: &str, extra: &str) -> String {
     format!("/.idfabric/login?{extra}rd={rd}")
 }
 
-/// [`admit`] for a request whose method is known: a CORS preflight on a route with
+/// [`admit_from`] for a request whose method is known: a CORS preflight on a route with
 /// `cors_preflight: allow` is admitted as public (no credential is read, no identity
-/// header is sent), everything else goes to [`admit`]. The proxy and forward-auth (with
+/// header is sent), everything else goes to [`admit_from`]. The proxy and forward-auth (with
 /// the original method) both ask this, so a preflight passes or not the same way.
 pub async fn admit_request(
     rt: &Runtime,
@@ -106,24 +106,12 @@ pub fn is_cors_preflight(method: &http::Method, headers: &HeaderMap) -> bool {
         && headers.contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD)
 }
 
-/// Authenticates and authorises one request for `route`. `uri` gives the return address
-/// after a browser sign-in; `tls` (the request arrived over TLS) picks the one session
-/// cookie name accepted (`credential::extract`). `method` and the (canonical) path of
-/// `uri` are what a route `policy` sees of the request. Adaptive MFA sees no client
-/// address here ([`admit_from`] gives it one).
-pub async fn admit(
-    rt: &Runtime,
-    route: &CompiledRoute,
-    method: &http::Method,
-    headers: &HeaderMap,
-    uri: &http::Uri,
-    tls: bool,
-) -> Result<Admission, Denial> {
-    admit_from(rt, route, method, headers, uri, tls, None).await
-}
-
-/// [`admit`] for a request from `client` (the client's address, trusted-proxy-aware):
-/// it and the device cookie are what adaptive MFA sees (`crate::risk`).
+/// Authenticates and authorises one request for `route` from `client` (the client's
+/// address, trusted-proxy-aware; it and the device cookie are what adaptive MFA sees,
+/// `crate::risk`). `uri` gives the return address after a browser sign-in; `tls` (the
+/// request arrived over TLS) picks the one session cookie name accepted
+/// (`credential::extract`). `method` and the (canonical) path of `uri` are what a route
+/// `policy` sees of the request.
 pub async fn admit_from(
     rt: &Runtime,
     route: &CompiledRoute,
@@ -180,7 +168,7 @@ pub async fn admit_from(
     admit_bearer_seen(rt, route, verified, &req, &seen)
 }
 
-/// What `admit` decides for a bearer token once it is verified: public routes admit
+/// What `admit_from` decides for a bearer token once it is verified: public routes admit
 /// without looking, session-only routes refuse it (`missing_session`), a route that
 /// does not accept the token's provider refuses it (`provider_not_allowed`), then the
 /// policy decides. `token inspect` asks this for every route.
@@ -365,8 +353,8 @@ pub fn explain(rt: &Runtime, route: &CompiledRoute, verified: &Arc<Verified>, me
     }
 }
 
-/// What [`admit`] decides once the credential is verified: [`admit_bearer`] for a
-/// token; for a session, the same steps as `admit` takes for one (without the
+/// What [`admit_from`] decides once the credential is verified: [`admit_bearer`] for a
+/// token; for a session, the same steps as `admit_from` takes for one (without the
 /// browser's redirects).
 fn admit_verified(rt: &Runtime, route: &CompiledRoute, verified: &Arc<Verified>, req: &policy::Request, session: bool) -> Result<Admission, Denial> {
     if !session {

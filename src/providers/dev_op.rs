@@ -26,25 +26,20 @@ static USED_CODES: LazyLock<moka::sync::Cache<String, ()>> = LazyLock::new(|| {
 /// too (`op::Metadata`), with the dev provider's endpoints, RS256 and no client
 /// credentials grant.
 pub fn discovery(spec: &crate::config::ProviderSpec) -> Value {
-    let base = dev::base(spec);
-    let doc = crate::op::Metadata {
-        issuer: &spec.issuer,
-        base: &base,
-        signing_algs: vec!["RS256".into()],
-        grant_types: &["authorization_code", "refresh_token"],
-        token_auth_methods: &["client_secret_post", "client_secret_basic", "none"],
-    }
-    .document();
-    Value::Object(doc)
+    discovery_at(spec, &dev::base(spec))
 }
 
 /// The discovery document of an azure_b2c-shaped dev provider's `policy`: that
 /// policy's endpoints below `…/{id}/{policy}/`, as B2C publishes one per policy.
 pub fn discovery_for(spec: &crate::config::ProviderSpec, policy: &str) -> Value {
-    let base = format!("{}/{policy}", dev::base(spec));
+    discovery_at(spec, &format!("{}/{policy}", dev::base(spec)))
+}
+
+/// The dev provider's metadata with its endpoints below `base`.
+fn discovery_at(spec: &crate::config::ProviderSpec, base: &str) -> Value {
     let doc = crate::op::Metadata {
         issuer: &spec.issuer,
-        base: &base,
+        base,
         signing_algs: vec!["RS256".into()],
         grant_types: &["authorization_code", "refresh_token"],
         token_auth_methods: &["client_secret_post", "client_secret_basic", "none"],
