@@ -263,8 +263,11 @@ impl Cluster {
         let dir = tempfile::tempdir().unwrap();
         let nodes: Vec<Node> = (0..3)
             .map(|i| {
+                // The cluster bus port is the data port + 10000 unless set: another test's
+                // ephemeral port may hold that one, so the bus gets a free port of its own.
+                let bus = free_port().to_string();
                 let args: Vec<String> =
-                    ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "3000"]
+                    ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "3000", "--cluster-port", &bus]
                         .iter()
                         .map(|s| s.to_string())
                         .collect();
