@@ -22,6 +22,11 @@
 #   SCENARIOS [all]  comma-separated subset of the idfabric scenarios below; nginx and
 #       bare Pingora run in every round regardless (they are the anchors of the ratios)
 #         hot noid r1000 p100 audit distinct flood       bearer tokens (RS256 provider)
+#         distinct_steady  distinct tokens with the verification cache already full
+#                          (server.verify_cache_entries: STEADY_ENTRIES [TOKENS/10]) and
+#                          a warm-up run before the measured one: every request a miss
+#                          that evicts, on memory the gateway already touched (the
+#                          production steady state, without a fresh process's page faults)
 #         distinct_users   USERS [=TOKENS] different users, one token each (each request
 #                          mints a new X-Identity-Token), fresh gateway per round
 #         es256_hot es256_distinct   the same with an ES256-signing provider
@@ -34,11 +39,20 @@
 #   FLOOR [1]  run the criterion `floor` group (RS256 / ES256 verify, ES256 sign) in the
 #       same run, pinned to the proxy core, and print it with the targets computed from it
 #       (FLOOR_TIME [3] seconds of measurement per benchmark); FLOOR=0 skips it
-#   PROFILE=hot,bare,nginx,noid,r1000,p100,audit,distinct,flood,distinct_users,es256_hot,
+#   PROFILE=hot,bare,nginx,noid,r1000,p100,audit,distinct,distinct_steady,flood,distinct_users,es256_hot,
 #       es256_distinct,mix,session_mem,session_redis,replicas[,base_hot,base_distinct,base_distinct_users with
 #       BASELINE]  instead of the rounds, one
 #       run per scenario under `perf record`; reports in $OUT/<timestamp>/perf-*.txt
 #       (PERF_FREQ [499], PERF_CALLGRAPH [dwarf,16384])
+#   COUNT=bare,hot,audit,…  instead of the rounds, deterministic counts per request for
+#       each named scenario (bare, hot, noid, r1000, p100, audit, es256_hot, session_mem,
+#       distinct, distinct_users, es256_distinct): user-space instructions (the target run
+#       again under valgrind's callgrind, counters zeroed after a warm-up, COUNT_REQS
+#       [2000] requests on one keep-alive connection, benches/count_client.py), and system calls, context switches and page
+#       faults (`perf stat` on the native process during a wrk run). Unlike CPU time on a
+#       shared VM these repeat to within a fraction of a percent, so they can judge a 5 %
+#       target; table in $OUT/<timestamp>/count.md. Kernel time per system call is not in
+#       the instruction count: compare the syscall column too.
 #
 # Prints a table (medians over rounds) of rps, p50, p99, CPU µs per request on the proxy
 # core, and the same-round ratios of CPU per request to bare Pingora and to nginx, with the
@@ -63,10 +77,11 @@ SKIP_INSTALL=${SKIP_INSTALL:-0}
 FLOOR=${FLOOR:-1}
 FLOOR_TIME=${FLOOR_TIME:-3}
 USERS=${USERS:-$TOKENS}
-ALL_SCENARIOS="hot noid r1000 p100 audit distinct flood distinct_users es256_hot es256_distinct mix session_mem session_redis replicas"
+ALL_SCENARIOS="hot noid r1000 p100 audit distinct distinct_steady flood distinct_users es256_hot es256_distinct mix session_mem session_redis replicas"
 SCENARIOS=${SCENARIOS:-all}
 [[ $SCENARIOS == all ]] && SCENARIOS=${ALL_SCENARIOS// /,}
 [[ -n ${PROFILE:-} ]] && SCENARIOS=$PROFILE
+[[ -n ${COUNT:-} ]] && SCENARIOS=$COUNT
 for sc in ${SCENARIOS//,/ }; do
     [[ " $ALL_SCENARIOS nginx bare base_hot base_distinct base_distinct_users " == *" $sc "* ]] || { echo "unknown scenario $sc (known: $ALL_SCENARIOS)" >&2; exit 2; }
 done
@@ -161,9 +176,9 @@ free_port() { # a loopback port nothing listens on (and not handed out before)
     done
 }
 
-wait_port() { # wait_port PORT PID
+wait_port() { # wait_port PORT PID  (WAIT_TRIES [200] × 50 ms)
     local i
-    for i in $(seq 200); do
+    for i in $(seq "${WAIT_TRIES:-200}"); do
         (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
         kill -0 "$2" 2>/dev/null || { echo "process $2 died before listening on $1" >&2; return 1; }
         sleep 0.05
@@ -185,7 +200,7 @@ status_kb() { awk -v k="$2:" '$1==k {print $2}' "/proc/$1/status" 2>/dev/null ||
 # run: criterion's `floor` group (benches/micro.rs), median estimate of each.
 FLOOR_TSV="$RUN/floor.tsv"
 : >"$FLOOR_TSV"
-if [[ $FLOOR == 1 && -z ${PROFILE:-} ]]; then
+if [[ $FLOOR == 1 && -z ${PROFILE:-} && -z ${COUNT:-} ]]; then
     log "floor: cargo bench --bench micro -- '^floor/' (${FLOOR_TIME}s each, CPU $PROXY_CPU)"
     (cd "$ROOT" && PATH="$ROOT/.tools/venv/bin:$PATH" taskset -c "$PROXY_CPU" \
         cargo bench --bench micro -- '^floor/' --warm-up-time 1 --measurement-time "$FLOOR_TIME") \
@@ -255,7 +270,8 @@ if [[ ! -f "$KEYS/dev-idp-es256.pem" ]] && want es256_hot es256_distinct; then
 fi
 
 # write_idf_config DIR VARIANT PORT ADMIN_PORT BACKEND_PORT [SESSION_STORE] [ISSUER_PORT]
-#   VARIANT: base | noid | r1000 | p100 | audit | es256 | mint | session
+#   VARIANT: base | noid | r1000 | p100 | audit | es256 | mint | session | steady
+#   steady: base with a verification cache of STEADY_ENTRIES entries
 #   es256 (and mint) add bench-es, an Entra-shaped provider signing with ES256.
 #   session: one provider (bench-sess, its OP served by the gateway on ISSUER_PORT,
 #   default PORT), one `auth: session` route, `session.store: SESSION_STORE`.
@@ -293,7 +309,9 @@ write_idf_config() {
         echo "broker:"
         echo "  issuer: http://127.0.0.1:$port/broker"
         echo "  signing_key: $KEYS/broker-signing.pem"
-        echo "server: { threads: 1${SERVER_EXTRA:+, $SERVER_EXTRA} }"
+        local extra=${SERVER_EXTRA:-}
+        [[ $variant == steady ]] && extra="verify_cache_entries: ${STEADY_ENTRIES:-$((TOKENS / 10))}${extra:+, $extra}"
+        echo "server: { threads: 1${extra:+, $extra} }"
         [[ $variant == session ]] && echo "session: { store: \"$store\", key_file: $KEYS/session.key }"
         # The audit log is on (stdout) by default: off here, except in the audit variant.
         # A BASELINE binary from before the audit log (LEGACY=1) does not know the key.
@@ -327,12 +345,12 @@ start_idf() { # start_idf NAME VARIANT [BINARY] [SESSION_STORE] [ISSUER_PORT] ->
     IDF_PORT=$(free_port); IDF_ADMIN=$(free_port)
     # A binary from before the audit log has no `audit.output` key to refuse or accept.
     LEGACY=$(grep -aqF 'audit.output' "$bin" && echo 0 || echo 1) write_idf_config "$dir" "$variant" "$IDF_PORT" "$IDF_ADMIN" "$BACKEND_PORT" "${4:-memory}" "${5:-}"
-    (cd "$dir" && IDFABRIC_LOG=warn NO_COLOR=1 exec taskset -c "$PROXY_CPU" "$bin" serve --config "$dir/routes.yaml") \
+    (cd "$dir" && IDFABRIC_LOG=warn NO_COLOR=1 exec taskset -c "$PROXY_CPU" ${WRAP:-} "$bin" serve --config "$dir/routes.yaml") \
         >"$dir/stdout.log" 2>"$dir/stderr.log" &
     IDF_PID=$!
     PIDS+=("$IDF_PID"); STOPSIG[$IDF_PID]=INT   # Pingora: SIGINT = fast shutdown
     wait_port "$IDF_PORT" "$IDF_PID" || { cat "$dir/stderr.log" >&2; exit 1; }
-    for i in $(seq 300); do
+    for i in $(seq "${READY_TRIES:-300}"); do
         code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$IDF_ADMIN/readyz" || true)
         [[ $code == 200 ]] && return 0
         sleep 0.1
@@ -621,6 +639,12 @@ scenario() {
             if [[ $sc == session_redis ]]; then S_EXTRA=$REDIS_PID; fi ;;
         base_hot) S_PID=$BL_PID; S_URL="http://127.0.0.1:$BL_PORT/"; S_ADMIN=$BL_ADMIN ;;
         distinct) fresh "distinct" base; S_SCRIPT=$TOKLUA; S_ARGS=("$VALID") ;;
+        distinct_steady)
+            # Fill the cache and let the allocator reach its working set first: a
+            # warm-up run over the second half of the tokens, then the measured run
+            # from the first line (STEADY_ENTRIES < TOKENS / 2: every request misses).
+            fresh "distinct-steady" steady; S_SCRIPT=$TOKLUA; S_ARGS=("$VALID")
+            wrk_run "$RUN/wrk/warmup-distinct-steady.txt" "$CONNS" "$DUR_S" "$S_URL" "$TOKLUA" "$VALID" $((TOKENS / 2)) ;;
         base_distinct) fresh "base-distinct" base "$BASELINE"; S_SCRIPT=$TOKLUA; S_ARGS=("$VALID") ;;
         base_distinct_users) fresh "base-distinct-users" base "$BASELINE"; S_SCRIPT=$TOKLUA; S_ARGS=("$USERS_FILE") ;;
         distinct_users) fresh "distinct-users" base; S_SCRIPT=$TOKLUA; S_ARGS=("$USERS_FILE") ;;
@@ -667,6 +691,96 @@ if [[ -n "${PROFILE:-}" ]]; then
     exit 0
 fi
 
+# COUNT=bare,hot,… : per-request counts instead of the rounds (see the header).
+if [[ -n "${COUNT:-}" ]]; then
+    command -v valgrind >/dev/null 2>&1 && command -v callgrind_control >/dev/null 2>&1 \
+        || { echo "COUNT needs valgrind (apt-get install valgrind)" >&2; exit 1; }
+    command -v perf >/dev/null 2>&1 || { echo "COUNT needs perf (apt-get install linux-perf)" >&2; exit 1; }
+    COUNT_REQS=${COUNT_REQS:-2000}
+    CTABLE="$RUN/count.md"
+    {
+        echo "# COUNT=$COUNT COUNT_REQS=$COUNT_REQS, commit $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')"
+        echo
+        echo "| scenario | instructions/req (user space) | × bare | syscalls/req | context switches/req | page faults/req |"
+        echo "| --- | ---: | ---: | ---: | ---: | ---: |"
+    } >"$CTABLE"
+    # counted OUT N FILE MODE [HEADER]: exactly N requests on one keep-alive connection
+    counted() {
+        local out=$1; shift
+        taskset -c "$LOAD_CPU" python3 "$BENCH/count_client.py" "$C_URL" "$@" >"$out" 2>&1 \
+            || { echo "COUNT: the client failed:" >&2; cat "$out" >&2; exit 1; }
+    }
+    # start_counted SC: SC's target under callgrind -> C_PID C_URL C_ARGS (FILE MODE [HEADER])
+    start_counted() {
+        local sc=$1 cg="--tool=callgrind --dump-instr=no --collect-systime=no --callgrind-out-file=$RUN/callgrind-$1.out"
+        C_ARGS=("$WORK/hot.txt" one)
+        if [[ $sc == bare ]]; then
+            local port; port=$(free_port)
+            taskset -c "$PROXY_CPU" valgrind $cg "$BARE" --listen "127.0.0.1:$port" --upstream "127.0.0.1:$BACKEND_PORT" \
+                >"$WORK/bare-count.log" 2>&1 &
+            C_PID=$!; PIDS+=("$C_PID"); STOPSIG[$C_PID]=INT
+            WAIT_TRIES=2400 wait_port "$port" "$C_PID"
+            C_URL="http://127.0.0.1:$port/"; return
+        fi
+        local v=$sc store=memory
+        case $sc in
+            hot|distinct|distinct_users) v=base ;;
+            es256_hot|es256_distinct) v=es256 ;;
+            session_mem) v=session ;;
+        esac
+        WRAP="valgrind $cg" READY_TRIES=3000 WAIT_TRIES=2400 start_idf "count-$sc" "$v" "$IDF" "$store"
+        C_PID=$IDF_PID; C_URL="http://127.0.0.1:$IDF_PORT/"
+        case $sc in
+            es256_hot) C_ARGS=("$WORK/hot-es256.txt" one) ;;
+            distinct) C_ARGS=("$VALID" cycle) ;;
+            distinct_users) C_ARGS=("$USERS_FILE" cycle) ;;
+            es256_distinct) C_ARGS=("$VALID_ES" cycle) ;;
+            session_mem) signin "count-$sc" "$IDF_PORT"; C_ARGS=("$WORK/cookie-count-$sc.txt" one Cookie) ;;
+        esac
+    }
+    IFS=, read -r -a counted <<<"$COUNT"
+    BARE_IR=""
+    for sc in "${counted[@]}"; do
+        [[ $sc == nginx || $sc == flood || $sc == distinct_steady || $sc == mix || $sc == session_redis || $sc == replicas || $sc == base_* ]] \
+            && { log "COUNT: $sc is not counted (run it in the rounds)"; continue; }
+        # 1. system calls, context switches, page faults of the native process
+        if [[ $sc == bare ]]; then pid=$BARE_PID; url="http://127.0.0.1:$BARE_PORT/"; script=$HOTLUA; args=("$WORK/hot.txt")
+        else scenario "$sc"; pid=$S_PID; url=$S_URL; script=$S_SCRIPT; args=("${S_ARGS[@]}"); fi
+        perf stat -x, -e raw_syscalls:sys_enter,context-switches,page-faults -p "$pid" -o "$RUN/perfstat-$sc.csv" -- sleep "$DUR_S" &
+        ps_pid=$!; PIDS+=("$ps_pid")
+        wrk_run "$RUN/wrk/count-native-$sc.txt" "$CONNS" "$DUR_S" "$url" "$script" "${args[@]}"
+        wait "$ps_pid" || true; untrack "$ps_pid"
+        [[ $sc != bare && -n $S_FRESH ]] && stop_tracked "$S_FRESH"
+        nreq=$(bench_line "$RUN/wrk/count-native-$sc.txt" | cut -d' ' -f1)
+        per() { awk -F, -v e="$1" -v n="$nreq" '$3 == e && n > 0 { printf "%.2f", $1 / n }' "$RUN/perfstat-$sc.csv"; }
+        sys=$(per raw_syscalls:sys_enter); cs=$(per context-switches); pf=$(per page-faults)
+        # 2. user-space instructions under callgrind: warm up, zero, count COUNT_REQS requests
+        log "COUNT $sc: starting under callgrind"
+        start_counted "$sc"
+        # The warm-up's tokens are the first of the file; the counted run starts with new ones.
+        counted "$RUN/wrk/count-warm-$sc.txt" $((COUNT_REQS / 4)) "${C_ARGS[@]}"
+        callgrind_control -z "$C_PID" >/dev/null
+        args=("${C_ARGS[@]}"); [[ ${args[1]} == cycle ]] && args[1]="cycle@$((COUNT_REQS / 4))"
+        counted "$RUN/wrk/count-$sc.txt" "$COUNT_REQS" "${args[@]}"
+        callgrind_control -d "$C_PID" >/dev/null
+        n=$(bench_line "$RUN/wrk/count-$sc.txt" | awk '{ print $1 }')
+        non2xx=$(bench_line "$RUN/wrk/count-$sc.txt" | awk '{ print $5 }')
+        stop_tracked "$C_PID"
+        dump=$(ls -t "$RUN"/callgrind-"$sc".out* 2>/dev/null | grep -v '\.out$' | head -n1 || true)
+        [[ -z $dump ]] && dump="$RUN/callgrind-$sc.out"
+        ir=$(awk '/^(summary|totals):/ { v = $2 } END { print v + 0 }' "$dump")
+        ((n > 0 && ir > 0)) || { echo "COUNT $sc: no requests ($n) or no instructions ($ir) counted; see $dump" >&2; exit 1; }
+        ((non2xx == 0)) || { echo "COUNT $sc: $non2xx requests did not answer 2xx" >&2; exit 1; }
+        ipr=$((ir / n))
+        [[ $sc == bare ]] && BARE_IR=$ipr
+        ratio=$([[ -n $BARE_IR ]] && awk -v a="$ipr" -v b="$BARE_IR" 'BEGIN { printf "%.2f", a / b }' || echo -)
+        printf '| %s | %d | %s | %s | %s | %s |\n' "$sc" "$ipr" "$ratio" "$sys" "$cs" "$pf" >>"$CTABLE"
+        log "COUNT $sc: $ipr instructions/req over $n requests (×bare $ratio), syscalls/req $sys, ctx switches/req $cs, page faults/req $pf"
+    done
+    cat "$CTABLE"
+    exit 0
+fi
+
 # run_scenario ROUND SC [TARGET]: one wrk run of SC (a fresh gateway where SC needs one)
 run_scenario() {
     scenario "$2"
@@ -688,7 +802,7 @@ for r in $(seq 1 "$ROUNDS"); do
     done
     if want replicas; then run_replicas "$r"; fi
     # Cache misses: a fresh gateway (empty caches) every round.
-    for sc in distinct distinct_users es256_distinct mix; do
+    for sc in distinct distinct_steady distinct_users es256_distinct mix; do
         if want "$sc"; then run_scenario "$r" "$sc"; fi
         if [[ $sc == distinct && -n ${BASELINE:-} ]] && want distinct; then run_scenario "$r" base_distinct baseline; fi
         if [[ $sc == distinct_users && -n ${BASELINE:-} ]] && want distinct_users; then run_scenario "$r" base_distinct_users baseline; fi

@@ -213,9 +213,9 @@ pub struct Event<'a> {
 /// One audit line, in field order (docs/operations.md, "Audit log").
 #[derive(Serialize)]
 struct Line<'a> {
-    ts: String,
+    ts: &'a str,
     request_id: &'a str,
-    trace_id: String,
+    trace_id: &'a str,
     kind: &'static str,
     route: &'a str,
     provider: Option<&'a str>,
@@ -228,7 +228,7 @@ struct Line<'a> {
     method: &'a str,
     host: Cow<'a, str>,
     path: Cow<'a, str>,
-    client_ip: Option<String>,
+    client_ip: Option<&'a str>,
     mfa: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     email: Option<Cow<'a, str>>,
@@ -249,10 +249,13 @@ pub fn record(e: &Event<'_>) {
             Cow::Owned(mask_email(m))
         }
     });
+    // Every field is written from stack buffers: a line costs one allocation (the
+    // buffer handed to the writer), not one per formatted field.
+    let (mut ts, mut trace_id, mut ip) = ([0u8; TS_LEN], [0u8; 32], [0u8; IP_TEXT_MAX]);
     let line = Line {
-        ts: rfc3339_ms(now_ms()),
+        ts: rfc3339_ms_into(now_ms(), &mut ts),
         request_id: e.request_id,
-        trace_id: e.trace.trace_id_hex(),
+        trace_id: crate::trace::hex_to(&e.trace.trace_id, &mut trace_id),
         kind: e.kind,
         route: e.route,
         provider: e.provider,
@@ -265,7 +268,7 @@ pub fn record(e: &Event<'_>) {
         method: e.method,
         host: cut(e.host),
         path: cut(e.path),
-        client_ip: e.client_ip.map(|ip| ip.to_string()),
+        client_ip: e.client_ip.map(|a| ip_text(a, &mut ip)),
         mfa: id.map(|i| i.mfa),
         email,
         risk_signals: e.risk.names(),
@@ -335,8 +338,13 @@ fn cut(path: &str) -> Cow<'_, str> {
 pub fn mask_email(email: &str) -> String {
     match email.split_once('@') {
         Some((local, domain)) if !local.is_empty() => {
-            let first = local.chars().next().map(String::from).unwrap_or_default();
-            format!("{first}***@{domain}")
+            // Built by pushing, not `format!`: this runs for every audited request.
+            let first = local.chars().next().map_or(0, char::len_utf8);
+            let mut out = String::with_capacity(first + 4 + domain.len());
+            out.push_str(&local[..first]);
+            out.push_str("***@");
+            out.push_str(domain);
+            out
         }
         _ => "***".into(),
     }
@@ -348,10 +356,74 @@ pub fn now_ms() -> i64 {
 
 /// RFC 3339 UTC with milliseconds (`2026-11-29T06:31:04.123Z`).
 pub fn rfc3339_ms(ms: i64) -> String {
+    rfc3339_ms_into(ms, &mut [0u8; TS_LEN]).to_string()
+}
+
+/// Length of [`rfc3339_ms`]'s text for years 0–9999.
+const TS_LEN: usize = 24;
+
+/// [`rfc3339_ms`] written into `buf` (no allocation: the audit line's timestamp is
+/// formatted once per request). Years outside 0–9999 (clock nonsense) are clamped.
+fn rfc3339_ms_into(ms: i64, buf: &mut [u8; TS_LEN]) -> &str {
     let (secs, milli) = (ms.div_euclid(1000), ms.rem_euclid(1000));
     let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{milli:03}Z", sod / 3600, sod % 3600 / 60, sod % 60)
+    let y = y.clamp(0, 9999);
+    let digits = |out: &mut [u8], mut v: i64| {
+        for slot in out.iter_mut().rev() {
+            *slot = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    *buf = *b"0000-00-00T00:00:00.000Z";
+    digits(&mut buf[0..4], y);
+    digits(&mut buf[5..7], i64::from(m));
+    digits(&mut buf[8..10], i64::from(d));
+    digits(&mut buf[11..13], sod / 3600);
+    digits(&mut buf[14..16], sod % 3600 / 60);
+    digits(&mut buf[17..19], sod % 60);
+    digits(&mut buf[20..23], milli);
+    // Only ASCII digits and separators were written.
+    std::str::from_utf8(buf).unwrap_or("1970-01-01T00:00:00.000Z")
+}
+
+/// Longest text of an IP address (an IPv4-mapped IPv6 address).
+const IP_TEXT_MAX: usize = 45;
+
+/// `ip` as `Display` writes it, into `buf`: IPv4 (every request from the usual
+/// clients) by hand, IPv6 through `Display` into the same buffer.
+fn ip_text(ip: std::net::IpAddr, buf: &mut [u8; IP_TEXT_MAX]) -> &str {
+    let len = match ip {
+        std::net::IpAddr::V4(v4) => {
+            let mut n = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[n] = b'.';
+                    n += 1;
+                }
+                let (h, t, o) = (octet / 100, octet / 10 % 10, octet % 10);
+                if h > 0 {
+                    buf[n] = b'0' + h;
+                    n += 1;
+                }
+                if h > 0 || t > 0 {
+                    buf[n] = b'0' + t;
+                    n += 1;
+                }
+                buf[n] = b'0' + o;
+                n += 1;
+            }
+            n
+        }
+        std::net::IpAddr::V6(_) => {
+            let mut cursor = std::io::Cursor::new(&mut buf[..]);
+            if write!(cursor, "{ip}").is_err() {
+                return "";
+            }
+            cursor.position() as usize
+        }
+    };
+    std::str::from_utf8(&buf[..len]).unwrap_or("")
 }
 
 /// RFC 3339 UTC in seconds (reports).
@@ -388,10 +460,37 @@ mod tests {
     }
 
     #[test]
+    fn timestamps_match_the_calendar_for_any_millisecond() {
+        for ms in [0, 999, 86_399_999, 951_868_799_999, 4_102_444_800_000, 253_402_300_799_999, 1_798_526_264_123] {
+            let secs = ms / 1000;
+            let (y, m, d) = civil_from_days(secs / 86_400);
+            let sod = secs % 86_400;
+            let want = format!(
+                "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+                sod / 3600,
+                sod % 3600 / 60,
+                sod % 60,
+                ms % 1000
+            );
+            assert_eq!(rfc3339_ms(ms), want, "{ms}");
+        }
+    }
+
+    #[test]
+    fn ip_text_is_what_display_writes() {
+        let cases = ["0.0.0.0", "1.2.3.4", "10.0.0.255", "100.64.9.10", "255.255.255.255", "192.168.100.1", "::1", "2001:db8::42", "::ffff:255.255.255.255", "fe80::1:2:3:4"];
+        for c in cases {
+            let ip: std::net::IpAddr = c.parse().unwrap();
+            assert_eq!(ip_text(ip, &mut [0u8; IP_TEXT_MAX]), ip.to_string(), "{c}");
+        }
+    }
+
+    #[test]
     fn masking() {
         assert_eq!(mask_email("alice@contoso.com"), "a***@contoso.com");
         assert_eq!(mask_email("@contoso.com"), "***");
         assert_eq!(mask_email("nobody"), "***");
+        assert_eq!(mask_email("\u{e9}lodie@exemple.fr"), "\u{e9}***@exemple.fr");
     }
 
     /// Records each `write` call separately.

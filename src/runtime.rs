@@ -182,9 +182,77 @@ impl CompiledRoute {
 #[derive(Debug, Default)]
 pub struct RouteTable {
     pub routes: Vec<CompiledRoute>,
-    exact: HashMap<String, Vec<u32>>,
-    wildcard: Vec<(String, Vec<u32>)>,
-    any: Vec<u32>,
+    exact: HashMap<String, Candidates>,
+    /// By suffix with its leading dot (`*.example.com` → `.example.com`).
+    wildcard: HashMap<String, Candidates>,
+    any: Candidates,
+}
+
+/// The routes of one host match, indexed by the first segment of their path prefix, so
+/// a lookup among a thousand prefixes costs one hash instead of a thousand comparisons.
+/// Each list is in the order prefixes are tried: longest first.
+#[derive(Debug, Default)]
+struct Candidates {
+    /// Lower-cased first segment of the prefix (`/API/v1` → `api`) → routes.
+    by_segment: HashMap<String, Vec<u32>>,
+    /// Prefixes without a first segment (`/`): candidates for every path.
+    every: Vec<u32>,
+}
+
+/// The first segment of a canonical path or prefix, the key of [`Candidates`]:
+/// `/api/v1` → `api`, `/api` → `api`, `/` → `` (none).
+fn first_segment(path: &str) -> &str {
+    let rest = path.strip_prefix('/').unwrap_or(path);
+    rest.split('/').next().unwrap_or("")
+}
+
+impl Candidates {
+    fn push(&mut self, route: &CompiledRoute) {
+        match first_segment(&route.spec.path_prefix) {
+            "" => self.every.push(route.index),
+            seg => self.by_segment.entry(seg.to_ascii_lowercase()).or_default().push(route.index),
+        }
+    }
+
+    fn sort(&mut self, routes: &[CompiledRoute]) {
+        let by_prefix_len = |v: &mut Vec<u32>| v.sort_by_key(|i| std::cmp::Reverse(routes[*i as usize].spec.path_prefix.len()));
+        self.by_segment.values_mut().for_each(by_prefix_len);
+        by_prefix_len(&mut self.every);
+    }
+
+    /// The first route, longest prefix first, whose prefix matches `path`. A prefix can
+    /// only match a path with the same first segment (case folded: case-sensitive routes
+    /// are checked exactly by `prefix_matches`), or any path when it has none.
+    fn pick<'r>(&self, routes: &'r [CompiledRoute], path: &str) -> Option<&'r CompiledRoute> {
+        let matches = |i: &u32| {
+            let r = &routes[*i as usize];
+            prefix_matches(&r.spec.path_prefix, r.spec.case_sensitive, path).then_some(r)
+        };
+        let indexed: &[u32] = match self.by_segment.is_empty() {
+            true => &[],
+            false => self.segment_list(first_segment(path)),
+        };
+        // Merge the two lists by prefix length, as one sorted list would be tried.
+        let (mut a, mut b) = (indexed.iter().peekable(), self.every.iter().peekable());
+        loop {
+            let next = match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) if routes[**x as usize].spec.path_prefix.len() >= routes[**y as usize].spec.path_prefix.len() => a.next(),
+                (Some(_), Some(_)) | (None, Some(_)) => b.next(),
+                (Some(_), None) => a.next(),
+                (None, None) => return None,
+            };
+            if let Some(r) = next.and_then(matches) {
+                return Some(r);
+            }
+        }
+    }
+
+    fn segment_list(&self, seg: &str) -> &[u32] {
+        if seg.bytes().any(|b| b.is_ascii_uppercase()) {
+            return self.by_segment.get(seg.to_ascii_lowercase().as_str()).map_or(&[], Vec::as_slice);
+        }
+        self.by_segment.get(seg).map_or(&[], Vec::as_slice)
+    }
 }
 
 /// `/api` matches `/api` and `/api/x`, never `/apix`; a prefix ending in `/` matches by
@@ -208,42 +276,41 @@ impl RouteTable {
     pub fn new(routes: Vec<CompiledRoute>) -> RouteTable {
         let mut t = RouteTable { routes, ..Default::default() };
         for r in &t.routes {
-            match &r.spec.host {
-                HostMatch::Exact(h) => t.exact.entry(h.clone()).or_default().push(r.index),
-                HostMatch::Wildcard(s) => match t.wildcard.iter_mut().find(|(w, _)| w == s) {
-                    Some((_, v)) => v.push(r.index),
-                    None => t.wildcard.push((s.clone(), vec![r.index])),
-                },
-                HostMatch::Any => t.any.push(r.index),
-            }
+            let list = match &r.spec.host {
+                HostMatch::Exact(h) => t.exact.entry(h.clone()).or_default(),
+                HostMatch::Wildcard(s) => t.wildcard.entry(s.clone()).or_default(),
+                HostMatch::Any => &mut t.any,
+            };
+            list.push(r);
         }
         let routes = &t.routes;
-        let by_prefix_len = |v: &mut Vec<u32>| v.sort_by_key(|i| std::cmp::Reverse(routes[*i as usize].spec.path_prefix.len()));
-        t.exact.values_mut().for_each(by_prefix_len);
-        t.wildcard.iter_mut().for_each(|(_, v)| by_prefix_len(v));
-        by_prefix_len(&mut t.any);
-        t.wildcard.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
+        t.exact.values_mut().chain(t.wildcard.values_mut()).for_each(|c| c.sort(routes));
+        t.any.sort(routes);
         t
     }
 
     /// The route for `host` and a canonical path without `;params`
-    /// (`crate::canon::CanonPath::route_path`).
+    /// (`crate::canon::CanonPath::route_path`): the exact host's routes, then each
+    /// wildcard whose suffix ends the host, longest suffix first, then any-host routes;
+    /// within each, the longest matching path prefix.
     pub fn find(&self, host: &str, path: &str) -> Option<&CompiledRoute> {
         let host = normalise_host(host);
-        let pick = |list: &[u32]| {
-            list.iter().map(|i| &self.routes[*i as usize]).find(|r| prefix_matches(&r.spec.path_prefix, r.spec.case_sensitive, path))
-        };
-        if let Some(r) = self.exact.get(host.as_ref()).and_then(|l| pick(l)) {
+        let routes = self.routes.as_slice();
+        if let Some(r) = self.exact.get(host.as_ref()).and_then(|c| c.pick(routes, path)) {
             return Some(r);
         }
-        for (suffix, list) in &self.wildcard {
-            if host.ends_with(suffix.as_str()) && host.len() > suffix.len() {
-                if let Some(r) = pick(list) {
+        if !self.wildcard.is_empty() {
+            // `*.example.com` matches any host ending in `.example.com` with at least one
+            // label before it; trying the host's own suffixes left to right is trying the
+            // wildcards longest first.
+            let dots = host.bytes().enumerate().skip(1).filter(|(_, b)| *b == b'.').map(|(i, _)| i);
+            for i in dots {
+                if let Some(r) = self.wildcard.get(&host[i..]).and_then(|c| c.pick(routes, path)) {
                     return Some(r);
                 }
             }
         }
-        pick(&self.any)
+        self.any.pick(routes, path)
     }
 }
 
@@ -343,6 +410,86 @@ mod tests {
         assert!(prefix_matches("/Admin", true, "/Admin/users"));
         // Non-ASCII (never in a canonical path) compares bytewise, without panicking.
         assert!(!prefix_matches("/ab", false, "/\u{e9}x"));
+    }
+
+    /// The route table's indexes (first path segment, wildcard suffix) pick the route a
+    /// linear walk in the documented order picks: exact host, wildcards longest suffix
+    /// first, any host; within each, longest prefix first, config order on ties.
+    #[test]
+    fn indexed_lookup_picks_what_a_linear_walk_picks() {
+        use proptest::prelude::*;
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("providers")).unwrap();
+        let mut yaml = String::from("listen: { http: 127.0.0.1:8080 }\nproviders: []\nroutes:\n");
+        let hosts = ["", "a.example", "b.a.example", "*.a.example", "*.example", "*.b.a.example", "x.test"];
+        let prefixes = ["/", "/api", "/api/", "/API/v1", "/api/v1", "/admin", "/Admin/x", "/p1/", "/p2", "/a.b", "/static/"];
+        let mut n = 0;
+        for (hi, h) in hosts.iter().enumerate() {
+            for (pi, p) in prefixes.iter().enumerate() {
+                // A spread of the combinations, some case-sensitive.
+                if (hi + pi) % 3 == 0 {
+                    continue;
+                }
+                let host = if h.is_empty() { String::new() } else { format!("host: \"{h}\", ") };
+                let cs = if (hi * pi) % 4 == 1 { ", case_sensitive: true" } else { "" };
+                yaml.push_str(&format!(
+                    "  - {{ name: r{n}, match: {{ {host}path_prefix: \"{p}\" }}, auth: none, upstream: [127.0.0.1:1]{cs} }}\n"
+                ));
+                n += 1;
+            }
+        }
+        std::fs::write(d.path().join("routes.yaml"), &yaml).unwrap();
+        let config = crate::config::load(&d.path().join("routes.yaml"), crate::providers::KINDS).expect("config");
+        let rt = Runtime::build(config).expect("runtime");
+        let table = &rt.routes;
+
+        let linear = |host: &str, path: &str| -> Option<u32> {
+            let host = normalise_host(host);
+            let ordered = |pred: &dyn Fn(&HostMatch) -> bool| {
+                let mut v: Vec<&CompiledRoute> = table.routes.iter().filter(|r| pred(&r.spec.host)).collect();
+                v.sort_by_key(|r| std::cmp::Reverse(r.spec.path_prefix.len()));
+                v.into_iter().find(|r| prefix_matches(&r.spec.path_prefix, r.spec.case_sensitive, path)).map(|r| r.index)
+            };
+            if let Some(i) = ordered(&|m| matches!(m, HostMatch::Exact(h) if *h == host)) {
+                return Some(i);
+            }
+            let mut suffixes: Vec<&String> = table
+                .routes
+                .iter()
+                .filter_map(|r| match &r.spec.host {
+                    HostMatch::Wildcard(s) => Some(s),
+                    _ => None,
+                })
+                .collect();
+            suffixes.sort_by_key(|s| std::cmp::Reverse(s.len()));
+            suffixes.dedup();
+            for s in suffixes {
+                if host.ends_with(s.as_str()) && host.len() > s.len() {
+                    if let Some(i) = ordered(&|m| matches!(m, HostMatch::Wildcard(w) if w == s)) {
+                        return Some(i);
+                    }
+                }
+            }
+            ordered(&|m| matches!(m, HostMatch::Any))
+        };
+
+        // Not vacuous: the grid below reaches many different routes.
+        let mut seen = std::collections::HashSet::new();
+        for h in ["a.example", "b.a.example", "c.b.a.example", "z.example", "x.test", "other"] {
+            for p in ["/", "/api", "/api/x", "/API/v1/y", "/admin", "/Admin/x", "/p1/q", "/p2", "/a.b", "/static/s"] {
+                seen.insert(table.find(h, p).map(|r| r.index));
+            }
+        }
+        assert!(seen.len() > 20, "only {} routes reached", seen.len());
+
+        let host = prop::sample::select(vec![
+            "a.example", "A.Example:443", "b.a.example", "c.b.a.example", "z.example", "example", "x.test", "other", "a.example.",
+        ]);
+        let seg = prop::sample::select(vec!["api", "API", "Api", "v1", "admin", "Admin", "x", "p1", "p2", "a.b", "static", ""]);
+        let path = prop::collection::vec(seg, 0..4).prop_map(|v| format!("/{}", v.join("/")));
+        proptest!(ProptestConfig { cases: 4000, ..ProptestConfig::default() }, |(h in host, p in path)| {
+            prop_assert_eq!(table.find(h, &p).map(|r| r.index), linear(h, &p), "{} {}", h, p);
+        });
     }
 
     #[test]

@@ -54,6 +54,18 @@ fn hex_into(bytes: &[u8], out: &mut String) {
     }
 }
 
+/// Lower-case hex of `bytes` written into `out` (at least twice as long), without
+/// allocating; the audit line's trace id.
+pub fn hex_to<'a>(bytes: &[u8], out: &'a mut [u8]) -> &'a str {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let n = bytes.len().min(out.len() / 2);
+    for (i, b) in bytes[..n].iter().enumerate() {
+        out[2 * i] = HEX[(b >> 4) as usize];
+        out[2 * i + 1] = HEX[(b & 15) as usize];
+    }
+    std::str::from_utf8(&out[..2 * n]).unwrap_or("")
+}
+
 /// Lower-case hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() * 2);
