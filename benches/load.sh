@@ -100,6 +100,11 @@ command -v curl >/dev/null 2>&1 || need_install+=(curl)
 command -v taskset >/dev/null 2>&1 || need_install+=(util-linux)
 if want session_redis replicas; then command -v redis-server >/dev/null 2>&1 || need_install+=(redis-server); fi
 if want es256_hot es256_distinct; then command -v openssl >/dev/null 2>&1 || need_install+=(openssl); fi
+if [[ -n ${COUNT:-} ]]; then
+    command -v valgrind >/dev/null 2>&1 || need_install+=(valgrind)
+    command -v perf >/dev/null 2>&1 || need_install+=(linux-perf)
+    command -v python3 >/dev/null 2>&1 || need_install+=(python3)
+fi
 if ((${#need_install[@]})); then
     [[ "$SKIP_INSTALL" == 1 ]] && { echo "missing: ${need_install[*]}" >&2; exit 1; }
     SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
