@@ -25,19 +25,34 @@ pub const TOKEN_HEADER: &str = "x-identity-token";
 /// Percent-encodes bytes outside printable ASCII, `%`, and (for list items) `,`.
 pub fn encode_value(v: &str, in_list: bool) -> String {
     let mut out = String::with_capacity(v.len());
+    encode_into(&mut out, v, in_list);
+    out
+}
+
+/// [`encode_value`] appended to `out`.
+fn encode_into(out: &mut String, v: &str, in_list: bool) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for b in v.bytes() {
         let plain = (0x20..0x7f).contains(&b) && b != b'%' && !(in_list && b == b',');
         if plain {
             out.push(b as char);
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            out.push('%');
+            out.push(HEX[(b >> 4) as usize] as char);
+            out.push(HEX[(b & 15) as usize] as char);
         }
     }
-    out
 }
 
 fn list(items: &[String]) -> String {
-    items.iter().map(|i| encode_value(i, true)).collect::<Vec<_>>().join(",")
+    let mut out = String::with_capacity(items.iter().map(|i| i.len() + 1).sum());
+    for (n, item) in items.iter().enumerate() {
+        if n > 0 {
+            out.push(',');
+        }
+        encode_into(&mut out, item, true);
+    }
+    out
 }
 
 /// The `X-Identity-*` headers (without the token) for an identity. Names are static
@@ -45,8 +60,10 @@ fn list(items: &[String]) -> String {
 /// without copying (a `HeaderName` would be title-cased into a new buffer per insert).
 pub fn identity_headers(id: &Identity) -> Vec<(&'static str, HeaderValue)> {
     let mut out = Vec::with_capacity(10);
+    // The encoded string becomes the header value's buffer (no second copy); it is
+    // visible ASCII by construction, and `from_maybe_shared` still checks it.
     let mut push = |name: &'static str, value: String| {
-        if let Ok(v) = HeaderValue::from_str(&value) {
+        if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
             out.push((name, v));
         }
     };
@@ -238,6 +255,9 @@ mod tests {
         assert_eq!(encode_value("a,b", false), "a,b");
         assert_eq!(encode_value("a,b", true), "a%2Cb");
         assert_eq!(encode_value("100%\n", false), "100%25%0A");
+        assert_eq!(list(&["a,b".to_string(), "Zoë".to_string(), String::new(), "x".to_string()]), "a%2Cb,Zo%C3%AB,,x");
+        assert_eq!(list(&[]), "");
+        assert_eq!(list(&["\u{7f}\u{1}".to_string()]), "%7F%01");
     }
 
     fn route(authorization: AuthorizationHeader, identity_token: bool) -> RouteSpec {
