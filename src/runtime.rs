@@ -222,29 +222,16 @@ impl Candidates {
 
     /// The first route, longest prefix first, whose prefix matches `path`. A prefix can
     /// only match a path with the same first segment (case folded: case-sensitive routes
-    /// are checked exactly by `prefix_matches`), or any path when it has none.
+    /// are checked exactly by `prefix_matches`), or any path when it has none. Prefixes
+    /// are canonical (`//x` is refused at load), so the only one without a first segment
+    /// is `/`, shorter than every indexed one: the indexed list, then `every`, is the
+    /// longest-first order.
     fn pick<'r>(&self, routes: &'r [CompiledRoute], path: &str) -> Option<&'r CompiledRoute> {
-        let matches = |i: &u32| {
-            let r = &routes[*i as usize];
-            prefix_matches(&r.spec.path_prefix, r.spec.case_sensitive, path).then_some(r)
-        };
         let indexed: &[u32] = match self.by_segment.is_empty() {
             true => &[],
             false => self.segment_list(first_segment(path)),
         };
-        // Merge the two lists by prefix length, as one sorted list would be tried.
-        let (mut a, mut b) = (indexed.iter().peekable(), self.every.iter().peekable());
-        loop {
-            let next = match (a.peek(), b.peek()) {
-                (Some(x), Some(y)) if routes[**x as usize].spec.path_prefix.len() >= routes[**y as usize].spec.path_prefix.len() => a.next(),
-                (Some(_), Some(_)) | (None, Some(_)) => b.next(),
-                (Some(_), None) => a.next(),
-                (None, None) => return None,
-            };
-            if let Some(r) = next.and_then(matches) {
-                return Some(r);
-            }
-        }
+        indexed.iter().chain(&self.every).map(|i| &routes[*i as usize]).find(|r| prefix_matches(&r.spec.path_prefix, r.spec.case_sensitive, path))
     }
 
     fn segment_list(&self, seg: &str) -> &[u32] {

@@ -46,22 +46,25 @@ fn random<const N: usize>() -> [u8; N] {
     b
 }
 
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// The two lower-case hex digits of one byte.
+fn hex_pair(b: u8) -> [u8; 2] {
+    [HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]
+}
+
 fn hex_into(bytes: &[u8], out: &mut String) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for b in bytes {
-        out.push(HEX[(b >> 4) as usize] as char);
-        out.push(HEX[(b & 15) as usize] as char);
+    for d in bytes.iter().flat_map(|b| hex_pair(*b)) {
+        out.push(d as char);
     }
 }
 
 /// Lower-case hex of `bytes` written into `out` (at least twice as long), without
 /// allocating; the audit line's trace id.
 pub fn hex_to<'a>(bytes: &[u8], out: &'a mut [u8]) -> &'a str {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let n = bytes.len().min(out.len() / 2);
-    for (i, b) in bytes[..n].iter().enumerate() {
-        out[2 * i] = HEX[(b >> 4) as usize];
-        out[2 * i + 1] = HEX[(b & 15) as usize];
+    for (pair, b) in out.chunks_exact_mut(2).zip(&bytes[..n]) {
+        pair.copy_from_slice(&hex_pair(*b));
     }
     std::str::from_utf8(&out[..2 * n]).unwrap_or("")
 }
