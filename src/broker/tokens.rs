@@ -201,7 +201,7 @@ pub fn verify(m: &Minter, b: &BrokerSpec, token: &str, kind: Kind) -> Result<Map
     let set = jwks::parse_jwks(doc.as_bytes(), "broker").map_err(|_| VerifyError::BadSignature)?;
     let key = set.find(parsed.header.kid.as_deref()).ok_or(VerifyError::BadSignature)?;
     jwt::verify_signature(&parsed, key).map_err(|_| VerifyError::BadSignature)?;
-    let c = parsed.claims.0;
+    let c = parsed.claims.into_map();
     if c.get("iss").and_then(Value::as_str) != Some(b.issuer.as_str()) {
         return Err(VerifyError::WrongIssuer);
     }

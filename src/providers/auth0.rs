@@ -154,8 +154,8 @@ fn identity(ctx: &Ctx<'_>, k: &Auth0, c: &Claims) -> Result<Identity, Refusal> {
     id.issuer = iss.to_string();
     id.tenant = k.tenant_domain.clone();
     id.org = c.string("org_id");
-    if let Some(name) = c.get("org_name") {
-        id.attributes.insert("org_name".into(), name.clone());
+    if let Some(name) = c.value("org_name") {
+        id.attributes.insert("org_name".into(), name);
     }
     let service = c.str("gty") == Some("client-credentials") || sub.ends_with("@clients");
     if service {
@@ -183,11 +183,11 @@ fn identity(ctx: &Ctx<'_>, k: &Auth0, c: &Claims) -> Result<Identity, Refusal> {
     }
     // Namespaced claims (`https://example.com/roles`) become attributes, namespace stripped;
     // `claims:` can map them onto roles, groups, … (applied after this function).
-    for (name, v) in c.0.iter() {
+    for (name, v) in c.iter() {
         if name.starts_with("https://") || name.starts_with("http://") {
             let short = name.rsplit('/').next().unwrap_or(name);
             if !short.is_empty() {
-                id.attributes.insert(short.to_string(), v.clone());
+                id.attributes.insert(short.to_string(), v.to_value());
             }
         }
     }

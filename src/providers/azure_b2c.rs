@@ -402,15 +402,15 @@ fn identity(ctx: &Ctx<'_>, k: &AzureB2c, c: &Claims) -> Result<Identity, Refusal
     (id.idp, id.idp_kind) = idp(c.str("idp"), &ctx.spec.id);
     id.groups_complete = false;
     id.attributes.insert("b2c_policy".into(), Value::String(policy.to_string()));
-    for (name, v) in c.0.iter() {
+    for (name, v) in c.iter() {
         if let Some(attr) = name.strip_prefix("extension_") {
             if !attr.is_empty() {
-                id.attributes.insert(attr.to_string(), v.clone());
+                id.attributes.insert(attr.to_string(), v.to_value());
             }
         } else if name == "newUser" {
-            id.attributes.insert("new_user".into(), v.clone());
+            id.attributes.insert("new_user".into(), v.to_value());
         } else if name == "emails" {
-            id.attributes.insert("emails".into(), v.clone());
+            id.attributes.insert("emails".into(), v.to_value());
         }
     }
     Ok(id)

@@ -5,84 +5,366 @@
 
 use crate::config::ProviderSpec;
 use crate::identity::{Identity, MfaSource};
+use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+use std::borrow::Cow;
+use std::fmt;
 
-/// A verified token's payload.
+/// A verified token's payload, indexed rather than built into a tree.
+///
+/// A token is parsed on every verification-cache miss, before its signature is
+/// checked, and most of its claims are never read (or are read once, into the
+/// identity). Building a `serde_json::Map` allocated every name and every value;
+/// this keeps the decoded JSON text as it is and records, in one parsing pass, where
+/// each top-level member's name and value lie in it. Strings are read in place; a
+/// string with escapes is unescaped once, at parse time, into the same buffer; other
+/// values stay JSON text and are read when asked for (numbers, lists) or turned into a
+/// [`Value`] when a kind copies them into the identity's attributes.
+///
+/// Duplicate names: the last one wins, as when the payload was a map (RFC 7519 §4
+/// allows either refusing duplicates or taking the last).
 #[derive(Debug, Clone, Default)]
-pub struct Claims(pub Map<String, Value>);
+pub struct Claims {
+    /// The payload JSON, then the unescaped text of names and strings that had escapes.
+    text: String,
+    /// Top-level members sorted by name, one per name.
+    members: Vec<Member>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Member {
+    name: (u32, u32),
+    value: (u32, u32),
+    /// `value` is a string's unescaped content; otherwise it is JSON text.
+    string: bool,
+}
+
+/// One claim's value as it was sent: a string (unescaped) or other JSON text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Raw<'a> {
+    Str(&'a str),
+    Json(&'a str),
+}
+
+impl Raw<'_> {
+    /// The value as a JSON tree (for attributes and the few callers that need one).
+    pub fn to_value(self) -> Value {
+        match self {
+            Raw::Str(s) => Value::String(s.to_string()),
+            // The text was validated as JSON when the claims were parsed.
+            Raw::Json(j) => serde_json::from_str(j).unwrap_or(Value::Null),
+        }
+    }
+}
 
 impl Claims {
-    pub fn get(&self, name: &str) -> Option<&Value> {
-        self.0.get(name)
+    /// Parses a JSON object. Fails on anything else (and on invalid JSON).
+    pub fn parse(text: String) -> Result<Claims, serde_json::Error> {
+        let mut extra = String::new();
+        let mut spans = Vec::new();
+        {
+            let base = text.as_str();
+            let mut de = serde_json::Deserializer::from_str(base);
+            de::Deserializer::deserialize_map(&mut de, Members { base, extra: &mut extra, out: &mut spans })?;
+            de.end()?;
+        }
+        let mut text = text;
+        let offset = text.len() as u32;
+        text.push_str(&extra);
+        let at = |(start, end, in_extra): (u32, u32, bool)| if in_extra { (start + offset, end + offset) } else { (start, end) };
+        let mut members: Vec<Member> =
+            spans.into_iter().map(|(name, value, string)| Member { name: at(name), value: at(value), string }).collect();
+        // Stable sort by name, then keep the last of each run of equal names.
+        members.sort_by(|a, b| text[span(a.name)].cmp(&text[span(b.name)]));
+        let mut kept: Vec<Member> = Vec::with_capacity(members.len());
+        for m in members {
+            match kept.last_mut() {
+                Some(last) if text[span(last.name)] == text[span(m.name)] => *last = m,
+                _ => kept.push(m),
+            }
+        }
+        Ok(Claims { text, members: kept })
+    }
+
+    /// Claims from a JSON object already in memory (userinfo, tests).
+    pub fn from_map(map: Map<String, Value>) -> Claims {
+        let text = Value::Object(map).to_string();
+        Claims::parse(text).unwrap_or_default()
+    }
+
+    /// Every claim as a JSON object.
+    pub fn into_map(self) -> Map<String, Value> {
+        self.iter().map(|(k, v)| (k.to_string(), v.to_value())).collect()
+    }
+
+    /// A claim as it was sent.
+    pub fn raw(&self, name: &str) -> Option<Raw<'_>> {
+        let i = self.members.binary_search_by(|m| self.text[span(m.name)].cmp(name)).ok()?;
+        Some(self.value_of(&self.members[i]))
+    }
+
+    fn value_of(&self, m: &Member) -> Raw<'_> {
+        let v = &self.text[span(m.value)];
+        if m.string {
+            Raw::Str(v)
+        } else {
+            Raw::Json(v)
+        }
+    }
+
+    /// Every claim, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, Raw<'_>)> {
+        self.members.iter().map(|m| (&self.text[span(m.name)], self.value_of(m)))
+    }
+
+    /// A claim as a JSON tree.
+    pub fn value(&self, name: &str) -> Option<Value> {
+        self.raw(name).map(Raw::to_value)
     }
 
     pub fn has(&self, name: &str) -> bool {
-        self.0.contains_key(name)
+        self.raw(name).is_some()
     }
 
-    /// A string claim; numbers are rendered (Okta `ver: 1`).
+    /// A non-empty string claim.
     pub fn str(&self, name: &str) -> Option<&str> {
-        self.0.get(name).and_then(Value::as_str).filter(|s| !s.is_empty())
-    }
-
-    pub fn string(&self, name: &str) -> Option<String> {
-        match self.0.get(name)? {
-            Value::String(s) if !s.is_empty() => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
+        match self.raw(name)? {
+            Raw::Str(s) if !s.is_empty() => Some(s),
             _ => None,
         }
     }
 
+    /// A non-empty string claim; numbers are rendered (Okta `ver: 1`).
+    pub fn string(&self, name: &str) -> Option<String> {
+        match self.raw(name)? {
+            Raw::Str(s) if !s.is_empty() => Some(s.to_string()),
+            Raw::Json(j) => number(j).map(|n| n.to_string()),
+            Raw::Str(_) => None,
+        }
+    }
+
     pub fn i64(&self, name: &str) -> Option<i64> {
-        match self.0.get(name)? {
-            Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
-            _ => None,
+        match self.raw(name)? {
+            Raw::Json(j) => number(j).and_then(|n| n.as_i64().or_else(|| n.as_f64().map(|f| f as i64))),
+            Raw::Str(_) => None,
         }
     }
 
     /// A boolean that some providers send as `"true"`/`"false"` strings (Cognito).
     pub fn bool_lenient(&self, name: &str) -> Option<bool> {
-        match self.0.get(name)? {
-            Value::Bool(b) => Some(*b),
-            Value::String(s) if s.eq_ignore_ascii_case("true") => Some(true),
-            Value::String(s) if s.eq_ignore_ascii_case("false") => Some(false),
+        match self.raw(name)? {
+            Raw::Json("true") => Some(true),
+            Raw::Json("false") => Some(false),
+            Raw::Str(s) if s.eq_ignore_ascii_case("true") => Some(true),
+            Raw::Str(s) if s.eq_ignore_ascii_case("false") => Some(false),
             _ => None,
         }
     }
 
     /// An array of strings, or one string as a one-element list.
     pub fn list(&self, name: &str) -> Vec<String> {
-        value_list(self.0.get(name), false)
+        raw_list(self.raw(name), false)
     }
 
     /// Scopes: a space-separated string or an array.
     pub fn scope_list(&self, name: &str) -> Vec<String> {
-        value_list(self.0.get(name), true)
+        raw_list(self.raw(name), true)
     }
 
-    /// `aud` as a list (string or array).
-    pub fn audiences(&self) -> Vec<&str> {
-        match self.0.get("aud") {
-            Some(Value::String(s)) => vec![s.as_str()],
-            Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+    /// `aud` as a list (string or array): strings are borrowed unless they had escapes.
+    pub fn audiences(&self) -> Vec<Cow<'_, str>> {
+        match self.raw("aud") {
+            Some(Raw::Str(s)) => vec![Cow::Borrowed(s)],
+            Some(Raw::Json(j)) if j.starts_with('[') => {
+                items(j).unwrap_or_default().into_iter().filter_map(|i| if let Item::Str(s) = i { Some(s) } else { None }).collect()
+            }
             _ => Vec::new(),
         }
     }
+
+    /// `aud` names `want` (string or array).
+    pub fn has_audience(&self, want: &str) -> bool {
+        self.audiences().iter().any(|a| a == want)
+    }
 }
 
-pub fn value_list(v: Option<&Value>, split_spaces: bool) -> Vec<String> {
+fn span((start, end): (u32, u32)) -> std::ops::Range<usize> {
+    start as usize..end as usize
+}
+
+/// JSON text that is a number.
+fn number(j: &str) -> Option<serde_json::Number> {
+    if j.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+        serde_json::from_str(j).ok()
+    } else {
+        None
+    }
+}
+
+/// The strings and numbers of a JSON array, in order; other items are skipped.
+fn items(j: &str) -> Option<Vec<Item<'_>>> {
+    struct Items;
+    impl<'de> Visitor<'de> for Items {
+        type Value = Vec<Item<'de>>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an array")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(4).min(64));
+            while let Some(item) = seq.next_element::<Item<'de>>()? {
+                if !matches!(item, Item::Other) {
+                    out.push(item);
+                }
+            }
+            Ok(out)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(j);
+    de::Deserializer::deserialize_seq(&mut de, Items).ok()
+}
+
+/// One array item: a string, a number rendered as JSON renders it, or anything else.
+enum Item<'de> {
+    Str(Cow<'de, str>),
+    Number(String),
+    Other,
+}
+
+impl<'de> de::Deserialize<'de> for Item<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Item<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Item<'de>, E> {
+                Ok(Item::Str(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Item<'de>, E> {
+                Ok(Item::Str(Cow::Owned(s.to_string())))
+            }
+            fn visit_u64<E>(self, n: u64) -> Result<Item<'de>, E> {
+                Ok(Item::Number(n.to_string()))
+            }
+            fn visit_i64<E>(self, n: i64) -> Result<Item<'de>, E> {
+                Ok(Item::Number(n.to_string()))
+            }
+            fn visit_f64<E>(self, n: f64) -> Result<Item<'de>, E> {
+                Ok(serde_json::Number::from_f64(n).map_or(Item::Other, |n| Item::Number(n.to_string())))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Item<'de>, E> {
+                Ok(Item::Other)
+            }
+            fn visit_unit<E>(self) -> Result<Item<'de>, E> {
+                Ok(Item::Other)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Item<'de>, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Item::Other)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Item<'de>, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Item::Other)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn raw_list(v: Option<Raw<'_>>, split_spaces: bool) -> Vec<String> {
     match v {
-        Some(Value::String(s)) if split_spaces => s.split_whitespace().map(str::to_string).collect(),
-        Some(Value::String(s)) if !s.is_empty() => vec![s.clone()],
-        Some(Value::Array(a)) => a
-            .iter()
-            .filter_map(|v| match v {
-                Value::String(s) => Some(s.clone()),
-                Value::Number(n) => Some(n.to_string()),
-                _ => None,
-            })
-            .collect(),
+        Some(Raw::Str(s)) if split_spaces => s.split_whitespace().map(str::to_string).collect(),
+        Some(Raw::Str(s)) if !s.is_empty() => vec![s.to_string()],
+        Some(Raw::Json(j)) if j.starts_with('[') => {
+            let items = items(j).unwrap_or_default().into_iter();
+            items
+                .filter_map(|i| match i {
+                    Item::Str(s) => Some(s.into_owned()),
+                    Item::Number(n) => Some(n),
+                    Item::Other => None,
+                })
+                .collect()
+        }
         _ => Vec::new(),
+    }
+}
+
+/// Records each top-level member of the payload object as spans of the text:
+/// `(name, value, value is a string)`, each span `(start, end, in extra)` where
+/// `extra` holds the unescaped text of names and strings that had escapes.
+type Spans = Vec<((u32, u32, bool), (u32, u32, bool), bool)>;
+
+struct Members<'a> {
+    base: &'a str,
+    extra: &'a mut String,
+    out: &'a mut Spans,
+}
+
+impl Members<'_> {
+    /// Where `s` (a slice of `base`) lies in it.
+    fn within(&self, s: &str) -> (u32, u32, bool) {
+        let start = s.as_ptr() as usize - self.base.as_ptr() as usize;
+        (start as u32, (start + s.len()) as u32, false)
+    }
+
+    /// Appends unescaped text to `extra`.
+    fn push_extra(&mut self, s: &str) -> (u32, u32, bool) {
+        let start = self.extra.len();
+        self.extra.push_str(s);
+        (start as u32, self.extra.len() as u32, true)
+    }
+}
+
+/// A member name: borrowed from the text unless it had escapes.
+struct Name<'de>(Cow<'de, str>);
+
+impl<'de> de::Deserialize<'de> for Name<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Name<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a claim name")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Name<'de>, E> {
+                Ok(Name(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Name<'de>, E> {
+                Ok(Name(Cow::Owned(s.to_string())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl<'a, 'de: 'a> Visitor<'de> for Members<'a> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+        while let Some(Name(name)) = map.next_key::<Name<'de>>()? {
+            let raw: &'de RawValue = map.next_value()?;
+            let name = match name {
+                Cow::Borrowed(n) => self.within(n),
+                Cow::Owned(n) => self.push_extra(&n),
+            };
+            let text = raw.get();
+            let (value, string) = match text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+                Some(inner) if !inner.contains('\\') => (self.within(inner), true),
+                Some(_) => {
+                    let unescaped: String = serde_json::from_str(text).map_err(de::Error::custom)?;
+                    (self.push_extra(&unescaped), true)
+                }
+                None => (self.within(text), false),
+            };
+            self.out.push((name, value, string));
+        }
+        Ok(())
     }
 }
 
@@ -148,7 +430,7 @@ pub fn apply_amr_acr(id: &mut Identity, c: &Claims, mfa_acr: &[String]) {
 /// except for `groups`, whose presence decides `groups_complete`.
 pub fn apply_overrides(id: &mut Identity, c: &Claims, spec: &ProviderSpec) {
     for (field, source) in &spec.claims {
-        let v = c.get(source);
+        let v = c.raw(source);
         match field.as_str() {
             "email" => set_opt(&mut id.email, c.string(source)),
             "email_verified" => {
@@ -176,27 +458,27 @@ pub fn apply_overrides(id: &mut Identity, c: &Claims, spec: &ProviderSpec) {
                 }
             }
             "groups" => {
-                id.groups = value_list(v, false);
+                id.groups = raw_list(v, false);
                 id.groups_complete = v.is_some();
             }
             "roles" => {
                 if v.is_some() {
-                    id.roles = value_list(v, false)
+                    id.roles = raw_list(v, false)
                 }
             }
             "permissions" => {
                 if v.is_some() {
-                    id.permissions = value_list(v, false)
+                    id.permissions = raw_list(v, false)
                 }
             }
             "scopes" => {
                 if v.is_some() {
-                    id.scopes = value_list(v, true)
+                    id.scopes = raw_list(v, true)
                 }
             }
             other => {
                 if let (Some(name), Some(v)) = (other.strip_prefix("attributes."), v) {
-                    id.attributes.insert(name.to_string(), v.clone());
+                    id.attributes.insert(name.to_string(), v.to_value());
                 }
             }
         }
@@ -247,12 +529,116 @@ mod tests {
 
     #[test]
     fn lenient_types() {
-        let c = Claims(serde_json::from_str(r#"{"a":"true","b":false,"s":"x y","arr":["p","q"],"one":"g"}"#).unwrap());
+        let c = Claims::parse(r#"{"a":"true","b":false,"s":"x y","arr":["p","q"],"one":"g"}"#.into()).unwrap();
         assert_eq!(c.bool_lenient("a"), Some(true));
         assert_eq!(c.bool_lenient("b"), Some(false));
         assert_eq!(c.scope_list("s"), s(&["x", "y"]));
         assert_eq!(c.list("arr"), s(&["p", "q"]));
         assert_eq!(c.list("one"), s(&["g"]));
         assert!(c.list("missing").is_empty());
+    }
+
+    #[test]
+    fn escapes_duplicates_and_numbers() {
+        let text = r#"{"a\u0062":"x\"y","aud":["p\/q",7,"r",null,["n"]],"n":1.5e3,"big":18446744073709551615,
+            "neg":-3,"dup":"first","dup":"last","empty":"","t":true,"obj":{"k":[1,2]}}"#;
+        let c = Claims::parse(text.into()).unwrap();
+        assert_eq!(c.str("ab"), Some("x\"y"));
+        assert_eq!(c.audiences(), vec!["p/q", "r"]);
+        assert_eq!(c.list("aud"), vec!["p/q", "7", "r"]);
+        assert!(c.has_audience("p/q") && !c.has_audience("n"));
+        assert_eq!(c.string("n"), Some("1500.0".into()));
+        assert_eq!(c.i64("n"), Some(1500));
+        assert_eq!(c.string("big"), Some("18446744073709551615".into()));
+        assert_eq!(c.i64("neg"), Some(-3));
+        assert_eq!(c.str("dup"), Some("last"));
+        assert_eq!(c.iter().filter(|(k, _)| *k == "dup").count(), 1);
+        assert_eq!((c.str("empty"), c.string("empty"), c.has("empty")), (None, None, true));
+        assert_eq!(c.bool_lenient("t"), Some(true));
+        assert_eq!(c.value("obj"), Some(serde_json::json!({"k": [1, 2]})));
+        assert_eq!(c.str("obj"), None);
+        for bad in ["[1]", "\"s\"", "{\"a\":1} x", "{\"a\":}", "{\"a\":\"\\ud800\"}", ""] {
+            assert!(Claims::parse(bad.into()).is_err(), "{bad}");
+        }
+    }
+
+    /// Every accessor answers what the same accessor over a `serde_json::Map` (the
+    /// representation this replaced) answers, on random objects with duplicate names,
+    /// escapes, numbers, nested values and non-ASCII text.
+    #[test]
+    fn indexed_claims_read_like_a_map() {
+        use proptest::prelude::*;
+        fn reference_list(v: Option<&Value>, split: bool) -> Vec<String> {
+            match v {
+                Some(Value::String(s)) if split => s.split_whitespace().map(str::to_string).collect(),
+                Some(Value::String(s)) if !s.is_empty() => vec![s.clone()],
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .filter_map(|v| match v {
+                        Value::String(s) => Some(s.clone()),
+                        Value::Number(n) => Some(n.to_string()),
+                        _ => None,
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            }
+        }
+        let name = prop::sample::select(vec!["aud", "a", "b", "a\"b", "é", "exp", "amr", "scope", ""]).prop_map(str::to_string);
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            (-1e9f64..1e9).prop_map(Value::from),
+            "[a-z \"\\\\/é\u{1F600}\n]{0,8}".prop_map(Value::String),
+            prop::sample::select(vec!["true", "FALSE", "", " x  y "]).prop_map(|s| Value::String(s.into())),
+        ];
+        let value = leaf.prop_recursive(2, 12, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec(("[a-z]{1,3}", inner), 0..3).prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        });
+        proptest!(ProptestConfig { cases: 2000, ..ProptestConfig::default() }, |(members in prop::collection::vec((name, value), 0..8))| {
+            let body: Vec<String> = members.iter().map(|(k, v)| format!("{}:{}", Value::from(k.as_str()), v)).collect();
+            let text = format!("{{{}}}", body.join(","));
+            let map: Map<String, Value> = serde_json::from_str(&text).unwrap();
+            let c = Claims::parse(text.clone()).unwrap();
+            for n in ["aud", "a", "b", "a\"b", "é", "exp", "amr", "scope", "", "missing"] {
+                let v = map.get(n);
+                prop_assert_eq!(c.has(n), v.is_some());
+                prop_assert_eq!(c.value(n), v.cloned());
+                prop_assert_eq!(c.str(n), v.and_then(Value::as_str).filter(|s| !s.is_empty()));
+                let string = match v {
+                    Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+                    Some(Value::Number(n)) => Some(n.to_string()),
+                    _ => None,
+                };
+                prop_assert_eq!(c.string(n), string);
+                let i = match v {
+                    Some(Value::Number(n)) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
+                    _ => None,
+                };
+                prop_assert_eq!(c.i64(n), i);
+                let b = match v {
+                    Some(Value::Bool(b)) => Some(*b),
+                    Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => Some(true),
+                    Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => Some(false),
+                    _ => None,
+                };
+                prop_assert_eq!(c.bool_lenient(n), b);
+                prop_assert_eq!(c.list(n), reference_list(v, false));
+                prop_assert_eq!(c.scope_list(n), reference_list(v, true));
+            }
+            let auds: Vec<&str> = match map.get("aud") {
+                Some(Value::String(s)) => vec![s.as_str()],
+                Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+                _ => Vec::new(),
+            };
+            let got = c.audiences();
+            prop_assert_eq!(got.iter().map(|a| a.as_ref()).collect::<Vec<&str>>(), auds);
+            prop_assert_eq!(c.iter().count(), map.len());
+            prop_assert_eq!(c.clone().into_map(), map);
+        });
     }
 }

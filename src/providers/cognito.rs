@@ -181,7 +181,8 @@ fn identity(ctx: &Ctx<'_>, k: &Cognito, c: &Claims) -> Result<Identity, Refusal>
         _ => return Err(Refusal::WrongTokenUse),
     };
     let allowed = |v: &str| ctx.spec.client_id.as_deref() == Some(v) || ctx.spec.audiences.iter().any(|a| a == v);
-    let client = if is_access { c.str("client_id") } else { c.audiences().first().copied() };
+    let auds = c.audiences();
+    let client = if is_access { c.str("client_id") } else { auds.first().map(|a| a.as_ref()) };
     if !client.is_some_and(allowed) {
         return Err(Refusal::AudienceMismatch);
     }
@@ -211,11 +212,11 @@ fn identity(ctx: &Ctx<'_>, k: &Cognito, c: &Claims) -> Result<Identity, Refusal>
     id.token_id = c.string("jti");
     id.tenant = pool;
     (id.idp, id.idp_kind) = idp(c, &ctx.spec.id);
-    for (name, v) in c.0.iter() {
+    for (name, v) in c.iter() {
         if let Some(attr) = name.strip_prefix("custom:") {
-            id.attributes.insert(attr.to_string(), v.clone());
-        } else if matches!(name.as_str(), "cognito:preferred_role" | "cognito:roles" | "origin_jti") {
-            id.attributes.insert(name.clone(), v.clone());
+            id.attributes.insert(attr.to_string(), v.to_value());
+        } else if matches!(name, "cognito:preferred_role" | "cognito:roles" | "origin_jti") {
+            id.attributes.insert(name.to_string(), v.to_value());
         }
     }
     Ok(id)
@@ -223,7 +224,7 @@ fn identity(ctx: &Ctx<'_>, k: &Cognito, c: &Claims) -> Result<Identity, Refusal>
 
 /// The primary entry of `identities` (federated users), else native.
 fn idp(c: &Claims, provider: &str) -> (String, String) {
-    let Some(Value::Array(list)) = c.get("identities") else {
+    let Some(Value::Array(list)) = c.value("identities") else {
         return (provider.to_string(), "native".into());
     };
     let primary = list

@@ -244,7 +244,7 @@ fn open_own(p: &Provider, token: &str, typ: &str) -> Option<Value> {
     let parsed = jwt::parse(token).ok()?;
     let key = set.find(parsed.header.kid.as_deref())?;
     jwt::verify_signature(&parsed, key).ok()?;
-    let c = parsed.claims.0;
+    let c = parsed.claims.into_map();
     let fresh = c.get("exp").and_then(Value::as_i64).is_some_and(|e| e >= now_secs());
     (fresh && c.get("typ").and_then(Value::as_str) == Some(typ) && c.get("iss").and_then(Value::as_str) == Some(&p.spec.issuer))
         .then_some(Value::Object(c))

@@ -310,7 +310,7 @@ fn identity(ctx: &Ctx<'_>, k: &Entra, c: &Claims) -> Result<Identity, Refusal> {
     }
     id.admin_roles = c.list("wids");
     id.scopes = c.scope_list("scp");
-    let overage = c.get("_claim_names").and_then(|v| v.get("groups")).is_some() || c.has("hasgroups");
+    let overage = c.value("_claim_names").is_some_and(|v| v.get("groups").is_some()) || c.has("hasgroups");
     id.groups = if overage { Vec::new() } else { c.list("groups") };
     id.groups_complete = !overage && c.has("groups");
     id.auth_context = c.list("acrs");
@@ -320,7 +320,7 @@ fn identity(ctx: &Ctx<'_>, k: &Entra, c: &Claims) -> Result<Identity, Refusal> {
         id.acr = None;
     }
     id.client_id = c.string("azp").or_else(|| c.string("appid"));
-    let is_id_token = !c.has("scp") && !app_only && ctx.spec.client_id.as_deref().is_some_and(|cid| c.audiences().contains(&cid));
+    let is_id_token = !c.has("scp") && !app_only && ctx.spec.client_id.as_deref().is_some_and(|cid| c.has_audience(cid));
     id.token_use = if is_id_token { TokenUse::Id } else { TokenUse::Access };
     if is_id_token {
         id.client_id = ctx.spec.client_id.clone();
@@ -338,9 +338,9 @@ fn identity(ctx: &Ctx<'_>, k: &Entra, c: &Claims) -> Result<Identity, Refusal> {
         _ if guest => Some("guest".into()),
         _ => None,
     };
-    for (name, v) in c.0.iter() {
-        if matches!(name.as_str(), "ctry" | "xms_pdl" | "xms_pl" | "login_hint" | "ipaddr") || name.starts_with("extension_") {
-            id.attributes.insert(name.clone(), v.clone());
+    for (name, v) in c.iter() {
+        if matches!(name, "ctry" | "xms_pdl" | "xms_pl" | "login_hint" | "ipaddr") || name.starts_with("extension_") {
+            id.attributes.insert(name.to_string(), v.to_value());
         }
     }
     Ok(id)

@@ -10,7 +10,7 @@
 //! (the checks), <https://firebase.google.com/docs/auth/admin/manage-cookies> (session
 //! cookies and their issuer), <https://cloud.google.com/identity-platform/docs/multi-tenancy-authentication>.
 
-use super::claims::Claims;
+use super::claims::{Claims, Raw};
 use super::dev::{guid, stable, DevToken};
 use super::jwt::JoseHeader;
 use super::kind::{check_issuer_exact, section, Ctx, Kind, Loader};
@@ -187,8 +187,8 @@ fn identity(ctx: &Ctx<'_>, k: &Firebase, c: &Claims) -> Result<Identity, Refusal
     }
     let iss = check_issuer_exact(ctx, c)?;
     // A plain string, exactly the project id (an array or another project: refused).
-    match c.get("aud") {
-        Some(Value::String(a)) if *a == k.project_id => {}
+    match c.raw("aud") {
+        Some(Raw::Str(a)) if a == k.project_id => {}
         Some(_) => return Err(Refusal::AudienceMismatch),
         None => return Err(Refusal::MissingClaim("aud")),
     }
@@ -200,7 +200,8 @@ fn identity(ctx: &Ctx<'_>, k: &Firebase, c: &Claims) -> Result<Identity, Refusal
     if auth_time > now_secs() + LEEWAY_SECS {
         return Err(Refusal::AuthTimeInFuture);
     }
-    let fb = c.get("firebase").and_then(Value::as_object);
+    let fb = c.value("firebase");
+    let fb = fb.as_ref().and_then(Value::as_object);
     let fb_str = |name: &str| fb.and_then(|f| f.get(name)).and_then(Value::as_str).filter(|s| !s.is_empty());
     // GCIP: tenants must be in the allow-list; a project-level provider takes none.
     let tenant = fb_str("tenant");
@@ -253,13 +254,13 @@ fn identity(ctx: &Ctx<'_>, k: &Firebase, c: &Claims) -> Result<Identity, Refusal
         attrs.insert("anonymous".into(), Value::Bool(true));
     }
     for name in ["phone_number", "picture"] {
-        if let Some(v) = c.get(name) {
-            attrs.insert(name.into(), v.clone());
+        if let Some(v) = c.value(name) {
+            attrs.insert(name.into(), v);
         }
     }
-    for (name, v) in c.0.iter() {
-        if !RESERVED.contains(&name.as_str()) {
-            attrs.insert(name.clone(), v.clone());
+    for (name, v) in c.iter() {
+        if !RESERVED.contains(&name) {
+            attrs.insert(name.to_string(), v.to_value());
         }
     }
     Ok(id)

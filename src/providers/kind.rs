@@ -233,11 +233,15 @@ impl<F: KindFile> KindLoader for Loader<F> {
 
 /// `aud` must include one of `allowed` (string or array).
 pub fn check_audience(c: &Claims, allowed: &[String]) -> Result<(), Refusal> {
+    audience_in(c, |a| allowed.iter().any(|x| x == a))
+}
+
+fn audience_in(c: &Claims, ok: impl Fn(&str) -> bool) -> Result<(), Refusal> {
     let auds = c.audiences();
     if auds.is_empty() {
         return Err(Refusal::MissingClaim("aud"));
     }
-    if auds.iter().any(|a| allowed.iter().any(|x| x == a)) {
+    if auds.iter().any(|a| ok(a)) {
         Ok(())
     } else {
         Err(Refusal::AudienceMismatch)
@@ -246,9 +250,8 @@ pub fn check_audience(c: &Claims, allowed: &[String]) -> Result<(), Refusal> {
 
 /// `aud` must include a configured audience or the client id.
 pub fn check_audience_or_client(ctx: &Ctx<'_>, c: &Claims) -> Result<(), Refusal> {
-    let mut allowed = ctx.spec.audiences.clone();
-    allowed.extend(ctx.spec.client_id.iter().cloned());
-    check_audience(c, &allowed)
+    let client = ctx.spec.client_id.as_deref();
+    audience_in(c, |a| ctx.spec.audiences.iter().any(|x| x == a) || client == Some(a))
 }
 
 /// `iss` must be the configured issuer exactly.
@@ -323,7 +326,7 @@ pub(crate) mod testing {
     }
 
     fn claims(v: Value) -> Claims {
-        Claims(v.as_object().cloned().expect("claims are an object"))
+        Claims::from_map(v.as_object().cloned().expect("claims are an object"))
     }
 
     impl Fixture {

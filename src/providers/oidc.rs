@@ -61,7 +61,7 @@ pub fn standard_identity(ctx: &Ctx<'_>, c: &Claims, tenant: &str) -> Result<Iden
     let mut id = Identity::new(&ctx.spec.id, ctx.kind_label, ctx.spec.population, sub.to_string());
     id.issuer = iss.to_string();
     id.tenant = tenant.to_string();
-    let aud_is_client = ctx.spec.client_id.as_deref().is_some_and(|cid| c.audiences().contains(&cid));
+    let aud_is_client = ctx.spec.client_id.as_deref().is_some_and(|cid| c.has_audience(cid));
     let access = c.has("scope") || c.has("scp") || c.has("client_id") || !aud_is_client
         || ctx.header.typ.as_deref().is_some_and(super::claims::is_at_jwt);
     id.token_use = if access { TokenUse::Access } else { TokenUse::Id };
@@ -123,7 +123,7 @@ pub async fn fetch_userinfo(http: &reqwest::Client, endpoint: &str, access_token
         return Err(UserinfoError::NotJson);
     }
     match serde_json::from_slice(&bytes) {
-        Ok(serde_json::Value::Object(map)) => Ok(Claims(map)),
+        Ok(serde_json::Value::Object(map)) => Ok(Claims::from_map(map)),
         _ => Err(UserinfoError::NotJson),
     }
 }
@@ -186,7 +186,7 @@ mod tests {
     use serde_json::json;
 
     fn claims(v: serde_json::Value) -> Claims {
-        Claims(v.as_object().cloned().unwrap())
+        Claims::from_map(v.as_object().cloned().unwrap())
     }
 
     #[test]

@@ -125,11 +125,11 @@ impl Registry {
         jwt::verify_signature(&parsed, &key)?;
         let ssf = self.providers[index].spec.ssf.as_ref().expect("found by ssf");
         let c = &parsed.claims;
-        if !c.audiences().contains(&ssf.audience.as_str()) {
+        if !c.has_audience(&ssf.audience) {
             return Err(SetError::Audience);
         }
         let now = now_secs();
-        let iat = match c.get("iat") {
+        let iat = match c.raw("iat") {
             None => return Err(SetError::Missing("iat")),
             Some(_) => c.i64("iat").ok_or(Refusal::Malformed("iat is not a number"))?,
         };
@@ -142,9 +142,12 @@ impl Registry {
         if c.has("exp") {
             jwt::check_times(c, now, LEEWAY_SECS)?;
         }
-        let events = c.get("events").and_then(|e| e.as_object()).cloned().ok_or(SetError::Events)?;
+        let events = match c.value("events") {
+            Some(serde_json::Value::Object(events)) => events,
+            _ => return Err(SetError::Events),
+        };
         let jti = c.string("jti").filter(|j| !j.is_empty()).ok_or(SetError::Missing("jti"))?;
-        Ok(Set { provider: index, jti, remember_until: iat + MAX_AGE_SECS + LEEWAY_SECS, events, sub_id: c.get("sub_id").cloned() })
+        Ok(Set { provider: index, jti, remember_until: iat + MAX_AGE_SECS + LEEWAY_SECS, events, sub_id: c.value("sub_id") })
     }
 
     /// The key for `kid`: from `ssf.jwks_url` when set (fetched on first use and for an
