@@ -282,8 +282,9 @@ fn decide_and_propagate(c: &mut Criterion) {
     });
     let minter = f.rt.minter.as_ref().expect("broker configured");
     c.bench_function("mint/token_for_cached", |b| {
-        let _ = minter.token_for(&v, "main", route.index);
-        b.iter(|| black_box(minter.token_for(black_box(&v), "main", route.index)))
+        let shared = minter.shared(&v);
+        let _ = minter.token_for(&shared, &v, "main", route.index);
+        b.iter(|| black_box(minter.token_for(black_box(&shared), &v, "main", route.index)))
     });
     let mut g = c.benchmark_group("mint");
     g.throughput(Throughput::Elements(1));

@@ -311,6 +311,19 @@ pub fn identity_claims(id: &Identity) -> serde_json::Map<String, serde_json::Val
     }
 }
 
+/// What every credential of one identity sends upstream: the identity headers, encoded
+/// once, and the `X-Identity-Token`s minted for it, per route (`crate::propagate` builds
+/// and fills it). Two bearer tokens of one person (a refreshed token, a second device)
+/// and a browser session (whose verified identity is re-built when its cache entry
+/// ends) meet here by [`identity_key`], so neither is re-encoded nor re-signed per
+/// credential.
+#[derive(Debug)]
+pub struct Outbound {
+    pub headers: Vec<(&'static str, http::HeaderValue)>,
+    /// (route index, token, exp), oldest first.
+    pub minted: std::sync::Mutex<Vec<(u32, http::HeaderValue, i64)>>,
+}
+
 /// SHA-256 of what a minted token says about `id` (its [`IdentityClaims`] as JSON):
 /// the key under which minted tokens are shared by every credential of one identity.
 /// Serialised into a per-thread buffer, so the hash costs no allocation.

@@ -9,7 +9,7 @@
 //! reused until a minute before they expire, so a hot token pays no signature.
 
 use crate::config::{AuthorizationHeader, RouteSpec};
-use crate::identity::{Identity, IdentityClaims};
+use crate::identity::{Identity, IdentityClaims, Outbound};
 use crate::keys::Signer;
 use crate::providers::{now_secs, Verified};
 use http::HeaderValue;
@@ -118,11 +118,15 @@ pub fn route_headers<E>(
         }
         return Ok(());
     };
-    for (k, val) in v.headers.get_or_init(|| identity_headers(&v.identity)) {
+    let shared = v.upstream.get_or_init(|| match minter {
+        Some(m) => m.shared(v),
+        None => Arc::new(outbound(&v.identity)),
+    });
+    for (k, val) in &shared.headers {
         apply(Change::Set(k, val.clone()))?;
     }
     let token = match (minter, route.identity_token || route.authorization == AuthorizationHeader::IdentityToken) {
-        (Some(m), true) => Some(m.token_for(v, &route.name, route_index)),
+        (Some(m), true) => Some(m.token_for(shared, v, &route.name, route_index)),
         _ => None,
     };
     if let (Some(t), true) = (&token, route.identity_token) {
@@ -153,12 +157,21 @@ struct MintedClaims<'a> {
     jti: &'a str,
 }
 
+/// Routes whose minted token one identity keeps at a time; the oldest makes room.
+pub const MINTED_PER_IDENTITY: usize = 16;
+
+/// An identity's [`Outbound`]: its headers encoded, no token minted yet.
+pub fn outbound(id: &Identity) -> Outbound {
+    Outbound { headers: identity_headers(id), minted: std::sync::Mutex::new(Vec::new()) }
+}
+
 /// Mints `X-Identity-Token`s with the broker key.
 pub struct Minter {
     pub signer: Arc<Signer>,
     issuer: String,
     ttl: i64,
-    cache: moka::sync::Cache<([u8; 32], u32), (HeaderValue, i64)>,
+    /// By identity key; an entry lives as long as a minted token (`identity_token_ttl`).
+    shares: moka::sync::Cache<[u8; 32], Arc<Outbound>>,
     /// Public keys of retired broker keys still inside their overlap (`keys rotate`):
     /// tokens they signed stay verifiable until they expire.
     retired: Vec<serde_json::Value>,
@@ -170,7 +183,7 @@ impl Minter {
             signer,
             issuer: issuer.to_string(),
             ttl: ttl.as_secs().max(30) as i64,
-            cache: moka::sync::Cache::builder().max_capacity(capacity).time_to_live(ttl).build(),
+            shares: moka::sync::Cache::builder().max_capacity(capacity).time_to_live(ttl).build(),
             retired: Vec::new(),
         }
     }
@@ -181,39 +194,34 @@ impl Minter {
         self
     }
 
-    /// The token for this verified credential on this route, from cache when fresh.
-    /// The token is returned as a ready header value (cloning it is a reference count).
-    pub fn token_for(&self, v: &Verified, route: &str, route_index: u32) -> HeaderValue {
+    /// The shared state of `v`'s identity (created on its first credential). The
+    /// cache belongs to one broker key: a new key is a new runtime, so a token signed
+    /// by a previous key is never handed out.
+    pub fn shared(&self, v: &Verified) -> Arc<Outbound> {
+        self.shares.get_with(v.identity_key, || Arc::new(outbound(&v.identity)))
+    }
+
+    /// The token for this verified credential on this route, from `shared` when fresh
+    /// (more than a minute left). The token is returned as a ready header value
+    /// (cloning it is a reference count).
+    pub fn token_for(&self, shared: &Outbound, v: &Verified, route: &str, route_index: u32) -> HeaderValue {
         let now = now_secs();
         let fresh = |exp: i64| exp - now > 60;
-        if let Ok(list) = v.minted.lock() {
-            if let Some((_, tok, _)) = list.iter().find(|(r, _, exp)| *r == route_index && fresh(*exp)) {
-                return tok.clone();
-            }
+        // Held while signing: concurrent first requests of one identity mint once.
+        let mut list = shared.minted.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((_, tok, _)) = list.iter().find(|(r, _, exp)| *r == route_index && fresh(*exp)) {
+            return tok.clone();
         }
-        // Other credentials of the same identity, and sessions (re-built per request),
-        // meet their minted token here: minted tokens are cached per identity and route,
-        // and the cache belongs to one broker key (a new key is a new runtime).
-        let key = (v.identity_key, route_index);
-        let (tok, exp) = match self.cache.get(&key).filter(|(_, exp)| fresh(*exp)) {
-            Some(hit) => hit,
-            None => {
-                let exp = (now + self.ttl).min(v.exp.max(now + 1));
-                let minted = self.mint(&v.identity, route, now, exp);
-                // A compact JWS is base64url and dots: always a valid header value (the
-                // check runs; the bytes are moved, not copied).
-                let tok = HeaderValue::from_maybe_shared(bytes::Bytes::from(minted))
-                    .unwrap_or_else(|_| HeaderValue::from_static(""));
-                self.cache.insert(key, (tok.clone(), exp));
-                (tok, exp)
-            }
-        };
-        if let Ok(mut list) = v.minted.lock() {
-            list.retain(|(r, _, e)| *r != route_index && fresh(*e));
-            if list.len() < 16 {
-                list.push((route_index, tok.clone(), exp));
-            }
+        let exp = (now + self.ttl).min(v.exp.max(now + 1));
+        let minted = self.mint(&v.identity, route, now, exp);
+        // A compact JWS is base64url and dots: always a valid header value (the check
+        // runs; the bytes are moved, not copied).
+        let tok = HeaderValue::from_maybe_shared(bytes::Bytes::from(minted)).unwrap_or_else(|_| HeaderValue::from_static(""));
+        list.retain(|(r, _, e)| *r != route_index && fresh(*e));
+        if list.len() >= MINTED_PER_IDENTITY {
+            list.remove(0);
         }
+        list.push((route_index, tok.clone(), exp));
         tok
     }
 
@@ -292,6 +300,52 @@ mod tests {
         })
         .unwrap();
         out
+    }
+
+    /// Two credentials of one identity share its headers and minted tokens; another
+    /// identity gets its own; past the per-identity limit the oldest route's token goes.
+    #[test]
+    fn credentials_of_one_identity_share_headers_and_minted_tokens() {
+        let pem = crate::keys::generate_pem(crate::keys::KeyKind::Es256).unwrap();
+        let signer = crate::keys::Signer::from_pkcs8(pem::parse(pem.as_bytes()).unwrap().contents()).unwrap();
+        let minter = Minter::new(Arc::new(signer), "https://gw.test/broker", Duration::from_secs(300), 16);
+        let alice = || Identity::new("wf", crate::identity::ProviderKind::Entra, Population::Workforce, "alice".into());
+        let a1 = Verified::new(alice(), 0, "k1".into(), now_secs() + 600, [1; 32]);
+        let a2 = Verified::new(alice(), 0, "k2".into(), now_secs() + 900, [2; 32]);
+        let bob = Verified::new(
+            Identity::new("wf", crate::identity::ProviderKind::Entra, Population::Workforce, "bob".into()),
+            0,
+            "k1".into(),
+            now_secs() + 600,
+            [3; 32],
+        );
+        let token = |v: &Verified, route_index: u32| {
+            let mut out = None;
+            route_headers(Some(&minter), &route(AuthorizationHeader::Keep, true), route_index, Some(v), |c| {
+                if let Change::Set(TOKEN_HEADER, t) = c {
+                    out = Some(t);
+                }
+                Ok::<_, ()>(())
+            })
+            .unwrap();
+            out.expect("a minted token")
+        };
+        let t1 = token(&a1, 0);
+        assert_eq!(token(&a2, 0), t1, "the second credential reuses the first one's token");
+        assert!(Arc::ptr_eq(a1.upstream.get().unwrap(), a2.upstream.get().unwrap()));
+        assert_ne!(token(&bob, 0), t1);
+        assert!(!Arc::ptr_eq(a1.upstream.get().unwrap(), bob.upstream.get().unwrap()));
+        let shared = a1.upstream.get().unwrap().clone();
+        for r in 1..=MINTED_PER_IDENTITY as u32 {
+            token(&a1, r);
+        }
+        let routes: Vec<u32> = shared.minted.lock().unwrap().iter().map(|(r, _, _)| *r).collect();
+        assert_eq!(routes, (1..=MINTED_PER_IDENTITY as u32).collect::<Vec<_>>(), "route 0, the oldest, made room");
+        assert_ne!(token(&a2, 0), t1, "an evicted route's token is minted afresh");
+        // Without a broker, headers only, per credential.
+        let lone = Verified::new(alice(), 0, "k1".into(), now_secs() + 600, [4; 32]);
+        assert!(changes(None, &route(AuthorizationHeader::Keep, true), Some(&lone)).iter().any(|c| matches!(c, Change::Set("x-identity-sub", _))));
+        assert!(lone.upstream.get().unwrap().minted.lock().unwrap().is_empty());
     }
 
     /// What each `authorization` / `identity_token` combination sends, with and without

@@ -337,14 +337,13 @@ pub struct Verified {
     pub kid: String,
     pub exp: i64,
     pub token_hash: [u8; 32],
-    /// The propagated header set, built once per verified token by the gateway.
-    pub headers: OnceLock<Vec<(&'static str, http::HeaderValue)>>,
-    /// Minted `X-Identity-Token`s for this credential: (route index, token, exp).
-    /// Lives as long as the cached verification, so a hot token finds its minted
-    /// token here without a shared-cache lookup.
-    pub minted: std::sync::Mutex<Vec<(u32, http::HeaderValue, i64)>>,
-    /// Hash of what a minted token says about this identity (`propagate::identity_key`):
-    /// two bearer tokens of the same person share minted tokens.
+    /// What this identity sends upstream (identity headers, minted tokens), shared by
+    /// every credential of the same identity; found on the first request that needs it
+    /// and kept as long as the cached verification, so a hot token reaches it without
+    /// a shared-cache lookup.
+    pub upstream: OnceLock<Arc<crate::identity::Outbound>>,
+    /// Hash of what a minted token says about this identity (`identity::identity_key`):
+    /// two bearer tokens of the same person share headers and minted tokens.
     pub identity_key: [u8; 32],
     /// For a browser session: the network it began on (adaptive MFA's
     /// `network_change`); `None` for bearer tokens.
@@ -361,8 +360,7 @@ impl Verified {
             kid,
             exp,
             token_hash,
-            headers: OnceLock::new(),
-            minted: std::sync::Mutex::new(Vec::new()),
+            upstream: OnceLock::new(),
             network: None,
         }
     }
