@@ -98,7 +98,7 @@ impl Registry {
         let iss = parsed.claims.str("iss").ok_or(LogoutTokenError::Missing("iss"))?;
         let candidates = self.candidates(iss);
         let mut first = None;
-        for i in candidates {
+        for &i in candidates.iter() {
             match self.logout_token_at(i, &parsed).await {
                 Ok(t) => return Ok(t),
                 Err(e) => {

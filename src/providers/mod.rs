@@ -458,7 +458,7 @@ impl Registry {
         for iss in self.by_issuer.keys() {
             let c = self.candidates(iss);
             if c.len() > 1 {
-                c.into_iter().for_each(|i| shared[i] = true);
+                c.iter().for_each(|&i| shared[i] = true);
             }
         }
         if self.templated.len() > 1 {
@@ -484,16 +484,22 @@ impl Registry {
     }
 
     /// Providers whose issuer (or issuer template) matches `iss`.
-    fn candidates(&self, iss: &str) -> Vec<usize> {
-        let mut out = self.by_issuer.get(iss).cloned().unwrap_or_default();
-        for (prefix, suffix, i) in &self.templated {
-            if let Some(mid) = iss.strip_prefix(prefix.as_str()).and_then(|r| r.strip_suffix(suffix.as_str())) {
-                if !mid.is_empty() && !mid.contains('/') {
-                    out.push(*i);
-                }
-            }
+    fn candidates(&self, iss: &str) -> std::borrow::Cow<'_, [usize]> {
+        let exact = self.by_issuer.get(iss).map_or(&[][..], Vec::as_slice);
+        let mut templated = self
+            .templated
+            .iter()
+            .filter(|(prefix, suffix, _)| {
+                let mid = iss.strip_prefix(prefix.as_str()).and_then(|r| r.strip_suffix(suffix.as_str()));
+                mid.is_some_and(|mid| !mid.is_empty() && !mid.contains('/'))
+            })
+            .map(|(_, _, i)| *i)
+            .peekable();
+        // Most issuers name one provider exactly: borrowed, nothing allocated.
+        if templated.peek().is_none() {
+            return std::borrow::Cow::Borrowed(exact);
         }
-        out
+        std::borrow::Cow::Owned(exact.iter().copied().chain(templated).collect())
     }
 
     /// Verifies a bearer token, answering from the cache when it can. `allowed` limits
@@ -589,9 +595,8 @@ impl Registry {
         if candidates.is_empty() {
             return Err(self.refused(Refusal::UnknownIssuer, None));
         }
-        let permitted: Vec<usize> =
-            candidates.iter().copied().filter(|i| allowed.is_none_or(|a| a.contains(i))).collect();
-        if permitted.is_empty() {
+        let mut permitted = candidates.iter().copied().filter(|i| allowed.is_none_or(|a| a.contains(i))).peekable();
+        if permitted.peek().is_none() {
             return Err(self.refused(Refusal::ProviderNotAllowed, Some(candidates[0])));
         }
         let mut first_err = None;
@@ -783,8 +788,10 @@ mod hot {
 
     const SLOTS: usize = 64;
 
-    /// (registry generation, token, verified)
-    type Slot = Option<(usize, Box<str>, Arc<Verified>)>;
+    /// (registry generation, token, verified). The token's buffer is reused by the
+    /// next token put in the slot (only verified tokens are put: at most 64 ×
+    /// `MAX_TOKEN_BYTES` per thread).
+    type Slot = Option<(usize, String, Arc<Verified>)>;
 
     thread_local! {
         static SLOTS_TL: RefCell<Vec<Slot>> = RefCell::new(vec![None; SLOTS]);
@@ -805,7 +812,15 @@ mod hot {
     }
 
     pub fn put(registry: usize, token: &str, v: &Arc<Verified>) {
-        SLOTS_TL.with(|s| s.borrow_mut()[index(token)] = Some((registry, token.into(), v.clone())));
+        SLOTS_TL.with(|s| match &mut s.borrow_mut()[index(token)] {
+            Some((r, t, old)) => {
+                *r = registry;
+                t.clear();
+                t.push_str(token);
+                *old = v.clone();
+            }
+            empty => *empty = Some((registry, token.to_string(), v.clone())),
+        });
     }
 }
 

@@ -193,6 +193,6 @@ impl Registry {
     /// The provider whose token issuer is `iss` (an `iss_sub` subject identifier's
     /// `iss`), the first when several share it.
     pub fn provider_for_issuer(&self, iss: &str) -> Option<usize> {
-        self.candidates(iss).into_iter().next()
+        self.candidates(iss).first().copied()
     }
 }
