@@ -324,6 +324,40 @@ fn raw_list(v: Option<Raw<'_>>, split_spaces: bool) -> Vec<String> {
     }
 }
 
+/// How deep a claim's value may nest arrays and objects. Skipping a value does not limit
+/// its depth, so it is checked here: within what a JSON tree parser accepts (128 levels
+/// for the whole payload), so every accepted claim can be read as a [`Value`].
+const MAX_DEPTH: usize = 100;
+
+/// Whether JSON text `j` nests arrays and objects deeper than `limit` (brackets inside
+/// strings do not count). One pass over the bytes; the text is valid JSON.
+fn nested_deeper_than(j: &str, limit: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in j.as_bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
 /// Records each top-level member of the payload object as spans of the text:
 /// `(name, value, value is a string)`, each span `(start, end, in extra)` where
 /// `extra` holds the unescaped text of names and strings that had escapes.
@@ -392,6 +426,9 @@ impl<'a, 'de: 'a> Visitor<'de> for Members<'a> {
                 Some(_) => {
                     let unescaped: String = serde_json::from_str(text).map_err(de::Error::custom)?;
                     (self.push_extra(&unescaped), true)
+                }
+                None if nested_deeper_than(text, MAX_DEPTH) => {
+                    return Err(de::Error::custom("a claim nests deeper than the limit"));
                 }
                 None => (self.within(text), false),
             };
@@ -590,6 +627,12 @@ mod tests {
         assert_eq!(c.bool_lenient("t"), Some(true));
         assert_eq!(c.value("obj"), Some(serde_json::json!({"k": [1, 2]})));
         assert_eq!(c.str("obj"), None);
+        // Deep nesting is refused, as a JSON tree parser refuses it (and no stack grows).
+        let nest = |n: usize| format!("{{\"a\":{}1{}}}", "[{\"k\":\"]]\\\"[\",\"v\":".repeat(n), "}]".repeat(n));
+        assert!(Claims::parse(nest(10_000)).is_err());
+        assert!(Claims::parse(nest(51)).is_err());
+        let c = Claims::parse(nest(50)).unwrap();
+        assert!(c.value("a").is_some_and(|v| v.is_array()));
         for bad in ["[1]", "\"s\"", "{\"a\":1} x", "{\"a\":}", "{\"a\":\"\\ud800\"}", ""] {
             assert!(Claims::parse(bad.into()).is_err(), "{bad}");
         }
