@@ -52,7 +52,9 @@
 #       faults (`perf stat` on the native process during a wrk run). Unlike CPU time on a
 #       shared VM these repeat to within a fraction of a percent, so they can judge a 5 %
 #       target; table in $OUT/<timestamp>/count.md. Kernel time per system call is not in
-#       the instruction count: compare the syscall column too.
+#       the instruction count: compare the syscall column too. COUNT_CACHE=1 adds
+#       callgrind's cache simulation: first-level data and last-level cache misses per
+#       request (what allocation and cold memory cost, which instructions do not show).
 #
 # Prints a table (medians over rounds) of rps, p50, p99, CPU µs per request on the proxy
 # core, and the same-round ratios of CPU per request to bare Pingora and to nginx, with the
@@ -706,8 +708,8 @@ if [[ -n "${COUNT:-}" ]]; then
     {
         echo "# COUNT=$COUNT COUNT_REQS=$COUNT_REQS, commit $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')"
         echo
-        echo "| scenario | instructions/req (user space) | × bare | × hot | syscalls/req | context switches/req | page faults/req |"
-        echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+        echo "| scenario | instructions/req (user space) | × bare | × hot | syscalls/req | context switches/req | page faults/req | D1 misses/req | LL misses/req |"
+        echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     } >"$CTABLE"
     # counted OUT N FILE MODE [HEADER]: exactly N requests on one keep-alive connection
     counted() {
@@ -718,6 +720,7 @@ if [[ -n "${COUNT:-}" ]]; then
     # start_counted SC: SC's target under callgrind -> C_PID C_URL C_ARGS (FILE MODE [HEADER])
     start_counted() {
         local sc=$1 cg="--tool=callgrind --dump-instr=no --collect-systime=no --callgrind-out-file=$RUN/callgrind-$1.out"
+        [[ ${COUNT_CACHE:-0} == 1 ]] && cg+=" --cache-sim=yes"
         C_ARGS=("$WORK/hot.txt" one)
         if [[ $sc == bare ]]; then
             local port; port=$(free_port)
@@ -777,12 +780,19 @@ if [[ -n "${COUNT:-}" ]]; then
         ((n > 0 && ir > 0)) || { echo "COUNT $sc: no requests ($n) or no instructions ($ir) counted; see $dump" >&2; exit 1; }
         ((non2xx == 0)) || { echo "COUNT $sc: $non2xx requests did not answer 2xx" >&2; exit 1; }
         ipr=$((ir / n))
+        # COUNT_CACHE=1: simulated first-level data and last-level cache misses (reads + writes)
+        d1=-; ll=-
+        if [[ ${COUNT_CACHE:-0} == 1 ]]; then
+            read -r d1 ll < <(awk -v n="$n" '/^events:/ { for (i = 2; i <= NF; i++) ev[i] = $i }
+                /^(summary|totals):/ { for (i = 2; i <= NF; i++) v[ev[i]] = $i }
+                END { printf "%.0f %.0f\n", (v["D1mr"] + v["D1mw"]) / n, (v["DLmr"] + v["DLmw"]) / n }' "$dump")
+        fi
         [[ $sc == bare ]] && BARE_IR=$ipr
         [[ $sc == hot ]] && HOT_IR=$ipr
         ratio=$([[ -n $BARE_IR ]] && awk -v a="$ipr" -v b="$BARE_IR" 'BEGIN { printf "%.2f", a / b }' || echo -)
         # × hot: the 5 % targets (100 providers, 1,000 routes) are against the hot token
         vs_hot=$([[ -n $HOT_IR && $sc != bare ]] && awk -v a="$ipr" -v b="$HOT_IR" 'BEGIN { printf "%.3f", a / b }' || echo -)
-        printf '| %s | %d | %s | %s | %s | %s | %s |\n' "$sc" "$ipr" "$ratio" "$vs_hot" "$sys" "$cs" "$pf" >>"$CTABLE"
+        printf '| %s | %d | %s | %s | %s | %s | %s | %s | %s |\n' "$sc" "$ipr" "$ratio" "$vs_hot" "$sys" "$cs" "$pf" "$d1" "$ll" >>"$CTABLE"
         log "COUNT $sc: $ipr instructions/req over $n requests (×bare $ratio), syscalls/req $sys, ctx switches/req $cs, page faults/req $pf"
     done
     cat "$CTABLE"

@@ -197,8 +197,16 @@ impl Minter {
     /// The shared state of `v`'s identity (created on its first credential). The
     /// cache belongs to one broker key: a new key is a new runtime, so a token signed
     /// by a previous key is never handed out.
+    /// A lookup and, for a new identity, an insert (not moka's `get_with`, whose
+    /// coordination of concurrent initialisers costs more than the rare duplicate it
+    /// saves: two first requests of one identity at once may each encode its headers).
     pub fn shared(&self, v: &Verified) -> Arc<Outbound> {
-        self.shares.get_with(v.identity_key, || Arc::new(outbound(&v.identity)))
+        if let Some(found) = self.shares.get(&v.identity_key) {
+            return found;
+        }
+        let fresh = Arc::new(outbound(&v.identity));
+        self.shares.insert(v.identity_key, fresh.clone());
+        fresh
     }
 
     /// The token for this verified credential on this route, from `shared` when fresh
