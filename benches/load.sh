@@ -174,10 +174,14 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# Below the kernel's ephemeral range: a port picked inside it can be taken, between the
+# check and the bind, as the local port of one of the benchmark's own outgoing connections.
+EPHEMERAL_LO=$(awk '{ print $1 }' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+((EPHEMERAL_LO > 12000)) || EPHEMERAL_LO=32768
 free_port() { # a loopback port nothing listens on (and not handed out before)
     local p
     while :; do
-        p=$((20000 + RANDOM % 40000))
+        p=$((10000 + RANDOM % (EPHEMERAL_LO - 10000)))
         [[ " ${USED_PORTS:-} " == *" $p "* ]] && continue
         if ! (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null; then USED_PORTS="${USED_PORTS:-} $p"; echo "$p"; return; fi
     done
