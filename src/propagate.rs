@@ -197,6 +197,7 @@ impl Minter {
     /// The shared state of `v`'s identity (created on its first credential). The
     /// cache belongs to one broker key: a new key is a new runtime, so a token signed
     /// by a previous key is never handed out.
+    ///
     /// A lookup and, for a new identity, an insert (not moka's `get_with`, whose
     /// coordination of concurrent initialisers costs more than the rare duplicate it
     /// saves: two first requests of one identity at once may each encode its headers).

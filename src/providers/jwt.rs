@@ -74,8 +74,8 @@ pub fn parse(token: &str) -> Result<Parsed<'_>, Refusal> {
 }
 
 /// Decodes base64url `part` into a per-thread scratch buffer and hands the bytes (or
-/// the decoding error) to `f`: a token's header and payload are parsed from there, so
-/// decoding allocates nothing per token.
+/// the decoding error) to `f`: a token's header is parsed from there, so decoding it
+/// allocates nothing per token (the payload gets its own buffer, which the claims keep).
 fn decoded<T>(part: &str, f: impl FnOnce(Result<&[u8], base64::DecodeError>) -> T) -> T {
     thread_local! {
         static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
