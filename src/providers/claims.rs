@@ -87,7 +87,7 @@ impl Claims {
     /// Parses a JSON object. Fails on anything else (and on invalid JSON).
     pub fn parse(text: String) -> Result<Claims, serde_json::Error> {
         let mut extra = String::new();
-        let mut spans = Vec::new();
+        let mut spans = Vec::with_capacity(24);
         {
             let base = text.as_str();
             let mut de = serde_json::Deserializer::from_str(base);
@@ -106,19 +106,21 @@ impl Claims {
                 Member { key: Key::of(&bytes[span(name)]), name, value: at(value), string }
             })
             .collect();
-        // Stable sort by name, then keep the last of each run of equal names.
+        // Stable sort by name, then keep the last of each run of equal names: `dedup_by`
+        // keeps the earlier of two equal members, so it takes the later one's value first.
         members.sort_by(|a, b| compare(a.key, &bytes[span(a.name)], b.key, &bytes[span(b.name)]));
-        let mut kept: Vec<Member> = Vec::with_capacity(members.len());
-        for m in members {
-            match kept.last_mut() {
-                Some(last) if last.key == m.key && bytes[span(last.name)] == bytes[span(m.name)] => *last = m,
-                _ => kept.push(m),
+        members.dedup_by(|later, kept| {
+            let same = later.key == kept.key && bytes[span(later.name)] == bytes[span(kept.name)];
+            if same {
+                *kept = *later;
             }
-        }
-        Ok(Claims { text, members: kept })
+            same
+        });
+        Ok(Claims { text, members })
     }
 
-    /// Claims from a JSON object already in memory (userinfo, tests).
+    /// Claims from a JSON object already in memory (userinfo, tests); an object the
+    /// reader refuses (a value nested deeper than [`MAX_DEPTH`]) gives no claims.
     pub fn from_map(map: Map<String, Value>) -> Claims {
         let text = Value::Object(map).to_string();
         Claims::parse(text).unwrap_or_default()
