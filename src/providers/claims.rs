@@ -218,9 +218,12 @@ impl Claims {
         }
     }
 
-    /// `aud` names `want` (string or array).
+    /// `aud` names `want` (string or array); a string `aud` is compared in place.
     pub fn has_audience(&self, want: &str) -> bool {
-        self.audiences().iter().any(|a| a == want)
+        match self.raw("aud") {
+            Some(Raw::Str(s)) => s == want,
+            _ => self.audiences().iter().any(|a| a == want),
+        }
     }
 }
 
@@ -259,7 +262,8 @@ fn items(j: &str) -> Option<Vec<Item<'_>>> {
     de::Deserializer::deserialize_seq(&mut de, Items).ok()
 }
 
-/// One array item: a string, a number rendered as JSON renders it, or anything else.
+/// One array item (or a member name): a string, a number rendered as JSON renders it,
+/// or anything else.
 enum Item<'de> {
     Str(Cow<'de, str>),
     Number(String),
@@ -386,28 +390,6 @@ impl Members<'_> {
     }
 }
 
-/// A member name: borrowed from the text unless it had escapes.
-struct Name<'de>(Cow<'de, str>);
-
-impl<'de> de::Deserialize<'de> for Name<'de> {
-    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Name<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a claim name")
-            }
-            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Name<'de>, E> {
-                Ok(Name(Cow::Borrowed(s)))
-            }
-            fn visit_str<E>(self, s: &str) -> Result<Name<'de>, E> {
-                Ok(Name(Cow::Owned(s.to_string())))
-            }
-        }
-        d.deserialize_str(V)
-    }
-}
-
 impl<'a, 'de: 'a> Visitor<'de> for Members<'a> {
     type Value = ();
 
@@ -416,7 +398,9 @@ impl<'a, 'de: 'a> Visitor<'de> for Members<'a> {
     }
 
     fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
-        while let Some(Name(name)) = map.next_key::<Name<'de>>()? {
+        // A member name is a string (JSON object keys are): borrowed unless it had escapes.
+        while let Some(key) = map.next_key::<Item<'de>>()? {
+            let Item::Str(name) = key else { return Err(de::Error::custom("a claim name is not a string")) };
             let raw: &'de RawValue = map.next_value()?;
             let name = match name {
                 Cow::Borrowed(n) => self.within(n),
